@@ -1,0 +1,134 @@
+//! The loop every SIMD kernel shares, written once as a macro and instantiated per
+//! instruction set (`ssse3.rs`, `avx2.rs`, `avx512.rs`, `gfni.rs`).
+//!
+//! For each group of `U` vectors of the stripe, the kernel keeps one accumulator per
+//! output row in registers, walks the inputs once, loads each input vector once and
+//! multiplies it by that input's coefficient for every row. So all parity levels come
+//! out of a single pass over the data, and each coefficient table is loaded once per
+//! `U` vectors. A macro rather than generic code because the intrinsics only inline
+//! into functions compiled with their target features.
+
+/// Generates `pub(crate) unsafe fn mul_acc(tables, rows, first_row_xor, args)`.
+///
+/// - `feature`: the `target_feature` string.
+/// - `V`, `W`: the vector type and its width in bytes; `Tab`: the prepared table type.
+/// - `load`, `store`, `xor`, `zero`: unaligned load/store, XOR, zero vector.
+/// - `split(x)`: per-input work shared by all rows (for example the nibbles).
+/// - `table(ptr)`: loads the table of one coefficient.
+/// - `mul(split, table)`: the product.
+macro_rules! simd_kernel {
+    (
+        feature: $feature:literal,
+        vector: $V:ty,
+        width: $W:expr,
+        table_type: $Tab:ty,
+        load: |$lp:ident| $load:expr,
+        store: |$sp:ident, $sv:ident| $store:expr,
+        xor: |$xa:ident, $xb:ident| $xor:expr,
+        zero: $zero:expr,
+        split: |$x:ident| $split:expr,
+        table: |$tp:ident| $table:expr,
+        mul: |$s:ident, $t:ident| $mul:expr $(,)?
+    ) => {
+        use super::kernel::{dispatch_rows, Args};
+
+        // The operations, expanded in place (closures would not be compiled with the
+        // target features, and the intrinsics would not inline into them).
+        macro_rules! load {
+            ($p:expr) => {{
+                let $lp: *const u8 = $p;
+                $load
+            }};
+        }
+        macro_rules! store {
+            ($p:expr, $v:expr) => {{
+                let $sp: *mut u8 = $p;
+                let $sv = $v;
+                $store
+            }};
+        }
+        macro_rules! xor {
+            ($a:expr, $b:expr) => {{
+                let $xa = $a;
+                let $xb = $b;
+                $xor
+            }};
+        }
+
+        /// `out[r] (+)= sum_i C[r][i] * in[i]` over `a.start..a.end`.
+        ///
+        /// # Safety
+        /// The CPU must support the target features; every pointer in `a` must be
+        /// valid for `a.end` bytes; `a.end - a.start` must be a multiple of 64;
+        /// outputs must not overlap inputs; `tables` holds `rows` entries per input.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn mul_acc(tables: &[$Tab], rows: usize, first_row_xor: bool, a: &Args) {
+            debug_assert!(tables.len() >= a.ins.len() * rows);
+            debug_assert_eq!((a.end - a.start) % 64, 0);
+            unsafe { dispatch_rows!(run, rows, first_row_xor, tables, a) }
+        }
+
+        #[target_feature(enable = $feature)]
+        unsafe fn run<const R: usize, const X: bool>(tables: &[$Tab], a: &Args) {
+            let mut off = a.start;
+            while off + 2 * $W <= a.end {
+                unsafe { step::<R, X, 2>(tables, a, off) };
+                off += 2 * $W;
+            }
+            while off < a.end {
+                unsafe { step::<R, X, 1>(tables, a, off) };
+                off += $W;
+            }
+        }
+
+        /// `U` vectors at byte offset `off` of every block.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn step<const R: usize, const X: bool, const U: usize>(
+            tables: &[$Tab],
+            a: &Args,
+            off: usize,
+        ) {
+            let mut acc: [[$V; U]; R] = [[$zero; U]; R];
+            if a.accumulate {
+                for r in 0..R {
+                    for u in 0..U {
+                        acc[r][u] = unsafe { load!(a.outs[r].add(off + u * $W)) };
+                    }
+                }
+            }
+            let tab = tables.as_ptr();
+            for (i, &p) in a.ins.iter().enumerate() {
+                let mut xs: [$V; U] = [$zero; U];
+                for u in 0..U {
+                    xs[u] = unsafe { load!(p.add(off + u * $W)) };
+                }
+                for r in 0..R {
+                    if X && r == 0 {
+                        for u in 0..U {
+                            acc[0][u] = xor!(acc[0][u], xs[u]);
+                        }
+                        continue;
+                    }
+                    let $tp = unsafe { tab.add(i * R + r) };
+                    let $t = unsafe { $table };
+                    for u in 0..U {
+                        // Recomputed per row; identical pure operations, so the
+                        // compiler keeps one copy per input vector.
+                        let $s = {
+                            let $x = xs[u];
+                            $split
+                        };
+                        acc[r][u] = xor!(acc[r][u], $mul);
+                    }
+                }
+            }
+            for r in 0..R {
+                for u in 0..U {
+                    unsafe { store!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                }
+            }
+        }
+    };
+}
+pub(crate) use simd_kernel;
