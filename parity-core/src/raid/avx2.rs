@@ -10,6 +10,7 @@ super::simd::simd_kernel! {
     table_type: [u8; 32],
     load: |p| _mm256_loadu_si256(p.cast()),
     store: |p, v| _mm256_storeu_si256(p.cast(), v),
+    stream: |p, v| _mm256_stream_si256(p.cast(), v),
     xor: |a, b| _mm256_xor_si256(a, b),
     zero: _mm256_setzero_si256(),
     split: |x| (

@@ -11,6 +11,7 @@ super::simd::simd_kernel! {
     table_type: u64,
     load: |p| _mm512_loadu_si512(p.cast()),
     store: |p, v| _mm512_storeu_si512(p.cast(), v),
+    stream: |p, v| _mm512_stream_si512(p.cast(), v),
     xor: |a, b| _mm512_xor_si512(a, b),
     zero: _mm512_setzero_si512(),
     split: |x| x,

@@ -24,6 +24,7 @@ macro_rules! simd_kernel {
         table_type: $Tab:ty,
         load: |$lp:ident| $load:expr,
         store: |$sp:ident, $sv:ident| $store:expr,
+        stream: |$np:ident, $nv:ident| $stream:expr,
         xor: |$xa:ident, $xb:ident| $xor:expr,
         zero: $zero:expr,
         split: |$x:ident| $split:expr,
@@ -31,6 +32,7 @@ macro_rules! simd_kernel {
         mul: |$s:ident, $t:ident| $mul:expr $(,)?
     ) => {
         use super::kernel::{dispatch_rows, Args};
+        use super::simd::STREAM_MIN;
 
         // The operations, expanded in place (closures would not be compiled with the
         // target features, and the intrinsics would not inline into them).
@@ -45,6 +47,13 @@ macro_rules! simd_kernel {
                 let $sp: *mut u8 = $p;
                 let $sv = $v;
                 $store
+            }};
+        }
+        macro_rules! stream {
+            ($p:expr, $v:expr) => {{
+                let $np: *mut u8 = $p;
+                let $nv = $v;
+                $stream
             }};
         }
         macro_rules! xor {
@@ -70,13 +79,38 @@ macro_rules! simd_kernel {
 
         #[target_feature(enable = $feature)]
         unsafe fn run<const R: usize, const X: bool>(tables: &[$Tab], a: &Args) {
+            // Parity that is written, not accumulated, goes out with non-temporal
+            // stores when the outputs are aligned: no read-for-ownership of the
+            // parity lines, and the data stays in cache. Small ranges keep normal
+            // stores, since their parity is about to be read again.
+            let streaming = !a.accumulate
+                && a.end - a.start >= STREAM_MIN
+                && a.outs.iter().all(|&o| (o as usize + a.start) % $W == 0);
+            if streaming {
+                unsafe { lanes::<R, X, true>(tables, a) };
+                _mm_sfence();
+            } else {
+                unsafe { lanes::<R, X, false>(tables, a) };
+            }
+        }
+
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn lanes<const R: usize, const X: bool, const NT: bool>(tables: &[$Tab], a: &Args) {
             let mut off = a.start;
+            // Few rows leave registers free for more vectors in flight.
+            if R <= 2 {
+                while off + 4 * $W <= a.end {
+                    unsafe { step::<R, X, 4, NT>(tables, a, off) };
+                    off += 4 * $W;
+                }
+            }
             while off + 2 * $W <= a.end {
-                unsafe { step::<R, X, 2>(tables, a, off) };
+                unsafe { step::<R, X, 2, NT>(tables, a, off) };
                 off += 2 * $W;
             }
             while off < a.end {
-                unsafe { step::<R, X, 1>(tables, a, off) };
+                unsafe { step::<R, X, 1, NT>(tables, a, off) };
                 off += $W;
             }
         }
@@ -84,7 +118,7 @@ macro_rules! simd_kernel {
         /// `U` vectors at byte offset `off` of every block.
         #[target_feature(enable = $feature)]
         #[inline]
-        unsafe fn step<const R: usize, const X: bool, const U: usize>(
+        unsafe fn step<const R: usize, const X: bool, const U: usize, const NT: bool>(
             tables: &[$Tab],
             a: &Args,
             off: usize,
@@ -125,10 +159,17 @@ macro_rules! simd_kernel {
             }
             for r in 0..R {
                 for u in 0..U {
-                    unsafe { store!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                    if NT {
+                        unsafe { stream!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                    } else {
+                        unsafe { store!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                    }
                 }
             }
         }
     };
 }
 pub(crate) use simd_kernel;
+
+/// Outputs at least this long are written with non-temporal stores when aligned.
+pub(crate) const STREAM_MIN: usize = 64 * 1024;

@@ -9,6 +9,7 @@ super::simd::simd_kernel! {
     table_type: [u8; 32],
     load: |p| _mm_loadu_si128(p.cast()),
     store: |p, v| _mm_storeu_si128(p.cast(), v),
+    stream: |p, v| _mm_stream_si128(p.cast(), v),
     xor: |a, b| _mm_xor_si128(a, b),
     zero: _mm_setzero_si128(),
     split: |x| (
