@@ -266,7 +266,7 @@ fn more_lost_blocks_than_parity_is_an_error_and_writes_nothing() {
 fn bad_shapes_are_refused() {
     let a = vec![0u8; 64];
     let b = vec![0u8; 100];
-    let mut p = vec![0u8; 64];
+    let mut p = [0u8; 64];
     assert_eq!(
         generate_with(Kernel::Scalar, &[&a, &a], &mut [&mut p[..]; 0]).unwrap_err(),
         RaidError::ParityLevels { levels: 0 }
@@ -280,7 +280,7 @@ fn bad_shapes_are_refused() {
         }
     ));
     let odd = vec![0u8; 100];
-    let mut po = vec![0u8; 100];
+    let mut po = [0u8; 100];
     assert_eq!(
         generate_with(Kernel::Scalar, &[&odd], &mut [&mut po[..]]).unwrap_err(),
         RaidError::BlockMultiple { len: 100 }

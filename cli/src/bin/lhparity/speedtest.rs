@@ -47,7 +47,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             args.disks
         );
     }
-    if args.block_size == 0 || args.block_size % BLOCK_MULTIPLE != 0 {
+    if args.block_size == 0 || !args.block_size.is_multiple_of(BLOCK_MULTIPLE) {
         bail!(
             "--block-size {} is not a positive multiple of {BLOCK_MULTIPLE} bytes",
             args.block_size
