@@ -3,7 +3,10 @@
 //! - [`raid`]: SnapRAID-compatible GF(2^8) parity, generation and recovery of up to
 //!   six levels, with runtime-selected SIMD kernels.
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
+//! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
+//!   filter and the layout checks run before any command.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
 pub mod raid;
 pub mod speedtest;
