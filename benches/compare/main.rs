@@ -1,0 +1,151 @@
+//! `compare`: runs our binaries and their peers (snapraid, mergerfs, fio, the raw
+//! disk) side by side on this machine and reports medians and ratios.
+//!
+//! ```text
+//! cargo build --release                       # lhparity, lhfs
+//! cargo run --release -p lhfs-benches --bin compare -- [--only parity-speed] [--reps 5]
+//! ```
+//!
+//! Each row alternates its variants (A B A B ...) so that other load on a shared
+//! host hits them alike; only ratios within one run are meaningful. The Markdown
+//! table goes to stdout, progress to stderr, and the full record to `--json`.
+//!
+//! Modules: `env` (machine and tool versions), `measure` (alternation and
+//! statistics), `report` (Markdown and JSON), `disks` (loop-mounted scratch disks,
+//! cache control), `interrupt` (Ctrl-C), `rows` (one file per comparison).
+
+mod disks;
+mod env;
+mod interrupt;
+mod measure;
+mod report;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+use crate::report::{Report, RowOutcome};
+
+#[derive(Debug, Parser)]
+#[command(about = "Side-by-side comparison of lhparity/lhfs with snapraid/mergerfs/raw disk")]
+struct Args {
+    /// Tiny sizes and one repetition: checks that every row works, in seconds
+    /// (parity-speed still takes about a minute: snapraid -T has a fixed length).
+    #[arg(long)]
+    smoke: bool,
+    /// Run only these rows (comma-separated); see --list.
+    #[arg(long, value_delimiter = ',', value_name = "ROW[,ROW]")]
+    only: Option<Vec<String>>,
+    /// Repetitions per variant [default: 3, or 1 with --smoke].
+    #[arg(long, value_name = "N")]
+    reps: Option<usize>,
+    /// Where to write the JSON record [default: <workspace>/target/compare.json].
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Folder holding lhparity and lhfs [default: <workspace>/target/release].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Install snapraid, mergerfs and fio with apt-get first.
+    #[arg(long)]
+    install_peers: bool,
+    /// Parent folder for scratch disk images.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    work_dir: PathBuf,
+    /// List the rows and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn workspace_root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    if args.list {
+        for row in rows::ROWS {
+            println!("{:<14} {}", row.name, row.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected = rows::select(args.only.as_deref())?;
+    let reps = args.reps.unwrap_or(if args.smoke { 1 } else { 3 });
+    if reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    interrupt::install();
+    if args.install_peers {
+        env::install_peers()?;
+    }
+    let bin_dir = args
+        .bin_dir
+        .unwrap_or_else(|| workspace_root().join("target/release"));
+    let json = args
+        .json
+        .unwrap_or_else(|| workspace_root().join("target/compare.json"));
+    let env = env::Env::record(&bin_dir);
+    let ctx = rows::Ctx {
+        env: &env,
+        bin_dir: &bin_dir,
+        work_dir: &args.work_dir,
+        reps,
+        smoke: args.smoke,
+    };
+
+    let mut outcomes = Vec::new();
+    for row in selected {
+        if interrupt::check().is_err() {
+            break;
+        }
+        eprintln!("running {} ({reps} repetition(s) per variant)...", row.name);
+        let outcome = match (row.run)(&ctx) {
+            Ok(lines) => RowOutcome {
+                name: row.name.into(),
+                lines,
+                error: None,
+            },
+            Err(e) => {
+                eprintln!("row {} failed: {e:#}", row.name);
+                RowOutcome {
+                    name: row.name.into(),
+                    lines: Vec::new(),
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+
+    let interrupted = interrupt::check().is_err();
+    let failed = outcomes.iter().any(|o| o.error.is_some());
+    let report = Report {
+        env,
+        reps,
+        smoke: args.smoke,
+        rows: outcomes,
+    };
+    print!("{}", report.markdown());
+    report.write_json(&json)?;
+    eprintln!("wrote {}", json.display());
+    Ok(if interrupted {
+        eprintln!("interrupted: the report holds only the rows that finished");
+        ExitCode::from(130)
+    } else if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,67 @@
+//! Row `disk-read`: reading a filled scratch disk straight from ext4, cold (page
+//! cache dropped) against warm (just re-read). It is the raw-disk reference that
+//! the pool rows compare against, and it exercises the scratch-disk machinery end to
+//! end, including the check that teardown leaves nothing mounted.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::{lines_for, Ctx, RowSpec};
+use crate::disks::{self, Disks};
+use crate::measure::{run_alternated, Observation, Variant};
+use crate::report::Line;
+
+pub const ROW: RowSpec = RowSpec {
+    name: "disk-read",
+    about: "sequential read of 1 GiB of 100 MiB and ~1 MiB files on a loop ext4, cold vs warm",
+    run,
+};
+
+const MIB: u64 = 1 << 20;
+const METRIC: &str = "read";
+
+fn run(ctx: &Ctx) -> Result<Vec<Line>> {
+    disks::require_root("row disk-read")?;
+    // (image size, data size, large file size, small file size)
+    let (image, data, large, small) = if ctx.smoke {
+        (64 * MIB, 16 * MIB, 4 * MIB, 256 << 10)
+    } else {
+        (1536 * MIB, 1024 * MIB, 100 * MIB, MIB)
+    };
+    let scratch = Disks::create(ctx.work_dir, 1, image)?;
+    let paths = disks::fill(
+        scratch.mounts()[0],
+        &disks::file_sizes(data, large, small, 1),
+        1,
+    )?;
+    let mut variants = [
+        Variant::new("cold", || {
+            disks::drop_caches()?;
+            timed_read(&paths)
+        }),
+        Variant::new("warm", || {
+            disks::read_all(&paths)?;
+            timed_read(&paths)
+        }),
+    ];
+    let samples = run_alternated(&mut variants, ctx.reps)?;
+    scratch.close()?;
+    Ok(lines_for(
+        "disk-read ext4",
+        METRIC,
+        "MB/s",
+        &samples,
+        "cold",
+    ))
+}
+
+fn timed_read(paths: &[PathBuf]) -> Result<Observation> {
+    let start = Instant::now();
+    let bytes = disks::read_all(paths)?;
+    let mbps = bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let mut obs = Observation::default();
+    obs.values.insert(METRIC.into(), mbps);
+    Ok(obs)
+}
