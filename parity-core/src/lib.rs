@@ -2,8 +2,11 @@
 //!
 //! - [`raid`]: SnapRAID-compatible GF(2^8) parity, generation and recovery of up to
 //!   six levels, with runtime-selected SIMD kernels.
+//! - [`state`]: the content file: the array's state in memory, its checksummed binary
+//!   format, and the atomic save to every copy and load of the newest valid one.
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod raid;
 pub mod speedtest;
+pub mod state;
