@@ -2,6 +2,8 @@
 //!
 //! - [`raid`]: SnapRAID-compatible GF(2^8) parity, generation and recovery of up to
 //!   six levels, with runtime-selected SIMD kernels.
+//! - [`state`]: the content file: the array's state in memory, its checksummed binary
+//!   format, and the atomic save to every copy and load of the newest valid one.
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
 //! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
 //!   filter and the layout checks run before any command.
@@ -10,3 +12,4 @@
 pub mod config;
 pub mod raid;
 pub mod speedtest;
+pub mod state;

@@ -1,0 +1,258 @@
+//! The in-memory state of an array: what was synced, where every block lives, and
+//! what each block's hash is. Pure data; the codec (`codec.rs`) turns it into bytes
+//! and `store.rs` puts those bytes on disk.
+//!
+//! The invariant sync, scrub and fix rely on: for every position that is neither
+//! `UNSYNCED` nor `DIRTY`, the parity files hold exactly the parity of the blocks
+//! the state lists at that position (file blocks not flagged new, plus deleted
+//! blocks). An `UNSYNCED` position still holds the parity of its old blocks (new
+//! blocks are not in it yet, deleted ones still are); a `DIRTY` position may hold
+//! anything, because a sync was writing it when the state was last saved.
+
+/// The stored part of a block hash: BLAKE3, keyed per array, first 16 bytes.
+pub type Hash = [u8; 16];
+
+/// The hash kind recorded in the content file, so a later version can change it.
+pub const HASH_BLAKE3_16: u8 = 1;
+
+/// Position flag: the parity at this position does not include the new blocks there
+/// and still includes the deleted ones; the next sync recomputes it.
+pub const UNSYNCED: u8 = 1;
+/// Position flag: a sync was writing the parity here; its content is unknown until a
+/// sync finishes the position.
+pub const DIRTY: u8 = 2;
+
+/// The whole state of one array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Incremented at every save; when copies disagree, the highest valid one wins.
+    pub generation: u64,
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Which hash the blocks use (`HASH_BLAKE3_16`).
+    pub hash_kind: u8,
+    /// The array's random BLAKE3 key.
+    pub hash_key: [u8; 32],
+    /// Parity files, level 1 first.
+    pub parity: Vec<ParityInfo>,
+    /// Data disks, in index order (an index may be missing: a removed disk keeps its
+    /// column in the generator matrix as a gap).
+    pub disks: Vec<Disk>,
+    /// Per position: flags and the time of the last verification.
+    pub positions: Positions,
+    /// Blocks found bad by a scrub or sync and not fixed yet.
+    pub bad: Vec<BadBlock>,
+    /// Unix time (seconds) of the last successful sync and scrub, 0 = never.
+    pub last_sync: u64,
+    pub last_scrub: u64,
+}
+
+/// One parity level's file.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ParityInfo {
+    /// UUID of the filesystem that held the parity file at the last sync ("" unknown).
+    pub uuid: String,
+}
+
+/// One data disk.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Disk {
+    /// The name of its `data` line.
+    pub name: String,
+    /// Its column in the generator matrix (0-based, the order of the `data` lines).
+    pub index: u32,
+    /// UUID of its filesystem at the last sync ("" unknown).
+    pub uuid: String,
+    pub files: Vec<FileEntry>,
+    pub links: Vec<LinkEntry>,
+    /// Empty directories, so that fix can recreate them.
+    pub dirs: Vec<DirEntry>,
+    /// Blocks of removed or rewritten files whose old content parity still includes.
+    pub deleted: Vec<DeletedBlock>,
+}
+
+/// A regular file and the positions of its blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FileEntry {
+    /// Relative to the disk root, `/`-separated, no leading `/`.
+    pub path: String,
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    pub inode: u64,
+    /// Permission bits and file type as `st_mode`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Where its blocks are: runs of consecutive positions, in block order. Their
+    /// lengths add up to `hashes.len()`.
+    pub extents: Vec<Extent>,
+    /// One hash per block; zeros for a block that has never been read (new).
+    pub hashes: Vec<Hash>,
+    /// Bit i set: block i is new, its data is not in the parity yet and its hash is
+    /// not known. Packed 64 blocks per word; empty when no block is new.
+    pub new_blocks: Vec<u64>,
+}
+
+/// A run of `len` consecutive positions starting at `pos`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Extent {
+    pub pos: u32,
+    pub len: u32,
+}
+
+/// A symbolic link (not parity-protected: its target is stored here).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LinkEntry {
+    pub path: String,
+    pub target: String,
+}
+
+/// An empty directory.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DirEntry {
+    pub path: String,
+    pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+/// A block whose file is gone but whose data the parity at `pos` still includes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeletedBlock {
+    pub pos: u32,
+    pub hash: Hash,
+}
+
+/// A bad block: its data or the parity at `pos` failed verification.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct BadBlock {
+    pub pos: u32,
+    /// The disk index whose block is bad, or `u32::MAX` when the parity itself is.
+    pub disk: u32,
+}
+
+/// Per-position information, stored column-wise to keep it at 5 bytes a position.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Positions {
+    /// `UNSYNCED` / `DIRTY` bits.
+    pub flags: Vec<u8>,
+    /// Unix time (seconds) the position was last verified by a sync or scrub, 0 = never.
+    pub verified: Vec<u32>,
+}
+
+impl Positions {
+    /// Number of positions (the parity files hold this many blocks).
+    pub fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// Grows the table to at least `len` positions; new positions are unsynced.
+    pub fn grow(&mut self, len: usize) {
+        if len > self.flags.len() {
+            self.flags.resize(len, UNSYNCED);
+            self.verified.resize(len, 0);
+        }
+    }
+}
+
+impl FileEntry {
+    /// Number of blocks of a file of this size.
+    pub fn block_count(size: u64, block_size: u32) -> usize {
+        size.div_ceil(u64::from(block_size)) as usize
+    }
+
+    /// The position of every block, in block order.
+    pub fn positions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.extents.iter().flat_map(|e| e.pos..e.pos + e.len)
+    }
+
+    /// Whether block `i` is new (not in the parity yet).
+    pub fn is_new(&self, i: usize) -> bool {
+        self.new_blocks
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Marks block `i` new or synced.
+    pub fn set_new(&mut self, i: usize, new: bool) {
+        if new && self.new_blocks.len() <= i / 64 {
+            self.new_blocks.resize(i / 64 + 1, 0);
+        }
+        if let Some(w) = self.new_blocks.get_mut(i / 64) {
+            if new {
+                *w |= 1 << (i % 64);
+            } else {
+                *w &= !(1 << (i % 64));
+            }
+        }
+        if !new && self.new_blocks.iter().all(|&w| w == 0) {
+            self.new_blocks.clear();
+        }
+    }
+}
+
+impl State {
+    /// A new, empty state for an array.
+    pub fn new(block_size: u32, hash_key: [u8; 32], parity_levels: usize) -> State {
+        State {
+            generation: 0,
+            block_size,
+            hash_kind: HASH_BLAKE3_16,
+            hash_key,
+            parity: vec![ParityInfo::default(); parity_levels],
+            disks: Vec::new(),
+            positions: Positions::default(),
+            bad: Vec::new(),
+            last_sync: 0,
+            last_scrub: 0,
+        }
+    }
+
+    /// The disk with this name.
+    pub fn disk(&self, name: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.name == name)
+    }
+
+    /// Total blocks held by files (the measure of the state's size).
+    pub fn block_count(&self) -> usize {
+        self.disks
+            .iter()
+            .flat_map(|d| &d.files)
+            .map(|f| f.hashes.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_block_bits_set_and_clear() {
+        let mut f = FileEntry::default();
+        assert!(!f.is_new(0));
+        f.set_new(70, true);
+        assert!(f.is_new(70) && !f.is_new(69) && !f.is_new(6));
+        assert_eq!(f.new_blocks.len(), 2);
+        f.set_new(3, true);
+        f.set_new(70, false);
+        assert!(f.is_new(3) && !f.is_new(70));
+        f.set_new(3, false);
+        assert!(f.new_blocks.is_empty(), "no new block left: no bitmap");
+    }
+
+    #[test]
+    fn positions_follow_extents_in_block_order() {
+        let f = FileEntry {
+            extents: vec![Extent { pos: 10, len: 2 }, Extent { pos: 3, len: 1 }],
+            ..FileEntry::default()
+        };
+        assert_eq!(f.positions().collect::<Vec<_>>(), vec![10, 11, 3]);
+        assert_eq!(FileEntry::block_count(0, 1024), 0);
+        assert_eq!(FileEntry::block_count(1025, 1024), 2);
+    }
+}
