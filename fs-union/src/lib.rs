@@ -11,3 +11,5 @@
 pub mod branch;
 pub mod glob;
 pub mod policy;
+pub mod node;
+pub mod options;
