@@ -13,3 +13,4 @@ pub mod glob;
 pub mod policy;
 pub mod node;
 pub mod options;
+pub mod creds;
