@@ -68,7 +68,8 @@ pub struct CredsGuard {
 
 fn thread_groups() -> io::Result<Vec<libc::gid_t>> {
     // SAFETY: size 0 with a null list only asks for the count.
-    let count = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
+    let count =
+        unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
     if count < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -184,7 +185,8 @@ mod tests {
 
     #[test]
     fn parses_the_groups_line() {
-        let status = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nNgid:\t0\n";
+        let status =
+            "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nNgid:\t0\n";
         assert_eq!(groups_from_status(status), vec![4, 24, 27, 1000]);
         assert_eq!(groups_from_status("Groups:\t\n"), Vec::<u32>::new());
         assert_eq!(groups_from_status("Name:\tx\n"), Vec::<u32>::new());

@@ -302,7 +302,10 @@ mod tests {
         }
         assert_eq!(InodeCalc::default(), InodeCalc::HybridHash);
         let err = "pathhash".parse::<InodeCalc>().unwrap_err().to_string();
-        assert!(err.contains("pathhash") && err.contains("hybrid-hash32"), "{err}");
+        assert!(
+            err.contains("pathhash") && err.contains("hybrid-hash32"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -341,16 +344,32 @@ mod tests {
     fn hybrid_uses_path_for_directories_and_devino_otherwise() {
         let (b, p) = (Path::new("/b1"), Path::new("/d"));
         let h = InodeCalc::HybridHash;
-        assert_eq!(h.inode(b, p, DIR, 5), InodeCalc::PathHash.inode(b, p, DIR, 5));
-        assert_eq!(h.inode(b, p, FILE, 5), InodeCalc::DevinoHash.inode(b, p, FILE, 5));
+        assert_eq!(
+            h.inode(b, p, DIR, 5),
+            InodeCalc::PathHash.inode(b, p, DIR, 5)
+        );
+        assert_eq!(
+            h.inode(b, p, FILE, 5),
+            InodeCalc::DevinoHash.inode(b, p, FILE, 5)
+        );
         let h32 = InodeCalc::HybridHash32;
-        assert_eq!(h32.inode(b, p, DIR, 5), InodeCalc::PathHash32.inode(b, p, DIR, 5));
-        assert_eq!(h32.inode(b, p, FILE, 5), InodeCalc::DevinoHash32.inode(b, p, FILE, 5));
+        assert_eq!(
+            h32.inode(b, p, DIR, 5),
+            InodeCalc::PathHash32.inode(b, p, DIR, 5)
+        );
+        assert_eq!(
+            h32.inode(b, p, FILE, 5),
+            InodeCalc::DevinoHash32.inode(b, p, FILE, 5)
+        );
     }
 
     #[test]
     fn folded_variants_fit_32_bits_and_stay_deterministic() {
-        for mode in [InodeCalc::PathHash32, InodeCalc::DevinoHash32, InodeCalc::HybridHash32] {
+        for mode in [
+            InodeCalc::PathHash32,
+            InodeCalc::DevinoHash32,
+            InodeCalc::HybridHash32,
+        ] {
             for i in 0..1000u64 {
                 let path = PathBuf::from(format!("/dir/{i}"));
                 let ino = mode.inode(Path::new("/b"), &path, FILE, i);
@@ -366,7 +385,10 @@ mod tests {
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
         let a = t.lookup(Path::new("/a"));
         assert_eq!(t.lookup(Path::new("/a")), a);
-        assert_eq!(t.child_path(ROOT_ID, "a".as_ref()), Some(PathBuf::from("/a")));
+        assert_eq!(
+            t.child_path(ROOT_ID, "a".as_ref()),
+            Some(PathBuf::from("/a"))
+        );
         t.forget(a, 1);
         assert_eq!(t.path(a), Some(Path::new("/a")));
         t.forget(a, 1);

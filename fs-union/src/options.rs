@@ -262,7 +262,12 @@ struct Accepted {
     default: &'static str,
 }
 
-const fn accepted(name: &'static str, kind: Kind, runtime: bool, default: &'static str) -> Accepted {
+const fn accepted(
+    name: &'static str,
+    kind: Kind,
+    runtime: bool,
+    default: &'static str,
+) -> Accepted {
     Accepted {
         name,
         kind,
@@ -298,7 +303,12 @@ const ACCEPTED: &[Accepted] = &[
     accepted("lazy-umount-mountpoint", Kind::Bool, true, "false"),
     accepted("link-cow", Kind::Bool, true, "false"),
     accepted("never-forget-nodes", Kind::Bool, false, "false"),
-    accepted("nfsopenhack", Kind::OneOf(&["off", "git", "all"]), true, "off"),
+    accepted(
+        "nfsopenhack",
+        Kind::OneOf(&["off", "git", "all"]),
+        true,
+        "off",
+    ),
     accepted("nullrw", Kind::Bool, false, "false"),
     accepted("parallel-direct-writes", Kind::Bool, true, "true"),
     accepted("posix-acl", Kind::Bool, false, "false"),
@@ -599,16 +609,17 @@ impl Options {
             let file = PathBuf::from(value.unwrap_or_default());
             return self.read_config(&file, depth + 1);
         }
-        self.set_value(&key, value).map_err(|refusal| match refusal {
-            Refusal::Unknown => OptionError::Unknown {
-                key: raw_key.to_owned(),
-            },
-            Refusal::Bad(expected) => OptionError::BadValue {
-                key: raw_key.to_owned(),
-                value: value.unwrap_or_default().to_owned(),
-                expected,
-            },
-        })
+        self.set_value(&key, value)
+            .map_err(|refusal| match refusal {
+                Refusal::Unknown => OptionError::Unknown {
+                    key: raw_key.to_owned(),
+                },
+                Refusal::Bad(expected) => OptionError::BadValue {
+                    key: raw_key.to_owned(),
+                    value: value.unwrap_or_default().to_owned(),
+                    expected,
+                },
+            })
     }
 
     /// Reads a config file: one `key=value` or `key` per line, `#` starts a comment
@@ -697,9 +708,7 @@ impl Options {
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
             "metrics-listen" => self.metrics_listen = Some(listen_address(value)?),
             "branches" => self.branches = Some(text(value, "a branch list such as /mnt/a:/mnt/b")?),
-            "mountpoint" => {
-                self.mountpoint = Some(PathBuf::from(text(value, "a directory path")?))
-            }
+            "mountpoint" => self.mountpoint = Some(PathBuf::from(text(value, "a directory path")?)),
             _ => return self.set_accepted(key, value),
         }
         Ok(())
@@ -795,7 +804,11 @@ impl Options {
             "metrics-listen" => self.metrics_listen.clone().unwrap_or_default(),
             "mountpoint" => path(&self.mountpoint),
             "config" => path(&self.config),
-            _ => self.accepted.get(key.as_str()).cloned().ok_or_else(unknown)?,
+            _ => self
+                .accepted
+                .get(key.as_str())
+                .cloned()
+                .ok_or_else(unknown)?,
         })
     }
 
@@ -918,8 +931,14 @@ mod tests {
 
     #[test]
     fn moveonenospc_takes_a_bool_or_a_policy() {
-        assert_eq!(Options::parse("moveonenospc=false").unwrap().moveonenospc, None);
-        assert_eq!(Options::parse("moveonenospc").unwrap().moveonenospc, Some(Policy::Pfrd));
+        assert_eq!(
+            Options::parse("moveonenospc=false").unwrap().moveonenospc,
+            None
+        );
+        assert_eq!(
+            Options::parse("moveonenospc").unwrap().moveonenospc,
+            Some(Policy::Pfrd)
+        );
         let o = Options::parse("moveonenospc=mfs").unwrap();
         assert_eq!(o.get("moveonenospc").unwrap(), "mfs");
         assert!(err("moveonenospc=most").contains("create policy"));
@@ -935,10 +954,18 @@ mod tests {
         assert_eq!(o.read_thread_count, -2);
         assert_eq!(o.get("threads").unwrap(), "-2");
         assert!(!o.security_capability && o.ignorepponrename);
-        assert_eq!((o.branches_mount_timeout, o.branches_mount_timeout_fail), (30, true));
+        assert_eq!(
+            (o.branches_mount_timeout, o.branches_mount_timeout_fail),
+            (30, true)
+        );
         assert_eq!(o.metrics_listen.as_deref(), Some("[::1]:9100"));
         assert_eq!((o.cache_attr, o.cache_entry), (7, 3));
-        assert_eq!(Options::parse("read_thread_count=4").unwrap().read_thread_count, 4);
+        assert_eq!(
+            Options::parse("read_thread_count=4")
+                .unwrap()
+                .read_thread_count,
+            4
+        );
     }
 
     #[test]
@@ -958,7 +985,10 @@ mod tests {
     #[test]
     fn errors_name_the_option_and_what_it_takes() {
         let e = err("minfreespace=lots");
-        assert!(e.contains("minfreespace") && e.contains("lots") && e.contains("4G"), "{e}");
+        assert!(
+            e.contains("minfreespace") && e.contains("lots") && e.contains("4G"),
+            "{e}"
+        );
         let e = err("bogus=1");
         assert!(e.contains("unknown option `bogus`"), "{e}");
         let e = err("func.getattr=fastest");
@@ -992,8 +1022,11 @@ mod tests {
             "pool.ini",
             "# pool settings\n\nbranches = /mnt/disk*\ncategory.create=mfs\n  dropcacheonclose\n",
         );
-        let o = Options::parse(&format!("func.mkdir=ff,config={},cache.attr=9", path.display()))
-            .unwrap();
+        let o = Options::parse(&format!(
+            "func.mkdir=ff,config={},cache.attr=9",
+            path.display()
+        ))
+        .unwrap();
         assert_eq!(o.branches.as_deref(), Some("/mnt/disk*"));
         assert_eq!(o.policies.get(Function::Mkdir), Policy::Mfs);
         assert!(o.dropcacheonclose);
@@ -1009,7 +1042,11 @@ mod tests {
         assert!(err(&format!("config={}", missing.display())).contains("cannot read"));
 
         let looped = dir.path().join("loop.ini");
-        write_config(dir.path(), "loop.ini", &format!("config={}\n", looped.display()));
+        write_config(
+            dir.path(),
+            "loop.ini",
+            &format!("config={}\n", looped.display()),
+        );
         assert!(err(&format!("config={}", looped.display())).contains("nested"));
     }
 
@@ -1046,14 +1083,26 @@ mod tests {
         assert_eq!(unknown.errno(), libc::ENODATA);
         assert_eq!(o.get("nonsense").unwrap_err().errno(), libc::ENODATA);
         assert_eq!(o.get("func.nonsense").unwrap_err().errno(), libc::ENODATA);
-        assert_eq!(o.set("func.nonsense", "ff").unwrap_err().errno(), libc::ENODATA);
-        for key in ["fsname", "threads", "read-thread-count", "branches-mount-timeout", "config"] {
+        assert_eq!(
+            o.set("func.nonsense", "ff").unwrap_err().errno(),
+            libc::ENODATA
+        );
+        for key in [
+            "fsname",
+            "threads",
+            "read-thread-count",
+            "branches-mount-timeout",
+            "config",
+        ] {
             assert_eq!(o.set(key, "1").unwrap_err().errno(), libc::EROFS, "{key}");
         }
         let bad = o.set("statfs", "half").unwrap_err();
         assert_eq!(bad.errno(), libc::EINVAL);
         assert!(bad.to_string().contains("base, full"));
-        assert_eq!(o.set("func.mkdir", "best").unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(
+            o.set("func.mkdir", "best").unwrap_err().errno(),
+            libc::EINVAL
+        );
         assert_eq!(o, before);
     }
 
