@@ -33,7 +33,9 @@ use std::sync::Arc;
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
 use crate::options::{LinkExdev, Options, StatfsIgnore, StatfsMode, XattrMode};
-use crate::policy::{BranchInfo, Entry, FsStat, Function, PathProbe, PolicyError, Snapshot};
+use crate::policy::{
+    BranchInfo, Category, Entry, FsStat, Function, PathProbe, PolicyError, Snapshot,
+};
 
 use sys::At;
 
@@ -317,7 +319,8 @@ impl Union {
         self.options.inodecalc.inode(branch_path, path, mode, ino)
     }
 
-    fn branch_infos(&self) -> Vec<BranchInfo> {
+    /// What the policies know of each branch; statvfs only when `with_space`.
+    fn branch_infos(&self, with_space: bool) -> Vec<BranchInfo> {
         self.roots
             .iter()
             .map(|root| BranchInfo {
@@ -343,7 +346,11 @@ impl Union {
     fn select(&self, function: Function, path: &Path) -> Result<Vec<usize>, Errno> {
         // Refuse `..` before the policy's probes quietly find nothing.
         components(path)?;
-        let infos = self.branch_infos();
+        let policy = self.options.policies.get(function);
+        // getattr is the hottest request: spare it a statvfs per branch when the
+        // search policy does not compare space.
+        let with_space = function.category() != Category::Search || policy.compares_space();
+        let infos = self.branch_infos(with_space);
         let probe = Probe(self);
         let snapshot = Snapshot {
             branches: &infos,
