@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
-use crate::options::{LinkExdev, Options, StatfsIgnore, StatfsMode, XattrMode};
+use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, PolicyError, Snapshot,
 };
@@ -183,6 +183,15 @@ fn components(path: &Path) -> Result<Vec<&OsStr>, Errno> {
     Ok(parts)
 }
 
+/// Where `rename-exdev` moves renamed entries, below each branch root; mergerfs's
+/// name, so pools keep working when switching between the two.
+pub const RENAME_EXDEV_DIR: &str = ".mergerfs_rename_exdev";
+
+/// The relative path from the pool directory `dir` up to the pool root (`../..`).
+fn up_to_root(dir: &Path) -> Result<PathBuf, Errno> {
+    Ok(components(dir)?.iter().map(|_| "..").collect())
+}
+
 /// The parent of a pool path; the root is its own parent.
 fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
@@ -329,6 +338,7 @@ impl Union {
                 fs: root
                     .fd
                     .as_ref()
+                    .filter(|_| with_space)
                     .and_then(|fd| sys::fstatvfs(fd).ok())
                     .map(|v| {
                         let frsize = v.f_frsize;
@@ -471,17 +481,29 @@ impl Union {
         if from == to {
             return Ok(());
         }
-        let mut prefix = PathBuf::from("/");
+        self.clone_dirs((from, Path::new("/")), (to, Path::new("/")), dir)
+    }
+
+    /// [`Union::clone_path`] between any two places: the directories of `dir` below
+    /// `to.1` on branch `to.0` are made as those below `from.1` on branch `from.0`.
+    fn clone_dirs(
+        &self,
+        from: (usize, &Path),
+        to: (usize, &Path),
+        dir: &Path,
+    ) -> Result<(), Errno> {
+        let (mut src_path, mut dst_path) = (from.1.to_path_buf(), to.1.to_path_buf());
         for name in components(dir)? {
-            prefix.push(name);
-            let dst = self.at(to, &prefix)?;
+            src_path.push(name);
+            dst_path.push(name);
+            let dst = self.at(to.0, &dst_path)?;
             match sys::lstat(&dst) {
                 Ok(st) if sys::is_dir(&st) => continue,
                 Ok(_) => return Err(Errno(libc::ENOTDIR)),
                 Err(Errno(libc::ENOENT)) => {}
                 Err(e) => return Err(e),
             }
-            let src = self.at(from, &prefix)?;
+            let src = self.at(from.0, &src_path)?;
             let st = sys::lstat(&src)?;
             if !sys::is_dir(&st) {
                 return Err(Errno(libc::ENOTDIR));
@@ -748,8 +770,16 @@ impl Union {
     /// is cloned onto a branch where the rename failed and it is retried there. On
     /// success the stale `new` on branches without `old`, and `old` where the rename
     /// failed, are removed so the pool shows only the renamed entry. Branches in `RO`
-    /// mode are left untouched.
-    pub fn rename(&self, old: &Path, new: &Path) -> Result<(), Errno> {
+    /// mode are left untouched. A final EXDEV goes to the `rename-exdev` fallback,
+    /// whose symlink is created as `caller`.
+    pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        match self.rename_in_place(old, new) {
+            Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
+            other => other,
+        }
+    }
+
+    fn rename_in_place(&self, old: &Path, new: &Path) -> Result<(), Errno> {
         let sources = self.select(Function::Rename, old)?;
         let preserve = self.preserves_paths();
         let new_dir = parent(new);
@@ -788,6 +818,49 @@ impl Union {
         }
         for (branch, path) in leftovers {
             self.remove_quietly(branch, path);
+        }
+        Ok(())
+    }
+
+    /// The `rename-exdev` fallback: on each branch holding `old`, move it to the same
+    /// path below [`RENAME_EXDEV_DIR`] (cloning its directories there), then make
+    /// `new` a symlink to it. Any failure moves everything back and answers EXDEV.
+    fn rename_exdev(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        let exdev = Errno(libc::EXDEV);
+        let old_rel = old.strip_prefix("/").unwrap_or(old);
+        let stash_dir = Path::new("/").join(RENAME_EXDEV_DIR);
+        let stash = stash_dir.join(old_rel);
+        let target = match self.options.rename_exdev {
+            RenameExdev::Passthrough => return Err(exdev),
+            RenameExdev::RelSymlink => up_to_root(parent(new))?
+                .join(RENAME_EXDEV_DIR)
+                .join(old_rel),
+            RenameExdev::AbsSymlink => match &self.options.mountpoint {
+                Some(mountpoint) => mountpoint.join(RENAME_EXDEV_DIR).join(old_rel),
+                None => return Err(exdev),
+            },
+        };
+        let mut moved = Vec::new();
+        let mut stashed = || -> Result<(), Errno> {
+            for branch in self.select(Function::Rename, old)? {
+                match sys::mkdirat(&self.at(branch, &stash_dir)?, 0o1777) {
+                    // Open to everyone like /tmp; mkdir's mode was cut by the umask.
+                    Ok(()) => sys::chmod(&self.at(branch, &stash_dir)?, 0o1777)?,
+                    Err(Errno(libc::EEXIST)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.clone_dirs((branch, Path::new("/")), (branch, &stash_dir), parent(old))?;
+                self.rename_on(branch, old, &stash)?;
+                moved.push(branch);
+            }
+            self.symlink(caller, target.as_os_str(), new).map(drop)
+        };
+        let result = stashed();
+        if result.is_err() {
+            for branch in moved {
+                let _ = self.rename_on(branch, &stash, old);
+            }
+            return Err(exdev);
         }
         Ok(())
     }
@@ -831,12 +904,7 @@ impl Union {
         let target: PathBuf = match self.options.link_exdev {
             LinkExdev::Passthrough => return Err(Errno(libc::EXDEV)),
             LinkExdev::RelSymlink => {
-                let up = components(parent(new))?.len();
-                let mut target = PathBuf::new();
-                for _ in 0..up {
-                    target.push("..");
-                }
-                target.join(old.strip_prefix("/").unwrap_or(old))
+                up_to_root(parent(new))?.join(old.strip_prefix("/").unwrap_or(old))
             }
             LinkExdev::AbsBaseSymlink => {
                 let branch = self.select_one(Function::Open, old)?;

@@ -523,12 +523,12 @@ fn path_preserving_rename_stays_on_its_branch_or_fails_with_exdev() {
     pool.file(0, "d3/g", "stale");
     let u = pool.union("category.create=epmfs");
     assert_eq!(
-        u.rename(p("/d1/f"), p("/d2/f")).unwrap_err(),
+        u.rename(&ROOT, p("/d1/f"), p("/d2/f")).unwrap_err(),
         Errno(libc::EXDEV)
     );
     assert!(pool.path(1, "d1/f").exists() && !pool.path(1, "d2").exists());
     // Inside existing directories it works, and the stale target elsewhere goes.
-    u.rename(p("/d1/f"), p("/d3/g")).unwrap();
+    u.rename(&ROOT, p("/d1/f"), p("/d3/g")).unwrap();
     assert_eq!(fs::read(pool.path(1, "d3/g")).unwrap(), b"data");
     assert!(!pool.path(0, "d3/g").exists());
     assert_eq!(u.getattr(p("/d3/g")).unwrap().branch, 1);
@@ -540,7 +540,7 @@ fn non_path_preserving_rename_clones_the_target_directory() {
     pool.file(1, "d1/f", "data").dir(0, "d2");
     fs::set_permissions(pool.path(0, "d2"), fs::Permissions::from_mode(0o750)).unwrap();
     let u = pool.union("category.create=mfs");
-    u.rename(p("/d1/f"), p("/d2/f")).unwrap();
+    u.rename(&ROOT, p("/d1/f"), p("/d2/f")).unwrap();
     assert_eq!(fs::read(pool.path(1, "d2/f")).unwrap(), b"data");
     assert_eq!(mode(&pool.path(1, "d2")), 0o750);
     assert!(
@@ -551,11 +551,53 @@ fn non_path_preserving_rename_clones_the_target_directory() {
     pool.file(1, "d1/g", "g");
     pool.dir(0, "d4");
     let u = pool.union("category.create=epmfs,ignorepponrename=true");
-    u.rename(p("/d1/g"), p("/d4/g")).unwrap();
+    u.rename(&ROOT, p("/d1/g"), p("/d4/g")).unwrap();
     assert!(pool.path(1, "d4/g").exists());
     // A target directory that exists nowhere: ENOENT.
-    let err = u.rename(p("/d2/f"), p("/none/f")).unwrap_err();
+    let err = u.rename(&ROOT, p("/d2/f"), p("/none/f")).unwrap_err();
     assert_eq!(err, Errno(libc::ENOENT));
+}
+
+#[test]
+fn rename_exdev_moves_the_source_aside_and_leaves_a_symlink() {
+    let pool = Pool::new(2);
+    pool.file(1, "d1/f", "data").dir(0, "d2/deep");
+    let u = pool.union("category.create=epmfs,rename-exdev=rel-symlink");
+    u.rename(&ROOT, p("/d1/f"), p("/d2/deep/f")).unwrap();
+    let stash = pool.path(1, ".mergerfs_rename_exdev/d1/f");
+    assert_eq!(fs::read(&stash).unwrap(), b"data");
+    assert_eq!(mode(&pool.path(1, ".mergerfs_rename_exdev")), 0o1777);
+    assert_eq!(u.getattr(p("/d1/f")).unwrap_err(), Errno(libc::ENOENT));
+    let link = u.readlink(p("/d2/deep/f")).unwrap();
+    assert_eq!(link, b"../../.mergerfs_rename_exdev/d1/f");
+    // Relative to the new entry the link leads to the stashed file in the pool.
+    assert_eq!(
+        u.getattr(p("/.mergerfs_rename_exdev/d1/f")).unwrap().branch,
+        1
+    );
+
+    // abs-symlink needs the mountpoint; without it, and on any failure, EXDEV and
+    // nothing moved.
+    pool.file(1, "d1/g", "g");
+    let u = pool.union("category.create=epmfs,rename-exdev=abs-symlink");
+    assert_eq!(
+        u.rename(&ROOT, p("/d1/g"), p("/d2/g")).unwrap_err(),
+        Errno(libc::EXDEV)
+    );
+    assert!(pool.path(1, "d1/g").exists());
+    let u = pool.union("category.create=epmfs,rename-exdev=abs-symlink,mountpoint=/pool");
+    u.rename(&ROOT, p("/d1/g"), p("/d2/g")).unwrap();
+    assert_eq!(
+        u.readlink(p("/d2/g")).unwrap(),
+        b"/pool/.mergerfs_rename_exdev/d1/g"
+    );
+    pool.file(1, "d1/h", "h").file(0, "d2/h", "taken");
+    let u = pool.union("category.create=epmfs,rename-exdev=rel-symlink");
+    assert_eq!(
+        u.rename(&ROOT, p("/d1/h"), p("/d2/h")).unwrap_err(),
+        Errno(libc::EXDEV)
+    );
+    assert_eq!(fs::read(pool.path(1, "d1/h")).unwrap(), b"h", "moved back");
 }
 
 #[test]
@@ -563,7 +605,7 @@ fn rename_of_a_directory_moves_every_copy() {
     let pool = Pool::new(2);
     pool.file(0, "d/a", "").file(1, "d/b", "");
     let u = pool.union("");
-    u.rename(p("/d"), p("/e")).unwrap();
+    u.rename(&ROOT, p("/d"), p("/e")).unwrap();
     assert_eq!(names(&u.readdir(p("/e")).unwrap()), ["a", "b"]);
     assert_eq!(u.getattr(p("/d")).unwrap_err(), Errno(libc::ENOENT));
 }
@@ -746,13 +788,13 @@ fn nothing_outside_changes_through_the_pool() {
             assert!(u
                 .setxattr(p(&secret), OsStr::new("user.x"), b"1", 0)
                 .is_err());
-            assert!(u.rename(p(&secret), p("/stolen")).is_err());
+            assert!(u.rename(&ROOT, p(&secret), p("/stolen")).is_err());
             assert!(u.link(&ROOT, p(&secret), p("/stolen")).is_err());
             assert!(u.rmdir(p(&new)).is_err());
         }
         // Into the outside through a symlinked target directory.
         pool.file(1, "mine", "mine");
-        assert!(u.rename(p("/mine"), p("/abs/mine")).is_err());
+        assert!(u.rename(&ROOT, p("/mine"), p("/abs/mine")).is_err());
         assert!(u.link(&ROOT, p("/mine"), p("/rel/mine")).is_err());
         // The symlink to a file: acted on as the link or refused, never the target.
         assert!(u.truncate(p("/file"), 0).is_err());
@@ -781,7 +823,7 @@ fn nothing_outside_changes_through_the_pool() {
         }; 2],
     )
     .unwrap();
-    u.rename(p("/abs"), p("/abs2")).unwrap();
+    u.rename(&ROOT, p("/abs"), p("/abs2")).unwrap();
     assert!(fs::symlink_metadata(pool.path(0, "abs2"))
         .unwrap()
         .file_type()
@@ -809,7 +851,7 @@ fn renames_and_links_of_symlinks_stay_inside() {
     );
     // Renaming over a symlink replaces the link, not its target.
     pool.file(0, "real", "real");
-    u.rename(p("/real"), p("/file2")).unwrap();
+    u.rename(&ROOT, p("/real"), p("/file2")).unwrap();
     assert_eq!(fs::read(pool.path(0, "file2")).unwrap(), b"real");
     assert_eq!(pool.outside_state(), before);
 }
