@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
 use std::path::{Component, Path, PathBuf};
@@ -394,7 +394,7 @@ impl Union {
                 .is_path_preserving()
     }
 
-    /// Runs `op` on `branch` as `caller`.
+    /// Runs `op` as `caller` (directly when the caller is root).
     fn as_caller<T>(caller: &Caller, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
         if caller.is_root() {
             return op();
@@ -441,7 +441,7 @@ impl Union {
             let listing = self.root(branch).and_then(|root| {
                 let dir = sys::open_beneath(root, &parts, libc::O_RDONLY | libc::O_DIRECTORY)?;
                 // Read through our own fd: the directory was resolved inside the branch.
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+                let fd = dir.as_raw_fd();
                 let iter = std::fs::read_dir(format!("/proc/self/fd/{fd}"))?;
                 Ok(iter.collect::<Result<Vec<_>, _>>()?)
             });
