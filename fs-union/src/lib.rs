@@ -6,8 +6,17 @@
 //! - [`glob`]: the wildcards allowed in branch paths and their expansion.
 //! - [`policy`]: every mergerfs policy as a pure function over a branch snapshot, and
 //!   which FUSE function uses which policy category.
+//! - [`options`]: the mount options under their mergerfs names, `config=` files and
+//!   runtime get/set by key.
+//! - [`union`]: path-level operations across the branches, contained inside them.
+//! - [`creds`]: acting as the calling user on the current thread.
+//! - [`node`]: FUSE node ids, lookup counts and the inode numbers shown.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod branch;
+pub mod creds;
 pub mod glob;
+pub mod node;
+pub mod options;
 pub mod policy;
+pub mod union;

@@ -41,7 +41,7 @@ pub struct ParseNameError {
 }
 
 impl ParseNameError {
-    pub(super) fn new(what: &'static str, text: &str, expected: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str, text: &str, expected: &'static str) -> Self {
         ParseNameError {
             what,
             text: text.to_owned(),

@@ -267,6 +267,12 @@ impl Policy {
         ) && self != Policy::Newest
     }
 
+    /// Whether the policy compares free or used space, so a search with it needs the
+    /// branches' statvfs numbers (create and action filters always do).
+    pub fn compares_space(self) -> bool {
+        self.plan().is_some_and(|(rule, _)| rule.needs_space())
+    }
+
     /// The rule and, for creates, the existence requirement; `None` for `erofs`.
     fn plan(self) -> Option<(Rule, Scope)> {
         use Scope::{Anywhere, ExistingPath, MostSharedPath};

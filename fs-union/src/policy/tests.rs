@@ -862,3 +862,19 @@ fn function_policies_apply_in_order() {
     );
     assert_eq!(table.get(Function::Symlink), Policy::Mspmfs);
 }
+
+#[test]
+fn only_space_comparing_policies_need_statvfs_for_searches() {
+    let comparing: Vec<&str> = Policy::ALL
+        .into_iter()
+        .filter(|p| p.compares_space())
+        .map(Policy::name)
+        .collect();
+    assert_eq!(
+        comparing,
+        [
+            "eplfs", "eplus", "epmfs", "eppfrd", "lfs", "lup", "lus", "mfs", "msplfs", "msplus",
+            "mspmfs", "msppfrd", "pfrd"
+        ]
+    );
+}

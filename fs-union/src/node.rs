@@ -1,0 +1,433 @@
+//! The node table and the inode numbers the pool shows.
+//!
+//! FUSE names every file by a node id the daemon hands out on lookup; the kernel
+//! counts its references and gives them back with `forget`. [`NodeTable`] maps those
+//! ids to pool paths (`/dir/file`), keeps the lookup counts, moves whole subtrees on
+//! rename and detaches nodes whose path was removed or replaced.
+//!
+//! The `st_ino` shown to users is separate from the node id: [`InodeCalc`] computes it
+//! from stable inputs (the pool path, or the branch path and the underlying inode
+//! number) so it survives remounts, as mergerfs's `inodecalc` option does.
+//!
+//! This module does no I/O and holds no lock: the FUSE adapter owns the table and
+//! serialises access to it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::policy::ParseNameError;
+
+/// The node id of the pool root, fixed by the FUSE protocol.
+pub const ROOT_ID: u64 = 1;
+
+/// How `st_ino` and `d_ino` are computed (`inodecalc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InodeCalc {
+    /// The underlying inode number; numbers from different branches may collide.
+    Passthrough,
+    /// A hash of the pool path: stable whichever branch serves the path, but hard
+    /// links get different numbers.
+    PathHash,
+    /// [`InodeCalc::PathHash`] folded to 32 bits.
+    PathHash32,
+    /// A hash of the underlying inode number seeded with the branch path: hard links
+    /// share a number, which changes when a file moves to another branch.
+    DevinoHash,
+    /// [`InodeCalc::DevinoHash`] folded to 32 bits.
+    DevinoHash32,
+    /// Path hash for directories, devino hash for everything else.
+    #[default]
+    HybridHash,
+    /// [`InodeCalc::HybridHash`] folded to 32 bits.
+    HybridHash32,
+}
+
+impl InodeCalc {
+    /// Every mode.
+    pub const ALL: [InodeCalc; 7] = [
+        InodeCalc::Passthrough,
+        InodeCalc::PathHash,
+        InodeCalc::PathHash32,
+        InodeCalc::DevinoHash,
+        InodeCalc::DevinoHash32,
+        InodeCalc::HybridHash,
+        InodeCalc::HybridHash32,
+    ];
+
+    /// The option value naming the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            InodeCalc::Passthrough => "passthrough",
+            InodeCalc::PathHash => "path-hash",
+            InodeCalc::PathHash32 => "path-hash32",
+            InodeCalc::DevinoHash => "devino-hash",
+            InodeCalc::DevinoHash32 => "devino-hash32",
+            InodeCalc::HybridHash => "hybrid-hash",
+            InodeCalc::HybridHash32 => "hybrid-hash32",
+        }
+    }
+
+    /// The inode number to show for an entry.
+    ///
+    /// `branch` is the branch root serving the entry, `path` the pool path
+    /// (`/dir/file`), `mode` its `st_mode` (only the file type matters) and `ino` its
+    /// inode number on the branch.
+    pub fn inode(self, branch: &Path, path: &Path, mode: u32, ino: u64) -> u64 {
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        let path_hash = || fnv1a(FNV_OFFSET, path.as_os_str().as_bytes());
+        let devino_hash = || {
+            let seed = fnv1a(FNV_OFFSET, branch.as_os_str().as_bytes());
+            fnv1a(seed, &ino.to_le_bytes())
+        };
+        let hybrid = || if is_dir { path_hash() } else { devino_hash() };
+        let value = match self {
+            InodeCalc::Passthrough => return ino,
+            InodeCalc::PathHash => path_hash(),
+            InodeCalc::PathHash32 => fold32(path_hash()),
+            InodeCalc::DevinoHash => devino_hash(),
+            InodeCalc::DevinoHash32 => fold32(devino_hash()),
+            InodeCalc::HybridHash => hybrid(),
+            InodeCalc::HybridHash32 => fold32(hybrid()),
+        };
+        // Inode 0 reads as "no entry" to some readdir consumers.
+        value.max(1)
+    }
+}
+
+impl FromStr for InodeCalc {
+    type Err = ParseNameError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        InodeCalc::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| {
+                ParseNameError::new(
+                    "inodecalc mode",
+                    text,
+                    "passthrough, path-hash, path-hash32, devino-hash, devino-hash32, \
+                     hybrid-hash, hybrid-hash32",
+                )
+            })
+    }
+}
+
+impl fmt::Display for InodeCalc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// 64-bit FNV-1a over `bytes`, continuing from `state`.
+fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(state, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+}
+
+/// Folds a 64-bit hash into 32 bits: both halves mixed, then spread by a
+/// multiplicative (golden ratio) step so nearby inputs do not stay nearby.
+fn fold32(hash: u64) -> u64 {
+    let folded = (hash ^ (hash >> 32)) as u32;
+    u64::from(folded.wrapping_mul(0x9e37_79b9))
+}
+
+#[derive(Debug)]
+struct Node {
+    /// The pool path; `None` once the entry was removed or replaced, so requests on
+    /// the node fail instead of reaching whatever took its place.
+    path: Option<PathBuf>,
+    lookups: u64,
+}
+
+/// FUSE node ids and the pool paths they stand for.
+#[derive(Debug)]
+pub struct NodeTable {
+    nodes: HashMap<u64, Node>,
+    by_path: HashMap<PathBuf, u64>,
+    next_id: u64,
+}
+
+impl Default for NodeTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeTable {
+    /// A table holding only the root (`/`, id [`ROOT_ID`]), which is never forgotten.
+    pub fn new() -> Self {
+        let root = PathBuf::from("/");
+        NodeTable {
+            nodes: HashMap::from([(
+                ROOT_ID,
+                Node {
+                    path: Some(root.clone()),
+                    lookups: 1,
+                },
+            )]),
+            by_path: HashMap::from([(root, ROOT_ID)]),
+            next_id: ROOT_ID + 1,
+        }
+    }
+
+    /// The pool path of node `id`, or `None` if the id is unknown or its entry is gone.
+    pub fn path(&self, id: u64) -> Option<&Path> {
+        self.nodes.get(&id)?.path.as_deref()
+    }
+
+    /// The path of `name` inside the directory node `parent`.
+    pub fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> Option<PathBuf> {
+        Some(self.path(parent)?.join(name))
+    }
+
+    /// Records one kernel lookup of `path` and returns its node id, creating the node
+    /// on first sight. Ids are never reused, so the FUSE generation can stay 0.
+    pub fn lookup(&mut self, path: &Path) -> u64 {
+        if let Some(&id) = self.by_path.get(path) {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.lookups += 1;
+            }
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.nodes.insert(
+            id,
+            Node {
+                path: Some(path.to_path_buf()),
+                lookups: 1,
+            },
+        );
+        self.by_path.insert(path.to_path_buf(), id);
+        id
+    }
+
+    /// Drops `count` lookups of node `id` (FUSE `forget`); the node goes away when none
+    /// are left. The root stays.
+    pub fn forget(&mut self, id: u64, count: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(count);
+        if node.lookups == 0 {
+            if let Some(path) = self.nodes.remove(&id).and_then(|n| n.path) {
+                if self.by_path.get(&path) == Some(&id) {
+                    self.by_path.remove(&path);
+                }
+            }
+        }
+    }
+
+    /// The entry at `path` was removed (unlink, rmdir): its node and those below it
+    /// keep their ids until forgotten but no longer resolve to a path.
+    pub fn remove(&mut self, path: &Path) {
+        for id in self.take_subtree(path).into_iter().map(|(_, id)| id) {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.path = None;
+            }
+        }
+    }
+
+    /// `from` was renamed to `to`: the nodes of `from` and everything below it now
+    /// stand for the same names under `to`; whatever `to` was before is detached.
+    pub fn rename(&mut self, from: &Path, to: &Path) {
+        if from == to {
+            return;
+        }
+        self.remove(to);
+        for (old, id) in self.take_subtree(from) {
+            let Ok(rest) = old.strip_prefix(from) else {
+                continue;
+            };
+            let new = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.path = Some(new.clone());
+            }
+            self.by_path.insert(new, id);
+        }
+    }
+
+    /// Removes `path` and every path below it from the path index, returning them.
+    /// A linear scan: renames and removals of directories with cached children are
+    /// rare next to lookups, which stay O(1).
+    fn take_subtree(&mut self, path: &Path) -> Vec<(PathBuf, u64)> {
+        let below: Vec<PathBuf> = self
+            .by_path
+            .keys()
+            .filter(|p| p.starts_with(path))
+            .cloned()
+            .collect();
+        below
+            .into_iter()
+            .filter_map(|p| self.by_path.remove(&p).map(|id| (p, id)))
+            .collect()
+    }
+
+    /// Number of live nodes, the root included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the table holds nothing but the root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: u32 = libc::S_IFREG | 0o644;
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+
+    #[test]
+    fn names_round_trip() {
+        for mode in InodeCalc::ALL {
+            assert_eq!(mode.name().parse::<InodeCalc>(), Ok(mode));
+        }
+        assert_eq!(InodeCalc::default(), InodeCalc::HybridHash);
+        let err = "pathhash".parse::<InodeCalc>().unwrap_err().to_string();
+        assert!(
+            err.contains("pathhash") && err.contains("hybrid-hash32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fnv_matches_reference_values() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn passthrough_keeps_the_inode() {
+        let ino = InodeCalc::Passthrough.inode(Path::new("/b"), Path::new("/f"), FILE, 42);
+        assert_eq!(ino, 42);
+    }
+
+    #[test]
+    fn path_hash_ignores_branch_and_inode() {
+        let m = InodeCalc::PathHash;
+        let a = m.inode(Path::new("/b1"), Path::new("/d/f"), FILE, 10);
+        assert_eq!(a, m.inode(Path::new("/b2"), Path::new("/d/f"), FILE, 99));
+        assert_ne!(a, m.inode(Path::new("/b1"), Path::new("/d/g"), FILE, 10));
+    }
+
+    #[test]
+    fn devino_hash_follows_branch_and_inode_not_path() {
+        let m = InodeCalc::DevinoHash;
+        let a = m.inode(Path::new("/b1"), Path::new("/f"), FILE, 10);
+        // A hard link: another path, same underlying inode.
+        assert_eq!(a, m.inode(Path::new("/b1"), Path::new("/link"), FILE, 10));
+        assert_ne!(a, m.inode(Path::new("/b2"), Path::new("/f"), FILE, 10));
+        assert_ne!(a, m.inode(Path::new("/b1"), Path::new("/f"), FILE, 11));
+    }
+
+    #[test]
+    fn hybrid_uses_path_for_directories_and_devino_otherwise() {
+        let (b, p) = (Path::new("/b1"), Path::new("/d"));
+        let h = InodeCalc::HybridHash;
+        assert_eq!(
+            h.inode(b, p, DIR, 5),
+            InodeCalc::PathHash.inode(b, p, DIR, 5)
+        );
+        assert_eq!(
+            h.inode(b, p, FILE, 5),
+            InodeCalc::DevinoHash.inode(b, p, FILE, 5)
+        );
+        let h32 = InodeCalc::HybridHash32;
+        assert_eq!(
+            h32.inode(b, p, DIR, 5),
+            InodeCalc::PathHash32.inode(b, p, DIR, 5)
+        );
+        assert_eq!(
+            h32.inode(b, p, FILE, 5),
+            InodeCalc::DevinoHash32.inode(b, p, FILE, 5)
+        );
+    }
+
+    #[test]
+    fn folded_variants_fit_32_bits_and_stay_deterministic() {
+        for mode in [
+            InodeCalc::PathHash32,
+            InodeCalc::DevinoHash32,
+            InodeCalc::HybridHash32,
+        ] {
+            for i in 0..1000u64 {
+                let path = PathBuf::from(format!("/dir/{i}"));
+                let ino = mode.inode(Path::new("/b"), &path, FILE, i);
+                assert!(ino <= u64::from(u32::MAX) && ino > 0);
+                assert_eq!(ino, mode.inode(Path::new("/b"), &path, FILE, i));
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_share_ids_and_forget_frees_them() {
+        let mut t = NodeTable::new();
+        assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
+        let a = t.lookup(Path::new("/a"));
+        assert_eq!(t.lookup(Path::new("/a")), a);
+        assert_eq!(
+            t.child_path(ROOT_ID, "a".as_ref()),
+            Some(PathBuf::from("/a"))
+        );
+        t.forget(a, 1);
+        assert_eq!(t.path(a), Some(Path::new("/a")));
+        t.forget(a, 1);
+        assert_eq!(t.path(a), None);
+        assert!(t.is_empty());
+        // A new lookup gets a fresh id, never the forgotten one.
+        assert_ne!(t.lookup(Path::new("/a")), a);
+        t.forget(ROOT_ID, 10);
+        assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
+    }
+
+    #[test]
+    fn rename_moves_the_subtree_and_detaches_the_target() {
+        let mut t = NodeTable::new();
+        let d = t.lookup(Path::new("/d"));
+        let f = t.lookup(Path::new("/d/sub/f"));
+        let sibling = t.lookup(Path::new("/dx"));
+        let target = t.lookup(Path::new("/e"));
+        t.rename(Path::new("/d"), Path::new("/e"));
+        assert_eq!(t.path(d), Some(Path::new("/e")));
+        assert_eq!(t.path(f), Some(Path::new("/e/sub/f")));
+        // `/dx` shares a string prefix with `/d` but is not below it.
+        assert_eq!(t.path(sibling), Some(Path::new("/dx")));
+        assert_eq!(t.path(target), None);
+        assert_eq!(t.lookup(Path::new("/e/sub/f")), f);
+        // Forgetting the detached node must not unmap the path now owned by `d`.
+        t.forget(target, 1);
+        assert_eq!(t.lookup(Path::new("/e")), d);
+    }
+
+    #[test]
+    fn remove_detaches_the_subtree() {
+        let mut t = NodeTable::new();
+        let d = t.lookup(Path::new("/d"));
+        let f = t.lookup(Path::new("/d/f"));
+        t.remove(Path::new("/d"));
+        assert_eq!((t.path(d), t.path(f)), (None, None));
+        assert_eq!(t.len(), 3);
+        t.forget(f, 1);
+        assert_eq!(t.len(), 2);
+    }
+}

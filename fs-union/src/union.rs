@@ -1,0 +1,1026 @@
+//! Path-level operations across the branches: what a FUSE request does to the branch
+//! directories, with mergerfs's policies, result rules, rename and link algorithms,
+//! path cloning and statfs aggregation. No FUSE types appear here; every operation
+//! takes pool paths (`/dir/file`) and answers a raw [`Errno`] on failure, so the FUSE
+//! adapter calls it directly and the tests run on plain temporary directories.
+//!
+//! **Containment.** Nothing done through the pool may create, change or reveal
+//! anything outside the branch roots, whatever symlinks the branches hold. Every path
+//! is resolved below a branch root fd without following any symlink (see `sys`), and
+//! the final name is acted on with calls that do not follow it either. A symlink is
+//! therefore listed, stat'ed, read, renamed and removed as the link it is, but never
+//! used to reach another place. Paths with `..` are refused.
+//!
+//! **Credentials.** The daemon works as root, as mergerfs 2.42 does (the kernel's
+//! `default_permissions` checks access against the attributes shown). Only the calls
+//! that bring a new entry into being run as the [`Caller`], so it owns what it
+//! creates; cloning parent directories onto another branch runs as root and copies
+//! the source's owner and mode.
+
+mod sys;
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, FileTypeExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::branch::{Branch, BranchMode};
+use crate::creds::{Caller, CredsGuard};
+use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
+use crate::policy::{
+    BranchInfo, Category, Entry, FsStat, Function, PathProbe, PolicyError, Snapshot,
+};
+
+use sys::At;
+
+/// A raw errno value, the answer to a failed FUSE request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's current errno.
+    fn last() -> Errno {
+        Errno::from(io::Error::last_os_error())
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        io::Error::from_raw_os_error(self.0).fmt(f)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<io::Error> for Errno {
+    fn from(e: io::Error) -> Errno {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl From<PolicyError> for Errno {
+    fn from(e: PolicyError) -> Errno {
+        Errno(e.errno())
+    }
+}
+
+/// An entry's attributes with the branch that answered; `stat.st_ino` is already
+/// the `inodecalc` number.
+#[derive(Clone, Copy)]
+pub struct Attr {
+    /// Index of the branch the attributes come from.
+    pub branch: usize,
+    /// The attributes (`lstat` of the entry on that branch).
+    pub stat: libc::stat,
+}
+
+impl fmt::Debug for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attr")
+            .field("branch", &self.branch)
+            .field("ino", &self.stat.st_ino)
+            .field("mode", &format_args!("{:o}", self.stat.st_mode))
+            .finish()
+    }
+}
+
+/// A file created and opened on a branch.
+#[derive(Debug)]
+pub struct Created {
+    /// The open file.
+    pub file: OwnedFd,
+    /// Its attributes.
+    pub attr: Attr,
+}
+
+/// The result of a hard link.
+#[derive(Debug, Clone, Copy)]
+pub struct Linked {
+    /// Attributes to reply with.
+    pub attr: Attr,
+    /// `link-exdev` made a symlink instead of a hard link; mergerfs then replies with
+    /// the source's attributes and asks the kernel not to cache them.
+    pub symlinked: bool,
+}
+
+/// One name of a merged directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name.
+    pub name: OsString,
+    /// The file type bits (`S_IFDIR`, `S_IFREG`, ...), 0 when unknown.
+    pub kind: u32,
+    /// The `inodecalc` number of the entry on the branch that listed it first.
+    pub ino: u64,
+}
+
+/// Aggregated filesystem numbers of the pool, in units of `frsize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatFs {
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Blocks available to unprivileged users.
+    pub bavail: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Inodes available to unprivileged users.
+    pub favail: u64,
+    /// Preferred I/O size: the smallest of the branches.
+    pub bsize: u64,
+    /// Fragment size, the unit of the block counts: the smallest of the branches.
+    pub frsize: u64,
+    /// Longest name: the smallest of the branches.
+    pub namemax: u64,
+}
+
+/// A branch with its open root directory.
+struct Root {
+    branch: Branch,
+    /// `None` when the root could not be opened (a disk not mounted yet): the branch
+    /// then holds nothing and has no space.
+    fd: Option<OwnedFd>,
+}
+
+/// The branches of a pool with the options that steer operations on them.
+///
+/// Cheap to share: the FUSE adapter keeps one behind an atomically swapped pointer and
+/// builds a new one when the branch list or the options change.
+pub struct Union {
+    roots: Arc<[Root]>,
+    options: Arc<Options>,
+    rng: AtomicU64,
+}
+
+impl fmt::Debug for Union {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Union")
+            .field("branches", &self.branches().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Splits a pool path into its names; `/` is none. `..` is refused, and `.` and
+/// repeated slashes disappear.
+fn components(path: &Path) -> Result<Vec<&OsStr>, Errno> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => parts.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return Err(Errno(libc::EINVAL)),
+        }
+    }
+    Ok(parts)
+}
+
+/// Where `rename-exdev` moves renamed entries, below each branch root; mergerfs's
+/// name, so pools keep working when switching between the two.
+pub const RENAME_EXDEV_DIR: &str = ".mergerfs_rename_exdev";
+
+/// The relative path from the pool directory `dir` up to the pool root (`../..`).
+fn up_to_root(dir: &Path) -> Result<PathBuf, Errno> {
+    Ok(components(dir)?.iter().map(|_| "..").collect())
+}
+
+/// The parent of a pool path; the root is its own parent.
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+fn kind_of(file_type: std::fs::FileType) -> u32 {
+    if file_type.is_dir() {
+        libc::S_IFDIR
+    } else if file_type.is_file() {
+        libc::S_IFREG
+    } else if file_type.is_symlink() {
+        libc::S_IFLNK
+    } else if file_type.is_fifo() {
+        libc::S_IFIFO
+    } else if file_type.is_socket() {
+        libc::S_IFSOCK
+    } else if file_type.is_char_device() {
+        libc::S_IFCHR
+    } else if file_type.is_block_device() {
+        libc::S_IFBLK
+    } else {
+        0
+    }
+}
+
+/// The first error of a list of results, or `fallback` if there was none.
+fn first_error<T>(results: &[(usize, Result<T, Errno>)], fallback: Errno) -> Errno {
+    results
+        .iter()
+        .find_map(|(_, r)| r.as_ref().err().copied())
+        .unwrap_or(fallback)
+}
+
+struct Probe<'a>(&'a Union);
+
+impl PathProbe for Probe<'_> {
+    fn entry(&self, branch: usize, path: &Path) -> Option<Entry> {
+        let st = self.0.lstat(branch, path).ok()?;
+        Some(Entry { mtime: st.st_mtime })
+    }
+}
+
+impl Union {
+    /// Opens the roots of `branches`. A root that cannot be opened is kept as an empty
+    /// branch, as mergerfs keeps a branch whose disk is missing.
+    pub fn new(branches: &[Branch], options: Arc<Options>) -> Union {
+        let roots: Vec<Root> = branches
+            .iter()
+            .map(|branch| Root {
+                branch: branch.clone(),
+                fd: sys::open_root(&branch.path).ok(),
+            })
+            .collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        Union {
+            roots: roots.into(),
+            options,
+            rng: AtomicU64::new(seed),
+        }
+    }
+
+    /// The same branches (sharing their open roots) with other options.
+    pub fn with_options(&self, options: Arc<Options>) -> Union {
+        Union {
+            roots: Arc::clone(&self.roots),
+            options,
+            rng: AtomicU64::new(self.rng.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The branches in pool order.
+    pub fn branches(&self) -> impl Iterator<Item = &Branch> {
+        self.roots.iter().map(|r| &r.branch)
+    }
+
+    /// A uniformly drawn value below `bound` (splitmix64 on a shared counter).
+    fn random(&self, bound: u64) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % bound.max(1)
+    }
+
+    fn root(&self, branch: usize) -> Result<&OwnedFd, Errno> {
+        self.roots
+            .get(branch)
+            .and_then(|r| r.fd.as_ref())
+            .ok_or(Errno(libc::ENOENT))
+    }
+
+    /// The entry at `path` on `branch`, resolved inside the branch.
+    fn at(&self, branch: usize, path: &Path) -> Result<At, Errno> {
+        let parts = components(path)?;
+        let root = self.root(branch)?;
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+        match parts.split_last() {
+            None => Ok(At {
+                dir: sys::open_beneath(root, &[], dir_flags)?,
+                name: c".".to_owned(),
+            }),
+            Some((name, dir)) => Ok(At {
+                dir: sys::open_beneath(root, dir, dir_flags)?,
+                name: sys::cstring(name)?,
+            }),
+        }
+    }
+
+    fn lstat(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
+        sys::lstat(&self.at(branch, path)?)
+    }
+
+    /// Replaces the underlying inode number with the `inodecalc` one.
+    fn attr(&self, branch: usize, path: &Path, mut stat: libc::stat) -> Attr {
+        stat.st_ino = self.inode(branch, path, stat.st_mode, stat.st_ino);
+        Attr { branch, stat }
+    }
+
+    fn inode(&self, branch: usize, path: &Path, mode: u32, ino: u64) -> u64 {
+        let branch_path = self
+            .roots
+            .get(branch)
+            .map_or(Path::new(""), |r| &r.branch.path);
+        self.options.inodecalc.inode(branch_path, path, mode, ino)
+    }
+
+    /// What the policies know of each branch; statvfs only when `with_space`.
+    fn branch_infos(&self, with_space: bool) -> Vec<BranchInfo> {
+        self.roots
+            .iter()
+            .map(|root| BranchInfo {
+                mode: root.branch.mode,
+                min_free_space: root.branch.min_free_space_or(self.options.minfreespace),
+                fs: root
+                    .fd
+                    .as_ref()
+                    .filter(|_| with_space)
+                    .and_then(|fd| sys::fstatvfs(fd).ok())
+                    .map(|v| {
+                        let frsize = v.f_frsize;
+                        FsStat {
+                            avail: v.f_bavail.saturating_mul(frsize),
+                            used: v.f_blocks.saturating_sub(v.f_bavail).saturating_mul(frsize),
+                            read_only: v.f_flag & libc::ST_RDONLY != 0,
+                        }
+                    }),
+            })
+            .collect()
+    }
+
+    /// The branches `function`'s policy picks for `path`.
+    fn select(&self, function: Function, path: &Path) -> Result<Vec<usize>, Errno> {
+        // Refuse `..` before the policy's probes quietly find nothing.
+        components(path)?;
+        let policy = self.options.policies.get(function);
+        // getattr is the hottest request: spare it a statvfs per branch when the
+        // search policy does not compare space.
+        let with_space = function.category() != Category::Search || policy.compares_space();
+        let infos = self.branch_infos(with_space);
+        let probe = Probe(self);
+        let snapshot = Snapshot {
+            branches: &infos,
+            probe: &probe,
+        };
+        let mut rng = |bound| self.random(bound);
+        Ok(self.options.policies.get(function).select(
+            function.category(),
+            &snapshot,
+            path,
+            &mut rng,
+        )?)
+    }
+
+    /// The one branch a search policy picks.
+    fn select_one(&self, function: Function, path: &Path) -> Result<usize, Errno> {
+        self.select(function, path)?
+            .first()
+            .copied()
+            .ok_or(Errno(libc::ENOENT))
+    }
+
+    /// Whether rename and link keep entries on the branches that already hold the
+    /// target's parent (a path-preserving create policy, unless `ignorepponrename`).
+    fn preserves_paths(&self) -> bool {
+        !self.options.ignorepponrename
+            && self
+                .options
+                .policies
+                .get(Function::Create)
+                .is_path_preserving()
+    }
+
+    /// Runs `op` as `caller` (directly when the caller is root).
+    fn as_caller<T>(caller: &Caller, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        if caller.is_root() {
+            return op();
+        }
+        let _guard = CredsGuard::enter(caller)?;
+        op()
+    }
+
+    // ---- search functions ----
+
+    /// Attributes of `path` from the branch the getattr policy picks; also the answer
+    /// to a FUSE lookup.
+    pub fn getattr(&self, path: &Path) -> Result<Attr, Errno> {
+        let branch = self.select_one(Function::Getattr, path)?;
+        Ok(self.attr(branch, path, self.lstat(branch, path)?))
+    }
+
+    /// The target of the symlink at `path`.
+    pub fn readlink(&self, path: &Path) -> Result<Vec<u8>, Errno> {
+        let branch = self.select_one(Function::Readlink, path)?;
+        sys::readlinkat(&self.at(branch, path)?)
+    }
+
+    /// Opens the existing file at `path` on the branch the open policy picks. `flags`
+    /// are open(2) flags; creation flags are dropped and the final name is never
+    /// followed if it is a symlink.
+    pub fn open(&self, path: &Path, flags: i32) -> Result<(usize, OwnedFd), Errno> {
+        let branch = self.select_one(Function::Open, path)?;
+        let at = self.at(branch, path)?;
+        let flags = (flags & !(libc::O_CREAT | libc::O_EXCL)) | libc::O_NOFOLLOW;
+        Ok((branch, sys::openat(&at.dir, &at.name, flags, 0)?))
+    }
+
+    /// The merged listing of the directory `path`: every branch in pool order, each
+    /// name once, the first branch listing it supplying its type and inode number.
+    /// `.` and `..` are left to the caller. Fails only if no branch could list it.
+    pub fn readdir(&self, path: &Path) -> Result<Vec<DirEntry>, Errno> {
+        let parts = components(path)?;
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        let mut listed = false;
+        let mut error = Errno(libc::ENOENT);
+        for branch in 0..self.roots.len() {
+            let listing = self.root(branch).and_then(|root| {
+                let dir = sys::open_beneath(root, &parts, libc::O_RDONLY | libc::O_DIRECTORY)?;
+                // Read through our own fd: the directory was resolved inside the branch.
+                let fd = dir.as_raw_fd();
+                let iter = std::fs::read_dir(format!("/proc/self/fd/{fd}"))?;
+                Ok(iter.collect::<Result<Vec<_>, _>>()?)
+            });
+            let listing = match listing {
+                Ok(listing) => listing,
+                Err(e) => {
+                    if !listed && error == Errno(libc::ENOENT) {
+                        error = e;
+                    }
+                    continue;
+                }
+            };
+            listed = true;
+            for entry in listing {
+                let name = entry.file_name();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let kind = entry.file_type().map_or(0, kind_of);
+                let ino = self.inode(branch, &path.join(&name), kind, entry.ino());
+                entries.push(DirEntry { name, kind, ino });
+            }
+        }
+        if listed {
+            Ok(entries)
+        } else {
+            Err(error)
+        }
+    }
+
+    // ---- create functions ----
+
+    /// Copies the directories of `dir` that are missing on branch `to` from branch
+    /// `from`: mode, owner, extended attributes and times, as root. Existing
+    /// directories are left alone; a non-directory in the way is ENOTDIR.
+    fn clone_path(&self, from: usize, to: usize, dir: &Path) -> Result<(), Errno> {
+        if from == to {
+            return Ok(());
+        }
+        self.clone_dirs((from, Path::new("/")), (to, Path::new("/")), dir)
+    }
+
+    /// [`Union::clone_path`] between any two places: the directories of `dir` below
+    /// `to.1` on branch `to.0` are made as those below `from.1` on branch `from.0`.
+    fn clone_dirs(
+        &self,
+        from: (usize, &Path),
+        to: (usize, &Path),
+        dir: &Path,
+    ) -> Result<(), Errno> {
+        let (mut src_path, mut dst_path) = (from.1.to_path_buf(), to.1.to_path_buf());
+        for name in components(dir)? {
+            src_path.push(name);
+            dst_path.push(name);
+            let dst = self.at(to.0, &dst_path)?;
+            match sys::lstat(&dst) {
+                Ok(st) if sys::is_dir(&st) => continue,
+                Ok(_) => return Err(Errno(libc::ENOTDIR)),
+                Err(Errno(libc::ENOENT)) => {}
+                Err(e) => return Err(e),
+            }
+            let src = self.at(from.0, &src_path)?;
+            let st = sys::lstat(&src)?;
+            if !sys::is_dir(&st) {
+                return Err(Errno(libc::ENOTDIR));
+            }
+            match sys::mkdirat(&dst, st.st_mode & 0o7777) {
+                Ok(()) => copy_metadata(&src, &dst, &st),
+                // Made meanwhile by another request: theirs is as good as ours.
+                Err(Errno(libc::EEXIST)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The create algorithm: the parent must exist somewhere (getattr policy), the
+    /// create policy picks branches for the parent, the parent is cloned onto each,
+    /// and `make` runs there as the caller. `all_targets` runs on every branch picked
+    /// (mkdir, mknod, symlink), otherwise only on the first (create). Success if any
+    /// branch succeeded, else the first error.
+    fn create_with<T>(
+        &self,
+        function: Function,
+        caller: &Caller,
+        path: &Path,
+        all_targets: bool,
+        make: impl Fn(&At) -> Result<T, Errno>,
+    ) -> Result<(usize, T), Errno> {
+        if components(path)?.is_empty() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let dir = parent(path);
+        let source = self.select_one(Function::Getattr, dir)?;
+        let mut targets = self.select(function, dir)?;
+        if !all_targets {
+            targets.truncate(1);
+        }
+        let mut made = None;
+        let mut results = Vec::new();
+        for branch in targets {
+            let result = self.clone_path(source, branch, dir).and_then(|()| {
+                let at = self.at(branch, path)?;
+                Self::as_caller(caller, || make(&at))
+            });
+            match result {
+                Ok(value) => {
+                    made.get_or_insert((branch, value));
+                }
+                Err(e) => results.push((branch, Err::<(), _>(e))),
+            }
+        }
+        made.ok_or_else(|| first_error(&results, Errno(libc::ENOENT)))
+    }
+
+    /// Creates and opens the regular file `path` with open(2) `flags` and `mode` (the
+    /// caller's umask already applied) on the one branch the create policy picks.
+    pub fn create(
+        &self,
+        caller: &Caller,
+        path: &Path,
+        flags: i32,
+        mode: u32,
+    ) -> Result<Created, Errno> {
+        let flags = flags | libc::O_CREAT | libc::O_NOFOLLOW;
+        let (branch, file) = self.create_with(Function::Create, caller, path, false, |at| {
+            sys::openat(&at.dir, &at.name, flags, mode)
+        })?;
+        let attr = self.attr(branch, path, sys::fstat(&file)?);
+        Ok(Created { file, attr })
+    }
+
+    /// Makes the directory `path` (mode with umask applied) on every branch the mkdir
+    /// policy picks.
+    pub fn mkdir(&self, caller: &Caller, path: &Path, mode: u32) -> Result<Attr, Errno> {
+        self.create_with(Function::Mkdir, caller, path, true, |at| {
+            sys::mkdirat(at, mode)
+        })?;
+        self.getattr(path)
+    }
+
+    /// Makes the special file `path` on every branch the mknod policy picks.
+    pub fn mknod(&self, caller: &Caller, path: &Path, mode: u32, rdev: u64) -> Result<Attr, Errno> {
+        self.create_with(Function::Mknod, caller, path, true, |at| {
+            sys::mknodat(at, mode, rdev)
+        })?;
+        self.getattr(path)
+    }
+
+    /// Makes the symlink `path` pointing to `target` (stored as given) on every branch
+    /// the symlink policy picks.
+    pub fn symlink(&self, caller: &Caller, target: &OsStr, path: &Path) -> Result<Attr, Errno> {
+        let target = sys::cstring(target)?;
+        self.create_with(Function::Symlink, caller, path, true, |at| {
+            sys::symlinkat(&target, at)
+        })?;
+        self.getattr(path)
+    }
+
+    // ---- action functions ----
+
+    /// Runs `op` on every branch `function`'s policy picks, with mergerfs's result
+    /// rule: all succeeded is success, none is the first error, and a mix answers
+    /// what the branch the getattr policy shows did, so a following stat agrees.
+    fn act(
+        &self,
+        function: Function,
+        path: &Path,
+        op: impl Fn(&At) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let results: Vec<(usize, Result<(), Errno>)> = self
+            .select(function, path)?
+            .into_iter()
+            .map(|b| (b, self.at(b, path).and_then(|at| op(&at))))
+            .collect();
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        if failed == 0 {
+            return Ok(());
+        }
+        let error = first_error(&results, Errno(libc::EIO));
+        if failed == results.len() {
+            return Err(error);
+        }
+        let shown = self.select_one(Function::Getattr, path).ok();
+        results
+            .iter()
+            .find(|(b, _)| Some(*b) == shown)
+            .map_or(Err(error), |(_, r)| *r)
+    }
+
+    /// chmod on every action branch. Symlinks have no mode (EOPNOTSUPP).
+    pub fn chmod(&self, path: &Path, mode: u32) -> Result<(), Errno> {
+        self.act(Function::Chmod, path, |at| sys::chmod(at, mode))
+    }
+
+    /// lchown on every action branch; `None` keeps the id.
+    pub fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+        let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+        self.act(Function::Chown, path, |at| sys::chown(at, uid, gid))
+    }
+
+    /// Sets atime and mtime (`UTIME_NOW`, `UTIME_OMIT` allowed) on every action
+    /// branch, on the entry itself even if it is a symlink.
+    pub fn utimens(&self, path: &Path, times: [libc::timespec; 2]) -> Result<(), Errno> {
+        self.act(Function::Utimens, path, |at| sys::utimens(at, &times))
+    }
+
+    /// Truncates the regular file `path` on every action branch.
+    pub fn truncate(&self, path: &Path, size: u64) -> Result<(), Errno> {
+        self.act(Function::Truncate, path, |at| sys::truncate(at, size))
+    }
+
+    /// Removes the non-directory `path` from every action branch; success if any
+    /// branch succeeded.
+    pub fn unlink(&self, path: &Path) -> Result<(), Errno> {
+        let results: Vec<_> = self
+            .select(Function::Unlink, path)?
+            .into_iter()
+            .map(|b| (b, self.at(b, path).and_then(|at| sys::unlinkat(&at, 0))))
+            .collect();
+        if results.iter().any(|(_, r)| r.is_ok()) {
+            Ok(())
+        } else {
+            Err(first_error(&results, Errno(libc::ENOENT)))
+        }
+    }
+
+    /// Removes the directory `path` from every action branch. A copy that is not
+    /// empty wins over everything (ENOTEMPTY), though empty copies elsewhere are
+    /// gone by then; otherwise success if any branch succeeded.
+    pub fn rmdir(&self, path: &Path) -> Result<(), Errno> {
+        let results: Vec<_> = self
+            .select(Function::Rmdir, path)?
+            .into_iter()
+            .map(|b| {
+                let r = self
+                    .at(b, path)
+                    .and_then(|at| sys::unlinkat(&at, libc::AT_REMOVEDIR));
+                (b, r)
+            })
+            .collect();
+        let not_empty = results.iter().find_map(|(_, r)| match r {
+            Err(e @ Errno(libc::ENOTEMPTY | libc::EEXIST)) => Some(*e),
+            _ => None,
+        });
+        match not_empty {
+            Some(e) => Err(e),
+            None if results.iter().any(|(_, r)| r.is_ok()) => Ok(()),
+            None => Err(first_error(&results, Errno(libc::ENOENT))),
+        }
+    }
+
+    // ---- extended attributes ----
+
+    /// The refusal the `xattr` option makes without touching branches, if any.
+    fn xattr_refusal(&self) -> Result<(), Errno> {
+        match self.options.xattr {
+            XattrMode::Passthrough => Ok(()),
+            XattrMode::Noattr => Err(Errno(libc::ENODATA)),
+            XattrMode::Nosys => Err(Errno(libc::ENOSYS)),
+        }
+    }
+
+    /// The value of attribute `name` of `path`, from the getxattr policy's branch.
+    pub fn getxattr(&self, path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        self.xattr_refusal()?;
+        if !self.options.security_capability && name.as_bytes() == b"security.capability" {
+            return Err(Errno(libc::ENODATA));
+        }
+        let branch = self.select_one(Function::Getxattr, path)?;
+        sys::getxattr(&self.at(branch, path)?, &sys::cstring(name)?)
+    }
+
+    /// The NUL-separated attribute names of `path`, from the listxattr policy's branch.
+    pub fn listxattr(&self, path: &Path) -> Result<Vec<u8>, Errno> {
+        self.xattr_refusal()?;
+        let branch = self.select_one(Function::Listxattr, path)?;
+        sys::listxattr(&self.at(branch, path)?)
+    }
+
+    /// Sets attribute `name` on every action branch (`flags` as setxattr(2)).
+    pub fn setxattr(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        self.xattr_refusal()?;
+        let name = sys::cstring(name)?;
+        self.act(Function::Setxattr, path, |at| {
+            sys::setxattr(at, &name, value, flags)
+        })
+    }
+
+    /// Removes attribute `name` on every action branch.
+    pub fn removexattr(&self, path: &Path, name: &OsStr) -> Result<(), Errno> {
+        self.xattr_refusal()?;
+        let name = sys::cstring(name)?;
+        self.act(Function::Removexattr, path, |at| {
+            sys::removexattr(at, &name)
+        })
+    }
+
+    // ---- rename and link ----
+
+    fn rename_on(&self, branch: usize, old: &Path, new: &Path) -> Result<(), Errno> {
+        sys::renameat(&self.at(branch, old)?, &self.at(branch, new)?)
+    }
+
+    /// Quietly removes `path` from `branch`, whatever kind of entry it is; used for
+    /// the leftovers of a rename.
+    fn remove_quietly(&self, branch: usize, path: &Path) {
+        if let Ok(at) = self.at(branch, path) {
+            if sys::unlinkat(&at, 0) == Err(Errno(libc::EISDIR)) {
+                let _ = sys::unlinkat(&at, libc::AT_REMOVEDIR);
+            }
+        }
+    }
+
+    /// Renames `old` to `new` on each branch that holds `old` (rename policy), never
+    /// moving data between branches.
+    ///
+    /// With a path-preserving create policy a branch lacking `new`'s parent fails
+    /// there, and if every branch fails the answer is EXDEV. Otherwise `new`'s parent
+    /// is cloned onto a branch where the rename failed and it is retried there. On
+    /// success the stale `new` on branches without `old`, and `old` where the rename
+    /// failed, are removed so the pool shows only the renamed entry. Branches in `RO`
+    /// mode are left untouched. A final EXDEV goes to the `rename-exdev` fallback,
+    /// whose symlink is created as `caller`.
+    pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        match self.rename_in_place(old, new) {
+            Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
+            other => other,
+        }
+    }
+
+    fn rename_in_place(&self, old: &Path, new: &Path) -> Result<(), Errno> {
+        let sources = self.select(Function::Rename, old)?;
+        let preserve = self.preserves_paths();
+        let new_dir = parent(new);
+        let clone_from = if preserve {
+            None
+        } else {
+            Some(self.select_one(Function::Getattr, new_dir)?)
+        };
+        let mut results = Vec::new();
+        let mut leftovers = Vec::new();
+        for branch in 0..self.roots.len() {
+            if self.roots[branch].branch.mode == BranchMode::RO {
+                continue;
+            }
+            if !sources.contains(&branch) {
+                leftovers.push((branch, new));
+                continue;
+            }
+            let mut result = self.rename_on(branch, old, new);
+            if let (Err(_), Some(from)) = (result, clone_from) {
+                if self.clone_path(from, branch, new_dir).is_ok() {
+                    result = self.rename_on(branch, old, new);
+                }
+            }
+            if result.is_err() {
+                leftovers.push((branch, old));
+            }
+            results.push((branch, result));
+        }
+        if !results.iter().any(|(_, r)| r.is_ok()) {
+            return Err(if preserve {
+                Errno(libc::EXDEV)
+            } else {
+                first_error(&results, Errno(libc::ENOENT))
+            });
+        }
+        for (branch, path) in leftovers {
+            self.remove_quietly(branch, path);
+        }
+        Ok(())
+    }
+
+    /// The `rename-exdev` fallback: on each branch holding `old`, move it to the same
+    /// path below [`RENAME_EXDEV_DIR`] (cloning its directories there), then make
+    /// `new` a symlink to it. Any failure moves everything back and answers EXDEV.
+    fn rename_exdev(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        let exdev = Errno(libc::EXDEV);
+        let old_rel = old.strip_prefix("/").unwrap_or(old);
+        let stash_dir = Path::new("/").join(RENAME_EXDEV_DIR);
+        let stash = stash_dir.join(old_rel);
+        let target = match self.options.rename_exdev {
+            RenameExdev::Passthrough => return Err(exdev),
+            RenameExdev::RelSymlink => up_to_root(parent(new))?
+                .join(RENAME_EXDEV_DIR)
+                .join(old_rel),
+            RenameExdev::AbsSymlink => match &self.options.mountpoint {
+                Some(mountpoint) => mountpoint.join(RENAME_EXDEV_DIR).join(old_rel),
+                None => return Err(exdev),
+            },
+        };
+        let mut moved = Vec::new();
+        let mut stashed = || -> Result<(), Errno> {
+            for branch in self.select(Function::Rename, old)? {
+                match sys::mkdirat(&self.at(branch, &stash_dir)?, 0o1777) {
+                    // Open to everyone like /tmp; mkdir's mode was cut by the umask.
+                    Ok(()) => sys::chmod(&self.at(branch, &stash_dir)?, 0o1777)?,
+                    Err(Errno(libc::EEXIST)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.clone_dirs((branch, Path::new("/")), (branch, &stash_dir), parent(old))?;
+                self.rename_on(branch, old, &stash)?;
+                moved.push(branch);
+            }
+            self.symlink(caller, target.as_os_str(), new).map(drop)
+        };
+        let result = stashed();
+        if result.is_err() {
+            for branch in moved {
+                let _ = self.rename_on(branch, &stash, old);
+            }
+            return Err(exdev);
+        }
+        Ok(())
+    }
+
+    /// Hard-links `old` as `new` on each branch holding `old` (link policy). A branch
+    /// lacking `new`'s parent gets it cloned (non-path-preserving create policy) or
+    /// counts as EXDEV (path-preserving). If the result is EXDEV, `link-exdev` may
+    /// make a symlink instead, created as `caller`.
+    pub fn link(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Linked, Errno> {
+        let sources = self.select(Function::Link, old)?;
+        let new_dir = parent(new);
+        let preserve = self.preserves_paths();
+        let mut results = Vec::new();
+        for branch in sources {
+            let link = || sys::linkat(&self.at(branch, old)?, &self.at(branch, new)?);
+            let result = match link() {
+                Err(Errno(libc::ENOENT)) if preserve => Err(Errno(libc::EXDEV)),
+                Err(Errno(libc::ENOENT)) => self
+                    .select_one(Function::Getattr, new_dir)
+                    .and_then(|from| self.clone_path(from, branch, new_dir))
+                    .and_then(|()| link()),
+                other => other,
+            };
+            results.push((branch, result));
+        }
+        if results.iter().any(|(_, r)| r.is_ok()) {
+            let attr = self.getattr(new)?;
+            return Ok(Linked {
+                attr,
+                symlinked: false,
+            });
+        }
+        match first_error(&results, Errno(libc::ENOENT)) {
+            Errno(libc::EXDEV) => self.link_exdev(caller, old, new),
+            e => Err(e),
+        }
+    }
+
+    /// The `link-exdev` fallback: a symlink at `new` to `old`.
+    fn link_exdev(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Linked, Errno> {
+        let target: PathBuf = match self.options.link_exdev {
+            LinkExdev::Passthrough => return Err(Errno(libc::EXDEV)),
+            LinkExdev::RelSymlink => {
+                up_to_root(parent(new))?.join(old.strip_prefix("/").unwrap_or(old))
+            }
+            LinkExdev::AbsBaseSymlink => {
+                let branch = self.select_one(Function::Open, old)?;
+                let base = &self.roots[branch].branch.path;
+                base.join(old.strip_prefix("/").unwrap_or(old))
+            }
+            LinkExdev::AbsPoolSymlink => match &self.options.mountpoint {
+                Some(mountpoint) => mountpoint.join(old.strip_prefix("/").unwrap_or(old)),
+                None => return Err(Errno(libc::EXDEV)),
+            },
+        };
+        self.symlink(caller, target.as_os_str(), new)?;
+        Ok(Linked {
+            attr: self.getattr(old)?,
+            symlinked: true,
+        })
+    }
+
+    // ---- statfs ----
+
+    /// The pool's filesystem numbers: every branch (with `statfs=full` only those
+    /// holding `path`) counted once per filesystem, scaled to the smallest fragment
+    /// size. `statfs-ignore` reports no free space for the branches it names.
+    pub fn statfs(&self, path: &Path) -> Result<StatFs, Errno> {
+        let parts = components(path)?;
+        let mut devices = HashSet::new();
+        let mut found = Vec::new();
+        for root in self.roots.iter() {
+            let Some(fd) = &root.fd else { continue };
+            let opened;
+            let fd = match self.options.statfs {
+                StatfsMode::Base => fd,
+                StatfsMode::Full => match sys::open_beneath(fd, &parts, libc::O_PATH) {
+                    Ok(f) => {
+                        opened = f;
+                        &opened
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let (Ok(st), Ok(mut v)) = (sys::fstat(fd), sys::fstatvfs(fd)) else {
+                continue;
+            };
+            if !devices.insert(st.st_dev) {
+                continue;
+            }
+            let mode = root.branch.mode;
+            let read_only = v.f_flag & libc::ST_RDONLY != 0;
+            let ignored = match self.options.statfs_ignore {
+                StatfsIgnore::None => read_only && mode != BranchMode::RW,
+                StatfsIgnore::Ro => mode != BranchMode::RW,
+                StatfsIgnore::Nc => mode == BranchMode::NC || (read_only && mode != BranchMode::RW),
+            };
+            if ignored {
+                v.f_bavail = 0;
+                v.f_favail = 0;
+            }
+            found.push(v);
+        }
+        let frsize = found.iter().map(|v| v.f_frsize).filter(|&f| f > 0).min();
+        let Some(frsize) = frsize else {
+            return Err(Errno(libc::ENOENT));
+        };
+        let mut total = StatFs {
+            bsize: u64::MAX,
+            frsize,
+            namemax: u64::MAX,
+            ..StatFs::default()
+        };
+        for v in &found {
+            let scale = |blocks: u64| {
+                let bytes = u128::from(blocks) * u128::from(v.f_frsize);
+                u64::try_from(bytes / u128::from(frsize)).unwrap_or(u64::MAX)
+            };
+            total.blocks = total.blocks.saturating_add(scale(v.f_blocks));
+            total.bfree = total.bfree.saturating_add(scale(v.f_bfree));
+            total.bavail = total.bavail.saturating_add(scale(v.f_bavail));
+            total.files = total.files.saturating_add(v.f_files);
+            total.ffree = total.ffree.saturating_add(v.f_ffree);
+            total.favail = total.favail.saturating_add(v.f_favail);
+            total.bsize = total.bsize.min(v.f_bsize);
+            total.namemax = total.namemax.min(v.f_namemax);
+        }
+        Ok(total)
+    }
+}
+
+/// Best-effort copy of a cloned directory's extended attributes, owner, mode and
+/// times; the directory itself is what matters, so failures are ignored (a branch
+/// filesystem without xattrs, a mode the umask cut).
+fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
+    if let Ok(names) = sys::listxattr(src) {
+        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let Ok(name) = std::ffi::CString::new(name) else {
+                continue;
+            };
+            if let Ok(value) = sys::getxattr(src, &name) {
+                let _ = sys::setxattr(dst, &name, &value, 0);
+            }
+        }
+    }
+    let _ = sys::chown(dst, st.st_uid, st.st_gid);
+    // After chown, which clears set-id bits, and to undo the umask.
+    let _ = sys::chmod(dst, st.st_mode & 0o7777);
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
+    let _ = sys::utimens(dst, &times);
+}
+
+#[cfg(test)]
+mod tests;
