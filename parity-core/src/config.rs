@@ -26,7 +26,7 @@
 //! | `exclude PATTERN`, `include PATTERN` | Path rules, see [`Filter`]. |
 //! | `nohidden` | Exclude names starting with `.`. |
 //! | `blocksize KIB` | Block size in KiB, 1 to 16384, default 256. Old name `block_size`. |
-//! | `autosave GIB` | Save the state every GIB GiB of processed data; 0 (default) = only at the end. |
+//! | `autosave GIB` | Save the state every GIB GiB of processed data; 0 (default) = only at the end. lhparity also takes `64M`, `512K`, `2G`. |
 //! | `delete-threshold N` | lhparity only: refuse a sync that would remove more than N files. Default: no limit. |
 //! | `metrics-file FILE` | lhparity only: where to write Prometheus textfile metrics. Default: none. |
 //!
@@ -325,10 +325,23 @@ impl Parser {
                 self.block_size = Some((kib * KIB, n));
             }
             "autosave" => {
-                let bytes = parse_number(rest)
-                    .and_then(|gib| gib.checked_mul(GIB))
+                // A plain number is GiB as in SnapRAID; a K/M/G suffix is an lhparity
+                // extension for finer checkpoints.
+                let (digits, unit) = match rest.char_indices().last() {
+                    Some((i, 'K' | 'k')) => (&rest[..i], 1u64 << 10),
+                    Some((i, 'M' | 'm')) => (&rest[..i], 1 << 20),
+                    Some((i, 'G' | 'g')) => (&rest[..i], GIB),
+                    _ => (rest, GIB),
+                };
+                let bytes = parse_number(digits)
+                    .and_then(|v| v.checked_mul(unit))
                     .ok_or_else(|| {
-                        self.invalid(n, "autosave", rest, "a whole number of GiB (0 = off)")
+                        self.invalid(
+                            n,
+                            "autosave",
+                            rest,
+                            "a whole number of GiB, or a size with K, M or G (0 = off)",
+                        )
                     })?;
                 self.check_once(n, directive, self.autosave.map(|(_, l)| l))?;
                 self.autosave = Some(((bytes > 0).then_some(bytes), n));
@@ -812,6 +825,14 @@ metrics-file /var/lib/node_exporter/lhparity.prom
         assert!(!c.filter.nohidden);
         assert!(c.filter.rules.is_empty());
         assert_eq!(parse(&with("autosave 0")).unwrap().autosave, None);
+        assert_eq!(
+            parse(&with("autosave 64M")).unwrap().autosave,
+            Some(64 << 20)
+        );
+        assert_eq!(
+            parse(&with("autosave 512k")).unwrap().autosave,
+            Some(512 << 10)
+        );
     }
 
     #[test]

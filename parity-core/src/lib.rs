@@ -7,9 +7,17 @@
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
 //! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
 //!   filter and the layout checks run before any command.
+//! - [`scan`]: walking the data disks and comparing them with the state.
+//! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
+//! - [`sync`], [`status`]: the commands.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod hash;
+pub mod pipeline;
 pub mod raid;
+pub mod scan;
 pub mod speedtest;
 pub mod state;
+pub mod status;
+pub mod sync;

@@ -150,6 +150,12 @@ impl Positions {
         self.flags.is_empty()
     }
 
+    /// Shrinks the table to at most `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        self.flags.truncate(len);
+        self.verified.truncate(len);
+    }
+
     /// Grows the table to at least `len` positions; new positions are unsynced.
     pub fn grow(&mut self, len: usize) {
         if len > self.flags.len() {

@@ -1,7 +1,10 @@
 //! `lhparity`: snapshot parity for a set of data disks.
 
+mod commands;
+mod progress;
 mod speedtest;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,26 +16,70 @@ use clap::{Parser, Subcommand};
     about = "Snapshot parity for plain data disks (SnapRAID-compatible parity)"
 )]
 struct Cli {
+    /// The array config (snapraid.conf syntax).
+    #[arg(
+        short = 'c',
+        long = "conf",
+        global = true,
+        default_value = "/etc/lhparity.conf"
+    )]
+    conf: PathBuf,
+    /// No progress display.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Accept data disks sharing a device and parity on a data disk's device.
+    #[arg(long, global = true)]
+    force_device: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Update the parity with the changes on the data disks.
+    Sync(commands::SyncArgs),
+    /// Show what changed since the last sync (exit 2 when a sync is needed).
+    Diff(commands::DiffArgs),
+    /// Files, bytes, sync and scrub state per disk, bad blocks.
+    Status(commands::StatusArgs),
+    /// The files the state knows, with disk and size.
+    List,
     /// Measure the parity kernels of this CPU (like `snapraid -T`).
     Speedtest(speedtest::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ctx = commands::Context {
+        conf: cli.conf,
+        quiet: cli.quiet,
+        force_device: cli.force_device,
+    };
     let result = match cli.command {
+        Command::Sync(args) => commands::sync(&ctx, &args),
+        Command::Diff(args) => commands::diff(&ctx, &args),
+        Command::Status(args) => commands::status(&ctx, &args),
+        Command::List => commands::list(&ctx),
         Command::Speedtest(args) => speedtest::run(&args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lhparity: {err:#}");
+            eprintln!("lhparity: {}", message(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text the message already
+/// includes (library errors name their cause themselves).
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }

@@ -1,0 +1,319 @@
+//! The array commands: argument handling and output formatting around
+//! `parity_core::{sync, status}`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use parity_core::config::Config;
+use parity_core::scan::DiskChanges;
+use parity_core::state::model::{DIRTY, UNSYNCED};
+use parity_core::status::{status as array_status, Status};
+use parity_core::sync::{self, SyncOptions};
+use serde_json::json;
+
+use crate::progress::Display;
+
+/// Options shared by every command.
+pub struct Context {
+    pub conf: PathBuf,
+    pub quiet: bool,
+    pub force_device: bool,
+}
+
+impl Context {
+    /// Loads the config, prints its warnings, and checks the layout on disk.
+    fn config(&self) -> Result<Config> {
+        let config = Config::load(&self.conf)?;
+        for w in &config.warnings {
+            eprintln!("lhparity: {w}");
+        }
+        for w in config.check_layout(self.force_device)? {
+            eprintln!("lhparity: {w}");
+        }
+        Ok(config)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// Sync even if a disk that had files is now empty or wholly rewritten.
+    #[arg(short = 'E', long)]
+    force_empty: bool,
+    /// Sync even if more files are removed than delete-threshold allows.
+    #[arg(short = 'D', long)]
+    force_delete: bool,
+    /// Overwrite parity files that no content file knows (a full sync).
+    #[arg(short = 'F', long)]
+    force_full: bool,
+}
+
+pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    let display = Display::new("sync", ctx.quiet);
+    let options = SyncOptions {
+        force_empty: args.force_empty,
+        force_delete: args.force_delete,
+        force_full: args.force_full,
+    };
+    let report = sync::sync(&config, &options, &display)?;
+    for n in &report.notes {
+        eprintln!("lhparity: {n}");
+    }
+    for w in &report.warnings {
+        eprintln!("lhparity: warning: {w}");
+    }
+    let files: usize = report.disks.iter().map(|d| d.files).sum();
+    let mb = report.bytes as f64 / 1e6;
+    if !ctx.quiet {
+        for d in &report.disks {
+            let c = &d.changes;
+            if !c.is_empty() {
+                println!(
+                    "{}: {} added, {} removed, {} updated, {} moved, {} restored",
+                    d.name,
+                    c.added.len(),
+                    c.removed.len(),
+                    c.updated.len(),
+                    c.moved.len(),
+                    c.restored.len()
+                );
+            }
+        }
+        if report.positions_synced == 0 && report.positions_left == 0 {
+            println!("Nothing to do: the parity is up to date ({files} files).");
+        } else {
+            println!(
+                "Synced {} block positions, {:.1} MB of data from {files} files in {:.2} s ({:.0} MB/s).",
+                report.positions_synced,
+                mb,
+                report.seconds,
+                mb / report.seconds.max(1e-9)
+            );
+        }
+        if report.positions_left > 0 {
+            println!(
+                "{} positions are left for the next sync (see the warnings above).",
+                report.positions_left
+            );
+        }
+    }
+    Ok(if report.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    let loaded = sync::load_state(&config)?;
+    for note in &loaded.notes {
+        eprintln!("lhparity: warning: {note}");
+    }
+    let state = &loaded.state;
+    let scans = sync::scan_all(&config)?;
+    let changes = sync::compare_all(state, &scans);
+    let unsynced = state
+        .positions
+        .flags
+        .iter()
+        .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+        .count();
+    let changed = changes.iter().any(|c| !c.is_empty());
+    let needed =
+        changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
+
+    let name_of = |slot: usize, i: usize| state.disks[slot].files[i].path.clone();
+    let found = |slot: usize, i: usize| scans[slot].files[i].path.clone();
+    let mut disks_json = Vec::new();
+    let mut totals = [0usize; 6];
+    for (slot, c) in changes.iter().enumerate() {
+        let disk = &state.disks[slot].name;
+        let added: Vec<String> = c.added.iter().map(|&n| found(slot, n)).collect();
+        let removed: Vec<String> = c.removed.iter().map(|&o| name_of(slot, o)).collect();
+        let updated: Vec<String> = c.updated.iter().map(|&(_, n)| found(slot, n)).collect();
+        let moved: Vec<(String, String)> = c
+            .moved
+            .iter()
+            .map(|&(o, n)| (name_of(slot, o), found(slot, n)))
+            .collect();
+        let restored: Vec<String> = c.restored.iter().map(|&(_, n)| found(slot, n)).collect();
+        count(&mut totals, c);
+        if args.json {
+            disks_json.push(json!({
+                "disk": disk,
+                "added": added,
+                "removed": removed,
+                "updated": updated,
+                "moved": moved.iter().map(|(f, t)| json!({"from": f, "to": t})).collect::<Vec<_>>(),
+                "restored": restored,
+                "equal": c.unchanged.len(),
+            }));
+        } else {
+            for p in &added {
+                println!("add {disk}/{p}");
+            }
+            for p in &removed {
+                println!("remove {disk}/{p}");
+            }
+            for p in &updated {
+                println!("update {disk}/{p}");
+            }
+            for (f, t) in &moved {
+                println!("move {disk}/{f} -> {disk}/{t}");
+            }
+            for p in &restored {
+                println!("restore {disk}/{p}");
+            }
+        }
+    }
+    if args.json {
+        let out = json!({
+            "disks": disks_json,
+            "positions_awaiting_sync": unsynced,
+            "sync_needed": needed,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let [equal, added, removed, updated, moved, restored] = totals;
+        println!();
+        println!("{equal:8} equal");
+        println!("{added:8} added");
+        println!("{removed:8} removed");
+        println!("{updated:8} updated");
+        println!("{moved:8} moved");
+        println!("{restored:8} restored");
+        if unsynced > 0 {
+            println!("{unsynced:8} block positions awaiting sync");
+        }
+        println!(
+            "{}",
+            if needed {
+                "There are differences: run `lhparity sync`."
+            } else {
+                "No differences."
+            }
+        );
+    }
+    Ok(ExitCode::from(if needed { 2 } else { 0 }))
+}
+
+fn count(totals: &mut [usize; 6], c: &DiskChanges) {
+    totals[0] += c.unchanged.len();
+    totals[1] += c.added.len();
+    totals[2] += c.removed.len();
+    totals[3] += c.updated.len();
+    totals[4] += c.moved.len();
+    totals[5] += c.restored.len();
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn status(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
+    let config = Config::load(&ctx.conf)?;
+    let loaded = sync::load_state(&config)?;
+    for note in &loaded.notes {
+        eprintln!("lhparity: warning: {note}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = array_status(&loaded.state, now);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+    } else {
+        print_status(&s, loaded.is_new);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_json(s: &Status) -> serde_json::Value {
+    json!({
+        "disks": s.disks.iter().map(|d| json!({
+            "name": d.name, "files": d.files, "bytes": d.bytes, "blocks_awaiting_sync": d.new_blocks,
+        })).collect::<Vec<_>>(),
+        "parity_levels": s.parity_levels,
+        "block_size": s.block_size,
+        "positions": s.positions,
+        "positions_awaiting_sync": s.awaiting_sync,
+        "scrub_age_days": s.scrub_age.iter().map(|&(bound, n)| json!({
+            "max_days": if bound == u32::MAX { None } else { Some(bound) },
+            "positions": n,
+        })).collect::<Vec<_>>(),
+        "oldest_scrub_days": s.oldest_days,
+        "median_scrub_days": s.median_days,
+        "bad_blocks": s.bad.iter().map(|(pos, disk)| json!({"position": pos, "disk": disk})).collect::<Vec<_>>(),
+        "last_sync": s.last_sync,
+        "last_scrub": s.last_scrub,
+    })
+}
+
+fn print_status(s: &Status, is_new: bool) {
+    if is_new {
+        println!("No content file yet: the array has never been synced.");
+    }
+    println!(
+        "{:<16} {:>10} {:>16} {:>12}",
+        "disk", "files", "bytes", "unsynced"
+    );
+    for d in &s.disks {
+        println!(
+            "{:<16} {:>10} {:>16} {:>12}",
+            d.name, d.files, d.bytes, d.new_blocks
+        );
+    }
+    println!();
+    println!(
+        "{} parity levels, block size {} KiB, {} positions, {} awaiting sync.",
+        s.parity_levels,
+        s.block_size / 1024,
+        s.positions,
+        s.awaiting_sync
+    );
+    println!("Scrub age of the used positions:");
+    for &(bound, n) in &s.scrub_age {
+        let label = match bound {
+            u32::MAX => "never".to_string(),
+            b if b >= u32::MAX - 1 => "older".to_string(),
+            b => format!("<= {b} days"),
+        };
+        println!("  {label:>12}: {n}");
+    }
+    if s.bad.is_empty() {
+        println!("No bad blocks.");
+    } else {
+        println!("{} bad blocks: run `lhparity fix -e`.", s.bad.len());
+        for (pos, disk) in &s.bad {
+            println!("  position {pos} on {disk}");
+        }
+    }
+}
+
+pub fn list(ctx: &Context) -> Result<ExitCode> {
+    let config = Config::load(&ctx.conf)?;
+    let loaded = sync::load_state(&config).context("loading the content file")?;
+    let mut files = 0usize;
+    let mut bytes = 0u64;
+    for disk in &loaded.state.disks {
+        for f in &disk.files {
+            println!("{:>14} {}/{}", f.size, disk.name, f.path);
+            files += 1;
+            bytes += f.size;
+        }
+    }
+    println!("{files} files, {bytes} bytes");
+    Ok(ExitCode::SUCCESS)
+}

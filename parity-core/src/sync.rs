@@ -1,0 +1,543 @@
+//! `lhparity sync`: bring the parity up to date with the data disks.
+//!
+//! 1. Load the newest valid state, reconcile it with the config, scan every disk in
+//!    parallel and compare (`scan.rs`); refuse when a disk looks unmounted or wholly
+//!    rewritten, or when more files would be removed than `delete-threshold` allows.
+//! 2. Every position whose parity must change (unsynced or dirty) is recomputed from
+//!    the whole stripe by the pipeline (`pipeline.rs`), in segments of `autosave` bytes.
+//! 3. Crash safety: before a segment's parity is written, its positions are saved as
+//!    `DIRTY`; after it, the parity files are fsynced and only then is the state saved
+//!    with the positions committed. A `kill -9` at any moment leaves a state that
+//!    never claims parity it does not have; the next sync redoes the dirty positions.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::hash::random_key;
+use crate::pipeline::{self, DiskInput, ParityOutput};
+use crate::raid::Kernel;
+use crate::scan::{self, DiskChanges, DiskScan};
+use crate::state::model::{Disk, FileEntry, State, DIRTY, UNSYNCED};
+use crate::state::store;
+
+/// Overrides of the safety checks, each named after its flag.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    /// `--force-empty`: accept a disk that had files and is now empty or rewritten.
+    pub force_empty: bool,
+    /// `--force-delete`: accept more removed files than `delete-threshold`.
+    pub force_delete: bool,
+    /// `--force-full`: accept overwriting parity files the state does not know.
+    pub force_full: bool,
+}
+
+/// Why a sync did not run or stopped. Every message names the disk, file or path and
+/// the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Scan(#[from] scan::ScanError),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error(transparent)]
+    Raid(#[from] crate::raid::RaidError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Per-disk change counts of a sync or diff.
+#[derive(Clone, Debug, Default)]
+pub struct DiskSummary {
+    pub name: String,
+    pub changes: DiskChanges,
+    pub files: usize,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    pub disks: Vec<DiskSummary>,
+    /// Positions whose parity was recomputed and committed.
+    pub positions_synced: usize,
+    /// Positions left for the next sync (changed files, read errors, bad blocks).
+    pub positions_left: usize,
+    /// Data bytes read.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Problems that make the exit code 1.
+    pub warnings: Vec<String>,
+    /// Things worth saying that need no action (a damaged content copy this sync
+    /// rewrote, for example).
+    pub notes: Vec<String>,
+}
+
+/// Progress callbacks for the command line.
+pub trait Progress: Sync {
+    /// The work is known: this many data bytes at most will be read.
+    fn start(&self, total_bytes: u64);
+    /// Bytes read so far grew by this much.
+    fn advance(&self, bytes: u64);
+    /// The work is done.
+    fn finish(&self);
+}
+
+/// The state of the array, loaded, with its disks matched to the config.
+pub struct Loaded {
+    pub state: State,
+    /// Content copies that were damaged, missing or older: rewritten at the next save.
+    pub notes: Vec<String>,
+    /// Whether no content file existed (a new array).
+    pub is_new: bool,
+}
+
+/// Loads the state for `config`: the newest valid content copy, or a new state when
+/// none exists. Its disks are ordered as the config's `data` lines.
+pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
+    let paths: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    let loaded = store::load(&paths)?;
+    let mut notes = Vec::new();
+    for (path, reason) in &loaded.damaged {
+        notes.push(format!(
+            "content file {} is damaged ({reason}); using another copy, it will be rewritten at the next save",
+            path.display()
+        ));
+    }
+    for path in &loaded.stale {
+        notes.push(format!(
+            "content file {} is older than another copy; it will be rewritten at the next save",
+            path.display()
+        ));
+    }
+    let is_new = loaded.state.is_none();
+    let mut state = match loaded.state {
+        Some(state) => state,
+        None => State::new(
+            config.block_size,
+            random_key().map_err(|source| SyncError::Io {
+                what: "reading random bytes from",
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            })?,
+            config.levels(),
+        ),
+    };
+    if state.block_size != config.block_size {
+        return Err(SyncError::Refused(format!(
+            "{}: blocksize is {} KiB but the array was synced with {} KiB; \
+             restore the old blocksize (changing it needs a new array)",
+            config.source.display(),
+            config.block_size / 1024,
+            state.block_size / 1024
+        )));
+    }
+    let mut disks = Vec::with_capacity(config.data.len());
+    for (index, data) in config.data.iter().enumerate() {
+        let disk = match state.disks.iter().position(|d| d.name == data.name) {
+            Some(i) => state.disks.swap_remove(i),
+            None => Disk {
+                name: data.name.clone(),
+                index: index as u32,
+                ..Disk::default()
+            },
+        };
+        if disk.index as usize != index {
+            return Err(SyncError::Refused(format!(
+                "{}:{}: disk '{}' was data disk number {} when the array was synced and is \
+                 now number {}; keep the `data` lines in their original order",
+                config.source.display(),
+                data.line,
+                data.name,
+                disk.index + 1,
+                index + 1
+            )));
+        }
+        disks.push(disk);
+    }
+    if let Some(gone) = state.disks.first() {
+        return Err(SyncError::Refused(format!(
+            "disk '{}' is in the content file but not in {}; put its `data` line back \
+             (removing a disk from an array is not supported yet)",
+            gone.name,
+            config.source.display()
+        )));
+    }
+    state.disks = disks;
+    Ok(Loaded {
+        state,
+        notes,
+        is_new,
+    })
+}
+
+/// Scans every data disk in parallel.
+pub fn scan_all(config: &Config) -> Result<Vec<DiskScan>, SyncError> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = config
+            .data
+            .iter()
+            .map(|disk| scope.spawn(move || scan::scan_disk(config, disk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r.map_err(SyncError::from),
+                Err(_) => Err(SyncError::Refused("a disk scan thread panicked".into())),
+            })
+            .collect()
+    })
+}
+
+/// Compares every disk with the state.
+pub fn compare_all(state: &State, scans: &[DiskScan]) -> Vec<DiskChanges> {
+    state
+        .disks
+        .iter()
+        .zip(scans)
+        .map(|(disk, scan)| scan::compare(&disk.files, &scan.files))
+        .collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs a sync.
+pub fn sync(
+    config: &Config,
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let kernel = Kernel::selected()?;
+    let Loaded {
+        mut state,
+        notes,
+        is_new,
+    } = load_state(config)?;
+    let mut report = SyncReport {
+        notes,
+        ..SyncReport::default()
+    };
+    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    let parity_paths = parity_paths(config)?;
+    if is_new && !options.force_full {
+        for path in &parity_paths {
+            if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+                return Err(SyncError::Refused(format!(
+                    "parity file {} already holds data but no content file knows it; \
+                     if it belongs to an array whose content files are lost, restore them; \
+                     to overwrite it with a full sync, pass --force-full",
+                    path.display()
+                )));
+            }
+        }
+    }
+    // More parity levels than last time: the new levels need every position.
+    if state.parity.len() < config.levels() {
+        state.parity.resize(config.levels(), Default::default());
+        state
+            .positions
+            .flags
+            .iter_mut()
+            .for_each(|f| *f |= UNSYNCED);
+    }
+    state.parity.truncate(config.levels());
+
+    let scans = scan_all(config)?;
+    let changes = compare_all(&state, &scans);
+    check_safety(config, options, &state, &scans, &changes)?;
+    let mut touched = false;
+    for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
+        let disk = &state.disks[slot];
+        touched |= !change.is_empty() || disk.links != scan.links || disk.dirs != scan.dirs;
+        report.disks.push(DiskSummary {
+            name: disk.name.clone(),
+            changes: change.clone(),
+            files: scan.files.len(),
+        });
+        for skipped in &scan.skipped {
+            report.warnings.push(format!(
+                "disk '{}': {skipped} is not a regular file, link or folder; not protected",
+                disk.name
+            ));
+        }
+        let next = scan::apply(&mut state, slot, scan, change);
+        state.disks[slot] = next;
+    }
+
+    trim_positions(&mut state);
+    let work: Vec<u32> = (0..state.positions.len() as u32)
+        .filter(|&p| state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0)
+        .collect();
+    if work.is_empty() {
+        if touched || is_new {
+            state.last_sync = now();
+            store::save(&mut state, &content)?;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let parity_files = open_parity(&parity_paths)?;
+    let block_size = state.block_size as usize;
+    let disk_count = config.data.len().max(1) as u64;
+    let segment_len = match config.autosave {
+        Some(bytes) => (bytes / (block_size as u64 * disk_count)).max(1) as usize,
+        None => work.len(),
+    };
+    let total_bytes = work.len() as u64 * block_size as u64 * disk_count;
+    progress.start(total_bytes);
+    let mut failure = None;
+    for segment in work.chunks(segment_len) {
+        // Intent: these positions are about to be rewritten.
+        for &p in segment {
+            state.positions.flags[p as usize] |= DIRTY;
+        }
+        store::save(&mut state, &content)?;
+        let disks: Vec<DiskInput> = state
+            .disks
+            .iter()
+            .zip(&config.data)
+            .map(|(d, c)| DiskInput {
+                name: &d.name,
+                dir: &c.dir,
+                index: d.index as usize,
+                files: &d.files,
+            })
+            .collect();
+        let outcome = pipeline::run(
+            kernel,
+            block_size,
+            &state.hash_key,
+            &disks,
+            segment,
+            ParityOutput {
+                files: &parity_files,
+                paths: &parity_paths,
+            },
+            &|bytes| progress.advance(bytes),
+        );
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                failure = Some(SyncError::from(e));
+                break;
+            }
+        };
+        for (file, path) in parity_files.iter().zip(&parity_paths) {
+            file.sync_data().map_err(|source| SyncError::Io {
+                what: "flushing parity file",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        report.bytes += outcome.bytes;
+        for (slot, file) in &outcome.changed {
+            report.warnings.push(format!(
+                "disk '{}': {} changed while it was synced; its new data is left for the next sync",
+                state.disks[*slot].name,
+                config.data[*slot]
+                    .dir
+                    .join(&state.disks[*slot].files[*file].path)
+                    .display()
+            ));
+        }
+        report.warnings.extend(outcome.errors.iter().cloned());
+        commit(&mut state, segment, &outcome, &mut report);
+    }
+    progress.finish();
+    if failure.is_none() {
+        // Positions past the last used one were trimmed: give the space back.
+        let len = state.positions.len() as u64 * block_size as u64;
+        for (file, path) in parity_files.iter().zip(&parity_paths) {
+            if file.metadata().is_ok_and(|m| m.len() > len) {
+                file.set_len(len).map_err(|source| SyncError::Io {
+                    what: "truncating parity file",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        if report.positions_left == 0 {
+            state.last_sync = now();
+        }
+    }
+    store::save(&mut state, &content)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Drops the positions past the last one a file uses: their parity protects nothing
+/// (deleted blocks there belong to no stripe a live file shares).
+fn trim_positions(state: &mut State) {
+    let end = state
+        .disks
+        .iter()
+        .flat_map(|d| &d.files)
+        .filter_map(|f| f.extents.iter().map(|e| e.pos + e.len).max())
+        .max()
+        .unwrap_or(0);
+    state.positions.truncate(end as usize);
+    for disk in &mut state.disks {
+        disk.deleted.retain(|b| b.pos < end);
+    }
+    state.bad.retain(|b| b.pos < end);
+}
+
+/// Records the pipeline's results for a segment whose parity is on disk.
+fn commit(
+    state: &mut State,
+    segment: &[u32],
+    outcome: &pipeline::Outcome,
+    report: &mut SyncReport,
+) {
+    let now = now() as u32;
+    let mut committed = vec![false; segment.len()];
+    for (j, result) in outcome.positions.iter().enumerate() {
+        let pos = segment[j];
+        for &slot in &result.bad {
+            let disk = state.disks[slot].index;
+            if !state.bad.iter().any(|b| b.pos == pos && b.disk == disk) {
+                state.bad.push(crate::state::model::BadBlock { pos, disk });
+            }
+            report.warnings.push(format!(
+                "disk '{}': the block at position {pos} does not match its hash (silent \
+                 corruption); run `lhparity fix` to repair it",
+                state.disks[slot].name
+            ));
+        }
+        if result.excluded || !result.bad.is_empty() {
+            report.positions_left += 1;
+            continue;
+        }
+        for &(slot, file, block, hash) in &result.new_hashes {
+            let f = &mut state.disks[slot].files[file];
+            f.hashes[block] = hash;
+            f.set_new(block, false);
+        }
+        state.positions.flags[pos as usize] = 0;
+        state.positions.verified[pos as usize] = now;
+        committed[j] = true;
+        report.positions_synced += 1;
+    }
+    // Deleted blocks at committed positions are no longer in the parity.
+    for disk in &mut state.disks {
+        disk.deleted.retain(|d| {
+            segment
+                .binary_search(&d.pos)
+                .map_or(true, |j| !committed[j])
+        });
+    }
+}
+
+/// Refuses what looks like an accident rather than a change.
+fn check_safety(
+    config: &Config,
+    options: &SyncOptions,
+    state: &State,
+    scans: &[DiskScan],
+    changes: &[DiskChanges],
+) -> Result<(), SyncError> {
+    for (disk, scan) in state.disks.iter().zip(scans) {
+        let dir = config
+            .data
+            .iter()
+            .find(|d| d.name == disk.name)
+            .map(|d| d.dir.display().to_string())
+            .unwrap_or_default();
+        // Only files whose data the parity covers count: a disk whose files were
+        // never synced has nothing to lose.
+        let protected: Vec<&FileEntry> = disk
+            .files
+            .iter()
+            .filter(|f| f.hashes.is_empty() || (0..f.hashes.len()).any(|i| !f.is_new(i)))
+            .collect();
+        if options.force_empty || protected.is_empty() {
+            continue;
+        }
+        if scan.files.is_empty() {
+            return Err(SyncError::Refused(format!(
+                "disk '{}' at {dir} had {} files and is now empty: is it unmounted? \
+                 Mount it and retry; if the files were really deleted, pass --force-empty",
+                disk.name,
+                protected.len()
+            )));
+        }
+        // A different filesystem mounted in the disk's place shares no inode with it.
+        let inodes: HashSet<u64> = scan.files.iter().map(|f| f.inode).collect();
+        if !protected.iter().any(|f| inodes.contains(&f.inode)) {
+            return Err(SyncError::Refused(format!(
+                "all {} files of disk '{}' at {dir} are missing or rewritten: is another \
+                 disk mounted there? Fix the mount and retry; if this is intended, pass \
+                 --force-empty",
+                protected.len(),
+                disk.name
+            )));
+        }
+    }
+    let removed: usize = changes.iter().map(|c| c.removed.len()).sum();
+    if let Some(limit) = config.delete_threshold {
+        if removed as u64 > limit && !options.force_delete {
+            return Err(SyncError::Refused(format!(
+                "{removed} files would be removed, more than delete-threshold {limit} in {}; \
+                 check with `lhparity diff`, then pass --force-delete to sync anyway",
+                config.source.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The parity file of every level; split parity is refused for now.
+pub fn parity_paths(config: &Config) -> Result<Vec<PathBuf>, SyncError> {
+    config
+        .parity
+        .iter()
+        .map(|p| match p.files.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(SyncError::Refused(format!(
+                "{}:{}: parity level {} is split over {} files; split parity is not \
+                 supported yet, use one file per level",
+                config.source.display(),
+                p.line,
+                p.level,
+                p.files.len()
+            ))),
+        })
+        .collect()
+}
+
+fn open_parity(paths: &[PathBuf]) -> Result<Vec<File>, SyncError> {
+    paths
+        .iter()
+        .map(|path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|source| SyncError::Io {
+                    what: "opening parity file",
+                    path: path.clone(),
+                    source,
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,388 @@
+//! `lhparity sync`, `diff`, `status` and `list` on real folders, run as a user would.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn parity_equals_snapraid_vectors_at_six_levels() {
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../parity-core/tests/vectors/snapraid-6p-5d");
+    let array = Array::new(5, 6, 1, "");
+    for d in 0..5 {
+        let name = format!("f{}.bin", d + 1);
+        fs::copy(vectors.join(&name), array.disks[d].join(&name)).expect("copy vector");
+    }
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    for level in 1..=6 {
+        let want = fs::read(vectors.join(format!("parity{level}.bin"))).expect("vector");
+        let got = fs::read(&array.parity[level - 1]).expect("parity file");
+        assert!(got == want, "parity level {level} differs from SnapRAID's");
+    }
+    assert_eq!(verify_parity(&array), 4);
+}
+
+#[test]
+fn sync_diff_and_incremental_changes() {
+    let array = Array::new(3, 2, 64, "");
+    array.write(0, "a.bin", 300_000, 1);
+    array.write(0, "dir/b.bin", 70_000, 2);
+    array.write(1, "c.bin", 1_000_000, 3);
+    array.write(2, "e.bin", 5, 4);
+    array.write(2, "empty.bin", 0, 5);
+
+    // Before the first sync, diff lists everything and asks for a sync.
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    assert!(stdout(&out).contains("add d2/c.bin"), "{}", stdout(&out));
+
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    verify_parity(&array);
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("No differences."), "{}", stdout(&out));
+
+    // A second sync has nothing to read.
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("Nothing to do"), "{}", stdout(&out));
+
+    // Add, modify, delete, rename, move between folders.
+    array.write(0, "new.bin", 200_000, 10);
+    array.write(1, "c.bin", 1_000_001, 11);
+    fs::remove_file(array.disks[2].join("e.bin")).expect("rm");
+    fs::rename(array.disks[0].join("a.bin"), array.disks[0].join("a2.bin")).expect("mv");
+    fs::create_dir_all(array.disks[0].join("other")).expect("mkdir");
+    fs::rename(
+        array.disks[0].join("dir/b.bin"),
+        array.disks[0].join("other/b.bin"),
+    )
+    .expect("mv");
+
+    let out = array.lhparity(&["diff", "--json"]);
+    expect_code(&out, 2);
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    let d1 = &diff["disks"][0];
+    assert_eq!(d1["added"], serde_json::json!(["new.bin"]));
+    let moved: Vec<(String, String)> = d1["moved"]
+        .as_array()
+        .expect("moved")
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap_or("").into(),
+                m["to"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        vec![
+            ("a.bin".to_string(), "a2.bin".to_string()),
+            ("dir/b.bin".to_string(), "other/b.bin".to_string())
+        ]
+    );
+    assert_eq!(diff["disks"][1]["updated"], serde_json::json!(["c.bin"]));
+    assert_eq!(diff["disks"][2]["removed"], serde_json::json!(["e.bin"]));
+    assert_eq!(diff["sync_needed"], true);
+
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    // list and status agree with the disks.
+    let out = array.lhparity(&["list"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    for p in [
+        "d1/a2.bin",
+        "d1/other/b.bin",
+        "d1/new.bin",
+        "d2/c.bin",
+        "d3/empty.bin",
+    ] {
+        assert!(text.contains(p), "list lacks {p}:\n{text}");
+    }
+    assert!(!text.contains("e.bin"), "{text}");
+    let out = array.lhparity(&["status", "--json"]);
+    expect_code(&out, 0);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["positions_awaiting_sync"], 0);
+    assert_eq!(status["disks"][1]["bytes"], 1_000_001);
+    assert_eq!(status["disks"][0]["files"], 3);
+    assert_eq!(status["bad_blocks"], serde_json::json!([]));
+}
+
+#[test]
+fn unmounted_disk_is_refused_and_nothing_changes() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    array.write(1, "b", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let before: Vec<Vec<u8>> = array
+        .content
+        .iter()
+        .map(|c| fs::read(c).expect("content"))
+        .collect();
+    fs::remove_file(array.disks[1].join("b")).expect("rm");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("disk 'd2'") && err.contains("is now empty"),
+        "{err}"
+    );
+    assert!(err.contains("--force-empty"), "{err}");
+    let after: Vec<Vec<u8>> = array
+        .content
+        .iter()
+        .map(|c| fs::read(c).expect("content"))
+        .collect();
+    assert!(before == after, "a refused sync changed the content files");
+    expect_code(&array.lhparity(&["sync", "--force-empty"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn delete_threshold_needs_force_delete() {
+    let array = Array::new(1, 1, 64, "delete-threshold 1\n");
+    for i in 0..3 {
+        array.write(0, &format!("f{i}"), 1000, i);
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::remove_file(array.disks[0].join("f0")).expect("rm");
+    fs::remove_file(array.disks[0].join("f1")).expect("rm");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("2 files would be removed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--force-delete"), "{}", stderr(&out));
+    expect_code(&array.lhparity(&["sync", "--force-delete"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn file_modified_during_sync_is_left_for_the_next_sync() {
+    let array = Array::new(2, 1, 256, "");
+    array.write(0, "big", 96 << 20, 1);
+    array.write(1, "growing.log", 4096, 2);
+    // A writer that appends to the log for the whole sync.
+    let log = array.disks[1].join("growing.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("open log");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = f.write_all(b"line of log\n");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let out = array.lhparity(&["sync"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("growing.log changed while it was synced"),
+        "{err}"
+    );
+    // The next sync, with the file at rest, finishes and the parity is right.
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn kill_during_sync_then_rerun_gives_correct_parity() {
+    // Checkpoints every 8 MiB, so kills land before, between and after them.
+    let array = Array::new(3, 2, 256, "autosave 8M\n");
+    for d in 0..3 {
+        for i in 0..4 {
+            array.write(
+                d,
+                &format!("f{i}"),
+                (20 << 20) + d * 1000 + i,
+                (d * 10 + i) as u64,
+            );
+        }
+    }
+    let conf = array.conf.to_string_lossy().into_owned();
+    // Kill at a few points spread over the first sync, rerunning each time.
+    for delay_ms in [5u64, 40, 90, 150] {
+        let mut child = Command::new(bin("lhparity"))
+            .args(["-c", &conf, "--force-device", "-q", "sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sync");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        // Change something between the crashes too.
+        array.write(0, &format!("late{delay_ms}"), 300_000, delay_ms);
+    }
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    verify_parity(&array);
+    let out = array.lhparity(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["positions_awaiting_sync"], 0);
+    // Any two disks can be rebuilt from the rest and the two parity levels.
+    assert_eq!(verify_recoverable(&array, &[0, 2]), 12);
+    assert_eq!(verify_recoverable(&array, &[1]), 4);
+}
+
+#[test]
+fn one_corrupt_content_copy_is_reported_and_the_other_used() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let mut bytes = fs::read(&array.content[0]).expect("content");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&array.content[0], &bytes).expect("corrupt");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&array.content[0].display().to_string()) && err.contains("damaged"),
+        "{err}"
+    );
+    // The next sync rewrites the damaged copy.
+    array.write(0, "b", 10, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert!(
+        fs::read(&array.content[0]).expect("content")
+            == fs::read(&array.content[1]).expect("content")
+    );
+}
+
+#[test]
+fn all_content_copies_corrupt_is_an_error_and_writes_nothing() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    for c in &array.content {
+        fs::write(c, b"garbage").expect("corrupt");
+    }
+    let parity_before = fs::read(&array.parity[0]).expect("parity");
+    array.write(0, "b", 1000, 2);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    for c in &array.content {
+        assert!(err.contains(&c.display().to_string()), "{err}");
+    }
+    for c in &array.content {
+        assert_eq!(fs::read(c).expect("content"), b"garbage");
+    }
+    assert!(fs::read(&array.parity[0]).expect("parity") == parity_before);
+}
+
+#[test]
+fn bad_config_and_missing_disk_are_clear_errors() {
+    let array = Array::new(1, 1, 64, "paritty /x\n");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("array.conf:") && err.contains("unknown directive 'paritty'"),
+        "{err}"
+    );
+
+    let array = Array::new(2, 1, 64, "");
+    fs::remove_dir(&array.disks[1]).expect("rmdir");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&array.disks[1].display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!exists(&array.content[0]), "nothing may be written");
+}
+
+#[test]
+fn existing_parity_without_content_needs_force_full() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "a", 1000, 1);
+    fs::write(&array.parity[0], b"old parity").expect("parity");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(stderr(&out).contains("--force-full"), "{}", stderr(&out));
+    assert_eq!(fs::read(&array.parity[0]).expect("parity"), b"old parity");
+    expect_code(&array.lhparity(&["sync", "--force-full"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn unwritable_parity_path_names_the_file() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "a", 1000, 1);
+    fs::remove_dir_all(array.root.path().join("parity")).expect("rm parity dir");
+    fs::write(array.root.path().join("parity"), b"a file, not a folder").expect("file");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&array.parity[0].display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn full_parity_disk_is_reported_and_the_array_stays_consistent() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let array = Array::new(2, 1, 64, "");
+    let parity_dir = array.root.path().join("parity");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&parity_dir)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mounting tmpfs failed");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(parity_dir);
+    array.write(0, "a", 100_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    array.write(1, "big", 4 << 20, 2);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&array.parity[0].display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("No space left"), "{err}");
+    // The content still says which positions need work; a sync after freeing data works.
+    fs::remove_file(array.disks[1].join("big")).expect("rm");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    verify_parity(&array);
+}
