@@ -246,34 +246,51 @@ pub fn file_sizes(total: u64, large: u64, small: u64, seed: u64) -> Vec<u64> {
 /// Writes one file per size into `dir` (named `f00000.bin`, ...) with pseudo-random
 /// content that depends only on `seed` and the file's index; returns the paths.
 pub fn fill(dir: &Path, sizes: &[u64], seed: u64) -> Result<Vec<PathBuf>> {
-    const CHUNK: usize = 1 << 20;
-    let mut buf = vec![0u8; CHUNK];
     let mut paths = Vec::with_capacity(sizes.len());
     for (i, &size) in sizes.iter().enumerate() {
         interrupt::check()?;
         let path = dir.join(format!("f{i:05}.bin"));
-        let mut file =
-            File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let mut rng = SplitMix64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(CHUNK as u64) as usize;
-            for word in buf[..n].chunks_mut(8) {
-                word.copy_from_slice(&rng.next().to_le_bytes()[..word.len()]);
-            }
-            file.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", path.display()))?;
-            left -= n as u64;
-        }
+        write_file(
+            &path,
+            size,
+            seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        )?;
         paths.push(path);
     }
     Ok(paths)
 }
 
-/// Writes dirty pages back and drops the page cache, for a cold measurement.
-pub fn drop_caches() -> Result<()> {
+/// Creates or truncates `path` and writes `size` pseudo-random bytes that depend only
+/// on `seed`. Rewriting a file in place keeps its inode and changes its content and
+/// mtime, which is what a user editing a file looks like to a parity tool.
+pub fn write_file(path: &Path, size: u64, seed: u64) -> Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK.min(size as usize)];
+    let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut rng = SplitMix64(seed);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        for word in buf[..n].chunks_mut(8) {
+            word.copy_from_slice(&rng.next().to_le_bytes()[..word.len()]);
+        }
+        file.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes all dirty pages back, so that the write-back of one run's output is not
+/// charged to the next timed run.
+pub fn write_back() {
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
+}
+
+/// Writes dirty pages back and drops the page cache, for a cold measurement.
+pub fn drop_caches() -> Result<()> {
+    write_back();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n")
         .context("writing /proc/sys/vm/drop_caches (needs root)")
 }

@@ -61,6 +61,19 @@ impl Samples {
 /// Runs every variant `reps` times, alternating A B A B ..., and stops early with an
 /// error on Ctrl-C or on the first failing run (its error names the variant).
 pub fn run_alternated(variants: &mut [Variant<'_>], reps: usize) -> Result<Vec<Samples>> {
+    run_rotated(variants, reps, |_| Ok(()), false)
+}
+
+/// Like `run_alternated`, for variants that share a state prepared once per
+/// repetition: `prepare(rep)` runs before each repetition, and with `swap` the order
+/// reverses on every other one (A B, B A, A B ...), so that no variant always runs
+/// first after the preparation (when, for instance, the page cache differs).
+pub fn run_rotated(
+    variants: &mut [Variant<'_>],
+    reps: usize,
+    mut prepare: impl FnMut(usize) -> Result<()>,
+    swap: bool,
+) -> Result<Vec<Samples>> {
     let mut all: Vec<Samples> = variants
         .iter()
         .map(|v| Samples {
@@ -69,8 +82,15 @@ pub fn run_alternated(variants: &mut [Variant<'_>], reps: usize) -> Result<Vec<S
         })
         .collect();
     for rep in 0..reps {
-        for (variant, samples) in variants.iter_mut().zip(all.iter_mut()) {
+        interrupt::check()?;
+        prepare(rep).with_context(|| format!("preparing repetition {}", rep + 1))?;
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if swap && rep % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
             interrupt::check()?;
+            let (variant, samples) = (&mut variants[i], &mut all[i]);
             let obs = (variant.run)().with_context(|| {
                 format!("variant {} failed in repetition {}", variant.name, rep + 1)
             })?;
@@ -83,6 +103,16 @@ pub fn run_alternated(variants: &mut [Variant<'_>], reps: usize) -> Result<Vec<S
         }
     }
     Ok(all)
+}
+
+/// Throughput in MB/s (10^6 bytes per second); not finite when `secs` is not
+/// positive, so that `summarize` drops it instead of reporting a nonsense figure.
+pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / secs / 1e6
+    } else {
+        f64::NAN
+    }
 }
 
 /// Median, minimum and maximum of a set of samples.
@@ -186,6 +216,52 @@ mod tests {
         assert_eq!(samples[0].note("x").as_deref(), Some("k1"));
         assert_eq!(samples[1].note("x").as_deref(), Some("k2/k3"));
         assert_eq!(samples[1].summary("y"), None);
+    }
+
+    #[test]
+    fn rotated_runs_prepare_each_repetition_and_swap_the_order() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let value = |v: f64| Observation {
+            values: BTreeMap::from([("x".to_string(), v)]),
+            notes: BTreeMap::new(),
+        };
+        let mut variants = vec![
+            Variant::new("A", || {
+                log.borrow_mut().push("A".to_string());
+                Ok(value(1.0))
+            }),
+            Variant::new("B", || {
+                log.borrow_mut().push("B".to_string());
+                Ok(value(2.0))
+            }),
+        ];
+        let prepare = |rep: usize| {
+            log.borrow_mut().push(format!("prep{rep}"));
+            Ok(())
+        };
+        let samples = run_rotated(&mut variants, 3, prepare, true).unwrap();
+        drop(variants);
+        assert_eq!(
+            *log.borrow(),
+            ["prep0", "A", "B", "prep1", "B", "A", "prep2", "A", "B"]
+        );
+        // Samples stay with their variant whatever the order.
+        assert_eq!(samples[0].name, "A");
+        assert_eq!(samples[0].values["x"], [1.0, 1.0, 1.0]);
+        assert_eq!(samples[1].values["x"], [2.0, 2.0, 2.0]);
+
+        let mut failing = vec![Variant::new("A", || Ok(value(1.0)))];
+        let err = run_rotated(&mut failing, 2, |_| anyhow::bail!("no space"), true).unwrap_err();
+        assert!(format!("{err:#}").contains("preparing repetition 1: no space"));
+    }
+
+    #[test]
+    fn throughput_is_mb_per_second() {
+        assert_eq!(mb_per_s(3_000_000, 2.0), 1.5);
+        assert_eq!(mb_per_s(1 << 30, 1.0), 1073.741824);
+        assert!(mb_per_s(5, 0.0).is_nan());
+        assert!(mb_per_s(5, -1.0).is_nan());
+        assert_eq!(summarize(&[mb_per_s(5, 0.0)]), None);
     }
 
     #[test]

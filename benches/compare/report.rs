@@ -27,12 +27,14 @@ pub struct Line {
     pub is_baseline: bool,
 }
 
-/// One row as run: its lines, or why it could not run.
+/// One row as run: its lines, or why it could not run: `error` when it failed,
+/// `not_available` when our build lacks what it measures (not a failure).
 #[derive(Debug, Clone, Serialize)]
 pub struct RowOutcome {
     pub name: String,
     pub lines: Vec<Line>,
     pub error: Option<String>,
+    pub not_available: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +66,18 @@ impl Report {
             out += "\n## Rows that did not run\n\n";
             for row in failed {
                 out += &format!("- {}: {}\n", row.name, row.error.as_deref().unwrap_or(""));
+            }
+        }
+        let unavailable: Vec<&RowOutcome> = self
+            .rows
+            .iter()
+            .filter(|r| r.not_available.is_some())
+            .collect();
+        if !unavailable.is_empty() {
+            out += "\n## Rows not available in this build\n\n";
+            for row in unavailable {
+                let why = row.not_available.as_deref().unwrap_or("");
+                out += &format!("- {}: {why}\n", row.name);
             }
         }
         out
@@ -179,11 +193,19 @@ mod tests {
                         line("other", None, None, false),
                     ],
                     error: None,
+                    not_available: None,
                 },
                 RowOutcome {
                     name: "pool-fio".into(),
                     lines: vec![],
                     error: Some("fio: not installed".into()),
+                    not_available: None,
+                },
+                RowOutcome {
+                    name: "parity-fix".into(),
+                    lines: vec![],
+                    error: None,
+                    not_available: Some("no fix".into()),
                 },
             ],
         };
@@ -194,11 +216,13 @@ mod tests {
         ));
         assert!(md.contains("| snapraid [avx2] | 41041 | 40000-42001 | MB/s | baseline |\n"));
         assert!(md.contains("| other | 41041 | 40000-42001 | MB/s | - |\n"));
-        assert!(md.contains("## Rows that did not run\n\n- pool-fio: fio: not installed\n"));
+        assert!(md.contains("## Rows that did not run\n\n- pool-fio: fio: not installed\n\n"));
+        assert!(md.ends_with("## Rows not available in this build\n\n- parity-fix: no fix\n"));
 
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][0]["lines"][0]["summary"]["median"], 41041.0);
         assert_eq!(json["rows"][1]["error"], "fio: not installed");
+        assert_eq!(json["rows"][2]["not_available"], "no fix");
         assert_eq!(json["env"]["kernel"], "6.1");
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::{lines_for, Ctx, RowSpec};
 use crate::disks::{self, Disks};
-use crate::measure::{run_alternated, Observation, Variant};
+use crate::measure::{mb_per_s, run_alternated, Observation, Variant};
 use crate::report::Line;
 
 pub const ROW: RowSpec = RowSpec {
@@ -60,8 +60,10 @@ fn run(ctx: &Ctx) -> Result<Vec<Line>> {
 fn timed_read(paths: &[PathBuf]) -> Result<Observation> {
     let start = Instant::now();
     let bytes = disks::read_all(paths)?;
-    let mbps = bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
     let mut obs = Observation::default();
-    obs.values.insert(METRIC.into(), mbps);
+    obs.values.insert(
+        METRIC.into(),
+        mb_per_s(bytes, start.elapsed().as_secs_f64()),
+    );
     Ok(obs)
 }

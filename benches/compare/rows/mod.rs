@@ -3,18 +3,26 @@
 //! context every row gets, and the shared samples-to-lines step.
 //!
 //! Adding a row: write `rows/<name>.rs` with a `pub const ROW: RowSpec` and list it
-//! in `ROWS`.
+//! in `ROWS`. A row that cannot run because our build lacks the feature it measures
+//! returns a [`NotAvailable`] error: the report lists it apart, and the run still
+//! succeeds.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::env::Env;
 use crate::measure::{ratio, Samples};
 use crate::report::Line;
 
 mod disk_read;
+mod parity_array;
+mod parity_fix;
+mod parity_scrub;
 mod parity_speed;
+mod parity_sync;
 
 /// Everything a row may use; rows read their own tools from `env`.
 pub struct Ctx<'a> {
@@ -62,7 +70,58 @@ pub struct RowSpec {
 }
 
 /// Every row, in the order they run.
-pub const ROWS: &[RowSpec] = &[parity_speed::ROW, disk_read::ROW];
+pub const ROWS: &[RowSpec] = &[
+    parity_speed::ROW,
+    parity_sync::ROW,
+    parity_scrub::ROW,
+    parity_fix::ROW,
+    disk_read::ROW,
+];
+
+/// Why a row did not run although nothing failed: the binary under test does not
+/// have the feature yet. Not counted as a failure of the run.
+#[derive(Debug)]
+pub struct NotAvailable(pub String);
+
+impl fmt::Display for NotAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotAvailable {}
+
+/// Runs a tool to completion and returns its stdout. Only the exit status decides
+/// success: tools may print warnings on stderr and still succeed. A failure shows
+/// the stderr, or the end of stdout when stderr is empty (snapraid prints some
+/// errors there).
+pub fn run_tool(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let said = if stderr.trim().is_empty() {
+            &stdout
+        } else {
+            &stderr
+        };
+        bail!("{shown} failed ({}): {}", out.status, tail(said, 20));
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{shown} printed invalid UTF-8"))
+}
+
+/// The last `lines` non-blank lines of `text`, so that a long progress log does not
+/// bury the error at its end.
+fn tail(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = kept.len().saturating_sub(lines);
+    let mut out = kept[start..].join("\n");
+    if start > 0 {
+        out = format!("(last {lines} lines)\n{out}");
+    }
+    out
+}
 
 /// The rows named in `--only` (all when `None`), in table order.
 pub fn select(only: Option<&[String]>) -> Result<Vec<&'static RowSpec>> {
@@ -127,8 +186,30 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["parity-speed", "disk-read"]);
+        let only = ["parity-fix".to_string(), "parity-sync".to_string()];
+        let names: Vec<&str> = select(Some(&only))
+            .unwrap()
+            .iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["parity-sync", "parity-fix"]);
         let err = select(Some(&["nope".to_string()])).unwrap_err().to_string();
         assert!(err.contains("unknown row \"nope\"") && err.contains("parity-speed"));
+    }
+
+    #[test]
+    fn tool_failures_show_the_end_of_what_it_said() {
+        assert_eq!(tail("a\n\nb\n", 5), "a\nb");
+        assert_eq!(tail("1\n2\n3\n", 2), "(last 2 lines)\n2\n3");
+        let out = run_tool(Command::new("sh").args(["-c", "echo warn >&2; echo out"])).unwrap();
+        assert_eq!(out, "out\n");
+        let err = run_tool(Command::new("sh").args(["-c", "echo progress; echo bad >&2; exit 3"]))
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("failed (exit status: 3): bad"), "{text}");
+        let err =
+            run_tool(Command::new("sh").args(["-c", "echo only-stdout; exit 1"])).unwrap_err();
+        assert!(format!("{err:#}").ends_with("only-stdout"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{lines_for, Ctx, RowSpec};
+use super::{lines_for, run_tool, Ctx, RowSpec};
 use crate::measure::{run_alternated, Observation, Variant};
 use crate::report::Line;
 
@@ -140,20 +140,6 @@ fn measure_snapraid(bin: &Path) -> Result<Observation> {
         }
     }
     Ok(obs)
-}
-
-/// Runs a tool to completion and returns its stdout; a failure shows its stderr.
-fn run_tool(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    String::from_utf8(out.stdout).with_context(|| format!("{shown} printed invalid UTF-8"))
 }
 
 /// What `snapraid -T` reported for gen1..gen6 and rec1..rec6.
