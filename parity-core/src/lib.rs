@@ -9,14 +9,16 @@
 //!   filter and the layout checks run before any command.
 //! - [`scan`]: walking the data disks and comparing them with the state.
 //! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
-//! - [`sync`], [`status`]: the commands.
+//! - [`sync`], [`scrub`] (and check), [`status`]: the commands.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod fix;
 pub mod hash;
 pub mod pipeline;
 pub mod raid;
 pub mod scan;
+pub mod scrub;
 pub mod speedtest;
 pub mod state;
 pub mod status;

@@ -1,15 +1,16 @@
-//! The multi-disk pipeline sync runs over a list of positions: one reader thread per
-//! data disk (sequential reads in position order), hashing and parity spread over the
-//! cores with rayon, and one writer thread per parity file.
+//! The multi-disk pipeline that sync, scrub, check and fix run over a list of
+//! positions: one reader thread per source (a data disk or a parity file) reading in
+//! position order, a stage spread over the cores with rayon that sees one whole
+//! stripe at a time, and one writer thread per parity file when parity is written.
 //!
-//! Positions travel in batches. A reader fills one buffer per batch for its disk and
-//! sends it; the compute stage waits for every disk's buffer of a batch, hashes each
-//! block (new blocks get their hash, known blocks are verified) and computes the
-//! parity; each writer writes its level's buffer at `position x block size`. Buffers
-//! are recycled through per-disk and per-level pools, so memory stays bounded.
+//! Positions travel in batches. A reader fills one buffer per batch and sends it; the
+//! stage runs once per position of the batch, in parallel, with every source's block
+//! and the parity buffers to fill; writers write each level's buffer at
+//! `position x block size`. Buffers are recycled through per-source and per-level
+//! pools, so memory stays bounded whatever the array size.
 //!
-//! The pipeline never touches the state: it returns, per position, what it found, and
-//! the caller (sync) decides what to commit after the parity is on disk.
+//! The pipeline never touches the state: it returns what the stage returned per
+//! position, and the command decides what to commit.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -20,58 +21,72 @@ use std::sync::Mutex;
 use crossbeam::channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::hash::block_hash;
-use crate::raid::{self, Kernel};
-use crate::state::model::{FileEntry, Hash};
+use crate::state::model::FileEntry;
 
-/// Bytes of one disk's data per batch.
+/// Bytes of one source's data per batch.
 const BATCH_BYTES: usize = 8 << 20;
-/// Batches a reader may run ahead of the compute stage.
+/// Batches a reader may run ahead of the stage.
 const READ_AHEAD: usize = 3;
 
-/// One data disk as the pipeline sees it.
-pub struct DiskInput<'a> {
-    pub name: &'a str,
-    pub dir: &'a Path,
-    /// Column in the generator matrix.
-    pub index: usize,
-    pub files: &'a [FileEntry],
+/// Where blocks come from.
+pub enum Source<'a> {
+    /// A data disk: the blocks of `files` at the positions, read from `dir`.
+    Data {
+        name: &'a str,
+        dir: &'a Path,
+        files: &'a [FileEntry],
+        /// Files not to read (their blocks show as `Skipped`); `None` reads all.
+        skip: Option<&'a [bool]>,
+    },
+    /// A parity file: its block at each position (`None`: the file is missing, every
+    /// block is absent).
+    Parity {
+        path: &'a Path,
+        file: Option<&'a File>,
+    },
 }
 
-/// The block of one disk at one position: block `block` of file `file`.
-#[derive(Copy, Clone, Debug)]
-struct BlockRef {
-    /// Index into the position list.
-    slot: usize,
-    file: usize,
-    block: usize,
+/// What a source holds at a position.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// No block there (a free position of a disk, or past the end of a parity file).
+    Absent,
+    /// Block `block` of file `file`, `len` bytes of real data; the rest is zeros.
+    /// For parity sources `file` and `block` are 0 and `len` is the block size.
+    Present {
+        file: usize,
+        block: usize,
+        len: usize,
+    },
+    /// The block exists but was not read: its file is skipped, could not be opened,
+    /// or changed since the state was saved.
+    Skipped { file: usize, block: usize },
+    /// Reading failed.
+    Unreadable { file: usize, block: usize },
 }
 
-/// What the pipeline found at one position.
-#[derive(Clone, Debug, Default)]
-pub struct PositionResult {
-    /// Hashes of the new blocks read here: (disk slot, file, block, hash).
-    pub new_hashes: Vec<(usize, usize, usize, Hash)>,
-    /// Disk slots whose known block did not match its hash.
-    pub bad: Vec<usize>,
-    /// Some block could not be read or belongs to a file that changed: the parity
-    /// written here must not be trusted.
-    pub excluded: bool,
+/// One source's block at the stage's position.
+#[derive(Copy, Clone)]
+pub struct Block<'b> {
+    /// `block size` bytes, zero-padded; zeros unless `status` is `Present`.
+    pub bytes: &'b [u8],
+    pub status: Status,
 }
 
-/// The outcome of a pipeline run.
-pub struct Outcome {
-    /// One entry per input position.
-    pub positions: Vec<PositionResult>,
-    /// Files that changed or vanished while they were read: (disk slot, file index).
+/// What a run produced.
+pub struct Run<R> {
+    /// The stage's result for each input position.
+    pub results: Vec<R>,
+    /// Files that changed, vanished or could not be opened while read:
+    /// (source index, file index).
     pub changed: Vec<(usize, usize)>,
-    /// Read errors and other per-file problems, as messages.
+    /// Read errors, as messages naming the disk and file.
     pub errors: Vec<String>,
-    /// Data bytes read.
+    /// Bytes read from data sources.
     pub bytes: u64,
 }
 
-/// Why the pipeline stopped: a parity file could not be written.
+/// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("writing parity file {} (level {level}): {source}", path.display())]
@@ -81,68 +96,68 @@ pub enum PipelineError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Raid(#[from] raid::RaidError),
+    Raid(#[from] crate::raid::RaidError),
 }
 
-/// Parity outputs: the open files, level 1 first.
+/// Parity files the stage's outputs are written to, level 1 first.
 pub struct ParityOutput<'a> {
     pub files: &'a [File],
     pub paths: &'a [PathBuf],
 }
 
-/// Runs the pipeline over `positions` (sorted, unique). `progress` is called from the
-/// compute stage with the data bytes of each finished batch.
-pub fn run(
-    kernel: Kernel,
+/// The stage: called once per position with the position's index in the input list,
+/// every source's block (in source order) and one output buffer per parity file to
+/// write (empty when there are none).
+pub type Stage<'s, R> =
+    dyn Fn(usize, &[Block], &mut [&mut [u8]]) -> Result<R, PipelineError> + Sync + 's;
+
+/// Runs the pipeline over `positions` (sorted, unique). `progress` is called after
+/// each batch with the data bytes it read.
+pub fn run<R: Send + Default + Clone>(
     block_size: usize,
-    key: &[u8; 32],
-    disks: &[DiskInput],
     positions: &[u32],
-    parity: ParityOutput,
+    sources: &[Source],
+    output: Option<ParityOutput>,
+    stage: &Stage<R>,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Outcome, PipelineError> {
+) -> Result<Run<R>, PipelineError> {
     let batch_len = (BATCH_BYTES / block_size).max(1);
     let batches: Vec<&[u32]> = positions.chunks(batch_len).collect();
-    let columns = disks.iter().map(|d| d.index + 1).max().unwrap_or(0);
-    let refs: Vec<Vec<BlockRef>> = disks
-        .iter()
-        .map(|d| block_refs(d.files, positions))
-        .collect();
+    let output_files: &[File] = output.as_ref().map_or(&[], |o| o.files);
 
     let stop = AtomicBool::new(false);
     let write_error: Mutex<Option<PipelineError>> = Mutex::new(None);
-    let mut results = vec![PositionResult::default(); positions.len()];
+    let mut results = vec![R::default(); positions.len()];
     let mut changed = Vec::new();
     let mut errors = Vec::new();
     let mut bytes = 0u64;
 
     std::thread::scope(|scope| -> Result<(), PipelineError> {
-        // Readers.
-        let mut from_readers: Vec<Receiver<DiskBatch>> = Vec::new();
+        let mut from_readers: Vec<Receiver<Batch>> = Vec::new();
         let mut to_readers: Vec<Sender<Vec<u8>>> = Vec::new();
-        let mut reader_handles = Vec::new();
-        for (slot, disk) in disks.iter().enumerate() {
-            let (tx, rx) = bounded::<DiskBatch>(READ_AHEAD);
+        for source in sources {
+            let (tx, rx) = bounded::<Batch>(READ_AHEAD);
             let (pool_tx, pool_rx) = bounded::<Vec<u8>>(READ_AHEAD + 2);
-            for _ in 0..READ_AHEAD + 1 {
+            for _ in 0..=READ_AHEAD {
                 let _ = pool_tx.send(vec![0u8; batch_len * block_size]);
             }
             from_readers.push(rx);
             to_readers.push(pool_tx);
-            let refs = &refs[slot];
-            let batches = &batches;
-            let stop = &stop;
-            reader_handles.push(scope.spawn(move || {
-                read_disk(
-                    disk, refs, batches, block_size, batch_len, tx, pool_rx, stop,
-                )
-            }));
+            let (batches, stop) = (&batches, &stop);
+            scope.spawn(move || {
+                let reader = Reader {
+                    source,
+                    block_size,
+                    batch_len,
+                    stop,
+                };
+                reader.run(positions, batches, tx, pool_rx)
+            });
         }
 
-        // Writers.
         let mut to_writers: Vec<Sender<(usize, Vec<u8>)>> = Vec::new();
         let mut writer_pools: Vec<Receiver<Vec<u8>>> = Vec::new();
-        for (level, file) in parity.files.iter().enumerate() {
+        for (level, file) in output_files.iter().enumerate() {
             let (tx, rx) = bounded::<(usize, Vec<u8>)>(2);
             let (pool_tx, pool_rx) = bounded::<Vec<u8>>(4);
             for _ in 0..3 {
@@ -150,10 +165,8 @@ pub fn run(
             }
             to_writers.push(tx);
             writer_pools.push(pool_rx);
-            let path = &parity.paths[level];
-            let batches = &batches;
-            let stop = &stop;
-            let write_error = &write_error;
+            let path = output.as_ref().map(|o| &o.paths[level]);
+            let (batches, stop, write_error) = (&batches, &stop, &write_error);
             scope.spawn(move || {
                 for (b, buf) in rx.iter() {
                     if let Err(source) = write_runs(file, batches[b], &buf, block_size) {
@@ -161,7 +174,7 @@ pub fn run(
                         if let Ok(mut slot) = write_error.lock() {
                             slot.get_or_insert(PipelineError::ParityWrite {
                                 level: level + 1,
-                                path: path.clone(),
+                                path: path.cloned().unwrap_or_default(),
                                 source,
                             });
                         }
@@ -171,59 +184,29 @@ pub fn run(
             });
         }
 
-        // Compute, in batch order.
-        let zero = vec![0u8; block_size];
-        let mut outcome: Result<(), PipelineError> = Ok(());
+        let mut outcome = Ok(());
         for (b, batch) in batches.iter().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let mut inputs: Vec<DiskBatch> = Vec::with_capacity(disks.len());
-            for rx in &from_readers {
-                match rx.recv() {
-                    Ok(db) => inputs.push(db),
-                    Err(_) => break,
-                }
-            }
-            if inputs.len() != disks.len() {
-                break;
-            }
-            let mut outs: Vec<Vec<u8>> = Vec::with_capacity(writer_pools.len());
-            for pool in &writer_pools {
-                match pool.recv() {
-                    Ok(buf) => outs.push(buf),
-                    Err(_) => break,
-                }
-            }
-            if outs.len() != writer_pools.len() {
+            let inputs: Vec<Batch> = from_readers.iter().map_while(|rx| rx.recv().ok()).collect();
+            let mut outs: Vec<Vec<u8>> = writer_pools.iter().map_while(|p| p.recv().ok()).collect();
+            if inputs.len() != sources.len() || outs.len() != writer_pools.len() {
                 break;
             }
             let base = b * batch_len;
             let batch_results = &mut results[base..base + batch.len()];
-            if let Err(e) = compute_batch(
-                kernel,
-                block_size,
-                key,
-                disks,
-                columns,
-                &inputs,
-                &mut outs,
-                &zero,
-                batch_results,
-            ) {
+            if let Err(e) = run_stage(stage, block_size, base, &inputs, &mut outs, batch_results) {
                 outcome = Err(e);
                 stop.store(true, Ordering::Relaxed);
                 break;
             }
             let batch_bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
             bytes += batch_bytes;
-            for (slot, input) in inputs.into_iter().enumerate() {
-                for &j in &input.unreadable {
-                    batch_results[j].excluded = true;
-                }
+            for (s, input) in inputs.into_iter().enumerate() {
                 errors.extend(input.errors);
-                changed.extend(input.changed.into_iter().map(|f| (slot, f)));
-                let _ = to_readers[slot].send(input.data);
+                changed.extend(input.changed.into_iter().map(|f| (s, f)));
+                let _ = to_readers[s].send(input.data);
             }
             for (level, buf) in outs.into_iter().enumerate() {
                 if to_writers[level].send((b, buf)).is_err() {
@@ -232,44 +215,302 @@ pub fn run(
             }
             progress(batch_bytes);
         }
-        // Let the readers and writers finish: closing the channels ends their loops.
-        stop.store(
-            stop.load(Ordering::Relaxed) || outcome.is_err(),
-            Ordering::Relaxed,
-        );
+        if outcome.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        // Closing the channels ends the writers; draining lets blocked readers finish.
         drop(to_writers);
         drop(to_readers);
-        // Drain what readers still send so that none blocks.
         for rx in &from_readers {
             for _ in rx.iter() {}
-        }
-        for h in reader_handles {
-            let _ = h.join();
         }
         outcome
     })?;
 
-    if let Ok(mut slot) = write_error.lock() {
-        if let Some(e) = slot.take() {
-            return Err(e);
-        }
-    }
-    // Positions holding a block of a file that changed are not trusted.
-    for &(slot, file) in &changed {
-        for pos in disks[slot].files[file].positions() {
-            if let Ok(j) = positions.binary_search(&pos) {
-                results[j].excluded = true;
-            }
-        }
+    if let Some(e) = write_error.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e);
     }
     changed.sort_unstable();
     changed.dedup();
-    Ok(Outcome {
-        positions: results,
+    Ok(Run {
+        results,
         changed,
         errors,
         bytes,
     })
+}
+
+/// Runs the stage on every position of a batch, in parallel.
+fn run_stage<R: Send>(
+    stage: &Stage<R>,
+    block_size: usize,
+    base: usize,
+    inputs: &[Batch],
+    outs: &mut [Vec<u8>],
+    results: &mut [R],
+) -> Result<(), PipelineError> {
+    let n = results.len();
+    let mut out_blocks: Vec<Vec<&mut [u8]>> = (0..n).map(|_| Vec::new()).collect();
+    for buf in outs.iter_mut() {
+        for (j, chunk) in buf.chunks_mut(block_size).take(n).enumerate() {
+            out_blocks[j].push(chunk);
+        }
+    }
+    results
+        .par_iter_mut()
+        .zip(out_blocks.par_iter_mut())
+        .enumerate()
+        .try_for_each(|(j, (result, parity))| {
+            let blocks: Vec<Block> = inputs
+                .iter()
+                .map(|input| Block {
+                    bytes: &input.data[j * block_size..(j + 1) * block_size],
+                    status: input.status[j],
+                })
+                .collect();
+            *result = stage(base + j, &blocks, parity)?;
+            Ok(())
+        })
+}
+
+/// One source's data for one batch.
+struct Batch {
+    /// `batch_len x block_size` bytes; block j of the batch at `j x block_size`.
+    data: Vec<u8>,
+    status: Vec<Status>,
+    /// Files found changed or missing while reading.
+    changed: Vec<usize>,
+    errors: Vec<String>,
+    bytes: u64,
+}
+
+/// The block of a data disk at one position.
+#[derive(Copy, Clone, Debug)]
+struct BlockRef {
+    /// Index into the position list.
+    slot: usize,
+    file: usize,
+    block: usize,
+}
+
+/// A reader thread's fixed inputs.
+struct Reader<'a, 'r> {
+    source: &'r Source<'a>,
+    block_size: usize,
+    batch_len: usize,
+    stop: &'r AtomicBool,
+}
+
+/// The file a data reader has open (`None`: could not be opened, changed or skipped).
+struct Current {
+    file: usize,
+    handle: Option<File>,
+}
+
+impl Reader<'_, '_> {
+    fn run(
+        &self,
+        positions: &[u32],
+        batches: &[&[u32]],
+        tx: Sender<Batch>,
+        pool: Receiver<Vec<u8>>,
+    ) {
+        let refs = match self.source {
+            Source::Data { files, .. } => block_refs(files, positions),
+            Source::Parity { .. } => Vec::new(),
+        };
+        let mut next = 0usize;
+        let mut current: Option<Current> = None;
+        for (b, batch) in batches.iter().enumerate() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut data) = pool.recv() else { return };
+            let mut out = Batch {
+                data: Vec::new(),
+                status: vec![Status::Absent; batch.len()],
+                changed: Vec::new(),
+                errors: Vec::new(),
+                bytes: 0,
+            };
+            let base = b * self.batch_len;
+            match self.source {
+                Source::Parity { path, file } => {
+                    self.read_parity(path, *file, batch, &mut data, &mut out)
+                }
+                Source::Data { .. } => {
+                    while let Some(r) = refs.get(next).filter(|r| r.slot < base + batch.len()) {
+                        next += 1;
+                        self.read_data(*r, r.slot - base, &mut current, &mut data, &mut out);
+                    }
+                    if b + 1 == batches.len() {
+                        self.finish(current.take(), &mut out);
+                    }
+                }
+            }
+            out.data = data;
+            if tx.send(out).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn read_parity(
+        &self,
+        path: &Path,
+        file: Option<&File>,
+        batch: &[u32],
+        data: &mut [u8],
+        out: &mut Batch,
+    ) {
+        let bs = self.block_size;
+        for (j, &pos) in batch.iter().enumerate() {
+            let buf = &mut data[j * bs..(j + 1) * bs];
+            let Some(file) = file else {
+                buf.fill(0);
+                continue;
+            };
+            match file.read_exact_at(buf, u64::from(pos) * bs as u64) {
+                Ok(()) => {
+                    out.status[j] = Status::Present {
+                        file: 0,
+                        block: 0,
+                        len: bs,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => buf.fill(0),
+                Err(e) => {
+                    buf.fill(0);
+                    out.status[j] = Status::Unreadable { file: 0, block: 0 };
+                    out.errors.push(format!(
+                        "reading parity file {} at position {pos}: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn read_data(
+        &self,
+        r: BlockRef,
+        j: usize,
+        current: &mut Option<Current>,
+        data: &mut [u8],
+        out: &mut Batch,
+    ) {
+        let Source::Data {
+            name,
+            dir,
+            files,
+            skip,
+        } = self.source
+        else {
+            return;
+        };
+        let bs = self.block_size;
+        let buf = &mut data[j * bs..(j + 1) * bs];
+        if skip.is_some_and(|s| s.get(r.file).copied().unwrap_or(false)) {
+            buf.fill(0);
+            out.status[j] = Status::Skipped {
+                file: r.file,
+                block: r.block,
+            };
+            return;
+        }
+        if current.as_ref().map(|c| c.file) != Some(r.file) {
+            self.finish(current.take(), out);
+            *current = Some(self.open(r.file, out));
+        }
+        let entry = &files[r.file];
+        let offset = r.block as u64 * bs as u64;
+        let len = entry.size.saturating_sub(offset).min(bs as u64) as usize;
+        let Some(handle) = current.as_ref().and_then(|c| c.handle.as_ref()) else {
+            buf.fill(0);
+            out.status[j] = Status::Skipped {
+                file: r.file,
+                block: r.block,
+            };
+            return;
+        };
+        match handle.read_exact_at(&mut buf[..len], offset) {
+            Ok(()) => {
+                buf[len..].fill(0);
+                out.status[j] = Status::Present {
+                    file: r.file,
+                    block: r.block,
+                    len,
+                };
+                out.bytes += len as u64;
+            }
+            Err(e) => {
+                buf.fill(0);
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    // Shorter than the state says: it changed.
+                    out.changed.push(r.file);
+                    out.status[j] = Status::Skipped {
+                        file: r.file,
+                        block: r.block,
+                    };
+                } else {
+                    out.errors.push(format!(
+                        "disk '{name}': reading {} at byte {offset}: {e}",
+                        dir.join(&entry.path).display()
+                    ));
+                    out.status[j] = Status::Unreadable {
+                        file: r.file,
+                        block: r.block,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Opens a file and checks it is still what the state says.
+    fn open(&self, file: usize, out: &mut Batch) -> Current {
+        let Source::Data {
+            name, dir, files, ..
+        } = self.source
+        else {
+            return Current { file, handle: None };
+        };
+        let entry = &files[file];
+        let path = dir.join(&entry.path);
+        match File::open(&path) {
+            Ok(h) if unchanged(&h, entry) => Current {
+                file,
+                handle: Some(h),
+            },
+            Ok(_) => {
+                out.changed.push(file);
+                Current { file, handle: None }
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    out.errors
+                        .push(format!("disk '{name}': opening {}: {e}", path.display()));
+                }
+                out.changed.push(file);
+                Current { file, handle: None }
+            }
+        }
+    }
+
+    /// After a file's last block: reports it if it changed while it was read.
+    fn finish(&self, current: Option<Current>, out: &mut Batch) {
+        let Source::Data { files, .. } = self.source else {
+            return;
+        };
+        if let Some(Current {
+            file,
+            handle: Some(h),
+        }) = current
+        {
+            if !unchanged(&h, &files[file]) {
+                out.changed.push(file);
+            }
+        }
+    }
 }
 
 /// For one disk, the blocks at the listed positions, in position order.
@@ -286,204 +527,13 @@ fn block_refs(files: &[FileEntry], positions: &[u32]) -> Vec<BlockRef> {
     refs
 }
 
-/// One disk's data for one batch.
-struct DiskBatch {
-    /// `batch_len x block_size` bytes; block j of the batch at `j x block_size`.
-    data: Vec<u8>,
-    /// Per batch slot: the block there (file, block, length of real data) or none.
-    blocks: Vec<Option<(usize, usize, usize)>>,
-    /// Batch slots whose block could not be read.
-    unreadable: Vec<usize>,
-    /// Files found changed or missing while reading.
-    changed: Vec<usize>,
-    errors: Vec<String>,
-    bytes: u64,
-}
-
-/// The file a reader has open (`None` when it could not be opened or had changed).
-struct Current {
-    file: usize,
-    handle: Option<File>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_disk(
-    disk: &DiskInput,
-    refs: &[BlockRef],
-    batches: &[&[u32]],
-    block_size: usize,
-    batch_len: usize,
-    tx: Sender<DiskBatch>,
-    pool: Receiver<Vec<u8>>,
-    stop: &AtomicBool,
-) {
-    let mut next = 0usize;
-    let mut current: Option<Current> = None;
-    for (b, batch) in batches.iter().enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Ok(mut data) = pool.recv() else {
-            return;
-        };
-        let base = b * batch_len;
-        let mut out = DiskBatch {
-            data: Vec::new(),
-            blocks: vec![None; batch.len()],
-            unreadable: Vec::new(),
-            changed: Vec::new(),
-            errors: Vec::new(),
-            bytes: 0,
-        };
-        while let Some(r) = refs.get(next).filter(|r| r.slot < base + batch.len()) {
-            next += 1;
-            let j = r.slot - base;
-            let entry = &disk.files[r.file];
-            if current.as_ref().map(|c| c.file) != Some(r.file) {
-                if let Some(prev) = current.take() {
-                    let file = prev.file;
-                    if finish_file(disk, prev) {
-                        out.changed.push(file);
-                    }
-                }
-                current = Some(open_file(disk, r.file, &mut out));
-            }
-            let offset = r.block as u64 * block_size as u64;
-            let len = (entry.size.saturating_sub(offset)).min(block_size as u64) as usize;
-            let buf = &mut data[j * block_size..(j + 1) * block_size];
-            let handle = current.as_ref().and_then(|c| c.handle.as_ref());
-            match handle.map(|h| read_block(h, offset, &mut buf[..len])) {
-                Some(Ok(())) => {
-                    buf[len..].fill(0);
-                    out.blocks[j] = Some((r.file, r.block, len));
-                    out.bytes += len as u64;
-                }
-                Some(Err(e)) => {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        // Shorter than the scan said: it changed.
-                        out.changed.push(r.file);
-                    } else {
-                        out.errors.push(format!(
-                            "disk '{}': reading {} at byte {offset}: {e}",
-                            disk.name,
-                            disk.dir.join(&entry.path).display()
-                        ));
-                    }
-                    out.unreadable.push(j);
-                }
-                None => out.unreadable.push(j),
-            }
-        }
-        if b + 1 == batches.len() {
-            if let Some(prev) = current.take() {
-                let file = prev.file;
-                if finish_file(disk, prev) {
-                    out.changed.push(file);
-                }
-            }
-        }
-        out.data = data;
-        if tx.send(out).is_err() {
-            return;
-        }
-    }
-}
-
-/// Opens file `file` of the disk and checks it is still what the scan saw.
-fn open_file(disk: &DiskInput, file: usize, out: &mut DiskBatch) -> Current {
-    let entry = &disk.files[file];
-    let path = disk.dir.join(&entry.path);
-    let handle = match File::open(&path) {
-        Ok(h) => h,
-        Err(e) => {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                out.changed.push(file);
-            } else {
-                out.errors.push(format!(
-                    "disk '{}': opening {}: {e}",
-                    disk.name,
-                    path.display()
-                ));
-            }
-            return Current { file, handle: None };
-        }
-    };
-    if !unchanged(&handle, entry) {
-        out.changed.push(file);
-        return Current { file, handle: None };
-    }
-    Current {
-        file,
-        handle: Some(handle),
-    }
-}
-
-/// After its last block was read: whether the file changed while it was read.
-fn finish_file(disk: &DiskInput, current: Current) -> bool {
-    match current.handle {
-        Some(h) => !unchanged(&h, &disk.files[current.file]),
-        None => false,
-    }
-}
-
-fn unchanged(handle: &File, entry: &FileEntry) -> bool {
+/// Whether an open file still has the size, inode and mtime the state recorded.
+pub fn unchanged(handle: &File, entry: &FileEntry) -> bool {
     handle.metadata().is_ok_and(|m| {
         m.len() == entry.size
             && m.ino() == entry.inode
             && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
     })
-}
-
-fn read_block(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    file.read_exact_at(buf, offset)
-}
-
-/// Hashes and parity for one batch.
-#[allow(clippy::too_many_arguments)]
-fn compute_batch(
-    kernel: Kernel,
-    block_size: usize,
-    key: &[u8; 32],
-    disks: &[DiskInput],
-    columns: usize,
-    inputs: &[DiskBatch],
-    outs: &mut [Vec<u8>],
-    zero: &[u8],
-    results: &mut [PositionResult],
-) -> Result<(), PipelineError> {
-    // Split every parity buffer into per-position blocks, so positions can be
-    // processed in parallel.
-    let mut out_blocks: Vec<Vec<&mut [u8]>> = (0..results.len()).map(|_| Vec::new()).collect();
-    for buf in outs.iter_mut() {
-        for (j, chunk) in buf.chunks_mut(block_size).take(results.len()).enumerate() {
-            out_blocks[j].push(chunk);
-        }
-    }
-    results
-        .par_iter_mut()
-        .zip(out_blocks.par_iter_mut())
-        .enumerate()
-        .try_for_each(|(j, (result, parity))| -> Result<(), PipelineError> {
-            let mut data: Vec<&[u8]> = vec![zero; columns];
-            for (slot, input) in inputs.iter().enumerate() {
-                let Some((file, block, len)) = input.blocks[j] else {
-                    continue;
-                };
-                let bytes = &input.data[j * block_size..(j + 1) * block_size];
-                data[disks[slot].index] = bytes;
-                let entry = &disks[slot].files[file];
-                let hash = block_hash(key, &bytes[..len]);
-                if entry.is_new(block) {
-                    result.new_hashes.push((slot, file, block, hash));
-                } else if entry.hashes[block] != hash {
-                    result.bad.push(slot);
-                }
-            }
-            if !parity.is_empty() {
-                raid::generate_with(kernel, &data, parity)?;
-            }
-            Ok(())
-        })
 }
 
 /// Writes the parity blocks of a batch, one `pwrite` per run of consecutive positions.

@@ -86,7 +86,9 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             };
             let meta = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
             let kind = meta.file_type();
-            if config.is_excluded(disk, &child, kind.is_dir()) {
+            // The temporary file of an interrupted fix is never data.
+            let fix_temp = kind.is_file() && name.ends_with(crate::fix::FIX_SUFFIX);
+            if fix_temp || config.is_excluded(disk, &child, kind.is_dir()) {
                 continue;
             }
             entries += 1;

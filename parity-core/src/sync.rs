@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::hash::block_hash;
 use crate::hash::random_key;
-use crate::pipeline::{self, DiskInput, ParityOutput};
-use crate::raid::Kernel;
+use crate::pipeline::{self, Block, ParityOutput, PipelineError, Source, Status};
+use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
-use crate::state::model::{Disk, FileEntry, State, DIRTY, UNSYNCED};
+use crate::state::model::{Disk, FileEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
 
 /// Overrides of the safety checks, each named after its flag.
@@ -208,7 +209,8 @@ pub fn compare_all(state: &State, scans: &[DiskScan]) -> Vec<DiskChanges> {
         .collect()
 }
 
-fn now() -> u64 {
+/// The current Unix time in seconds.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -307,31 +309,39 @@ pub fn sync(
             state.positions.flags[p as usize] |= DIRTY;
         }
         store::save(&mut state, &content)?;
-        let disks: Vec<DiskInput> = state
+        let sources: Vec<Source> = state
             .disks
             .iter()
             .zip(&config.data)
-            .map(|(d, c)| DiskInput {
+            .map(|(d, c)| Source::Data {
                 name: &d.name,
                 dir: &c.dir,
-                index: d.index as usize,
                 files: &d.files,
+                skip: None,
             })
             .collect();
-        let outcome = pipeline::run(
+        let stage = SyncStage {
             kernel,
+            key: &state.hash_key,
+            disks: &state.disks,
+            zero: vec![0u8; block_size],
+        };
+        let run = pipeline::run(
             block_size,
-            &state.hash_key,
-            &disks,
             segment,
-            ParityOutput {
+            &sources,
+            Some(ParityOutput {
                 files: &parity_files,
                 paths: &parity_paths,
-            },
+            }),
+            &|j, blocks, parity| stage.position(j, blocks, parity),
             &|bytes| progress.advance(bytes),
         );
-        let outcome = match outcome {
-            Ok(o) => o,
+        let outcome = match run {
+            Ok(mut run) => {
+                exclude_changed(&mut run, &state.disks, segment);
+                run
+            }
             Err(e) => {
                 failure = Some(SyncError::from(e));
                 break;
@@ -400,16 +410,90 @@ fn trim_positions(state: &mut State) {
     state.bad.retain(|b| b.pos < end);
 }
 
+/// What sync's stage found at one position.
+#[derive(Clone, Debug, Default)]
+pub struct PositionResult {
+    /// Hashes of the new blocks read here: (disk slot, file, block, hash).
+    pub new_hashes: Vec<(usize, usize, usize, Hash)>,
+    /// Disk slots whose known block did not match its hash.
+    pub bad: Vec<usize>,
+    /// Some block could not be read or belongs to a file that changed: the parity
+    /// written here must not be trusted.
+    pub excluded: bool,
+}
+
+/// Sync's work on one stripe: hash every block (new blocks get their hash, known ones
+/// are verified) and compute the parity.
+struct SyncStage<'a> {
+    kernel: Kernel,
+    key: &'a [u8; 32],
+    disks: &'a [Disk],
+    zero: Vec<u8>,
+}
+
+impl SyncStage<'_> {
+    fn position(
+        &self,
+        _j: usize,
+        blocks: &[Block],
+        parity: &mut [&mut [u8]],
+    ) -> Result<PositionResult, PipelineError> {
+        let mut result = PositionResult::default();
+        let columns = self
+            .disks
+            .iter()
+            .map(|d| d.index as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut data: Vec<&[u8]> = vec![&self.zero; columns];
+        for (slot, block) in blocks.iter().enumerate() {
+            match block.status {
+                Status::Absent => {}
+                Status::Skipped { .. } | Status::Unreadable { .. } => result.excluded = true,
+                Status::Present {
+                    file,
+                    block: i,
+                    len,
+                } => {
+                    data[self.disks[slot].index as usize] = block.bytes;
+                    let entry = &self.disks[slot].files[file];
+                    let hash = block_hash(self.key, &block.bytes[..len]);
+                    if entry.is_new(i) {
+                        result.new_hashes.push((slot, file, i, hash));
+                    } else if entry.hashes[i] != hash {
+                        result.bad.push(slot);
+                    }
+                }
+            }
+        }
+        if !parity.is_empty() {
+            raid::generate_with(self.kernel, &data, parity)?;
+        }
+        Ok(result)
+    }
+}
+
+/// Positions holding a block of a file that changed while read are not trusted.
+fn exclude_changed(run: &mut pipeline::Run<PositionResult>, disks: &[Disk], segment: &[u32]) {
+    for &(slot, file) in &run.changed {
+        for pos in disks[slot].files[file].positions() {
+            if let Ok(j) = segment.binary_search(&pos) {
+                run.results[j].excluded = true;
+            }
+        }
+    }
+}
+
 /// Records the pipeline's results for a segment whose parity is on disk.
 fn commit(
     state: &mut State,
     segment: &[u32],
-    outcome: &pipeline::Outcome,
+    outcome: &pipeline::Run<PositionResult>,
     report: &mut SyncReport,
 ) {
     let now = now() as u32;
     let mut committed = vec![false; segment.len()];
-    for (j, result) in outcome.positions.iter().enumerate() {
+    for (j, result) in outcome.results.iter().enumerate() {
         let pos = segment[j];
         for &slot in &result.bad {
             let disk = state.disks[slot].index;
@@ -431,7 +515,7 @@ fn commit(
             f.hashes[block] = hash;
             f.set_new(block, false);
         }
-        state.positions.flags[pos as usize] = 0;
+        state.positions.flags[pos as usize] = SCRUB_NEW;
         state.positions.verified[pos as usize] = now;
         committed[j] = true;
         report.positions_synced += 1;

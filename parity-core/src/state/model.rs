@@ -21,6 +21,8 @@ pub const UNSYNCED: u8 = 1;
 /// Position flag: a sync was writing the parity here; its content is unknown until a
 /// sync finishes the position.
 pub const DIRTY: u8 = 2;
+/// Position flag: synced but not scrubbed since (what `scrub -p new` verifies).
+pub const SCRUB_NEW: u8 = 4;
 
 /// The whole state of one array.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,7 +136,7 @@ pub struct BadBlock {
 /// Per-position information, stored column-wise to keep it at 5 bytes a position.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Positions {
-    /// `UNSYNCED` / `DIRTY` bits.
+    /// `UNSYNCED` / `DIRTY` / `SCRUB_NEW` bits.
     pub flags: Vec<u8>,
     /// Unix time (seconds) the position was last verified by a sync or scrub, 0 = never.
     pub verified: Vec<u32>,

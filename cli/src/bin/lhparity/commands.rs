@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use parity_core::config::Config;
+use parity_core::fix::{self, FixOptions};
 use parity_core::scan::DiskChanges;
+use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
 use parity_core::state::model::{DIRTY, UNSYNCED};
 use parity_core::status::{status as array_status, Status};
 use parity_core::sync::{self, SyncOptions};
@@ -213,6 +215,135 @@ fn count(totals: &mut [usize; 6], c: &DiskChanges) {
     totals[3] += c.updated.len();
     totals[4] += c.moved.len();
     totals[5] += c.restored.len();
+}
+
+#[derive(clap::Args)]
+pub struct ScrubArgs {
+    /// What to verify: a percentage of the array (oldest first), new, bad or full.
+    #[arg(short = 'p', long = "plan", default_value = "8")]
+    plan: Plan,
+    /// Only positions not verified for this many days (with a percentage).
+    #[arg(short = 'o', long = "older-than", default_value_t = 10)]
+    older_than: u32,
+}
+
+pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    let display = Display::new("scrub", ctx.quiet);
+    let report = scrub::scrub(&config, args.plan, args.older_than, &display)?;
+    print_verify("Scrubbed", &report, ctx.quiet);
+    Ok(exit_for(&report))
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Check only the block hashes, not the parity.
+    #[arg(short = 'a', long = "audit-only")]
+    audit_only: bool,
+    /// Only this data disk (repeatable).
+    #[arg(short = 'd', long = "disk")]
+    disks: Vec<String>,
+    /// Only files matching this pattern (repeatable; exclude/include syntax).
+    #[arg(short = 'f', long = "filter")]
+    files: Vec<String>,
+}
+
+pub fn check(ctx: &Context, args: &CheckArgs) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    let display = Display::new("check", ctx.quiet);
+    let options = CheckOptions {
+        hashes_only: args.audit_only,
+        disks: args.disks.clone(),
+        files: args.files.clone(),
+    };
+    let report = scrub::check(&config, &options, &display)?;
+    print_verify("Checked", &report, ctx.quiet);
+    Ok(exit_for(&report))
+}
+
+fn exit_for(report: &VerifyReport) -> ExitCode {
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
+    for e in &report.errors {
+        eprintln!("lhparity: error: {e}");
+    }
+    for c in &report.changed {
+        eprintln!("lhparity: {c} changed since the last sync; not verified (run a sync)");
+    }
+    if !quiet {
+        let mb = report.bytes as f64 / 1e6;
+        println!(
+            "{what} {} block positions, {mb:.1} MB of data in {:.2} s ({:.0} MB/s): {} bad blocks.",
+            report.verified,
+            report.seconds,
+            mb / report.seconds.max(1e-9),
+            report.bad.len()
+        );
+        if !report.bad.is_empty() {
+            println!("Run `lhparity fix -e` to repair the bad blocks.");
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct FixArgs {
+    /// Rebuild every file of this data disk (repeatable), e.g. after replacing it.
+    #[arg(short = 'd', long = "disk")]
+    disks: Vec<String>,
+    /// Only files matching this pattern (repeatable; exclude/include syntax).
+    #[arg(short = 'f', long = "filter")]
+    files: Vec<String>,
+    /// Also bring back files deleted since the last sync.
+    #[arg(short = 'm', long = "filter-missing")]
+    missing: bool,
+    /// Only the blocks marked bad by scrub or sync.
+    #[arg(short = 'e', long = "filter-error")]
+    bad_only: bool,
+}
+
+pub fn fix(ctx: &Context, args: &FixArgs) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    let display = Display::new("fix", ctx.quiet);
+    let options = FixOptions {
+        disks: args.disks.clone(),
+        files: args.files.clone(),
+        missing: args.missing,
+        bad_only: args.bad_only,
+    };
+    let report = fix::fix(&config, &options, &display)?;
+    for e in &report.errors {
+        eprintln!("lhparity: error: {e}");
+    }
+    for u in &report.unrecoverable {
+        eprintln!("lhparity: unrecoverable: {u}");
+    }
+    if !ctx.quiet {
+        for f in &report.fixed {
+            println!("fixed {f}");
+        }
+        let mb = report.bytes as f64 / 1e6;
+        println!(
+            "{} files fixed, {} unrecoverable, parity rewritten at {} positions; {mb:.1} MB rebuilt in {:.2} s ({:.0} MB/s).",
+            report.fixed.len(),
+            report.unrecoverable.len(),
+            report.parity_fixed,
+            report.seconds,
+            mb / report.seconds.max(1e-9)
+        );
+    }
+    Ok(
+        if report.errors.is_empty() && report.unrecoverable.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 #[derive(clap::Args)]

@@ -40,6 +40,12 @@ enum Command {
     Sync(commands::SyncArgs),
     /// Show what changed since the last sync (exit 2 when a sync is needed).
     Diff(commands::DiffArgs),
+    /// Verify the least recently verified part of the array and record bad blocks.
+    Scrub(commands::ScrubArgs),
+    /// Verify everything (or chosen disks and files) without changing anything.
+    Check(commands::CheckArgs),
+    /// Rebuild damaged, deleted or lost files and parity from the parity.
+    Fix(commands::FixArgs),
     /// Files, bytes, sync and scrub state per disk, bad blocks.
     Status(commands::StatusArgs),
     /// The files the state knows, with disk and size.
@@ -58,6 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sync(args) => commands::sync(&ctx, &args),
         Command::Diff(args) => commands::diff(&ctx, &args),
+        Command::Scrub(args) => commands::scrub(&ctx, &args),
+        Command::Check(args) => commands::check(&ctx, &args),
+        Command::Fix(args) => commands::fix(&ctx, &args),
         Command::Status(args) => commands::status(&ctx, &args),
         Command::List => commands::list(&ctx),
         Command::Speedtest(args) => speedtest::run(&args),

@@ -1,0 +1,795 @@
+//! `lhparity fix`: rebuild what was lost from the parity.
+//!
+//! 1. Decide which blocks failed: every block of the disks named with `-d`; with `-e`
+//!    only the blocks marked bad; otherwise every block of a file whose bytes no
+//!    longer match their hashes (read and checked first), truncated or replaced
+//!    files, and with `-m` files that were deleted. Parity blocks that are missing
+//!    or marked bad failed too.
+//! 2. The stripes holding failed blocks run through the pipeline: every other block
+//!    is read and checked against its hash, the lost ones are rebuilt with the
+//!    lowest parity levels, and each rebuilt block must match its stored hash before
+//!    it is written (other parity combinations are tried when levels are spare).
+//! 3. A repaired file is written to `NAME.lhparity-fix`, fsynced, given its mode,
+//!    owner and mtime, and renamed over `NAME`; a `kill -9` leaves either the old file
+//!    or the repaired one, never a mix. A file that cannot be rebuilt completely is
+//!    written as `NAME.unrecoverable` with what could be recovered; the original, if
+//!    any, is left as it was.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::hash::block_hash;
+use crate::pipeline::{self, Block, PipelineError, Source, Status};
+use crate::raid::{self, Kernel};
+use crate::scrub::{file_filter, matches};
+use crate::state::model::{FileEntry, Hash, State, DIRTY};
+use crate::state::store;
+use crate::sync::{load_state, now, parity_paths, Progress, SyncError};
+
+/// Suffix of the temporary file a repaired file is written to.
+pub const FIX_SUFFIX: &str = ".lhparity-fix";
+/// Suffix of a file that could only be partly rebuilt.
+pub const UNRECOVERABLE_SUFFIX: &str = ".unrecoverable";
+
+/// What to fix (the command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct FixOptions {
+    /// `-d NAME`: rebuild every file of these disks.
+    pub disks: Vec<String>,
+    /// `-f PATTERN`: only files matching these patterns.
+    pub files: Vec<String>,
+    /// `-m`: also bring back files deleted since the last sync.
+    pub missing: bool,
+    /// `-e`: only blocks marked bad.
+    pub bad_only: bool,
+}
+
+/// What a fix did.
+#[derive(Clone, Debug, Default)]
+pub struct FixReport {
+    /// Files rewritten bit-exact.
+    pub fixed: Vec<String>,
+    /// Files written as `NAME.unrecoverable`, with the reason.
+    pub unrecoverable: Vec<String>,
+    /// Positions whose parity was rewritten.
+    pub parity_fixed: usize,
+    /// Bytes of rebuilt file data.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Other problems (read errors, folders or links that could not be made).
+    pub errors: Vec<String>,
+}
+
+/// One file to repair.
+struct Target {
+    slot: usize,
+    file: usize,
+    /// Failed blocks of the file (block indexes), sorted.
+    failed: Vec<usize>,
+    /// The original file is usable for the blocks that did not fail.
+    has_original: bool,
+}
+
+/// Runs a fix.
+pub fn fix(
+    config: &Config,
+    options: &FixOptions,
+    progress: &dyn Progress,
+) -> Result<FixReport, SyncError> {
+    let started = Instant::now();
+    let kernel = Kernel::selected()?;
+    let mut state = load_state(config)?.state;
+    for name in &options.disks {
+        if state.disk(name).is_none() {
+            return Err(SyncError::Refused(format!(
+                "-d {name}: no data disk of that name in {}",
+                config.source.display()
+            )));
+        }
+    }
+    let filter = file_filter(&options.files)?;
+    let mut report = FixReport::default();
+    let targets = find_targets(config, &state, options, filter.as_ref(), &mut report)?;
+    let block_size = state.block_size as usize;
+
+    // Failed parity: levels shorter than the array, and positions marked bad.
+    let paths = parity_paths(config)?;
+    let parity_files: Vec<Option<File>> = paths
+        .iter()
+        .map(|p| OpenOptions::new().read(true).write(true).open(p).ok())
+        .collect();
+    let positions_len = state.positions.len() as u64;
+    let parity_len: Vec<u64> = parity_files
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map_or(0, |m| m.len())
+        })
+        .collect();
+    let mut parity_failed: HashMap<u32, Vec<usize>> = HashMap::new();
+    if !options.bad_only {
+        for (level, &len) in parity_len.iter().enumerate() {
+            let have = len / block_size as u64;
+            for p in have.min(positions_len)..positions_len {
+                parity_failed.entry(p as u32).or_default().push(level);
+            }
+        }
+    }
+    for b in state.bad.iter().filter(|b| b.disk == u32::MAX) {
+        parity_failed.insert(b.pos, (0..paths.len()).collect());
+    }
+    // Parity files that are missing are created to be rebuilt.
+    let parity_files: Vec<Option<File>> = parity_files
+        .into_iter()
+        .zip(&paths)
+        .map(|(f, p)| {
+            f.or_else(|| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)
+                    .ok()
+            })
+        })
+        .collect();
+
+    // The positions to process, and per (slot, position) the target block there.
+    let mut failed_at: HashMap<(usize, u32), (usize, usize)> = HashMap::new();
+    let mut positions: Vec<u32> = parity_failed.keys().copied().collect();
+    for (t, target) in targets.iter().enumerate() {
+        let entry = &state.disks[target.slot].files[target.file];
+        let pos_of: Vec<u32> = entry.positions().collect();
+        for &b in &target.failed {
+            if let Some(&pos) = pos_of.get(b) {
+                failed_at.insert((target.slot, pos), (t, b));
+                positions.push(pos);
+            }
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+
+    // Temporary files for the targets.
+    let mut temps: Vec<Option<File>> = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let path = file_path(config, &state, target.slot, target.file);
+        temps.push(
+            match create_temp(&path, state.disks[target.slot].files[target.file].size) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("creating {}{FIX_SUFFIX}: {e}", path.display()));
+                    None
+                }
+            },
+        );
+    }
+
+    let deleted: HashMap<(usize, u32), Hash> = state
+        .disks
+        .iter()
+        .enumerate()
+        .flat_map(|(slot, d)| d.deleted.iter().map(move |b| ((slot, b.pos), b.hash)))
+        .collect();
+    let skip: Vec<Vec<bool>> = state
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(slot, d)| {
+            let mut s = vec![false; d.files.len()];
+            for t in targets.iter().filter(|t| t.slot == slot) {
+                s[t.file] = true;
+            }
+            s
+        })
+        .collect();
+    let mut sources: Vec<Source> = state
+        .disks
+        .iter()
+        .zip(&config.data)
+        .zip(&skip)
+        .map(|((d, c), s)| Source::Data {
+            name: &d.name,
+            dir: &c.dir,
+            files: &d.files,
+            skip: Some(s.as_slice()),
+        })
+        .collect();
+    for (path, file) in paths.iter().zip(&parity_files) {
+        sources.push(Source::Parity {
+            path,
+            file: file.as_ref(),
+        });
+    }
+    let write_errors = Mutex::new(Vec::new());
+    let stage = FixStage {
+        kernel,
+        state: &state,
+        block_size,
+        deleted: &deleted,
+        failed_at: &failed_at,
+        parity_failed: &parity_failed,
+        temps: &temps,
+        parity_files: &parity_files,
+        write_errors: &write_errors,
+    };
+    progress.start(positions.len() as u64 * block_size as u64 * state.disks.len() as u64);
+    let run = pipeline::run(
+        block_size,
+        &positions,
+        &sources,
+        None,
+        &|j, blocks, _| stage.position(positions[j], blocks),
+        &|b| progress.advance(b),
+    )?;
+    progress.finish();
+    report.errors.extend(run.errors.iter().cloned());
+    if let Ok(mut e) = write_errors.lock() {
+        report.errors.append(&mut e);
+    }
+
+    // Which target blocks came back, which parity positions were rewritten.
+    let mut recovered: Vec<Vec<bool>> = targets
+        .iter()
+        .map(|t| vec![false; t.failed.len()])
+        .collect();
+    let now = now() as u32;
+    for (j, result) in run.results.iter().enumerate() {
+        for &(t, b) in &result.recovered {
+            if let Ok(k) = targets[t].failed.binary_search(&b) {
+                recovered[t][k] = true;
+            }
+        }
+        if result.parity_written {
+            report.parity_fixed += 1;
+        }
+        if result.complete {
+            let pos = positions[j];
+            state.bad.retain(|b| b.pos != pos);
+            state.positions.verified[pos as usize] = now;
+        }
+        report.bytes += result.bytes;
+    }
+    for file in parity_files.iter().flatten() {
+        if let Err(e) = file.sync_data() {
+            report.errors.push(format!("flushing parity: {e}"));
+        }
+    }
+
+    let mut new_inodes = Vec::new();
+    for ((t, target), temp) in targets.iter().enumerate().zip(temps) {
+        let Some(temp) = temp else { continue };
+        let path = file_path(config, &state, target.slot, target.file);
+        let entry = &state.disks[target.slot].files[target.file];
+        let lost = recovered[t].iter().filter(|&&r| !r).count();
+        let finished = finish_file(&path, entry, target, &temp, block_size, lost == 0);
+        match (finished, lost) {
+            (Ok(()), 0) => {
+                // The repaired file is a new inode: record it, so that the next diff
+                // sees the file the state describes.
+                if let Ok(meta) = fs::metadata(&path) {
+                    new_inodes.push((target.slot, target.file, meta.ino()));
+                }
+                report.fixed.push(path.display().to_string());
+            }
+            (Ok(()), n) => report.unrecoverable.push(format!(
+                "{}: {n} of {} blocks could not be rebuilt; what could be is in {}{UNRECOVERABLE_SUFFIX}",
+                path.display(),
+                FileEntry::block_count(entry.size, state.block_size),
+                path.display()
+            )),
+            (Err(e), _) => report.errors.push(format!("writing {}: {e}", path.display())),
+        }
+    }
+    for (slot, file, inode) in new_inodes {
+        state.disks[slot].files[file].inode = inode;
+    }
+    for name in &options.disks {
+        if let Some(slot) = state.disks.iter().position(|d| &d.name == name) {
+            restore_dirs_and_links(config, &state, slot, &mut report);
+        }
+    }
+    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    store::save(&mut state, &content)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn file_path(config: &Config, state: &State, slot: usize, file: usize) -> PathBuf {
+    config.data[slot]
+        .dir
+        .join(&state.disks[slot].files[file].path)
+}
+
+/// Finds the files to repair and their failed blocks.
+fn find_targets(
+    config: &Config,
+    state: &State,
+    options: &FixOptions,
+    filter: Option<&crate::config::Filter>,
+    report: &mut FixReport,
+) -> Result<Vec<Target>, SyncError> {
+    let mut targets = Vec::new();
+    let wanted = |path: &str| filter.is_none_or(|f| matches(f, path));
+    for (slot, disk) in state.disks.iter().enumerate() {
+        let whole_disk = options.disks.contains(&disk.name);
+        if !options.disks.is_empty() && !whole_disk {
+            continue;
+        }
+        let bad_positions: Vec<u32> = state
+            .bad
+            .iter()
+            .filter(|b| b.disk == disk.index)
+            .map(|b| b.pos)
+            .collect();
+        for (i, f) in disk.files.iter().enumerate() {
+            if !wanted(&f.path) {
+                continue;
+            }
+            let blocks = f.hashes.len();
+            // Blocks never synced cannot come back from parity.
+            let synced = |b: &usize| !f.is_new(*b);
+            let path = config.data[slot].dir.join(&f.path);
+            let failed: Vec<usize> = if whole_disk {
+                (0..blocks).filter(synced).collect()
+            } else if options.bad_only {
+                f.positions()
+                    .enumerate()
+                    .filter(|(b, p)| bad_positions.contains(p) && synced(b))
+                    .map(|(b, _)| b)
+                    .collect()
+            } else {
+                match File::open(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if options.missing {
+                            (0..blocks).filter(synced).collect()
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("opening {}: {e}", path.display()));
+                        Vec::new()
+                    }
+                    Ok(handle) => {
+                        damaged_blocks(&handle, f, &state.hash_key, state.block_size as usize)
+                            .into_iter()
+                            .filter(synced)
+                            .collect()
+                    }
+                }
+            };
+            if failed.is_empty() && !(whole_disk && blocks == 0) {
+                continue;
+            }
+            let has_original = !whole_disk && path.exists();
+            targets.push(Target {
+                slot,
+                file: i,
+                failed,
+                has_original,
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// Reads a file and returns the blocks whose bytes do not match their hashes
+/// (including blocks cut off by truncation).
+fn damaged_blocks(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: usize) -> Vec<usize> {
+    let mut buf = vec![0u8; block_size];
+    let mut damaged = Vec::new();
+    for b in 0..f.hashes.len() {
+        let offset = b as u64 * block_size as u64;
+        let len = f.size.saturating_sub(offset).min(block_size as u64) as usize;
+        let ok = handle.read_exact_at(&mut buf[..len], offset).is_ok()
+            && block_hash(key, &buf[..len]) == f.hashes[b];
+        if !ok {
+            damaged.push(b);
+        }
+    }
+    // A file grown past its recorded size is damaged too (its last block decides).
+    if handle.metadata().is_ok_and(|m| m.len() != f.size) && !f.hashes.is_empty() {
+        let last = f.hashes.len() - 1;
+        if !damaged.contains(&last) {
+            damaged.push(last);
+        }
+    }
+    damaged
+}
+
+fn create_temp(path: &Path, size: u64) -> std::io::Result<File> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let temp = with_suffix(path, FIX_SUFFIX);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
+    file.set_len(size)?;
+    Ok(file)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// What the fix stage did at one position.
+#[derive(Clone, Debug, Default)]
+struct PositionFix {
+    /// Target blocks rebuilt and verified: (target, block).
+    recovered: Vec<(usize, usize)>,
+    parity_written: bool,
+    /// Everything lost at this position came back.
+    complete: bool,
+    bytes: u64,
+}
+
+struct FixStage<'a> {
+    kernel: Kernel,
+    state: &'a State,
+    block_size: usize,
+    deleted: &'a HashMap<(usize, u32), Hash>,
+    failed_at: &'a HashMap<(usize, u32), (usize, usize)>,
+    parity_failed: &'a HashMap<u32, Vec<usize>>,
+    temps: &'a [Option<File>],
+    parity_files: &'a [Option<File>],
+    write_errors: &'a Mutex<Vec<String>>,
+}
+
+/// A lost block of the stripe and how to tell it came back right.
+struct Lost {
+    column: usize,
+    /// The expected hash and real length, when known.
+    check: Option<(Hash, usize)>,
+    /// The target block to write it to.
+    target: Option<(usize, usize)>,
+}
+
+impl FixStage<'_> {
+    fn position(&self, pos: u32, blocks: &[Block]) -> Result<PositionFix, PipelineError> {
+        let state = self.state;
+        let bs = self.block_size;
+        let disks = state.disks.len();
+        let columns = state
+            .disks
+            .iter()
+            .map(|d| d.index as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let levels = self.parity_files.len();
+        let mut stripe = vec![vec![0u8; bs]; columns + levels];
+        let mut lost: Vec<Lost> = Vec::new();
+        let mut fix = PositionFix::default();
+
+        for (slot, block) in blocks[..disks].iter().enumerate() {
+            let column = state.disks[slot].index as usize;
+            let target = self.failed_at.get(&(slot, pos)).copied();
+            match block.status {
+                Status::Present {
+                    file,
+                    block: b,
+                    len,
+                } => {
+                    let entry = &state.disks[slot].files[file];
+                    if entry.is_new(b) {
+                        // Not in the parity: the parity holds the deleted block or zeros.
+                        if let Some(&hash) = self.deleted.get(&(slot, pos)) {
+                            lost.push(Lost {
+                                column,
+                                check: Some((hash, bs)),
+                                target: None,
+                            });
+                        }
+                    } else if block_hash(&state.hash_key, &block.bytes[..len]) == entry.hashes[b] {
+                        stripe[column].copy_from_slice(block.bytes);
+                    } else {
+                        lost.push(Lost {
+                            column,
+                            check: Some((entry.hashes[b], len)),
+                            target: None,
+                        });
+                    }
+                }
+                Status::Skipped { file, block: b } | Status::Unreadable { file, block: b } => {
+                    let entry = &state.disks[slot].files[file];
+                    if entry.is_new(b) {
+                        if let Some(&hash) = self.deleted.get(&(slot, pos)) {
+                            lost.push(Lost {
+                                column,
+                                check: Some((hash, bs)),
+                                target: None,
+                            });
+                        }
+                    } else {
+                        let len = entry
+                            .size
+                            .saturating_sub(b as u64 * bs as u64)
+                            .min(bs as u64) as usize;
+                        lost.push(Lost {
+                            column,
+                            check: Some((entry.hashes[b], len)),
+                            target: target.filter(|&(_, tb)| tb == b),
+                        });
+                    }
+                }
+                Status::Absent => {
+                    if let Some(&hash) = self.deleted.get(&(slot, pos)) {
+                        lost.push(Lost {
+                            column,
+                            check: Some((hash, bs)),
+                            target: None,
+                        });
+                    }
+                }
+            }
+        }
+        let mut lost_parity: Vec<usize> = self.parity_failed.get(&pos).cloned().unwrap_or_default();
+        for (level, block) in blocks[disks..].iter().enumerate() {
+            match block.status {
+                Status::Present { .. } => stripe[columns + level].copy_from_slice(block.bytes),
+                _ => lost_parity.push(level),
+            }
+        }
+        lost_parity.sort_unstable();
+        lost_parity.dedup();
+
+        let trusted = state
+            .positions
+            .flags
+            .get(pos as usize)
+            .is_some_and(|f| f & DIRTY == 0);
+        let data_lost: Vec<usize> = lost.iter().map(|l| l.column).collect();
+        if (!data_lost.is_empty() && !trusted) || data_lost.len() + lost_parity.len() > levels {
+            return Ok(fix);
+        }
+        let rebuilt = self.rebuild(&mut stripe, columns, &lost, &lost_parity)?;
+        if !rebuilt {
+            return Ok(fix);
+        }
+        for l in &lost {
+            if let Some((t, b)) = l.target {
+                let len = l.check.map_or(bs, |(_, len)| len);
+                match self.temps[t]
+                    .as_ref()
+                    .map(|f| f.write_all_at(&stripe[l.column][..len], b as u64 * bs as u64))
+                {
+                    Some(Ok(())) => {
+                        fix.recovered.push((t, b));
+                        fix.bytes += len as u64;
+                    }
+                    Some(Err(e)) => {
+                        self.note(format!("writing a rebuilt block of target {t}: {e}"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        for &level in &lost_parity {
+            if let Some(file) = &self.parity_files[level] {
+                match file.write_all_at(&stripe[columns + level], u64::from(pos) * bs as u64) {
+                    Ok(()) => fix.parity_written = true,
+                    Err(e) => self.note(format!(
+                        "writing parity level {} at position {pos}: {e}",
+                        level + 1
+                    )),
+                }
+            }
+        }
+        fix.complete = true;
+        Ok(fix)
+    }
+
+    /// Rebuilds the lost blocks in `stripe` and checks every rebuilt data block with a
+    /// known hash; with spare parity levels, other combinations are tried until one
+    /// gives blocks that all match.
+    fn rebuild(
+        &self,
+        stripe: &mut [Vec<u8>],
+        columns: usize,
+        lost: &[Lost],
+        lost_parity: &[usize],
+    ) -> Result<bool, PipelineError> {
+        let levels = self.parity_files.len();
+        let data_lost: Vec<usize> = lost.iter().map(|l| l.column).collect();
+        let verified = |stripe: &[Vec<u8>]| {
+            lost.iter().all(|l| match l.check {
+                Some((hash, len)) => {
+                    block_hash(&self.state.hash_key, &stripe[l.column][..len]) == hash
+                }
+                None => true,
+            })
+        };
+        let available: Vec<usize> = (0..levels).filter(|l| !lost_parity.contains(l)).collect();
+        let mut indexes = data_lost.clone();
+        indexes.extend(lost_parity.iter().map(|l| columns + l));
+        {
+            let mut refs: Vec<&mut [u8]> = stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
+            raid::recover_with(self.kernel, columns, &indexes, &mut refs)?;
+        }
+        if verified(stripe) {
+            return Ok(true);
+        }
+        if data_lost.is_empty() {
+            return Ok(false);
+        }
+        for combo in combinations(&available, data_lost.len()) {
+            let mut refs: Vec<&mut [u8]> = stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
+            raid::recover_data_with(self.kernel, columns, &data_lost, &combo, &mut refs)?;
+            drop(refs);
+            if verified(stripe) {
+                // Lost parity is recomputed from the now verified data.
+                if !lost_parity.is_empty() {
+                    let lp: Vec<usize> = lost_parity.iter().map(|l| columns + l).collect();
+                    let mut refs: Vec<&mut [u8]> =
+                        stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
+                    raid::recover_with(self.kernel, columns, &lp, &mut refs)?;
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn note(&self, message: String) {
+        if let Ok(mut e) = self.write_errors.lock() {
+            e.push(message);
+        }
+    }
+}
+
+/// Every `k`-element subset of `items`, in lexicographic order.
+fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut pick = Vec::with_capacity(k);
+    fn walk(
+        items: &[usize],
+        k: usize,
+        start: usize,
+        pick: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) {
+        if pick.len() == k {
+            out.push(pick.clone());
+            return;
+        }
+        for i in start..items.len() {
+            pick.push(items[i]);
+            walk(items, k, i + 1, pick, out);
+            pick.pop();
+        }
+    }
+    walk(items, k, 0, &mut pick, &mut out);
+    out
+}
+
+/// Completes a target: copies its good blocks from the original, then either
+/// renames the repaired file over the original (complete) or keeps it as
+/// `NAME.unrecoverable`.
+fn finish_file(
+    path: &Path,
+    entry: &FileEntry,
+    target: &Target,
+    temp: &File,
+    block_size: usize,
+    complete: bool,
+) -> std::io::Result<()> {
+    if target.has_original {
+        if let Ok(original) = File::open(path) {
+            let mut buf = vec![0u8; block_size];
+            for b in 0..entry.hashes.len() {
+                if target.failed.binary_search(&b).is_ok() {
+                    continue;
+                }
+                let offset = b as u64 * block_size as u64;
+                let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
+                original.read_exact_at(&mut buf[..len], offset)?;
+                temp.write_all_at(&buf[..len], offset)?;
+            }
+        }
+    }
+    temp.sync_all()?;
+    let temp_path = with_suffix(path, FIX_SUFFIX);
+    if complete {
+        set_attributes(&temp_path, entry)?;
+        fs::rename(&temp_path, path)?;
+    } else {
+        fs::rename(&temp_path, with_suffix(path, UNRECOVERABLE_SUFFIX))?;
+    }
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Mode, owner and mtime as the state recorded them.
+fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the calls.
+    if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let secs = entry.mtime_ns.div_euclid(1_000_000_000);
+    let nanos = entry.mtime_ns.rem_euclid(1_000_000_000);
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        },
+    ];
+    // SAFETY: as above; `times` is two valid timespecs.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Recreates the empty folders and the symbolic links of a rebuilt disk.
+fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &mut FixReport) {
+    let root = &config.data[slot].dir;
+    let disk = &state.disks[slot];
+    for d in &disk.dirs {
+        let path = root.join(&d.path);
+        if let Err(e) = fs::create_dir_all(&path)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
+        {
+            report
+                .errors
+                .push(format!("creating folder {}: {e}", path.display()));
+        }
+    }
+    for l in &disk.links {
+        let path = root.join(&l.path);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let made = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| std::os::unix::fs::symlink(&l.target, &path));
+        if let Err(e) = made {
+            report
+                .errors
+                .push(format!("creating link {}: {e}", path.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combinations_are_complete_and_ordered() {
+        assert_eq!(
+            combinations(&[0, 2, 3], 2),
+            vec![vec![0, 2], vec![0, 3], vec![2, 3]]
+        );
+        assert_eq!(combinations(&[1, 2], 0), vec![Vec::<usize>::new()]);
+        assert_eq!(combinations(&[0, 1, 2, 3, 4, 5], 3).len(), 20);
+    }
+}

@@ -1,0 +1,450 @@
+//! `lhparity scrub` and `lhparity check`: read data and parity, check every block
+//! hash, recompute the parity and compare.
+//!
+//! Scrub verifies the least recently verified synced positions first, records the
+//! time, and marks bad blocks in the state. Check verifies everything (or the chosen
+//! disks and files) and changes nothing. Neither ever marks a position that is not
+//! fully synced as bad, and a file that changed since the last sync is reported as
+//! changed, not as damage.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::config::{Config, Filter};
+use crate::hash::block_hash;
+use crate::pipeline::{self, Block, PipelineError, Source, Status};
+use crate::raid::{self, Kernel};
+use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
+use crate::state::store;
+use crate::sync::{load_state, now, parity_paths, Progress, SyncError};
+
+/// Which positions a scrub verifies (`-p`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plan {
+    /// This percentage of the synced positions, least recently verified first.
+    Percent(f64),
+    /// Positions synced but never scrubbed since.
+    New,
+    /// Positions with a bad block.
+    Bad,
+    /// Every synced position.
+    Full,
+}
+
+impl std::str::FromStr for Plan {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Plan, String> {
+        match s {
+            "new" => Ok(Plan::New),
+            "bad" => Ok(Plan::Bad),
+            "full" => Ok(Plan::Full),
+            _ => s
+                .trim_end_matches('%')
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(Plan::Percent)
+                .ok_or_else(|| {
+                    format!("'{s}' is not a scrub plan: use a percentage 0-100, new, bad or full")
+                }),
+        }
+    }
+}
+
+/// What a verification found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// Positions verified completely.
+    pub verified: usize,
+    /// Data bytes read.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bad blocks found, as messages naming disk, file and position.
+    pub errors: Vec<String>,
+    /// Files that changed since the last sync (not verified; run a sync).
+    pub changed: Vec<String>,
+    /// Positions whose blocks were all fine.
+    pub good_positions: usize,
+    /// Bad blocks found (position, disk index or `u32::MAX` for parity).
+    pub bad: Vec<BadBlock>,
+}
+
+/// What verification found at one position.
+#[derive(Clone, Debug, Default)]
+struct Found {
+    /// Data blocks whose hash did not match: (disk slot, file, block).
+    bad_data: Vec<(usize, usize, usize)>,
+    /// Parity levels (0-based) that differ from the recomputed parity.
+    bad_parity: Vec<usize>,
+    /// Unreadable data blocks: (disk slot, file, block).
+    unreadable: Vec<(usize, usize, usize)>,
+    /// Some block could not be verified (its file changed since the last sync).
+    incomplete: bool,
+}
+
+/// Verifies `positions`. With `parity`, the parity is read and compared too.
+fn verify(
+    config: &Config,
+    state: &State,
+    positions: &[u32],
+    parity: bool,
+    skip: Option<&[Vec<bool>]>,
+    progress: &dyn Progress,
+) -> Result<pipeline::Run<Found>, SyncError> {
+    let kernel = Kernel::selected()?;
+    let block_size = state.block_size as usize;
+    let paths = parity_paths(config)?;
+    // A missing parity file reads as absent blocks: every position then shows bad
+    // parity, which is what it is.
+    let files: Vec<Option<File>> = if parity {
+        paths.iter().map(|p| File::open(p).ok()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut sources: Vec<Source> = state
+        .disks
+        .iter()
+        .zip(&config.data)
+        .enumerate()
+        .map(|(slot, (d, c))| Source::Data {
+            name: &d.name,
+            dir: &c.dir,
+            files: &d.files,
+            skip: skip.map(|s| s[slot].as_slice()),
+        })
+        .collect();
+    for (path, file) in paths.iter().zip(&files) {
+        sources.push(Source::Parity {
+            path,
+            file: file.as_ref(),
+        });
+    }
+    let disks = state.disks.len();
+    let columns = state
+        .disks
+        .iter()
+        .map(|d| d.index as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let zero = vec![0u8; block_size];
+    let levels = if parity { paths.len() } else { 0 };
+    let stage = |_j: usize,
+                 blocks: &[Block],
+                 _out: &mut [&mut [u8]]|
+     -> Result<Found, PipelineError> {
+        let mut found = Found::default();
+        let mut data: Vec<&[u8]> = vec![&zero; columns];
+        for (slot, block) in blocks[..disks].iter().enumerate() {
+            match block.status {
+                Status::Absent => {}
+                Status::Skipped { .. } => found.incomplete = true,
+                Status::Unreadable { file, block } => found.unreadable.push((slot, file, block)),
+                Status::Present {
+                    file,
+                    block: i,
+                    len,
+                } => {
+                    let entry = &state.disks[slot].files[file];
+                    data[state.disks[slot].index as usize] = block.bytes;
+                    if !entry.is_new(i)
+                        && entry.hashes[i] != block_hash(&state.hash_key, &block.bytes[..len])
+                    {
+                        found.bad_data.push((slot, file, i));
+                    }
+                }
+            }
+        }
+        if levels > 0 && !found.incomplete && found.unreadable.is_empty() {
+            let mut want = vec![vec![0u8; block_size]; levels];
+            let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|w| w.as_mut_slice()).collect();
+            raid::generate_with(kernel, &data, &mut refs)?;
+            for (level, stored) in blocks[disks..].iter().enumerate() {
+                let differs = match stored.status {
+                    Status::Present { .. } => stored.bytes != want[level].as_slice(),
+                    _ => true,
+                };
+                // Wrong data makes the parity look wrong too: only blame the parity
+                // when every data block is right.
+                if differs && found.bad_data.is_empty() {
+                    found.bad_parity.push(level);
+                }
+            }
+        }
+        Ok(found)
+    };
+    Ok(pipeline::run(
+        block_size,
+        positions,
+        &sources,
+        None,
+        &stage,
+        &|b| progress.advance(b),
+    )?)
+}
+
+/// Turns per-position findings into the report and messages.
+fn summarize(
+    config: &Config,
+    state: &State,
+    positions: &[u32],
+    run: &pipeline::Run<Found>,
+    report: &mut VerifyReport,
+) {
+    for &(slot, file) in &run.changed {
+        report.changed.push(format!(
+            "{}",
+            config.data[slot]
+                .dir
+                .join(&state.disks[slot].files[file].path)
+                .display()
+        ));
+    }
+    report.errors.extend(run.errors.iter().cloned());
+    report.bytes = run.bytes;
+    for (j, f) in run.results.iter().enumerate() {
+        let pos = positions[j];
+        if f.incomplete {
+            continue;
+        }
+        report.verified += 1;
+        for &(slot, file, block) in f.bad_data.iter().chain(&f.unreadable) {
+            let disk = &state.disks[slot];
+            report.errors.push(format!(
+                "disk '{}': {} block {block} (position {pos}) {}",
+                disk.name,
+                config.data[slot].dir.join(&disk.files[file].path).display(),
+                if f.bad_data.contains(&(slot, file, block)) {
+                    "does not match its hash"
+                } else {
+                    "cannot be read"
+                }
+            ));
+            report.bad.push(BadBlock {
+                pos,
+                disk: disk.index,
+            });
+        }
+        for &level in &f.bad_parity {
+            report.errors.push(format!(
+                "parity level {} at position {pos} differs from the parity of the data",
+                level + 1
+            ));
+        }
+        if !f.bad_parity.is_empty() {
+            report.bad.push(BadBlock {
+                pos,
+                disk: u32::MAX,
+            });
+        }
+        if f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty() {
+            report.good_positions += 1;
+        }
+    }
+}
+
+/// Positions where some file has a block.
+fn used_positions(state: &State) -> Vec<bool> {
+    let mut used = vec![false; state.positions.len()];
+    for pos in state
+        .disks
+        .iter()
+        .flat_map(|d| &d.files)
+        .flat_map(|f| f.positions())
+    {
+        if let Some(u) = used.get_mut(pos as usize) {
+            *u = true;
+        }
+    }
+    used
+}
+
+/// Chooses the positions a scrub verifies.
+pub fn select(state: &State, plan: Plan, older_than_days: u32, now: u64) -> Vec<u32> {
+    let used = used_positions(state);
+    let synced = |p: usize| used[p] && state.positions.flags[p] & (UNSYNCED | DIRTY) == 0;
+    let mut chosen: Vec<u32> = match plan {
+        Plan::Full => (0..used.len())
+            .filter(|&p| synced(p))
+            .map(|p| p as u32)
+            .collect(),
+        Plan::New => (0..used.len())
+            .filter(|&p| synced(p) && state.positions.flags[p] & SCRUB_NEW != 0)
+            .map(|p| p as u32)
+            .collect(),
+        Plan::Bad => {
+            let mut v: Vec<u32> = state
+                .bad
+                .iter()
+                .map(|b| b.pos)
+                .filter(|&p| synced(p as usize))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        Plan::Percent(pct) => {
+            let total = (0..used.len()).filter(|&p| synced(p)).count();
+            let want = ((total as f64) * pct / 100.0).ceil() as usize;
+            let cutoff = now.saturating_sub(u64::from(older_than_days) * 86_400);
+            let mut candidates: Vec<u32> = (0..used.len())
+                .filter(|&p| synced(p) && u64::from(state.positions.verified[p]) <= cutoff)
+                .map(|p| p as u32)
+                .collect();
+            // Oldest first; the sort is stable, so equal ages keep position order.
+            candidates.sort_by_key(|&p| state.positions.verified[p as usize]);
+            candidates.truncate(want);
+            candidates.sort_unstable();
+            candidates
+        }
+    };
+    chosen.dedup();
+    chosen
+}
+
+/// Runs a scrub: verifies the chosen positions and records the result in the state.
+pub fn scrub(
+    config: &Config,
+    plan: Plan,
+    older_than_days: u32,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, SyncError> {
+    let started = Instant::now();
+    let loaded = load_state(config)?;
+    let mut state = loaded.state;
+    let positions = select(&state, plan, older_than_days, now());
+    progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
+    let run = verify(config, &state, &positions, true, None, progress)?;
+    progress.finish();
+    let mut report = VerifyReport::default();
+    summarize(config, &state, &positions, &run, &mut report);
+
+    let stamp = now() as u32;
+    for (j, f) in run.results.iter().enumerate() {
+        let p = positions[j] as usize;
+        if f.incomplete {
+            continue;
+        }
+        let clean = f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty();
+        if clean {
+            state.positions.verified[p] = stamp;
+            state.positions.flags[p] &= !SCRUB_NEW;
+            // A position that verifies is no longer bad.
+            state.bad.retain(|b| b.pos != positions[j]);
+        }
+    }
+    for b in &report.bad {
+        if !state.bad.contains(b) {
+            state.bad.push(*b);
+        }
+    }
+    state.bad.sort_unstable_by_key(|b| (b.pos, b.disk));
+    if report.errors.is_empty() {
+        state.last_scrub = now();
+    }
+    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    store::save(&mut state, &content)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What `check` covers: `-d` disks and `-f` file patterns (empty: everything), and
+/// whether the parity is compared (`-a` turns it off).
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    pub hashes_only: bool,
+    pub disks: Vec<String>,
+    pub files: Vec<String>,
+}
+
+/// Verifies everything (or the chosen disks/files) without changing data or state.
+pub fn check(
+    config: &Config,
+    options: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, SyncError> {
+    let started = Instant::now();
+    let loaded = load_state(config)?;
+    let state = loaded.state;
+    for name in &options.disks {
+        if state.disk(name).is_none() {
+            return Err(SyncError::Refused(format!(
+                "-d {name}: no data disk of that name in {}",
+                config.source.display()
+            )));
+        }
+    }
+    let filter = file_filter(&options.files)?;
+    let selected: Vec<Vec<bool>> = state
+        .disks
+        .iter()
+        .map(|d| {
+            let disk_ok = options.disks.is_empty() || options.disks.contains(&d.name);
+            d.files
+                .iter()
+                .map(|f| disk_ok && filter.as_ref().is_none_or(|flt| matches(flt, &f.path)))
+                .collect()
+        })
+        .collect();
+    let mut positions: Vec<u32> = Vec::new();
+    for (d, disk) in state.disks.iter().enumerate() {
+        for (i, f) in disk.files.iter().enumerate() {
+            if selected[d][i] {
+                positions.extend(f.positions());
+            }
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    let mut run = if options.hashes_only {
+        let skip: Vec<Vec<bool>> = selected
+            .iter()
+            .map(|s| s.iter().map(|&x| !x).collect())
+            .collect();
+        progress.start(0);
+        verify(config, &state, &positions, false, Some(&skip), progress)?
+    } else {
+        progress
+            .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
+        verify(config, &state, &positions, true, None, progress)?
+    };
+    progress.finish();
+    for (j, f) in run.results.iter_mut().enumerate() {
+        // The parity of a position that is not fully synced cannot be compared.
+        if state.positions.flags[positions[j] as usize] & (UNSYNCED | DIRTY) != 0 {
+            f.bad_parity.clear();
+        }
+        if options.hashes_only {
+            // Blocks of files outside the selection were skipped on purpose.
+            f.incomplete = false;
+        }
+    }
+    let mut report = VerifyReport::default();
+    summarize(config, &state, &positions, &run, &mut report);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// `-f` patterns as a filter (matching the way `include` rules match).
+pub fn file_filter(patterns: &[String]) -> Result<Option<Filter>, SyncError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for p in patterns {
+        rules.push(
+            crate::config::Rule::new(crate::config::Action::Include, p)
+                .map_err(|e| SyncError::Refused(format!("-f {p}: {e}")))?,
+        );
+    }
+    Ok(Some(Filter {
+        rules,
+        nohidden: false,
+    }))
+}
+
+/// Whether a file path is selected by a `-f` filter built from include rules: an
+/// include-only filter excludes what no rule matches.
+pub fn matches(filter: &Filter, path: &str) -> bool {
+    !filter.is_excluded(path, false)
+}

@@ -1,0 +1,348 @@
+//! `lhparity scrub`, `check` and `fix`, proven by fault injection on real files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+/// Every file of the array with its bytes, mode and mtime.
+type Snapshot = BTreeMap<PathBuf, (Vec<u8>, u32, i64)>;
+
+fn snapshot(array: &Array) -> Snapshot {
+    let mut out = BTreeMap::new();
+    for d in &array.disks {
+        let mut stack = vec![d.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).expect("read dir") {
+                let p = e.expect("entry").path();
+                let m = fs::symlink_metadata(&p).expect("meta");
+                if m.is_dir() {
+                    stack.push(p);
+                } else if m.is_file() {
+                    out.insert(
+                        p.clone(),
+                        (
+                            fs::read(&p).expect("read"),
+                            m.mode(),
+                            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An array with `disks` disks of a few files each, synced.
+fn synced_array(disks: usize, levels: usize) -> (Array, Snapshot) {
+    let array = Array::new(disks, levels, 64, "");
+    for d in 0..disks {
+        array.write(
+            d,
+            &format!("dir{d}/big.bin"),
+            700_000 + d * 1111,
+            (d * 7 + 1) as u64,
+        );
+        array.write(d, "small.txt", 1000 + d, (d * 7 + 2) as u64);
+        let odd = array.disks[d].join("mode600.bin");
+        fs::write(&odd, pseudo_random(70_000, d as u64 + 99)).expect("write");
+        fs::set_permissions(&odd, fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let snap = snapshot(&array);
+    (array, snap)
+}
+
+/// Flips one bit at `offset` of a file and puts its mtime back, like silent corruption.
+fn flip(path: &std::path::Path, offset: usize) {
+    let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
+    let mut bytes = fs::read(path).expect("read");
+    bytes[offset] ^= 0x10;
+    fs::write(path, &bytes).expect("write");
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(mtime).expect("set mtime");
+}
+
+fn wipe(array: &Array, disk: usize) {
+    for e in fs::read_dir(&array.disks[disk]).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).expect("rm dir");
+        } else {
+            fs::remove_file(&p).expect("rm");
+        }
+    }
+}
+
+fn status(array: &Array) -> serde_json::Value {
+    let out = array.lhparity(&["status", "--json"]);
+    expect_code(&out, 0);
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+#[test]
+fn flipped_bits_are_found_by_scrub_and_repaired_by_fix() {
+    let (array, original) = synced_array(3, 2);
+    // Block 2 of d1's big file, block 0 of d3's big file (64 KiB blocks).
+    flip(&array.disks[0].join("dir0/big.bin"), 2 * 65536 + 5);
+    flip(&array.disks[2].join("dir2/big.bin"), 100);
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dir0/big.bin block 2") && err.contains("dir2/big.bin block 0"),
+        "{err}"
+    );
+    let s = status(&array);
+    let bad: Vec<(u64, String)> = s["bad_blocks"]
+        .as_array()
+        .expect("bad blocks")
+        .iter()
+        .map(|b| {
+            (
+                b["position"].as_u64().unwrap_or(u64::MAX),
+                b["disk"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(
+        bad.iter().any(|(_, d)| d == "d1") && bad.iter().any(|(_, d)| d == "d3"),
+        "{bad:?}"
+    );
+
+    let out = array.lhparity(&["fix", "-e"]);
+    expect_code(&out, 0);
+    assert!(
+        snapshot(&array) == original,
+        "fixed files differ from the originals"
+    );
+    expect_code(&array.lhparity(&["scrub", "-p", "bad"]), 0);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
+    assert_eq!(status(&array)["bad_blocks"], serde_json::json!([]));
+    expect_code(&array.lhparity(&["check"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+}
+
+fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
+    let (array, original) = synced_array(disks, levels);
+    for &d in lost {
+        wipe(&array, d);
+    }
+    let mut args = vec!["fix"];
+    let names: Vec<String> = lost.iter().map(|d| format!("d{}", d + 1)).collect();
+    for n in &names {
+        args.push("-d");
+        args.push(n);
+    }
+    let out = array.lhparity(&args);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("{} files fixed, 0 unrecoverable", lost.len() * 3)),
+        "{}",
+        stdout(&out)
+    );
+    let now = snapshot(&array);
+    assert_eq!(now.len(), original.len());
+    for (path, (bytes, mode, mtime)) in &original {
+        let (b, m, t) = now
+            .get(path)
+            .unwrap_or_else(|| panic!("{} not restored", path.display()));
+        assert!(b == bytes, "{} differs", path.display());
+        assert_eq!((m, t), (mode, mtime), "{} mode or mtime", path.display());
+    }
+    // The rebuilt disk is what the state says: nothing to sync, check passes.
+    expect_code(&array.lhparity(&["diff"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn one_lost_disk_with_one_parity_level() {
+    lose_and_fix(3, 1, &[1]);
+}
+
+#[test]
+fn two_lost_disks_with_two_parity_levels() {
+    lose_and_fix(4, 2, &[0, 3]);
+}
+
+#[test]
+fn six_of_ten_disks_with_six_parity_levels() {
+    lose_and_fix(10, 6, &[0, 2, 3, 5, 8, 9]);
+}
+
+#[test]
+fn one_disk_more_than_parity_is_reported_unrecoverable() {
+    let (array, original) = synced_array(3, 1);
+    wipe(&array, 0);
+    wipe(&array, 1);
+    let out = array.lhparity(&["fix", "-d", "d1", "-d", "d2"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("unrecoverable") && err.contains("big.bin"),
+        "{err}"
+    );
+    // Partial results are kept under another name; nothing else is touched.
+    assert!(exists(&array.disks[0].join("dir0/big.bin.unrecoverable")));
+    assert!(!exists(&array.disks[0].join("dir0/big.bin")));
+    let now = snapshot(&array);
+    for (path, value) in &original {
+        if path.starts_with(&array.disks[2]) {
+            assert!(
+                now.get(path) == Some(value),
+                "{} was touched",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
+    let (array, original) = synced_array(2, 2);
+    let mut parity = fs::read(&array.parity[1]).expect("parity");
+    parity[65536 + 7] ^= 1;
+    fs::write(&array.parity[1], &parity).expect("write parity");
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("parity level 2 at position 1"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["fix"]), 0);
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
+    assert!(snapshot(&array) == original);
+
+    // A parity file that is gone entirely is rebuilt too.
+    fs::remove_file(&array.parity[0]).expect("rm parity");
+    expect_code(&array.lhparity(&["fix"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn deleted_file_comes_back_with_fix_m() {
+    let (array, original) = synced_array(2, 1);
+    let victim = array.disks[1].join("dir1/big.bin");
+    fs::remove_file(&victim).expect("rm");
+    // Without -m a deleted file is a change, not damage.
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(!exists(&victim));
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    assert!(snapshot(&array) == original);
+}
+
+#[test]
+fn truncated_and_overwritten_files_are_repaired_and_mtime_alone_is_no_error() {
+    let (array, original) = synced_array(2, 1);
+    let truncated = array.disks[0].join("dir0/big.bin");
+    let f = fs::File::options()
+        .write(true)
+        .open(&truncated)
+        .expect("open");
+    f.set_len(1000).expect("truncate");
+    drop(f);
+    let overwritten = array.disks[1].join("small.txt");
+    let mtime = fs::metadata(&overwritten)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    fs::write(&overwritten, pseudo_random(1001, 12345)).expect("overwrite");
+    fs::File::options()
+        .write(true)
+        .open(&overwritten)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("mtime");
+    let touched = array.disks[1].join("mode600.bin");
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&touched)
+        .expect("open")
+        .set_modified(later)
+        .expect("mtime");
+
+    // check names the damage and exits 1; the touched file is only "changed".
+    let out = array.lhparity(&["check", "-a"]);
+    expect_code(&out, 1);
+    assert!(stderr(&out).contains("small.txt"), "{}", stderr(&out));
+
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    let fixed = stdout(&out);
+    assert!(
+        fixed.contains("dir0/big.bin") && fixed.contains("small.txt"),
+        "{fixed}"
+    );
+    assert!(
+        !fixed.contains("mode600.bin"),
+        "an mtime change is not damage: {fixed}"
+    );
+    let now = snapshot(&array);
+    for (path, value) in &original {
+        if path == &touched {
+            assert!(now[path].0 == value.0, "touched file's bytes changed");
+        } else {
+            assert!(
+                now.get(path) == Some(value),
+                "{} not restored",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn kill_during_fix_then_rerun_harms_no_good_file() {
+    let array = Array::new(3, 1, 256, "");
+    for d in 0..3 {
+        for i in 0..3 {
+            array.write(d, &format!("f{i}"), 12 << 20, (d * 3 + i) as u64);
+        }
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
+    wipe(&array, 1);
+    let conf = array.conf.to_string_lossy().into_owned();
+    for delay_ms in [10u64, 60, 120] {
+        let mut child = Command::new(bin("lhparity"))
+            .args(["-c", &conf, "--force-device", "-q", "fix", "-d", "d2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fix");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        // Whatever is on disk 2 now is either absent or complete and right.
+        for (path, (bytes, _, _)) in &original {
+            if path.starts_with(&array.disks[1]) && exists(path) {
+                assert!(
+                    &fs::read(path).expect("read") == bytes,
+                    "{} is half written",
+                    path.display()
+                );
+            } else if !path.starts_with(&array.disks[1]) {
+                assert!(
+                    &fs::read(path).expect("read") == bytes,
+                    "{} harmed",
+                    path.display()
+                );
+            }
+        }
+    }
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    assert!(snapshot(&array) == original);
+    expect_code(&array.lhparity(&["diff"]), 0);
+}
