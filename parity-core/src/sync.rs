@@ -260,6 +260,12 @@ pub fn sync(
 
     let scans = scan_all(config)?;
     let changes = compare_all(&state, &scans);
+    for (disk, data) in state.disks.iter_mut().zip(&config.data) {
+        disk.uuid = fs_uuid(&data.dir);
+    }
+    for (parity, path) in state.parity.iter_mut().zip(&parity_paths) {
+        parity.uuid = path.parent().map(fs_uuid).unwrap_or_default();
+    }
     check_safety(config, options, &state, &scans, &changes)?;
     let mut touched = false;
     for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
@@ -586,6 +592,39 @@ fn check_safety(
         }
     }
     Ok(())
+}
+
+/// The UUID of the filesystem holding `path` ("" when it has none, e.g. tmpfs): from
+/// the links udev keeps in /dev/disk/by-uuid, or else by asking `blkid` about the
+/// block device that /sys names for the filesystem's device number.
+pub fn fs_uuid(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dev) = std::fs::metadata(path).map(|m| m.dev()) else {
+        return String::new();
+    };
+    if let Ok(entries) = std::fs::read_dir("/dev/disk/by-uuid") {
+        if let Some(e) = entries
+            .flatten()
+            .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.rdev() == dev))
+        {
+            return e.file_name().to_string_lossy().into_owned();
+        }
+    }
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"));
+    let Some(name) = uevent.ok().and_then(|u| {
+        u.lines()
+            .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+    }) else {
+        return String::new();
+    };
+    std::process::Command::new("blkid")
+        .args(["-o", "value", "-s", "UUID", &format!("/dev/{name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The parity file of every level; split parity is refused for now.
