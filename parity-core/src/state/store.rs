@@ -43,11 +43,13 @@ pub enum WriteOp {
     SyncFolder,
 }
 
-/// One content path that could not be saved.
+/// One file that could not be written atomically.
 #[derive(Debug)]
 pub struct WriteFailure {
-    /// The content path as configured (the failed step may have been on `PATH.tmp`).
+    /// The path as configured (the failed step may have been on `PATH.tmp`).
     pub path: PathBuf,
+    /// What the file is, for the message: "content file", "metrics file".
+    pub what: &'static str,
     /// The step that failed.
     pub op: WriteOp,
     /// The error the step returned.
@@ -57,15 +59,15 @@ pub struct WriteFailure {
 impl fmt::Display for WriteFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (path, tmp, e) = (self.path.display(), tmp_path(&self.path), &self.source);
-        let tmp = tmp.display();
+        let (tmp, what) = (tmp.display(), self.what);
         match self.op {
-            WriteOp::Create => write!(f, "creating content file {tmp}: {e}"),
-            WriteOp::Write => write!(f, "writing content file {tmp}: {e}"),
-            WriteOp::Sync => write!(f, "syncing content file {tmp} to disk: {e}"),
-            WriteOp::Rename => write!(f, "renaming content file {tmp} to {path}: {e}"),
+            WriteOp::Create => write!(f, "creating {what} {tmp}: {e}"),
+            WriteOp::Write => write!(f, "writing {what} {tmp}: {e}"),
+            WriteOp::Sync => write!(f, "syncing {what} {tmp} to disk: {e}"),
+            WriteOp::Rename => write!(f, "renaming {what} {tmp} to {path}: {e}"),
             WriteOp::SyncFolder => write!(
                 f,
-                "syncing the folder of content file {path} to disk after renaming it: {e}"
+                "syncing the folder of {what} {path} to disk after renaming it: {e}"
             ),
         }
     }
@@ -139,7 +141,7 @@ pub fn save(state: &mut State, paths: &[PathBuf]) -> Result<(), StoreError> {
     let mut failures = Vec::new();
     let mut written = Vec::new();
     for path in paths {
-        match write_atomic(path, &bytes) {
+        match write_atomic(path, "content file", &bytes) {
             Ok(()) => written.push(path.clone()),
             Err(failure) => failures.push(failure),
         }
@@ -218,10 +220,14 @@ fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(tmp)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
+/// Replaces the file at `path` (a `what`, for messages) with `bytes`: written to
+/// `PATH.tmp`, fsynced, renamed over `PATH`, and the folder fsynced, so that a reader
+/// or a crash sees the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, what: &'static str, bytes: &[u8]) -> Result<(), WriteFailure> {
     let fail = |op| {
         move |source| WriteFailure {
             path: path.to_owned(),
+            what,
             op,
             source,
         }

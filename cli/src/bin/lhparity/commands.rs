@@ -1,5 +1,5 @@
 //! The array commands: argument handling and output formatting around
-//! `parity_core::{sync, status}`.
+//! `parity_core::{sync, scrub, fix, status}`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,27 @@ use parity_core::status::{status as array_status, Status};
 use parity_core::sync::{self, SyncOptions};
 use serde_json::json;
 
+use crate::metrics;
 use crate::progress::Display;
+
+/// What an array command did: its exit code and, for the metrics, the data bytes it
+/// read or rebuilt and the errors it found.
+pub struct Outcome {
+    pub code: u8,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+impl Outcome {
+    /// Exit code 0 without errors, 1 with.
+    fn of(bytes: u64, errors: usize) -> Outcome {
+        Outcome {
+            code: u8::from(errors > 0),
+            bytes,
+            errors: errors as u64,
+        }
+    }
+}
 
 /// Options shared by every command.
 pub struct Context {
@@ -50,7 +70,7 @@ pub struct SyncArgs {
     force_full: bool,
 }
 
-pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
+pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let display = Display::new("sync", ctx.quiet);
     let options = SyncOptions {
@@ -100,11 +120,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(if report.warnings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(Outcome::of(report.bytes, report.warnings.len()))
 }
 
 #[derive(clap::Args)]
@@ -114,7 +130,7 @@ pub struct DiffArgs {
     json: bool,
 }
 
-pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<ExitCode> {
+pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let loaded = sync::load_state(&config)?;
     for note in &loaded.notes {
@@ -205,7 +221,11 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<ExitCode> {
             }
         );
     }
-    Ok(ExitCode::from(if needed { 2 } else { 0 }))
+    Ok(Outcome {
+        code: if needed { 2 } else { 0 },
+        bytes: 0,
+        errors: 0,
+    })
 }
 
 fn count(totals: &mut [usize; 6], c: &DiskChanges) {
@@ -227,12 +247,12 @@ pub struct ScrubArgs {
     older_than: u32,
 }
 
-pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<ExitCode> {
+pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let display = Display::new("scrub", ctx.quiet);
     let report = scrub::scrub(&config, args.plan, args.older_than, &display)?;
     print_verify("Scrubbed", &report, ctx.quiet);
-    Ok(exit_for(&report))
+    Ok(Outcome::of(report.bytes, report.errors.len()))
 }
 
 #[derive(clap::Args)]
@@ -248,7 +268,7 @@ pub struct CheckArgs {
     files: Vec<String>,
 }
 
-pub fn check(ctx: &Context, args: &CheckArgs) -> Result<ExitCode> {
+pub fn check(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let display = Display::new("check", ctx.quiet);
     let options = CheckOptions {
@@ -258,15 +278,7 @@ pub fn check(ctx: &Context, args: &CheckArgs) -> Result<ExitCode> {
     };
     let report = scrub::check(&config, &options, &display)?;
     print_verify("Checked", &report, ctx.quiet);
-    Ok(exit_for(&report))
-}
-
-fn exit_for(report: &VerifyReport) -> ExitCode {
-    if report.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    Ok(Outcome::of(report.bytes, report.errors.len()))
 }
 
 fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
@@ -307,7 +319,7 @@ pub struct FixArgs {
     bad_only: bool,
 }
 
-pub fn fix(ctx: &Context, args: &FixArgs) -> Result<ExitCode> {
+pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let display = Display::new("fix", ctx.quiet);
     let options = FixOptions {
@@ -337,13 +349,10 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<ExitCode> {
             mb / report.seconds.max(1e-9)
         );
     }
-    Ok(
-        if report.errors.is_empty() && report.unrecoverable.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    Ok(Outcome::of(
+        report.bytes,
+        report.errors.len() + report.unrecoverable.len(),
+    ))
 }
 
 #[derive(clap::Args)]
@@ -351,24 +360,27 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Print the metrics in Prometheus text format (as the metrics file holds them).
+    #[arg(long, conflicts_with = "json")]
+    prometheus: bool,
 }
 
-pub fn status(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
+pub fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let config = Config::load(&ctx.conf)?;
     let loaded = sync::load_state(&config)?;
     for note in &loaded.notes {
         eprintln!("lhparity: warning: {note}");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = array_status(&loaded.state, now);
-    if args.json {
+    let s = array_status(&loaded.state, sync::now());
+    if args.prometheus {
+        let runs = metrics::recorded_runs(&config);
+        print!("{}", metrics::text(&config, Some(&s), &runs));
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
     } else {
         print_status(&s, loaded.is_new);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::of(0, 0))
 }
 
 fn status_json(s: &Status) -> serde_json::Value {

@@ -1,13 +1,16 @@
 //! `lhparity`: snapshot parity for a set of data disks.
 
 mod commands;
+mod metrics;
 mod progress;
 mod speedtest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use parity_core::metrics::{Command as Recorded, LastRun};
 
 #[derive(Parser)]
 #[command(
@@ -61,23 +64,48 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         force_device: cli.force_device,
     };
-    let result = match cli.command {
-        Command::Sync(args) => commands::sync(&ctx, &args),
-        Command::Diff(args) => commands::diff(&ctx, &args),
-        Command::Scrub(args) => commands::scrub(&ctx, &args),
-        Command::Check(args) => commands::check(&ctx, &args),
-        Command::Fix(args) => commands::fix(&ctx, &args),
-        Command::Status(args) => commands::status(&ctx, &args),
-        Command::List => commands::list(&ctx),
-        Command::Speedtest(args) => speedtest::run(&args),
+    let start = parity_core::sync::now();
+    let clock = Instant::now();
+    let (command, result) = match cli.command {
+        Command::Sync(args) => (Recorded::Sync, commands::sync(&ctx, &args)),
+        Command::Diff(args) => (Recorded::Diff, commands::diff(&ctx, &args)),
+        Command::Scrub(args) => (Recorded::Scrub, commands::scrub(&ctx, &args)),
+        Command::Check(args) => (Recorded::Check, commands::check(&ctx, &args)),
+        Command::Fix(args) => (Recorded::Fix, commands::fix(&ctx, &args)),
+        Command::Status(args) => (Recorded::Status, commands::status(&ctx, &args)),
+        Command::List => return exit(commands::list(&ctx)),
+        Command::Speedtest(args) => return exit(speedtest::run(&args)),
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("lhparity: {}", message(&err));
-            ExitCode::from(1)
+    let outcome = result.unwrap_or_else(|err| {
+        eprintln!("lhparity: {}", message(&err));
+        commands::Outcome {
+            code: 1,
+            bytes: 0,
+            errors: 1,
         }
+    });
+    let run = LastRun {
+        start,
+        seconds: clock.elapsed().as_secs_f64(),
+        exit_code: outcome.code,
+        bytes: outcome.bytes,
+        errors: outcome.errors,
+    };
+    // The metrics are a report on the command, not part of it: failing to write them
+    // never changes its exit code.
+    if let Err(e) = metrics::record(&ctx.conf, command, run) {
+        eprintln!("lhparity: warning: {e}; the metrics file keeps its previous content");
     }
+    ExitCode::from(outcome.code)
+}
+
+/// The exit code of a command that is not recorded in the metrics, with its error
+/// printed.
+fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("lhparity: {}", message(&err));
+        ExitCode::from(1)
+    })
 }
 
 /// The error and its causes, leaving out a cause whose text the message already
