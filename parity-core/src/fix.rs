@@ -223,6 +223,7 @@ pub fn fix(
         temps: &temps,
         parity_files: &parity_files,
         write_errors: &write_errors,
+        zero: vec![0u8; block_size],
     };
     progress.start(positions.len() as u64 * block_size as u64 * state.disks.len() as u64);
     let run = pipeline::run(
@@ -453,9 +454,17 @@ struct FixStage<'a> {
     temps: &'a [Option<File>],
     parity_files: &'a [Option<File>],
     write_errors: &'a Mutex<Vec<String>>,
+    zero: Vec<u8>,
+}
+
+/// Rebuilt blocks of one stripe.
+struct Rebuilt {
+    data: Vec<Vec<u8>>,
+    parity: Vec<Vec<u8>>,
 }
 
 /// A lost block of the stripe and how to tell it came back right.
+#[derive(Clone, Copy)]
 struct Lost {
     column: usize,
     /// The expected hash and real length, when known.
@@ -476,13 +485,25 @@ impl FixStage<'_> {
             .max()
             .unwrap_or(0);
         let levels = self.parity_files.len();
-        let mut stripe = vec![vec![0u8; bs]; columns + levels];
+        // The stripe as the parity saw it: surviving blocks are the pipeline's
+        // buffers themselves (no copy), `None` marks a lost block.
+        let mut stripe: Vec<Option<&[u8]>> = vec![Some(self.zero.as_slice()); columns + levels];
         let mut lost: Vec<Lost> = Vec::new();
+        // Surviving blocks with a known hash, checked only if a rebuild fails.
+        let mut suspects: Vec<Lost> = Vec::new();
         let mut fix = PositionFix::default();
 
         for (slot, block) in blocks[..disks].iter().enumerate() {
             let column = state.disks[slot].index as usize;
-            let target = self.failed_at.get(&(slot, pos)).copied();
+            let deleted = self.deleted.contains_key(&(slot, pos));
+            // A block the parity holds but whose data is gone: a deleted file's
+            // block. It only needs rebuilding as a means to the others, so it has
+            // nothing to be checked against.
+            let gone = Lost {
+                column,
+                check: None,
+                target: None,
+            };
             match block.status {
                 Status::Present {
                     file,
@@ -490,54 +511,38 @@ impl FixStage<'_> {
                     len,
                 } => {
                     let entry = &state.disks[slot].files[file];
-                    if entry.is_new(b) {
-                        // Not in the parity: the parity holds the deleted block or zeros.
-                        if let Some(&hash) = self.deleted.get(&(slot, pos)) {
-                            lost.push(Lost {
-                                column,
-                                check: Some((hash, bs)),
-                                target: None,
-                            });
-                        }
-                    } else if block_hash(&state.hash_key, &block.bytes[..len]) == entry.hashes[b] {
-                        stripe[column].copy_from_slice(block.bytes);
-                    } else {
-                        lost.push(Lost {
+                    if !entry.is_new(b) {
+                        stripe[column] = Some(block.bytes);
+                        suspects.push(Lost {
                             column,
                             check: Some((entry.hashes[b], len)),
                             target: None,
                         });
+                    } else if deleted {
+                        // Not in the parity: the parity holds the deleted block.
+                        lost.push(gone);
                     }
                 }
                 Status::Skipped { file, block: b } | Status::Unreadable { file, block: b } => {
                     let entry = &state.disks[slot].files[file];
-                    if entry.is_new(b) {
-                        if let Some(&hash) = self.deleted.get(&(slot, pos)) {
-                            lost.push(Lost {
-                                column,
-                                check: Some((hash, bs)),
-                                target: None,
-                            });
-                        }
-                    } else {
+                    if !entry.is_new(b) {
                         let len = entry
                             .size
                             .saturating_sub(b as u64 * bs as u64)
                             .min(bs as u64) as usize;
+                        let target = self.failed_at.get(&(slot, pos)).copied();
                         lost.push(Lost {
                             column,
                             check: Some((entry.hashes[b], len)),
                             target: target.filter(|&(_, tb)| tb == b),
                         });
+                    } else if deleted {
+                        lost.push(gone);
                     }
                 }
                 Status::Absent => {
-                    if let Some(&hash) = self.deleted.get(&(slot, pos)) {
-                        lost.push(Lost {
-                            column,
-                            check: Some((hash, bs)),
-                            target: None,
-                        });
+                    if deleted {
+                        lost.push(gone);
                     }
                 }
             }
@@ -545,7 +550,7 @@ impl FixStage<'_> {
         let mut lost_parity: Vec<usize> = self.parity_failed.get(&pos).cloned().unwrap_or_default();
         for (level, block) in blocks[disks..].iter().enumerate() {
             match block.status {
-                Status::Present { .. } => stripe[columns + level].copy_from_slice(block.bytes),
+                Status::Present { .. } => stripe[columns + level] = Some(block.bytes),
                 _ => lost_parity.push(level),
             }
         }
@@ -557,20 +562,20 @@ impl FixStage<'_> {
             .flags
             .get(pos as usize)
             .is_some_and(|f| f & DIRTY == 0);
-        let data_lost: Vec<usize> = lost.iter().map(|l| l.column).collect();
-        if (!data_lost.is_empty() && !trusted) || data_lost.len() + lost_parity.len() > levels {
+        if !lost.is_empty() && !trusted {
             return Ok(fix);
         }
-        let rebuilt = self.rebuild(&mut stripe, columns, &lost, &lost_parity)?;
-        if !rebuilt {
+        let Some(rebuilt) =
+            self.rebuild(&mut stripe, columns, &mut lost, suspects, &lost_parity)?
+        else {
             return Ok(fix);
-        }
-        for l in &lost {
+        };
+        for (l, bytes) in lost.iter().zip(&rebuilt.data) {
             if let Some((t, b)) = l.target {
                 let len = l.check.map_or(bs, |(_, len)| len);
                 match self.temps[t]
                     .as_ref()
-                    .map(|f| f.write_all_at(&stripe[l.column][..len], b as u64 * bs as u64))
+                    .map(|f| f.write_all_at(&bytes[..len], b as u64 * bs as u64))
                 {
                     Some(Ok(())) => {
                         fix.recovered.push((t, b));
@@ -583,9 +588,9 @@ impl FixStage<'_> {
                 }
             }
         }
-        for &level in &lost_parity {
+        for (&level, bytes) in lost_parity.iter().zip(&rebuilt.parity) {
             if let Some(file) = &self.parity_files[level] {
-                match file.write_all_at(&stripe[columns + level], u64::from(pos) * bs as u64) {
+                match file.write_all_at(bytes, u64::from(pos) * bs as u64) {
                     Ok(()) => fix.parity_written = true,
                     Err(e) => self.note(format!(
                         "writing parity level {} at position {pos}: {e}",
@@ -598,55 +603,81 @@ impl FixStage<'_> {
         Ok(fix)
     }
 
-    /// Rebuilds the lost blocks in `stripe` and checks every rebuilt data block with a
-    /// known hash; with spare parity levels, other combinations are tried until one
-    /// gives blocks that all match.
-    fn rebuild(
+    /// Rebuilds the lost blocks and checks every one with a known hash. When that
+    /// fails, the surviving blocks are checked too (a damaged one joins the lost),
+    /// and with spare parity levels other combinations are tried until one gives
+    /// blocks that all match. Returns the rebuilt data blocks (in `lost` order) and
+    /// parity blocks (in `lost_parity` order), or `None` when nothing works.
+    fn rebuild<'s>(
         &self,
-        stripe: &mut [Vec<u8>],
+        stripe: &mut [Option<&'s [u8]>],
         columns: usize,
-        lost: &[Lost],
+        lost: &mut Vec<Lost>,
+        suspects: Vec<Lost>,
         lost_parity: &[usize],
-    ) -> Result<bool, PipelineError> {
+    ) -> Result<Option<Rebuilt>, PipelineError> {
         let levels = self.parity_files.len();
-        let data_lost: Vec<usize> = lost.iter().map(|l| l.column).collect();
-        let verified = |stripe: &[Vec<u8>]| {
-            lost.iter().all(|l| match l.check {
-                Some((hash, len)) => {
-                    block_hash(&self.state.hash_key, &stripe[l.column][..len]) == hash
-                }
-                None => true,
-            })
+        let bs = self.block_size;
+        let key = &self.state.hash_key;
+        let matches = |l: &Lost, bytes: &[u8]| {
+            l.check
+                .is_none_or(|(hash, len)| block_hash(key, &bytes[..len]) == hash)
         };
-        let available: Vec<usize> = (0..levels).filter(|l| !lost_parity.contains(l)).collect();
-        let mut indexes = data_lost.clone();
-        indexes.extend(lost_parity.iter().map(|l| columns + l));
-        {
-            let mut refs: Vec<&mut [u8]> = stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
-            raid::recover_with(self.kernel, columns, &indexes, &mut refs)?;
+        let attempt = |stripe: &[Option<&[u8]>], lost: &[Lost], choice: Option<&[usize]>| {
+            let mut out = vec![vec![0u8; bs]; lost.len() + lost_parity.len()];
+            let mut refs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
+            raid::rebuild_with(self.kernel, columns, stripe, choice, &mut refs)?;
+            let parity = out.split_off(lost.len());
+            let ok = lost.iter().zip(&out).all(|(l, b)| matches(l, b));
+            Ok::<_, PipelineError>(ok.then_some(Rebuilt { data: out, parity }))
+        };
+        let mark = |stripe: &mut [Option<&'s [u8]>], lost: &[Lost]| {
+            for l in lost {
+                stripe[l.column] = None;
+            }
+            for &level in lost_parity {
+                stripe[columns + level] = None;
+            }
+        };
+        mark(stripe, lost);
+        if lost.len() + lost_parity.len() > levels {
+            return Ok(None);
         }
-        if verified(stripe) {
-            return Ok(true);
+        if let Some(r) = attempt(stripe, lost, None)? {
+            return Ok(Some(r));
         }
-        if data_lost.is_empty() {
-            return Ok(false);
-        }
-        for combo in combinations(&available, data_lost.len()) {
-            let mut refs: Vec<&mut [u8]> = stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
-            raid::recover_data_with(self.kernel, columns, &data_lost, &combo, &mut refs)?;
-            drop(refs);
-            if verified(stripe) {
-                // Lost parity is recomputed from the now verified data.
-                if !lost_parity.is_empty() {
-                    let lp: Vec<usize> = lost_parity.iter().map(|l| columns + l).collect();
-                    let mut refs: Vec<&mut [u8]> =
-                        stripe.iter_mut().map(|b| b.as_mut_slice()).collect();
-                    raid::recover_with(self.kernel, columns, &lp, &mut refs)?;
+        // Some surviving block must be wrong: find the damaged ones.
+        for s in suspects {
+            if let Some(bytes) = stripe[s.column] {
+                if !matches(&s, bytes) {
+                    lost.push(s);
                 }
-                return Ok(true);
             }
         }
-        Ok(false)
+        lost.sort_by_key(|l| l.column);
+        mark(stripe, lost);
+        if lost.len() + lost_parity.len() > levels {
+            return Ok(None);
+        }
+        let available: Vec<usize> = (0..levels).filter(|l| !lost_parity.contains(l)).collect();
+        for combo in combinations(&available, lost.len()) {
+            if let Some(mut r) = attempt(stripe, lost, Some(&combo))? {
+                if !lost_parity.is_empty() {
+                    // Lost parity is recomputed from the now verified data.
+                    let mut full: Vec<Option<&[u8]>> = stripe.to_vec();
+                    for (l, b) in lost.iter().zip(&r.data) {
+                        full[l.column] = Some(b.as_slice());
+                    }
+                    let mut out = vec![vec![0u8; bs]; lost_parity.len()];
+                    let mut refs: Vec<&mut [u8]> =
+                        out.iter_mut().map(|b| b.as_mut_slice()).collect();
+                    raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
+                    r.parity = out;
+                }
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     fn note(&self, message: String) {
@@ -706,16 +737,17 @@ fn finish_file(
             }
         }
     }
-    temp.sync_all()?;
+    // No fsync: the rename makes the repaired file visible at once (a kill leaves the
+    // old or the new one), and the kernel writes it back as for any file. Nothing
+    // else depends on it being durable: parity and the other disks are untouched, so
+    // after a power cut `check` or `fix` finds any block that did not reach the disk
+    // by its hash and rebuilds it again.
     let temp_path = with_suffix(path, FIX_SUFFIX);
     if complete {
         set_attributes(&temp_path, entry)?;
         fs::rename(&temp_path, path)?;
     } else {
         fs::rename(&temp_path, with_suffix(path, UNRECOVERABLE_SUFFIX))?;
-    }
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
     }
     Ok(())
 }

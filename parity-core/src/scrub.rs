@@ -19,6 +19,11 @@ use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
 use crate::sync::{load_state, now, parity_paths, Progress, SyncError};
 
+thread_local! {
+    /// Per-thread parity buffers for the recomputation, reused across positions.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Which positions a scrub verifies (`-p`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
@@ -156,20 +161,27 @@ fn verify(
             }
         }
         if levels > 0 && !found.incomplete && found.unreadable.is_empty() {
-            let mut want = vec![vec![0u8; block_size]; levels];
-            let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|w| w.as_mut_slice()).collect();
-            raid::generate_with(kernel, &data, &mut refs)?;
-            for (level, stored) in blocks[disks..].iter().enumerate() {
-                let differs = match stored.status {
-                    Status::Present { .. } => stored.bytes != want[level].as_slice(),
-                    _ => true,
-                };
-                // Wrong data makes the parity look wrong too: only blame the parity
-                // when every data block is right.
-                if differs && found.bad_data.is_empty() {
-                    found.bad_parity.push(level);
+            SCRATCH.with(|scratch| -> Result<(), PipelineError> {
+                let mut want = scratch.borrow_mut();
+                want.resize_with(levels, Vec::new);
+                for w in want.iter_mut() {
+                    w.resize(block_size, 0);
                 }
-            }
+                let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|w| w.as_mut_slice()).collect();
+                raid::generate_with(kernel, &data, &mut refs)?;
+                for (level, stored) in blocks[disks..].iter().enumerate() {
+                    let differs = match stored.status {
+                        Status::Present { .. } => stored.bytes != want[level].as_slice(),
+                        _ => true,
+                    };
+                    // Wrong data makes the parity look wrong too: only blame the
+                    // parity when every data block is right.
+                    if differs && found.bad_data.is_empty() {
+                        found.bad_parity.push(level);
+                    }
+                }
+                Ok(())
+            })?;
         }
         Ok(found)
     };

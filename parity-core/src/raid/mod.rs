@@ -22,7 +22,7 @@ mod ssse3;
 pub use gf::{div as gf_div, inv as gf_inv, mul as gf_mul};
 pub use kernel::Kernel;
 pub use matrix::{coefficient, GENERATOR};
-pub use recover::{recover_data_with, recover_with};
+pub use recover::{rebuild_with, recover_data_with, recover_with};
 
 use kernel::{mul_acc, Plan};
 

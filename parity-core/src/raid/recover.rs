@@ -47,54 +47,81 @@ fn recover_inner(
     parity_choice: Option<&[usize]>,
     blocks: &mut [&mut [u8]],
 ) -> Result<(), RaidError> {
-    let kernel = kernel.require()?;
-    if nd == 0 || nd > MAX_DATA || nd > blocks.len() {
-        return Err(RaidError::DataDisks { disks: nd });
-    }
-    let np = blocks.len() - nd;
-    if np > MAX_PARITY {
-        return Err(RaidError::ParityLevels { levels: np });
-    }
-    let mut lost = lost.to_vec();
-    lost.sort_unstable();
-    lost.dedup();
     if let Some(&index) = lost.iter().find(|&&i| i >= blocks.len()) {
         return Err(RaidError::LostIndex {
             index,
             blocks: blocks.len(),
         });
     }
+    let mut stripe: Vec<Option<&[u8]>> = Vec::with_capacity(blocks.len());
+    let mut outputs: Vec<&mut [u8]> = Vec::with_capacity(lost.len());
+    for (index, block) in blocks.iter_mut().enumerate() {
+        if lost.contains(&index) {
+            stripe.push(None);
+            outputs.push(&mut **block);
+        } else {
+            stripe.push(Some(&**block));
+        }
+    }
+    rebuild_with(kernel, nd, &stripe, parity_choice, &mut outputs)
+}
+
+/// The general form of recovery, for callers whose surviving blocks are shared
+/// buffers: `stripe` holds the `nd` data blocks then the parity blocks, `None` for a
+/// lost one; `outputs` receives the lost blocks in index order. `levels` chooses the
+/// parity levels used for lost data (one per lost data block), `None` the lowest
+/// surviving ones.
+pub fn rebuild_with(
+    kernel: Kernel,
+    nd: usize,
+    stripe: &[Option<&[u8]>],
+    levels: Option<&[usize]>,
+    outputs: &mut [&mut [u8]],
+) -> Result<(), RaidError> {
+    let kernel = kernel.require()?;
+    if nd == 0 || nd > MAX_DATA || nd > stripe.len() {
+        return Err(RaidError::DataDisks { disks: nd });
+    }
+    let np = stripe.len() - nd;
+    if np > MAX_PARITY {
+        return Err(RaidError::ParityLevels { levels: np });
+    }
+    let lost: Vec<usize> = (0..stripe.len()).filter(|&i| stripe[i].is_none()).collect();
     if lost.len() > np {
         return Err(RaidError::TooManyLost {
             lost: lost.len(),
             parity: np,
         });
     }
-    let len = check_lengths(blocks.iter().map(|b| b.len()))?;
+    if outputs.len() != lost.len() {
+        return Err(RaidError::LostIndex {
+            index: outputs.len(),
+            blocks: lost.len(),
+        });
+    }
+    let len = check_lengths(
+        stripe
+            .iter()
+            .flatten()
+            .map(|b| b.len())
+            .chain(outputs.iter().map(|b| b.len())),
+    )?;
     if lost.is_empty() || len == 0 {
         return Ok(());
     }
 
-    let solution = Solution::new(nd, np, &lost, parity_choice)?;
+    let solution = Solution::new(nd, np, &lost, levels)?;
     let plan = Plan::new(kernel, solution.rows(), nd, |r, i| solution.coef[r][i]);
 
-    // Split the stripe into the inputs (D_S then P_J, the order of the plan's columns)
-    // and the outputs (the lost blocks, in `lost` order).
-    let mut data_in: Vec<&[u8]> = Vec::with_capacity(nd);
-    let mut parity_in: Vec<(usize, &[u8])> = Vec::new();
-    let mut outputs: Vec<&mut [u8]> = Vec::with_capacity(lost.len());
-    for (index, block) in blocks.iter_mut().enumerate() {
-        if lost.binary_search(&index).is_ok() {
-            outputs.push(&mut **block);
-        } else if index < nd {
-            data_in.push(&**block);
-        } else if let Some(j) = solution.used_parity.iter().position(|&l| l == index - nd) {
-            parity_in.push((j, &**block));
+    // The inputs in the order of the plan's columns: D_S, then P_J.
+    let mut inputs: Vec<&[u8]> = stripe[..nd].iter().flatten().copied().collect();
+    for &level in &solution.used_parity {
+        match stripe[nd + level] {
+            Some(block) => inputs.push(block),
+            None => return Err(RaidError::Singular),
         }
     }
-    parity_in.sort_by_key(|&(j, _)| j);
-    data_in.extend(parity_in.into_iter().map(|(_, b)| b));
-    mul_acc(kernel, &plan, &data_in, &mut outputs);
+    mul_acc(kernel, &plan, &inputs, outputs);
     Ok(())
 }
 
