@@ -26,14 +26,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::creds::Caller;
@@ -43,6 +43,11 @@ use crate::union::{Attr, DirEntry, Errno, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
 const MAX_WRITE: u32 = 1 << 20;
+
+/// Open flags with passthrough: the kernel refuses a backing file together with
+/// `FOPEN_KEEP_CACHE` (EIO), and direct I/O would bypass it, so `cache.files` does
+/// not apply.
+const PASSTHROUGH_OPEN: FopenFlags = FopenFlags::empty();
 
 /// A file opened through the pool.
 struct OpenFile {
@@ -78,6 +83,8 @@ pub struct UnionFs {
     backings: Mutex<HashMap<u64, Weak<BackingId>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, (i64, i64, i64)>>,
+    /// Tells the kernel about changes it cannot see; set once the session exists.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// Locks a mutex; a panic in another request must not take the whole pool down.
@@ -200,7 +207,13 @@ impl UnionFs {
             passthrough: AtomicBool::new(false),
             backings: Mutex::new(HashMap::new()),
             stamps: Mutex::new(HashMap::new()),
+            notifier: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Where the session's notifier goes once the session is made.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
     }
 
     fn attr_ttl(&self) -> Duration {
@@ -244,10 +257,24 @@ impl UnionFs {
         reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl(), &fa, Generation(0));
     }
 
+    /// An open file of `node`: the handle given, or any open of the node when its
+    /// name is gone (fstat and fchmod of an unlinked file come without a handle).
+    fn open_file_of(&self, node: INodeNo, fh: Option<FileHandle>) -> Option<Arc<OpenFile>> {
+        if let Some(file) = fh.and_then(|fh| self.file(fh).ok()) {
+            return Some(file);
+        }
+        if lock(&self.nodes).path(node.0).is_some() {
+            return None;
+        }
+        lock(&self.files)
+            .values()
+            .find(|f| f.node == node.0)
+            .cloned()
+    }
+
     /// The attributes of an open file, or of `node`'s path when there is none.
     fn attr_of(&self, node: INodeNo, fh: Option<FileHandle>) -> Result<Attr, fuser::Errno> {
-        let file = fh.and_then(|fh| self.file(fh).ok());
-        match file {
+        match self.open_file_of(node, fh) {
             Some(file) => {
                 let path = self.path(node).unwrap_or_default();
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -456,8 +483,7 @@ impl Filesystem for UnionFs {
     ) {
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
-        let file = fh.and_then(|fh| self.file(fh).ok());
-        let result = match &file {
+        let result = match &self.open_file_of(ino, fh) {
             // Through the open descriptor: works after the name is gone.
             Some(file) => (|| {
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -658,7 +684,14 @@ impl Filesystem for UnionFs {
                 fa.ino = INodeNo(node);
                 reply.entry(&Duration::ZERO, &fa, Generation(0));
             }
-            Ok((new, linked)) => self.reply_entry(reply, &new, &linked.attr),
+            Ok((new, linked)) => {
+                // The new name is another node: the source's cached link count is
+                // stale, so drop its cached attributes before answering.
+                if let Some(notifier) = self.notifier.get() {
+                    let _ = notifier.inval_inode(ino, -1, 0);
+                }
+                self.reply_entry(reply, &new, &linked.attr)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -685,7 +718,7 @@ impl Filesystem for UnionFs {
         };
         let fh = FileHandle(self.add_file(file));
         match backing {
-            Some(id) => reply.opened_passthrough(fh, cache - FopenFlags::FOPEN_DIRECT_IO, &id),
+            Some(id) => reply.opened_passthrough(fh, PASSTHROUGH_OPEN, &id),
             None => reply.opened(fh, cache),
         }
     }
@@ -982,14 +1015,9 @@ impl Filesystem for UnionFs {
         // Zero timeout for the same reason as in `reply_entry`.
         let ttl = Duration::ZERO;
         match backing {
-            Some(id) => reply.created_passthrough(
-                &ttl,
-                &fa,
-                Generation(0),
-                fh,
-                cache - FopenFlags::FOPEN_DIRECT_IO,
-                &id,
-            ),
+            Some(id) => {
+                reply.created_passthrough(&ttl, &fa, Generation(0), fh, PASSTHROUGH_OPEN, &id)
+            }
             None => reply.created(&ttl, &fa, Generation(0), fh, cache),
         }
     }

@@ -301,7 +301,9 @@ pub fn mount_foreground(
         mountpoint: mountpoint.to_path_buf(),
         source,
     };
+    let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
+    let _ = notifier.set(session.notifier());
     session.run().map_err(session_error)?;
     // The kernel ended the session: the mount is gone already.
     guard.armed = false;

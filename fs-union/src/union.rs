@@ -851,7 +851,15 @@ impl Union {
     /// failed, are removed so the pool shows only the renamed entry. Branches in `RO`
     /// mode are left untouched. A final EXDEV goes to the `rename-exdev` fallback,
     /// whose symlink is created as `caller`.
+    ///
+    /// A directory replacing a directory that is not empty in the pool's merged view
+    /// is ENOTEMPTY, as on one filesystem, even where the branches would allow it.
     pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        if let Ok(target) = self.getattr(new) {
+            if sys::is_dir(&target.stat) && !self.readdir(new)?.is_empty() {
+                return Err(Errno(libc::ENOTEMPTY));
+            }
+        }
         match self.rename_in_place(old, new) {
             Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
             other => other,
