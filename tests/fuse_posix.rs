@@ -394,3 +394,34 @@ fn fuse_posix_passthrough_io_keeps_bytes() {
     assert_eq!(&buf, b"XYZ");
     assert_eq!(errno(File::open(pool.path("missing"))), libc::ENOENT);
 }
+
+#[test]
+fn lhfs_refuses_bad_input_without_mounting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, mnt) = (tmp.path().join("a"), tmp.path().join("mnt"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    let dev = fs::metadata(&mnt).unwrap().dev();
+    let (a, m) = (a.to_str().unwrap(), mnt.to_str().unwrap());
+    let inside = format!("{m}/sub");
+    for (args, needle) in [
+        (vec![a, m, "-f", "-o", "cache.files=maybe"], "cache.files"),
+        (
+            vec![a, m, "-f", "-o", "minfreespace=1G", "-o", "no_such_option"],
+            "no_such_option",
+        ),
+        (vec![m, m, "-f"], "mountpoint"),
+        (vec![inside.as_str(), m, "-f"], "mountpoint"),
+    ] {
+        let out = common::run("lhfs", &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            common::stderr(&out).contains(needle),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+        assert_eq!(fs::metadata(&mnt).unwrap().dev(), dev, "nothing mounted");
+    }
+    let out = common::run("lhfs", &["--version"], &[]);
+    assert!(common::stdout(&out).starts_with("lhfs "));
+}

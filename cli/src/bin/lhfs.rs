@@ -15,9 +15,10 @@ use fs_union::mount::{mount_foreground, Plan};
                   Options take mergerfs's names; see README.md for the list."
 )]
 struct Cli {
-    /// Branch list: PATH[=RW|RO|NC[,MINFREESPACE]] joined by `:`; wildcards allowed.
-    /// May be left out when a `config=` file sets `branches=`.
-    #[arg(value_name = "BRANCHES", required = true, num_args = 1..=2)]
+    /// BRANCHES: PATH[=RW|RO|NC[,MINFREESPACE]] joined by `:`, wildcards allowed (may
+    /// be left out when a `config=` file sets `branches=`); MOUNTPOINT: an existing
+    /// directory.
+    #[arg(value_names = ["BRANCHES", "MOUNTPOINT"], required = true, num_args = 1..=2)]
     paths: Vec<String>,
 
     /// Mount options, comma separated, mergerfs names (repeatable).
