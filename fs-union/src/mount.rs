@@ -304,7 +304,12 @@ pub fn mount_foreground(
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());
-    session.run().map_err(session_error)?;
+    match session.run() {
+        // A detached mount that was still in use ends with an aborted connection
+        // once its last user leaves: that is a clean end too.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+        other => other.map_err(session_error)?,
+    }
     // The kernel ended the session: the mount is gone already.
     guard.armed = false;
     Ok(())
