@@ -11,11 +11,15 @@
 //! - [`union`]: path-level operations across the branches, contained inside them.
 //! - [`creds`]: acting as the calling user on the current thread.
 //! - [`node`]: FUSE node ids, lookup counts and the inode numbers shown.
+//! - [`fuse`]: the FUSE adapter, request by request.
+//! - [`mount`]: mounting a pool and serving it until it is unmounted.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod branch;
 pub mod creds;
+pub mod fuse;
 pub mod glob;
+pub mod mount;
 pub mod node;
 pub mod options;
 pub mod policy;

@@ -34,7 +34,7 @@ use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
 use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
-    BranchInfo, Category, Entry, FsStat, Function, PathProbe, PolicyError, Snapshot,
+    BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
 };
 
 use sys::At;
@@ -354,25 +354,35 @@ impl Union {
 
     /// The branches `function`'s policy picks for `path`.
     fn select(&self, function: Function, path: &Path) -> Result<Vec<usize>, Errno> {
+        let policy = self.options.policies.get(function);
+        self.select_by(policy, function.category(), path, None)
+    }
+
+    /// The branches `policy` picks for `path` in `category`, never `excluded`.
+    fn select_by(
+        &self,
+        policy: Policy,
+        category: Category,
+        path: &Path,
+        excluded: Option<usize>,
+    ) -> Result<Vec<usize>, Errno> {
         // Refuse `..` before the policy's probes quietly find nothing.
         components(path)?;
-        let policy = self.options.policies.get(function);
         // getattr is the hottest request: spare it a statvfs per branch when the
         // search policy does not compare space.
-        let with_space = function.category() != Category::Search || policy.compares_space();
-        let infos = self.branch_infos(with_space);
+        let with_space = category != Category::Search || policy.compares_space();
+        let mut infos = self.branch_infos(with_space);
+        if let Some(info) = excluded.and_then(|b| infos.get_mut(b)) {
+            // Read-only is what create and action policies never pick.
+            info.mode = BranchMode::RO;
+        }
         let probe = Probe(self);
         let snapshot = Snapshot {
             branches: &infos,
             probe: &probe,
         };
         let mut rng = |bound| self.random(bound);
-        Ok(self.options.policies.get(function).select(
-            function.category(),
-            &snapshot,
-            path,
-            &mut rng,
-        )?)
+        Ok(policy.select(category, &snapshot, path, &mut rng)?)
     }
 
     /// The one branch a search policy picks.
@@ -469,6 +479,75 @@ impl Union {
             Ok(entries)
         } else {
             Err(error)
+        }
+    }
+
+    /// Attributes of the open file `file` of `path` on `branch`, with the
+    /// `inodecalc` number; works after the name was removed.
+    pub fn fstat(&self, branch: usize, path: &Path, file: &OwnedFd) -> Result<Attr, Errno> {
+        Ok(self.attr(branch, path, sys::fstat(file)?))
+    }
+
+    /// `moveonenospc`: copies the regular file `path`, open as `file` on branch `from`,
+    /// to the branch `policy` picks for its directory in the create category (never
+    /// `from`), with its data, mode, owner, extended attributes and times; removes the
+    /// original and returns the new branch with the copy reopened with open(2)
+    /// `flags`. On failure the copy is removed and the original stays as it was.
+    pub fn relocate(
+        &self,
+        path: &Path,
+        from: usize,
+        file: &OwnedFd,
+        flags: i32,
+        policy: Policy,
+    ) -> Result<(usize, OwnedFd), Errno> {
+        let to = *self
+            .select_by(policy, Category::Create, parent(path), Some(from))?
+            .first()
+            .ok_or(Errno(libc::ENOSPC))?;
+        // The open file may be write-only: read through a fresh descriptor of the
+        // same inode, which also proves the name still stands for it.
+        let src_at = self.at(from, path)?;
+        let src = sys::openat(
+            &src_at.dir,
+            &src_at.name,
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        let st = sys::fstat(&src)?;
+        let open = sys::fstat(file)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG
+            || (st.st_dev, st.st_ino) != (open.st_dev, open.st_ino)
+        {
+            return Err(Errno(libc::EINVAL));
+        }
+        self.clone_path(from, to, parent(path))?;
+        let dst = self.at(to, path)?;
+        let copy = sys::openat(
+            &dst.dir,
+            &dst.name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        let copied = sys::copy_data(&src, &copy).and_then(|()| {
+            copy_metadata(&src_at, &dst, &st);
+            sys::fsync(&copy)
+        });
+        let reopened = copied.and_then(|()| {
+            let flags =
+                (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC)) | libc::O_NOFOLLOW;
+            sys::openat(&dst.dir, &dst.name, flags, 0)
+        });
+        match reopened {
+            Ok(fd) => {
+                // The copy is complete: a leftover original would only shadow it.
+                let _ = sys::unlinkat(&src_at, 0);
+                Ok((to, fd))
+            }
+            Err(e) => {
+                let _ = sys::unlinkat(&dst, 0);
+                Err(e)
+            }
         }
     }
 
@@ -772,7 +851,15 @@ impl Union {
     /// failed, are removed so the pool shows only the renamed entry. Branches in `RO`
     /// mode are left untouched. A final EXDEV goes to the `rename-exdev` fallback,
     /// whose symlink is created as `caller`.
+    ///
+    /// A directory replacing a directory that is not empty in the pool's merged view
+    /// is ENOTEMPTY, as on one filesystem, even where the branches would allow it.
     pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+        if let Ok(target) = self.getattr(new) {
+            if sys::is_dir(&target.stat) && !self.readdir(new)?.is_empty() {
+                return Err(Errno(libc::ENOTEMPTY));
+            }
+        }
         match self.rename_in_place(old, new) {
             Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
             other => other,
@@ -992,9 +1079,9 @@ impl Union {
     }
 }
 
-/// Best-effort copy of a cloned directory's extended attributes, owner, mode and
-/// times; the directory itself is what matters, so failures are ignored (a branch
-/// filesystem without xattrs, a mode the umask cut).
+/// Best-effort copy of a cloned directory's or moved file's extended attributes,
+/// owner, mode and times; the entry itself is what matters, so failures are ignored
+/// (a branch filesystem without xattrs, a mode the umask cut).
 fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
     if let Ok(names) = sys::listxattr(src) {
         for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {

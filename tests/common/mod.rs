@@ -270,3 +270,5 @@ pub fn verify_recoverable(array: &Array, lost: &[usize]) -> usize {
 pub fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
+
+pub mod fuse;

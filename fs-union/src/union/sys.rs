@@ -307,6 +307,78 @@ pub(super) fn truncate(at: &At, size: u64) -> Result<(), Errno> {
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) }).map(drop)
 }
 
+/// Copies every byte of `src` (from its start) to `dst` at the same offsets, holes
+/// included as zeroes; `dst` ends with `src`'s size.
+pub(super) fn copy_data(src: &OwnedFd, dst: &OwnedFd) -> Result<(), Errno> {
+    let size = fstat(src)?.st_size;
+    let mut done: libc::off64_t = 0;
+    while done < size {
+        let (mut off_in, mut off_out) = (done, done);
+        let len = usize::try_from(size - done).unwrap_or(usize::MAX);
+        // SAFETY: both fds are open; the offsets are ours and updated by the call.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                len,
+                0,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as libc::off64_t,
+            _ => match Errno::last() {
+                Errno(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) => {
+                    return copy_by_reads(src, dst, done, size);
+                }
+                e => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// [`copy_data`] with pread/pwrite, for file pairs `copy_file_range` cannot serve.
+fn copy_by_reads(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    mut done: libc::off64_t,
+    size: libc::off64_t,
+) -> Result<(), Errno> {
+    let mut buf = vec![0u8; 1 << 20];
+    while done < size {
+        // SAFETY: the buffer and its length come as a pair.
+        let n = unsafe { libc::pread64(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), done) };
+        let n = check_size(n)?;
+        if n == 0 {
+            break;
+        }
+        let mut written = 0;
+        while written < n {
+            // SAFETY: writes the filled part of the buffer.
+            let w = unsafe {
+                libc::pwrite64(
+                    dst.as_raw_fd(),
+                    buf[written..n].as_ptr().cast(),
+                    n - written,
+                    done + written as libc::off64_t,
+                )
+            };
+            written += check_size(w)?;
+        }
+        done += n as libc::off64_t;
+    }
+    Ok(())
+}
+
+/// `fsync` of an open fd.
+pub(super) fn fsync(fd: &OwnedFd) -> Result<(), Errno> {
+    // SAFETY: plain syscall on our fd.
+    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
 /// Reads a value of unknown size: asks for the size, then reads, again if it grew.
 fn read_sized(
     mut call: impl FnMut(*mut libc::c_void, usize) -> libc::ssize_t,

@@ -1,0 +1,1144 @@
+//! The `fuser::Filesystem` adapter: every FUSE request turned into a [`Union`]
+//! operation and its answer turned into a reply.
+//!
+//! The adapter owns the node table (node id → pool path), the open file and
+//! directory handles, the passthrough backing files and the reply timeouts. Each
+//! request resolves its node to a pool path, takes the caller's credentials where a
+//! new entry comes into being (the union runs those calls as the [`Caller`]), calls
+//! the union and replies. It never touches a branch path itself: everything below a
+//! branch root goes through [`Union`], which keeps it inside the branches.
+//!
+//! **Inode numbers.** fuser 0.18 sends an entry's `attr.ino` as its node id too, so
+//! entry replies (lookup, mkdir, ...) carry the node id as `st_ino` with an attribute
+//! timeout of zero; the kernel then asks `getattr`, whose reply carries the
+//! `inodecalc` number, before it shows attributes to anyone. `stat`, `readdir` and
+//! `ls -i` therefore agree.
+//!
+//! **Open files** carry the branch file descriptor, opened with the caller's flags.
+//! An unlinked file keeps working through it. With passthrough the kernel does the
+//! reads and writes on a backing file registered once per node; otherwise `read` and
+//! `write` use the descriptor, and a write that runs out of space moves the file to
+//! another branch (`moveonenospc`) and carries on.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::creds::Caller;
+use crate::node::NodeTable;
+use crate::options::{CacheFiles, PassthroughIo};
+use crate::union::{Attr, DirEntry, Errno, Union};
+
+/// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
+const MAX_WRITE: u32 = 1 << 20;
+
+/// Open flags with passthrough: the kernel refuses a backing file together with
+/// `FOPEN_KEEP_CACHE` (EIO), and direct I/O would bypass it, so `cache.files` does
+/// not apply.
+const PASSTHROUGH_OPEN: FopenFlags = FopenFlags::empty();
+
+/// A file opened through the pool.
+struct OpenFile {
+    /// The node it was opened as, to find its path again for `moveonenospc`.
+    node: u64,
+    /// The open(2) flags it was opened with.
+    flags: i32,
+    /// The branch and descriptor; `moveonenospc` swaps both.
+    state: RwLock<(usize, OwnedFd)>,
+    /// The passthrough backing file, when the kernel does the I/O; held until
+    /// release so the node keeps it while any of its opens needs it.
+    _backing: Option<Arc<BackingId>>,
+}
+
+/// An open directory: its merged listing, built when reading starts at offset 0.
+struct OpenDir {
+    path: PathBuf,
+    listing: Mutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+/// The union filesystem as a FUSE filesystem.
+pub struct UnionFs {
+    union: Arc<Union>,
+    nodes: Mutex<NodeTable>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
+    next_handle: AtomicU64,
+    /// Whether opens are served by FUSE passthrough; set in `init`, cleared for good
+    /// when the kernel refuses a backing file.
+    passthrough: AtomicBool,
+    /// One backing file per node while any of its opens uses it, as the kernel
+    /// requires.
+    backings: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
+    stamps: Mutex<HashMap<u64, (i64, i64, i64)>>,
+    /// Tells the kernel about changes it cannot see; set once the session exists.
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+/// Locks a mutex; a panic in another request must not take the whole pool down.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn fuse_errno(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.0)
+}
+
+/// The thread's last errno as a reply error.
+fn last_errno() -> fuser::Errno {
+    fuse_errno(Errno::from(io::Error::last_os_error()))
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller::from_process(req.uid(), req.gid(), req.pid())
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    let nanos = u32::try_from(nsecs).unwrap_or(0);
+    match u64::try_from(secs) {
+        Ok(s) => UNIX_EPOCH + Duration::new(s, nanos),
+        Err(_) => UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nanos),
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// The FUSE form of a `stat`; `st_ino` is already the `inodecalc` number.
+fn file_attr(st: &libc::stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(st.st_ino),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        blocks: u64::try_from(st.st_blocks).unwrap_or(0),
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
+        flags: 0,
+    }
+}
+
+fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
+    let (tv_sec, tv_nsec) = match time {
+        None => (0, libc::UTIME_OMIT),
+        Some(TimeOrNow::Now) => (0, libc::UTIME_NOW),
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+            Err(e) => (-(e.duration().as_secs() as i64), 0),
+        },
+    };
+    libc::timespec { tv_sec, tv_nsec }
+}
+
+/// Turns a libc return value into a result.
+fn check(rc: libc::c_int) -> Result<(), fuser::Errno> {
+    if rc < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes all of `data` at `offset`, or fails with what was written so far.
+fn write_all(fd: &OwnedFd, data: &[u8], offset: u64) -> (usize, Result<(), Errno>) {
+    let mut done = 0;
+    while done < data.len() {
+        let at = offset.saturating_add(done as u64) as libc::off64_t;
+        // SAFETY: writes from the unwritten part of `data`, whose length is passed.
+        let n = unsafe {
+            libc::pwrite64(
+                fd.as_raw_fd(),
+                data[done..].as_ptr().cast(),
+                data.len() - done,
+                at,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => return (done, Err(Errno(libc::EIO))),
+            Ok(n) => done += n,
+            Err(_) => {
+                let e = Errno::from(io::Error::last_os_error());
+                if e.0 != libc::EINTR {
+                    return (done, Err(e));
+                }
+            }
+        }
+    }
+    (done, Ok(()))
+}
+
+impl UnionFs {
+    /// A filesystem serving `union`.
+    pub fn new(union: Arc<Union>) -> UnionFs {
+        UnionFs {
+            union,
+            nodes: Mutex::new(NodeTable::new()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            passthrough: AtomicBool::new(false),
+            backings: Mutex::new(HashMap::new()),
+            stamps: Mutex::new(HashMap::new()),
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where the session's notifier goes once the session is made.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
+    }
+
+    fn attr_ttl(&self) -> Duration {
+        Duration::from_secs(self.union.options().cache_attr)
+    }
+
+    fn entry_ttl(&self) -> Duration {
+        Duration::from_secs(self.union.options().cache_entry)
+    }
+
+    fn path(&self, node: INodeNo) -> Result<PathBuf, fuser::Errno> {
+        lock(&self.nodes)
+            .path(node.0)
+            .map(Path::to_path_buf)
+            .ok_or(fuser::Errno::ENOENT)
+    }
+
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, fuser::Errno> {
+        lock(&self.nodes)
+            .child_path(parent.0, name)
+            .ok_or(fuser::Errno::ENOENT)
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, fuser::Errno> {
+        lock(&self.files)
+            .get(&fh.0)
+            .cloned()
+            .ok_or(fuser::Errno::EBADF)
+    }
+
+    fn handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a lookup of `path` and replies with its new or known node.
+    fn reply_entry(&self, reply: ReplyEntry, path: &Path, attr: &Attr) {
+        let node = lock(&self.nodes).lookup(path);
+        let mut fa = file_attr(&attr.stat);
+        fa.ino = INodeNo(node);
+        // Zero attribute timeout: `fa.ino` is the node id here (see the module doc).
+        reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl(), &fa, Generation(0));
+    }
+
+    /// An open file of `node`: the handle given, or any open of the node when its
+    /// name is gone (fstat and fchmod of an unlinked file come without a handle).
+    fn open_file_of(&self, node: INodeNo, fh: Option<FileHandle>) -> Option<Arc<OpenFile>> {
+        if let Some(file) = fh.and_then(|fh| self.file(fh).ok()) {
+            return Some(file);
+        }
+        if lock(&self.nodes).path(node.0).is_some() {
+            return None;
+        }
+        lock(&self.files)
+            .values()
+            .find(|f| f.node == node.0)
+            .cloned()
+    }
+
+    /// The attributes of an open file, or of `node`'s path when there is none.
+    fn attr_of(&self, node: INodeNo, fh: Option<FileHandle>) -> Result<Attr, fuser::Errno> {
+        match self.open_file_of(node, fh) {
+            Some(file) => {
+                let path = self.path(node).unwrap_or_default();
+                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                self.union
+                    .fstat(state.0, &path, &state.1)
+                    .map_err(fuse_errno)
+            }
+            None => self.union.getattr(&self.path(node)?).map_err(fuse_errno),
+        }
+    }
+
+    /// The `FOPEN_*` flags `cache.files` asks for on opening `node` as `fd`.
+    fn cache_flags(&self, node: u64, fd: &OwnedFd) -> FopenFlags {
+        match self.union.options().cache_files {
+            CacheFiles::Off => FopenFlags::FOPEN_DIRECT_IO,
+            CacheFiles::Partial => FopenFlags::empty(),
+            CacheFiles::Full => FopenFlags::FOPEN_KEEP_CACHE,
+            CacheFiles::AutoFull => {
+                let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                // SAFETY: `st` has room for a stat; fstat fills it when it succeeds.
+                if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } < 0 {
+                    return FopenFlags::empty();
+                }
+                // SAFETY: fstat succeeded and filled the struct.
+                let st = unsafe { st.assume_init() };
+                let stamp = (st.st_mtime, st.st_mtime_nsec, st.st_size);
+                match lock(&self.stamps).insert(node, stamp) {
+                    Some(old) if old == stamp => FopenFlags::FOPEN_KEEP_CACHE,
+                    _ => FopenFlags::empty(),
+                }
+            }
+        }
+    }
+
+    /// Whether `passthrough.io` covers an open with `flags`.
+    fn wants_passthrough(&self, flags: i32) -> bool {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mode = flags & libc::O_ACCMODE;
+        match self.union.options().passthrough_io {
+            PassthroughIo::Off => false,
+            PassthroughIo::Ro => mode == libc::O_RDONLY,
+            PassthroughIo::Wo => mode == libc::O_WRONLY,
+            PassthroughIo::Rw => true,
+        }
+    }
+
+    /// The node's backing file, registered through `open_backing` on first use. The
+    /// kernel allows one per inode, so it is opened read-write when the branch
+    /// allows, to serve every later open of the node whatever its mode.
+    fn backing(
+        &self,
+        node: u64,
+        fd: &OwnedFd,
+        open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let mut backings = lock(&self.backings);
+        if let Some(id) = backings.get(&node).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        let reopened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map(OwnedFd::from);
+        let result = match &reopened {
+            Ok(rw) => open_backing(rw),
+            Err(_) => open_backing(fd),
+        };
+        match result {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backings.insert(node, Arc::downgrade(&id));
+                Some(id)
+            }
+            Err(e) => {
+                // Serve reads and writes ourselves from now on: mixing both kinds of
+                // open on one inode is refused by the kernel.
+                if self.passthrough.swap(false, Ordering::Relaxed) {
+                    eprintln!(
+                        "lhfs: FUSE passthrough unavailable ({e}); serving I/O in the daemon"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Registers an open file and returns its handle.
+    fn add_file(&self, file: OpenFile) -> u64 {
+        let fh = self.handle();
+        lock(&self.files).insert(fh, Arc::new(file));
+        fh
+    }
+
+    /// `write` through the file's descriptor, with `moveonenospc`.
+    fn write_file(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        let (written, result) = {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            write_all(&state.1, data, offset)
+        };
+        let policy = match (result, self.union.options().moveonenospc) {
+            (Ok(()), _) => return Ok(written),
+            (Err(Errno(libc::ENOSPC | libc::EDQUOT)), Some(policy)) => policy,
+            (Err(e), _) => return Err(e),
+        };
+        let path = lock(&self.nodes)
+            .path(file.node)
+            .map(Path::to_path_buf)
+            .ok_or(Errno(libc::ENOSPC))?;
+        let mut state = file.state.write().unwrap_or_else(PoisonError::into_inner);
+        let moved = self
+            .union
+            .relocate(&path, state.0, &state.1, file.flags, policy)
+            .map_err(|_| Errno(libc::ENOSPC))?;
+        *state = moved;
+        let rest = offset.saturating_add(written as u64);
+        let (more, result) = write_all(&state.1, &data[written..], rest);
+        result.map(|()| written + more)
+    }
+}
+
+impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        for flag in [
+            InitFlags::FUSE_ASYNC_READ,
+            InitFlags::FUSE_BIG_WRITES,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            // Shared mmap of files opened with direct I/O (cache.files=off).
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ] {
+            // An older kernel without one of these still mounts.
+            let _ = config.add_capabilities(flag);
+        }
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        // SAFETY: geteuid has no failure mode.
+        let root = unsafe { libc::geteuid() } == 0;
+        if self.union.options().passthrough_io != PassthroughIo::Off {
+            let enabled = root
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !enabled {
+                eprintln!(
+                    "lhfs: FUSE passthrough needs root and Linux 6.9; serving I/O in the daemon"
+                );
+            }
+            self.passthrough.store(enabled, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let path = match self.child(parent, name) {
+            Ok(path) => path,
+            Err(e) => return reply.error(e),
+        };
+        match self.union.getattr(&path) {
+            Ok(attr) => self.reply_entry(reply, &path, &attr),
+            Err(Errno(libc::ENOENT)) if self.union.options().cache_negative_entry > 0 => {
+                // Node id 0 is a negative entry the kernel keeps for the entry timeout.
+                let ttl = Duration::from_secs(self.union.options().cache_negative_entry);
+                // SAFETY: libc::stat is plain integers, for which all zeroes is valid.
+                let mut fa = file_attr(&unsafe { std::mem::zeroed() });
+                fa.ino = INodeNo(0);
+                reply.entry_with_ttls(&Duration::ZERO, &ttl, &fa, Generation(0));
+            }
+            Err(e) => reply.error(fuse_errno(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let mut nodes = lock(&self.nodes);
+        nodes.forget(ino.0, nlookup);
+        if nodes.path(ino.0).is_none() {
+            lock(&self.stamps).remove(&ino.0);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino, fh) {
+            Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let times =
+            (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
+        let result = match &self.open_file_of(ino, fh) {
+            // Through the open descriptor: works after the name is gone.
+            Some(file) => (|| {
+                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                let fd = state.1.as_raw_fd();
+                // SAFETY (all four): plain syscalls on our open fd; `t` outlives the call.
+                if let Some(mode) = mode {
+                    check(unsafe { libc::fchmod(fd, mode & 0o7777) })?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+                    check(unsafe { libc::fchown(fd, u, g) })?;
+                }
+                if let Some(size) = size {
+                    check(unsafe { libc::ftruncate(fd, size as libc::off_t) })?;
+                }
+                if let Some(t) = times {
+                    check(unsafe { libc::futimens(fd, t.as_ptr()) })?;
+                }
+                Ok(())
+            })(),
+            None => (|| {
+                let path = self.path(ino)?;
+                let union = &self.union;
+                if let Some(mode) = mode {
+                    union.chmod(&path, mode & 0o7777).map_err(fuse_errno)?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    union.chown(&path, uid, gid).map_err(fuse_errno)?;
+                }
+                if let Some(size) = size {
+                    union.truncate(&path, size).map_err(fuse_errno)?;
+                }
+                if let Some(t) = times {
+                    union.utimens(&path, t).map_err(fuse_errno)?;
+                }
+                Ok(())
+            })(),
+        };
+        match result.and_then(|()| self.attr_of(ino, fh)) {
+            Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .path(ino)
+            .and_then(|p| self.union.readlink(&p).map_err(fuse_errno))
+        {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.child(parent, name).and_then(|path| {
+            let mode = mode & !(umask & 0o7777);
+            let attr = self
+                .union
+                .mknod(&caller(req), &path, mode, u64::from(rdev))
+                .map_err(fuse_errno)?;
+            Ok((path, attr))
+        });
+        match result {
+            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.child(parent, name).and_then(|path| {
+            let mode = mode & 0o7777 & !umask;
+            let attr = self
+                .union
+                .mkdir(&caller(req), &path, mode)
+                .map_err(fuse_errno)?;
+            Ok((path, attr))
+        });
+        match result {
+            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.child(parent, name).and_then(|path| {
+            self.union.unlink(&path).map_err(fuse_errno)?;
+            lock(&self.nodes).remove(&path);
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.child(parent, name).and_then(|path| {
+            self.union.rmdir(&path).map_err(fuse_errno)?;
+            lock(&self.nodes).remove(&path);
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.child(parent, link_name).and_then(|path| {
+            let attr = self
+                .union
+                .symlink(&caller(req), target.as_os_str(), &path)
+                .map_err(fuse_errno)?;
+            Ok((path, attr))
+        });
+        match result {
+            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Neither "no replace" nor "exchange" can be made atomic across branches.
+        if !flags.is_empty() {
+            return reply.error(fuser::Errno::EINVAL);
+        }
+        let result = (|| {
+            let old = self.child(parent, name)?;
+            let new = self.child(newparent, newname)?;
+            self.union
+                .rename(&caller(req), &old, &new)
+                .map_err(fuse_errno)?;
+            lock(&self.nodes).rename(&old, &new);
+            Ok(())
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = (|| {
+            let old = self.path(ino)?;
+            let new = self.child(newparent, newname)?;
+            let linked = self
+                .union
+                .link(&caller(req), &old, &new)
+                .map_err(fuse_errno)?;
+            Ok((new, linked))
+        })();
+        match result {
+            Ok((new, linked)) if linked.symlinked => {
+                // A symlink stands in for the link: nothing about it may be cached.
+                let node = lock(&self.nodes).lookup(&new);
+                let mut fa = file_attr(&linked.attr.stat);
+                fa.ino = INodeNo(node);
+                reply.entry(&Duration::ZERO, &fa, Generation(0));
+            }
+            Ok((new, linked)) => {
+                // The new name is another node: the source's cached link count is
+                // stale, so drop its cached attributes before answering.
+                if let Some(notifier) = self.notifier.get() {
+                    let _ = notifier.inval_inode(ino, -1, 0);
+                }
+                self.reply_entry(reply, &new, &linked.attr)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = self
+            .path(ino)
+            .and_then(|path| self.union.open(&path, flags.0).map_err(fuse_errno));
+        let (branch, fd) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(e),
+        };
+        let cache = self.cache_flags(ino.0, &fd);
+        let backing = if self.wants_passthrough(flags.0) {
+            self.backing(ino.0, &fd, |f| reply.open_backing(f))
+        } else {
+            None
+        };
+        let file = OpenFile {
+            node: ino.0,
+            flags: flags.0,
+            state: RwLock::new((branch, fd)),
+            _backing: backing.clone(),
+        };
+        let fh = FileHandle(self.add_file(file));
+        match backing {
+            Some(id) => reply.opened_passthrough(fh, PASSTHROUGH_OPEN, &id),
+            None => reply.opened(fh, cache),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = match self.file(fh) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e),
+        };
+        let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: reads into `buf`, whose length is passed.
+        let n = unsafe {
+            libc::pread64(
+                state.1.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off64_t,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(_) => reply.error(last_errno()),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self
+            .file(fh)
+            .and_then(|file| self.write_file(&file, offset, data).map_err(fuse_errno));
+        match result {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            // Closing a duplicate reports what close(2) would (NFS branches flush
+            // there) while the file stays open.
+            // SAFETY: dup of our fd; the duplicate is closed right away.
+            let dup = unsafe { libc::dup(state.1.as_raw_fd()) };
+            check(dup)?;
+            // SAFETY: closes the duplicate made above, which nothing else holds.
+            check(unsafe { libc::close(dup) })
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let file = lock(&self.files).remove(&fh.0);
+        if let (Some(file), true) = (file, self.union.options().dropcacheonclose) {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            // SAFETY: advice on our open fd; failure only means the cache stays.
+            unsafe { libc::posix_fadvise(state.1.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            let fd = state.1.as_raw_fd();
+            // SAFETY: plain syscalls on our open fd.
+            check(unsafe {
+                if datasync {
+                    libc::fdatasync(fd)
+                } else {
+                    libc::fsync(fd)
+                }
+            })
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let path = match self.path(ino) {
+            Ok(path) => path,
+            Err(e) => return reply.error(e),
+        };
+        let fh = self.handle();
+        let dir = OpenDir {
+            path,
+            listing: Mutex::new(None),
+        };
+        lock(&self.dirs).insert(fh, Arc::new(dir));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(dir) = lock(&self.dirs).get(&fh.0).cloned() else {
+            return reply.error(fuser::Errno::EBADF);
+        };
+        let listing = {
+            let mut listing = lock(&dir.listing);
+            match &*listing {
+                // Offsets index the listing, so it stays as built until a rewind.
+                Some(built) if offset > 0 => Arc::clone(built),
+                _ => match merged_listing(&self.union, &dir.path) {
+                    Ok(built) => Arc::clone(listing.insert(Arc::new(built))),
+                    Err(e) => return reply.error(fuse_errno(e)),
+                },
+            }
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, entry) in listing.iter().enumerate().skip(start) {
+            let kind = file_type(entry.kind);
+            if reply.add(INodeNo(entry.ino), index as u64 + 1, kind, &entry.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let path = self.path(ino).unwrap_or_else(|_| PathBuf::from("/"));
+        match self.union.statfs(&path) {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.bfree,
+                s.bavail,
+                s.files,
+                s.ffree,
+                u32::try_from(s.bsize).unwrap_or(4096),
+                u32::try_from(s.namemax).unwrap_or(255),
+                u32::try_from(s.frsize).unwrap_or(4096),
+            ),
+            Err(e) => reply.error(fuse_errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.path(ino).and_then(|path| {
+            self.union
+                .setxattr(&path, name, value, flags)
+                .map_err(fuse_errno)
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = self
+            .path(ino)
+            .and_then(|path| self.union.getxattr(&path, name).map_err(fuse_errno));
+        reply_xattr(reply, value, size);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names = self
+            .path(ino)
+            .and_then(|path| self.union.listxattr(&path).map_err(fuse_errno));
+        reply_xattr(reply, names, size);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .path(ino)
+            .and_then(|path| self.union.removexattr(&path, name).map_err(fuse_errno));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks the mode bits itself; what is
+        // left is whether the entry still exists.
+        match self.attr_of(ino, None) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let created = self.child(parent, name).and_then(|path| {
+            let mode = mode & 0o7777 & !umask;
+            let created = self
+                .union
+                .create(&caller(req), &path, flags, mode)
+                .map_err(fuse_errno)?;
+            Ok((path, created))
+        });
+        let (path, created) = match created {
+            Ok(created) => created,
+            Err(e) => return reply.error(e),
+        };
+        let node = lock(&self.nodes).lookup(&path);
+        let cache = self.cache_flags(node, &created.file);
+        let backing = if self.wants_passthrough(flags) {
+            self.backing(node, &created.file, |f| reply.open_backing(f))
+        } else {
+            None
+        };
+        let mut fa = file_attr(&created.attr.stat);
+        fa.ino = INodeNo(node);
+        let file = OpenFile {
+            node,
+            flags,
+            state: RwLock::new((created.attr.branch, created.file)),
+            _backing: backing.clone(),
+        };
+        let fh = FileHandle(self.add_file(file));
+        // Zero timeout for the same reason as in `reply_entry`.
+        let ttl = Duration::ZERO;
+        match backing {
+            Some(id) => {
+                reply.created_passthrough(&ttl, &fa, Generation(0), fh, PASSTHROUGH_OPEN, &id)
+            }
+            None => reply.created(&ttl, &fa, Generation(0), fh, cache),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.file(fh).and_then(|file| {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            // SAFETY: plain syscall on our open fd.
+            check(unsafe {
+                libc::fallocate64(
+                    state.1.as_raw_fd(),
+                    mode,
+                    offset as libc::off64_t,
+                    length as libc::off64_t,
+                )
+            })
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let file = match self.file(fh) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e),
+        };
+        let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: plain syscall on our open fd (SEEK_DATA and SEEK_HOLE come here).
+        let at = unsafe { libc::lseek64(state.1.as_raw_fd(), offset, whence) };
+        if at < 0 {
+            reply.error(last_errno());
+        } else {
+            reply.offset(at);
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (src, dst) = match (self.file(fh_in), self.file(fh_out)) {
+            (Ok(src), Ok(dst)) => (src, dst),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let src = src.state.read().unwrap_or_else(PoisonError::into_inner);
+        let dst = dst.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut off_in = offset_in as libc::off64_t;
+        let mut off_out = offset_out as libc::off64_t;
+        // A reply counts at most u32::MAX bytes.
+        let len = len.min(u64::from(u32::MAX)) as usize;
+        // SAFETY: both fds are open; the offsets are ours and updated by the call.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.1.as_raw_fd(),
+                &mut off_in,
+                dst.1.as_raw_fd(),
+                &mut off_out,
+                len,
+                0,
+            )
+        };
+        match u32::try_from(n) {
+            Ok(n) => reply.written(n),
+            Err(_) => reply.error(last_errno()),
+        }
+    }
+}
+
+/// The listing of an open directory: `.`, `..`, then the merged names, each with the
+/// inode number `getattr` shows.
+fn merged_listing(union: &Union, path: &Path) -> Result<Vec<DirEntry>, Errno> {
+    let names = union.readdir(path)?;
+    let ino = |p: &Path| union.getattr(p).map_or(0, |a| a.stat.st_ino);
+    let up = path.parent().unwrap_or(Path::new("/"));
+    let mut listing = Vec::with_capacity(names.len() + 2);
+    for (name, dir) in [(".", path), ("..", up)] {
+        listing.push(DirEntry {
+            name: name.into(),
+            kind: libc::S_IFDIR,
+            ino: ino(dir),
+        });
+    }
+    listing.extend(names);
+    Ok(listing)
+}
+
+/// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when the
+/// caller's buffer is too small, the bytes otherwise.
+fn reply_xattr(reply: ReplyXattr, value: Result<Vec<u8>, fuser::Errno>, size: u32) {
+    match value {
+        Err(e) => reply.error(e),
+        Ok(v) if size == 0 => reply.size(u32::try_from(v.len()).unwrap_or(u32::MAX)),
+        Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+    }
+}

@@ -1,0 +1,260 @@
+//! Where the pool puts things: create policies on branches of different sizes,
+//! errors when no branch may take a file, rename and link across branches, and
+//! `moveonenospc`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::fuse::{errno, Pool, Tmpfs};
+
+/// Branches as a `:` list.
+fn list(branches: &[&Path]) -> String {
+    branches
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Which of `branches` hold `rel`.
+fn holders(branches: &[&Path], rel: &str) -> Vec<usize> {
+    (0..branches.len())
+        .filter(|&i| branches[i].join(rel).exists())
+        .collect()
+}
+
+/// Three tmpfs branches of 8, 32 and 16 MiB, and a mountpoint.
+fn three_branches(test: &str) -> Option<(Vec<Tmpfs>, tempfile::TempDir)> {
+    let fs = vec![
+        Tmpfs::new(test, "8m")?,
+        Tmpfs::new(test, "32m")?,
+        Tmpfs::new(test, "16m")?,
+    ];
+    Some((fs, tempfile::tempdir().unwrap()))
+}
+
+#[test]
+fn fuse_policy_create_lands_where_mergerfs_puts_it() {
+    let test = "fuse_policy_create_lands_where_mergerfs_puts_it";
+    let Some((tmpfs, mnt)) = three_branches(test) else {
+        return;
+    };
+    let b: Vec<&Path> = tmpfs.iter().map(|t| t.path.as_path()).collect();
+    // Parent only on the 8 MiB branch, for the path-preserving policy.
+    fs::create_dir(b[0].join("only0")).unwrap();
+    for (policy, rel, expected) in [
+        ("mfs", "mfs-file", 1),           // most free: 32 MiB
+        ("lfs", "lfs-file", 0),           // least free: 8 MiB
+        ("ff", "ff-file", 0),             // first
+        ("epmfs", "only0/epmfs-file", 0), // the only branch with the parent
+    ] {
+        let options = format!("category.create={policy},minfreespace=1M");
+        let Some(pool) = Pool::mount(test, &list(&b), mnt.path(), &options) else {
+            return;
+        };
+        fs::write(pool.path(rel), b"x").unwrap();
+        assert_eq!(holders(&b, rel), vec![expected], "{policy} placed {rel}");
+        // mkdir follows the same category.
+        let dir = format!("{rel}.d");
+        fs::create_dir(pool.path(&dir)).unwrap();
+        assert_eq!(holders(&b, &dir), vec![expected], "{policy} placed {dir}");
+    }
+}
+
+#[test]
+fn fuse_policy_rand_picks_only_eligible_branches() {
+    let test = "fuse_policy_rand_picks_only_eligible_branches";
+    let Some((tmpfs, mnt)) = three_branches(test) else {
+        return;
+    };
+    let b: Vec<&Path> = tmpfs.iter().map(|t| t.path.as_path()).collect();
+    // Branch 0 is read-only, branch 2 has less free than its minimum: only 1 is left.
+    let branches = format!(
+        "{}=RO:{}:{}=RW,20M",
+        b[0].display(),
+        b[1].display(),
+        b[2].display()
+    );
+    let Some(pool) = Pool::mount(
+        test,
+        &branches,
+        mnt.path(),
+        "category.create=rand,minfreespace=1M",
+    ) else {
+        return;
+    };
+    for i in 0..12 {
+        let rel = format!("r{i}");
+        fs::write(pool.path(&rel), b"x").unwrap();
+        assert_eq!(holders(&b, &rel), vec![1], "rand placed {rel}");
+    }
+    drop(pool);
+    // Without that constraint rand spreads over every branch.
+    let Some(pool) = Pool::mount(
+        test,
+        &list(&b),
+        mnt.path(),
+        "category.create=rand,minfreespace=1M",
+    ) else {
+        return;
+    };
+    let mut seen = [false; 3];
+    for i in 0..60 {
+        let rel = format!("s{i}");
+        fs::write(pool.path(&rel), b"x").unwrap();
+        let on = holders(&b, &rel);
+        assert_eq!(on.len(), 1);
+        seen[on[0]] = true;
+    }
+    assert_eq!(seen, [true; 3], "rand used every branch in 60 creates");
+}
+
+#[test]
+fn fuse_policy_no_eligible_branch_errors() {
+    let test = "fuse_policy_no_eligible_branch_errors";
+    let Some((tmpfs, mnt)) = three_branches(test) else {
+        return;
+    };
+    let b: Vec<&Path> = tmpfs.iter().map(|t| t.path.as_path()).collect();
+    let ro = b
+        .iter()
+        .map(|p| format!("{}=RO", p.display()))
+        .collect::<Vec<_>>()
+        .join(":");
+    let Some(pool) = Pool::mount(test, &ro, mnt.path(), "category.create=mfs") else {
+        return;
+    };
+    assert_eq!(
+        errno(fs::write(pool.path("f"), b"x")),
+        libc::EROFS,
+        "all branches RO"
+    );
+    assert_eq!(errno(fs::create_dir(pool.path("d"))), libc::EROFS);
+    drop(pool);
+    let Some(pool) = Pool::mount(
+        test,
+        &list(&b),
+        mnt.path(),
+        "category.create=mfs,minfreespace=1G",
+    ) else {
+        return;
+    };
+    assert_eq!(
+        errno(fs::write(pool.path("f"), b"x")),
+        libc::ENOSPC,
+        "all below minfreespace"
+    );
+    assert_eq!(errno(fs::create_dir(pool.path("d"))), libc::ENOSPC);
+    assert!(holders(&b, "f").is_empty());
+}
+
+/// Two plain branches in a temporary folder: /a/f on branch 0, /b only on branch 1.
+fn split_tree() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b0, b1, mnt) = (
+        tmp.path().join("b0"),
+        tmp.path().join("b1"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&b0, &b1, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::create_dir(b0.join("a")).unwrap();
+    fs::write(b0.join("a/f"), b"data").unwrap();
+    fs::create_dir(b1.join("b")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(b1.join("b"), fs::Permissions::from_mode(0o750)).unwrap();
+    (tmp, b0, b1, mnt)
+}
+
+#[test]
+fn fuse_policy_rename_and_link_across_branches() {
+    let test = "fuse_policy_rename_and_link_across_branches";
+    // Path-preserving create policy: the target folder exists only elsewhere.
+    let (_tmp, b0, b1, mnt) = split_tree();
+    let branches = list(&[&b0, &b1]);
+    {
+        let Some(pool) = Pool::mount(
+            test,
+            &branches,
+            &mnt,
+            "category.create=epmfs,minfreespace=0",
+        ) else {
+            return;
+        };
+        assert_eq!(
+            errno(fs::rename(pool.path("a/f"), pool.path("b/f"))),
+            libc::EXDEV
+        );
+        assert_eq!(
+            errno(fs::hard_link(pool.path("a/f"), pool.path("b/g"))),
+            libc::EXDEV
+        );
+        assert!(
+            b0.join("a/f").exists() && !b0.join("b").exists(),
+            "nothing moved"
+        );
+    }
+    // Otherwise the target folder is cloned onto the source's branch.
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "category.create=mfs,minfreespace=0")
+    else {
+        return;
+    };
+    fs::hard_link(pool.path("a/f"), pool.path("b/g")).unwrap();
+    fs::rename(pool.path("a/f"), pool.path("b/f")).unwrap();
+    assert_eq!(
+        fs::read(b0.join("b/f")).unwrap(),
+        b"data",
+        "renamed on its branch"
+    );
+    assert!(b0.join("b/g").exists() && !b0.join("a/f").exists());
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cloned = fs::metadata(b0.join("b")).unwrap();
+    assert_eq!(
+        cloned.permissions().mode() & 0o7777,
+        0o750,
+        "clone keeps the mode"
+    );
+    assert_eq!(fs::read(pool.path("b/f")).unwrap(), b"data");
+    assert_eq!(fs::metadata(pool.path("b/g")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn fuse_policy_moveonenospc_moves_a_growing_file() {
+    let test = "fuse_policy_moveonenospc_moves_a_growing_file";
+    let (Some(small), Some(big)) = (Tmpfs::new(test, "2m"), Tmpfs::new(test, "64m")) else {
+        return;
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let b = [small.path.as_path(), big.path.as_path()];
+    let Some(pool) = Pool::mount(
+        test,
+        &list(&b),
+        mnt.path(),
+        "category.create=ff,minfreespace=0,moveonenospc=true",
+    ) else {
+        return;
+    };
+    fs::create_dir(pool.path("dir")).unwrap();
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(pool.path("dir/big"), &data).unwrap();
+    assert_eq!(
+        fs::read(pool.path("dir/big")).unwrap(),
+        data,
+        "bytes intact through the pool"
+    );
+    assert_eq!(
+        holders(&b, "dir/big"),
+        vec![1],
+        "the file moved to the big branch"
+    );
+    assert_eq!(
+        fs::read(big.path.join("dir/big")).unwrap(),
+        data,
+        "bytes intact on the branch"
+    );
+}

@@ -1,0 +1,427 @@
+//! The pool behaves like a plain filesystem: the same syscall sequences give the
+//! same results and errno on a pool of two branches as on a plain directory.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use common::fuse::{errno, outcome, Pool};
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn xattr_get(p: &Path, name: &CStr) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let path = cpath(p);
+    // SAFETY: test code; buffer and length come as a pair.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Runs the scenario below `root` and records every outcome.
+fn scenario(root: &Path) -> Vec<String> {
+    let mut log = Vec::new();
+    let p = |name: &str| root.join(name);
+    let excl = || OpenOptions::new().write(true).create_new(true).open(p("f"));
+    log.push(format!("create excl: {}", outcome(excl())));
+    log.push(format!("create excl again: {}", outcome(excl())));
+    fs::write(p("f"), b"hello world").unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(p("f"))
+        .unwrap();
+    log.push(format!(
+        "after O_TRUNC: {}",
+        fs::metadata(p("f")).unwrap().len()
+    ));
+    fs::write(p("ap"), b"ab").unwrap();
+    let mut ap = OpenOptions::new().append(true).open(p("ap")).unwrap();
+    ap.write_all(b"cd").unwrap();
+    drop(ap);
+    log.push(format!(
+        "append: {:?}",
+        fs::read_to_string(p("ap")).unwrap()
+    ));
+
+    // Renames over files and folders.
+    fs::write(p("r1"), b"one").unwrap();
+    fs::write(p("r2"), b"two").unwrap();
+    log.push(format!(
+        "rename file over file: {}",
+        outcome(fs::rename(p("r1"), p("r2")))
+    ));
+    log.push(format!(
+        "r2 now: {:?}",
+        fs::read_to_string(p("r2")).unwrap()
+    ));
+    log.push(format!("r1 gone: {}", outcome(fs::metadata(p("r1")))));
+    fs::create_dir(p("d1")).unwrap();
+    fs::write(p("d1/inner"), b"x").unwrap();
+    fs::create_dir(p("d2")).unwrap();
+    fs::create_dir(p("d3")).unwrap();
+    fs::write(p("d3/keep"), b"x").unwrap();
+    log.push(format!(
+        "rename dir over empty dir: {}",
+        outcome(fs::rename(p("d1"), p("d2")))
+    ));
+    log.push(format!(
+        "d2/inner: {}",
+        outcome(fs::metadata(p("d2/inner")))
+    ));
+    log.push(format!(
+        "rename dir over full dir: {}",
+        outcome(fs::rename(p("d2"), p("d3")))
+    ));
+    log.push(format!(
+        "rename dir over file: {}",
+        outcome(fs::rename(p("d2"), p("r2")))
+    ));
+    log.push(format!(
+        "rename file over dir: {}",
+        outcome(fs::rename(p("r2"), p("d2")))
+    ));
+    log.push(format!(
+        "rename dir into itself: {}",
+        outcome(fs::rename(p("d2"), p("d2/sub")))
+    ));
+    log.push(format!(
+        "rmdir non-empty: {}",
+        outcome(fs::remove_dir(p("d3")))
+    ));
+    log.push(format!("unlink dir: {}", outcome(fs::remove_file(p("d3")))));
+    log.push(format!("rmdir file: {}", outcome(fs::remove_dir(p("r2")))));
+
+    // I/O through the descriptor of an unlinked file.
+    let mut un = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p("un"))
+        .unwrap();
+    fs::remove_file(p("un")).unwrap();
+    un.write_all(b"still here").unwrap();
+    let mut back = String::new();
+    un.seek(SeekFrom::Start(0)).unwrap();
+    un.read_to_string(&mut back).unwrap();
+    log.push(format!(
+        "unlinked: {back:?} size {} path {}",
+        un.metadata().unwrap().len(),
+        outcome(fs::metadata(p("un")))
+    ));
+    un.set_len(3).unwrap();
+    log.push(format!(
+        "unlinked ftruncate: {}",
+        un.metadata().unwrap().len()
+    ));
+    drop(un);
+
+    // Hard links.
+    fs::write(p("h1"), b"linked").unwrap();
+    fs::hard_link(p("h1"), p("h2")).unwrap();
+    let (m1, m2) = (
+        fs::metadata(p("h1")).unwrap(),
+        fs::metadata(p("h2")).unwrap(),
+    );
+    log.push(format!(
+        "hard link: same ino {} nlink {} {}",
+        m1.ino() == m2.ino(),
+        m1.nlink(),
+        m2.nlink()
+    ));
+    fs::write(p("h2"), b"changed").unwrap();
+    log.push(format!(
+        "through other name: {:?}",
+        fs::read_to_string(p("h1")).unwrap()
+    ));
+    log.push(format!(
+        "link onto existing: {}",
+        outcome(fs::hard_link(p("h1"), p("f")))
+    ));
+
+    // Symlinks.
+    std::os::unix::fs::symlink("h1", p("s1")).unwrap();
+    std::os::unix::fs::symlink("nowhere", p("s2")).unwrap();
+    log.push(format!("readlink: {:?}", fs::read_link(p("s1")).unwrap()));
+    log.push(format!(
+        "lstat is link: {}",
+        fs::symlink_metadata(p("s1"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    ));
+    log.push(format!(
+        "through link: {:?}",
+        fs::read_to_string(p("s1")).unwrap()
+    ));
+    log.push(format!("dangling: {}", outcome(fs::metadata(p("s2")))));
+
+    // Extended attributes.
+    let path = cpath(&p("h1"));
+    // SAFETY: test code; the strings are NUL-terminated.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.test".as_ptr(),
+            b"v1".as_ptr().cast(),
+            2,
+            0,
+        )
+    };
+    log.push(format!("setxattr: {rc}"));
+    log.push(format!(
+        "getxattr: {:?}",
+        xattr_get(&p("h1"), c"user.test")
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .ok()
+    ));
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.test".as_ptr(),
+            b"v2".as_ptr().cast(),
+            2,
+            libc::XATTR_CREATE,
+        )
+    };
+    log.push(format!(
+        "setxattr create existing: {rc} {}",
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    ));
+    // SAFETY: as above.
+    unsafe { libc::removexattr(path.as_ptr(), c"user.test".as_ptr()) };
+    log.push(format!(
+        "after remove: {}",
+        outcome(xattr_get(&p("h1"), c"user.test"))
+    ));
+
+    // A sparse file beyond 4 GiB.
+    let big = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p("sparse"))
+        .unwrap();
+    let at = 5u64 << 30;
+    big.write_all_at(b"tail", at).unwrap();
+    let mut tail = [0u8; 4];
+    big.read_exact_at(&mut tail, at).unwrap();
+    let mut zero = [1u8; 4];
+    big.read_exact_at(&mut zero, 1 << 30).unwrap();
+    log.push(format!(
+        "sparse: size {} tail {:?} hole {:?}",
+        big.metadata().unwrap().len(),
+        tail,
+        zero
+    ));
+
+    let mut names: Vec<String> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    log.push(format!("listing: {names:?}"));
+    log
+}
+
+#[test]
+fn fuse_posix_same_results_as_plain_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, mnt, plain) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("mnt"),
+        tmp.path().join("plain"),
+    );
+    for d in [&a, &b, &mnt, &plain] {
+        fs::create_dir(d).unwrap();
+    }
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(
+        "fuse_posix_same_results_as_plain_directory",
+        &branches,
+        &mnt,
+        "minfreespace=0",
+    ) else {
+        return;
+    };
+    let expected = scenario(&plain);
+    let got = scenario(&pool.mnt);
+    for (e, g) in expected.iter().zip(&got) {
+        assert_eq!(e, g, "pool differs from a plain directory");
+    }
+    assert_eq!(expected.len(), got.len());
+    // The scenario reaches the errors it is about.
+    let all = expected.join("\n");
+    for needle in [
+        format!("create excl again: errno {}", libc::EEXIST),
+        format!("rename dir over full dir: errno {}", libc::ENOTEMPTY),
+        format!("rename dir into itself: errno {}", libc::EINVAL),
+        format!("rmdir non-empty: errno {}", libc::ENOTEMPTY),
+        "hard link: same ino true nlink 2 2".to_owned(),
+        "unlinked: \"still here\" size 10".to_owned(),
+        format!("sparse: size {}", (5u64 << 30) + 4),
+    ] {
+        assert!(all.contains(&needle), "missing `{needle}` in\n{all}");
+    }
+}
+
+#[test]
+fn fuse_posix_readdir_of_10000_entries() {
+    let test = "fuse_posix_readdir_of_10000_entries";
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, mnt) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&a, &b, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    // Spread over both branches, with 500 names on both (listed once).
+    for i in 0..10_000 {
+        let branch = if i % 2 == 0 { &a } else { &b };
+        File::create(branch.join(format!("n{i:05}"))).unwrap();
+        if i % 20 == 0 {
+            File::create(b.join(format!("n{i:05}"))).unwrap();
+        }
+    }
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "") else {
+        return;
+    };
+    let dir = cpath(&pool.mnt);
+    // SAFETY (this block): test code driving opendir/readdir/telldir/seekdir on one
+    // DIR stream that stays open until closedir.
+    unsafe {
+        let stream = libc::opendir(dir.as_ptr());
+        assert!(!stream.is_null());
+        let mut names = Vec::new();
+        let mut inos = Vec::new();
+        let mut mark = None;
+        loop {
+            if names.len() == 5000 && mark.is_none() {
+                mark = Some((libc::telldir(stream), names.len()));
+            }
+            let entry = libc::readdir(stream);
+            if entry.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*entry).d_name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            inos.push((name.clone(), (*entry).d_ino));
+            names.push(name);
+        }
+        let (pos, index) = mark.unwrap();
+        libc::seekdir(stream, pos);
+        let entry = libc::readdir(stream);
+        assert!(!entry.is_null());
+        let again = CStr::from_ptr((*entry).d_name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(again, names[index], "seekdir to a telldir position");
+        libc::rewinddir(stream);
+        let mut second = 0;
+        while !libc::readdir(stream).is_null() {
+            second += 1;
+        }
+        assert_eq!(second, names.len(), "a second pass lists the same count");
+        libc::closedir(stream);
+
+        let mut sorted = names.clone();
+        sorted.sort();
+        let mut expected: Vec<String> = (0..10_000).map(|i| format!("n{i:05}")).collect();
+        expected.push(".".into());
+        expected.push("..".into());
+        expected.sort();
+        assert_eq!(sorted, expected, "every name exactly once");
+        for (name, ino) in inos.iter().filter(|(n, _)| n.ends_with("7")).take(50) {
+            let st = fs::symlink_metadata(pool.mnt.join(name)).unwrap();
+            assert_eq!(st.ino(), *ino, "d_ino of {name} equals st_ino");
+        }
+    }
+}
+
+#[test]
+fn fuse_posix_passthrough_io_keeps_bytes() {
+    let test = "fuse_posix_passthrough_io_keeps_bytes";
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, mnt) = (tmp.path().join("a"), tmp.path().join("mnt"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    let Some(pool) = Pool::mount(
+        test,
+        &a.display().to_string(),
+        &mnt,
+        "passthrough.io=rw,cache.files=auto-full,minfreespace=0",
+    ) else {
+        return;
+    };
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(pool.path("pt"), &data).unwrap();
+    assert_eq!(fs::read(pool.path("pt")).unwrap(), data);
+    assert_eq!(fs::read(a.join("pt")).unwrap(), data, "bytes on the branch");
+    // A reader and a writer of one file at once share one backing file.
+    let reader = File::open(pool.path("pt")).unwrap();
+    let writer = OpenOptions::new()
+        .write(true)
+        .open(pool.path("pt"))
+        .unwrap();
+    writer.write_all_at(b"XYZ", 10).unwrap();
+    let mut buf = [0u8; 3];
+    reader.read_exact_at(&mut buf, 10).unwrap();
+    assert_eq!(&buf, b"XYZ");
+    assert_eq!(errno(File::open(pool.path("missing"))), libc::ENOENT);
+}
+
+#[test]
+fn lhfs_refuses_bad_input_without_mounting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, mnt) = (tmp.path().join("a"), tmp.path().join("mnt"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    let dev = fs::metadata(&mnt).unwrap().dev();
+    let (a, m) = (a.to_str().unwrap(), mnt.to_str().unwrap());
+    let inside = format!("{m}/sub");
+    for (args, needle) in [
+        (vec![a, m, "-f", "-o", "cache.files=maybe"], "cache.files"),
+        (
+            vec![a, m, "-f", "-o", "minfreespace=1G", "-o", "no_such_option"],
+            "no_such_option",
+        ),
+        (vec![m, m, "-f"], "mountpoint"),
+        (vec![inside.as_str(), m, "-f"], "mountpoint"),
+    ] {
+        let out = common::run("lhfs", &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            common::stderr(&out).contains(needle),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+        assert_eq!(fs::metadata(&mnt).unwrap().dev(), dev, "nothing mounted");
+    }
+    let out = common::run("lhfs", &["--version"], &[]);
+    assert!(common::stdout(&out).starts_with("lhfs "));
+}

@@ -1,0 +1,221 @@
+//! Who may do what through the pool, and that nothing outside the branches can be
+//! reached through it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::fuse::{errno, Pool};
+
+/// Runs a shell script as uid/gid 12345 in `root` and returns its output, with each
+/// error message cut down to the reason.
+fn as_user(root: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; cd '{}' || exit 9; {script}",
+            root.display()
+        ))
+        .uid(12345)
+        .gid(12345)
+        .output()
+        .expect("run sh as 12345");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .map(|l| l.rsplit(": ").next().unwrap_or(l).to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn setup(root: &Path) {
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(root.join("shared")).unwrap();
+    fs::set_permissions(root.join("shared"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(root.join("rootfile"), b"root's").unwrap();
+    fs::create_dir(root.join("private")).unwrap();
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(root.join("private/secret"), b"s").unwrap();
+}
+
+const SCRIPT: &str = "\
+touch shared/mine && stat -c '%u:%g %a' shared/mine
+mkdir shared/d && stat -c '%u:%g %a' shared/d
+echo x > rootfile
+cat private/secret
+ls private
+chmod 777 rootfile
+chown 12345 rootfile
+rm rootfile
+echo mine > shared/mine && cat shared/mine
+chmod 600 shared/mine && stat -c '%a' shared/mine
+mv shared/mine shared/moved && cat shared/moved";
+
+#[test]
+fn fuse_security_non_root_caller() {
+    let test = "fuse_security_non_root_caller";
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (plain, a, mnt) = (
+        tmp.path().join("plain"),
+        tmp.path().join("a"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&plain, &a, &mnt] {
+        fs::create_dir(d).unwrap();
+        setup(d);
+    }
+    fs::remove_dir_all(mnt.join("shared")).unwrap();
+    fs::remove_dir_all(mnt.join("private")).unwrap();
+    fs::remove_file(mnt.join("rootfile")).unwrap();
+    let Some(pool) = Pool::mount(test, &a.display().to_string(), &mnt, "minfreespace=0") else {
+        return;
+    };
+    let expected = as_user(&plain, SCRIPT);
+    let got = as_user(&pool.mnt, SCRIPT);
+    assert_eq!(
+        got, expected,
+        "the pool answers a user as a plain filesystem does"
+    );
+    for needle in [
+        "12345:12345 644",
+        "12345:12345 755",
+        "Permission denied",
+        "Operation not permitted",
+    ] {
+        assert!(got.contains(needle), "missing `{needle}` in\n{got}");
+    }
+    let mine = fs::metadata(a.join("shared/moved")).unwrap();
+    assert_eq!(
+        (mine.uid(), mine.gid()),
+        (12345, 12345),
+        "owned by the caller on the branch"
+    );
+    assert_eq!(
+        fs::read(a.join("rootfile")).unwrap(),
+        b"root's",
+        "root's file unchanged"
+    );
+    drop(pool);
+}
+
+/// Every file below `dir` with its bytes (symlinks as their targets).
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let name = path.display().to_string();
+        let ty = entry.file_type().unwrap();
+        if ty.is_dir() {
+            out.insert(name, b"<dir>".to_vec());
+            out.extend(snapshot(&path));
+        } else if ty.is_symlink() {
+            out.insert(
+                name,
+                fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .to_vec(),
+            );
+        } else {
+            out.insert(name, fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn fuse_security_symlinks_in_branches_never_lead_outside() {
+    let test = "fuse_security_symlinks_in_branches_never_lead_outside";
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("x/y");
+    let (b0, b1, mnt, outside) = (
+        base.join("b0"),
+        base.join("b1"),
+        base.join("mnt"),
+        tmp.path().join("outside"),
+    );
+    for d in [&b0, &b1, &mnt, &outside] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(outside.join("secret"), b"do not touch").unwrap();
+    fs::write(outside.join("f"), b"outside f").unwrap();
+    // Branch 0 has a real folder `d`; branch 1 has `d` pointing outside, absolute,
+    // and `up` pointing outside through `..`.
+    fs::create_dir(b0.join("d")).unwrap();
+    fs::write(b0.join("d/f"), b"inside f").unwrap();
+    std::os::unix::fs::symlink(&outside, b1.join("d")).unwrap();
+    std::os::unix::fs::symlink("../../../outside", b1.join("up")).unwrap();
+    fs::create_dir(b1.join("e")).unwrap();
+    std::os::unix::fs::symlink("../../../../outside/secret", b1.join("e/s")).unwrap();
+    assert_eq!(
+        fs::read(b1.join("up/secret")).unwrap(),
+        b"do not touch",
+        "the links do lead outside"
+    );
+    let before = snapshot(&outside);
+
+    let branches = format!("{}:{}", b0.display(), b1.display());
+    let Some(pool) = Pool::mount(
+        test,
+        &branches,
+        &mnt,
+        "category.create=epall,func.mkdir=epall,minfreespace=0",
+    ) else {
+        return;
+    };
+    let names: Vec<String> = fs::read_dir(pool.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["f".to_owned()], "the listing of d stays inside");
+    assert_eq!(errno(fs::read(pool.path("d/secret"))), libc::ENOENT);
+    assert_eq!(fs::read(pool.path("d/f")).unwrap(), b"inside f");
+    fs::write(pool.path("d/new"), b"n").unwrap();
+    fs::create_dir(pool.path("d/newdir")).unwrap();
+    // SAFETY: test code; NUL-terminated path and name.
+    let rc = unsafe {
+        let p =
+            std::ffi::CString::new(pool.path("d/f").into_os_string().into_encoded_bytes()).unwrap();
+        libc::setxattr(p.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0)
+    };
+    assert_eq!(rc, 0);
+    fs::set_permissions(pool.path("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(pool.path("d/f")).unwrap();
+    fs::rename(pool.path("d"), pool.path("d2")).unwrap();
+    // Symlinks stay symlinks.
+    assert!(fs::symlink_metadata(pool.path("up"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_link(pool.path("up")).unwrap(),
+        Path::new("../../../outside")
+    );
+    assert_eq!(
+        fs::read_link(pool.path("e/s")).unwrap(),
+        Path::new("../../../../outside/secret")
+    );
+    fs::remove_file(pool.path("e/s")).unwrap();
+    // `..` in a name never reaches the daemon as a path, but the kernel's own
+    // resolution from inside the pool stops at the mount's root.
+    assert_eq!(
+        errno(fs::metadata(pool.path("e/../../secret"))),
+        libc::ENOENT
+    );
+    drop(pool);
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "nothing outside the branches changed"
+    );
+    assert!(b0.join("d2/new").exists() && b0.join("d2/newdir").is_dir());
+    assert!(!b0.join("d2/f").exists());
+}
