@@ -346,3 +346,27 @@ fn kill_during_fix_then_rerun_harms_no_good_file() {
     assert!(snapshot(&array) == original);
     expect_code(&array.lhparity(&["diff"]), 0);
 }
+
+#[test]
+fn a_damaged_surviving_block_is_found_when_a_lost_disk_is_rebuilt() {
+    // Two parity levels: one rebuilds the lost disk, the other makes up for a
+    // silently damaged block on a surviving disk in the same stripe.
+    let (array, original) = synced_array(3, 2);
+    flip(&array.disks[1].join("dir1/big.bin"), 100);
+    wipe(&array, 0);
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 0);
+    let now = snapshot(&array);
+    for (path, value) in &original {
+        if path.starts_with(&array.disks[0]) {
+            assert!(
+                now.get(path) == Some(value),
+                "{} not rebuilt bit-exact",
+                path.display()
+            );
+        }
+    }
+    // The damage itself is left for `fix` to repair, and then everything is back.
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(snapshot(&array) == original);
+}

@@ -206,7 +206,14 @@ pub fn fix(
             skip: Some(s.as_slice()),
         })
         .collect();
-    for (path, file) in paths.iter().zip(&parity_files) {
+    // Rebuilding n disks needs n parity levels: the others are read only where a
+    // rebuild fails its hash check (or their parity needs rewriting).
+    let eager = if options.disks.is_empty() {
+        paths.len()
+    } else {
+        options.disks.len().min(paths.len())
+    };
+    for (path, file) in paths.iter().zip(&parity_files).take(eager) {
         sources.push(Source::Parity {
             path,
             file: file.as_ref(),
@@ -224,6 +231,7 @@ pub fn fix(
         parity_files: &parity_files,
         write_errors: &write_errors,
         zero: vec![0u8; block_size],
+        eager,
     };
     progress.start(positions.len() as u64 * block_size as u64 * state.disks.len() as u64);
     let run = pipeline::run(
@@ -455,6 +463,8 @@ struct FixStage<'a> {
     parity_files: &'a [Option<File>],
     write_errors: &'a Mutex<Vec<String>>,
     zero: Vec<u8>,
+    /// Parity levels the pipeline reads; the rest are read here when needed.
+    eager: usize,
 }
 
 /// Rebuilt blocks of one stripe.
@@ -475,6 +485,39 @@ struct Lost {
 
 impl FixStage<'_> {
     fn position(&self, pos: u32, blocks: &[Block]) -> Result<PositionFix, PipelineError> {
+        let levels = self.parity_files.len();
+        let lazy_needed = self
+            .parity_failed
+            .get(&pos)
+            .is_some_and(|l| l.iter().any(|&l| l >= self.eager));
+        if !lazy_needed {
+            let fix = self.position_with(pos, blocks, &[])?;
+            if fix.complete || self.eager == levels {
+                return Ok(fix);
+            }
+        }
+        // Read the remaining levels and try again with all of them.
+        let bs = self.block_size;
+        let lazy: Vec<Option<Vec<u8>>> = self.parity_files[self.eager..]
+            .iter()
+            .map(|f| {
+                let f = f.as_ref()?;
+                let mut buf = vec![0u8; bs];
+                f.read_exact_at(&mut buf, u64::from(pos) * bs as u64).ok()?;
+                Some(buf)
+            })
+            .collect();
+        self.position_with(pos, blocks, &lazy)
+    }
+
+    /// One position with the pipeline's parity levels plus `lazy` ones read here
+    /// (`None`: missing or unreadable).
+    fn position_with(
+        &self,
+        pos: u32,
+        blocks: &[Block],
+        lazy: &[Option<Vec<u8>>],
+    ) -> Result<PositionFix, PipelineError> {
         let state = self.state;
         let bs = self.block_size;
         let disks = state.disks.len();
@@ -484,7 +527,7 @@ impl FixStage<'_> {
             .map(|d| d.index as usize + 1)
             .max()
             .unwrap_or(0);
-        let levels = self.parity_files.len();
+        let levels = self.eager + lazy.len();
         // The stripe as the parity saw it: surviving blocks are the pipeline's
         // buffers themselves (no copy), `None` marks a lost block.
         let mut stripe: Vec<Option<&[u8]>> = vec![Some(self.zero.as_slice()); columns + levels];
@@ -547,11 +590,24 @@ impl FixStage<'_> {
                 }
             }
         }
-        let mut lost_parity: Vec<usize> = self.parity_failed.get(&pos).cloned().unwrap_or_default();
+        let mut lost_parity: Vec<usize> = self
+            .parity_failed
+            .get(&pos)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&l| l < levels)
+            .collect();
         for (level, block) in blocks[disks..].iter().enumerate() {
             match block.status {
                 Status::Present { .. } => stripe[columns + level] = Some(block.bytes),
                 _ => lost_parity.push(level),
+            }
+        }
+        for (i, buf) in lazy.iter().enumerate() {
+            match buf {
+                Some(b) => stripe[columns + self.eager + i] = Some(b.as_slice()),
+                None => lost_parity.push(self.eager + i),
             }
         }
         lost_parity.sort_unstable();
@@ -616,7 +672,7 @@ impl FixStage<'_> {
         suspects: Vec<Lost>,
         lost_parity: &[usize],
     ) -> Result<Option<Rebuilt>, PipelineError> {
-        let levels = self.parity_files.len();
+        let levels = stripe.len() - columns;
         let bs = self.block_size;
         let key = &self.state.hash_key;
         let matches = |l: &Lost, bytes: &[u8]| {
