@@ -63,12 +63,16 @@ pub fn measure(kernel: Kernel, op: Op, shape: Shape, period: Duration) -> Result
     // Blocks at a small odd displacement from each other, so they do not all map to the
     // same cache sets.
     let stride = block_size + 1792;
-    let mut buf = vec![0u8; stride * (disks + MAX_PARITY)];
+    let mut buf = vec![0u8; stride * (disks + MAX_PARITY) + 64];
     for (i, b) in buf.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
     }
-    let mut blocks: Vec<&mut [u8]> = buf
+    // Cache-line aligned blocks, as `snapraid -T` uses: the kernels then write
+    // parity with non-temporal stores.
+    let skew = buf.as_ptr().align_offset(64).min(63);
+    let mut blocks: Vec<&mut [u8]> = buf[skew..]
         .chunks_mut(stride)
+        .take(disks + MAX_PARITY)
         .map(|c| &mut c[..block_size])
         .collect();
     let run = |blocks: &mut Vec<&mut [u8]>| -> Result<(), RaidError> {

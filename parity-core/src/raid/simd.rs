@@ -99,6 +99,12 @@ macro_rules! simd_kernel {
         unsafe fn lanes<const R: usize, const X: bool, const NT: bool>(tables: &[$Tab], a: &Args) {
             let mut off = a.start;
             // Few rows leave registers free for more vectors in flight.
+            if R == 1 {
+                while off + 8 * $W <= a.end {
+                    unsafe { step::<R, X, 8, NT>(tables, a, off) };
+                    off += 8 * $W;
+                }
+            }
             if R <= 2 {
                 while off + 4 * $W <= a.end {
                     unsafe { step::<R, X, 4, NT>(tables, a, off) };
