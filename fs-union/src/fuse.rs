@@ -36,6 +36,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::control::{self, is_control_file};
 use crate::creds::Caller;
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, PassthroughIo};
@@ -55,6 +56,9 @@ struct OpenFile {
     node: u64,
     /// The open(2) flags it was opened with.
     flags: i32,
+    /// The pool as it was at the open: `state`'s branch index refers to its list,
+    /// which a runtime branch edit must not shift under the file.
+    union: Arc<Union>,
     /// The branch and descriptor; `moveonenospc` swaps both.
     state: RwLock<(usize, OwnedFd)>,
     /// The passthrough backing file, when the kernel does the I/O; held until
@@ -70,7 +74,13 @@ struct OpenDir {
 
 /// The union filesystem as a FUSE filesystem.
 pub struct UnionFs {
-    union: Arc<Union>,
+    /// The pool in force. Each request clones the pointer and works on that
+    /// snapshot; a control-file change swaps in a new pool.
+    union: RwLock<Arc<Union>>,
+    /// Serialises control-file changes, so none is lost to a concurrent one.
+    control: Mutex<()>,
+    /// When the pool was mounted, as the control file's times.
+    started: i64,
     nodes: Mutex<NodeTable>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
@@ -198,8 +208,13 @@ fn write_all(fd: &OwnedFd, data: &[u8], offset: u64) -> (usize, Result<(), Errno
 impl UnionFs {
     /// A filesystem serving `union`.
     pub fn new(union: Arc<Union>) -> UnionFs {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         UnionFs {
-            union,
+            union: RwLock::new(union),
+            control: Mutex::new(()),
+            started,
             nodes: Mutex::new(NodeTable::new()),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
@@ -216,12 +231,25 @@ impl UnionFs {
         Arc::clone(&self.notifier)
     }
 
+    /// The pool in force, for one request.
+    fn union(&self) -> Arc<Union> {
+        Arc::clone(&self.union.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The attributes of the control file.
+    fn control_attr(&self) -> Attr {
+        Attr {
+            branch: 0,
+            stat: control::control_stat(self.started),
+        }
+    }
+
     fn attr_ttl(&self) -> Duration {
-        Duration::from_secs(self.union.options().cache_attr)
+        Duration::from_secs(self.union().options().cache_attr)
     }
 
     fn entry_ttl(&self) -> Duration {
-        Duration::from_secs(self.union.options().cache_entry)
+        Duration::from_secs(self.union().options().cache_entry)
     }
 
     fn path(&self, node: INodeNo) -> Result<PathBuf, fuser::Errno> {
@@ -278,17 +306,23 @@ impl UnionFs {
             Some(file) => {
                 let path = self.path(node).unwrap_or_default();
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
-                self.union
+                file.union
                     .fstat(state.0, &path, &state.1)
                     .map_err(fuse_errno)
             }
-            None => self.union.getattr(&self.path(node)?).map_err(fuse_errno),
+            None => {
+                let path = self.path(node)?;
+                if is_control_file(&path) {
+                    return Ok(self.control_attr());
+                }
+                self.union().getattr(&path).map_err(fuse_errno)
+            }
         }
     }
 
     /// The `FOPEN_*` flags `cache.files` asks for on opening `node` as `fd`.
     fn cache_flags(&self, node: u64, fd: &OwnedFd) -> FopenFlags {
-        match self.union.options().cache_files {
+        match self.union().options().cache_files {
             CacheFiles::Off => FopenFlags::FOPEN_DIRECT_IO,
             CacheFiles::Partial => FopenFlags::empty(),
             CacheFiles::Full => FopenFlags::FOPEN_KEEP_CACHE,
@@ -315,7 +349,7 @@ impl UnionFs {
             return false;
         }
         let mode = flags & libc::O_ACCMODE;
-        match self.union.options().passthrough_io {
+        match self.union().options().passthrough_io {
             PassthroughIo::Off => false,
             PassthroughIo::Ro => mode == libc::O_RDONLY,
             PassthroughIo::Wo => mode == libc::O_WRONLY,
@@ -355,13 +389,21 @@ impl UnionFs {
                 // Serve reads and writes ourselves from now on: mixing both kinds of
                 // open on one inode is refused by the kernel.
                 if self.passthrough.swap(false, Ordering::Relaxed) {
-                    eprintln!(
-                        "lhfs: FUSE passthrough unavailable ({e}); serving I/O in the daemon"
-                    );
+                    crate::daemon::log(&format!(
+                        "FUSE passthrough unavailable ({e}); serving I/O in the daemon"
+                    ));
                 }
                 None
             }
         }
+    }
+
+    /// Applies a `setxattr` on the control file by swapping in the changed pool.
+    fn set_control(&self, name: &OsStr, value: &[u8]) -> Result<(), fuser::Errno> {
+        let _serial = lock(&self.control);
+        let next = control::set(&self.union(), name, value).map_err(fuse_errno)?;
+        *self.union.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        Ok(())
     }
 
     /// Registers an open file and returns its handle.
@@ -377,7 +419,7 @@ impl UnionFs {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             write_all(&state.1, data, offset)
         };
-        let policy = match (result, self.union.options().moveonenospc) {
+        let policy = match (result, file.union.options().moveonenospc) {
             (Ok(()), _) => return Ok(written),
             (Err(Errno(libc::ENOSPC | libc::EDQUOT)), Some(policy)) => policy,
             (Err(e), _) => return Err(e),
@@ -387,7 +429,7 @@ impl UnionFs {
             .map(Path::to_path_buf)
             .ok_or(Errno(libc::ENOSPC))?;
         let mut state = file.state.write().unwrap_or_else(PoisonError::into_inner);
-        let moved = self
+        let moved = file
             .union
             .relocate(&path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
@@ -415,13 +457,13 @@ impl Filesystem for UnionFs {
         }
         // SAFETY: geteuid has no failure mode.
         let root = unsafe { libc::geteuid() } == 0;
-        if self.union.options().passthrough_io != PassthroughIo::Off {
+        if self.union().options().passthrough_io != PassthroughIo::Off {
             let enabled = root
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !enabled {
-                eprintln!(
-                    "lhfs: FUSE passthrough needs root and Linux 6.9; serving I/O in the daemon"
+                crate::daemon::log(
+                    "FUSE passthrough needs root and Linux 6.9; serving I/O in the daemon",
                 );
             }
             self.passthrough.store(enabled, Ordering::Relaxed);
@@ -434,11 +476,15 @@ impl Filesystem for UnionFs {
             Ok(path) => path,
             Err(e) => return reply.error(e),
         };
-        match self.union.getattr(&path) {
+        if is_control_file(&path) {
+            return self.reply_entry(reply, &path, &self.control_attr());
+        }
+        let union = self.union();
+        match union.getattr(&path) {
             Ok(attr) => self.reply_entry(reply, &path, &attr),
-            Err(Errno(libc::ENOENT)) if self.union.options().cache_negative_entry > 0 => {
+            Err(Errno(libc::ENOENT)) if union.options().cache_negative_entry > 0 => {
                 // Node id 0 is a negative entry the kernel keeps for the entry timeout.
-                let ttl = Duration::from_secs(self.union.options().cache_negative_entry);
+                let ttl = Duration::from_secs(union.options().cache_negative_entry);
                 // SAFETY: libc::stat is plain integers, for which all zeroes is valid.
                 let mut fa = file_attr(&unsafe { std::mem::zeroed() });
                 fa.ino = INodeNo(0);
@@ -506,7 +552,7 @@ impl Filesystem for UnionFs {
             })(),
             None => (|| {
                 let path = self.path(ino)?;
-                let union = &self.union;
+                let union = &self.union();
                 if let Some(mode) = mode {
                     union.chmod(&path, mode & 0o7777).map_err(fuse_errno)?;
                 }
@@ -531,7 +577,7 @@ impl Filesystem for UnionFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self
             .path(ino)
-            .and_then(|p| self.union.readlink(&p).map_err(fuse_errno))
+            .and_then(|p| self.union().readlink(&p).map_err(fuse_errno))
         {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
@@ -551,7 +597,7 @@ impl Filesystem for UnionFs {
         let result = self.child(parent, name).and_then(|path| {
             let mode = mode & !(umask & 0o7777);
             let attr = self
-                .union
+                .union()
                 .mknod(&caller(req), &path, mode, u64::from(rdev))
                 .map_err(fuse_errno)?;
             Ok((path, attr))
@@ -574,7 +620,7 @@ impl Filesystem for UnionFs {
         let result = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
             let attr = self
-                .union
+                .union()
                 .mkdir(&caller(req), &path, mode)
                 .map_err(fuse_errno)?;
             Ok((path, attr))
@@ -587,7 +633,7 @@ impl Filesystem for UnionFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self.child(parent, name).and_then(|path| {
-            self.union.unlink(&path).map_err(fuse_errno)?;
+            self.union().unlink(&path).map_err(fuse_errno)?;
             lock(&self.nodes).remove(&path);
             Ok(())
         });
@@ -599,7 +645,7 @@ impl Filesystem for UnionFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self.child(parent, name).and_then(|path| {
-            self.union.rmdir(&path).map_err(fuse_errno)?;
+            self.union().rmdir(&path).map_err(fuse_errno)?;
             lock(&self.nodes).remove(&path);
             Ok(())
         });
@@ -619,7 +665,7 @@ impl Filesystem for UnionFs {
     ) {
         let result = self.child(parent, link_name).and_then(|path| {
             let attr = self
-                .union
+                .union()
                 .symlink(&caller(req), target.as_os_str(), &path)
                 .map_err(fuse_errno)?;
             Ok((path, attr))
@@ -647,7 +693,7 @@ impl Filesystem for UnionFs {
         let result = (|| {
             let old = self.child(parent, name)?;
             let new = self.child(newparent, newname)?;
-            self.union
+            self.union()
                 .rename(&caller(req), &old, &new)
                 .map_err(fuse_errno)?;
             lock(&self.nodes).rename(&old, &new);
@@ -671,7 +717,7 @@ impl Filesystem for UnionFs {
             let old = self.path(ino)?;
             let new = self.child(newparent, newname)?;
             let linked = self
-                .union
+                .union()
                 .link(&caller(req), &old, &new)
                 .map_err(fuse_errno)?;
             Ok((new, linked))
@@ -697,9 +743,10 @@ impl Filesystem for UnionFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let union = self.union();
         let opened = self
             .path(ino)
-            .and_then(|path| self.union.open(&path, flags.0).map_err(fuse_errno));
+            .and_then(|path| union.open(&path, flags.0).map_err(fuse_errno));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(e),
@@ -713,6 +760,7 @@ impl Filesystem for UnionFs {
         let file = OpenFile {
             node: ino.0,
             flags: flags.0,
+            union,
             state: RwLock::new((branch, fd)),
             _backing: backing.clone(),
         };
@@ -811,7 +859,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let file = lock(&self.files).remove(&fh.0);
-        if let (Some(file), true) = (file, self.union.options().dropcacheonclose) {
+        if let (Some(file), true) = (file, self.union().options().dropcacheonclose) {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: advice on our open fd; failure only means the cache stays.
             unsafe { libc::posix_fadvise(state.1.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -875,7 +923,7 @@ impl Filesystem for UnionFs {
             match &*listing {
                 // Offsets index the listing, so it stays as built until a rewind.
                 Some(built) if offset > 0 => Arc::clone(built),
-                _ => match merged_listing(&self.union, &dir.path) {
+                _ => match merged_listing(&self.union(), &dir.path) {
                     Ok(built) => Arc::clone(listing.insert(Arc::new(built))),
                     Err(e) => return reply.error(fuse_errno(e)),
                 },
@@ -905,7 +953,7 @@ impl Filesystem for UnionFs {
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let path = self.path(ino).unwrap_or_else(|_| PathBuf::from("/"));
-        match self.union.statfs(&path) {
+        match self.union().statfs(&path) {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.bfree,
@@ -931,7 +979,13 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let result = self.path(ino).and_then(|path| {
-            self.union
+            if is_control_file(&path) {
+                return self.set_control(name, value);
+            }
+            if control::is_file_key(name) {
+                return Err(fuser::Errno::ENOTSUP);
+            }
+            self.union()
                 .setxattr(&path, name, value, flags)
                 .map_err(fuse_errno)
         });
@@ -942,23 +996,36 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let value = self
-            .path(ino)
-            .and_then(|path| self.union.getxattr(&path, name).map_err(fuse_errno));
+        let value = self.path(ino).and_then(|path| {
+            let union = self.union();
+            let value = if is_control_file(&path) {
+                control::get(&union, name)
+            } else {
+                control::file_xattr(&union, &path, name)
+                    .unwrap_or_else(|| union.getxattr(&path, name))
+            };
+            value.map_err(fuse_errno)
+        });
         reply_xattr(reply, value, size);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let names = self
-            .path(ino)
-            .and_then(|path| self.union.listxattr(&path).map_err(fuse_errno));
+        let names = self.path(ino).and_then(|path| {
+            if is_control_file(&path) {
+                return Ok(control::list());
+            }
+            self.union().listxattr(&path).map_err(fuse_errno)
+        });
         reply_xattr(reply, names, size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .path(ino)
-            .and_then(|path| self.union.removexattr(&path, name).map_err(fuse_errno));
+        let result = self.path(ino).and_then(|path| {
+            if is_control_file(&path) || control::is_file_key(name) {
+                return Err(fuser::Errno::ENOTSUP);
+            }
+            self.union().removexattr(&path, name).map_err(fuse_errno)
+        });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -984,10 +1051,10 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let union = self.union();
         let created = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
-            let created = self
-                .union
+            let created = union
                 .create(&caller(req), &path, flags, mode)
                 .map_err(fuse_errno)?;
             Ok((path, created))
@@ -1008,6 +1075,7 @@ impl Filesystem for UnionFs {
         let file = OpenFile {
             node,
             flags,
+            union,
             state: RwLock::new((created.attr.branch, created.file)),
             _backing: backing.clone(),
         };
@@ -1117,7 +1185,12 @@ impl Filesystem for UnionFs {
 /// The listing of an open directory: `.`, `..`, then the merged names, each with the
 /// inode number `getattr` shows.
 fn merged_listing(union: &Union, path: &Path) -> Result<Vec<DirEntry>, Errno> {
-    let names = union.readdir(path)?;
+    let mut names = union.readdir(path)?;
+    if path == Path::new("/") {
+        // The control file is reached by name only, never listed.
+        let hidden = &control::CONTROL_FILE[1..];
+        names.retain(|entry| entry.name != hidden);
+    }
     let ino = |p: &Path| union.getattr(p).map_or(0, |a| a.stat.st_ino);
     let up = path.parent().unwrap_or(Path::new("/"));
     let mut listing = Vec::with_capacity(names.len() + 2);

@@ -12,11 +12,15 @@
 //! - [`creds`]: acting as the calling user on the current thread.
 //! - [`node`]: FUSE node ids, lookup counts and the inode numbers shown.
 //! - [`fuse`]: the FUSE adapter, request by request.
-//! - [`mount`]: mounting a pool and serving it until it is unmounted.
+//! - [`control`]: the `.mergerfs` control file and the `user.mergerfs.*` xattrs.
+//! - [`mount`]: mounting a pool and serving it until it is unmounted; boot order.
+//! - [`daemon`]: going to the background with a readiness pipe; syslog.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod branch;
+pub mod control;
 pub mod creds;
+pub mod daemon;
 pub mod fuse;
 pub mod glob;
 pub mod mount;

@@ -1,4 +1,5 @@
-//! Mounting a pool and serving it in the foreground until it is unmounted.
+//! Mounting a pool and serving it until it is unmounted, in the foreground or as a
+//! daemon, after waiting for the branches to be mounted when asked to.
 //!
 //! As root the mount is made here with mount(2) on an fd of `/dev/fuse` (type
 //! `fuse.lhfs`, the fsname as source, `default_permissions` and `allow_other`), and
@@ -8,6 +9,16 @@
 //! session once nothing uses the pool any more. An external `umount` ends it the same
 //! way. The session is never left mounted after the process stops serving it.
 //!
+//! As a daemon, the mount is made first and the process forks afterwards (see
+//! [`crate::daemon`]); the starting process exits 0 only once the pool answers a
+//! request, and otherwise reports the daemon's error, with nothing left mounted.
+//!
+//! **Boot order.** With `branches-mount-timeout=SECONDS`, mounting waits until every
+//! branch looks mounted, as mergerfs decides it: a directory holding the xattr
+//! `user.mergerfs.branch` or the file `.mergerfs.branch` is mounted; one holding
+//! `user.mergerfs.branch_mounts_here` or `.mergerfs.branch_mounts_here` is not;
+//! otherwise it is mounted when its device differs from its parent's.
+//!
 //! This module owns the mount's lifetime only: options and branches arrive parsed and
 //! checked, and nothing here touches the branches.
 
@@ -16,12 +27,16 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fuser::{Config, Session, SessionACL};
 use thiserror::Error;
 
-use crate::branch::{check_mountpoint, parse_branches, Branch, BranchError};
+use crate::branch::{check_mountpoint, format_branches, parse_branches, Branch, BranchError};
+use crate::control::CONTROL_FILE;
+use crate::daemon::{self, Forked, Outcome, Ready};
 use crate::fuse::UnionFs;
 use crate::glob::FsGlob;
 use crate::options::{OptionError, Options};
@@ -71,11 +86,39 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// A branch that does not exist when mounting.
+    #[error(
+        "branch `{}` is not an existing directory; create it, mount its disk (see \
+         branches-mount-timeout) or fix the branch list", path.display()
+    )]
+    MissingBranch {
+        /// The branch path.
+        path: PathBuf,
+    },
+    /// Going to the background failed.
+    #[error("cannot start the daemon: {0}")]
+    Fork(#[source] io::Error),
+    /// The daemon gave up before the pool answered.
+    #[error("{0}")]
+    Daemon(String),
+    /// `branches-mount-timeout-fail`: branches still unmounted when the wait ended.
+    #[error(
+        "branches not mounted after {seconds} s: {missing}; mount them, or raise \
+         branches-mount-timeout, or drop branches-mount-timeout-fail to continue anyway"
+    )]
+    BranchesNotMounted {
+        /// How long was waited.
+        seconds: u64,
+        /// The branches that do not look mounted.
+        missing: String,
+    },
 }
 
-/// A checked mount: what [`mount_foreground`] needs.
+/// A checked mount: what [`run`] needs.
 #[derive(Debug)]
 pub struct Plan {
+    /// The branch list as given, expanded again after waiting for the branches.
+    pub list: String,
     /// The branches, wildcards expanded.
     pub branches: Vec<Branch>,
     /// The mountpoint, resolved.
@@ -101,10 +144,6 @@ impl Plan {
             .map(str::to_owned)
             .or_else(|| options.branches.clone())
             .ok_or(MountError::NoBranches)?;
-        let branches = parse_branches(&list, &FsGlob)?;
-        if branches.is_empty() {
-            return Err(MountError::NoBranches);
-        }
         let mountpoint_error = |source| MountError::Mountpoint {
             path: mountpoint.to_path_buf(),
             source,
@@ -115,20 +154,86 @@ impl Plan {
                 libc::ENOTDIR,
             )));
         }
-        // Compare resolved paths, so a symlink cannot hide a branch inside the pool.
-        let resolved_branches: Vec<Branch> = branches
-            .iter()
-            .map(|b| Branch {
-                path: b.path.canonicalize().unwrap_or_else(|_| b.path.clone()),
-                ..b.clone()
-            })
-            .collect();
-        check_mountpoint(&resolved_branches, &resolved)?;
+        let branches = expand_branches(&list, &resolved)?;
         Ok(Plan {
+            list,
             branches,
             mountpoint: resolved,
             options,
         })
+    }
+}
+
+/// Expands a branch list and refuses an empty one or a branch in the (resolved)
+/// mountpoint.
+fn expand_branches(list: &str, mountpoint: &Path) -> Result<Vec<Branch>, MountError> {
+    let branches = parse_branches(list, &FsGlob)?;
+    if branches.is_empty() {
+        return Err(MountError::NoBranches);
+    }
+    // Compare resolved paths, so a symlink cannot hide a branch inside the pool.
+    let resolved_branches: Vec<Branch> = branches
+        .iter()
+        .map(|b| Branch {
+            path: b.path.canonicalize().unwrap_or_else(|_| b.path.clone()),
+            ..b.clone()
+        })
+        .collect();
+    check_mountpoint(&resolved_branches, mountpoint)?;
+    Ok(branches)
+}
+
+/// Whether an extended attribute `name` exists on `path`.
+fn has_xattr(path: &CString, name: &std::ffi::CStr) -> bool {
+    // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the
+    // size only.
+    unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+/// Whether `branch` looks mounted, by mergerfs's rule (see the module doc).
+pub fn is_mounted(branch: &Path) -> bool {
+    let Ok(path) = cstring(branch) else {
+        return false;
+    };
+    if has_xattr(&path, c"user.mergerfs.branch") || branch.join(".mergerfs.branch").exists() {
+        return true;
+    }
+    if has_xattr(&path, c"user.mergerfs.branch_mounts_here")
+        || branch.join(".mergerfs.branch_mounts_here").exists()
+    {
+        return false;
+    }
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(branch),
+        std::fs::metadata(branch.join("..")),
+    ) {
+        (Ok(own), Ok(parent)) => own.is_dir() && own.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
+/// Waits up to `timeout` for every branch to look mounted, asking `mount` once for
+/// each that does not (an fstab entry may name it). Returns those still unmounted.
+fn wait_for_branches(branches: &[Branch], timeout: Duration) -> Vec<&Branch> {
+    let unmounted =
+        || -> Vec<&Branch> { branches.iter().filter(|b| !is_mounted(&b.path)).collect() };
+    for branch in unmounted() {
+        // Failure is expected for branches fstab does not know; the wait decides.
+        let _ = Command::new("mount")
+            .arg(&branch.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let missing = unmounted();
+        if missing.is_empty() || Instant::now() >= deadline {
+            return missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -211,99 +316,222 @@ impl Drop for DetachOnError {
     }
 }
 
-/// Mounts the pool of `branches` at `mountpoint` and serves it until it is
-/// unmounted (externally, or after SIGTERM/SIGINT). Needs root.
-pub fn mount_foreground(
-    branches: &[Branch],
-    mountpoint: &Path,
-    options: Options,
-) -> Result<(), MountError> {
-    let mount_error = |source: io::Error| {
-        let hint = match source.raw_os_error() {
-            Some(libc::EPERM) => "; mounting needs root",
-            Some(libc::ENOENT | libc::ENOTDIR) => "; the mountpoint must be an existing directory",
-            _ => "",
-        };
-        MountError::Mount {
-            mountpoint: mountpoint.to_path_buf(),
-            source,
-            hint,
+/// Mounts the pool of `plan` and serves it until it is unmounted (externally, or
+/// after SIGTERM/SIGINT). Without `foreground` the process forks once the mount is
+/// made: the starting process returns when the pool answers (or with the daemon's
+/// error), and the daemon serves. Needs root, and a single thread when daemonising.
+pub fn run(mut plan: Plan, foreground: bool) -> Result<(), MountError> {
+    if plan.options.branches_mount_timeout > 0 {
+        let seconds = plan.options.branches_mount_timeout;
+        let missing = wait_for_branches(&plan.branches, Duration::from_secs(seconds));
+        if !missing.is_empty() {
+            let missing: Vec<Branch> = missing.into_iter().cloned().collect();
+            let error = MountError::BranchesNotMounted {
+                seconds,
+                missing: format_branches(&missing),
+            };
+            if plan.options.branches_mount_timeout_fail {
+                return Err(error);
+            }
+            daemon::log(&format!("{error}; continuing"));
         }
+        // Wildcards may match more now that the disks are there.
+        plan.branches = expand_branches(&plan.list, &plan.mountpoint)?;
+    }
+    // A path that is not even there is a typo, unlike an unmounted disk's directory.
+    if let Some(branch) = plan.branches.iter().find(|b| !b.path.is_dir()) {
+        return Err(MountError::MissingBranch {
+            path: branch.path.clone(),
+        });
+    }
+    let mounted = Mounted::new(&plan)?;
+    if foreground {
+        return serve(mounted, plan, None);
+    }
+    match daemon::fork().map_err(MountError::Fork)? {
+        Forked::Parent(readiness) => {
+            let target = mounted.disown();
+            match readiness.wait() {
+                Outcome::Ready => Ok(()),
+                Outcome::Failed(message) => Err(MountError::Daemon(message)),
+                Outcome::Vanished => {
+                    // The daemon died holding the only connection: clear the mount.
+                    detach(&target);
+                    Err(MountError::Daemon(
+                        "the daemon stopped before the pool was ready; see the system log"
+                            .to_owned(),
+                    ))
+                }
+            }
+        }
+        Forked::Child(ready) => {
+            let result = daemon::detach()
+                .map_err(MountError::Fork)
+                .and_then(|()| serve(mounted, plan, Some(ready.clone())));
+            if let Err(e) = &result {
+                ready.fail(&e.to_string());
+            }
+            result
+        }
+    }
+}
+
+/// A mount made with an fd of `/dev/fuse`, detached again on drop unless the
+/// session ended it (or the process that made it hands it to its daemon).
+struct Mounted {
+    device: OwnedFd,
+    guard: DetachOnError,
+}
+
+impl Mounted {
+    /// Opens `/dev/fuse` and mounts it at the plan's mountpoint.
+    fn new(plan: &Plan) -> Result<Mounted, MountError> {
+        let mountpoint = &plan.mountpoint;
+        let mount_error = |source: io::Error| {
+            let hint = match source.raw_os_error() {
+                Some(libc::EPERM) => "; mounting needs root",
+                Some(libc::ENOENT | libc::ENOTDIR) => {
+                    "; the mountpoint must be an existing directory"
+                }
+                _ => "",
+            };
+            MountError::Mount {
+                mountpoint: mountpoint.to_path_buf(),
+                source,
+                hint,
+            }
+        };
+        let target = cstring(mountpoint).map_err(mount_error)?;
+        // SAFETY: the path is a NUL-terminated literal.
+        let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(MountError::Device(io::Error::last_os_error()));
+        }
+        // SAFETY: a successful open returns a new fd that nothing else owns.
+        let device = unsafe { OwnedFd::from_raw_fd(fd) };
+
+        let fsname = plan
+            .options
+            .fsname
+            .clone()
+            .unwrap_or_else(|| default_fsname(&plan.branches));
+        let source = CString::new(fsname.replace('\0', "")).unwrap_or_default();
+        // SAFETY: getuid and getgid have no failure mode.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let data = format!(
+            "fd={fd},rootmode=40000,user_id={uid},group_id={gid},default_permissions,allow_other"
+        );
+        let data = CString::new(data).unwrap_or_default();
+        // SAFETY: every pointer is a NUL-terminated string alive during the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                c"fuse.lhfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc < 0 {
+            return Err(mount_error(io::Error::last_os_error()));
+        }
+        Ok(Mounted {
+            device,
+            guard: DetachOnError {
+                mountpoint: target,
+                armed: true,
+            },
+        })
+    }
+
+    /// Gives the mount up to the daemon: this process's copy of the connection is
+    /// closed and the mount stays. Returns the mountpoint.
+    fn disown(mut self) -> CString {
+        self.guard.armed = false;
+        self.guard.mountpoint.clone()
+    }
+}
+
+/// Asks the pool for its daemon's pid through the control file: an answer proves
+/// that the kernel finished its handshake and that this process serves the mount.
+fn answers(mountpoint: &Path) -> Result<(), String> {
+    let control = mountpoint.join(CONTROL_FILE.trim_start_matches('/'));
+    let path = cstring(&control).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 32];
+    // SAFETY: both strings are NUL-terminated and `buf` has the length passed.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.mergerfs.pid".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
-    let target = cstring(mountpoint).map_err(mount_error)?;
+    let n = usize::try_from(n).map_err(|_| {
+        format!(
+            "the pool at `{}` does not answer: {}",
+            mountpoint.display(),
+            io::Error::last_os_error()
+        )
+    })?;
+    if buf[..n] == *std::process::id().to_string().as_bytes() {
+        Ok(())
+    } else {
+        Err(format!(
+            "another filesystem answers at `{}`; this pool is not on top",
+            mountpoint.display()
+        ))
+    }
+}
+
+/// Serves a mount until the kernel ends the session; `ready` hears when the pool
+/// answers.
+fn serve(mounted: Mounted, plan: Plan, ready: Option<Ready>) -> Result<(), MountError> {
+    let Mounted { device, mut guard } = mounted;
+    let mountpoint = plan.mountpoint;
+    let target = guard.mountpoint.clone();
     let signals = block_signals();
     // Files are made with the caller's mode as sent, which already lost the caller's
     // umask; the daemon's own must not cut it again.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
-
-    // SAFETY: the path is a NUL-terminated literal.
-    let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(MountError::Device(io::Error::last_os_error()));
-    }
-    // SAFETY: a successful open returns a new fd that nothing else owns.
-    let device = unsafe { OwnedFd::from_raw_fd(fd) };
-
-    let fsname = options
-        .fsname
-        .clone()
-        .unwrap_or_else(|| default_fsname(branches));
-    let source = CString::new(fsname.replace('\0', "")).unwrap_or_default();
-    // SAFETY: getuid and getgid have no failure mode.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let data = format!(
-        "fd={fd},rootmode=40000,user_id={uid},group_id={gid},default_permissions,allow_other"
-    );
-    let data = CString::new(data).unwrap_or_default();
-    // SAFETY: every pointer is a NUL-terminated string alive during the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            c"fuse.lhfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc < 0 {
-        return Err(mount_error(io::Error::last_os_error()));
-    }
-    let mut guard = DetachOnError {
-        mountpoint: target.clone(),
-        armed: true,
+    let session_error = |source| MountError::Session {
+        mountpoint: mountpoint.clone(),
+        source,
     };
 
     // The signal thread starts after the mask is set, like every other thread.
-    let signal_target = target.clone();
     std::thread::Builder::new()
         .name("lhfs-signals".into())
         .spawn(move || loop {
             let mut signal = 0;
             // SAFETY: `signals` is a valid set and `signal` receives the number.
             if unsafe { libc::sigwait(&signals, &mut signal) } == 0 {
-                detach(&signal_target);
+                detach(&target);
             }
         })
-        .map_err(|source| MountError::Session {
-            mountpoint: mountpoint.to_path_buf(),
-            source,
-        })?;
+        .map_err(session_error)?;
 
     let mut config = Config::default();
-    config.n_threads = Some(thread_count(options.read_thread_count));
+    config.n_threads = Some(thread_count(plan.options.read_thread_count));
     config.clone_fd = true;
-    let mut options = options;
-    options.mountpoint = Some(mountpoint.to_path_buf());
-    let union = Union::new(branches, Arc::new(options));
+    let mut options = plan.options;
+    options.mountpoint = Some(mountpoint.clone());
+    let union = Union::new(&plan.branches, Arc::new(options));
     let fs = UnionFs::new(Arc::new(union));
-    let session_error = |source| MountError::Session {
-        mountpoint: mountpoint.to_path_buf(),
-        source,
-    };
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());
+    if let Some(ready) = ready {
+        let probe = mountpoint.clone();
+        std::thread::Builder::new()
+            .name("lhfs-ready".into())
+            .spawn(move || match answers(&probe) {
+                Ok(()) => ready.ok(),
+                Err(message) => ready.fail(&message),
+            })
+            .map_err(session_error)?;
+    }
     match session.run() {
         // A detached mount that was still in use ends with an aborted connection
         // once its last user leaves: that is a clean end too.
@@ -313,4 +541,43 @@ pub fn mount_foreground(
     // The kernel ended the session: the mount is gone already.
     guard.armed = false;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_decide_before_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        // A plain directory shares its parent's device.
+        assert!(!is_mounted(dir.path()));
+        assert!(!is_mounted(&dir.path().join("missing")));
+        std::fs::write(dir.path().join(".mergerfs.branch"), b"").unwrap();
+        assert!(is_mounted(dir.path()));
+
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(".mergerfs.branch_mounts_here"), b"").unwrap();
+        assert!(!is_mounted(other.path()));
+        // The root filesystem's root has itself as parent.
+        assert!(!is_mounted(Path::new("/")));
+    }
+
+    #[test]
+    fn the_wait_returns_the_unmounted_branches_after_the_timeout() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join(".mergerfs.branch"), b"").unwrap();
+        let branches = parse_branches(
+            &format!("{}:{}", a.path().display(), b.path().display()),
+            &FsGlob,
+        )
+        .unwrap();
+        let started = Instant::now();
+        let missing = wait_for_branches(&branches, Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(missing, vec![&branches[1]]);
+        std::fs::write(b.path().join(".mergerfs.branch"), b"").unwrap();
+        assert!(wait_for_branches(&branches, Duration::from_secs(5)).is_empty());
+    }
 }

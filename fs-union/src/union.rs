@@ -265,6 +265,12 @@ impl Union {
         }
     }
 
+    /// The same options over another branch list; the roots of `branches` are opened
+    /// afresh, while requests still using `self` keep the old ones.
+    pub fn with_branches(&self, branches: &[Branch]) -> Union {
+        Union::new(branches, Arc::clone(&self.options))
+    }
+
     /// The options in force.
     pub fn options(&self) -> &Options {
         &self.options
@@ -414,6 +420,23 @@ impl Union {
     }
 
     // ---- search functions ----
+
+    /// The branch the getattr policy picks for `path`.
+    pub fn getattr_branch(&self, path: &Path) -> Result<&Branch, Errno> {
+        let branch = self.select_one(Function::Getattr, path)?;
+        self.roots
+            .get(branch)
+            .map(|r| &r.branch)
+            .ok_or(Errno(libc::ENOENT))
+    }
+
+    /// Every branch that holds an entry at `path`, in pool order.
+    pub fn branches_holding(&self, path: &Path) -> Vec<&Branch> {
+        (0..self.roots.len())
+            .filter(|&b| self.lstat(b, path).is_ok())
+            .map(|b| &self.roots[b].branch)
+            .collect()
+    }
 
     /// Attributes of `path` from the branch the getattr policy picks; also the answer
     /// to a FUSE lookup.

@@ -1,0 +1,453 @@
+//! lhfs as a daemon: mounting from an fstab file with util-linux `mount` through the
+//! `mount.lhfs` helpers, returning only once the pool answers, refusing bad mounts
+//! without leaving one behind, SIGTERM with a file open, waiting for branches at
+//! boot, and the example systemd units.
+//!
+//! The daemon is not a child of the test, so its exit status is collected by making
+//! the test process a child subreaper: orphans reparent to it and `waitpid` works.
+//!
+//! util-linux looks for helpers only in /sbin, /sbin/fs.d and /sbin/fs (PATH does
+//! not count), so the fstab test installs `mount.lhfs` and `mount.fuse.lhfs` into
+//! /sbin with `lhfs install-helpers` and restores whatever was there afterwards.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fuse::skip;
+use common::{bin, stderr};
+
+/// Whether FUSE mounting can be tested here; otherwise skip (or fail when required).
+fn fuse_ready(test: &str) -> bool {
+    if !Path::new("/dev/fuse").exists() {
+        return skip::<()>(test, "/dev/fuse is missing").is_some();
+    }
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip::<()>(test, "mounting needs root").is_some();
+    }
+    true
+}
+
+/// Makes this process the reaper of orphaned descendants (the daemons).
+fn become_subreaper() {
+    // SAFETY: prctl with an integer argument.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+}
+
+/// Whether `mnt` is listed in /proc/mounts, with its type.
+fn mount_type(mnt: &Path) -> Option<String> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let want = mnt.display().to_string();
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(1) == Some(&want.as_str())).then(|| fields[2].to_owned())
+    })
+}
+
+/// The daemon's pid, asked from the pool.
+fn daemon_pid(mnt: &Path) -> i32 {
+    getfattr(mnt, "pid").parse().unwrap()
+}
+
+fn getfattr(mnt: &Path, key: &str) -> String {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", &format!("user.mergerfs.{key}")])
+        .arg(mnt.join(".mergerfs"))
+        .output()
+        .expect("getfattr (Debian package attr)");
+    assert!(out.status.success(), "getfattr {key}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for the daemon `pid` (reparented to this process) and returns its exit
+/// code.
+fn wait_exit(pid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for one specific process; `status` receives its status.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            assert!(
+                libc::WIFEXITED(status),
+                "daemon {pid} ended by a signal: {status:#x}"
+            );
+            return libc::WEXITSTATUS(status);
+        }
+        assert!(
+            rc == 0,
+            "waitpid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "daemon {pid} still running after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Unmounts lazily on drop, so a failing test leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        while mount_type(&self.0).is_some() {
+            if !Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// Runs `lhfs` (without `-f`) to completion.
+fn lhfs(args: &[&str]) -> Output {
+    Command::new(bin("lhfs"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lhfs")
+}
+
+/// `mount.lhfs` and `mount.fuse.lhfs` in /sbin for the test's duration; whatever
+/// was there before comes back on drop.
+struct Helpers {
+    saved: Vec<(PathBuf, Option<PathBuf>)>,
+}
+
+impl Helpers {
+    fn install() -> Helpers {
+        let mut saved = Vec::new();
+        for name in ["mount.lhfs", "mount.fuse.lhfs"] {
+            let link = Path::new("/sbin").join(name);
+            let old = match fs::symlink_metadata(&link) {
+                Ok(meta) => {
+                    assert!(
+                        meta.file_type().is_symlink(),
+                        "{} exists and is not a link; not touching it",
+                        link.display()
+                    );
+                    Some(fs::read_link(&link).unwrap())
+                }
+                Err(_) => None,
+            };
+            saved.push((link, old));
+        }
+        let out = lhfs(&["install-helpers", "--prefix", "/sbin"]);
+        assert!(out.status.success(), "install-helpers: {}", stderr(&out));
+        Helpers { saved }
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for (link, old) in &self.saved {
+            let _ = fs::remove_file(link);
+            if let Some(target) = old {
+                let _ = std::os::unix::fs::symlink(target, link);
+            }
+        }
+    }
+}
+
+#[test]
+fn fuse_daemon_fstab_mount_and_umount() {
+    let test = "fuse_daemon_fstab_mount_and_umount";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().canonicalize().unwrap();
+    for disk in ["disk1", "disk2"] {
+        fs::create_dir(root_path.join(disk)).unwrap();
+    }
+    fs::write(root_path.join("disk2/hello"), b"from disk2").unwrap();
+    let (pool, pool2) = (root_path.join("pool"), root_path.join("pool2"));
+    fs::create_dir(&pool).unwrap();
+    fs::create_dir(&pool2).unwrap();
+    let fstab = root_path.join("fstab");
+    let mut text = fs::File::create(&fstab).unwrap();
+    writeln!(
+        text,
+        "{}/disk*  {}  fuse.lhfs  allow_other,category.create=mfs,minfreespace=10M,noauto,nofail,_netdev,x-systemd.requires=/,defaults  0 0",
+        root_path.display(),
+        pool.display()
+    )
+    .unwrap();
+    writeln!(
+        text,
+        "{0}/disk1:{0}/disk2  {1}  lhfs  rw,category.create=lfs  0 0",
+        root_path.display(),
+        pool2.display()
+    )
+    .unwrap();
+    drop(text);
+    let _helpers = Helpers::install();
+
+    // `mount -T FILE MOUNTPOINT` as at boot, through /sbin/mount.fuse.lhfs.
+    let out = Command::new("mount")
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&pool)
+        .output()
+        .unwrap();
+    let _unmount = Unmount(pool.clone());
+    assert!(out.status.success(), "mount: {}", stderr(&out));
+    assert_eq!(mount_type(&pool).as_deref(), Some("fuse.lhfs"));
+    // The pool answers as soon as mount returns.
+    assert_eq!(fs::read(pool.join("hello")).unwrap(), b"from disk2");
+    assert_eq!(getfattr(&pool, "category.create"), "mfs");
+    assert_eq!(getfattr(&pool, "minfreespace"), (10u64 << 20).to_string());
+    assert_eq!(
+        getfattr(&pool, "srcmounts"),
+        format!("{0}/disk1:{0}/disk2", root_path.display())
+    );
+
+    // Type `lhfs` goes through /sbin/mount.lhfs; `mount -a` mounts the entries
+    // without `noauto`.
+    let out = Command::new("mount")
+        .arg("-a")
+        .arg("-T")
+        .arg(&fstab)
+        .output()
+        .unwrap();
+    let _unmount2 = Unmount(pool2.clone());
+    assert!(out.status.success(), "mount -a: {}", stderr(&out));
+    assert_eq!(mount_type(&pool2).as_deref(), Some("fuse.lhfs"));
+    assert_eq!(getfattr(&pool2, "category.create"), "lfs");
+
+    // An external umount ends each daemon cleanly.
+    for mnt in [&pool, &pool2] {
+        let pid = daemon_pid(mnt);
+        let out = Command::new("umount").arg(mnt).output().unwrap();
+        assert!(out.status.success(), "umount: {}", stderr(&out));
+        assert_eq!(wait_exit(pid), 0);
+        assert_eq!(mount_type(mnt), None);
+    }
+}
+
+#[test]
+fn fuse_daemon_returns_once_the_pool_answers() {
+    let test = "fuse_daemon_returns_once_the_pool_answers";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(a.path().join("there"), b"yes").unwrap();
+    let before = fs::metadata(mnt.path()).unwrap().dev();
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    let out = lhfs(&[
+        branch,
+        target,
+        "-o",
+        "allow_other",
+        "-o",
+        "cache.files=partial",
+    ]);
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    // No waiting: the mount is there and answers when lhfs returns.
+    assert_ne!(fs::metadata(mnt.path()).unwrap().dev(), before);
+    assert_eq!(fs::read(mnt.path().join("there")).unwrap(), b"yes");
+    assert_eq!(getfattr(mnt.path(), "cache.files"), "partial");
+    let pid = daemon_pid(mnt.path());
+    assert!(Command::new("umount")
+        .arg(mnt.path())
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(wait_exit(pid), 0);
+}
+
+#[test]
+fn fuse_daemon_refusals_leave_no_mount() {
+    let test = "fuse_daemon_refusals_leave_no_mount";
+    if !fuse_ready(test) {
+        return;
+    }
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    let missing = a.path().join("no-such-disk");
+    let missing_list = format!("{branch}:{}", missing.display());
+    for (args, needle) in [
+        (
+            vec![branch, target, "-o", "category.create=nope"],
+            "category.create",
+        ),
+        (vec![branch, target, "-o", "bogus-option"], "bogus-option"),
+        (vec![missing_list.as_str(), target], "no-such-disk"),
+    ] {
+        let out = lhfs(&args);
+        let _unmount = Unmount(mnt.path().to_path_buf());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_eq!(mount_type(mnt.path()), None, "{args:?} left a mount");
+    }
+}
+
+#[test]
+fn fuse_daemon_sigterm_with_a_file_open_for_writing() {
+    let test = "fuse_daemon_sigterm_with_a_file_open_for_writing";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    let out = lhfs(&[branch, target]);
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    let pid = daemon_pid(mnt.path());
+
+    let mut file = fs::File::create(mnt.path().join("open")).unwrap();
+    file.write_all(b"before the signal").unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The mount leaves the namespace at once; the open file keeps working.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mount_type(mnt.path()).is_some() {
+        assert!(Instant::now() < deadline, "still mounted after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::read(a.path().join("open")).unwrap(),
+        b"before the signal"
+    );
+    file.write_all(b", and after").unwrap();
+    drop(file);
+    assert_eq!(wait_exit(pid), 0);
+    assert_eq!(
+        fs::read(a.path().join("open")).unwrap(),
+        b"before the signal, and after"
+    );
+    // Nothing stale: the mountpoint is a plain directory again.
+    assert!(fs::read_dir(mnt.path()).is_ok());
+}
+
+#[test]
+fn fuse_daemon_waits_for_branches_to_be_mounted() {
+    let test = "fuse_daemon_waits_for_branches_to_be_mounted";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (root, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let disk = root.path().join("disk");
+    fs::create_dir(&disk).unwrap();
+    let (branch, target) = (disk.to_str().unwrap(), mnt.path().to_str().unwrap());
+
+    // The disk's directory alone is not mounted: give up with an error.
+    let started = Instant::now();
+    let out = lhfs(&[
+        branch,
+        target,
+        "-o",
+        "branches-mount-timeout=1,branches-mount-timeout-fail",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not mounted after 1 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(mount_type(mnt.path()), None);
+
+    // A disk mounted during the wait: lhfs mounts the pool once it is there.
+    let child = Command::new(bin("lhfs"))
+        .args([
+            branch,
+            target,
+            "-o",
+            "branches-mount-timeout=20,branches-mount-timeout-fail",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mount_type(mnt.path()), None, "mounted before its branch");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{test}: cannot mount a tmpfs as root");
+    let _disk_unmount = Unmount(disk.clone());
+    fs::write(disk.join("on-the-disk"), b"1").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    assert!(mnt.path().join("on-the-disk").exists());
+    let pid = daemon_pid(mnt.path());
+    assert!(Command::new("umount")
+        .arg(mnt.path())
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(wait_exit(pid), 0);
+}
+
+#[test]
+fn systemd_units_verify() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("\n*** SKIPPED: systemd_units_verify: systemd-analyze is not installed ***\n");
+        return;
+    };
+    assert!(out.status.success());
+    // verify wants each ExecStart program to exist: point them at the built ones.
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&units).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/local/bin/lhfs", bin("lhfs").to_str().unwrap())
+            .replace("/usr/local/bin/lhparity", bin("lhparity").to_str().unwrap());
+        fs::write(dir.path().join(&name), text).unwrap();
+        names.push(name);
+    }
+    names.sort();
+    for unit in [
+        "lhfs-pool.service",
+        "lhparity-scrub.service",
+        "lhparity-scrub.timer",
+        "lhparity-sync.service",
+        "lhparity-sync.timer",
+    ] {
+        assert!(
+            names.iter().any(|n| n == unit),
+            "{unit} missing from contrib/systemd"
+        );
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&names)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let messages = stderr(&out);
+    // Warnings about units of the host system are not ours to fix.
+    let ours: Vec<&str> = messages
+        .lines()
+        .filter(|line| names.iter().any(|n| line.contains(n.as_str())))
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify:\n{messages}"
+    );
+}
