@@ -155,13 +155,13 @@ pub fn run<R: Send + Default + Clone>(
             });
         }
 
-        let mut to_writers: Vec<Sender<(usize, Vec<u8>)>> = Vec::new();
-        let mut writer_pools: Vec<Receiver<Vec<u8>>> = Vec::new();
+        let mut to_writers: Vec<Sender<(usize, AlignedBuf)>> = Vec::new();
+        let mut writer_pools: Vec<Receiver<AlignedBuf>> = Vec::new();
         for (level, file) in output_files.iter().enumerate() {
-            let (tx, rx) = bounded::<(usize, Vec<u8>)>(2);
-            let (pool_tx, pool_rx) = bounded::<Vec<u8>>(4);
+            let (tx, rx) = bounded::<(usize, AlignedBuf)>(2);
+            let (pool_tx, pool_rx) = bounded::<AlignedBuf>(4);
             for _ in 0..3 {
-                let _ = pool_tx.send(vec![0u8; batch_len * block_size]);
+                let _ = pool_tx.send(AlignedBuf::new(batch_len * block_size));
             }
             to_writers.push(tx);
             writer_pools.push(pool_rx);
@@ -169,7 +169,7 @@ pub fn run<R: Send + Default + Clone>(
             let (batches, stop, write_error) = (&batches, &stop, &write_error);
             scope.spawn(move || {
                 for (b, buf) in rx.iter() {
-                    if let Err(source) = write_runs(file, batches[b], &buf, block_size) {
+                    if let Err(source) = write_runs(file, batches[b], buf.bytes(), block_size) {
                         stop.store(true, Ordering::Relaxed);
                         if let Ok(mut slot) = write_error.lock() {
                             slot.get_or_insert(PipelineError::ParityWrite {
@@ -190,7 +190,8 @@ pub fn run<R: Send + Default + Clone>(
                 break;
             }
             let inputs: Vec<Batch> = from_readers.iter().map_while(|rx| rx.recv().ok()).collect();
-            let mut outs: Vec<Vec<u8>> = writer_pools.iter().map_while(|p| p.recv().ok()).collect();
+            let mut outs: Vec<AlignedBuf> =
+                writer_pools.iter().map_while(|p| p.recv().ok()).collect();
             if inputs.len() != sources.len() || outs.len() != writer_pools.len() {
                 break;
             }
@@ -246,13 +247,13 @@ fn run_stage<R: Send>(
     block_size: usize,
     base: usize,
     inputs: &[Batch],
-    outs: &mut [Vec<u8>],
+    outs: &mut [AlignedBuf],
     results: &mut [R],
 ) -> Result<(), PipelineError> {
     let n = results.len();
     let mut out_blocks: Vec<Vec<&mut [u8]>> = (0..n).map(|_| Vec::new()).collect();
     for buf in outs.iter_mut() {
-        for (j, chunk) in buf.chunks_mut(block_size).take(n).enumerate() {
+        for (j, chunk) in buf.bytes_mut().chunks_mut(block_size).take(n).enumerate() {
             out_blocks[j].push(chunk);
         }
     }
@@ -536,7 +537,35 @@ pub fn unchanged(handle: &File, entry: &FileEntry) -> bool {
     })
 }
 
+/// A buffer whose bytes start on a 4 KiB boundary, as direct I/O needs.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+/// Alignment of parity buffers: the largest logical block size of common disks.
+const DIRECT_ALIGN: usize = 4096;
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        AlignedBuf { raw, start, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
 /// Writes the parity blocks of a batch, one `pwrite` per run of consecutive positions.
+/// A file opened for direct I/O on a filesystem that refuses it for this write
+/// (`EINVAL`) is switched to buffered I/O and the write retried.
 fn write_runs(file: &File, batch: &[u32], buf: &[u8], block_size: usize) -> std::io::Result<()> {
     let mut j = 0;
     while j < batch.len() {
@@ -545,8 +574,27 @@ fn write_runs(file: &File, batch: &[u32], buf: &[u8], block_size: usize) -> std:
             k += 1;
         }
         let offset = u64::from(batch[j]) * block_size as u64;
-        file.write_all_at(&buf[j * block_size..k * block_size], offset)?;
+        let bytes = &buf[j * block_size..k * block_size];
+        match file.write_all_at(bytes, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && clear_direct(file) => {
+                file.write_all_at(bytes, offset)?
+            }
+            other => other?,
+        }
         j = k;
     }
     Ok(())
+}
+
+/// Turns off `O_DIRECT` on an open file; whether it was on.
+fn clear_direct(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor owned by `file`, which outlives the calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_DIRECT == 0 {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) == 0 }
 }

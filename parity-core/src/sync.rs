@@ -299,8 +299,8 @@ pub fn sync(
         return Ok(report);
     }
 
-    let parity_files = open_parity(&parity_paths)?;
     let block_size = state.block_size as usize;
+    let parity_files = open_parity(&parity_paths, block_size)?;
     let disk_count = config.data.len().max(1) as u64;
     let segment_len = match config.autosave {
         Some(bytes) => (bytes / (block_size as u64 * disk_count)).max(1) as usize,
@@ -646,21 +646,34 @@ pub fn parity_paths(config: &Config) -> Result<Vec<PathBuf>, SyncError> {
         .collect()
 }
 
-fn open_parity(paths: &[PathBuf]) -> Result<Vec<File>, SyncError> {
+/// Opens the parity files for writing. With a block size that is a multiple of 4 KiB
+/// they are opened for direct I/O: the parity goes from the pipeline's buffers to the
+/// disk without a copy into the page cache, which sync would only flush right after
+/// (a filesystem that refuses direct I/O gets buffered I/O).
+fn open_parity(paths: &[PathBuf], block_size: usize) -> Result<Vec<File>, SyncError> {
+    use std::os::unix::fs::OpenOptionsExt;
     paths
         .iter()
         .map(|path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|source| SyncError::Io {
-                    what: "opening parity file",
-                    path: path.clone(),
-                    source,
-                })
+            let open = |flags: i32| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .custom_flags(flags)
+                    .open(path)
+            };
+            let direct = block_size.is_multiple_of(4096);
+            let file = match direct.then(|| open(libc::O_DIRECT)) {
+                Some(Ok(f)) => Ok(f),
+                _ => open(0),
+            };
+            file.map_err(|source| SyncError::Io {
+                what: "opening parity file",
+                path: path.clone(),
+                source,
+            })
         })
         .collect()
 }
