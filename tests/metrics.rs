@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -23,18 +23,6 @@ fn array_with_metrics(disks: usize) -> (Array, PathBuf) {
         .expect("open config");
     writeln!(conf, "\nmetrics-file {}", path.display()).expect("append to config");
     (array, path)
-}
-
-/// The value of the sample `series` (`name` or `name{label="value"}`) in `text`.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.parse().ok()
-    })
-}
-
-fn must(text: &str, series: &str) -> f64 {
-    value(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 fn now() -> f64 {
@@ -192,50 +180,6 @@ fn a_metrics_file_that_cannot_be_written_is_only_a_warning() {
     assert!(!exists(&prom.with_extension("prom.tmp")));
 }
 
-/// `promtool`, or `None` after a loud notice when it is missing (unless
-/// `LHFS_REQUIRE_PROMTOOL=1`, which makes that a failure).
-fn promtool() -> Option<&'static str> {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("promtool");
-    }
-    assert!(
-        std::env::var("LHFS_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-        "promtool is not installed and LHFS_REQUIRE_PROMTOOL=1 (apt-get install prometheus)"
-    );
-    eprintln!("SKIPPED: promtool not installed (apt-get install prometheus)");
-    None
-}
-
-fn promtool_check_metrics(text: &str) {
-    let Some(promtool) = promtool() else { return };
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}\n{text}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// The workspace's `contrib/` folder.
 fn contrib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib")
@@ -282,15 +226,7 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 
 /// The lhfs metric names of the contract table in contrib/README.md.
 fn lhfs_contract() -> BTreeSet<String> {
-    let text = fs::read_to_string(contrib().join("README.md")).expect("contrib/README.md");
-    let names: BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `lhfs_"))
-        .filter_map(|l| l.split_once('`'))
-        .map(|(rest, _)| format!("lhfs_{rest}"))
-        .collect();
-    assert_eq!(names.len(), 10, "the contract lists ten lhfs metrics");
-    names
+    lhfs_contract_table().into_keys().collect()
 }
 
 /// The sample names lhparity writes for a synced and scrubbed array (with every

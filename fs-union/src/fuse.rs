@@ -19,6 +19,10 @@
 //! reads and writes on a backing file registered once per node; otherwise `read` and
 //! `write` use the descriptor, and a write that runs out of space moves the file to
 //! another branch (`moveonenospc`) and carries on.
+//!
+//! **Metrics.** With `metrics-listen`, each request, error answer, byte moved by
+//! `read`/`write`, open and release is counted in [`Metrics`] (see
+//! [`crate::metrics`]); without it the adapter holds none and counts nothing.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -38,6 +42,7 @@ use fuser::{
 
 use crate::control::{self, is_control_file};
 use crate::creds::Caller;
+use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, PassthroughIo};
 use crate::union::{Attr, DirEntry, Errno, Union};
@@ -63,7 +68,7 @@ struct OpenFile {
     state: RwLock<(usize, OwnedFd)>,
     /// The passthrough backing file, when the kernel does the I/O; held until
     /// release so the node keeps it while any of its opens needs it.
-    _backing: Option<Arc<BackingId>>,
+    backing: Option<Arc<BackingId>>,
 }
 
 /// An open directory: its merged listing, built when reading starts at offset 0.
@@ -76,7 +81,10 @@ struct OpenDir {
 pub struct UnionFs {
     /// The pool in force. Each request clones the pointer and works on that
     /// snapshot; a control-file change swaps in a new pool.
-    union: RwLock<Arc<Union>>,
+    union: Arc<RwLock<Arc<Union>>>,
+    /// The counters, when `metrics-listen` turned them on; `None` costs each request
+    /// one check and nothing else.
+    metrics: Option<Arc<Metrics>>,
     /// Serialises control-file changes, so none is lost to a concurrent one.
     control: Mutex<()>,
     /// When the pool was mounted, as the control file's times.
@@ -212,7 +220,8 @@ impl UnionFs {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         UnionFs {
-            union: RwLock::new(union),
+            union: Arc::new(RwLock::new(union)),
+            metrics: None,
             control: Mutex::new(()),
             started,
             nodes: Mutex::new(NodeTable::new()),
@@ -224,6 +233,21 @@ impl UnionFs {
             stamps: Mutex::new(HashMap::new()),
             notifier: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// This filesystem counting into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> UnionFs {
+        UnionFs {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// The pool in force at each call, for readers outside the FUSE session (the
+    /// metrics endpoint); it follows control-file changes.
+    pub fn pool(&self) -> impl Fn() -> Arc<Union> + Send + Sync + 'static {
+        let union = Arc::clone(&self.union);
+        move || Arc::clone(&union.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Where the session's notifier goes once the session is made.
@@ -406,8 +430,37 @@ impl UnionFs {
         Ok(())
     }
 
+    /// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when the
+    /// caller's buffer is too small, the bytes otherwise.
+    fn reply_xattr(&self, reply: ReplyXattr, value: Result<Vec<u8>, fuser::Errno>, size: u32) {
+        match value {
+            Err(e) => reply.error(self.failed(e)),
+            Ok(v) if size == 0 => reply.size(u32::try_from(v.len()).unwrap_or(u32::MAX)),
+            Ok(v) if v.len() > size as usize => reply.error(self.failed(fuser::Errno::ERANGE)),
+            Ok(v) => reply.data(&v),
+        }
+    }
+
+    /// Counts a request of kind `op` when metrics are on.
+    fn count(&self, op: Op) {
+        if let Some(metrics) = &self.metrics {
+            metrics.operation(op);
+        }
+    }
+
+    /// Counts an error answer when metrics are on; returns the error to reply with.
+    fn failed(&self, e: fuser::Errno) -> fuser::Errno {
+        if let Some(metrics) = &self.metrics {
+            metrics.error(e.code());
+        }
+        e
+    }
+
     /// Registers an open file and returns its handle.
     fn add_file(&self, file: OpenFile) -> u64 {
+        if let Some(metrics) = &self.metrics {
+            metrics.opened(file.backing.is_some());
+        }
         let fh = self.handle();
         lock(&self.files).insert(fh, Arc::new(file));
         fh
@@ -434,6 +487,9 @@ impl UnionFs {
             .relocate(&path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
+        if let Some(metrics) = &self.metrics {
+            metrics.moved();
+        }
         let rest = offset.saturating_add(written as u64);
         let (more, result) = write_all(&state.1, &data[written..], rest);
         result.map(|()| written + more)
@@ -472,9 +528,10 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Lookup);
         let path = match self.child(parent, name) {
             Ok(path) => path,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         if is_control_file(&path) {
             return self.reply_entry(reply, &path, &self.control_attr());
@@ -490,11 +547,12 @@ impl Filesystem for UnionFs {
                 fa.ino = INodeNo(0);
                 reply.entry_with_ttls(&Duration::ZERO, &ttl, &fa, Generation(0));
             }
-            Err(e) => reply.error(fuse_errno(e)),
+            Err(e) => reply.error(self.failed(fuse_errno(e))),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
         let mut nodes = lock(&self.nodes);
         nodes.forget(ino.0, nlookup);
         if nodes.path(ino.0).is_none() {
@@ -503,9 +561,10 @@ impl Filesystem for UnionFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(Op::Getattr);
         match self.attr_of(ino, fh) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -527,6 +586,7 @@ impl Filesystem for UnionFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
         let result = match &self.open_file_of(ino, fh) {
@@ -570,17 +630,18 @@ impl Filesystem for UnionFs {
         };
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.count(Op::Readlink);
         match self
             .path(ino)
             .and_then(|p| self.union().readlink(&p).map_err(fuse_errno))
         {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -594,6 +655,7 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Mknod);
         let result = self.child(parent, name).and_then(|path| {
             let mode = mode & !(umask & 0o7777);
             let attr = self
@@ -604,7 +666,7 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -617,6 +679,7 @@ impl Filesystem for UnionFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Mkdir);
         let result = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
             let attr = self
@@ -627,11 +690,12 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Unlink);
         let result = self.child(parent, name).and_then(|path| {
             self.union().unlink(&path).map_err(fuse_errno)?;
             lock(&self.nodes).remove(&path);
@@ -639,11 +703,12 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Rmdir);
         let result = self.child(parent, name).and_then(|path| {
             self.union().rmdir(&path).map_err(fuse_errno)?;
             lock(&self.nodes).remove(&path);
@@ -651,7 +716,7 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -663,6 +728,7 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Symlink);
         let result = self.child(parent, link_name).and_then(|path| {
             let attr = self
                 .union()
@@ -672,7 +738,7 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -686,9 +752,10 @@ impl Filesystem for UnionFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Rename);
         // Neither "no replace" nor "exchange" can be made atomic across branches.
         if !flags.is_empty() {
-            return reply.error(fuser::Errno::EINVAL);
+            return reply.error(self.failed(fuser::Errno::EINVAL));
         }
         let result = (|| {
             let old = self.child(parent, name)?;
@@ -701,7 +768,7 @@ impl Filesystem for UnionFs {
         })();
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -713,6 +780,7 @@ impl Filesystem for UnionFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Link);
         let result = (|| {
             let old = self.path(ino)?;
             let new = self.child(newparent, newname)?;
@@ -738,18 +806,19 @@ impl Filesystem for UnionFs {
                 }
                 self.reply_entry(reply, &new, &linked.attr)
             }
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Open);
         let union = self.union();
         let opened = self
             .path(ino)
             .and_then(|path| union.open(&path, flags.0).map_err(fuse_errno));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         let cache = self.cache_flags(ino.0, &fd);
         let backing = if self.wants_passthrough(flags.0) {
@@ -762,7 +831,7 @@ impl Filesystem for UnionFs {
             flags: flags.0,
             union,
             state: RwLock::new((branch, fd)),
-            _backing: backing.clone(),
+            backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
         match backing {
@@ -782,9 +851,10 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count(Op::Read);
         let file = match self.file(fh) {
             Ok(file) => file,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut buf = vec![0u8; size as usize];
@@ -798,8 +868,13 @@ impl Filesystem for UnionFs {
             )
         };
         match usize::try_from(n) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(_) => reply.error(last_errno()),
+            Ok(n) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.read(n as u64);
+                }
+                reply.data(&buf[..n])
+            }
+            Err(_) => reply.error(self.failed(last_errno())),
         }
     }
 
@@ -815,12 +890,18 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count(Op::Write);
         let result = self
             .file(fh)
             .and_then(|file| self.write_file(&file, offset, data).map_err(fuse_errno));
         match result {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(e),
+            Ok(n) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.written(n as u64);
+                }
+                reply.written(n as u32)
+            }
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -832,6 +913,7 @@ impl Filesystem for UnionFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Flush);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // Closing a duplicate reports what close(2) would (NFS branches flush
@@ -844,7 +926,7 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -858,7 +940,11 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Release);
         let file = lock(&self.files).remove(&fh.0);
+        if let (Some(metrics), Some(file)) = (&self.metrics, &file) {
+            metrics.released(file.backing.is_some());
+        }
         if let (Some(file), true) = (file, self.union().options().dropcacheonclose) {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: advice on our open fd; failure only means the cache stays.
@@ -875,6 +961,7 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Fsync);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             let fd = state.1.as_raw_fd();
@@ -889,14 +976,15 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Opendir);
         let path = match self.path(ino) {
             Ok(path) => path,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         let fh = self.handle();
         let dir = OpenDir {
@@ -915,8 +1003,9 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.count(Op::Readdir);
         let Some(dir) = lock(&self.dirs).get(&fh.0).cloned() else {
-            return reply.error(fuser::Errno::EBADF);
+            return reply.error(self.failed(fuser::Errno::EBADF));
         };
         let listing = {
             let mut listing = lock(&dir.listing);
@@ -925,7 +1014,7 @@ impl Filesystem for UnionFs {
                 Some(built) if offset > 0 => Arc::clone(built),
                 _ => match merged_listing(&self.union(), &dir.path) {
                     Ok(built) => Arc::clone(listing.insert(Arc::new(built))),
-                    Err(e) => return reply.error(fuse_errno(e)),
+                    Err(e) => return reply.error(self.failed(fuse_errno(e))),
                 },
             }
         };
@@ -947,11 +1036,13 @@ impl Filesystem for UnionFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Releasedir);
         lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.count(Op::Statfs);
         let path = self.path(ino).unwrap_or_else(|_| PathBuf::from("/"));
         match self.union().statfs(&path) {
             Ok(s) => reply.statfs(
@@ -964,7 +1055,7 @@ impl Filesystem for UnionFs {
                 u32::try_from(s.namemax).unwrap_or(255),
                 u32::try_from(s.frsize).unwrap_or(4096),
             ),
-            Err(e) => reply.error(fuse_errno(e)),
+            Err(e) => reply.error(self.failed(fuse_errno(e))),
         }
     }
 
@@ -978,6 +1069,7 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Setxattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
                 return self.set_control(name, value);
@@ -991,11 +1083,12 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.count(Op::Getxattr);
         let value = self.path(ino).and_then(|path| {
             let union = self.union();
             let value = if is_control_file(&path) {
@@ -1006,20 +1099,22 @@ impl Filesystem for UnionFs {
             };
             value.map_err(fuse_errno)
         });
-        reply_xattr(reply, value, size);
+        self.reply_xattr(reply, value, size);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count(Op::Listxattr);
         let names = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
                 return Ok(control::list());
             }
             self.union().listxattr(&path).map_err(fuse_errno)
         });
-        reply_xattr(reply, names, size);
+        self.reply_xattr(reply, names, size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Removexattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) || control::is_file_key(name) {
                 return Err(fuser::Errno::ENOTSUP);
@@ -1028,16 +1123,17 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        self.count(Op::Access);
         // With default_permissions the kernel checks the mode bits itself; what is
         // left is whether the entry still exists.
         match self.attr_of(ino, None) {
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -1051,6 +1147,7 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.count(Op::Create);
         let union = self.union();
         let created = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
@@ -1061,7 +1158,7 @@ impl Filesystem for UnionFs {
         });
         let (path, created) = match created {
             Ok(created) => created,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         let node = lock(&self.nodes).lookup(&path);
         let cache = self.cache_flags(node, &created.file);
@@ -1077,7 +1174,7 @@ impl Filesystem for UnionFs {
             flags,
             union,
             state: RwLock::new((created.attr.branch, created.file)),
-            _backing: backing.clone(),
+            backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
         // Zero timeout for the same reason as in `reply_entry`.
@@ -1100,6 +1197,7 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Fallocate);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: plain syscall on our open fd.
@@ -1114,7 +1212,7 @@ impl Filesystem for UnionFs {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 
@@ -1127,15 +1225,16 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.count(Op::Lseek);
         let file = match self.file(fh) {
             Ok(file) => file,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.failed(e)),
         };
         let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: plain syscall on our open fd (SEEK_DATA and SEEK_HOLE come here).
         let at = unsafe { libc::lseek64(state.1.as_raw_fd(), offset, whence) };
         if at < 0 {
-            reply.error(last_errno());
+            reply.error(self.failed(last_errno()));
         } else {
             reply.offset(at);
         }
@@ -1154,9 +1253,10 @@ impl Filesystem for UnionFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.count(Op::CopyFileRange);
         let (src, dst) = match (self.file(fh_in), self.file(fh_out)) {
             (Ok(src), Ok(dst)) => (src, dst),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+            (Err(e), _) | (_, Err(e)) => return reply.error(self.failed(e)),
         };
         let src = src.state.read().unwrap_or_else(PoisonError::into_inner);
         let dst = dst.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -1176,8 +1276,15 @@ impl Filesystem for UnionFs {
             )
         };
         match u32::try_from(n) {
-            Ok(n) => reply.written(n),
-            Err(_) => reply.error(last_errno()),
+            Ok(n) => {
+                // The bytes went from one pool file to another: read and written.
+                if let Some(metrics) = &self.metrics {
+                    metrics.read(u64::from(n));
+                    metrics.written(u64::from(n));
+                }
+                reply.written(n)
+            }
+            Err(_) => reply.error(self.failed(last_errno())),
         }
     }
 }
@@ -1203,15 +1310,4 @@ fn merged_listing(union: &Union, path: &Path) -> Result<Vec<DirEntry>, Errno> {
     }
     listing.extend(names);
     Ok(listing)
-}
-
-/// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when the
-/// caller's buffer is too small, the bytes otherwise.
-fn reply_xattr(reply: ReplyXattr, value: Result<Vec<u8>, fuser::Errno>, size: u32) {
-    match value {
-        Err(e) => reply.error(e),
-        Ok(v) if size == 0 => reply.size(u32::try_from(v.len()).unwrap_or(u32::MAX)),
-        Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::ERANGE),
-        Ok(v) => reply.data(&v),
-    }
 }

@@ -13,6 +13,7 @@
 //! - [`node`]: FUSE node ids, lookup counts and the inode numbers shown.
 //! - [`fuse`]: the FUSE adapter, request by request.
 //! - [`control`]: the `.mergerfs` control file and the `user.mergerfs.*` xattrs.
+//! - [`metrics`]: the opt-in counters and their Prometheus endpoint.
 //! - [`mount`]: mounting a pool and serving it until it is unmounted; boot order.
 //! - [`daemon`]: going to the background with a readiness pipe; syslog.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -23,6 +24,7 @@ pub mod creds;
 pub mod daemon;
 pub mod fuse;
 pub mod glob;
+pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod options;

@@ -19,11 +19,15 @@
 //! `user.mergerfs.branch_mounts_here` or `.mergerfs.branch_mounts_here` is not;
 //! otherwise it is mounted when its device differs from its parent's.
 //!
+//! With `metrics-listen`, the address is bound before mounting (a busy port stops the
+//! mount) and served by [`crate::metrics::server`] once the pool is served.
+//!
 //! This module owns the mount's lifetime only: options and branches arrive parsed and
 //! checked, and nothing here touches the branches.
 
 use std::ffi::CString;
 use std::io;
+use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,7 @@ use crate::control::CONTROL_FILE;
 use crate::daemon::{self, Forked, Outcome, Ready};
 use crate::fuse::UnionFs;
 use crate::glob::FsGlob;
+use crate::metrics::{server, Metrics};
 use crate::options::{OptionError, Options};
 use crate::union::Union;
 
@@ -94,6 +99,18 @@ pub enum MountError {
     MissingBranch {
         /// The branch path.
         path: PathBuf,
+    },
+    /// The `metrics-listen` address could not be bound.
+    #[error(
+        "cannot serve metrics on `{address}` (metrics-listen): {source}; pick a free \
+         address and port, or drop the option"
+    )]
+    MetricsListen {
+        /// The address as given.
+        address: String,
+        /// Why binding failed.
+        #[source]
+        source: io::Error,
     },
     /// Going to the background failed.
     #[error("cannot start the daemon: {0}")]
@@ -344,9 +361,15 @@ pub fn run(mut plan: Plan, foreground: bool) -> Result<(), MountError> {
             path: branch.path.clone(),
         });
     }
+    let metrics = plan
+        .options
+        .metrics_listen
+        .take()
+        .map(|address| bind_metrics(&address, &mut plan.options))
+        .transpose()?;
     let mounted = Mounted::new(&plan)?;
     if foreground {
-        return serve(mounted, plan, None);
+        return serve(mounted, plan, metrics, None);
     }
     match daemon::fork().map_err(MountError::Fork)? {
         Forked::Parent(readiness) => {
@@ -367,13 +390,27 @@ pub fn run(mut plan: Plan, foreground: bool) -> Result<(), MountError> {
         Forked::Child(ready) => {
             let result = daemon::detach()
                 .map_err(MountError::Fork)
-                .and_then(|()| serve(mounted, plan, Some(ready.clone())));
+                .and_then(|()| serve(mounted, plan, metrics, Some(ready.clone())));
             if let Err(e) = &result {
                 ready.fail(&e.to_string());
             }
             result
         }
     }
+}
+
+/// Binds the metrics endpoint's `address` before anything is mounted, so that a busy
+/// port stops the mount, and records the address bound as `metrics-listen`: with
+/// port 0 the control file then tells which port the system picked.
+fn bind_metrics(address: &str, options: &mut Options) -> Result<TcpListener, MountError> {
+    let error = |source| MountError::MetricsListen {
+        address: address.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(address).map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    options.metrics_listen = Some(bound.to_string());
+    Ok(listener)
 }
 
 /// A mount made with an fd of `/dev/fuse`, detached again on drop unless the
@@ -484,9 +521,14 @@ fn answers(mountpoint: &Path) -> Result<(), String> {
     }
 }
 
-/// Serves a mount until the kernel ends the session; `ready` hears when the pool
-/// answers.
-fn serve(mounted: Mounted, plan: Plan, ready: Option<Ready>) -> Result<(), MountError> {
+/// Serves a mount until the kernel ends the session, and the metrics on `metrics`
+/// when it is set; `ready` hears when the pool answers.
+fn serve(
+    mounted: Mounted,
+    plan: Plan,
+    metrics: Option<TcpListener>,
+    ready: Option<Ready>,
+) -> Result<(), MountError> {
     let Mounted { device, mut guard } = mounted;
     let mountpoint = plan.mountpoint;
     let target = guard.mountpoint.clone();
@@ -518,7 +560,14 @@ fn serve(mounted: Mounted, plan: Plan, ready: Option<Ready>) -> Result<(), Mount
     let mut options = plan.options;
     options.mountpoint = Some(mountpoint.clone());
     let union = Union::new(&plan.branches, Arc::new(options));
-    let fs = UnionFs::new(Arc::new(union));
+    let mut fs = UnionFs::new(Arc::new(union));
+    if let Some(listener) = metrics {
+        let counters = Arc::new(Metrics::default());
+        fs = fs.with_metrics(Arc::clone(&counters));
+        let pool = fs.pool();
+        server::spawn(listener, move || counters.render(&pool().branch_spaces()))
+            .map_err(session_error)?;
+    }
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());

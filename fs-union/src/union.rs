@@ -120,6 +120,17 @@ pub struct DirEntry {
     pub ino: u64,
 }
 
+/// The size of one branch's filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchSpace {
+    /// Size of the filesystem (`f_blocks`).
+    pub total: u64,
+    /// Free bytes, including those reserved for root (`f_bfree`).
+    pub free: u64,
+    /// Bytes available to unprivileged users (`f_bavail`).
+    pub available: u64,
+}
+
 /// Aggregated filesystem numbers of the pool, in units of `frsize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
@@ -279,6 +290,30 @@ impl Union {
     /// The branches in pool order.
     pub fn branches(&self) -> impl Iterator<Item = &Branch> {
         self.roots.iter().map(|r| &r.branch)
+    }
+
+    /// The size of each branch's filesystem, in pool order, asked of the branch root
+    /// the pool holds open; `None` for a branch whose root is not open or whose
+    /// statvfs fails.
+    pub fn branch_spaces(&self) -> Vec<(&Branch, Option<BranchSpace>)> {
+        self.roots
+            .iter()
+            .map(|root| {
+                let space = root
+                    .fd
+                    .as_ref()
+                    .and_then(|fd| sys::fstatvfs(fd).ok())
+                    .map(|v| {
+                        let bytes = |blocks: u64| blocks.saturating_mul(v.f_frsize);
+                        BranchSpace {
+                            total: bytes(v.f_blocks),
+                            free: bytes(v.f_bfree),
+                            available: bytes(v.f_bavail),
+                        }
+                    });
+                (&root.branch, space)
+            })
+            .collect()
     }
 
     /// A uniformly drawn value below `bound` (splitmix64 on a shared counter).

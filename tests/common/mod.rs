@@ -1,11 +1,14 @@
-//! Helpers shared by the end-to-end tests: running the built binaries.
+//! Helpers shared by the end-to-end tests: running the built binaries, checking
+//! metrics text with promtool.
 //!
 //! The files in `tests/` are integration tests of the `lhfs-cli` package (see its
 //! Cargo.toml), so cargo builds `lhfs` and `lhparity` before running them.
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {
@@ -272,3 +275,83 @@ pub fn exists(path: &Path) -> bool {
 }
 
 pub mod fuse;
+
+/// `promtool`, or `None` after a loud notice when it is missing (unless
+/// `LHFS_REQUIRE_PROMTOOL=1`, which makes that a failure).
+pub fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some("promtool");
+    }
+    assert!(
+        std::env::var("LHFS_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+        "promtool is not installed and LHFS_REQUIRE_PROMTOOL=1 (apt-get install prometheus)"
+    );
+    eprintln!("SKIPPED: promtool not installed (apt-get install prometheus)");
+    None
+}
+
+pub fn promtool_check_metrics(text: &str) {
+    let Some(promtool) = promtool() else { return };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The value of the sample `series` (`name` or `name{label="value"}`) in `text`.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.parse().ok()
+    })
+}
+
+/// The value of the sample `series` in `text`; fails the test when there is none.
+pub fn must(text: &str, series: &str) -> f64 {
+    value(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// The lhfs metrics contract: the table in contrib/README.md, as metric name to its
+/// type and label names.
+pub fn lhfs_contract_table() -> BTreeMap<String, (String, Vec<String>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/README.md");
+    let text = fs::read_to_string(path).expect("contrib/README.md");
+    let ticked = |cell: &str| cell.trim().trim_matches('`').to_owned();
+    let table: BTreeMap<String, (String, Vec<String>)> = text
+        .lines()
+        .filter(|l| l.starts_with("| `lhfs_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            let labels = cells[3]
+                .split(',')
+                .map(ticked)
+                .filter(|label| !label.is_empty())
+                .collect();
+            (ticked(cells[1]), (ticked(cells[2]), labels))
+        })
+        .collect();
+    assert_eq!(table.len(), 10, "the contract lists ten lhfs metrics");
+    table
+}

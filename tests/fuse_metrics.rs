@@ -1,0 +1,285 @@
+//! The metrics endpoint of a mounted pool (`metrics-listen`): scraped while files are
+//! written through the pool, its counters checked against what the test did, its
+//! text checked by promtool, bad requests refused without stopping it, and a busy
+//! address refused before anything is mounted.
+//!
+//! The pools listen on `127.0.0.1:0`: the system picks a free port, and the control
+//! file's `user.mergerfs.metrics-listen` tells which.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fuse::{Pool, Tmpfs};
+use common::{bin, lhfs_contract_table, must, promtool_check_metrics};
+
+/// The address the pool's metrics endpoint listens on, from its control file.
+fn listen_address(pool: &Pool) -> String {
+    let path = CString::new(pool.path(".mergerfs").as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 256];
+    let len = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.mergerfs.metrics-listen".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(len > 0, "getxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(len as usize);
+    String::from_utf8(buf).unwrap()
+}
+
+/// Sends `request` on a new connection; returns the status code, the head and the
+/// body of the answer.
+fn http(address: &str, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("status line of {answer:?}"));
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// The metrics text, from a successful `GET /metrics`.
+fn scrape(address: &str) -> String {
+    let (code, head, body) = http(address, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(code, 200, "{head}\n{body}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body
+}
+
+/// Scrapes until `series` has the value `want`, for at most 10 s (the kernel sends
+/// `release` after close returns); returns the last text.
+fn scrape_until(address: &str, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(address);
+        if must(&text, series) == want || Instant::now() > deadline {
+            assert_eq!(must(&text, series), want, "{series}");
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Distinct bytes for file `i`, of a size that is no multiple of a page.
+fn content(i: usize) -> Vec<u8> {
+    (0..1000 + i * 7919).map(|b| (b * 31 + i) as u8).collect()
+}
+
+#[test]
+fn fuse_metrics_count_a_write_load_while_scraped() {
+    let test = "fuse_metrics_count_a_write_load_while_scraped";
+    let (a, b, mnt) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let list = format!("{}:{}=NC", a.path().display(), b.path().display());
+    // Direct I/O and no passthrough: every byte goes through the daemon.
+    let options = "metrics-listen=127.0.0.1:0,passthrough.io=off,cache.files=off";
+    let Some(pool) = Pool::mount(test, &list, mnt.path(), options) else {
+        return;
+    };
+    let address = listen_address(&pool);
+    assert!(
+        address.starts_with("127.0.0.1:") && !address.ends_with(":0"),
+        "{address}"
+    );
+
+    let text = scrape(&address);
+    assert_eq!(must(&text, "lhfs_written_bytes_total"), 0.0);
+    assert_eq!(must(&text, "lhfs_open_files"), 0.0);
+    for (dir, mode) in [(a.path(), "RW"), (b.path(), "NC")] {
+        let labels = format!("{{branch=\"{}\",mode=\"{mode}\"}}", dir.display());
+        let total = must(&text, &format!("lhfs_branch_total_bytes{labels}"));
+        let free = must(&text, &format!("lhfs_branch_free_bytes{labels}"));
+        let available = must(&text, &format!("lhfs_branch_available_bytes{labels}"));
+        assert!(total > 0.0 && free <= total && available <= free, "{text}");
+    }
+    promtool_check_metrics(&text);
+
+    const FILES: usize = 40;
+    let total: usize = (0..FILES).map(|i| content(i).len()).sum();
+    fs::create_dir(pool.path("load")).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, dir) = (Arc::clone(&done), pool.path("load"));
+        std::thread::spawn(move || {
+            for i in 0..FILES {
+                fs::write(dir.join(format!("f{i}")), content(i)).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let (mut scrapes, mut last) = (0, 0.0);
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        let written = must(&scrape(&address), "lhfs_written_bytes_total");
+        assert!(
+            written >= last,
+            "the counter went back: {last} -> {written}"
+        );
+        last = written;
+        scrapes += 1;
+        if finished {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert!(scrapes >= 2, "{scrapes} scrapes");
+
+    let text = scrape(&address);
+    assert_eq!(must(&text, "lhfs_written_bytes_total"), total as f64);
+    assert!(must(&text, "lhfs_operations_total{op=\"write\"}") >= FILES as f64);
+    assert!(must(&text, "lhfs_operations_total{op=\"create\"}") >= FILES as f64);
+    assert_eq!(must(&text, "lhfs_moveonenospc_total"), 0.0);
+
+    for i in 0..FILES {
+        assert_eq!(
+            fs::read(pool.path(&format!("load/f{i}"))).unwrap(),
+            content(i)
+        );
+    }
+    let text = scrape(&address);
+    assert_eq!(must(&text, "lhfs_read_bytes_total"), total as f64);
+
+    // An error answer is counted under its errno name.
+    assert!(fs::remove_dir(pool.path("load")).is_err());
+    let text = scrape(&address);
+    assert!(must(&text, "lhfs_errors_total{errno=\"ENOTEMPTY\"}") >= 1.0);
+
+    scrape_until(&address, "lhfs_open_files", 0.0);
+    let open = fs::File::open(pool.path("load/f1")).unwrap();
+    let text = scrape(&address);
+    assert_eq!(must(&text, "lhfs_open_files"), 1.0);
+    assert_eq!(must(&text, "lhfs_passthrough_handles"), 0.0);
+    drop(open);
+    scrape_until(&address, "lhfs_open_files", 0.0);
+
+    // Bad requests are refused and the endpoint goes on serving.
+    assert_eq!(http(&address, b"GET /nothing HTTP/1.1\r\n\r\n").0, 404);
+    assert_eq!(http(&address, b"\x16\x03\x01\x02\x00\r\n\r\n").0, 400);
+    assert_eq!(http(&address, b"DELETE /metrics HTTP/1.1\r\n\r\n").0, 405);
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.resize(64 * 1024, b'a');
+    assert_eq!(http(&address, &huge).0, 431);
+    let text = scrape(&address);
+    promtool_check_metrics(&text);
+    check_contract(&text);
+}
+
+/// Checks that `text` serves exactly the families of the contract in
+/// contrib/README.md, with their types and label names.
+fn check_contract(text: &str) {
+    let contract = lhfs_contract_table();
+    let mut served = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            served.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with('#') {
+            let series = line.rsplit_once(' ').unwrap().0;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            // Label values here (paths, names) hold no `,` or `=`.
+            let names: Vec<String> = labels
+                .split(',')
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+                .collect();
+            let (_, want) = contract
+                .get(name)
+                .unwrap_or_else(|| panic!("`{name}` is not in the contract"));
+            assert_eq!(&names, want, "labels of {line}");
+        }
+    }
+    let kinds: BTreeMap<String, String> = contract
+        .into_iter()
+        .map(|(name, (kind, _))| (name, kind))
+        .collect();
+    assert_eq!(served, kinds);
+}
+
+#[test]
+fn fuse_metrics_count_moveonenospc() {
+    let test = "fuse_metrics_count_moveonenospc";
+    let (Some(small), Some(big)) = (Tmpfs::new(test, "2m"), Tmpfs::new(test, "64m")) else {
+        return;
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let list = format!("{}:{}", small.path.display(), big.path.display());
+    let options = "category.create=ff,minfreespace=0,moveonenospc=true,passthrough.io=off,\
+                   metrics-listen=127.0.0.1:0";
+    let Some(pool) = Pool::mount(test, &list, mnt.path(), options) else {
+        return;
+    };
+    let address = listen_address(&pool);
+    let data = vec![7u8; 8 << 20];
+    fs::write(pool.path("big"), &data).unwrap();
+    assert!(big.path.join("big").exists(), "the file moved");
+    let text = scrape(&address);
+    assert_eq!(must(&text, "lhfs_moveonenospc_total"), 1.0);
+    assert_eq!(must(&text, "lhfs_written_bytes_total"), data.len() as f64);
+}
+
+#[test]
+fn fuse_metrics_busy_address_stops_the_mount() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (branch, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut child = Command::new(bin("lhfs"))
+        .arg(branch.path())
+        .arg(mnt.path())
+        .arg("-f")
+        .arg("-o")
+        .arg(format!("metrics-listen={address}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = Command::new("umount").arg("-l").arg(mnt.path()).status();
+            let _ = child.kill();
+            panic!("lhfs kept running with a busy metrics address");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("`{address}`")) && err.contains("metrics-listen"),
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(mnt.path()).unwrap().next().is_none(),
+        "nothing was mounted"
+    );
+    assert!(!Path::new(&mnt.path().join(".mergerfs")).exists());
+}
