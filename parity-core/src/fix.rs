@@ -31,7 +31,7 @@ use crate::raid::{self, Kernel};
 use crate::scrub::{file_filter, matches};
 use crate::state::model::{FileEntry, Hash, State, DIRTY};
 use crate::state::store;
-use crate::sync::{load_state, now, parity_paths, Progress, SyncError};
+use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
 /// Suffix of the temporary file a repaired file is written to.
 pub const FIX_SUFFIX: &str = ".lhparity-fix";
@@ -86,14 +86,7 @@ pub fn fix(
     let started = Instant::now();
     let kernel = Kernel::selected()?;
     let mut state = load_state(config)?.state;
-    for name in &options.disks {
-        if state.disk(name).is_none() {
-            return Err(SyncError::Refused(format!(
-                "-d {name}: no data disk of that name in {}",
-                config.source.display()
-            )));
-        }
-    }
+    check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport::default();
     let targets = find_targets(config, &state, options, filter.as_ref(), &mut report)?;

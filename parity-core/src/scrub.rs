@@ -17,7 +17,7 @@ use crate::pipeline::{self, Block, PipelineError, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
-use crate::sync::{load_state, now, parity_paths, Progress, SyncError};
+use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
 thread_local! {
     /// Per-thread parity buffers for the recomputation, reused across positions.
@@ -255,25 +255,9 @@ fn summarize(
     }
 }
 
-/// Positions where some file has a block.
-fn used_positions(state: &State) -> Vec<bool> {
-    let mut used = vec![false; state.positions.len()];
-    for pos in state
-        .disks
-        .iter()
-        .flat_map(|d| &d.files)
-        .flat_map(|f| f.positions())
-    {
-        if let Some(u) = used.get_mut(pos as usize) {
-            *u = true;
-        }
-    }
-    used
-}
-
 /// Chooses the positions a scrub verifies.
 pub fn select(state: &State, plan: Plan, older_than_days: u32, now: u64) -> Vec<u32> {
-    let used = used_positions(state);
+    let used = state.used_positions();
     let synced = |p: usize| used[p] && state.positions.flags[p] & (UNSYNCED | DIRTY) == 0;
     let mut chosen: Vec<u32> = match plan {
         Plan::Full => (0..used.len())
@@ -378,14 +362,7 @@ pub fn check(
     let started = Instant::now();
     let loaded = load_state(config)?;
     let state = loaded.state;
-    for name in &options.disks {
-        if state.disk(name).is_none() {
-            return Err(SyncError::Refused(format!(
-                "-d {name}: no data disk of that name in {}",
-                config.source.display()
-            )));
-        }
-    }
+    check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
     let selected: Vec<Vec<bool>> = state
         .disks

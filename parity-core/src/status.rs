@@ -54,7 +54,7 @@ pub fn status(state: &State, now: u64) -> Status {
                 .sum(),
         })
         .collect();
-    let used = used_positions(state);
+    let used = state.used_positions();
     let mut ages: Vec<u32> = Vec::new();
     let mut never = 0usize;
     let mut awaiting = 0usize;
@@ -105,22 +105,6 @@ pub fn status(state: &State, now: u64) -> Status {
         last_sync: state.last_sync,
         last_scrub: state.last_scrub,
     }
-}
-
-/// Whether some file block occupies each position.
-fn used_positions(state: &State) -> Vec<bool> {
-    let mut used = vec![false; state.positions.len()];
-    for pos in state
-        .disks
-        .iter()
-        .flat_map(|d| &d.files)
-        .flat_map(|f| f.positions())
-    {
-        if let Some(u) = used.get_mut(pos as usize) {
-            *u = true;
-        }
-    }
-    used
 }
 
 #[cfg(test)]

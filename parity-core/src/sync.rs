@@ -181,6 +181,17 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     })
 }
 
+/// Refuses `-d` names that are not data disks of the array.
+pub fn check_disk_names(config: &Config, state: &State, names: &[String]) -> Result<(), SyncError> {
+    match names.iter().find(|n| state.disk(n).is_none()) {
+        Some(name) => Err(SyncError::Refused(format!(
+            "-d {name}: no data disk of that name in {}",
+            config.source.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Scans every data disk in parallel.
 pub fn scan_all(config: &Config) -> Result<Vec<DiskScan>, SyncError> {
     std::thread::scope(|scope| {

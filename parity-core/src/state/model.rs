@@ -225,6 +225,22 @@ impl State {
         self.disks.iter().find(|d| d.name == name)
     }
 
+    /// Whether some file has a block at each position.
+    pub fn used_positions(&self) -> Vec<bool> {
+        let mut used = vec![false; self.positions.len()];
+        for pos in self
+            .disks
+            .iter()
+            .flat_map(|d| &d.files)
+            .flat_map(|f| f.positions())
+        {
+            if let Some(u) = used.get_mut(pos as usize) {
+                *u = true;
+            }
+        }
+        used
+    }
+
     /// Total blocks held by files (the measure of the state's size).
     pub fn block_count(&self) -> usize {
         self.disks
