@@ -12,8 +12,9 @@
 //! This module does no I/O and holds no lock: the FUSE adapter owns the table and
 //! serialises access to it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -150,7 +151,9 @@ struct Node {
 #[derive(Debug)]
 pub struct NodeTable {
     nodes: HashMap<u64, Node>,
-    by_path: HashMap<PathBuf, u64>,
+    /// Ordered by path components, so that a folder's subtree is one contiguous
+    /// range (unlink and rename touch it without scanning the whole table).
+    by_path: BTreeMap<PathBuf, u64>,
     next_id: u64,
 }
 
@@ -172,7 +175,7 @@ impl NodeTable {
                     lookups: 1,
                 },
             )]),
-            by_path: HashMap::from([(root, ROOT_ID)]),
+            by_path: BTreeMap::from([(root, ROOT_ID)]),
             next_id: ROOT_ID + 1,
         }
     }
@@ -267,8 +270,9 @@ impl NodeTable {
     fn take_subtree(&mut self, path: &Path) -> Vec<(PathBuf, u64)> {
         let below: Vec<PathBuf> = self
             .by_path
-            .keys()
-            .filter(|p| p.starts_with(path))
+            .range::<Path, _>((Bound::Included(path), Bound::Unbounded))
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(path))
             .cloned()
             .collect();
         below
