@@ -208,10 +208,10 @@ impl Bed {
     /// A note on a target's figures: for lhfs with passthrough, whether the kernel
     /// refused it (lhfs then serves the I/O itself and says so on stderr).
     pub fn note(&self, target: &Target) -> Option<String> {
-        let mount = &self.mounts[target.mount?];
         if target.kind != (Kind::Lhfs { passthrough: true }) {
             return None;
         }
+        let mount = self.mounts.get(target.mount?)?;
         let log = std::fs::read_to_string(&mount.log).unwrap_or_default();
         log.contains(PASSTHROUGH_REFUSED)
             .then(|| "passthrough refused, served by the daemon".to_string())
@@ -396,7 +396,8 @@ impl Mount {
             return Ok(());
         };
         let mut problems = Vec::new();
-        if is_mounted(&self.dir) {
+        // When the table cannot be read, try the unmount anyway.
+        if is_mounted(&self.dir).unwrap_or(true) {
             if let Err(e) = super::run_tool(Command::new("umount").arg("-l").arg(&self.dir)) {
                 problems.push(format!("{e:#}"));
             }
@@ -422,8 +423,10 @@ impl Mount {
                 }
             }
         }
-        if is_mounted(&self.dir) {
-            problems.push(format!("{} is still mounted", self.dir.display()));
+        match is_mounted(&self.dir) {
+            Ok(false) => {}
+            Ok(true) => problems.push(format!("{} is still mounted", self.dir.display())),
+            Err(e) => problems.push(format!("{e:#}")),
         }
         if !problems.is_empty() {
             bail!("unmounting {}: {}", self.name, problems.join("; "));
@@ -449,9 +452,9 @@ fn device(path: &Path) -> Result<u64> {
 
 /// Whether `/proc/mounts` lists `dir` as a mountpoint. Read from the table rather
 /// than by `stat`, which a dead FUSE daemon answers with an error.
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts_lists(&mounts, dir)
+fn is_mounted(dir: &Path) -> Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    Ok(mounts_lists(&mounts, dir))
 }
 
 /// Whether a `/proc/mounts` text has a mount on `dir` (second field, with the
