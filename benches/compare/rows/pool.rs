@@ -21,6 +21,10 @@
 //! unmounts every pool lazily, waits for its daemon to exit (killing it after 10 s),
 //! checks `/proc/mounts` for leftovers and only then removes the image.
 //!
+//! Both rows run each test over the variants in turn, the order reversing on every
+//! other repetition (A B C D, D C B A, ...), so that the baseline is not always the
+//! first run after a change of test (the first write on the fresh image, say).
+//!
 //! A missing lhfs build or mergerfs install drops those variants from the row; the
 //! report lists them as variants that did not run.
 

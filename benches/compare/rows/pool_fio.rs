@@ -1,6 +1,6 @@
 //! Row `pool-fio`: file I/O with fio through the raw branch, lhfs (passthrough on and
 //! off) and mergerfs, on the test bed of `pool` (one ext4 image, two branches, the
-//! pools creating on the first). Four figures, each alternated over the variants on
+//! pools creating on the first). Four figures, each rotated over the variants on
 //! its own, raw ext4 the baseline and the lhfs variants also against mergerfs:
 //!
 //! - **seq write**: 2 GiB in 1 MiB blocks with `--end_fsync=1`, so the figure includes
@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::pool::{self, Bed, Target};
 use super::{run_tool, Ctx, RowSpec};
 use crate::disks;
-use crate::measure::{run_alternated, Observation, Variant};
+use crate::measure::{run_rotated, Observation, Variant};
 use crate::report::Line;
 
 pub const ROW: RowSpec = RowSpec {
@@ -193,7 +193,7 @@ fn run(ctx: &Ctx) -> Result<Vec<Line>> {
                 })
             })
             .collect();
-        let samples = run_alternated(&mut variants, ctx.reps)?;
+        let samples = run_rotated(&mut variants, ctx.reps, |_| Ok(()), true)?;
         lines.extend(pool::lines(&test.row(sizes), METRIC, test.unit(), &samples));
     }
     bed.close()?;

@@ -12,7 +12,7 @@
 //! - **unlink**: delete every file, then the folders.
 //!
 //! Each figure is files per second (the folders' mkdir and rmdir count in the time,
-//! not in the operations). Runs alternate over the variants; dirty data of the
+//! not in the operations). Runs rotate over the variants; dirty data of the
 //! previous run is written back before each. Raw ext4 is the baseline, and the lhfs
 //! variants are also compared with mergerfs. `--smoke`: 1,000 files in 10 folders.
 
@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use super::pool::{self, Bed, Target};
 use super::{Ctx, RowSpec};
 use crate::disks;
-use crate::measure::{run_alternated, Observation, Variant};
+use crate::measure::{run_rotated, Observation, Variant};
 use crate::report::Line;
 
 pub const ROW: RowSpec = RowSpec {
@@ -77,7 +77,7 @@ fn run(ctx: &Ctx) -> Result<Vec<Line>> {
         .iter()
         .map(|target| Variant::new(target.kind.name(), move || measure(bed_ref, target, shape)))
         .collect();
-    let samples = run_alternated(&mut variants, ctx.reps)?;
+    let samples = run_rotated(&mut variants, ctx.reps, |_| Ok(()), true)?;
     drop(variants);
     let mut lines = Vec::new();
     for phase in PHASES {
