@@ -11,6 +11,12 @@
 //!   backup tool does;
 //! - **unlink**: delete every file, then the folders.
 //!
+//! Between phases the run pauses for longer than the 1 s both pools let the kernel
+//! cache names and attributes (`cache.entry`, `cache.attr`): otherwise a phase would
+//! find part of its files still cached by the previous one, depending on how fast
+//! that one was, and its figure would jump between the kernel's and the daemon's
+//! speed from run to run. With the pause every phase of a pool asks its daemon.
+//!
 //! Each figure is files per second (the folders' mkdir and rmdir count in the time,
 //! not in the operations). Runs rotate over the variants; dirty data of the
 //! previous run is written back before each. Raw ext4 is the baseline, and the lhfs
@@ -18,7 +24,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -40,6 +46,8 @@ const MIB: u64 = 1 << 20;
 const PHASES: [&str; 4] = ["create", "stat", "readdir+lstat", "unlink"];
 /// The folder each run works in, inside its variant's folder.
 const RUN_DIR: &str = "meta";
+/// The pause between phases, longer than the pools' 1 s entry and attribute cache.
+const PHASE_PAUSE: Duration = Duration::from_millis(1500);
 
 /// How many files in how many folders, and the image that holds them.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +102,7 @@ fn run(ctx: &Ctx) -> Result<Vec<Line>> {
 /// One run of all four phases in `target`.
 fn measure(bed: &Bed, target: &Target, shape: Shape) -> Result<Observation> {
     disks::write_back();
-    let secs = workload(&target.dir.join(RUN_DIR), shape)?;
+    let secs = workload(&target.dir.join(RUN_DIR), shape, PHASE_PAUSE)?;
     let mut obs = Observation::default();
     let note = bed.note(target);
     for (phase, secs) in PHASES.iter().zip(secs) {
@@ -109,7 +117,7 @@ fn measure(bed: &Bed, target: &Target, shape: Shape) -> Result<Observation> {
 
 /// Runs the phases below `root` (created first, removed at the end) and returns
 /// each phase's seconds, in `PHASES` order.
-fn workload(root: &Path, shape: Shape) -> Result<[f64; 4]> {
+fn workload(root: &Path, shape: Shape, pause: Duration) -> Result<[f64; 4]> {
     std::fs::create_dir(root).with_context(|| format!("creating {}", root.display()))?;
     let (folders, files) = layout(root, shape.files, shape.folders);
 
@@ -122,6 +130,7 @@ fn workload(root: &Path, shape: Shape) -> Result<[f64; 4]> {
     }
     let create = start.elapsed().as_secs_f64();
 
+    std::thread::sleep(pause);
     let start = Instant::now();
     for file in &files {
         let meta = std::fs::metadata(file)
@@ -132,6 +141,7 @@ fn workload(root: &Path, shape: Shape) -> Result<[f64; 4]> {
     }
     let stat = start.elapsed().as_secs_f64();
 
+    std::thread::sleep(pause);
     let start = Instant::now();
     let mut seen = 0;
     for dir in &folders {
@@ -155,6 +165,7 @@ fn workload(root: &Path, shape: Shape) -> Result<[f64; 4]> {
         );
     }
 
+    std::thread::sleep(pause);
     let start = Instant::now();
     for file in &files {
         std::fs::remove_file(file).with_context(|| format!("removing {}", file.display()))?;
@@ -237,12 +248,12 @@ mod tests {
             folders: 4,
             image: 0,
         };
-        let secs = workload(&root, shape).unwrap();
+        let secs = workload(&root, shape, Duration::ZERO).unwrap();
         assert!(secs.iter().all(|s| *s >= 0.0));
         assert!(!root.exists());
         // A leftover folder is not silently reused.
         std::fs::create_dir(&root).unwrap();
-        assert!(workload(&root, shape).is_err());
+        assert!(workload(&root, shape, Duration::ZERO).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
