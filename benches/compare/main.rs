@@ -13,14 +13,25 @@
 //! The rows (`--list`): `parity-speed` (parity kernels in cache), `parity-sync`,
 //! `parity-scrub` and `parity-fix` (lhparity against snapraid on a 4 x 1 GiB array
 //! of loop disks, 1 and 2 parity levels, a few minutes each), `disk-read` (the raw
-//! ext4 reference). The disk rows need root. A row whose lhparity subcommand is not
-//! in this build (`lhparity --help`) is listed as not available; that does not fail
-//! the run. `--smoke` shrinks every row to seconds, to check that it works.
+//! ext4 reference), `pool-fio` and `pool-meta` (fio file I/O and metadata operations
+//! on a raw ext4 folder against lhfs, with FUSE passthrough on and off, and mergerfs
+//! pooling it; about 10 and 2 minutes). The disk and pool rows need root, the pool
+//! rows also `/dev/fuse`. A row whose lhparity subcommand is not in this build
+//! (`lhparity --help`) is listed as not available; that does not fail the run. A pool
+//! variant whose program is missing (lhfs not built, mergerfs not installed) is left
+//! out and listed under "Variants that did not run"; the other variants still run.
+//! `--smoke` shrinks every row to seconds, to check that it works.
+//!
+//! ```text
+//! cargo build --release -p lhfs-cli
+//! cargo run --release -p lhfs-benches --bin compare -- --only pool-fio,pool-meta --reps 3
+//! ```
 //!
 //! Modules: `env` (machine and tool versions), `measure` (alternation and
 //! statistics), `report` (Markdown and JSON), `disks` (loop-mounted scratch disks,
 //! cache control), `interrupt` (Ctrl-C), `rows` (one file per comparison; the parity
-//! rows share their array setup in `rows/parity_array.rs`).
+//! rows share their array setup in `rows/parity_array.rs`, the pool rows their
+//! image and mounts in `rows/pool.rs`).
 
 mod disks;
 mod env;
@@ -112,6 +123,7 @@ fn run(args: Args) -> Result<ExitCode> {
         work_dir: &args.work_dir,
         reps,
         smoke: args.smoke,
+        skipped: Default::default(),
     };
 
     let mut outcomes = Vec::new();
@@ -125,8 +137,11 @@ fn run(args: Args) -> Result<ExitCode> {
             lines: Vec::new(),
             error: None,
             not_available: None,
+            skipped: Vec::new(),
         };
-        match (row.run)(&ctx) {
+        let result = (row.run)(&ctx);
+        outcome.skipped = ctx.skipped.take();
+        match result {
             Ok(lines) => outcome.lines = lines,
             Err(e) => match e.downcast_ref::<rows::NotAvailable>() {
                 Some(why) => {

@@ -35,6 +35,8 @@ pub struct RowOutcome {
     pub lines: Vec<Line>,
     pub error: Option<String>,
     pub not_available: Option<String>,
+    /// Variants the row left out while the others ran, each with why.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +68,17 @@ impl Report {
             out += "\n## Rows that did not run\n\n";
             for row in failed {
                 out += &format!("- {}: {}\n", row.name, row.error.as_deref().unwrap_or(""));
+            }
+        }
+        let skipped: Vec<(&str, &String)> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.skipped.iter().map(|s| (r.name.as_str(), s)))
+            .collect();
+        if !skipped.is_empty() {
+            out += "\n## Variants that did not run\n\n";
+            for (row, what) in skipped {
+                out += &format!("- {row}: {what}\n");
             }
         }
         let unavailable: Vec<&RowOutcome> = self
@@ -129,7 +142,7 @@ pub fn format_value(v: f64) -> String {
 }
 
 /// Two decimals, like `1.02x`; small ratios keep three significant digits.
-fn format_ratio(r: f64) -> String {
+pub fn format_ratio(r: f64) -> String {
     if r >= 0.1 {
         format!("{r:.2}x")
     } else {
@@ -194,18 +207,28 @@ mod tests {
                     ],
                     error: None,
                     not_available: None,
+                    skipped: vec![],
                 },
                 RowOutcome {
                     name: "pool-fio".into(),
                     lines: vec![],
                     error: Some("fio: not installed".into()),
                     not_available: None,
+                    skipped: vec![],
+                },
+                RowOutcome {
+                    name: "pool-meta".into(),
+                    lines: vec![],
+                    error: None,
+                    not_available: None,
+                    skipped: vec!["mergerfs cache.files=off: not installed".into()],
                 },
                 RowOutcome {
                     name: "parity-fix".into(),
                     lines: vec![],
                     error: None,
                     not_available: Some("no fix".into()),
+                    skipped: vec![],
                 },
             ],
         };
@@ -217,12 +240,19 @@ mod tests {
         assert!(md.contains("| snapraid [avx2] | 41041 | 40000-42001 | MB/s | baseline |\n"));
         assert!(md.contains("| other | 41041 | 40000-42001 | MB/s | - |\n"));
         assert!(md.contains("## Rows that did not run\n\n- pool-fio: fio: not installed\n\n"));
+        assert!(md.contains(
+            "## Variants that did not run\n\n- pool-meta: mergerfs cache.files=off: not installed\n"
+        ));
         assert!(md.ends_with("## Rows not available in this build\n\n- parity-fix: no fix\n"));
 
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][0]["lines"][0]["summary"]["median"], 41041.0);
         assert_eq!(json["rows"][1]["error"], "fio: not installed");
-        assert_eq!(json["rows"][2]["not_available"], "no fix");
+        assert_eq!(
+            json["rows"][2]["skipped"][0],
+            "mergerfs cache.files=off: not installed"
+        );
+        assert_eq!(json["rows"][3]["not_available"], "no fix");
         assert_eq!(json["env"]["kernel"], "6.1");
     }
 }

@@ -7,6 +7,7 @@
 //! returns a [`NotAvailable`] error: the report lists it apart, and the run still
 //! succeeds.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,9 @@ mod parity_fix;
 mod parity_scrub;
 mod parity_speed;
 mod parity_sync;
+mod pool;
+mod pool_fio;
+mod pool_meta;
 
 /// Everything a row may use; rows read their own tools from `env`.
 pub struct Ctx<'a> {
@@ -34,6 +38,9 @@ pub struct Ctx<'a> {
     pub reps: usize,
     /// Tiny sizes, for a quick check that the row works at all.
     pub smoke: bool,
+    /// Variants the running row left out, with why (`skip_variant`); the runner
+    /// moves them into the row's outcome.
+    pub skipped: RefCell<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -48,6 +55,12 @@ impl Ctx<'_> {
             );
         }
         Ok(path)
+    }
+
+    /// Records that the running row left out one of its variants (a peer that is not
+    /// installed, say) while the others still run; the report lists it.
+    pub fn skip_variant(&self, variant: &str, why: &str) {
+        self.skipped.borrow_mut().push(format!("{variant}: {why}"));
     }
 
     /// The path of an installed peer, or how to install it.
@@ -76,6 +89,8 @@ pub const ROWS: &[RowSpec] = &[
     parity_scrub::ROW,
     parity_fix::ROW,
     disk_read::ROW,
+    pool_fio::ROW,
+    pool_meta::ROW,
 ];
 
 /// Why a row did not run although nothing failed: the binary under test does not
