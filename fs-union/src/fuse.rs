@@ -260,6 +260,26 @@ impl UnionFs {
         Arc::clone(&self.union.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// unlink and rmdir: remove `name` from the branches, then its node (and a
+    /// folder's subtree) from the table.
+    fn remove_name(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEmpty,
+        remove: fn(&Union, &Path) -> Result<(), Errno>,
+    ) {
+        let result = self.child(parent, name).and_then(|path| {
+            remove(&self.union(), &path).map_err(fuse_errno)?;
+            lock(&self.nodes).remove(&path);
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.failed(e)),
+        }
+    }
+
     /// The attributes of the control file.
     fn control_attr(&self) -> Attr {
         Attr {
@@ -696,28 +716,12 @@ impl Filesystem for UnionFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.count(Op::Unlink);
-        let result = self.child(parent, name).and_then(|path| {
-            self.union().unlink(&path).map_err(fuse_errno)?;
-            lock(&self.nodes).remove(&path);
-            Ok(())
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.failed(e)),
-        }
+        self.remove_name(parent, name, reply, Union::unlink);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.count(Op::Rmdir);
-        let result = self.child(parent, name).and_then(|path| {
-            self.union().rmdir(&path).map_err(fuse_errno)?;
-            lock(&self.nodes).remove(&path);
-            Ok(())
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.failed(e)),
-        }
+        self.remove_name(parent, name, reply, Union::rmdir);
     }
 
     fn symlink(

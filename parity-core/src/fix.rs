@@ -514,12 +514,7 @@ impl FixStage<'_> {
         let state = self.state;
         let bs = self.block_size;
         let disks = state.disks.len();
-        let columns = state
-            .disks
-            .iter()
-            .map(|d| d.index as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let columns = state.columns();
         let levels = self.eager + lazy.len();
         // The stripe as the parity saw it: surviving blocks are the pipeline's
         // buffers themselves (no copy), `None` marks a lost block.

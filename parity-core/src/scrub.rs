@@ -126,12 +126,7 @@ fn verify(
         });
     }
     let disks = state.disks.len();
-    let columns = state
-        .disks
-        .iter()
-        .map(|d| d.index as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let columns = state.columns();
     let zero = vec![0u8; block_size];
     let levels = if parity { paths.len() } else { 0 };
     let stage = |_j: usize,

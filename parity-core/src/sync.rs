@@ -456,12 +456,7 @@ impl SyncStage<'_> {
         parity: &mut [&mut [u8]],
     ) -> Result<PositionResult, PipelineError> {
         let mut result = PositionResult::default();
-        let columns = self
-            .disks
-            .iter()
-            .map(|d| d.index as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let columns = crate::state::model::columns(self.disks);
         let mut data: Vec<&[u8]> = vec![&self.zero; columns];
         for (slot, block) in blocks.iter().enumerate() {
             match block.status {

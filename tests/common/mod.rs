@@ -159,12 +159,7 @@ pub fn layout(array: &Array) -> Layout {
     let state = loaded.state.expect("a content file exists");
     let bs = state.block_size as usize;
     let positions = state.positions.len();
-    let columns = state
-        .disks
-        .iter()
-        .map(|d| d.index as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let columns = state.columns();
     let mut stripes = vec![vec![0u8; positions * bs]; columns];
     for (slot, disk) in state.disks.iter().enumerate() {
         for f in &disk.files {

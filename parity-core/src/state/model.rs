@@ -203,6 +203,15 @@ impl FileEntry {
     }
 }
 
+/// [`State::columns`] for a list of disks.
+pub fn columns(disks: &[Disk]) -> usize {
+    disks
+        .iter()
+        .map(|d| d.index as usize + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 impl State {
     /// A new, empty state for an array.
     pub fn new(block_size: u32, hash_key: [u8; 32], parity_levels: usize) -> State {
@@ -223,6 +232,12 @@ impl State {
     /// The disk with this name.
     pub fn disk(&self, name: &str) -> Option<&Disk> {
         self.disks.iter().find(|d| d.name == name)
+    }
+
+    /// Columns of the generator matrix the array uses: the highest disk index + 1
+    /// (a removed disk's index stays a column of zeros).
+    pub fn columns(&self) -> usize {
+        columns(&self.disks)
     }
 
     /// Whether some file has a block at each position.
