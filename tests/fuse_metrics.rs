@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,4 +283,73 @@ fn fuse_metrics_busy_address_stops_the_mount() {
         "nothing was mounted"
     );
     assert!(!Path::new(&mnt.path().join(".mergerfs")).exists());
+}
+
+/// The pool's request counts for lookup and getattr.
+fn lookups_and_getattrs(address: &str) -> (f64, f64) {
+    let text = scrape(address);
+    (
+        must(&text, "lhfs_operations_total{op=\"lookup\"}"),
+        must(&text, "lhfs_operations_total{op=\"getattr\"}"),
+    )
+}
+
+#[test]
+fn fuse_metrics_show_entry_attributes_are_cached() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "fuse_metrics_show_entry_attributes_are_cached";
+    let (a, b, mnt) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let names: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let branch = if i % 2 == 0 { a.path() } else { b.path() };
+        fs::write(branch.join(name), name).unwrap();
+    }
+    fs::write(a.path().join("h1"), b"linked").unwrap();
+    fs::hard_link(a.path().join("h1"), a.path().join("h2")).unwrap();
+    let list = format!("{}:{}", a.path().display(), b.path().display());
+    let options = "metrics-listen=127.0.0.1:0,cache.attr=60,cache.entry=60";
+    let Some(pool) = Pool::mount(test, &list, mnt.path(), options) else {
+        return;
+    };
+    let address = listen_address(&pool);
+    fs::metadata(pool.path("")).unwrap();
+
+    // One lookup per name and no getattr: the entry's attributes are cached.
+    let (lookups, getattrs) = lookups_and_getattrs(&address);
+    let mut inodes = BTreeMap::new();
+    for name in &names {
+        let meta = fs::metadata(pool.path(name)).unwrap();
+        assert_eq!(meta.len(), name.len() as u64, "{name}");
+        inodes.insert(name.clone(), meta.ino());
+    }
+    assert_eq!(
+        lookups_and_getattrs(&address),
+        (lookups + names.len() as f64, getattrs)
+    );
+    // Within the timeouts the kernel answers alone.
+    for name in &names {
+        assert_eq!(fs::metadata(pool.path(name)).unwrap().ino(), inodes[name]);
+    }
+    assert_eq!(
+        lookups_and_getattrs(&address),
+        (lookups + names.len() as f64, getattrs)
+    );
+
+    // Both names of a hard link show one inode, and the listing the same numbers.
+    let h1 = fs::metadata(pool.path("h1")).unwrap();
+    let h2 = fs::metadata(pool.path("h2")).unwrap();
+    assert_eq!((h1.ino(), h1.nlink()), (h2.ino(), 2));
+    inodes.insert("h1".into(), h1.ino());
+    inodes.insert("h2".into(), h2.ino());
+    let listed: BTreeMap<String, u64> = fs::read_dir(pool.path(""))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != ".mergerfs")
+        .map(|e| (e.file_name().into_string().unwrap(), e.ino()))
+        .collect();
+    assert_eq!(listed, inodes);
 }

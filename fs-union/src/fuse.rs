@@ -8,11 +8,14 @@
 //! the union and replies. It never touches a branch path itself: everything below a
 //! branch root goes through [`Union`], which keeps it inside the branches.
 //!
-//! **Inode numbers.** fuser 0.18 sends an entry's `attr.ino` as its node id too, so
-//! entry replies (lookup, mkdir, ...) carry the node id as `st_ino` with an attribute
-//! timeout of zero; the kernel then asks `getattr`, whose reply carries the
-//! `inodecalc` number, before it shows attributes to anyone. `stat`, `readdir` and
-//! `ls -i` therefore agree.
+//! **Inode numbers.** fuser 0.18 sends an entry's `attr.ino` as its node id too, so a
+//! node's id is its `inodecalc` number whenever that is free (see
+//! [`NodeTable::lookup`]), and entry replies (lookup, mkdir, readdirplus, ...) carry
+//! attributes the kernel may cache for `cache.attr`. A node with another id (the
+//! second name of a hard link, a collision) is answered with an attribute timeout of
+//! zero; the kernel then asks `getattr`, whose reply carries the `inodecalc` number,
+//! before it shows attributes to anyone. `stat`, `readdir` and `ls -i` therefore
+//! agree.
 //!
 //! **Open files** carry the branch file descriptor, opened with the caller's flags.
 //! An unlinked file keeps working through it. With passthrough the kernel does the
@@ -322,11 +325,24 @@ impl UnionFs {
 
     /// Counts a lookup of `path` and replies with its new or known node.
     fn reply_entry(&self, reply: ReplyEntry, path: &Path, attr: &Attr) {
-        let node = lock(&self.nodes).lookup(path);
+        let (fa, exact) = self.entry_attr(path, attr);
+        let attr_ttl = if exact {
+            self.attr_ttl()
+        } else {
+            Duration::ZERO
+        };
+        reply.entry_with_ttls(&attr_ttl, &self.entry_ttl(), &fa, Generation(0));
+    }
+
+    /// Counts a lookup of `path` and returns the attributes to answer with, carrying
+    /// the node id as `ino`, and whether that id is the `inodecalc` number. When it
+    /// is not, the attributes must go out with a zero timeout so that the kernel asks
+    /// `getattr` for the real `st_ino` (see the module doc).
+    fn entry_attr(&self, path: &Path, attr: &Attr) -> (FileAttr, bool) {
+        let node = lock(&self.nodes).lookup(path, attr.stat.st_ino);
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);
-        // Zero attribute timeout: `fa.ino` is the node id here (see the module doc).
-        reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl(), &fa, Generation(0));
+        (fa, node == attr.stat.st_ino)
     }
 
     /// An open file of `node`: the handle given, or any open of the node when its
@@ -797,9 +813,7 @@ impl Filesystem for UnionFs {
         match result {
             Ok((new, linked)) if linked.symlinked => {
                 // A symlink stands in for the link: nothing about it may be cached.
-                let node = lock(&self.nodes).lookup(&new);
-                let mut fa = file_attr(&linked.attr.stat);
-                fa.ino = INodeNo(node);
+                let (fa, _) = self.entry_attr(&new, &linked.attr);
                 reply.entry(&Duration::ZERO, &fa, Generation(0));
             }
             Ok((new, linked)) => {
@@ -1164,15 +1178,14 @@ impl Filesystem for UnionFs {
             Ok(created) => created,
             Err(e) => return reply.error(self.failed(e)),
         };
-        let node = lock(&self.nodes).lookup(&path);
+        let (fa, exact) = self.entry_attr(&path, &created.attr);
+        let node = fa.ino.0;
         let cache = self.cache_flags(node, &created.file);
         let backing = if self.wants_passthrough(flags) {
             self.backing(node, &created.file, |f| reply.open_backing(f))
         } else {
             None
         };
-        let mut fa = file_attr(&created.attr.stat);
-        fa.ino = INodeNo(node);
         let file = OpenFile {
             node,
             flags,
@@ -1181,8 +1194,13 @@ impl Filesystem for UnionFs {
             backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
-        // Zero timeout for the same reason as in `reply_entry`.
-        let ttl = Duration::ZERO;
+        // One timeout serves the name and the attributes here: the shorter of the two,
+        // or zero when the node id is not the inode number (as in `reply_entry`).
+        let ttl = if exact {
+            self.attr_ttl().min(self.entry_ttl())
+        } else {
+            Duration::ZERO
+        };
         match backing {
             Some(id) => {
                 reply.created_passthrough(&ttl, &fa, Generation(0), fh, PASSTHROUGH_OPEN, &id)

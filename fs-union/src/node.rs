@@ -5,9 +5,12 @@
 //! ids to pool paths (`/dir/file`), keeps the lookup counts, moves whole subtrees on
 //! rename and detaches nodes whose path was removed or replaced.
 //!
-//! The `st_ino` shown to users is separate from the node id: [`InodeCalc`] computes it
-//! from stable inputs (the pool path, or the branch path and the underlying inode
-//! number) so it survives remounts, as mergerfs's `inodecalc` option does.
+//! The `st_ino` shown to users comes from [`InodeCalc`], computed from stable inputs
+//! (the pool path, or the branch path and the underlying inode number) so it
+//! survives remounts, as mergerfs's `inodecalc` option does. A node takes that number
+//! as its id whenever it is free: fuser sends one number as both the node id and
+//! `st_ino` of an entry, and only when they agree may the kernel cache the entry's
+//! attributes (one request per `stat` instead of two).
 //!
 //! This module does no I/O and holds no lock: the FUSE adapter owns the table and
 //! serialises access to it.
@@ -23,6 +26,9 @@ use crate::policy::ParseNameError;
 
 /// The node id of the pool root, fixed by the FUSE protocol.
 pub const ROOT_ID: u64 = 1;
+
+/// Where the ids of nodes that cannot use their inode number start.
+const SYNTHETIC_BASE: u64 = 1 << 63;
 
 /// How `st_ino` and `d_ino` are computed (`inodecalc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,7 +182,7 @@ impl NodeTable {
                 },
             )]),
             by_path: BTreeMap::from([(root, ROOT_ID)]),
-            next_id: ROOT_ID + 1,
+            next_id: SYNTHETIC_BASE,
         }
     }
 
@@ -191,16 +197,27 @@ impl NodeTable {
     }
 
     /// Records one kernel lookup of `path` and returns its node id, creating the node
-    /// on first sight. Ids are never reused, so the FUSE generation can stay 0.
-    pub fn lookup(&mut self, path: &Path) -> u64 {
+    /// on first sight.
+    ///
+    /// A new node takes `inode` (the `inodecalc` number the pool shows for it) as its
+    /// id when no live node holds that id, so that the id and `st_ino` agree and the
+    /// kernel may cache the attributes of the entry reply. Otherwise (a second name of
+    /// a hard link, a hash collision, inode 0 or 1) it gets an id from the synthetic
+    /// range, which the caller answers with an attribute timeout of zero. An id comes
+    /// back only after the kernel forgot it, for the same file or another: FUSE allows
+    /// that, and the generation can stay 0 because the pool is not NFS-exportable.
+    pub fn lookup(&mut self, path: &Path, inode: u64) -> u64 {
         if let Some(&id) = self.by_path.get(path) {
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.lookups += 1;
             }
             return id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = if inode > ROOT_ID && !self.nodes.contains_key(&inode) {
+            inode
+        } else {
+            self.synthetic_id()
+        };
         self.nodes.insert(
             id,
             Node {
@@ -210,6 +227,17 @@ impl NodeTable {
         );
         self.by_path.insert(path.to_path_buf(), id);
         id
+    }
+
+    /// The next free id of the synthetic range (from 2^63 up, wrapping inside it).
+    fn synthetic_id(&mut self) -> u64 {
+        loop {
+            let id = self.next_id;
+            self.next_id = id.checked_add(1).unwrap_or(SYNTHETIC_BASE);
+            if !self.nodes.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Drops `count` lookups of node `id` (FUSE `forget`); the node goes away when none
@@ -295,6 +323,7 @@ impl NodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const FILE: u32 = libc::S_IFREG | 0o644;
     const DIR: u32 = libc::S_IFDIR | 0o755;
@@ -387,8 +416,9 @@ mod tests {
     fn lookups_share_ids_and_forget_frees_them() {
         let mut t = NodeTable::new();
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
-        let a = t.lookup(Path::new("/a"));
-        assert_eq!(t.lookup(Path::new("/a")), a);
+        let a = t.lookup(Path::new("/a"), 7);
+        assert_eq!(a, 7);
+        assert_eq!(t.lookup(Path::new("/a"), 7), a);
         assert_eq!(
             t.child_path(ROOT_ID, "a".as_ref()),
             Some(PathBuf::from("/a"))
@@ -398,8 +428,8 @@ mod tests {
         t.forget(a, 1);
         assert_eq!(t.path(a), None);
         assert!(t.is_empty());
-        // A new lookup gets a fresh id, never the forgotten one.
-        assert_ne!(t.lookup(Path::new("/a")), a);
+        // Once forgotten, the inode number is free to be the id again.
+        assert_eq!(t.lookup(Path::new("/a"), 7), a);
         t.forget(ROOT_ID, 10);
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
     }
@@ -407,31 +437,48 @@ mod tests {
     #[test]
     fn rename_moves_the_subtree_and_detaches_the_target() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"));
-        let f = t.lookup(Path::new("/d/sub/f"));
-        let sibling = t.lookup(Path::new("/dx"));
-        let target = t.lookup(Path::new("/e"));
+        let d = t.lookup(Path::new("/d"), 10);
+        let f = t.lookup(Path::new("/d/sub/f"), 11);
+        let sibling = t.lookup(Path::new("/dx"), 12);
+        let target = t.lookup(Path::new("/e"), 13);
         t.rename(Path::new("/d"), Path::new("/e"));
         assert_eq!(t.path(d), Some(Path::new("/e")));
         assert_eq!(t.path(f), Some(Path::new("/e/sub/f")));
         // `/dx` shares a string prefix with `/d` but is not below it.
         assert_eq!(t.path(sibling), Some(Path::new("/dx")));
         assert_eq!(t.path(target), None);
-        assert_eq!(t.lookup(Path::new("/e/sub/f")), f);
+        assert_eq!(t.lookup(Path::new("/e/sub/f"), 11), f);
         // Forgetting the detached node must not unmap the path now owned by `d`.
         t.forget(target, 1);
-        assert_eq!(t.lookup(Path::new("/e")), d);
+        assert_eq!(t.lookup(Path::new("/e"), 99), d);
     }
 
     #[test]
     fn remove_detaches_the_subtree() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"));
-        let f = t.lookup(Path::new("/d/f"));
+        let d = t.lookup(Path::new("/d"), 10);
+        let f = t.lookup(Path::new("/d/f"), 14);
         t.remove(Path::new("/d"));
         assert_eq!((t.path(d), t.path(f)), (None, None));
         assert_eq!(t.len(), 3);
         t.forget(f, 1);
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn taken_or_reserved_inodes_get_synthetic_ids() {
+        let mut t = NodeTable::new();
+        assert_eq!(t.lookup(Path::new("/a"), 42), 42);
+        // A second name of the same inode (a hard link) cannot share the node.
+        let b = t.lookup(Path::new("/b"), 42);
+        assert!(b >= SYNTHETIC_BASE);
+        // Inode 0 and the root's id are never node ids of other entries.
+        let zero = t.lookup(Path::new("/z"), 0);
+        let one = t.lookup(Path::new("/o"), ROOT_ID);
+        assert!(zero >= SYNTHETIC_BASE && one >= SYNTHETIC_BASE);
+        assert_eq!(BTreeSet::from([b, zero, one]).len(), 3);
+        // An inode number equal to a live synthetic id does not take it over.
+        assert_ne!(t.lookup(Path::new("/c"), b), b);
+        assert_eq!(t.path(b), Some(Path::new("/b")));
     }
 }

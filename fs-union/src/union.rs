@@ -19,6 +19,7 @@
 
 mod sys;
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -236,11 +237,32 @@ fn first_error<T>(results: &[(usize, Result<T, Errno>)], fallback: Errno) -> Err
         .unwrap_or(fallback)
 }
 
-struct Probe<'a>(&'a Union);
+/// The policies' view of paths on the branches: an lstat per question, each answer
+/// kept so that the caller can reuse the status of the branch chosen.
+struct Probe<'a> {
+    union: &'a Union,
+    seen: RefCell<Vec<(usize, libc::stat)>>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(union: &'a Union) -> Self {
+        Probe {
+            union,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The status of `path` on `branch` if a probe already read it.
+    fn seen(&self, branch: usize) -> Option<libc::stat> {
+        let seen = self.seen.borrow();
+        seen.iter().find(|(b, _)| *b == branch).map(|(_, st)| *st)
+    }
+}
 
 impl PathProbe for Probe<'_> {
     fn entry(&self, branch: usize, path: &Path) -> Option<Entry> {
-        let st = self.0.lstat(branch, path).ok()?;
+        let st = self.union.lstat(branch, path).ok()?;
+        self.seen.borrow_mut().push((branch, st));
         Some(Entry { mtime: st.st_mtime })
     }
 }
@@ -407,6 +429,18 @@ impl Union {
         path: &Path,
         excluded: Option<usize>,
     ) -> Result<Vec<usize>, Errno> {
+        self.select_probed(policy, category, path, excluded, &Probe::new(self))
+    }
+
+    /// [`Union::select_by`] with the caller's probe, which keeps what it read.
+    fn select_probed(
+        &self,
+        policy: Policy,
+        category: Category,
+        path: &Path,
+        excluded: Option<usize>,
+        probe: &Probe<'_>,
+    ) -> Result<Vec<usize>, Errno> {
         // Refuse `..` before the policy's probes quietly find nothing.
         components(path)?;
         // getattr is the hottest request: spare it a statvfs per branch when the
@@ -417,10 +451,9 @@ impl Union {
             // Read-only is what create and action policies never pick.
             info.mode = BranchMode::RO;
         }
-        let probe = Probe(self);
         let snapshot = Snapshot {
             branches: &infos,
-            probe: &probe,
+            probe,
         };
         let mut rng = |bound| self.random(bound);
         Ok(policy.select(category, &snapshot, path, &mut rng)?)
@@ -476,8 +509,20 @@ impl Union {
     /// Attributes of `path` from the branch the getattr policy picks; also the answer
     /// to a FUSE lookup.
     pub fn getattr(&self, path: &Path) -> Result<Attr, Errno> {
-        let branch = self.select_one(Function::Getattr, path)?;
-        Ok(self.attr(branch, path, self.lstat(branch, path)?))
+        let function = Function::Getattr;
+        let policy = self.options.policies.get(function);
+        let probe = Probe::new(self);
+        let branch = self
+            .select_probed(policy, function.category(), path, None, &probe)?
+            .first()
+            .copied()
+            .ok_or(Errno(libc::ENOENT))?;
+        // The policy's own probe of the chosen branch already read its status.
+        let stat = match probe.seen(branch) {
+            Some(stat) => stat,
+            None => self.lstat(branch, path)?,
+        };
+        Ok(self.attr(branch, path, stat))
     }
 
     /// The target of the symlink at `path`.

@@ -40,12 +40,14 @@ impl Failure {
 /// reason it fails: mode, then path existence (if `must_exist`), then statvfs, then a
 /// read-only filesystem, then minimum free space. So an `NC` branch lacking the path
 /// counts as EROFS, and a branch lacking the path on a read-only filesystem as ENOENT.
+/// With `first_only` the scan stops at the first branch that passes.
 pub(super) fn candidates(
     snapshot: &Snapshot<'_>,
     category: Category,
     path: &Path,
     must_exist: bool,
     needs_space: bool,
+    first_only: bool,
     failure: &mut Failure,
 ) -> Vec<Candidate> {
     let mut passed = Vec::new();
@@ -93,6 +95,10 @@ pub(super) fn candidates(
             used,
             mtime,
         });
+        if first_only {
+            // The rule takes the first that passes: the later branches need no probe.
+            break;
+        }
     }
     passed
 }

@@ -328,6 +328,7 @@ impl Policy {
                 path,
                 must_exist,
                 rule.needs_space(),
+                rule == Rule::First,
                 &mut failure,
             );
             rule.choose(&candidates, rng)
