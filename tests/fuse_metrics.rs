@@ -308,6 +308,12 @@ fn fuse_metrics_show_entry_attributes_are_cached() {
         let branch = if i % 2 == 0 { a.path() } else { b.path() };
         fs::write(branch.join(name), name).unwrap();
     }
+    fs::create_dir(a.path().join("sub")).unwrap();
+    fs::create_dir(b.path().join("sub")).unwrap();
+    for i in 0..300 {
+        let branch = if i % 3 == 0 { a.path() } else { b.path() };
+        fs::write(branch.join(format!("sub/{i:03}")), [i as u8]).unwrap();
+    }
     fs::write(a.path().join("h1"), b"linked").unwrap();
     fs::hard_link(a.path().join("h1"), a.path().join("h2")).unwrap();
     let list = format!("{}:{}", a.path().display(), b.path().display());
@@ -348,8 +354,23 @@ fn fuse_metrics_show_entry_attributes_are_cached() {
     let listed: BTreeMap<String, u64> = fs::read_dir(pool.path(""))
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != ".mergerfs")
+        .filter(|e| e.file_name() != "sub")
         .map(|e| (e.file_name().into_string().unwrap(), e.ino()))
         .collect();
     assert_eq!(listed, inodes);
+
+    // `ls -l` of a folder seen for the first time: the listing brings each entry's
+    // attributes (readdirplus), so no lookup and no getattr follows.
+    fs::metadata(pool.path("sub")).unwrap();
+    let before = lookups_and_getattrs(&address);
+    let mut seen = BTreeMap::new();
+    for entry in fs::read_dir(pool.path("sub")).unwrap() {
+        let entry = entry.unwrap();
+        let meta = fs::symlink_metadata(entry.path()).unwrap();
+        assert_eq!((meta.len(), meta.ino()), (1, entry.ino()));
+        seen.insert(entry.file_name(), meta.ino());
+    }
+    assert_eq!(seen.len(), 300);
+    assert_eq!(lookups_and_getattrs(&address), before);
+    assert!(must(&scrape(&address), "lhfs_operations_total{op=\"readdirplus\"}") >= 1.0);
 }

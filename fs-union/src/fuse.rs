@@ -39,8 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::control::{self, is_control_file};
@@ -288,6 +289,7 @@ impl UnionFs {
         Attr {
             branch: 0,
             stat: control::control_stat(self.started),
+            branch_ino: 0,
         }
     }
 
@@ -319,6 +321,31 @@ impl UnionFs {
             .ok_or(fuser::Errno::EBADF)
     }
 
+    /// The open directory `fh` and its merged listing: built anew when reading starts
+    /// at offset 0, kept otherwise (offsets index it, so it stays as built until a
+    /// rewind).
+    fn listing(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<(Arc<OpenDir>, Arc<Vec<DirEntry>>), fuser::Errno> {
+        let dir = lock(&self.dirs)
+            .get(&fh.0)
+            .cloned()
+            .ok_or(fuser::Errno::EBADF)?;
+        let listing = {
+            let mut listing = lock(&dir.listing);
+            match &*listing {
+                Some(built) if offset > 0 => Arc::clone(built),
+                _ => {
+                    let built = merged_listing(&self.union(), &dir.path).map_err(fuse_errno)?;
+                    Arc::clone(listing.insert(Arc::new(built)))
+                }
+            }
+        };
+        Ok((dir, listing))
+    }
+
     fn handle(&self) -> u64 {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
@@ -339,7 +366,7 @@ impl UnionFs {
     /// is not, the attributes must go out with a zero timeout so that the kernel asks
     /// `getattr` for the real `st_ino` (see the module doc).
     fn entry_attr(&self, path: &Path, attr: &Attr) -> (FileAttr, bool) {
-        let node = lock(&self.nodes).lookup(path, attr.stat.st_ino);
+        let node = lock(&self.nodes).lookup(path, attr.stat.st_ino, Some(attr.file_id()));
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);
         (fa, node == attr.stat.st_ino)
@@ -538,6 +565,10 @@ impl Filesystem for UnionFs {
             InitFlags::FUSE_ASYNC_READ,
             InitFlags::FUSE_BIG_WRITES,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            // readdirplus when the listing is read from its start or names in it
+            // were looked up (`ls -l`), plain readdir otherwise.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
             // Shared mmap of files opened with direct I/O (cache.files=off).
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
@@ -1022,24 +1053,77 @@ impl Filesystem for UnionFs {
         mut reply: ReplyDirectory,
     ) {
         self.count(Op::Readdir);
-        let Some(dir) = lock(&self.dirs).get(&fh.0).cloned() else {
-            return reply.error(self.failed(fuser::Errno::EBADF));
-        };
-        let listing = {
-            let mut listing = lock(&dir.listing);
-            match &*listing {
-                // Offsets index the listing, so it stays as built until a rewind.
-                Some(built) if offset > 0 => Arc::clone(built),
-                _ => match merged_listing(&self.union(), &dir.path) {
-                    Ok(built) => Arc::clone(listing.insert(Arc::new(built))),
-                    Err(e) => return reply.error(self.failed(fuse_errno(e))),
-                },
-            }
+        let (_, listing) = match self.listing(fh, offset) {
+            Ok(listing) => listing,
+            Err(e) => return reply.error(self.failed(e)),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in listing.iter().enumerate().skip(start) {
             let kind = file_type(entry.kind);
             if reply.add(INodeNo(entry.ino), index as u64 + 1, kind, &entry.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// readdir with each entry's lookup answer, so that `ls -l`, `find -type` and
+    /// backup tools do not send a lookup per name. Every entry sent but `.` and `..`
+    /// counts as a lookup of its node, as the kernel counts it.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.count(Op::Readdirplus);
+        let (dir, listing) = match self.listing(fh, offset) {
+            Ok(listing) => listing,
+            Err(e) => return reply.error(self.failed(e)),
+        };
+        let union = self.union();
+        let (attr_ttl, entry_ttl) = (self.attr_ttl(), self.entry_ttl());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, entry) in listing.iter().enumerate().skip(start) {
+            let next = index as u64 + 1;
+            if entry.name == "." || entry.name == ".." {
+                // `.` and `..`: the kernel takes only the name and inode number.
+                // SAFETY: libc::stat is plain integers, for which all zeroes is valid.
+                let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+                (stat.st_mode, stat.st_ino) = (libc::S_IFDIR, entry.ino);
+                let fa = file_attr(&stat);
+                let full = reply.add(
+                    fa.ino,
+                    next,
+                    &entry.name,
+                    &Duration::ZERO,
+                    &fa,
+                    Generation(0),
+                );
+                if full {
+                    break;
+                }
+                continue;
+            }
+            let path = dir.path.join(&entry.name);
+            // An entry gone since the listing was built is left out, as a lookup
+            // would not find it either.
+            let Ok(attr) = union.getattr(&path) else {
+                continue;
+            };
+            let (fa, exact) = self.entry_attr(&path, &attr);
+            // One timeout for both here: the shorter, or none for a node whose id is
+            // not its inode number (see `reply_entry`).
+            let ttl = if exact {
+                attr_ttl.min(entry_ttl)
+            } else {
+                Duration::ZERO
+            };
+            if reply.add(fa.ino, next, &entry.name, &ttl, &fa, Generation(0)) {
+                // Not sent: the lookup just counted never reaches the kernel.
+                lock(&self.nodes).forget(fa.ino.0, 1);
                 break;
             }
         }

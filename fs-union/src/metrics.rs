@@ -76,6 +76,7 @@ ops! {
     Fsync => "fsync",
     Opendir => "opendir",
     Readdir => "readdir",
+    Readdirplus => "readdirplus",
     Releasedir => "releasedir",
     Statfs => "statfs",
     Setxattr => "setxattr",

@@ -145,11 +145,24 @@ fn fold32(hash: u64) -> u64 {
     u64::from(folded.wrapping_mul(0x9e37_79b9))
 }
 
+/// What makes two pool names one file: the branch, device and inode number of the
+/// entry underneath. Names of one file share a node (hard links, as in any
+/// filesystem); directories never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub branch: usize,
+    pub dev: u64,
+    pub ino: u64,
+    pub is_dir: bool,
+}
+
 #[derive(Debug)]
 struct Node {
-    /// The pool path; `None` once the entry was removed or replaced, so requests on
-    /// the node fail instead of reaching whatever took its place.
-    path: Option<PathBuf>,
+    /// The pool names of the node, the one requests use first; empty once every name
+    /// was removed or replaced, so requests on the node fail instead of reaching
+    /// whatever took its place.
+    paths: Vec<PathBuf>,
+    file: Option<FileId>,
     lookups: u64,
 }
 
@@ -177,7 +190,8 @@ impl NodeTable {
             nodes: HashMap::from([(
                 ROOT_ID,
                 Node {
-                    path: Some(root.clone()),
+                    paths: vec![root.clone()],
+                    file: None,
                     lookups: 1,
                 },
             )]),
@@ -188,7 +202,7 @@ impl NodeTable {
 
     /// The pool path of node `id`, or `None` if the id is unknown or its entry is gone.
     pub fn path(&self, id: u64) -> Option<&Path> {
-        self.nodes.get(&id)?.path.as_deref()
+        self.nodes.get(&id)?.paths.first().map(PathBuf::as_path)
     }
 
     /// The path of `name` inside the directory node `parent`.
@@ -196,32 +210,41 @@ impl NodeTable {
         Some(self.path(parent)?.join(name))
     }
 
-    /// Records one kernel lookup of `path` and returns its node id, creating the node
-    /// on first sight.
+    /// Records one kernel lookup of `path`, the file `file` shown as inode number
+    /// `inode`, and returns its node id, creating the node on first sight.
     ///
     /// A new node takes `inode` (the `inodecalc` number the pool shows for it) as its
     /// id when no live node holds that id, so that the id and `st_ino` agree and the
-    /// kernel may cache the attributes of the entry reply. Otherwise (a second name of
-    /// a hard link, a hash collision, inode 0 or 1) it gets an id from the synthetic
-    /// range, which the caller answers with an attribute timeout of zero. An id comes
-    /// back only after the kernel forgot it, for the same file or another: FUSE allows
-    /// that, and the generation can stay 0 because the pool is not NFS-exportable.
-    pub fn lookup(&mut self, path: &Path, inode: u64) -> u64 {
+    /// kernel may cache the attributes of the entry reply. A new name of a file that
+    /// already has that node (a hard link) joins it. Otherwise (a hash collision,
+    /// inode 0 or 1) it gets an id from the synthetic range, which the caller answers
+    /// with an attribute timeout of zero. An id comes back only after the kernel
+    /// forgot it, for the same file or another: FUSE allows that, and the generation
+    /// can stay 0 because the pool is not NFS-exportable.
+    pub fn lookup(&mut self, path: &Path, inode: u64, file: Option<FileId>) -> u64 {
         if let Some(&id) = self.by_path.get(path) {
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.lookups += 1;
             }
             return id;
         }
-        let id = if inode > ROOT_ID && !self.nodes.contains_key(&inode) {
-            inode
-        } else {
-            self.synthetic_id()
+        let id = match self.nodes.get_mut(&inode) {
+            None if inode > ROOT_ID => inode,
+            Some(node)
+                if file.is_some_and(|f| !f.is_dir) && node.file == file && inode > ROOT_ID =>
+            {
+                node.paths.push(path.to_path_buf());
+                node.lookups += 1;
+                self.by_path.insert(path.to_path_buf(), inode);
+                return inode;
+            }
+            _ => self.synthetic_id(),
         };
         self.nodes.insert(
             id,
             Node {
-                path: Some(path.to_path_buf()),
+                paths: vec![path.to_path_buf()],
+                file,
                 lookups: 1,
             },
         );
@@ -251,7 +274,7 @@ impl NodeTable {
         };
         node.lookups = node.lookups.saturating_sub(count);
         if node.lookups == 0 {
-            if let Some(path) = self.nodes.remove(&id).and_then(|n| n.path) {
+            for path in self.nodes.remove(&id).map(|n| n.paths).unwrap_or_default() {
                 if self.by_path.get(&path) == Some(&id) {
                     self.by_path.remove(&path);
                 }
@@ -260,11 +283,12 @@ impl NodeTable {
     }
 
     /// The entry at `path` was removed (unlink, rmdir): its node and those below it
-    /// keep their ids until forgotten but no longer resolve to a path.
+    /// keep their ids until forgotten but no longer resolve to that path (a file
+    /// keeps its other names).
     pub fn remove(&mut self, path: &Path) {
-        for id in self.take_subtree(path).into_iter().map(|(_, id)| id) {
+        for (old, id) in self.take_subtree(path) {
             if let Some(node) = self.nodes.get_mut(&id) {
-                node.path = None;
+                node.paths.retain(|p| *p != old);
             }
         }
     }
@@ -273,6 +297,10 @@ impl NodeTable {
     /// stand for the same names under `to`; whatever `to` was before is detached.
     pub fn rename(&mut self, from: &Path, to: &Path) {
         if from == to {
+            return;
+        }
+        if self.by_path.get(from).is_some() && self.by_path.get(from) == self.by_path.get(to) {
+            // Two names of one file: rename(2) does nothing.
             return;
         }
         self.remove(to);
@@ -286,7 +314,10 @@ impl NodeTable {
                 to.join(rest)
             };
             if let Some(node) = self.nodes.get_mut(&id) {
-                node.path = Some(new.clone());
+                match node.paths.iter_mut().find(|p| **p == old) {
+                    Some(name) => *name = new.clone(),
+                    None => node.paths.push(new.clone()),
+                }
             }
             self.by_path.insert(new, id);
         }
@@ -416,9 +447,9 @@ mod tests {
     fn lookups_share_ids_and_forget_frees_them() {
         let mut t = NodeTable::new();
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
-        let a = t.lookup(Path::new("/a"), 7);
+        let a = t.lookup(Path::new("/a"), 7, None);
         assert_eq!(a, 7);
-        assert_eq!(t.lookup(Path::new("/a"), 7), a);
+        assert_eq!(t.lookup(Path::new("/a"), 7, None), a);
         assert_eq!(
             t.child_path(ROOT_ID, "a".as_ref()),
             Some(PathBuf::from("/a"))
@@ -429,7 +460,7 @@ mod tests {
         assert_eq!(t.path(a), None);
         assert!(t.is_empty());
         // Once forgotten, the inode number is free to be the id again.
-        assert_eq!(t.lookup(Path::new("/a"), 7), a);
+        assert_eq!(t.lookup(Path::new("/a"), 7, None), a);
         t.forget(ROOT_ID, 10);
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
     }
@@ -437,27 +468,27 @@ mod tests {
     #[test]
     fn rename_moves_the_subtree_and_detaches_the_target() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"), 10);
-        let f = t.lookup(Path::new("/d/sub/f"), 11);
-        let sibling = t.lookup(Path::new("/dx"), 12);
-        let target = t.lookup(Path::new("/e"), 13);
+        let d = t.lookup(Path::new("/d"), 10, None);
+        let f = t.lookup(Path::new("/d/sub/f"), 11, None);
+        let sibling = t.lookup(Path::new("/dx"), 12, None);
+        let target = t.lookup(Path::new("/e"), 13, None);
         t.rename(Path::new("/d"), Path::new("/e"));
         assert_eq!(t.path(d), Some(Path::new("/e")));
         assert_eq!(t.path(f), Some(Path::new("/e/sub/f")));
         // `/dx` shares a string prefix with `/d` but is not below it.
         assert_eq!(t.path(sibling), Some(Path::new("/dx")));
         assert_eq!(t.path(target), None);
-        assert_eq!(t.lookup(Path::new("/e/sub/f"), 11), f);
+        assert_eq!(t.lookup(Path::new("/e/sub/f"), 11, None), f);
         // Forgetting the detached node must not unmap the path now owned by `d`.
         t.forget(target, 1);
-        assert_eq!(t.lookup(Path::new("/e"), 99), d);
+        assert_eq!(t.lookup(Path::new("/e"), 99, None), d);
     }
 
     #[test]
     fn remove_detaches_the_subtree() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"), 10);
-        let f = t.lookup(Path::new("/d/f"), 14);
+        let d = t.lookup(Path::new("/d"), 10, None);
+        let f = t.lookup(Path::new("/d/f"), 14, None);
         t.remove(Path::new("/d"));
         assert_eq!((t.path(d), t.path(f)), (None, None));
         assert_eq!(t.len(), 3);
@@ -465,20 +496,65 @@ mod tests {
         assert_eq!(t.len(), 2);
     }
 
+    const FILE_A: FileId = FileId {
+        branch: 0,
+        dev: 8,
+        ino: 1000,
+        is_dir: false,
+    };
+
     #[test]
     fn taken_or_reserved_inodes_get_synthetic_ids() {
         let mut t = NodeTable::new();
-        assert_eq!(t.lookup(Path::new("/a"), 42), 42);
-        // A second name of the same inode (a hard link) cannot share the node.
-        let b = t.lookup(Path::new("/b"), 42);
+        assert_eq!(t.lookup(Path::new("/a"), 42, Some(FILE_A)), 42);
+        // Another file showing the same number (a collision) cannot share the node.
+        let other = FileId {
+            ino: 1001,
+            ..FILE_A
+        };
+        let b = t.lookup(Path::new("/b"), 42, Some(other));
         assert!(b >= SYNTHETIC_BASE);
+        // Nor can a directory, or a name whose file is unknown.
+        let dir = FileId {
+            is_dir: true,
+            ..FILE_A
+        };
+        let d = t.lookup(Path::new("/d"), 42, Some(dir));
+        let unknown = t.lookup(Path::new("/u"), 42, None);
         // Inode 0 and the root's id are never node ids of other entries.
-        let zero = t.lookup(Path::new("/z"), 0);
-        let one = t.lookup(Path::new("/o"), ROOT_ID);
-        assert!(zero >= SYNTHETIC_BASE && one >= SYNTHETIC_BASE);
-        assert_eq!(BTreeSet::from([b, zero, one]).len(), 3);
+        let zero = t.lookup(Path::new("/z"), 0, None);
+        let one = t.lookup(Path::new("/o"), ROOT_ID, None);
+        let ids = BTreeSet::from([b, d, unknown, zero, one]);
+        assert_eq!(ids.len(), 5);
+        assert!(ids.iter().all(|&id| id >= SYNTHETIC_BASE));
         // An inode number equal to a live synthetic id does not take it over.
-        assert_ne!(t.lookup(Path::new("/c"), b), b);
+        assert_ne!(t.lookup(Path::new("/c"), b, None), b);
         assert_eq!(t.path(b), Some(Path::new("/b")));
+    }
+
+    #[test]
+    fn names_of_one_file_share_its_node() {
+        let mut t = NodeTable::new();
+        assert_eq!(t.lookup(Path::new("/a"), 42, Some(FILE_A)), 42);
+        assert_eq!(t.lookup(Path::new("/b"), 42, Some(FILE_A)), 42);
+        assert_eq!(t.lookup(Path::new("/b"), 42, Some(FILE_A)), 42);
+        assert_eq!(t.path(42), Some(Path::new("/a")));
+        // Renaming one name onto the other changes nothing, as rename(2).
+        t.rename(Path::new("/a"), Path::new("/b"));
+        assert_eq!(t.child_path(ROOT_ID, "b".as_ref()), Some("/b".into()));
+        assert_eq!(t.path(42), Some(Path::new("/a")));
+        // Removing one name leaves the other; renaming it moves that one.
+        t.remove(Path::new("/a"));
+        assert_eq!(t.path(42), Some(Path::new("/b")));
+        t.rename(Path::new("/b"), Path::new("/c"));
+        assert_eq!(t.path(42), Some(Path::new("/c")));
+        assert_eq!(t.lookup(Path::new("/c"), 42, Some(FILE_A)), 42);
+        // Three lookups of `/a` and `/b`, one of `/c`: gone after four forgets.
+        t.forget(42, 3);
+        assert_eq!(t.path(42), Some(Path::new("/c")));
+        t.forget(42, 1);
+        assert_eq!(t.path(42), None);
+        assert!(t.is_empty());
+        assert_eq!(t.lookup(Path::new("/c"), 42, None), 42);
     }
 }

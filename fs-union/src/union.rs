@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
+use crate::node::FileId;
 use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
@@ -77,8 +78,23 @@ impl From<PolicyError> for Errno {
 pub struct Attr {
     /// Index of the branch the attributes come from.
     pub branch: usize,
-    /// The attributes (`lstat` of the entry on that branch).
+    /// The attributes (`lstat` of the entry on that branch), `st_ino` replaced by
+    /// the `inodecalc` number.
     pub stat: libc::stat,
+    /// The entry's inode number on its branch.
+    pub branch_ino: u64,
+}
+
+impl Attr {
+    /// What tells this file from others: its branch, device and branch inode.
+    pub fn file_id(&self) -> FileId {
+        FileId {
+            branch: self.branch,
+            dev: self.stat.st_dev,
+            ino: self.branch_ino,
+            is_dir: self.stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        }
+    }
 }
 
 impl fmt::Debug for Attr {
@@ -379,8 +395,13 @@ impl Union {
 
     /// Replaces the underlying inode number with the `inodecalc` one.
     fn attr(&self, branch: usize, path: &Path, mut stat: libc::stat) -> Attr {
+        let branch_ino = stat.st_ino;
         stat.st_ino = self.inode(branch, path, stat.st_mode, stat.st_ino);
-        Attr { branch, stat }
+        Attr {
+            branch,
+            stat,
+            branch_ino,
+        }
     }
 
     fn inode(&self, branch: usize, path: &Path, mode: u32, ino: u64) -> u64 {
