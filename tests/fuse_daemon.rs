@@ -264,6 +264,22 @@ fn fuse_daemon_returns_once_the_pool_answers() {
     assert_eq!(fs::read(mnt.path().join("there")).unwrap(), b"yes");
     assert_eq!(getfattr(mnt.path(), "cache.files"), "partial");
     let pid = daemon_pid(mnt.path());
+    // Every thread runs at mergerfs's default scheduling-priority.
+    let tasks: Vec<(String, i64)> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let stat = fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            // Fields after the parenthesised name; the nice value is field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            (
+                stat.clone(),
+                rest.split(' ').nth(16).unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(tasks.len() >= 2, "{tasks:?}");
+    assert!(tasks.iter().all(|(_, nice)| *nice == -10), "{tasks:?}");
+    assert_eq!(getfattr(mnt.path(), "scheduling-priority"), "-10");
     assert!(Command::new("umount")
         .arg(mnt.path())
         .status()

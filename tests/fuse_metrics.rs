@@ -372,5 +372,10 @@ fn fuse_metrics_show_entry_attributes_are_cached() {
     }
     assert_eq!(seen.len(), 300);
     assert_eq!(lookups_and_getattrs(&address), before);
-    assert!(must(&scrape(&address), "lhfs_operations_total{op=\"readdirplus\"}") >= 1.0);
+    assert!(
+        must(
+            &scrape(&address),
+            "lhfs_operations_total{op=\"readdirplus\"}"
+        ) >= 1.0
+    );
 }

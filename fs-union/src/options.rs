@@ -316,7 +316,6 @@ const ACCEPTED: &[Accepted] = &[
     accepted("process-thread-queue-depth", Kind::Int, false, "2"),
     accepted("proxy-ioprio", Kind::Bool, true, "false"),
     accepted("readahead", Kind::Int, true, "0"),
-    accepted("scheduling-priority", Kind::Int, false, "-10"),
     accepted("symlinkify", Kind::Bool, true, "false"),
     accepted("symlinkify-timeout", Kind::Int, true, "3600"),
 ];
@@ -342,6 +341,7 @@ const KEYS: &[(&str, bool)] = &[
     ("passthrough.io", true),
     ("read-thread-count", false),
     ("rename-exdev", true),
+    ("scheduling-priority", false),
     ("security-capability", true),
     ("statfs", true),
     ("statfs-ignore", true),
@@ -442,6 +442,8 @@ pub struct Options {
     pub security_capability: bool,
     /// `read-thread-count` (alias `threads`): 0 = one per core, negative = cores / |n|.
     pub read_thread_count: i64,
+    /// `scheduling-priority`: the nice value the daemon's threads run at (-20..=19).
+    pub scheduling_priority: i32,
     /// `passthrough.io`.
     pub passthrough_io: PassthroughIo,
     /// `branches-mount-timeout` in seconds.
@@ -483,6 +485,7 @@ impl Default for Options {
             xattr: XattrMode::default(),
             security_capability: true,
             read_thread_count: 0,
+            scheduling_priority: -10,
             passthrough_io: PassthroughIo::default(),
             branches_mount_timeout: 0,
             branches_mount_timeout_fail: false,
@@ -703,6 +706,13 @@ impl Options {
             "read-thread-count" => {
                 self.read_thread_count = number(value, "a whole number (0 = one per core)")?
             }
+            "scheduling-priority" => {
+                let expected = "a nice value from -20 to 19";
+                self.scheduling_priority = number(value, expected)?;
+                if !(-20..=19).contains(&self.scheduling_priority) {
+                    return Err(bad(expected));
+                }
+            }
             "passthrough.io" => self.passthrough_io = parse_choice!(PassthroughIo, value)?,
             "branches-mount-timeout" => self.branches_mount_timeout = seconds(value)?,
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
@@ -798,6 +808,7 @@ impl Options {
             "xattr" => self.xattr.to_string(),
             "security-capability" => flag(self.security_capability),
             "read-thread-count" => self.read_thread_count.to_string(),
+            "scheduling-priority" => self.scheduling_priority.to_string(),
             "passthrough.io" => self.passthrough_io.to_string(),
             "branches-mount-timeout" => self.branches_mount_timeout.to_string(),
             "branches-mount-timeout-fail" => flag(self.branches_mount_timeout_fail),
@@ -966,6 +977,17 @@ mod tests {
                 .read_thread_count,
             4
         );
+        assert_eq!(Options::default().scheduling_priority, -10);
+        let o = Options::parse("scheduling_priority=5").unwrap();
+        assert_eq!(o.get("scheduling-priority").unwrap(), "5");
+        for bad in [
+            "scheduling-priority=20",
+            "scheduling-priority=-21",
+            "scheduling-priority=x",
+        ] {
+            let refusal = Options::parse(bad).unwrap_err().to_string();
+            assert!(refusal.contains("a nice value from -20 to 19"), "{refusal}");
+        }
     }
 
     #[test]
