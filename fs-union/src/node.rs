@@ -299,7 +299,8 @@ impl NodeTable {
         if from == to {
             return;
         }
-        if self.by_path.get(from).is_some() && self.by_path.get(from) == self.by_path.get(to) {
+        let from_id = self.by_path.get(from);
+        if from_id.is_some() && from_id == self.by_path.get(to) {
             // Two names of one file: rename(2) does nothing.
             return;
         }
