@@ -138,8 +138,12 @@ fn run(args: Args) -> Result<ExitCode> {
             error: None,
             not_available: None,
             skipped: Vec::new(),
+            seconds: 0.0,
         };
+        let start = std::time::Instant::now();
         let result = (row.run)(&ctx);
+        outcome.seconds = start.elapsed().as_secs_f64();
+        eprintln!("{} took {:.0} s", row.name, outcome.seconds);
         outcome.skipped = ctx.skipped.take();
         match result {
             Ok(lines) => outcome.lines = lines,

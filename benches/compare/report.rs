@@ -37,6 +37,8 @@ pub struct RowOutcome {
     pub not_available: Option<String>,
     /// Variants the row left out while the others ran, each with why.
     pub skipped: Vec<String>,
+    /// How long the row took, setup included, in seconds.
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +65,13 @@ impl Report {
         for line in self.rows.iter().flat_map(|r| &r.lines) {
             out += &table_line(line);
         }
+        let total: f64 = self.rows.iter().map(|r| r.seconds).sum();
+        out += &format!("\nTime per row (setup included), {:.0} s in all:", total);
+        for row in &self.rows {
+            out += &format!(" {} {:.0} s;", row.name, row.seconds);
+        }
+        out.pop();
+        out += "\n";
         let failed: Vec<&RowOutcome> = self.rows.iter().filter(|r| r.error.is_some()).collect();
         if !failed.is_empty() {
             out += "\n## Rows that did not run\n\n";
@@ -208,6 +217,7 @@ mod tests {
                     error: None,
                     not_available: None,
                     skipped: vec![],
+                    seconds: 12.0,
                 },
                 RowOutcome {
                     name: "pool-fio".into(),
@@ -215,6 +225,7 @@ mod tests {
                     error: Some("fio: not installed".into()),
                     not_available: None,
                     skipped: vec![],
+                    seconds: 30.0,
                 },
                 RowOutcome {
                     name: "pool-meta".into(),
@@ -222,6 +233,7 @@ mod tests {
                     error: None,
                     not_available: None,
                     skipped: vec!["mergerfs cache.files=off: not installed".into()],
+                    seconds: 45.0,
                 },
                 RowOutcome {
                     name: "parity-fix".into(),
@@ -229,6 +241,7 @@ mod tests {
                     error: None,
                     not_available: Some("no fix".into()),
                     skipped: vec![],
+                    seconds: 3.0,
                 },
             ],
         };
@@ -239,6 +252,10 @@ mod tests {
         ));
         assert!(md.contains("| snapraid [avx2] | 41041 | 40000-42001 | MB/s | baseline |\n"));
         assert!(md.contains("| other | 41041 | 40000-42001 | MB/s | - |\n"));
+        assert!(md.contains(
+            "Time per row (setup included), 90 s in all: parity-speed 12 s; pool-fio 30 s; \
+             pool-meta 45 s; parity-fix 3 s\n"
+        ));
         assert!(md.contains("## Rows that did not run\n\n- pool-fio: fio: not installed\n\n"));
         assert!(md.contains(
             "## Variants that did not run\n\n- pool-meta: mergerfs cache.files=off: not installed\n"
@@ -254,5 +271,6 @@ mod tests {
         );
         assert_eq!(json["rows"][3]["not_available"], "no fix");
         assert_eq!(json["env"]["kernel"], "6.1");
+        assert_eq!(json["rows"][1]["seconds"], 30.0);
     }
 }
