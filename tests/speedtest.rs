@@ -70,3 +70,16 @@ fn bad_block_size_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn selected_only_measures_one_kernel() {
+    let mut args = QUICK.to_vec();
+    args.extend(["--json", "--selected-only"]);
+    let out = run("lhparity", &args, &[("LHPARITY_KERNEL", "scalar")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let results = report["results"].as_array().expect("results array");
+    // gen1..gen6 and rec1..rec6, each once, all with the forced kernel.
+    assert_eq!(results.len(), 12);
+    assert!(results.iter().all(|r| r["kernel"] == "scalar"), "{report}");
+}

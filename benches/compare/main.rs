@@ -11,11 +11,13 @@
 //! table goes to stdout, progress to stderr, and the full record to `--json`.
 //!
 //! The rows (`--list`): `parity-speed` (parity kernels in cache), `parity-sync`,
-//! `parity-scrub` and `parity-fix` (lhparity against snapraid on a 4 x 1 GiB array
-//! of loop disks, 1 and 2 parity levels, a few minutes each), `disk-read` (the raw
+//! `parity-scrub` and `parity-fix` (lhparity against snapraid on an array of 4 data
+//! loop disks, 1 GiB each by default, 1 and 2 parity levels), `disk-read` (the raw
 //! ext4 reference), `pool-fio` and `pool-meta` (fio file I/O and metadata operations
 //! on a raw ext4 folder against lhfs, with FUSE passthrough on and off, and mergerfs
-//! pooling it; about 10 and 2 minutes). The disk and pool rows need root, the pool
+//! pooling it). The default sizes (`scale.rs`) make a full run take about 10 minutes
+//! on 2 cores; `--data-per-disk`, `--fio-size`, `--random-secs` and `--meta-files`
+//! change them. The disk and pool rows need root, the pool
 //! rows also `/dev/fuse`. A row whose lhparity subcommand is not in this build
 //! (`lhparity --help`) is listed as not available; that does not fail the run. A pool
 //! variant whose program is missing (lhfs not built, mergerfs not installed) is left
@@ -39,6 +41,7 @@ mod interrupt;
 mod measure;
 mod report;
 mod rows;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,6 +80,20 @@ struct Args {
     /// List the rows and exit.
     #[arg(long)]
     list: bool,
+    /// Data per disk of the parity arrays (4 data disks) and of disk-read
+    /// [default: 1G, or 24M with --smoke].
+    #[arg(long, value_name = "SIZE", value_parser = scale::parse_size)]
+    data_per_disk: Option<u64>,
+    /// File size of pool-fio's sequential write and read [default: 1G, or 64M with
+    /// --smoke].
+    #[arg(long, value_name = "SIZE", value_parser = scale::parse_size)]
+    fio_size: Option<u64>,
+    /// Seconds of pool-fio's random reads per run [default: 5, or 2 with --smoke].
+    #[arg(long, value_name = "N")]
+    random_secs: Option<u32>,
+    /// Files of pool-meta, 200 per folder [default: 10000, or 1000 with --smoke].
+    #[arg(long, value_name = "N")]
+    meta_files: Option<usize>,
 }
 
 fn workspace_root() -> &'static Path {
@@ -102,6 +119,15 @@ fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let selected = rows::select(args.only.as_deref())?;
+    let scale = scale::Scale::new(
+        args.smoke,
+        scale::Overrides {
+            data_per_disk: args.data_per_disk,
+            fio_file: args.fio_size,
+            random_secs: args.random_secs,
+            meta_files: args.meta_files,
+        },
+    )?;
     let reps = args.reps.unwrap_or(if args.smoke { 1 } else { 3 });
     if reps == 0 {
         bail!("--reps must be at least 1");
@@ -122,7 +148,7 @@ fn run(args: Args) -> Result<ExitCode> {
         bin_dir: &bin_dir,
         work_dir: &args.work_dir,
         reps,
-        smoke: args.smoke,
+        scale,
         skipped: Default::default(),
     };
 
@@ -167,6 +193,7 @@ fn run(args: Args) -> Result<ExitCode> {
         env,
         reps,
         smoke: args.smoke,
+        scale,
         rows: outcomes,
     };
     print!("{}", report.markdown());

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::env::Env;
 use crate::measure::Summary;
+use crate::scale::Scale;
 
 /// One variant's figure for one measured quantity.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +47,7 @@ pub struct Report {
     pub env: Env,
     pub reps: usize,
     pub smoke: bool,
+    pub scale: Scale,
     pub rows: Vec<RowOutcome>,
 }
 
@@ -60,6 +62,7 @@ impl Report {
             if self.reps == 1 { "" } else { "s" },
             if self.smoke { ", smoke sizes" } else { "" }
         );
+        out += &format!("Sizes: {}.\n\n", self.scale.describe());
         out += "| row | variant | median | min-max | unit | ratio vs baseline |\n";
         out += "|---|---|---:|---:|---|---:|\n";
         for line in self.rows.iter().flat_map(|r| &r.lines) {
@@ -206,6 +209,7 @@ mod tests {
             },
             reps: 3,
             smoke: false,
+            scale: Scale::FULL,
             rows: vec![
                 RowOutcome {
                     name: "parity-speed".into(),
@@ -246,7 +250,7 @@ mod tests {
             ],
         };
         let md = report.markdown();
-        assert!(md.contains("## Results (3 repetitions, alternated)"));
+        assert!(md.contains("## Results (3 repetitions, alternated)\n\nSizes: data 1 GiB per disk"));
         assert!(md.contains(
             "| parity-speed gen2 | lhparity [gfni] | 41041 | 40000-42001 | MB/s | 1.50x |\n"
         ));
@@ -272,5 +276,6 @@ mod tests {
         assert_eq!(json["rows"][3]["not_available"], "no fix");
         assert_eq!(json["env"]["kernel"], "6.1");
         assert_eq!(json["rows"][1]["seconds"], 30.0);
+        assert_eq!(json["scale"]["meta_files"], 10000);
     }
 }

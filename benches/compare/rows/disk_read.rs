@@ -19,17 +19,18 @@ pub const ROW: RowSpec = RowSpec {
     run,
 };
 
-const MIB: u64 = 1 << 20;
 const METRIC: &str = "read";
 
 fn run(ctx: &Ctx) -> Result<Vec<Line>> {
     disks::require_root("row disk-read")?;
     // (image size, data size, large file size, small file size)
-    let (image, data, large, small) = if ctx.smoke {
-        (64 * MIB, 16 * MIB, 4 * MIB, 256 << 10)
-    } else {
-        (1536 * MIB, 1024 * MIB, 100 * MIB, MIB)
-    };
+    let scale = &ctx.scale;
+    let (image, data, large, small) = (
+        scale.data_image(),
+        scale.data_per_disk,
+        scale.large_file(),
+        scale.small_file(),
+    );
     let scratch = Disks::create(ctx.work_dir, 1, image)?;
     let paths = disks::fill(
         scratch.mounts()[0],

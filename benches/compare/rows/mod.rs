@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::env::Env;
 use crate::measure::{ratio, Samples};
 use crate::report::Line;
+use crate::scale::Scale;
 
 mod disk_read;
 mod parity_array;
@@ -36,8 +37,8 @@ pub struct Ctx<'a> {
     /// Where scratch disk images go.
     pub work_dir: &'a Path,
     pub reps: usize,
-    /// Tiny sizes, for a quick check that the row works at all.
-    pub smoke: bool,
+    /// The sizes the rows run at.
+    pub scale: Scale,
     /// Variants the running row left out, with why (`skip_variant`); the runner
     /// moves them into the row's outcome.
     pub skipped: RefCell<Vec<String>>,

@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 use super::{run_tool, Ctx, NotAvailable};
 use crate::disks::{self, Disks};
 use crate::measure::Observation;
+use crate::scale::Scale;
 
 /// The parity levels measured, each a sub-row.
 pub const LEVELS: [usize; 2] = [1, 2];
@@ -42,7 +43,6 @@ const BLOCKSIZE_KIB: u32 = 256;
 /// Seed of the first data disk; disk i uses `SEED + i`, so disks differ (identical
 /// disks would make the level-1 parity all zeros).
 const SEED: u64 = 0x1f5_0000;
-const MIB: u64 = 1 << 20;
 
 /// The tool a variant runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,23 +91,13 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(smoke: bool) -> Sizes {
-        if smoke {
-            Sizes {
-                data_image: 64 * MIB,
-                parity_image: 64 * MIB,
-                per_disk: 24 * MIB,
-                large: 4 * MIB,
-                small: 256 << 10,
-            }
-        } else {
-            Sizes {
-                data_image: 1331 * MIB,
-                parity_image: 1280 * MIB,
-                per_disk: 1024 * MIB,
-                large: 100 * MIB,
-                small: MIB,
-            }
+    fn new(scale: &Scale) -> Sizes {
+        Sizes {
+            data_image: scale.data_image(),
+            parity_image: scale.parity_image(),
+            per_disk: scale.data_per_disk,
+            large: scale.large_file(),
+            small: scale.small_file(),
         }
     }
 }
@@ -164,7 +154,7 @@ impl Array {
     /// Creates and mounts every image and fills the data disks.
     pub fn create(ctx: &Ctx, bins: [PathBuf; 2]) -> Result<Array> {
         disks::require_root("the parity rows")?;
-        let sizes = Sizes::new(ctx.smoke);
+        let sizes = Sizes::new(&ctx.scale);
         let max_levels = LEVELS.iter().copied().max().unwrap_or(1);
         let data = Disks::create(ctx.work_dir, DATA_DISKS, sizes.data_image)?;
         let parity = Tool::ALL

@@ -105,7 +105,13 @@ fn lhparity_figures(json: &str) -> Result<(LhparitySpeed, Vec<Figure>)> {
 
 fn measure_lhparity(bin: &Path) -> Result<Observation> {
     // One second per kernel and operation, as `snapraid -T` measures.
-    let stdout = run_tool(Command::new(bin).args(["speedtest", "--json", "--period-ms", "1000"]))?;
+    let stdout = run_tool(Command::new(bin).args([
+        "speedtest",
+        "--json",
+        "--selected-only",
+        "--period-ms",
+        "1000",
+    ]))?;
     let (speed, figures) = lhparity_figures(&stdout)?;
     let mut obs = Observation::default();
     for f in figures {

@@ -3,21 +3,22 @@
 //! pools creating on the first). Four figures, each rotated over the variants on
 //! its own, raw ext4 the baseline and the lhfs variants also against mergerfs:
 //!
-//! - **seq write**: 2 GiB in 1 MiB blocks with `--end_fsync=1`, so the figure includes
+//! - **seq write**: the file (`--fio-size`, 1 GiB by default) in 1 MiB blocks with `--end_fsync=1`, so the figure includes
 //!   getting the data to the disk (fio counts the final fsync in its runtime). The
 //!   file is deleted before and after every run, so each run allocates afresh.
 //!   `--fallocate=none`: fio would otherwise preallocate, and how a pool forwards
 //!   fallocate is not what this row measures.
-//! - **seq read cold**: one 2 GiB file, written once straight to the branch before
+//! - **seq read cold**: one file of that size, written once straight to the branch before
 //!   the row and read by every variant (the same blocks on disk), 1 MiB blocks, page
 //!   cache dropped before every run.
 //! - **seq read warm**: the same file read once right before the run (an idle page
 //!   cache does not stay warm here), and fio told not to drop it (`--invalidate=0`).
-//! - **random read**: 4 KiB random reads on the warm file for 20 s (`--time_based`),
-//!   one job, queue depth 1; IOPS.
+//! - **random read**: 4 KiB random reads on the warm file for `--random-secs` (5 s by
+//!   default; `--time_based`), one job, queue depth 1; IOPS.
 //!
-//! Throughput is fio's `bw_bytes` in MB/s (10^6 bytes per second). `--smoke` uses a
-//! 512 MiB image, 64 MiB files and 2 s of random reads.
+//! Throughput is fio's `bw_bytes` in MB/s (10^6 bytes per second). The image holds
+//! four times the file; `--smoke` uses a 512 MiB image, 64 MiB files and 2 s of
+//! random reads.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,15 +31,15 @@ use super::{run_tool, Ctx, RowSpec};
 use crate::disks;
 use crate::measure::{run_rotated, Observation, Variant};
 use crate::report::Line;
+use crate::scale::{size_text, Scale};
 
 pub const ROW: RowSpec = RowSpec {
     name: "pool-fio",
-    about: "fio on raw ext4 vs lhfs (passthrough on/off) vs mergerfs: 2 GiB seq write, seq \
-            read cold/warm, 4 KiB random read",
+    about: "fio on raw ext4 vs lhfs (passthrough on/off) vs mergerfs: seq write, seq read \
+            cold/warm (1 GiB, --fio-size), 4 KiB random read (5 s, --random-secs)",
     run,
 };
 
-const MIB: u64 = 1 << 20;
 const METRIC: &str = "fio";
 /// The file every read test reads, written once in branch `b1`.
 const READ_FILE: &str = "fio-read.dat";
@@ -55,20 +56,11 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(smoke: bool) -> Sizes {
-        if smoke {
-            Sizes {
-                image: 512 * MIB,
-                file: 64 * MIB,
-                random_secs: 2,
-            }
-        } else {
-            // Room for the read file and one write file at a time, with space to spare.
-            Sizes {
-                image: 8192 * MIB,
-                file: 2048 * MIB,
-                random_secs: 20,
-            }
+    fn new(scale: &Scale) -> Sizes {
+        Sizes {
+            image: scale.fio_image(),
+            file: scale.fio_file,
+            random_secs: scale.random_secs,
         }
     }
 }
@@ -163,19 +155,10 @@ impl Test {
     }
 }
 
-/// `2 GiB`, `64 MiB`: sizes as the row names show them.
-fn size_text(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else {
-        format!("{} MiB", bytes / MIB)
-    }
-}
-
 fn run(ctx: &Ctx) -> Result<Vec<Line>> {
     // Before the image is made: without fio there is nothing to run.
     let fio = ctx.peer("fio")?;
-    let sizes = Sizes::new(ctx.smoke);
+    let sizes = Sizes::new(&ctx.scale);
     let bed = Bed::create(ctx, ROW.name, sizes.image)?;
     let read_file = bed.branch1().join(READ_FILE);
     disks::write_file(&read_file, sizes.file, SEED)?;
@@ -346,7 +329,11 @@ mod tests {
 
     #[test]
     fn fio_arguments_per_test() {
-        let sizes = Sizes::new(false);
+        let sizes = Sizes::new(&Scale {
+            fio_file: 2 << 30,
+            random_secs: 20,
+            ..Scale::FULL
+        });
         let args = |t: Test| t.fio_args(Path::new("/p/f.dat"), &sizes).unwrap().join(" ");
         let common = "--name=pool --filename=/p/f.dat --size=2147483648 --ioengine=psync \
                       --numjobs=1 --fallocate=none --output-format=json";
@@ -366,19 +353,18 @@ mod tests {
 
     #[test]
     fn row_names_show_the_sizes() {
-        let full = Sizes::new(false);
+        let full = Sizes::new(&Scale::FULL);
         assert_eq!(
             Test::SeqWrite.row(&full),
-            "pool-fio seq write 2 GiB 1 MiB blocks"
+            "pool-fio seq write 1 GiB 1 MiB blocks"
         );
         assert_eq!(
             Test::RandRead.row(&full),
-            "pool-fio random read 4 KiB warm 20 s"
+            "pool-fio random read 4 KiB warm 5 s"
         );
         assert_eq!(
-            Test::SeqReadCold.row(&Sizes::new(true)),
+            Test::SeqReadCold.row(&Sizes::new(&Scale::SMOKE)),
             "pool-fio seq read 64 MiB cold"
         );
-        assert_eq!(size_text(1536 * MIB), "1536 MiB");
     }
 }

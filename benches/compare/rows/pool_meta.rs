@@ -4,8 +4,8 @@
 //! timed phases, one right after the other (so the later ones find what the kernel
 //! cached during the earlier ones, for every variant alike):
 //!
-//! - **create**: 100 folders, then 20,000 empty files, 200 per folder (created and
-//!   closed);
+//! - **create**: the folders, then the empty files, 200 per folder (created and
+//!   closed); 10,000 files in 50 folders by default (`--meta-files`);
 //! - **stat**: `stat` on every file;
 //! - **readdir+lstat**: list every folder and `lstat` every entry, as `ls -l` or a
 //!   backup tool does;
@@ -33,15 +33,15 @@ use super::{Ctx, RowSpec};
 use crate::disks;
 use crate::measure::{run_rotated, Observation, Variant};
 use crate::report::Line;
+use crate::scale::Scale;
 
 pub const ROW: RowSpec = RowSpec {
     name: "pool-meta",
-    about: "create/stat/readdir+lstat/unlink of 20,000 empty files in 100 folders, one \
-            thread; raw ext4 vs lhfs (passthrough on/off) vs mergerfs",
+    about: "create/stat/readdir+lstat/unlink of empty files, 200 per folder (10,000, \
+            --meta-files), one thread; raw ext4 vs lhfs (passthrough on/off) vs mergerfs",
     run,
 };
 
-const MIB: u64 = 1 << 20;
 /// The phases in run order; also the metric names.
 const PHASES: [&str; 4] = ["create", "stat", "readdir+lstat", "unlink"];
 /// The folder each run works in, inside its variant's folder.
@@ -58,26 +58,17 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(smoke: bool) -> Shape {
-        if smoke {
-            Shape {
-                files: 1_000,
-                folders: 10,
-                image: 512 * MIB,
-            }
-        } else {
-            // 131,072 inodes at ext4's default ratio: plenty for the files.
-            Shape {
-                files: 20_000,
-                folders: 100,
-                image: 2048 * MIB,
-            }
+    fn new(scale: &Scale) -> Shape {
+        Shape {
+            files: scale.meta_files,
+            folders: scale.meta_folders(),
+            image: scale.meta_image(),
         }
     }
 }
 
 fn run(ctx: &Ctx) -> Result<Vec<Line>> {
-    let shape = Shape::new(ctx.smoke);
+    let shape = Shape::new(&ctx.scale);
     let bed = Bed::create(ctx, ROW.name, shape.image)?;
     let bed_ref = &bed;
     let mut variants: Vec<Variant> = bed

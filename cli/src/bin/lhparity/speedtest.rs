@@ -23,6 +23,9 @@ pub struct Args {
     /// Bytes per block (a multiple of 64).
     #[arg(long, default_value_t = 256 * 1024)]
     block_size: usize,
+    /// Measure only the selected kernel (the one sync and fix use).
+    #[arg(long)]
+    selected_only: bool,
 }
 
 #[derive(Serialize)]
@@ -54,7 +57,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
     }
     let selected = Kernel::selected()?;
-    let kernels = Kernel::available();
+    let kernels = if args.selected_only {
+        vec![selected]
+    } else {
+        Kernel::available()
+    };
     let shape = Shape {
         disks: args.disks,
         block_size: args.block_size,
