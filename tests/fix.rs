@@ -370,3 +370,75 @@ fn a_damaged_surviving_block_is_found_when_a_lost_disk_is_rebuilt() {
     expect_code(&array.lhparity(&["fix"]), 0);
     assert!(snapshot(&array) == original);
 }
+
+/// A tmpfs mounted over a folder for the life of the value.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            return Some(SmallDisk(dir.to_path_buf()));
+        }
+        assert!(
+            std::env::var_os("LHFS_REQUIRE_FUSE").is_none(),
+            "mounting a tmpfs failed; this test needs root"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn fix_onto_a_full_disk_reports_it_and_writes_no_wrong_file() {
+    let (array, original) = synced_array(3, 1);
+    wipe(&array, 0);
+    // A replacement disk too small for what was on it.
+    let Some(_small) = SmallDisk::mount(&array.disks[0], "256k") else {
+        return;
+    };
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    // Each file's write failure once, naming disk, file and what to do.
+    let big = array.disks[0].join("dir0/big.bin");
+    let message = format!(
+        "disk 'd1': writing {}.lhparity-fix: No space left on device (os error 28); free \
+         space on the disk (or give it a larger one) and run fix again",
+        big.display()
+    );
+    assert_eq!(text.matches(&message).count(), 1, "{text}");
+    // Whatever made it back is exact; the rest is missing, not wrong.
+    let now = snapshot(&array);
+    let mut restored = 0;
+    for (path, (bytes, _, _)) in original
+        .iter()
+        .filter(|(p, _)| p.starts_with(&array.disks[0]))
+    {
+        if let Some((b, _, _)) = now.get(path) {
+            assert!(b == bytes, "{} differs", path.display());
+            restored += 1;
+        }
+    }
+    assert!(restored < 3, "everything fit: {text}");
+    for path in now.keys().filter(|p| p.starts_with(&array.disks[0])) {
+        let name = path.to_string_lossy();
+        assert!(!name.ends_with(".lhparity-fix"), "{name} left behind");
+    }
+    // The other disks are untouched.
+    for (path, entry) in original
+        .iter()
+        .filter(|(p, _)| !p.starts_with(&array.disks[0]))
+    {
+        assert!(now.get(path) == Some(entry), "{} changed", path.display());
+    }
+}

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crossbeam::channel::{Receiver, Sender};
+
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Source, Status};
@@ -213,29 +215,52 @@ pub fn fix(
         });
     }
     let write_errors = Mutex::new(Vec::new());
-    let stage = FixStage {
-        kernel,
-        state: &state,
-        block_size,
-        deleted: &deleted,
-        failed_at: &failed_at,
-        parity_failed: &parity_failed,
-        temps: &temps,
-        parity_files: &parity_files,
-        write_errors: &write_errors,
-        zero: vec![0u8; block_size],
-        eager,
-    };
+    let buffers = BufferPool::new(block_size);
     progress.start(positions.len() as u64 * block_size as u64 * state.disks.len() as u64);
-    let run = pipeline::run(
-        block_size,
-        &positions,
-        &sources,
-        None,
-        &|j, blocks, _| stage.position(positions[j], blocks),
-        &|b| progress.advance(b),
-    )?;
+    let (run, unwritten) = std::thread::scope(|scope| {
+        let (writes, queue) = crossbeam::channel::bounded(WRITE_QUEUE);
+        let names: Vec<(String, PathBuf)> = targets
+            .iter()
+            .map(|t| {
+                let disk = state.disks[t.slot].name.clone();
+                (disk, file_path(config, &state, t.slot, t.file))
+            })
+            .collect();
+        let (temps, buffers, write_errors) = (&temps, &buffers, &write_errors);
+        let writer = scope
+            .spawn(move || write_blocks(queue, temps, &names, block_size, buffers, write_errors));
+        let stage = FixStage {
+            kernel,
+            state: &state,
+            block_size,
+            deleted: &deleted,
+            failed_at: &failed_at,
+            parity_failed: &parity_failed,
+            writes,
+            buffers: &buffers,
+            parity_files: &parity_files,
+            write_errors: &write_errors,
+            zero: vec![0u8; block_size],
+            eager,
+        };
+        let run = pipeline::run(
+            block_size,
+            &positions,
+            &sources,
+            None,
+            &|j, blocks, _| stage.position(positions[j], blocks),
+            &|b| progress.advance(b),
+        );
+        // The writer ends once the stage, holding the last sender, is gone.
+        drop(stage);
+        let unwritten = writer.join().unwrap_or_default();
+        (run, unwritten)
+    });
+    let mut run = run?;
     progress.finish();
+    for result in &mut run.results {
+        result.recovered.retain(|tb| !unwritten.contains(tb));
+    }
     report.errors.extend(run.errors.iter().cloned());
     if let Ok(mut e) = write_errors.lock() {
         report.errors.append(&mut e);
@@ -286,7 +311,7 @@ pub fn fix(
                 report.fixed.push(path.display().to_string());
             }
             (Ok(()), n) => report.unrecoverable.push(format!(
-                "{}: {n} of {} blocks could not be rebuilt; what could be is in {}{UNRECOVERABLE_SUFFIX}",
+                "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}{UNRECOVERABLE_SUFFIX}",
                 path.display(),
                 FileEntry::block_count(entry.size, state.block_size),
                 path.display()
@@ -452,12 +477,155 @@ struct FixStage<'a> {
     deleted: &'a HashMap<(usize, u32), Hash>,
     failed_at: &'a HashMap<(usize, u32), (usize, usize)>,
     parity_failed: &'a HashMap<u32, Vec<usize>>,
-    temps: &'a [Option<File>],
+    /// Where rebuilt target blocks go: the writer thread of [`write_blocks`].
+    writes: Sender<BlockWrite>,
+    /// Block buffers for rebuilt blocks, back from the writer after each write.
+    buffers: &'a BufferPool,
     parity_files: &'a [Option<File>],
     write_errors: &'a Mutex<Vec<String>>,
     zero: Vec<u8>,
     /// Parity levels the pipeline reads; the rest are read here when needed.
     eager: usize,
+}
+
+/// A rebuilt, verified block on its way to its target's temporary file.
+struct BlockWrite {
+    target: usize,
+    block: usize,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+/// Block-sized buffers used again and again: fresh allocations of this size come
+/// from the system each time (page faults and zeroing, and on virtual machines that
+/// hand free memory back to the host, a host fault per page).
+struct BufferPool {
+    size: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// Buffers kept at most: those in flight to the writer and a few more.
+    const KEEP: usize = WRITE_QUEUE + 16;
+
+    fn new(size: usize) -> BufferPool {
+        BufferPool {
+            size,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A buffer of the block size; its bytes are whatever it last held.
+    fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        reused.unwrap_or_else(|| vec![0u8; self.size])
+    }
+
+    fn give_all(&self, buffers: impl IntoIterator<Item = Vec<u8>>) {
+        if let Ok(mut free) = self.free.lock() {
+            for buffer in buffers {
+                if free.len() < Self::KEEP && buffer.len() == self.size {
+                    free.push(buffer);
+                }
+            }
+        }
+    }
+}
+
+/// How many rebuilt blocks may wait for the writer (16 MiB at the default block
+/// size).
+const WRITE_QUEUE: usize = 64;
+
+/// Writes rebuilt blocks to the targets' temporary files as they arrive, until every
+/// sender is gone. One thread does all the writing: the stage's threads, writing
+/// into one file at once, would mostly wait on each other for the file's lock.
+/// Returns the blocks that could not be written, each reported in `errors`.
+/// Each target's first write error is reported, naming the disk and file.
+fn write_blocks(
+    blocks: Receiver<BlockWrite>,
+    temps: &[Option<File>],
+    names: &[(String, PathBuf)],
+    block_size: usize,
+    buffers: &BufferPool,
+    errors: &Mutex<Vec<String>>,
+) -> Vec<(usize, usize)> {
+    let mut failed: Vec<(usize, usize)> = Vec::new();
+    // Per target, the offset below which the written pages were let go.
+    let mut released = vec![0u64; temps.len()];
+    for w in blocks {
+        let Some(file) = temps.get(w.target).and_then(Option::as_ref) else {
+            failed.push((w.target, w.block));
+            continue;
+        };
+        let offset = w.block as u64 * block_size as u64;
+        let written = file.write_all_at(&w.bytes[..w.len], offset);
+        buffers.give_all([w.bytes]);
+        if let Err(e) = written {
+            let first = !failed.iter().any(|&(t, _)| t == w.target);
+            if let (true, Some((disk, path)), Ok(mut errors)) =
+                (first, names.get(w.target), errors.lock())
+            {
+                let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
+                    "; free space on the disk (or give it a larger one) and run fix again"
+                } else {
+                    ""
+                };
+                errors.push(format!(
+                    "disk '{disk}': writing {}{FIX_SUFFIX}: {e}{hint}",
+                    path.display()
+                ));
+            }
+            failed.push((w.target, w.block));
+            continue;
+        }
+        if let Some(released) = released.get_mut(w.target) {
+            release_written(file, offset + w.len as u64, released);
+        }
+    }
+    failed
+}
+
+/// How far behind the newest write the pages of a rebuilt file are let go.
+const RELEASE_BEHIND: u64 = 8 << 20;
+
+/// Starts writing back a rebuilt file's pages as they are written, and drops them
+/// from the page cache once they are `RELEASE_BEHIND` old (by then on their way to
+/// the disk): a rebuilt disk is not read again soon, and a restore of terabytes must
+/// neither evict the cache of the whole system nor pile up dirty pages until the
+/// kernel throttles the writer. Purely advisory: errors are ignored, the data is in
+/// the file either way.
+fn release_written(file: &File, end: u64, released: &mut u64) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let len = |from: u64, to: u64| libc::off_t::try_from(to.saturating_sub(from)).unwrap_or(0);
+    let start = |at: u64| libc::off_t::try_from(at).unwrap_or(0);
+    let window = end.saturating_sub(RELEASE_BEHIND);
+    if window > *released {
+        // SAFETY: plain syscalls on an open descriptor with in-range offsets.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                start(*released),
+                len(*released, window),
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+            libc::posix_fadvise(
+                fd,
+                start(*released),
+                len(*released, window),
+                libc::POSIX_FADV_DONTNEED,
+            );
+            libc::sync_file_range(
+                fd,
+                start(window),
+                len(window, end),
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        *released = window;
+    }
 }
 
 /// Rebuilt blocks of one stripe.
@@ -614,25 +782,25 @@ impl FixStage<'_> {
         else {
             return Ok(fix);
         };
-        for (l, bytes) in lost.iter().zip(&rebuilt.data) {
-            if let Some((t, b)) = l.target {
+        let Rebuilt { data, parity } = rebuilt;
+        for (l, bytes) in lost.iter().zip(data) {
+            if let Some((target, block)) = l.target {
                 let len = l.check.map_or(bs, |(_, len)| len);
-                match self.temps[t]
-                    .as_ref()
-                    .map(|f| f.write_all_at(&bytes[..len], b as u64 * bs as u64))
-                {
-                    Some(Ok(())) => {
-                        fix.recovered.push((t, b));
-                        fix.bytes += len as u64;
-                    }
-                    Some(Err(e)) => {
-                        self.note(format!("writing a rebuilt block of target {t}: {e}"))
-                    }
-                    None => {}
+                let write = BlockWrite {
+                    target,
+                    block,
+                    bytes,
+                    len,
+                };
+                // Counted as recovered now; a block the writer fails on is taken
+                // back out after the pipeline.
+                if self.writes.send(write).is_ok() {
+                    fix.recovered.push((target, block));
+                    fix.bytes += len as u64;
                 }
             }
         }
-        for (&level, bytes) in lost_parity.iter().zip(&rebuilt.parity) {
+        for (&level, bytes) in lost_parity.iter().zip(&parity) {
             if let Some(file) = &self.parity_files[level] {
                 match file.write_all_at(bytes, u64::from(pos) * bs as u64) {
                     Ok(()) => fix.parity_written = true,
@@ -643,6 +811,7 @@ impl FixStage<'_> {
                 }
             }
         }
+        self.buffers.give_all(parity);
         fix.complete = true;
         Ok(fix)
     }
@@ -668,12 +837,18 @@ impl FixStage<'_> {
                 .is_none_or(|(hash, len)| block_hash(key, &bytes[..len]) == hash)
         };
         let attempt = |stripe: &[Option<&[u8]>], lost: &[Lost], choice: Option<&[usize]>| {
-            let mut out = vec![vec![0u8; bs]; lost.len() + lost_parity.len()];
+            let mut out: Vec<Vec<u8>> = (0..lost.len() + lost_parity.len())
+                .map(|_| self.buffers.take())
+                .collect();
             let mut refs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
             raid::rebuild_with(self.kernel, columns, stripe, choice, &mut refs)?;
             let parity = out.split_off(lost.len());
             let ok = lost.iter().zip(&out).all(|(l, b)| matches(l, b));
-            Ok::<_, PipelineError>(ok.then_some(Rebuilt { data: out, parity }))
+            if !ok {
+                self.buffers.give_all(out.into_iter().chain(parity));
+                return Ok::<_, PipelineError>(None);
+            }
+            Ok(Some(Rebuilt { data: out, parity }))
         };
         let mark = |stripe: &mut [Option<&'s [u8]>], lost: &[Lost]| {
             for l in lost {

@@ -68,7 +68,8 @@ pub enum Status {
 /// One source's block at the stage's position.
 #[derive(Copy, Clone)]
 pub struct Block<'b> {
-    /// `block size` bytes, zero-padded; zeros unless `status` is `Present`.
+    /// `block size` bytes, zero-padded; zeros unless `status` is `Present`, except
+    /// for blocks of files the source was told to skip, whose bytes mean nothing.
     pub bytes: &'b [u8],
     pub status: Status,
 }
@@ -412,7 +413,7 @@ impl Reader<'_, '_> {
         let bs = self.block_size;
         let buf = &mut data[j * bs..(j + 1) * bs];
         if skip.is_some_and(|s| s.get(r.file).copied().unwrap_or(false)) {
-            buf.fill(0);
+            // Not even zeroed: a skipped file's blocks are lost to the caller.
             out.status[j] = Status::Skipped {
                 file: r.file,
                 block: r.block,
