@@ -237,9 +237,9 @@ pub fn fix(
             failed_at: &failed_at,
             parity_failed: &parity_failed,
             writes,
-            buffers: &buffers,
+            buffers,
             parity_files: &parity_files,
-            write_errors: &write_errors,
+            write_errors,
             zero: vec![0u8; block_size],
             eager,
         };
