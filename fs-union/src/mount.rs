@@ -284,11 +284,13 @@ pub fn default_fsname(branches: &[Branch]) -> String {
 }
 
 /// How many threads serve requests: `read-thread-count` if positive, the cores
-/// divided by |n| if negative, and for 0 one per core, at least 4 and at most 8.
+/// divided by |n| if negative, and for 0 one per core, at least 2 and at most 8. On
+/// a 2-core machine two threads answered 4 KiB reads 4x faster than one and 20-40%
+/// faster than four.
 pub fn thread_count(read_thread_count: i64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match read_thread_count {
-        0 => cores.clamp(4, 8),
+        0 => cores.clamp(2, 8),
         n if n > 0 => usize::try_from(n).unwrap_or(1),
         n => (cores / usize::try_from(n.unsigned_abs()).unwrap_or(1)).max(1),
     }
