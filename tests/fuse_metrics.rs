@@ -379,3 +379,51 @@ fn fuse_metrics_show_entry_attributes_are_cached() {
         ) >= 1.0
     );
 }
+
+/// Sets a pool option at runtime through the control file.
+fn set_option(pool: &Pool, key: &str, value: &str) {
+    let path = CString::new(pool.path(".mergerfs").as_os_str().as_bytes()).unwrap();
+    let name = CString::new(format!("user.mergerfs.{key}")).unwrap();
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr {key}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn fuse_metrics_show_which_closes_flush() {
+    let test = "fuse_metrics_show_which_closes_flush";
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(a.path().join("f"), b"before").unwrap();
+    let list = a.path().display().to_string();
+    let Some(pool) = Pool::mount(test, &list, mnt.path(), "metrics-listen=127.0.0.1:0") else {
+        return;
+    };
+    let address = listen_address(&pool);
+    let flushes = || must(&scrape(&address), "lhfs_operations_total{op=\"flush\"}");
+    let read_close = || assert_eq!(fs::read(pool.path("f")).unwrap(), b"after!"[..].to_vec());
+    let write_close = || fs::write(pool.path("f"), b"after!").unwrap();
+
+    // opened-for-write (the default): only closes of files opened for writing.
+    let start = flushes();
+    write_close();
+    assert_eq!(flushes(), start + 1.0);
+    read_close();
+    assert_eq!(flushes(), start + 1.0);
+    // always: every close.
+    set_option(&pool, "flush-on-close", "always");
+    read_close();
+    assert_eq!(flushes(), start + 2.0);
+    // never: none, and what was written is there all the same.
+    set_option(&pool, "flush-on-close", "never");
+    write_close();
+    read_close();
+    assert_eq!(flushes(), start + 2.0);
+    assert_eq!(fs::read(a.path().join("f")).unwrap(), b"after!");
+}

@@ -48,7 +48,7 @@ use crate::control::{self, is_control_file};
 use crate::creds::Caller;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
-use crate::options::{CacheFiles, PassthroughIo};
+use crate::options::{CacheFiles, FlushOnClose, PassthroughIo};
 use crate::union::{Attr, DirEntry, Errno, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
@@ -427,6 +427,21 @@ impl UnionFs {
                     _ => FopenFlags::empty(),
                 }
             }
+        }
+    }
+
+    /// `FOPEN_NOFLUSH` for an open with `flags` whose close `flush-on-close` skips.
+    fn no_flush(&self, flags: i32) -> FopenFlags {
+        let for_writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let flush = match self.union().options().flush_on_close {
+            FlushOnClose::Never => false,
+            FlushOnClose::Always => true,
+            FlushOnClose::OpenedForWrite => for_writing,
+        };
+        if flush {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
         }
     }
 
@@ -883,9 +898,10 @@ impl Filesystem for UnionFs {
             backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
+        let no_flush = self.no_flush(flags.0);
         match backing {
-            Some(id) => reply.opened_passthrough(fh, PASSTHROUGH_OPEN, &id),
-            None => reply.opened(fh, cache),
+            Some(id) => reply.opened_passthrough(fh, PASSTHROUGH_OPEN | no_flush, &id),
+            None => reply.opened(fh, cache | no_flush),
         }
     }
 
@@ -1285,11 +1301,17 @@ impl Filesystem for UnionFs {
         } else {
             Duration::ZERO
         };
+        let no_flush = self.no_flush(flags);
         match backing {
-            Some(id) => {
-                reply.created_passthrough(&ttl, &fa, Generation(0), fh, PASSTHROUGH_OPEN, &id)
-            }
-            None => reply.created(&ttl, &fa, Generation(0), fh, cache),
+            Some(id) => reply.created_passthrough(
+                &ttl,
+                &fa,
+                Generation(0),
+                fh,
+                PASSTHROUGH_OPEN | no_flush,
+                &id,
+            ),
+            None => reply.created(&ttl, &fa, Generation(0), fh, cache | no_flush),
         }
     }
 

@@ -145,6 +145,21 @@ choice! {
 }
 
 choice! {
+    /// `flush-on-close`: which closes the kernel sends a FUSE flush for (the daemon
+    /// then closes a duplicate of the branch descriptor, which reports errors of
+    /// network filesystems at close).
+    FlushOnClose {
+        /// None.
+        Never => "never",
+        /// Every close.
+        Always => "always",
+        /// Closes of files opened for writing.
+        #[default]
+        OpenedForWrite => "opened-for-write",
+    }
+}
+
+choice! {
     /// `passthrough.io`: which opens the kernel serves directly from the branch file.
     PassthroughIo {
         /// None.
@@ -286,12 +301,6 @@ const ACCEPTED: &[Accepted] = &[
     accepted("direct-io-allow-mmap", Kind::Bool, false, "true"),
     accepted("export-support", Kind::Bool, false, "true"),
     accepted(
-        "flush-on-close",
-        Kind::OneOf(&["never", "always", "opened-for-write"]),
-        true,
-        "opened-for-write",
-    ),
-    accepted(
         "follow-symlinks",
         Kind::OneOf(&["never", "directory", "regular", "all"]),
         true,
@@ -330,6 +339,7 @@ const KEYS: &[(&str, bool)] = &[
     ("cache.negative-entry", true),
     ("config", false),
     ("dropcacheonclose", true),
+    ("flush-on-close", true),
     ("fsname", false),
     ("ignorepponrename", true),
     ("inodecalc", true),
@@ -446,6 +456,8 @@ pub struct Options {
     pub scheduling_priority: i32,
     /// `passthrough.io`.
     pub passthrough_io: PassthroughIo,
+    /// `flush-on-close`.
+    pub flush_on_close: FlushOnClose,
     /// `branches-mount-timeout` in seconds.
     pub branches_mount_timeout: u64,
     /// `branches-mount-timeout-fail`.
@@ -487,6 +499,7 @@ impl Default for Options {
             read_thread_count: 0,
             scheduling_priority: -10,
             passthrough_io: PassthroughIo::default(),
+            flush_on_close: FlushOnClose::default(),
             branches_mount_timeout: 0,
             branches_mount_timeout_fail: false,
             metrics_listen: None,
@@ -714,6 +727,7 @@ impl Options {
                 }
             }
             "passthrough.io" => self.passthrough_io = parse_choice!(PassthroughIo, value)?,
+            "flush-on-close" => self.flush_on_close = parse_choice!(FlushOnClose, value)?,
             "branches-mount-timeout" => self.branches_mount_timeout = seconds(value)?,
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
             "metrics-listen" => self.metrics_listen = Some(listen_address(value)?),
@@ -810,6 +824,7 @@ impl Options {
             "read-thread-count" => self.read_thread_count.to_string(),
             "scheduling-priority" => self.scheduling_priority.to_string(),
             "passthrough.io" => self.passthrough_io.to_string(),
+            "flush-on-close" => self.flush_on_close.to_string(),
             "branches-mount-timeout" => self.branches_mount_timeout.to_string(),
             "branches-mount-timeout-fail" => flag(self.branches_mount_timeout_fail),
             "metrics-listen" => self.metrics_listen.clone().unwrap_or_default(),
@@ -928,6 +943,7 @@ mod tests {
             ("rename-exdev", RenameExdev::NAMES),
             ("xattr", XattrMode::NAMES),
             ("passthrough.io", PassthroughIo::NAMES),
+            ("flush-on-close", FlushOnClose::NAMES),
         ] {
             for name in names {
                 let o = Options::parse(&format!("{key}={name}")).unwrap();
