@@ -1124,6 +1124,40 @@ metrics-file /var/lib/node_exporter/lhparity.prom
     }
 
     #[test]
+    fn shared_devices_are_refused_or_one_warning_with_force_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["d1", "d2", "d3", "parity", "content"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        let text = format!(
+            "parity {0}/parity/p1\ncontent {0}/content/c\ndata d1 {0}/d1\ndata d2 {0}/d2\n\
+             data d3 {0}/d3\n",
+            root.display()
+        );
+        let c = Config::parse(&text, &root.join("array.conf")).unwrap();
+        // Without --force-device the first case is the error.
+        let e = c.check_layout(false).unwrap_err().to_string();
+        assert!(
+            e.contains("data disk 'd1'") && e.contains("pass --force-device"),
+            "{e}"
+        );
+        // With it, one warning names the first and counts the others: d1/d2, d1/d3,
+        // d2/d3, the parity with each disk, and too few content devices.
+        let w = c.check_layout(true).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        let message = w[0].to_string();
+        assert!(
+            message.contains("array.conf:4: warning: data disk 'd1'"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("(and 6 more shared devices); allowed by --force-device"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn load_reads_the_file_and_reports_read_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("array.conf");

@@ -32,7 +32,8 @@ impl Config {
     /// disk that the scan would read as data. Refused unless `force_device` (then
     /// reported as warnings): two data disks on one device, a parity file on the device
     /// of a data disk or of another parity level, and fewer devices holding content
-    /// files than parity levels plus one.
+    /// files than parity levels plus one. With `force_device` these come back as one
+    /// warning: the first case and how many more there are.
     pub fn check_layout(&self, force_device: bool) -> Result<Vec<Warning>, ConfigError> {
         let disks = self
             .data
@@ -153,10 +154,20 @@ impl Config {
             }
             return Ok(warnings);
         }
-        warnings.extend(shared.into_iter().map(|(at, problem)| Warning {
-            at,
-            message: format!("{problem}; allowed by --force-device"),
-        }));
+        // One warning, not one per pair: an array kept in one folder (a test, a
+        // trial) would otherwise repeat a dozen of them on every command.
+        let more = shared.len().saturating_sub(1);
+        if let Some((at, problem)) = shared.into_iter().next() {
+            let rest = match more {
+                0 => String::new(),
+                1 => " (and 1 more shared device)".to_owned(),
+                n => format!(" (and {n} more shared devices)"),
+            };
+            warnings.push(Warning {
+                at,
+                message: format!("{problem}{rest}; allowed by --force-device"),
+            });
+        }
         Ok(warnings)
     }
 
