@@ -13,6 +13,7 @@
 //! position, and the command decides what to commit.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -372,8 +373,10 @@ impl Reader<'_, '_> {
                 buf.fill(0);
                 continue;
             };
-            match file.read_exact_at(buf, u64::from(pos) * bs as u64) {
+            let offset = u64::from(pos) * bs as u64;
+            match file.read_exact_at(buf, offset) {
                 Ok(()) => {
+                    drop_cached(file, offset, bs);
                     out.status[j] = Status::Present {
                         file: 0,
                         block: 0,
@@ -437,6 +440,7 @@ impl Reader<'_, '_> {
         };
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
+                drop_cached(handle, offset, len);
                 buf[len..].fill(0);
                 out.status[j] = Status::Present {
                     file: r.file,
@@ -513,6 +517,18 @@ impl Reader<'_, '_> {
             }
         }
     }
+}
+
+/// Lets the page cache drop a range just read, as SnapRAID does: a pass over whole
+/// disks would otherwise push everything else out of the cache, and the pages freed
+/// here are the ones the run's own writes (a rebuilt disk) take next, instead of
+/// memory the system has not touched for a while. Advisory; errors are ignored.
+fn drop_cached(file: &File, offset: u64, len: usize) {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: an advisory call on an open descriptor; it reads no memory of ours.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
 }
 
 /// For one disk, the blocks at the listed positions, in position order.
