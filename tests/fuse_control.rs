@@ -5,50 +5,14 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fuse::Pool;
-
-fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// getxattr(2): the value or the errno.
-fn getx(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let (p, n) = (cpath(path), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 64 * 1024];
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.truncate(len as usize);
-    Ok(buf)
-}
-
-/// setxattr(2): `Ok` or the errno.
-fn setx(path: &Path, name: &str, value: &str) -> Result<(), i32> {
-    let (p, n) = (cpath(path), CString::new(name).unwrap());
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    Ok(())
-}
+use common::fuse::{cpath, getx, setx, Pool};
 
 /// listxattr(2) as names.
 fn listx(path: &Path) -> Vec<String> {

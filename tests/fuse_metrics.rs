@@ -9,11 +9,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,24 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fuse::{Pool, Tmpfs};
+use common::fuse::{getx, setx, Pool, Tmpfs};
 use common::{bin, lhfs_contract_table, must, promtool_check_metrics};
 
 /// The address the pool's metrics endpoint listens on, from its control file.
 fn listen_address(pool: &Pool) -> String {
-    let path = CString::new(pool.path(".mergerfs").as_os_str().as_bytes()).unwrap();
-    let mut buf = vec![0u8; 256];
-    let len = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            c"user.mergerfs.metrics-listen".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert!(len > 0, "getxattr: {}", std::io::Error::last_os_error());
-    buf.truncate(len as usize);
-    String::from_utf8(buf).unwrap()
+    let value = getx(&pool.path(".mergerfs"), "user.mergerfs.metrics-listen").unwrap();
+    String::from_utf8(value).unwrap()
 }
 
 /// Sends `request` on a new connection; returns the status code, the head and the
@@ -382,18 +369,8 @@ fn fuse_metrics_show_entry_attributes_are_cached() {
 
 /// Sets a pool option at runtime through the control file.
 fn set_option(pool: &Pool, key: &str, value: &str) {
-    let path = CString::new(pool.path(".mergerfs").as_os_str().as_bytes()).unwrap();
-    let name = CString::new(format!("user.mergerfs.{key}")).unwrap();
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "setxattr {key}: {}", std::io::Error::last_os_error());
+    let name = format!("user.mergerfs.{key}");
+    setx(&pool.path(".mergerfs"), &name, value).unwrap();
 }
 
 #[test]

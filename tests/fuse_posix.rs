@@ -3,37 +3,13 @@
 
 mod common;
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use common::fuse::{errno, outcome, Pool};
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn xattr_get(p: &Path, name: &CStr) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    let path = cpath(p);
-    // SAFETY: test code; buffer and length come as a pair.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
-}
+use common::fuse::{cpath, errno, getx, outcome, Pool};
 
 /// Runs the scenario below `root` and records every outcome.
 fn scenario(root: &Path) -> Vec<String> {
@@ -189,7 +165,7 @@ fn scenario(root: &Path) -> Vec<String> {
     log.push(format!("setxattr: {rc}"));
     log.push(format!(
         "getxattr: {:?}",
-        xattr_get(&p("h1"), c"user.test")
+        getx(&p("h1"), "user.test")
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .ok()
     ));
@@ -211,7 +187,7 @@ fn scenario(root: &Path) -> Vec<String> {
     unsafe { libc::removexattr(path.as_ptr(), c"user.test".as_ptr()) };
     log.push(format!(
         "after remove: {}",
-        outcome(xattr_get(&p("h1"), c"user.test"))
+        outcome(getx(&p("h1"), "user.test").map_err(std::io::Error::from_raw_os_error))
     ));
 
     // A sparse file beyond 4 GiB.

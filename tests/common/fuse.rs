@@ -6,6 +6,8 @@
 //! loud `SKIPPED:` line and return `None`, unless `LHFS_REQUIRE_FUSE=1` makes that a
 //! failure.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -147,4 +149,39 @@ pub fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> i32 {
         .expect_err("expected an error")
         .raw_os_error()
         .unwrap_or(-1)
+}
+
+/// A path as a C string.
+pub fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// getxattr(2): the value or the errno.
+pub fn getx(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (p, n) = (cpath(path), CString::new(name).unwrap());
+    let mut buf = vec![0u8; 64 * 1024];
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// setxattr(2): `Ok` or the errno.
+pub fn setx(path: &Path, name: &str, value: &str) -> Result<(), i32> {
+    let (p, n) = (cpath(path), CString::new(name).unwrap());
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    Ok(())
 }
