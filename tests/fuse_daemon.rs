@@ -467,3 +467,52 @@ fn systemd_units_verify() {
         "systemd-analyze verify:\n{messages}"
     );
 }
+
+#[test]
+fn fuse_daemon_tells_systemd_when_the_pool_answers() {
+    let test = "fuse_daemon_tells_systemd_when_the_pool_answers";
+    if !fuse_ready(test) {
+        return;
+    }
+    let (a, mnt, sock) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    fs::write(a.path().join("there"), b"yes").unwrap();
+    // The socket systemd listens on for a Type=notify service.
+    let notify = sock.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(bin("lhfs"))
+        .args([
+            "-f",
+            a.path().to_str().unwrap(),
+            mnt.path().to_str().unwrap(),
+        ])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start lhfs -f");
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    let mut buf = [0u8; 512];
+    let received = listener.recv(&mut buf);
+    let message = received
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        .unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("no readiness message: {e}");
+        });
+    let status = format!("STATUS=pool at {} answers\n", mnt.path().display());
+    assert_eq!(message, format!("READY=1\n{status}"));
+    // Ready means ready: the pool serves the branch right away.
+    assert_eq!(fs::read(mnt.path().join("there")).unwrap(), b"yes");
+    assert!(Command::new("umount")
+        .arg(mnt.path())
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+}

@@ -33,6 +33,28 @@ pub fn log(message: &str) {
     }
 }
 
+/// Tells systemd the service is ready (`Type=notify`): sends `READY=1` and a status
+/// line to the socket named by `NOTIFY_SOCKET`, a path or an abstract name (`@...`).
+/// Returns whether there was a socket to tell; without one this does nothing.
+pub fn notify_ready(status: &str) -> io::Result<bool> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let message = format!("READY=1\nSTATUS={}\n", status.replace('\n', " "));
+    let socket = UnixDatagram::unbound()?;
+    match target.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            socket.send_to_addr(message.as_bytes(), &SocketAddr::from_abstract_name(name)?)?
+        }
+        None => socket.send_to(message.as_bytes(), &target)?,
+    };
+    Ok(true)
+}
+
 /// What the waiting parent learned from the child.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {

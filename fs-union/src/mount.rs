@@ -535,7 +535,8 @@ fn answers(mountpoint: &Path) -> Result<(), String> {
 }
 
 /// Serves a mount until the kernel ends the session, and the metrics on `metrics`
-/// when it is set; `ready` hears when the pool answers.
+/// when it is set; `ready` hears when the pool answers, and so does systemd when it
+/// started lhfs with `Type=notify` (`NOTIFY_SOCKET`).
 fn serve(
     mounted: Mounted,
     plan: Plan,
@@ -585,13 +586,24 @@ fn serve(
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());
-    if let Some(ready) = ready {
+    if ready.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() {
         let probe = mountpoint.clone();
         std::thread::Builder::new()
             .name("lhfs-ready".into())
             .spawn(move || match answers(&probe) {
-                Ok(()) => ready.ok(),
-                Err(message) => ready.fail(&message),
+                Ok(()) => {
+                    if let Some(ready) = ready {
+                        ready.ok();
+                    }
+                    let status = format!("pool at {} answers", probe.display());
+                    if let Err(e) = daemon::notify_ready(&status) {
+                        daemon::log(&format!("telling systemd the pool is ready: {e}"));
+                    }
+                }
+                Err(message) => match ready {
+                    Some(ready) => ready.fail(&message),
+                    None => daemon::log(&message),
+                },
             })
             .map_err(session_error)?;
     }
