@@ -1142,19 +1142,33 @@ metrics-file /var/lib/node_exporter/lhparity.prom
             e.contains("data disk 'd1'") && e.contains("pass --force-device"),
             "{e}"
         );
-        // With it, one warning names the first and counts the others: d1/d2, d1/d3,
-        // d2/d3, the parity with each disk, and too few content devices.
-        let w = c.check_layout(true).unwrap();
-        assert_eq!(w.len(), 1, "{w:?}");
-        let message = w[0].to_string();
+        // With it, one warning per kind names its first case and counts the others:
+        // d1/d2, d1/d3 and d2/d3; the parity with each disk; too few content devices.
+        let w: Vec<String> = c
+            .check_layout(true)
+            .unwrap()
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(w.len(), 3, "{w:#?}");
         assert!(
-            message.contains("array.conf:4: warning: data disk 'd1'"),
-            "{message}"
+            w[0].contains("array.conf:4: warning: data disk 'd1'"),
+            "{w:#?}"
         );
         assert!(
-            message.ends_with("(and 6 more shared devices); allowed by --force-device"),
-            "{message}"
+            w[0].ends_with("(and 2 more like it); allowed by --force-device"),
+            "{w:#?}"
         );
+        assert!(w[1].contains("'parity' file"), "{w:#?}");
+        assert!(
+            w[1].ends_with("(and 2 more like it); allowed by --force-device"),
+            "{w:#?}"
+        );
+        assert!(
+            w[2].contains("content files are on 1 distinct device(s)"),
+            "{w:#?}"
+        );
+        assert!(w[2].ends_with("expected at least 2 (one more than the parity levels) so that a copy of the state survives every failure the parity can repair; allowed by --force-device"), "{w:#?}");
     }
 
     #[test]

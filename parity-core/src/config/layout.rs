@@ -33,7 +33,7 @@ impl Config {
     /// reported as warnings): two data disks on one device, a parity file on the device
     /// of a data disk or of another parity level, and fewer devices holding content
     /// files than parity levels plus one. With `force_device` these come back as one
-    /// warning: the first case and how many more there are.
+    /// warning per kind: its first case and how many more there are.
     pub fn check_layout(&self, force_device: bool) -> Result<Vec<Warning>, ConfigError> {
         let disks = self
             .data
@@ -77,10 +77,13 @@ impl Config {
 
         // Device sharing is collected first: with `force_device` every case becomes a
         // warning, without it the first one is the error.
-        let mut shared: Vec<(Location, String)> = Vec::new();
+        // (kind, where, what): the kinds are data disks sharing, parity with data,
+        // parity levels sharing, and too few content devices.
+        let mut shared: Vec<(u8, Location, String)> = Vec::new();
         for (i, a) in disks.iter().enumerate() {
             for b in disks[i + 1..].iter().filter(|b| b.dev == a.dev) {
                 shared.push((
+                    0,
                     self.at(b.line),
                     format!(
                         "{} ({}) and {} ({}) are on the same device, so one failure would take out both",
@@ -95,6 +98,7 @@ impl Config {
         for (i, (level, p)) in parity.iter().enumerate() {
             for d in disks.iter().filter(|d| d.dev == p.dev) {
                 shared.push((
+                    1,
                     self.at(p.line),
                     format!(
                         "{} '{}' is on the same device as {} ({}), so one failure would lose data and its parity",
@@ -110,6 +114,7 @@ impl Config {
                 .filter(|(other, q)| other != level && q.dev == p.dev)
             {
                 shared.push((
+                    2,
                     self.at(q.line),
                     format!(
                         "{} '{}' and {} '{}' are on the same device, so one failure would lose two parity levels",
@@ -139,6 +144,7 @@ impl Config {
         if content_devs.len() < needed {
             let line = self.content.last().map_or(0, |c| c.line);
             shared.push((
+                3,
                 self.at(line),
                 format!(
                     "the content files are on {} distinct device(s); expected at least {needed} \
@@ -149,22 +155,28 @@ impl Config {
             ));
         }
         if !force_device {
-            if let Some((at, problem)) = shared.into_iter().next() {
+            if let Some((_, at, problem)) = shared.into_iter().next() {
                 return Err(ConfigError::Device { at, problem });
             }
             return Ok(warnings);
         }
-        // One warning, not one per pair: an array kept in one folder (a test, a
-        // trial) would otherwise repeat a dozen of them on every command.
-        let more = shared.len().saturating_sub(1);
-        if let Some((at, problem)) = shared.into_iter().next() {
-            let rest = match more {
+        // One warning per kind, not one per pair: an array kept in one folder (a test,
+        // a trial) would otherwise repeat a dozen of them on every command.
+        let mut kinds: Vec<u8> = shared.iter().map(|(kind, _, _)| *kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            let mut same = shared.iter().filter(|(k, _, _)| *k == kind);
+            let Some((_, at, problem)) = same.next() else {
+                continue;
+            };
+            let rest = match same.count() {
                 0 => String::new(),
-                1 => " (and 1 more shared device)".to_owned(),
-                n => format!(" (and {n} more shared devices)"),
+                1 => " (and 1 more like it)".to_owned(),
+                n => format!(" (and {n} more like it)"),
             };
             warnings.push(Warning {
-                at,
+                at: at.clone(),
                 message: format!("{problem}{rest}; allowed by --force-device"),
             });
         }

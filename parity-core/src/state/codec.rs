@@ -114,13 +114,20 @@ pub enum CodecError {
     },
     #[error(
         "file `{path}` on disk `{disk}`: the extent of {len} blocks at position {pos} runs \
-         past the last position"
+         past the array's {positions} positions"
     )]
     ExtentOverflow {
         disk: String,
         path: String,
         pos: u32,
         len: u32,
+        positions: usize,
+    },
+    #[error("{what} at position {pos}, past the array's {positions} positions")]
+    PositionOutOfRange {
+        what: String,
+        pos: u32,
+        positions: usize,
     },
     #[error(
         "file `{path}` on disk `{disk}`: its new-block bitmap of {words} words reaches past \
@@ -225,22 +232,43 @@ pub fn validate(state: &State) -> Result<(), CodecError> {
         }
         previous = Some(disk.index);
         for file in &disk.files {
-            validate_file(disk, file)?;
+            validate_file(disk, file, positions.len())?;
         }
+        if let Some(b) = disk
+            .deleted
+            .iter()
+            .find(|b| b.pos as usize >= positions.len())
+        {
+            return Err(CodecError::PositionOutOfRange {
+                what: format!("a deleted block of disk `{}`", disk.name),
+                pos: b.pos,
+                positions: positions.len(),
+            });
+        }
+    }
+    if let Some(b) = state.bad.iter().find(|b| b.pos as usize >= positions.len()) {
+        return Err(CodecError::PositionOutOfRange {
+            what: "a block marked bad".to_owned(),
+            pos: b.pos,
+            positions: positions.len(),
+        });
     }
     Ok(())
 }
 
-fn validate_file(disk: &Disk, file: &FileEntry) -> Result<(), CodecError> {
+/// A file's extents lie inside the array's `positions` and cover one block per hash.
+fn validate_file(disk: &Disk, file: &FileEntry, positions: usize) -> Result<(), CodecError> {
     let mut extent_blocks = 0u64;
     for e in &file.extents {
-        // `FileEntry::positions` computes `pos + len` in u32.
-        if e.pos.checked_add(e.len).is_none() {
+        // Checked in u64: `FileEntry::positions` computes `pos + len` in u32, and every
+        // position indexes the per-position arrays.
+        if u64::from(e.pos) + u64::from(e.len) > positions as u64 {
             return Err(CodecError::ExtentOverflow {
                 disk: disk.name.clone(),
                 path: file.path.clone(),
                 pos: e.pos,
                 len: e.len,
+                positions,
             });
         }
         extent_blocks += u64::from(e.len);
@@ -948,6 +976,36 @@ mod tests {
                 ..
             }
         ));
+        // Every position a file, a deleted block or a bad block names exists.
+        assert_eq!(
+            refused(|s| s.disks[1].files[0].extents[0].pos = 200),
+            CodecError::ExtentOverflow {
+                disk: "disk three".into(),
+                path: "music/a.flac".into(),
+                pos: 200,
+                len: 1,
+                positions: 200
+            }
+        );
+        assert_eq!(
+            refused(|s| s.disks[1].deleted.push(DeletedBlock {
+                pos: 200,
+                hash: [0; 16]
+            })),
+            CodecError::PositionOutOfRange {
+                what: "a deleted block of disk `disk three`".into(),
+                pos: 200,
+                positions: 200
+            }
+        );
+        assert_eq!(
+            refused(|s| s.bad.push(BadBlock { pos: 250, disk: 0 })),
+            CodecError::PositionOutOfRange {
+                what: "a block marked bad".into(),
+                pos: 250,
+                positions: 200
+            }
+        );
         assert_eq!(
             refused(|s| s.positions.verified.pop().map(drop).unwrap_or_default()),
             CodecError::PositionsMismatch {

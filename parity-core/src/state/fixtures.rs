@@ -95,11 +95,8 @@ pub fn sample() -> State {
             mtime_ns: 1,
             inode: 12,
             mode: 0o100644,
-            // The last position a block can have.
-            extents: vec![Extent {
-                pos: u32::MAX - 1,
-                len: 1,
-            }],
+            // The last position of the array.
+            extents: vec![Extent { pos: 199, len: 1 }],
             hashes: vec![[0xab; 16]],
             ..FileEntry::default()
         }],
