@@ -550,8 +550,7 @@ fn write_blocks(
     errors: &Mutex<Vec<String>>,
 ) -> Vec<(usize, usize)> {
     let mut failed: Vec<(usize, usize)> = Vec::new();
-    // Per target, the offset below which the written pages were let go.
-    let mut released = vec![0u64; temps.len()];
+    let mut release = Release::default();
     for w in blocks {
         let Some(file) = temps.get(w.target).and_then(Option::as_ref) else {
             failed.push((w.target, w.block));
@@ -578,53 +577,64 @@ fn write_blocks(
             failed.push((w.target, w.block));
             continue;
         }
-        if let Some(released) = released.get_mut(w.target) {
-            release_written(file, offset + w.len as u64, released);
-        }
+        release.written(temps, w.target, offset, w.len as u64);
     }
     failed
 }
 
-/// How far behind the newest write the pages of a rebuilt file are let go.
+/// How many written bytes stay in the page cache behind the newest write.
 const RELEASE_BEHIND: u64 = 8 << 20;
 
-/// Starts writing back a rebuilt file's pages as they are written, and drops them
-/// from the page cache once they are `RELEASE_BEHIND` old (by then on their way to
-/// the disk): a rebuilt disk is not read again soon, and a restore of terabytes must
-/// neither evict the cache of the whole system nor pile up dirty pages until the
-/// kernel throttles the writer. Purely advisory: errors are ignored, the data is in
-/// the file either way.
-fn release_written(file: &File, end: u64, released: &mut u64) {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    let len = |from: u64, to: u64| libc::off_t::try_from(to.saturating_sub(from)).unwrap_or(0);
-    let start = |at: u64| libc::off_t::try_from(at).unwrap_or(0);
-    let window = end.saturating_sub(RELEASE_BEHIND);
-    if window > *released {
-        // SAFETY: plain syscalls on an open descriptor with in-range offsets.
-        unsafe {
-            libc::sync_file_range(
-                fd,
-                start(*released),
-                len(*released, window),
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+/// Starts writing back rebuilt blocks as they are written, and drops them from the
+/// page cache once `RELEASE_BEHIND` bytes newer than them were written (by then they
+/// are on the disk): a rebuilt disk is not read again soon, and a restore of
+/// terabytes must neither evict the cache of the whole system nor pile up dirty
+/// pages, which the kernel would throttle and a later fsync on that disk would wait
+/// for. The window spans all files, so many small files are let go too. Purely
+/// advisory: errors are ignored, the data is in the files either way.
+#[derive(Default)]
+struct Release {
+    /// Written ranges still in the cache, oldest first: (target, offset, length).
+    pending: std::collections::VecDeque<(usize, u64, u64)>,
+    bytes: u64,
+}
+
+impl Release {
+    fn written(&mut self, temps: &[Option<File>], target: usize, offset: u64, len: u64) {
+        let Some(file) = temps.get(target).and_then(Option::as_ref) else {
+            return;
+        };
+        range_op(file, offset, len, libc::SYNC_FILE_RANGE_WRITE, false);
+        self.pending.push_back((target, offset, len));
+        self.bytes += len;
+        while self.bytes > RELEASE_BEHIND {
+            let Some((target, offset, len)) = self.pending.pop_front() else {
+                break;
+            };
+            self.bytes -= len;
+            if let Some(file) = temps.get(target).and_then(Option::as_ref) {
+                let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                     | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-            libc::posix_fadvise(
-                fd,
-                start(*released),
-                len(*released, window),
-                libc::POSIX_FADV_DONTNEED,
-            );
-            libc::sync_file_range(
-                fd,
-                start(window),
-                len(window, end),
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                range_op(file, offset, len, wait, true);
+            }
         }
-        *released = window;
+    }
+}
+
+/// `sync_file_range` with `flags` over a range, then with `drop` the advice that
+/// its pages are not needed.
+fn range_op(file: &File, offset: u64, len: u64, flags: libc::c_uint, drop: bool) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain syscalls on an open descriptor; they read no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, flags);
+        if drop {
+            libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
+        }
     }
 }
 
