@@ -9,9 +9,11 @@
 //!    is read and checked against its hash, the lost ones are rebuilt with the
 //!    lowest parity levels, and each rebuilt block must match its stored hash before
 //!    it is written (other parity combinations are tried when levels are spare).
-//! 3. A repaired file is written to `NAME.lhparity-fix`, fsynced, given its mode,
-//!    owner and mtime, and renamed over `NAME`; a `kill -9` leaves either the old file
-//!    or the repaired one, never a mix. A file that cannot be rebuilt completely is
+//! 3. A repaired file is written to `NAME.lhparity-fix` (one writer thread, written
+//!    back and released from the page cache as it goes), given its mode, owner and
+//!    mtime, and renamed over `NAME`; a `kill -9` leaves either the old file or the
+//!    repaired one, never a mix. It is not fsynced: after a power cut `check` or `fix`
+//!    finds any block that did not reach the disk by its hash. A file that cannot be rebuilt completely is
 //!    written as `NAME.unrecoverable` with what could be recovered; the original, if
 //!    any, is left as it was.
 
