@@ -28,11 +28,16 @@ pub struct Caller {
 impl Caller {
     /// The caller as seen by the process `pid`: supplementary groups from
     /// `/proc/PID/status`. A caller whose status cannot be read (it already exited)
-    /// gets no supplementary groups, so it can only lose access, never gain it.
+    /// gets no supplementary groups, so it can only lose access, never gain it. Root
+    /// needs no switch (see `is_root`), so its groups are not read at all.
     pub fn from_process(uid: libc::uid_t, gid: libc::gid_t, pid: u32) -> Caller {
-        let groups = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map(|status| groups_from_status(&status))
-            .unwrap_or_default();
+        let groups = if uid == 0 {
+            Vec::new()
+        } else {
+            read_status(pid)
+                .map(|status| groups_from_status(&status))
+                .unwrap_or_default()
+        };
         Caller { uid, gid, groups }
     }
 
@@ -40,6 +45,15 @@ impl Caller {
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
+}
+
+/// `/proc/PID/status` in one read: proc files report a size of 0, so reading them as
+/// a plain file starts small and takes a syscall per doubling.
+fn read_status(pid: u32) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(format!("/proc/{pid}/status"))?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The supplementary groups of a `/proc/PID/status` text (its `Groups:` line).
@@ -196,9 +210,12 @@ mod tests {
     fn reads_our_own_groups() {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let me = Caller::from_process(uid, gid, std::process::id());
+        // As a user other than root, whose groups are read: ours, from our status.
+        let me = Caller::from_process(uid.max(1), gid, std::process::id());
         assert_eq!(me.groups, thread_groups().unwrap());
         assert!(Caller::from_process(1, 1, u32::MAX).groups.is_empty());
+        // Root's groups are never needed, so never read.
+        assert!(Caller::from_process(0, 0, std::process::id()).groups.is_empty());
     }
 
     #[test]
