@@ -215,7 +215,9 @@ mod tests {
         assert_eq!(me.groups, thread_groups().unwrap());
         assert!(Caller::from_process(1, 1, u32::MAX).groups.is_empty());
         // Root's groups are never needed, so never read.
-        assert!(Caller::from_process(0, 0, std::process::id()).groups.is_empty());
+        assert!(Caller::from_process(0, 0, std::process::id())
+            .groups
+            .is_empty());
     }
 
     #[test]

@@ -254,10 +254,22 @@ fn first_error<T>(results: &[(usize, Result<T, Errno>)], fallback: Errno) -> Err
 }
 
 /// The policies' view of paths on the branches: an lstat per question, each answer
-/// kept so that the caller can reuse the status of the branch chosen.
+/// kept with the opened parent folder, so that the caller can reuse the status and
+/// the folder of the branch chosen instead of resolving the path again.
 struct Probe<'a> {
     union: &'a Union,
-    seen: RefCell<Vec<(usize, libc::stat)>>,
+    seen: RefCell<Vec<Seen>>,
+}
+
+/// What an operation did on one branch.
+type BranchResult = (usize, Result<(), Errno>);
+
+/// One probe's answer: the entry at `path` on `branch`, and its folder.
+struct Seen {
+    branch: usize,
+    path: PathBuf,
+    stat: libc::stat,
+    at: Option<At>,
 }
 
 impl<'a> Probe<'a> {
@@ -269,17 +281,41 @@ impl<'a> Probe<'a> {
     }
 
     /// The status of `path` on `branch` if a probe already read it.
-    fn seen(&self, branch: usize) -> Option<libc::stat> {
+    fn stat(&self, branch: usize, path: &Path) -> Option<libc::stat> {
         let seen = self.seen.borrow();
-        seen.iter().find(|(b, _)| *b == branch).map(|(_, st)| *st)
+        seen.iter()
+            .find(|s| s.branch == branch && s.path == path)
+            .map(|s| s.stat)
+    }
+
+    /// `path` on `branch` resolved for a call: the probe's folder when it has one.
+    fn take_at(&self, branch: usize, path: &Path) -> Result<At, Errno> {
+        let found = self
+            .seen
+            .borrow_mut()
+            .iter_mut()
+            .find(|s| s.branch == branch && s.path == path)
+            .and_then(|s| s.at.take());
+        match found {
+            Some(at) => Ok(at),
+            None => self.union.at(branch, path),
+        }
     }
 }
 
 impl PathProbe for Probe<'_> {
     fn entry(&self, branch: usize, path: &Path) -> Option<Entry> {
-        let st = self.union.lstat(branch, path).ok()?;
-        self.seen.borrow_mut().push((branch, st));
-        Some(Entry { mtime: st.st_mtime })
+        let at = self.union.at(branch, path).ok()?;
+        let stat = sys::lstat(&at).ok()?;
+        self.seen.borrow_mut().push(Seen {
+            branch,
+            path: path.to_path_buf(),
+            stat,
+            at: Some(at),
+        });
+        Some(Entry {
+            mtime: stat.st_mtime,
+        })
     }
 }
 
@@ -539,7 +575,7 @@ impl Union {
             .copied()
             .ok_or(Errno(libc::ENOENT))?;
         // The policy's own probe of the chosen branch already read its status.
-        let stat = match probe.seen(branch) {
+        let stat = match probe.stat(branch, path) {
             Some(stat) => stat,
             None => self.lstat(branch, path)?,
         };
@@ -806,6 +842,23 @@ impl Union {
 
     // ---- action functions ----
 
+    /// Runs `op` on `path` on every branch `function`'s policy picks, through the
+    /// folders its probes opened; each branch with its result.
+    fn on_selected(
+        &self,
+        function: Function,
+        path: &Path,
+        op: impl Fn(&At) -> Result<(), Errno>,
+    ) -> Result<Vec<BranchResult>, Errno> {
+        let policy = self.options.policies.get(function);
+        let probe = Probe::new(self);
+        let chosen = self.select_probed(policy, function.category(), path, None, &probe)?;
+        Ok(chosen
+            .into_iter()
+            .map(|b| (b, probe.take_at(b, path).and_then(|at| op(&at))))
+            .collect())
+    }
+
     /// Runs `op` on every branch `function`'s policy picks, with mergerfs's result
     /// rule: all succeeded is success, none is the first error, and a mix answers
     /// what the branch the getattr policy shows did, so a following stat agrees.
@@ -815,11 +868,7 @@ impl Union {
         path: &Path,
         op: impl Fn(&At) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
-        let results: Vec<(usize, Result<(), Errno>)> = self
-            .select(function, path)?
-            .into_iter()
-            .map(|b| (b, self.at(b, path).and_then(|at| op(&at))))
-            .collect();
+        let results = self.on_selected(function, path, op)?;
         let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         if failed == 0 {
             return Ok(());
@@ -860,11 +909,7 @@ impl Union {
     /// Removes the non-directory `path` from every action branch; success if any
     /// branch succeeded.
     pub fn unlink(&self, path: &Path) -> Result<(), Errno> {
-        let results: Vec<_> = self
-            .select(Function::Unlink, path)?
-            .into_iter()
-            .map(|b| (b, self.at(b, path).and_then(|at| sys::unlinkat(&at, 0))))
-            .collect();
+        let results = self.on_selected(Function::Unlink, path, |at| sys::unlinkat(at, 0))?;
         if results.iter().any(|(_, r)| r.is_ok()) {
             Ok(())
         } else {
