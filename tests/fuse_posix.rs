@@ -211,6 +211,50 @@ fn scenario(root: &Path) -> Vec<String> {
         zero
     ));
 
+    // renameat2 with RENAME_NOREPLACE (mv -n): refused over an existing name, done
+    // to a free one.
+    fs::write(p("nr-src"), b"source").unwrap();
+    fs::write(p("nr-dst"), b"taken").unwrap();
+    let noreplace = |from: &str, to: &str| {
+        let (from, to) = (cpath(&p(from)), cpath(&p(to)));
+        // SAFETY: both paths are NUL-terminated.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            "ok".to_owned()
+        } else {
+            format!(
+                "errno {}",
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            )
+        }
+    };
+    log.push(format!(
+        "noreplace over a file: {}",
+        noreplace("nr-src", "nr-dst")
+    ));
+    log.push(format!(
+        "after: {:?} {:?}",
+        fs::read(p("nr-src")).map(String::from_utf8),
+        fs::read(p("nr-dst")).map(String::from_utf8)
+    ));
+    log.push(format!(
+        "noreplace to a free name: {}",
+        noreplace("nr-src", "nr-new")
+    ));
+    log.push(format!(
+        "after: {} {:?}",
+        p("nr-src").exists(),
+        fs::read(p("nr-new")).map(String::from_utf8)
+    ));
+
     let mut names: Vec<String> = fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -257,6 +301,8 @@ fn fuse_posix_same_results_as_plain_directory() {
         "hard link: same ino true nlink 2 2".to_owned(),
         "unlinked: \"still here\" size 10".to_owned(),
         format!("sparse: size {}", (5u64 << 30) + 4),
+        format!("noreplace over a file: errno {}", libc::EEXIST),
+        "noreplace to a free name: ok".to_owned(),
     ] {
         assert!(all.contains(&needle), "missing `{needle}` in\n{all}");
     }

@@ -824,13 +824,20 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Rename);
-        // Neither "no replace" nor "exchange" can be made atomic across branches.
-        if !flags.is_empty() {
+        // An exchange cannot be made atomic across branches. "No replace" can: the
+        // kernel holds both folders locked for the whole request, so no other
+        // request through the pool can create the target between the check and the
+        // rename.
+        let no_replace = flags == RenameFlags::RENAME_NOREPLACE;
+        if !flags.is_empty() && !no_replace {
             return reply.error(self.failed(fuser::Errno::EINVAL));
         }
         let result = (|| {
             let old = self.child(parent, name)?;
             let new = self.child(newparent, newname)?;
+            if no_replace && self.union().getattr(&new).is_ok() {
+                return Err(fuser::Errno::EEXIST);
+            }
             self.union()
                 .rename(&caller(req), &old, &new)
                 .map_err(fuse_errno)?;
