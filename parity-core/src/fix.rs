@@ -260,9 +260,17 @@ pub fn fix(
     });
     let mut run = run?;
     progress.finish();
+    // A block rebuilt but not written is not recovered, and its position not fixed.
     for result in &mut run.results {
-        result.recovered.retain(|tb| !unwritten.contains(tb));
+        let rebuilt = result.recovered.len();
+        result
+            .recovered
+            .retain(|&(t, b)| !unwritten.iter().any(|u| (u.0, u.1) == (t, b)));
+        if result.recovered.len() < rebuilt {
+            result.complete = false;
+        }
     }
+    let unwritten_bytes: u64 = unwritten.iter().map(|u| u.2).sum();
     report.errors.extend(run.errors.iter().cloned());
     if let Ok(mut e) = write_errors.lock() {
         report.errors.append(&mut e);
@@ -290,6 +298,7 @@ pub fn fix(
         }
         report.bytes += result.bytes;
     }
+    report.bytes = report.bytes.saturating_sub(unwritten_bytes);
     for file in parity_files.iter().flatten() {
         if let Err(e) = file.sync_data() {
             report.errors.push(format!("flushing parity: {e}"));
@@ -541,7 +550,8 @@ const WRITE_QUEUE: usize = 64;
 /// Writes rebuilt blocks to the targets' temporary files as they arrive, until every
 /// sender is gone. One thread does all the writing: the stage's threads, writing
 /// into one file at once, would mostly wait on each other for the file's lock.
-/// Returns the blocks that could not be written, each reported in `errors`.
+/// Returns the blocks that could not be written (target, block, bytes), each
+/// target's first failure reported in `errors`.
 /// Each target's first write error is reported, naming the disk and file.
 fn write_blocks(
     blocks: Receiver<BlockWrite>,
@@ -550,19 +560,19 @@ fn write_blocks(
     block_size: usize,
     buffers: &BufferPool,
     errors: &Mutex<Vec<String>>,
-) -> Vec<(usize, usize)> {
-    let mut failed: Vec<(usize, usize)> = Vec::new();
+) -> Vec<(usize, usize, u64)> {
+    let mut failed: Vec<(usize, usize, u64)> = Vec::new();
     let mut release = Release::default();
     for w in blocks {
         let Some(file) = temps.get(w.target).and_then(Option::as_ref) else {
-            failed.push((w.target, w.block));
+            failed.push((w.target, w.block, w.len as u64));
             continue;
         };
         let offset = w.block as u64 * block_size as u64;
         let written = file.write_all_at(&w.bytes[..w.len], offset);
         buffers.give_all([w.bytes]);
         if let Err(e) = written {
-            let first = !failed.iter().any(|&(t, _)| t == w.target);
+            let first = !failed.iter().any(|&(t, _, _)| t == w.target);
             if let (true, Some((disk, path)), Ok(mut errors)) =
                 (first, names.get(w.target), errors.lock())
             {
@@ -576,7 +586,7 @@ fn write_blocks(
                     path.display()
                 ));
             }
-            failed.push((w.target, w.block));
+            failed.push((w.target, w.block, w.len as u64));
             continue;
         }
         release.written(temps, w.target, offset, w.len as u64);
