@@ -48,7 +48,7 @@ use crate::control::{self, is_control_file};
 use crate::creds::Caller;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
-use crate::options::{CacheFiles, FlushOnClose, PassthroughIo};
+use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
 use crate::union::{Attr, DirEntry, Errno, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
@@ -78,6 +78,21 @@ struct OpenFile {
     /// The passthrough backing file, when the kernel does the I/O; held until
     /// release so the node keeps it while any of its opens needs it.
     backing: Option<Arc<BackingId>>,
+}
+
+/// What an entry reply carries (see `UnionFs::entry_reply`).
+struct EntryReply {
+    attr: FileAttr,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+}
+
+impl EntryReply {
+    /// The one timeout of replies that have room for only one (create,
+    /// readdirplus): the shorter.
+    fn ttl(&self) -> Duration {
+        self.attr_ttl.min(self.entry_ttl)
+    }
 }
 
 /// An open directory: its merged listing, built when reading starts at offset 0.
@@ -170,6 +185,21 @@ fn file_attr(st: &libc::stat) -> FileAttr {
         rdev: st.st_rdev as u32,
         blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
         flags: 0,
+    }
+}
+
+/// `FOPEN_NOFLUSH` for an open with `flags` whose close `flush-on-close` skips.
+fn no_flush(options: &Options, flags: i32) -> FopenFlags {
+    let for_writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let flush = match options.flush_on_close {
+        FlushOnClose::Never => false,
+        FlushOnClose::Always => true,
+        FlushOnClose::OpenedForWrite => for_writing,
+    };
+    if flush {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_NOFLUSH
     }
 }
 
@@ -289,6 +319,25 @@ impl UnionFs {
         }
     }
 
+    /// mknod, mkdir and symlink: make `name` in `parent` with `make`, then reply with
+    /// its new node.
+    fn new_name(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        make: impl FnOnce(&Union, &Path) -> Result<Attr, Errno>,
+    ) {
+        let result = self.child(parent, name).and_then(|path| {
+            let attr = make(&self.union(), &path).map_err(fuse_errno)?;
+            Ok((path, attr))
+        });
+        match result {
+            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
+            Err(e) => reply.error(self.failed(e)),
+        }
+    }
+
     /// The attributes of the control file.
     fn control_attr(&self) -> Attr {
         Attr {
@@ -302,8 +351,14 @@ impl UnionFs {
         Duration::from_secs(self.union().options().cache_attr)
     }
 
-    fn entry_ttl(&self) -> Duration {
-        Duration::from_secs(self.union().options().cache_entry)
+    /// `cache.attr` and `cache.entry`, read together.
+    fn ttls(&self) -> (Duration, Duration) {
+        let union = self.union();
+        let options = union.options();
+        (
+            Duration::from_secs(options.cache_attr),
+            Duration::from_secs(options.cache_entry),
+        )
     }
 
     fn path(&self, node: INodeNo) -> Result<PathBuf, fuser::Errno> {
@@ -357,24 +412,25 @@ impl UnionFs {
 
     /// Counts a lookup of `path` and replies with its new or known node.
     fn reply_entry(&self, reply: ReplyEntry, path: &Path, attr: &Attr) {
-        let (fa, exact) = self.entry_attr(path, attr);
-        let attr_ttl = if exact {
-            self.attr_ttl()
-        } else {
-            Duration::ZERO
-        };
-        reply.entry_with_ttls(&attr_ttl, &self.entry_ttl(), &fa, Generation(0));
+        let e = self.entry_reply(path, attr, self.ttls());
+        reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &e.attr, Generation(0));
     }
 
-    /// Counts a lookup of `path` and returns the attributes to answer with, carrying
-    /// the node id as `ino`, and whether that id is the `inodecalc` number. When it
-    /// is not, the attributes must go out with a zero timeout so that the kernel asks
-    /// `getattr` for the real `st_ino` (see the module doc).
-    fn entry_attr(&self, path: &Path, attr: &Attr) -> (FileAttr, bool) {
+    /// Counts a lookup of `path` and returns what to answer with: the attributes,
+    /// carrying the node id as `ino`, and the timeouts `ttls` (attributes, name). When
+    /// the node id is not the `inodecalc` number, the attributes go out with a zero
+    /// timeout, so that the kernel asks `getattr` for the real `st_ino` (see the
+    /// module doc).
+    fn entry_reply(&self, path: &Path, attr: &Attr, ttls: (Duration, Duration)) -> EntryReply {
         let node = lock(&self.nodes).lookup(path, attr.stat.st_ino, Some(attr.file_id()));
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);
-        (fa, node == attr.stat.st_ino)
+        let exact = node == attr.stat.st_ino;
+        EntryReply {
+            attr: fa,
+            attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
+            entry_ttl: ttls.1,
+        }
     }
 
     /// An open file of `node`: the handle given, or any open of the node when its
@@ -432,21 +488,6 @@ impl UnionFs {
                     _ => FopenFlags::empty(),
                 }
             }
-        }
-    }
-
-    /// `FOPEN_NOFLUSH` for an open with `flags` whose close `flush-on-close` skips.
-    fn no_flush(&self, flags: i32) -> FopenFlags {
-        let for_writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let flush = match self.union().options().flush_on_close {
-            FlushOnClose::Never => false,
-            FlushOnClose::Always => true,
-            FlushOnClose::OpenedForWrite => for_writing,
-        };
-        if flush {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_NOFLUSH
         }
     }
 
@@ -743,18 +784,10 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.count(Op::Mknod);
-        let result = self.child(parent, name).and_then(|path| {
-            let mode = mode & !(umask & 0o7777);
-            let attr = self
-                .union()
-                .mknod(&caller(req), &path, mode, u64::from(rdev))
-                .map_err(fuse_errno)?;
-            Ok((path, attr))
+        let mode = mode & !(umask & 0o7777);
+        self.new_name(parent, name, reply, |union, path| {
+            union.mknod(&caller(req), path, mode, u64::from(rdev))
         });
-        match result {
-            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(self.failed(e)),
-        }
     }
 
     fn mkdir(
@@ -767,18 +800,10 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.count(Op::Mkdir);
-        let result = self.child(parent, name).and_then(|path| {
-            let mode = mode & 0o7777 & !umask;
-            let attr = self
-                .union()
-                .mkdir(&caller(req), &path, mode)
-                .map_err(fuse_errno)?;
-            Ok((path, attr))
+        let mode = mode & 0o7777 & !umask;
+        self.new_name(parent, name, reply, |union, path| {
+            union.mkdir(&caller(req), path, mode)
         });
-        match result {
-            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(self.failed(e)),
-        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -800,17 +825,9 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.count(Op::Symlink);
-        let result = self.child(parent, link_name).and_then(|path| {
-            let attr = self
-                .union()
-                .symlink(&caller(req), target.as_os_str(), &path)
-                .map_err(fuse_errno)?;
-            Ok((path, attr))
+        self.new_name(parent, link_name, reply, |union, path| {
+            union.symlink(&caller(req), target.as_os_str(), path)
         });
-        match result {
-            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
-            Err(e) => reply.error(self.failed(e)),
-        }
     }
 
     fn rename(
@@ -871,8 +888,8 @@ impl Filesystem for UnionFs {
         match result {
             Ok((new, linked)) if linked.symlinked => {
                 // A symlink stands in for the link: nothing about it may be cached.
-                let (fa, _) = self.entry_attr(&new, &linked.attr);
-                reply.entry(&Duration::ZERO, &fa, Generation(0));
+                let e = self.entry_reply(&new, &linked.attr, self.ttls());
+                reply.entry(&Duration::ZERO, &e.attr, Generation(0));
             }
             Ok((new, linked)) => {
                 // The new name is another node: the source's cached link count is
@@ -897,6 +914,7 @@ impl Filesystem for UnionFs {
             Err(e) => return reply.error(self.failed(e)),
         };
         let cache = self.cache_flags(ino.0, &fd);
+        let no_flush = no_flush(union.options(), flags.0);
         let backing = if self.wants_passthrough(flags.0) {
             self.backing(ino.0, &fd, |f| reply.open_backing(f))
         } else {
@@ -910,7 +928,6 @@ impl Filesystem for UnionFs {
             backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
-        let no_flush = self.no_flush(flags.0);
         match backing {
             Some(id) => reply.opened_passthrough(fh, PASSTHROUGH_OPEN | no_flush, &id),
             None => reply.opened(fh, cache | no_flush),
@@ -1119,7 +1136,7 @@ impl Filesystem for UnionFs {
             Err(e) => return reply.error(self.failed(e)),
         };
         let union = self.union();
-        let (attr_ttl, entry_ttl) = (self.attr_ttl(), self.entry_ttl());
+        let ttls = self.ttls();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in listing.iter().enumerate().skip(start) {
             let next = index as u64 + 1;
@@ -1148,17 +1165,17 @@ impl Filesystem for UnionFs {
             let Ok(attr) = union.getattr(&path) else {
                 continue;
             };
-            let (fa, exact) = self.entry_attr(&path, &attr);
-            // One timeout for both here: the shorter, or none for a node whose id is
-            // not its inode number (see `reply_entry`).
-            let ttl = if exact {
-                attr_ttl.min(entry_ttl)
-            } else {
-                Duration::ZERO
-            };
-            if reply.add(fa.ino, next, &entry.name, &ttl, &fa, Generation(0)) {
+            let e = self.entry_reply(&path, &attr, ttls);
+            if reply.add(
+                e.attr.ino,
+                next,
+                &entry.name,
+                &e.ttl(),
+                &e.attr,
+                Generation(0),
+            ) {
                 // Not sent: the lookup just counted never reaches the kernel.
-                lock(&self.nodes).forget(fa.ino.0, 1);
+                lock(&self.nodes).forget(e.attr.ino.0, 1);
                 break;
             }
         }
@@ -1297,8 +1314,9 @@ impl Filesystem for UnionFs {
             Ok(created) => created,
             Err(e) => return reply.error(self.failed(e)),
         };
-        let (fa, exact) = self.entry_attr(&path, &created.attr);
-        let node = fa.ino.0;
+        let e = self.entry_reply(&path, &created.attr, self.ttls());
+        let node = e.attr.ino.0;
+        let no_flush = no_flush(union.options(), flags);
         let cache = self.cache_flags(node, &created.file);
         let backing = if self.wants_passthrough(flags) {
             self.backing(node, &created.file, |f| reply.open_backing(f))
@@ -1313,14 +1331,7 @@ impl Filesystem for UnionFs {
             backing: backing.clone(),
         };
         let fh = FileHandle(self.add_file(file));
-        // One timeout serves the name and the attributes here: the shorter of the two,
-        // or zero when the node id is not the inode number (as in `reply_entry`).
-        let ttl = if exact {
-            self.attr_ttl().min(self.entry_ttl())
-        } else {
-            Duration::ZERO
-        };
-        let no_flush = self.no_flush(flags);
+        let (fa, ttl) = (e.attr, e.ttl());
         match backing {
             Some(id) => reply.created_passthrough(
                 &ttl,

@@ -638,15 +638,14 @@ impl Release {
 /// its pages are not needed.
 fn range_op(file: &File, offset: u64, len: u64, flags: libc::c_uint, drop: bool) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+    let (Ok(start), Ok(length)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+    else {
         return;
     };
-    // SAFETY: plain syscalls on an open descriptor; they read no memory of ours.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, flags);
-        if drop {
-            libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
-        }
+    // SAFETY: a plain syscall on an open descriptor; it reads no memory of ours.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), start, length, flags) };
+    if drop {
+        pipeline::drop_cached(file, offset, len as usize);
     }
 }
 

@@ -523,7 +523,7 @@ impl Reader<'_, '_> {
 /// disks would otherwise push everything else out of the cache, and the pages freed
 /// here are the ones the run's own writes (a rebuilt disk) take next, instead of
 /// memory the system has not touched for a while. Advisory; errors are ignored.
-fn drop_cached(file: &File, offset: u64, len: usize) {
+pub(crate) fn drop_cached(file: &File, offset: u64, len: usize) {
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return;
     };
