@@ -163,6 +163,45 @@ fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
     expect_code(&array.lhparity(&["check"]), 0);
 }
 
+/// The content copies: bytes and mtime.
+fn content_copies(array: &Array) -> Vec<(Vec<u8>, SystemTime)> {
+    array
+        .content
+        .iter()
+        .map(|c| {
+            let mtime = fs::metadata(c)
+                .expect("content meta")
+                .modified()
+                .expect("mtime");
+            (fs::read(c).expect("read content"), mtime)
+        })
+        .collect()
+}
+
+#[test]
+fn a_fix_with_nothing_to_remember_leaves_the_content_files_alone() {
+    let (array, original) = synced_array(3, 1);
+    let before = content_copies(&array);
+    std::thread::sleep(Duration::from_millis(20));
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("0 files fixed"), "{}", stdout(&out));
+    assert!(
+        before == content_copies(&array),
+        "a no-op fix rewrote the content files"
+    );
+    assert_eq!(snapshot(&array), original);
+
+    // A rebuilt disk's new inodes are recorded, so diff finds nothing afterwards.
+    wipe(&array, 2);
+    expect_code(&array.lhparity(&["fix", "-d", "d3"]), 0);
+    assert!(
+        before != content_copies(&array),
+        "the new inodes were not recorded"
+    );
+    expect_code(&array.lhparity(&["diff"]), 0);
+}
+
 #[test]
 fn one_lost_disk_with_one_parity_level() {
     lose_and_fix(3, 1, &[1]);

