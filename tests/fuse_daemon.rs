@@ -288,6 +288,97 @@ fn fuse_daemon_returns_once_the_pool_answers() {
     assert_eq!(wait_exit(pid), 0);
 }
 
+/// The CPUs a task may run on, as its status lists them ("0-1", "3", ...), expanded.
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// The CPU lists of the daemon's FUSE threads.
+fn fuse_thread_cpus(pid: i32) -> Vec<Vec<usize>> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let dir = task.unwrap().path();
+            let comm = fs::read_to_string(dir.join("comm")).unwrap();
+            comm.starts_with("fuser-")
+                .then(|| cpus_allowed(&fs::read_to_string(dir.join("status")).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn fuse_daemon_pins_its_threads_as_pin_threads_says() {
+    let test = "fuse_daemon_pins_its_threads_as_pin_threads_says";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let ours = cpus_allowed(&fs::read_to_string("/proc/self/status").unwrap());
+    for (mode, shown) in [("r1l", "R1L"), ("RPSL", "RPSL")] {
+        let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for i in 0..20 {
+            fs::write(a.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+        let options = format!("allow_other,threads=2,pin-threads={mode}");
+        let out = lhfs(&[branch, target, "-o", &options]);
+        let _unmount = Unmount(mnt.path().to_path_buf());
+        assert!(out.status.success(), "lhfs: {}", stderr(&out));
+        assert_eq!(getfattr(mnt.path(), "pin-threads"), shown);
+        // Requests for both threads: each takes its CPUs on its first one.
+        for _ in 0..3 {
+            for i in 0..20 {
+                fs::metadata(mnt.path().join(format!("f{i}"))).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let pid = daemon_pid(mnt.path());
+        let threads = fuse_thread_cpus(pid);
+        assert_eq!(threads.len(), 2, "{threads:?}");
+        if mode == "r1l" {
+            // Every thread on the first CPU the daemon was started with.
+            assert!(
+                threads.iter().all(|t| *t == [ours[0]]),
+                "{threads:?} of {ours:?}"
+            );
+        } else {
+            // One CPU each, in turn; a thread that served nothing yet keeps them all.
+            let pinned: Vec<&Vec<usize>> = threads.iter().filter(|t| **t != ours).collect();
+            assert!(!pinned.is_empty(), "{threads:?}");
+            assert!(pinned.iter().all(|t| t.len() == 1), "{threads:?}");
+            if ours.len() >= 2 && pinned.len() == 2 {
+                assert_ne!(pinned[0], pinned[1], "{threads:?}");
+            }
+        }
+        assert!(Command::new("umount")
+            .arg(mnt.path())
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(wait_exit(pid), 0);
+    }
+    // A value that is no strategy stops the mount, naming the option.
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    let out = lhfs(&[branch, target, "-o", "pin-threads=R9"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("pin-threads") && err.contains("R1L"), "{err}");
+    assert_eq!(mount_type(mnt.path()), None);
+}
+
 #[test]
 fn fuse_daemon_refusals_leave_no_mount() {
     let test = "fuse_daemon_refusals_leave_no_mount";

@@ -46,9 +46,11 @@ use fuser::{
 
 use crate::control::{self, is_control_file};
 use crate::creds::Caller;
+use crate::daemon;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
+use crate::pin::Pinner;
 use crate::union::{Attr, DirEntry, Errno, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
@@ -109,6 +111,8 @@ pub struct UnionFs {
     /// The counters, when `metrics-listen` turned them on; `None` costs each request
     /// one check and nothing else.
     metrics: Option<Arc<Metrics>>,
+    /// `pin-threads`, when set: gives each thread its CPUs on its first request.
+    pinner: Option<Arc<Pinner>>,
     /// Serialises control-file changes, so none is lost to a concurrent one.
     control: Mutex<()>,
     /// When the pool was mounted, as the control file's times.
@@ -261,6 +265,7 @@ impl UnionFs {
         UnionFs {
             union: Arc::new(RwLock::new(union)),
             metrics: None,
+            pinner: None,
             control: Mutex::new(()),
             started,
             nodes: Mutex::new(NodeTable::new()),
@@ -278,6 +283,14 @@ impl UnionFs {
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> UnionFs {
         UnionFs {
             metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// Pins each FUSE thread as `pinner` says, on the thread's first request.
+    pub fn with_pinner(self, pinner: Arc<Pinner>) -> UnionFs {
+        UnionFs {
+            pinner: Some(pinner),
             ..self
         }
     }
@@ -566,7 +579,14 @@ impl UnionFs {
     }
 
     /// Counts a request of kind `op` when metrics are on.
-    fn count(&self, op: Op) {
+    /// Starts a request on this thread: pins the thread on its first request
+    /// (`pin-threads`) and counts the request when metrics are on.
+    fn begin(&self, op: Op) {
+        if let Some(pinner) = &self.pinner {
+            if let Err(e) = pinner.pin_current() {
+                daemon::log(&format!("pin-threads: setting a thread's CPUs: {e}"));
+            }
+        }
         if let Some(metrics) = &self.metrics {
             metrics.operation(op);
         }
@@ -656,7 +676,7 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.count(Op::Lookup);
+        self.begin(Op::Lookup);
         let path = match self.child(parent, name) {
             Ok(path) => path,
             Err(e) => return reply.error(self.failed(e)),
@@ -680,7 +700,7 @@ impl Filesystem for UnionFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.count(Op::Forget);
+        self.begin(Op::Forget);
         let mut nodes = lock(&self.nodes);
         nodes.forget(ino.0, nlookup);
         if nodes.path(ino.0).is_none() {
@@ -689,7 +709,7 @@ impl Filesystem for UnionFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.count(Op::Getattr);
+        self.begin(Op::Getattr);
         match self.attr_of(ino, fh) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
             Err(e) => reply.error(self.failed(e)),
@@ -714,7 +734,7 @@ impl Filesystem for UnionFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.count(Op::Setattr);
+        self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
         let result = match &self.open_file_of(ino, fh) {
@@ -763,7 +783,7 @@ impl Filesystem for UnionFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.count(Op::Readlink);
+        self.begin(Op::Readlink);
         match self
             .path(ino)
             .and_then(|p| self.union().readlink(&p).map_err(fuse_errno))
@@ -783,7 +803,7 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Mknod);
+        self.begin(Op::Mknod);
         let mode = mode & !(umask & 0o7777);
         self.new_name(parent, name, reply, |union, path| {
             union.mknod(&caller(req), path, mode, u64::from(rdev))
@@ -799,7 +819,7 @@ impl Filesystem for UnionFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Mkdir);
+        self.begin(Op::Mkdir);
         let mode = mode & 0o7777 & !umask;
         self.new_name(parent, name, reply, |union, path| {
             union.mkdir(&caller(req), path, mode)
@@ -807,12 +827,12 @@ impl Filesystem for UnionFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Unlink);
+        self.begin(Op::Unlink);
         self.remove_name(parent, name, reply, Union::unlink);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Rmdir);
+        self.begin(Op::Rmdir);
         self.remove_name(parent, name, reply, Union::rmdir);
     }
 
@@ -824,7 +844,7 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Symlink);
+        self.begin(Op::Symlink);
         self.new_name(parent, link_name, reply, |union, path| {
             union.symlink(&caller(req), target.as_os_str(), path)
         });
@@ -840,7 +860,7 @@ impl Filesystem for UnionFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Rename);
+        self.begin(Op::Rename);
         // An exchange cannot be made atomic across branches. "No replace" can: the
         // kernel holds both folders locked for the whole request, so no other
         // request through the pool can create the target between the check and the
@@ -875,7 +895,7 @@ impl Filesystem for UnionFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Link);
+        self.begin(Op::Link);
         let result = (|| {
             let old = self.path(ino)?;
             let new = self.child(newparent, newname)?;
@@ -904,7 +924,7 @@ impl Filesystem for UnionFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.count(Op::Open);
+        self.begin(Op::Open);
         let union = self.union();
         let opened = self
             .path(ino)
@@ -945,7 +965,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.count(Op::Read);
+        self.begin(Op::Read);
         let file = match self.file(fh) {
             Ok(file) => file,
             Err(e) => return reply.error(self.failed(e)),
@@ -991,7 +1011,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.count(Op::Write);
+        self.begin(Op::Write);
         let result = self
             .file(fh)
             .and_then(|file| self.write_file(&file, offset, data).map_err(fuse_errno));
@@ -1014,7 +1034,7 @@ impl Filesystem for UnionFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Flush);
+        self.begin(Op::Flush);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // Closing a duplicate reports what close(2) would (NFS branches flush
@@ -1041,7 +1061,7 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Release);
+        self.begin(Op::Release);
         let file = lock(&self.files).remove(&fh.0);
         if let (Some(metrics), Some(file)) = (&self.metrics, &file) {
             metrics.released(file.backing.is_some());
@@ -1062,7 +1082,7 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Fsync);
+        self.begin(Op::Fsync);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             let fd = state.1.as_raw_fd();
@@ -1082,7 +1102,7 @@ impl Filesystem for UnionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.count(Op::Opendir);
+        self.begin(Op::Opendir);
         let path = match self.path(ino) {
             Ok(path) => path,
             Err(e) => return reply.error(self.failed(e)),
@@ -1104,7 +1124,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.count(Op::Readdir);
+        self.begin(Op::Readdir);
         let (_, listing) = match self.listing(fh, offset) {
             Ok(listing) => listing,
             Err(e) => return reply.error(self.failed(e)),
@@ -1130,7 +1150,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.count(Op::Readdirplus);
+        self.begin(Op::Readdirplus);
         let (dir, listing) = match self.listing(fh, offset) {
             Ok(listing) => listing,
             Err(e) => return reply.error(self.failed(e)),
@@ -1190,13 +1210,13 @@ impl Filesystem for UnionFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Releasedir);
+        self.begin(Op::Releasedir);
         lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.count(Op::Statfs);
+        self.begin(Op::Statfs);
         let path = self.path(ino).unwrap_or_else(|_| PathBuf::from("/"));
         match self.union().statfs(&path) {
             Ok(s) => reply.statfs(
@@ -1223,7 +1243,7 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Setxattr);
+        self.begin(Op::Setxattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
                 return self.set_control(name, value);
@@ -1242,7 +1262,7 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.count(Op::Getxattr);
+        self.begin(Op::Getxattr);
         let value = self.path(ino).and_then(|path| {
             let union = self.union();
             let value = if is_control_file(&path) {
@@ -1257,7 +1277,7 @@ impl Filesystem for UnionFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.count(Op::Listxattr);
+        self.begin(Op::Listxattr);
         let names = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
                 return Ok(control::list());
@@ -1268,7 +1288,7 @@ impl Filesystem for UnionFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Removexattr);
+        self.begin(Op::Removexattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) || control::is_file_key(name) {
                 return Err(fuser::Errno::ENOTSUP);
@@ -1282,7 +1302,7 @@ impl Filesystem for UnionFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        self.count(Op::Access);
+        self.begin(Op::Access);
         // With default_permissions the kernel checks the mode bits itself; what is
         // left is whether the entry still exists.
         match self.attr_of(ino, None) {
@@ -1301,7 +1321,7 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.count(Op::Create);
+        self.begin(Op::Create);
         let union = self.union();
         let created = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
@@ -1355,7 +1375,7 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Fallocate);
+        self.begin(Op::Fallocate);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: plain syscall on our open fd.
@@ -1383,7 +1403,7 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.count(Op::Lseek);
+        self.begin(Op::Lseek);
         let file = match self.file(fh) {
             Ok(file) => file,
             Err(e) => return reply.error(self.failed(e)),
@@ -1411,7 +1431,7 @@ impl Filesystem for UnionFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        self.count(Op::CopyFileRange);
+        self.begin(Op::CopyFileRange);
         let (src, dst) = match (self.file(fh_in), self.file(fh_out)) {
             (Ok(src), Ok(dst)) => (src, dst),
             (Err(e), _) | (_, Err(e)) => return reply.error(self.failed(e)),

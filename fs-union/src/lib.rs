@@ -14,6 +14,7 @@
 //! - [`fuse`]: the FUSE adapter, request by request.
 //! - [`control`]: the `.mergerfs` control file and the `user.mergerfs.*` xattrs.
 //! - [`metrics`]: the opt-in counters and their Prometheus endpoint.
+//! - [`pin`]: the CPU affinity of the FUSE threads (`pin-threads`).
 //! - [`mount`]: mounting a pool and serving it until it is unmounted; boot order.
 //! - [`daemon`]: going to the background with a readiness pipe; syslog.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod options;
+pub mod pin;
 pub mod policy;
 pub mod union;

@@ -45,6 +45,7 @@ use crate::fuse::UnionFs;
 use crate::glob::FsGlob;
 use crate::metrics::{server, Metrics};
 use crate::options::{OptionError, Options};
+use crate::pin::Pinner;
 use crate::union::Union;
 
 /// Why a pool could not be mounted or served.
@@ -572,10 +573,25 @@ fn serve(
     let mut config = Config::default();
     config.n_threads = Some(thread_count(plan.options.read_thread_count));
     config.clone_fd = true;
+    // pin-threads: a strategy with one CPU set pins this thread now, so that the FUSE
+    // threads it starts inherit it; each thread also takes its own set on its first
+    // request (spread strategies).
+    let pinner = plan.options.pin_threads.and_then(|mode| {
+        let pinner = Pinner::new(mode)?;
+        if mode.is_single() {
+            if let Err(e) = pinner.pin_first() {
+                daemon::log(&format!("pin-threads={mode}: setting the CPUs: {e}"));
+            }
+        }
+        Some(Arc::new(pinner))
+    });
     let mut options = plan.options;
     options.mountpoint = Some(mountpoint.clone());
     let union = Union::new(&plan.branches, Arc::new(options));
     let mut fs = UnionFs::new(Arc::new(union));
+    if let Some(pinner) = pinner {
+        fs = fs.with_pinner(pinner);
+    }
     if let Some(listener) = metrics {
         let counters = Arc::new(Metrics::default());
         fs = fs.with_metrics(Arc::clone(&counters));

@@ -23,6 +23,7 @@ use thiserror::Error;
 
 use crate::branch::parse_size;
 use crate::node::InodeCalc;
+use crate::pin::PinThreads;
 use crate::policy::{Category, Function, FunctionPolicies, Policy};
 
 /// How deep `config=` files may include further `config=` files.
@@ -349,6 +350,7 @@ const KEYS: &[(&str, bool)] = &[
     ("mountpoint", false),
     ("moveonenospc", true),
     ("passthrough.io", true),
+    ("pin-threads", false),
     ("read-thread-count", false),
     ("rename-exdev", true),
     ("scheduling-priority", false),
@@ -454,6 +456,9 @@ pub struct Options {
     pub read_thread_count: i64,
     /// `scheduling-priority`: the nice value the daemon's threads run at (-20..=19).
     pub scheduling_priority: i32,
+    /// `pin-threads`: the CPU affinity strategy of the FUSE threads; `None` (the
+    /// default) lets the kernel place them.
+    pub pin_threads: Option<PinThreads>,
     /// `passthrough.io`.
     pub passthrough_io: PassthroughIo,
     /// `flush-on-close`.
@@ -498,6 +503,7 @@ impl Default for Options {
             security_capability: true,
             read_thread_count: 0,
             scheduling_priority: -10,
+            pin_threads: None,
             passthrough_io: PassthroughIo::default(),
             flush_on_close: FlushOnClose::default(),
             branches_mount_timeout: 0,
@@ -728,6 +734,12 @@ impl Options {
             }
             "passthrough.io" => self.passthrough_io = parse_choice!(PassthroughIo, value)?,
             "flush-on-close" => self.flush_on_close = parse_choice!(FlushOnClose, value)?,
+            "pin-threads" => {
+                self.pin_threads = match value {
+                    None | Some("") => None,
+                    Some(v) => Some(v.parse().map_err(|()| bad(one_of(PinThreads::NAMES)))?),
+                }
+            }
             "branches-mount-timeout" => self.branches_mount_timeout = seconds(value)?,
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
             "metrics-listen" => self.metrics_listen = Some(listen_address(value)?),
@@ -825,6 +837,7 @@ impl Options {
             "scheduling-priority" => self.scheduling_priority.to_string(),
             "passthrough.io" => self.passthrough_io.to_string(),
             "flush-on-close" => self.flush_on_close.to_string(),
+            "pin-threads" => self.pin_threads.map(|p| p.to_string()).unwrap_or_default(),
             "branches-mount-timeout" => self.branches_mount_timeout.to_string(),
             "branches-mount-timeout-fail" => flag(self.branches_mount_timeout_fail),
             "metrics-listen" => self.metrics_listen.clone().unwrap_or_default(),
@@ -1004,6 +1017,21 @@ mod tests {
             let refusal = Options::parse(bad).unwrap_err().to_string();
             assert!(refusal.contains("a nice value from -20 to 19"), "{refusal}");
         }
+    }
+
+    #[test]
+    fn pin_threads_takes_mergerfs_strategies() {
+        assert_eq!(Options::default().pin_threads, None);
+        assert_eq!(Options::default().get("pin-threads").unwrap(), "");
+        let o = Options::parse("pin_threads=r1l").unwrap();
+        assert_eq!(o.pin_threads, Some(PinThreads::R1L));
+        assert_eq!(o.get("pin-threads").unwrap(), "R1L");
+        assert_eq!(Options::parse("pin-threads=").unwrap().pin_threads, None);
+        let refusal = Options::parse("pin-threads=R2L").unwrap_err().to_string();
+        assert!(
+            refusal.contains("pin-threads") && refusal.contains("RPSP"),
+            "{refusal}"
+        );
     }
 
     #[test]
