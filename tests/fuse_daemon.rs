@@ -65,6 +65,13 @@ fn getfattr(mnt: &Path, key: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Unmounts a daemon's pool with umount(8) and checks that the daemon then exits 0.
+fn umount_and_reap(mnt: &Path, pid: i32) {
+    let out = Command::new("umount").arg(mnt).output().unwrap();
+    assert!(out.status.success(), "umount: {}", stderr(&out));
+    assert_eq!(wait_exit(pid), 0);
+}
+
 /// Waits for the daemon `pid` (reparented to this process) and returns its exit
 /// code.
 fn wait_exit(pid: i32) -> i32 {
@@ -231,9 +238,7 @@ fn fuse_daemon_fstab_mount_and_umount() {
     // An external umount ends each daemon cleanly.
     for mnt in [&pool, &pool2] {
         let pid = daemon_pid(mnt);
-        let out = Command::new("umount").arg(mnt).output().unwrap();
-        assert!(out.status.success(), "umount: {}", stderr(&out));
-        assert_eq!(wait_exit(pid), 0);
+        umount_and_reap(mnt, pid);
         assert_eq!(mount_type(mnt), None);
     }
 }
@@ -280,12 +285,7 @@ fn fuse_daemon_returns_once_the_pool_answers() {
     assert!(tasks.len() >= 2, "{tasks:?}");
     assert!(tasks.iter().all(|(_, nice)| *nice == -10), "{tasks:?}");
     assert_eq!(getfattr(mnt.path(), "scheduling-priority"), "-10");
-    assert!(Command::new("umount")
-        .arg(mnt.path())
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(wait_exit(pid), 0);
+    umount_and_reap(mnt.path(), pid);
 }
 
 /// The CPUs a task may run on, as its status lists them ("0-1", "3", ...), expanded.
@@ -362,12 +362,7 @@ fn fuse_daemon_pins_its_threads_as_pin_threads_says() {
                 assert_ne!(pinned[0], pinned[1], "{threads:?}");
             }
         }
-        assert!(Command::new("umount")
-            .arg(mnt.path())
-            .status()
-            .unwrap()
-            .success());
-        assert_eq!(wait_exit(pid), 0);
+        umount_and_reap(mnt.path(), pid);
     }
     // A value that is no strategy stops the mount, naming the option.
     let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -499,12 +494,7 @@ fn fuse_daemon_waits_for_branches_to_be_mounted() {
     assert!(out.status.success(), "lhfs: {}", stderr(&out));
     assert!(mnt.path().join("on-the-disk").exists());
     let pid = daemon_pid(mnt.path());
-    assert!(Command::new("umount")
-        .arg(mnt.path())
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(wait_exit(pid), 0);
+    umount_and_reap(mnt.path(), pid);
 }
 
 #[test]
