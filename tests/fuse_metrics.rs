@@ -404,3 +404,63 @@ fn fuse_metrics_show_which_closes_flush() {
     assert_eq!(flushes(), start + 2.0);
     assert_eq!(fs::read(a.path().join("f")).unwrap(), b"after!");
 }
+
+#[test]
+fn fuse_metrics_show_cached_directory_listings() {
+    let test = "fuse_metrics_show_cached_directory_listings";
+    let (a, b, mnt) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for branch in [a.path(), b.path()] {
+        fs::create_dir(branch.join("d")).unwrap();
+    }
+    for i in 0..50 {
+        let branch = if i % 2 == 0 { a.path() } else { b.path() };
+        fs::write(branch.join(format!("d/{i:02}")), b"x").unwrap();
+    }
+    let list = format!("{}:{}", a.path().display(), b.path().display());
+    let options = "metrics-listen=127.0.0.1:0,cache.readdir=true";
+    let Some(pool) = Pool::mount(test, &list, mnt.path(), options) else {
+        return;
+    };
+    let address = listen_address(&pool);
+    let listings = || {
+        let text = scrape(&address);
+        must(&text, "lhfs_operations_total{op=\"readdir\"}")
+            + must(&text, "lhfs_operations_total{op=\"readdirplus\"}")
+    };
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(pool.path("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let expected: Vec<String> = (0..50).map(|i| format!("{i:02}")).collect();
+
+    // The first listing asks the daemon; the second comes from the kernel's cache.
+    assert_eq!(names(), expected);
+    let after_first = listings();
+    assert!(after_first >= 1.0);
+    assert_eq!(names(), expected);
+    assert_eq!(listings(), after_first);
+
+    // A file made through the pool drops the cached listing.
+    fs::write(pool.path("d/new"), b"y").unwrap();
+    let mut with_new = expected.clone();
+    with_new.push("new".into());
+    assert_eq!(names(), with_new);
+    assert!(listings() > after_first);
+
+    // Turned off at runtime: every listing asks the daemon again.
+    set_option(&pool, "cache.readdir", "false");
+    let before = listings();
+    assert_eq!(names(), with_new);
+    assert!(listings() > before);
+    let before = listings();
+    assert_eq!(names(), with_new);
+    assert!(listings() > before);
+}

@@ -1113,7 +1113,14 @@ impl Filesystem for UnionFs {
             listing: Mutex::new(None),
         };
         lock(&self.dirs).insert(fh, Arc::new(dir));
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        // cache.readdir: the kernel keeps the listing across opens and drops it when
+        // the folder changes through the pool or shows another mtime.
+        let flags = if self.union().options().cache_readdir {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn readdir(

@@ -295,7 +295,6 @@ const fn accepted(
 /// mergerfs options that are checked and reported but have no effect in lhfs yet.
 const ACCEPTED: &[Accepted] = &[
     accepted("async-read", Kind::Bool, false, "true"),
-    accepted("cache.readdir", Kind::Bool, true, "false"),
     accepted("cache.statfs", Kind::Int, true, "0"),
     accepted("cache.symlinks", Kind::Bool, false, "false"),
     accepted("cache.writeback", Kind::Bool, false, "false"),
@@ -338,6 +337,7 @@ const KEYS: &[(&str, bool)] = &[
     ("cache.entry", true),
     ("cache.files", true),
     ("cache.negative-entry", true),
+    ("cache.readdir", true),
     ("config", false),
     ("dropcacheonclose", true),
     ("flush-on-close", true),
@@ -434,6 +434,9 @@ pub struct Options {
     pub cache_negative_entry: u64,
     /// `dropcacheonclose`.
     pub dropcacheonclose: bool,
+    /// `cache.readdir`: the kernel keeps directory listings and reuses them until
+    /// the directory changes through the pool or its mtime changes.
+    pub cache_readdir: bool,
     /// `inodecalc`.
     pub inodecalc: InodeCalc,
     /// `statfs`.
@@ -492,6 +495,7 @@ impl Default for Options {
             cache_entry: 1,
             cache_negative_entry: 0,
             dropcacheonclose: false,
+            cache_readdir: false,
             inodecalc: InodeCalc::default(),
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
@@ -709,6 +713,7 @@ impl Options {
             "cache.entry" => self.cache_entry = seconds(value)?,
             "cache.negative-entry" => self.cache_negative_entry = seconds(value)?,
             "dropcacheonclose" => self.dropcacheonclose = boolean(value)?,
+            "cache.readdir" => self.cache_readdir = boolean(value)?,
             "inodecalc" => {
                 self.inodecalc = value
                     .and_then(|v| v.parse().ok())
@@ -824,6 +829,7 @@ impl Options {
             "cache.entry" => self.cache_entry.to_string(),
             "cache.negative-entry" => self.cache_negative_entry.to_string(),
             "dropcacheonclose" => flag(self.dropcacheonclose),
+            "cache.readdir" => flag(self.cache_readdir),
             "inodecalc" => self.inodecalc.to_string(),
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),
