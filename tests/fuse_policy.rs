@@ -258,3 +258,45 @@ fn fuse_policy_moveonenospc_moves_a_growing_file() {
         "bytes intact on the branch"
     );
 }
+
+#[test]
+fn fuse_policy_cache_statfs_reuses_free_space_figures() {
+    let test = "fuse_policy_cache_statfs_reuses_free_space_figures";
+    let (Some(small), Some(large)) = (Tmpfs::new(test, "8m"), Tmpfs::new(test, "16m")) else {
+        return;
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let b = [small.path.as_path(), large.path.as_path()];
+    let options = "category.create=mfs,minfreespace=0,cache.statfs=3600";
+    let Some(pool) = Pool::mount(test, &list(&b), mnt.path(), options) else {
+        return;
+    };
+    fs::write(pool.path("first"), b"x").unwrap();
+    assert_eq!(
+        holders(&b, "first"),
+        vec![1],
+        "mfs: the 16 MiB branch has most free"
+    );
+    // Fill the large branch behind the pool's back: it now has less free than the
+    // small one, but for up to an hour the pool keeps using the figures it read.
+    fs::write(b[1].join("filler"), vec![0u8; 12 << 20]).unwrap();
+    fs::write(pool.path("second"), b"x").unwrap();
+    assert_eq!(
+        holders(&b, "second"),
+        vec![1],
+        "cached figures were not used"
+    );
+    // With the cache off, the policy reads the branches again.
+    let name = "user.mergerfs.cache.statfs";
+    common::fuse::setx(&pool.path(".mergerfs"), name, "0").unwrap();
+    fs::write(pool.path("third"), b"x").unwrap();
+    assert_eq!(
+        holders(&b, "third"),
+        vec![0],
+        "fresh figures: the small branch"
+    );
+    assert_eq!(
+        common::fuse::getx(&pool.path(".mergerfs"), name).unwrap(),
+        b"0"
+    );
+}

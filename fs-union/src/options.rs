@@ -295,7 +295,6 @@ const fn accepted(
 /// mergerfs options that are checked and reported but have no effect in lhfs yet.
 const ACCEPTED: &[Accepted] = &[
     accepted("async-read", Kind::Bool, false, "true"),
-    accepted("cache.statfs", Kind::Int, true, "0"),
     accepted("cache.symlinks", Kind::Bool, false, "false"),
     accepted("cache.writeback", Kind::Bool, false, "false"),
     accepted("direct-io-allow-mmap", Kind::Bool, false, "true"),
@@ -338,6 +337,7 @@ const KEYS: &[(&str, bool)] = &[
     ("cache.files", true),
     ("cache.negative-entry", true),
     ("cache.readdir", true),
+    ("cache.statfs", true),
     ("config", false),
     ("dropcacheonclose", true),
     ("flush-on-close", true),
@@ -437,6 +437,9 @@ pub struct Options {
     /// `cache.readdir`: the kernel keeps directory listings and reuses them until
     /// the directory changes through the pool or its mtime changes.
     pub cache_readdir: bool,
+    /// `cache.statfs` in seconds: how long the policies may reuse a branch's free
+    /// space figures; 0 asks the branch every time.
+    pub cache_statfs: u64,
     /// `inodecalc`.
     pub inodecalc: InodeCalc,
     /// `statfs`.
@@ -496,6 +499,7 @@ impl Default for Options {
             cache_negative_entry: 0,
             dropcacheonclose: false,
             cache_readdir: false,
+            cache_statfs: 0,
             inodecalc: InodeCalc::default(),
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
@@ -714,6 +718,7 @@ impl Options {
             "cache.negative-entry" => self.cache_negative_entry = seconds(value)?,
             "dropcacheonclose" => self.dropcacheonclose = boolean(value)?,
             "cache.readdir" => self.cache_readdir = boolean(value)?,
+            "cache.statfs" => self.cache_statfs = seconds(value)?,
             "inodecalc" => {
                 self.inodecalc = value
                     .and_then(|v| v.parse().ok())
@@ -830,6 +835,7 @@ impl Options {
             "cache.negative-entry" => self.cache_negative_entry.to_string(),
             "dropcacheonclose" => flag(self.dropcacheonclose),
             "cache.readdir" => flag(self.cache_readdir),
+            "cache.statfs" => self.cache_statfs.to_string(),
             "inodecalc" => self.inodecalc.to_string(),
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),

@@ -29,7 +29,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
@@ -177,6 +178,8 @@ struct Root {
     /// `None` when the root could not be opened (a disk not mounted yet): the branch
     /// then holds nothing and has no space.
     fd: Option<OwnedFd>,
+    /// The root's last statvfs numbers and when they were read, for `cache.statfs`.
+    space: Mutex<Option<(Instant, Option<FsStat>)>>,
 }
 
 /// The branches of a pool with the options that steer operations on them.
@@ -328,6 +331,7 @@ impl Union {
             .map(|branch| Root {
                 branch: branch.clone(),
                 fd: sys::open_root(&branch.path).ok(),
+                space: Mutex::new(None),
             })
             .collect();
         let seed = std::time::SystemTime::now()
@@ -459,17 +463,36 @@ impl Union {
                     .fd
                     .as_ref()
                     .filter(|_| with_space)
-                    .and_then(|fd| sys::fstatvfs(fd).ok())
-                    .map(|v| {
-                        let frsize = v.f_frsize;
-                        FsStat {
-                            avail: v.f_bavail.saturating_mul(frsize),
-                            used: v.f_blocks.saturating_sub(v.f_bavail).saturating_mul(frsize),
-                            read_only: v.f_flag & libc::ST_RDONLY != 0,
-                        }
-                    }),
+                    .and_then(|fd| self.space_of(root, fd)),
             })
             .collect()
+    }
+
+    /// A root's statvfs numbers; with `cache.statfs`, ones at most that many seconds
+    /// old.
+    fn space_of(&self, root: &Root, fd: &OwnedFd) -> Option<FsStat> {
+        let ttl = Duration::from_secs(self.options.cache_statfs);
+        let cached = || *root.space.lock().unwrap_or_else(PoisonError::into_inner);
+        if !ttl.is_zero() {
+            if let Some((at, stat)) = cached() {
+                if at.elapsed() < ttl {
+                    return stat;
+                }
+            }
+        }
+        let stat = sys::fstatvfs(fd).ok().map(|v| {
+            let frsize = v.f_frsize;
+            FsStat {
+                avail: v.f_bavail.saturating_mul(frsize),
+                used: v.f_blocks.saturating_sub(v.f_bavail).saturating_mul(frsize),
+                read_only: v.f_flag & libc::ST_RDONLY != 0,
+            }
+        });
+        if !ttl.is_zero() {
+            *root.space.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((Instant::now(), stat));
+        }
+        stat
     }
 
     /// The branches `function`'s policy picks for `path`.
