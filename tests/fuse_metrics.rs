@@ -464,3 +464,31 @@ fn fuse_metrics_show_cached_directory_listings() {
     assert_eq!(names(), with_new);
     assert!(listings() > before);
 }
+
+#[test]
+fn fuse_metrics_show_cached_symlinks() {
+    let test = "fuse_metrics_show_cached_symlinks";
+    for (cache, asked) in [("false", 3.0), ("true", 1.0)] {
+        let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::os::unix::fs::symlink("some/target", a.path().join("link")).unwrap();
+        let list = a.path().display().to_string();
+        let options = format!("metrics-listen=127.0.0.1:0,cache.symlinks={cache}");
+        let Some(pool) = Pool::mount(test, &list, mnt.path(), &options) else {
+            return;
+        };
+        let address = listen_address(&pool);
+        let readlinks = || must(&scrape(&address), "lhfs_operations_total{op=\"readlink\"}");
+        let before = readlinks();
+        for _ in 0..3 {
+            assert_eq!(
+                fs::read_link(pool.path("link")).unwrap(),
+                Path::new("some/target")
+            );
+        }
+        assert_eq!(readlinks(), before + asked, "cache.symlinks={cache}");
+        assert_eq!(
+            getx(&pool.path(".mergerfs"), "user.mergerfs.cache.symlinks").unwrap(),
+            cache.as_bytes()
+        );
+    }
+}

@@ -192,6 +192,41 @@ fn file_attr(st: &libc::stat) -> FileAttr {
     }
 }
 
+/// The capabilities lhfs asks the kernel for at mount time.
+fn init_flags(options: &Options) -> Vec<InitFlags> {
+    let mut flags = vec![
+        InitFlags::FUSE_BIG_WRITES,
+        InitFlags::FUSE_PARALLEL_DIROPS,
+        // readdirplus when the listing is read from its start or names in it were
+        // looked up (`ls -l`), plain readdir otherwise.
+        InitFlags::FUSE_DO_READDIRPLUS,
+        InitFlags::FUSE_READDIRPLUS_AUTO,
+    ];
+    for (on, flag) in [
+        (options.async_read, InitFlags::FUSE_ASYNC_READ),
+        // Shared mmap of files opened with direct I/O (cache.files=off).
+        (
+            options.direct_io_allow_mmap,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ),
+        (options.cache_symlinks, InitFlags::FUSE_CACHE_SYMLINKS),
+    ] {
+        if on {
+            flags.push(flag);
+        }
+    }
+    flags
+}
+
+/// The flags of an open with direct I/O (`cache.files=off`).
+fn direct_io(options: &Options) -> FopenFlags {
+    if options.parallel_direct_writes {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO
+    }
+}
+
 /// `FOPEN_NOFLUSH` for an open with `flags` whose close `flush-on-close` skips.
 fn no_flush(options: &Options, flags: i32) -> FopenFlags {
     let for_writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -483,8 +518,9 @@ impl UnionFs {
 
     /// The `FOPEN_*` flags `cache.files` asks for on opening `node` as `fd`.
     fn cache_flags(&self, node: u64, fd: &OwnedFd) -> FopenFlags {
-        match self.union().options().cache_files {
-            CacheFiles::Off => FopenFlags::FOPEN_DIRECT_IO,
+        let union = self.union();
+        match union.options().cache_files {
+            CacheFiles::Off => direct_io(union.options()),
             CacheFiles::Partial => FopenFlags::empty(),
             CacheFiles::Full => FopenFlags::FOPEN_KEEP_CACHE,
             CacheFiles::AutoFull => {
@@ -642,17 +678,7 @@ impl UnionFs {
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        for flag in [
-            InitFlags::FUSE_ASYNC_READ,
-            InitFlags::FUSE_BIG_WRITES,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            // readdirplus when the listing is read from its start or names in it
-            // were looked up (`ls -l`), plain readdir otherwise.
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            // Shared mmap of files opened with direct I/O (cache.files=off).
-            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
-        ] {
+        for flag in init_flags(&self.union().options()) {
             // An older kernel without one of these still mounts.
             let _ = config.add_capabilities(flag);
         }
@@ -1495,4 +1521,34 @@ fn merged_listing(union: &Union, path: &Path) -> Result<Vec<DirEntry>, Errno> {
     }
     listing.extend(names);
     Ok(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_flags_follow_the_options() {
+        let defaults = init_flags(&Options::default());
+        assert!(defaults.contains(&InitFlags::FUSE_ASYNC_READ));
+        assert!(defaults.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
+        assert!(defaults.contains(&InitFlags::FUSE_DO_READDIRPLUS));
+        assert!(!defaults.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
+        let o = Options::parse("async-read=false,direct-io-allow-mmap=false,cache.symlinks=true")
+            .unwrap();
+        let flags = init_flags(&o);
+        assert!(!flags.contains(&InitFlags::FUSE_ASYNC_READ));
+        assert!(!flags.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
+        assert!(flags.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
+    }
+
+    #[test]
+    fn direct_io_opens_allow_parallel_writes_unless_told_not_to() {
+        assert_eq!(
+            direct_io(&Options::default()),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+        );
+        let o = Options::parse("parallel-direct-writes=false").unwrap();
+        assert_eq!(direct_io(&o), FopenFlags::FOPEN_DIRECT_IO);
+    }
 }

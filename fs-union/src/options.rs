@@ -294,10 +294,7 @@ const fn accepted(
 
 /// mergerfs options that are checked and reported but have no effect in lhfs yet.
 const ACCEPTED: &[Accepted] = &[
-    accepted("async-read", Kind::Bool, false, "true"),
-    accepted("cache.symlinks", Kind::Bool, false, "false"),
     accepted("cache.writeback", Kind::Bool, false, "false"),
-    accepted("direct-io-allow-mmap", Kind::Bool, false, "true"),
     accepted("export-support", Kind::Bool, false, "true"),
     accepted(
         "follow-symlinks",
@@ -318,7 +315,6 @@ const ACCEPTED: &[Accepted] = &[
         "off",
     ),
     accepted("nullrw", Kind::Bool, false, "false"),
-    accepted("parallel-direct-writes", Kind::Bool, true, "true"),
     accepted("posix-acl", Kind::Bool, false, "false"),
     accepted("process-thread-count", Kind::Int, false, "-1"),
     accepted("process-thread-queue-depth", Kind::Int, false, "2"),
@@ -330,6 +326,7 @@ const ACCEPTED: &[Accepted] = &[
 
 /// Keys with their own fields, in listing order, and whether they change at runtime.
 const KEYS: &[(&str, bool)] = &[
+    ("async-read", false),
     ("branches-mount-timeout", false),
     ("branches-mount-timeout-fail", false),
     ("cache.attr", true),
@@ -338,7 +335,9 @@ const KEYS: &[(&str, bool)] = &[
     ("cache.negative-entry", true),
     ("cache.readdir", true),
     ("cache.statfs", true),
+    ("cache.symlinks", false),
     ("config", false),
+    ("direct-io-allow-mmap", false),
     ("dropcacheonclose", true),
     ("flush-on-close", true),
     ("fsname", false),
@@ -349,6 +348,7 @@ const KEYS: &[(&str, bool)] = &[
     ("minfreespace", true),
     ("mountpoint", false),
     ("moveonenospc", true),
+    ("parallel-direct-writes", true),
     ("passthrough.io", true),
     ("pin-threads", false),
     ("read-thread-count", false),
@@ -440,6 +440,15 @@ pub struct Options {
     /// `cache.statfs` in seconds: how long the policies may reuse a branch's free
     /// space figures; 0 asks the branch every time.
     pub cache_statfs: u64,
+    /// `cache.symlinks`: the kernel keeps what symlinks point to.
+    pub cache_symlinks: bool,
+    /// `async-read`: the kernel may send several reads of one file at once.
+    pub async_read: bool,
+    /// `direct-io-allow-mmap`: shared mmap of files opened with direct I/O.
+    pub direct_io_allow_mmap: bool,
+    /// `parallel-direct-writes`: direct-I/O writes to one file that neither append
+    /// nor grow it may reach the daemon at the same time.
+    pub parallel_direct_writes: bool,
     /// `inodecalc`.
     pub inodecalc: InodeCalc,
     /// `statfs`.
@@ -500,6 +509,10 @@ impl Default for Options {
             dropcacheonclose: false,
             cache_readdir: false,
             cache_statfs: 0,
+            cache_symlinks: false,
+            async_read: true,
+            direct_io_allow_mmap: true,
+            parallel_direct_writes: true,
             inodecalc: InodeCalc::default(),
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
@@ -719,6 +732,10 @@ impl Options {
             "dropcacheonclose" => self.dropcacheonclose = boolean(value)?,
             "cache.readdir" => self.cache_readdir = boolean(value)?,
             "cache.statfs" => self.cache_statfs = seconds(value)?,
+            "cache.symlinks" => self.cache_symlinks = boolean(value)?,
+            "async-read" => self.async_read = boolean(value)?,
+            "direct-io-allow-mmap" => self.direct_io_allow_mmap = boolean(value)?,
+            "parallel-direct-writes" => self.parallel_direct_writes = boolean(value)?,
             "inodecalc" => {
                 self.inodecalc = value
                     .and_then(|v| v.parse().ok())
@@ -836,6 +853,10 @@ impl Options {
             "dropcacheonclose" => flag(self.dropcacheonclose),
             "cache.readdir" => flag(self.cache_readdir),
             "cache.statfs" => self.cache_statfs.to_string(),
+            "cache.symlinks" => flag(self.cache_symlinks),
+            "async-read" => flag(self.async_read),
+            "direct-io-allow-mmap" => flag(self.direct_io_allow_mmap),
+            "parallel-direct-writes" => flag(self.parallel_direct_writes),
             "inodecalc" => self.inodecalc.to_string(),
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),
