@@ -244,6 +244,59 @@ fn one_disk_more_than_parity_is_reported_unrecoverable() {
     }
 }
 
+/// Puts `bytes` back into `path` in place (same inode) with the mtime it had.
+fn put_back(path: &std::path::Path, bytes: &[u8]) {
+    let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
+    fs::write(path, bytes).expect("write");
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(mtime).expect("set mtime");
+}
+
+#[test]
+fn an_unrecoverable_file_keeps_its_place_in_the_state() {
+    let (array, original) = synced_array(3, 1);
+    let (a, b) = (
+        array.disks[0].join("dir0/big.bin"),
+        array.disks[1].join("dir1/big.bin"),
+    );
+    // The first block of both big files, one stripe: two lost blocks, one parity.
+    flip(&a, 10);
+    flip(&b, 10);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let bad = status(&array)["bad_blocks"].clone();
+    let bad = bad.as_array().expect("bad blocks");
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert_eq!(bad[0]["position"], bad[1]["position"], "{bad:?}");
+    let damaged = snapshot(&array);
+
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    assert!(stderr(&out).contains("unrecoverable"), "{}", stderr(&out));
+    // The damaged originals stay as they were, and so do their bad flags.
+    for path in [&a, &b] {
+        assert!(fs::read(path).expect("read") == damaged[path].0);
+        let partial = PathBuf::from(format!("{}.unrecoverable", path.display()));
+        fs::remove_file(&partial).expect("partial result kept");
+    }
+    assert_eq!(
+        status(&array)["bad_blocks"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // The state still describes the originals: nothing to sync.
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    // Once one of them is good again, the other is rebuilt from it.
+    put_back(&b, &original[&b].0);
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(
+        snapshot(&array) == original,
+        "files differ from the originals"
+    );
+    expect_code(&array.lhparity(&["scrub", "-p", "bad"]), 0);
+    assert_eq!(status(&array)["bad_blocks"], serde_json::json!([]));
+    expect_code(&array.lhparity(&["diff"]), 0);
+}
+
 #[test]
 fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
     let (array, original) = synced_array(2, 2);

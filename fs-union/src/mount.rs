@@ -577,7 +577,12 @@ fn serve(
     // threads it starts inherit it; each thread also takes its own set on its first
     // request (spread strategies).
     let pinner = plan.options.pin_threads.and_then(|mode| {
-        let pinner = Pinner::new(mode)?;
+        let Some(pinner) = Pinner::new(mode) else {
+            daemon::log(&format!(
+                "pin-threads={mode}: cannot read which CPUs lhfs may use; threads are not pinned"
+            ));
+            return None;
+        };
         if mode.is_single() {
             if let Err(e) = pinner.pin_first() {
                 daemon::log(&format!("pin-threads={mode}: setting the CPUs: {e}"));

@@ -19,7 +19,7 @@
 //! 4. The state records the repaired files' inodes before any data is written, and
 //!    is saved again at the end only if bad blocks were cleared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -35,7 +35,7 @@ use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::scrub::{file_filter, matches};
-use crate::state::model::{FileEntry, Hash, State, DIRTY};
+use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
@@ -175,15 +175,18 @@ pub fn fix(
         );
     }
 
-    // The repaired files will be these inodes (the rename keeps them): record them
-    // now, while little is waiting to be written, so that the next diff sees the
-    // files the state describes. Saving at the end instead would wait for the whole
-    // rebuilt disk to reach the platter, because a content file on that disk is
-    // committed together with the new files' data. A fix that stops halfway leaves
-    // at worst files whose recorded inode differs, which diff calls restored.
+    // A missing file comes back as its temporary file's inode (the rename keeps it):
+    // record that now, while little is waiting to be written, so that the next diff
+    // sees the files the state describes. Saving at the end instead would wait for
+    // the whole rebuilt disk to reach the platter, because a content file on that
+    // disk is committed together with the new files' data. Only files that are not
+    // there are recorded early: a file that is there keeps its inode in the state
+    // until the repaired one is renamed over it, so a fix that stops halfway never
+    // makes a good file look changed.
     let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
     let mut must_save = false;
-    if record_inodes(&mut state, &targets, &temps) {
+    let early = record_missing_inodes(config, &mut state, &targets, &temps);
+    if !early.is_empty() {
         must_save = store::save(&mut state, &content).is_err();
     }
 
@@ -295,8 +298,7 @@ pub fn fix(
         .iter()
         .map(|t| vec![false; t.failed.len()])
         .collect();
-    let now = now() as u32;
-    for (j, result) in run.results.iter().enumerate() {
+    for result in &run.results {
         for &(t, b) in &result.recovered {
             if let Ok(k) = targets[t].failed.binary_search(&b) {
                 recovered[t][k] = true;
@@ -304,12 +306,6 @@ pub fn fix(
         }
         if result.parity_written {
             report.parity_fixed += 1;
-        }
-        let pos = positions[j];
-        if result.complete && state.bad.iter().any(|b| b.pos == pos) {
-            state.bad.retain(|b| b.pos != pos);
-            state.positions.verified[pos as usize] = now;
-            must_save = true;
         }
         report.bytes += result.bytes;
     }
@@ -321,6 +317,7 @@ pub fn fix(
     }
 
     let mut new_inodes = Vec::new();
+    let mut placed = vec![false; targets.len()];
     for ((t, target), temp) in targets.iter().enumerate().zip(temps) {
         let Some(temp) = temp else { continue };
         let path = file_path(config, &state, target.slot, target.file);
@@ -329,6 +326,7 @@ pub fn fix(
         let finished = finish_file(&path, entry, target, &temp, block_size, lost == 0);
         match (finished, lost) {
             (Ok(()), 0) => {
+                placed[t] = true;
                 // The repaired file is a new inode: record it, so that the next diff
                 // sees the file the state describes.
                 if let Ok(meta) = fs::metadata(&path) {
@@ -349,6 +347,24 @@ pub fn fix(
     }
     for (slot, file, inode) in new_inodes {
         state.disks[slot].files[file].inode = inode;
+        must_save = true;
+    }
+    // A file recorded early that did not come back in full keeps its old inode.
+    for (t, inode) in early {
+        if !placed[t] {
+            let target = &targets[t];
+            state.disks[target.slot].files[target.file].inode = inode;
+            must_save = true;
+        }
+    }
+    if clear_bad_blocks(
+        &mut state,
+        &targets,
+        &placed,
+        &recovered,
+        &positions,
+        &run.results,
+    ) {
         must_save = true;
     }
     for name in &options.disks {
@@ -973,25 +989,78 @@ fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// Records the inodes of the created temporary files as the targets' inodes;
-/// returns whether any changed.
-fn record_inodes(state: &mut State, targets: &[Target], temps: &[Option<File>]) -> bool {
-    let mut changed = false;
-    for (target, temp) in targets.iter().zip(temps) {
+/// Records the inodes of the temporary files as the inodes of the targets whose
+/// file is not there at all; returns (target, previous inode) of each one changed.
+fn record_missing_inodes(
+    config: &Config,
+    state: &mut State,
+    targets: &[Target],
+    temps: &[Option<File>],
+) -> Vec<(usize, u64)> {
+    let mut changed = Vec::new();
+    for (t, (target, temp)) in targets.iter().zip(temps).enumerate() {
         let Some(ino) = temp
             .as_ref()
-            .and_then(|t| t.metadata().ok())
+            .and_then(|f| f.metadata().ok())
             .map(|m| m.ino())
         else {
             continue;
         };
+        let path = file_path(config, state, target.slot, target.file);
+        let missing = matches!(
+            fs::symlink_metadata(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        );
         let entry = &mut state.disks[target.slot].files[target.file];
-        if entry.inode != ino {
+        if missing && entry.inode != ino {
+            changed.push((t, entry.inode));
             entry.inode = ino;
-            changed = true;
         }
     }
     changed
+}
+
+/// Clears the bad flags of blocks that are back on disk: the rebuilt blocks of
+/// files put in place (`placed`), and parity rewritten at positions fixed in full.
+/// A position left with no bad block counts as verified now. Returns whether any
+/// flag was cleared.
+fn clear_bad_blocks(
+    state: &mut State,
+    targets: &[Target],
+    placed: &[bool],
+    recovered: &[Vec<bool>],
+    positions: &[u32],
+    results: &[PositionFix],
+) -> bool {
+    let mut back: HashSet<(u32, u32)> = HashSet::new();
+    for (t, target) in targets.iter().enumerate().filter(|(t, _)| placed[*t]) {
+        let pos_of: Vec<u32> = state.disks[target.slot].files[target.file]
+            .positions()
+            .collect();
+        for (k, &b) in target.failed.iter().enumerate() {
+            if let (true, Some(&pos)) = (recovered[t][k], pos_of.get(b)) {
+                back.insert((target.slot as u32, pos));
+            }
+        }
+    }
+    for (result, &pos) in results.iter().zip(positions) {
+        if result.complete && result.parity_written {
+            back.insert((u32::MAX, pos));
+        }
+    }
+    let (cleared, kept): (Vec<BadBlock>, Vec<BadBlock>) = std::mem::take(&mut state.bad)
+        .into_iter()
+        .partition(|b| back.contains(&(b.disk, b.pos)));
+    state.bad = kept;
+    let now = now() as u32;
+    for b in &cleared {
+        if !state.bad.iter().any(|left| left.pos == b.pos) {
+            if let Some(v) = state.positions.verified.get_mut(b.pos as usize) {
+                *v = now;
+            }
+        }
+    }
+    !cleared.is_empty()
 }
 
 /// Completes a target: copies its good blocks from the original, then either
@@ -1006,17 +1075,18 @@ fn finish_file(
     complete: bool,
 ) -> std::io::Result<()> {
     if target.has_original {
-        if let Ok(original) = File::open(path) {
-            let mut buf = vec![0u8; block_size];
-            for b in 0..entry.hashes.len() {
-                if target.failed.binary_search(&b).is_ok() {
-                    continue;
-                }
-                let offset = b as u64 * block_size as u64;
-                let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
-                original.read_exact_at(&mut buf[..len], offset)?;
-                temp.write_all_at(&buf[..len], offset)?;
+        // The good blocks come from the original: without it the file is not
+        // complete, whatever was rebuilt.
+        let original = File::open(path)?;
+        let mut buf = vec![0u8; block_size];
+        for b in 0..entry.hashes.len() {
+            if target.failed.binary_search(&b).is_ok() {
+                continue;
             }
+            let offset = b as u64 * block_size as u64;
+            let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
+            original.read_exact_at(&mut buf[..len], offset)?;
+            temp.write_all_at(&buf[..len], offset)?;
         }
     }
     // No fsync: the rename makes the repaired file visible at once (a kill leaves the

@@ -30,6 +30,9 @@ use crate::state::model::FileEntry;
 /// ones on 4 disks, because every byte was otherwise copied into and read back
 /// from main memory.
 const BATCH_BYTES: usize = 1 << 20;
+/// The most bytes of one source's batch when the thread count asks for more
+/// positions than `BATCH_BYTES` holds (large blocks, many cores).
+const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Batches a reader may run ahead of the stage: with 1 MiB batches, 4 MiB per disk
 /// of slack for disks that stall now and then.
 const READ_AHEAD: usize = 4;
@@ -249,9 +252,13 @@ pub fn run<R: Send + Default + Clone>(
 }
 
 /// Positions per batch: `BATCH_BYTES` worth of blocks, but at least one per stage
-/// thread, so that large blocks or many cores still keep every thread busy.
+/// thread, so that large blocks or many cores still keep every thread busy, as
+/// long as that stays within `MAX_BATCH_BYTES` (memory is batch x sources x the
+/// read-ahead).
 fn batch_len(block_size: usize, threads: usize) -> usize {
-    (BATCH_BYTES / block_size.max(1)).max(threads).max(1)
+    let block_size = block_size.max(1);
+    let most = (MAX_BATCH_BYTES / block_size).max(1);
+    (BATCH_BYTES / block_size).max(threads).min(most).max(1)
 }
 
 /// Runs the stage on every position of a batch, in parallel.
@@ -642,5 +649,12 @@ mod tests {
         assert_eq!(batch_len(256 << 10, 8), 8);
         assert_eq!(batch_len(16 << 20, 2), 2);
         assert_eq!(batch_len(16 << 20, 0), 1);
+    }
+
+    #[test]
+    fn batches_stay_bounded_with_large_blocks_and_many_cores() {
+        assert_eq!(batch_len(16 << 20, 64), 2);
+        assert_eq!(batch_len(64 << 20, 64), 1);
+        assert_eq!(batch_len(256 << 10, 256), 128);
     }
 }
