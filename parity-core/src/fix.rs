@@ -16,8 +16,10 @@
 //!    finds any block that did not reach the disk by its hash. A file that cannot be rebuilt completely is
 //!    written as `NAME.unrecoverable` with what could be recovered; the original, if
 //!    any, is left as it was.
-//! 4. The state records the repaired files' inodes before any data is written, and
-//!    is saved again at the end only if bad blocks were cleared.
+//! 4. The state records the new inodes of files that were missing before any data
+//!    is written (a file that does not come back keeps its old one), and is saved
+//!    again at the end only if there is more to remember: bad flags of blocks back
+//!    on disk, or the new inode of a file repaired in place.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
