@@ -262,6 +262,9 @@ fn first_error<T>(results: &[(usize, Result<T, Errno>)], fallback: Errno) -> Err
 struct Probe<'a> {
     union: &'a Union,
     seen: RefCell<Vec<Seen>>,
+    /// Keep each entry's folder open for the call that follows (actions); without,
+    /// an entry is opened and read in one go, and a missing one costs one syscall.
+    folders: bool,
 }
 
 /// What an operation did on one branch.
@@ -280,6 +283,15 @@ impl<'a> Probe<'a> {
         Probe {
             union,
             seen: RefCell::new(Vec::new()),
+            folders: true,
+        }
+    }
+
+    /// A probe for callers that need only the status of what it finds.
+    fn stat_only(union: &'a Union) -> Self {
+        Probe {
+            folders: false,
+            ..Probe::new(union)
         }
     }
 
@@ -308,13 +320,17 @@ impl<'a> Probe<'a> {
 
 impl PathProbe for Probe<'_> {
     fn entry(&self, branch: usize, path: &Path) -> Option<Entry> {
-        let at = self.union.at(branch, path).ok()?;
-        let stat = sys::lstat(&at).ok()?;
+        let (stat, at) = if self.folders {
+            let at = self.union.at(branch, path).ok()?;
+            (sys::lstat(&at).ok()?, Some(at))
+        } else {
+            (self.union.lstat_whole(branch, path).ok()?, None)
+        };
         self.seen.borrow_mut().push(Seen {
             branch,
             path: path.to_path_buf(),
             stat,
-            at: Some(at),
+            at,
         });
         Some(Entry {
             mtime: stat.st_mtime,
@@ -433,6 +449,14 @@ impl Union {
         sys::lstat(&self.at(branch, path)?)
     }
 
+    /// [`Union::lstat`] by opening the entry itself inside the branch (a symlink as
+    /// itself): one syscall when it is missing, instead of opening its folder first.
+    fn lstat_whole(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
+        let parts = components(path)?;
+        let fd = sys::open_beneath(self.root(branch)?, &parts, libc::O_PATH | libc::O_NOFOLLOW)?;
+        sys::fstat(&fd)
+    }
+
     /// Replaces the underlying inode number with the `inodecalc` one.
     fn attr(&self, branch: usize, path: &Path, mut stat: libc::stat) -> Attr {
         let branch_ino = stat.st_ino;
@@ -509,7 +533,7 @@ impl Union {
         path: &Path,
         excluded: Option<usize>,
     ) -> Result<Vec<usize>, Errno> {
-        self.select_probed(policy, category, path, excluded, &Probe::new(self))
+        self.select_probed(policy, category, path, excluded, &Probe::stat_only(self))
     }
 
     /// [`Union::select_by`] with the caller's probe, which keeps what it read.
@@ -591,7 +615,7 @@ impl Union {
     pub fn getattr(&self, path: &Path) -> Result<Attr, Errno> {
         let function = Function::Getattr;
         let policy = self.options.policies.get(function);
-        let probe = Probe::new(self);
+        let probe = Probe::stat_only(self);
         let branch = self
             .select_probed(policy, function.category(), path, None, &probe)?
             .first()
