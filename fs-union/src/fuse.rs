@@ -678,7 +678,7 @@ impl UnionFs {
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        for flag in init_flags(&self.union().options()) {
+        for flag in init_flags(self.union().options()) {
             // An older kernel without one of these still mounts.
             let _ = config.add_capabilities(flag);
         }
