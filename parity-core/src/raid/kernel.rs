@@ -21,6 +21,9 @@ pub enum Kernel {
     Ssse3,
     /// 32 bytes at a time with `vpshufb` nibble tables.
     Avx2,
+    /// 32 bytes at a time with one `gf2p8affineqb` per coefficient (GFNI + AVX2,
+    /// for CPUs without AVX-512).
+    GfniAvx2,
     /// 64 bytes at a time with AVX-512BW `vpshufb` nibble tables.
     Avx512,
     /// 64 bytes at a time with one `gf2p8affineqb` per coefficient (GFNI + AVX-512BW).
@@ -29,11 +32,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, slowest first.
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::Scalar,
         Kernel::Ssse3,
         Kernel::Avx2,
         Kernel::Avx512,
+        Kernel::GfniAvx2,
         Kernel::Gfni,
     ];
 
@@ -43,6 +47,7 @@ impl Kernel {
             Kernel::Scalar => "scalar",
             Kernel::Ssse3 => "ssse3",
             Kernel::Avx2 => "avx2",
+            Kernel::GfniAvx2 => "gfni-avx2",
             Kernel::Avx512 => "avx512",
             Kernel::Gfni => "gfni",
         }
@@ -56,6 +61,9 @@ impl Kernel {
                 Kernel::Scalar => true,
                 Kernel::Ssse3 => is_x86_feature_detected!("ssse3"),
                 Kernel::Avx2 => is_x86_feature_detected!("avx2"),
+                Kernel::GfniAvx2 => {
+                    is_x86_feature_detected!("gfni") && is_x86_feature_detected!("avx2")
+                }
                 Kernel::Avx512 => {
                     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
                 }
@@ -185,7 +193,7 @@ impl Plan {
             _ => Vec::new(),
         };
         let affine = match kernel {
-            Kernel::Gfni => coef.iter().map(|&c| gf::affine_matrix(c)).collect(),
+            Kernel::Gfni | Kernel::GfniAvx2 => coef.iter().map(|&c| gf::affine_matrix(c)).collect(),
             _ => Vec::new(),
         };
         Plan {
@@ -304,6 +312,15 @@ unsafe fn run(
         Kernel::Avx2 => unsafe {
             super::avx2::mul_acc(
                 &plan.nibbles[first * rows..],
+                rows,
+                plan.first_row_xor,
+                &args,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::GfniAvx2 => unsafe {
+            super::gfni_avx2::mul_acc(
+                &plan.affine[first * rows..],
                 rows,
                 plan.first_row_xor,
                 &args,

@@ -12,6 +12,7 @@ mod avx2;
 mod avx512;
 mod gf;
 mod gfni;
+mod gfni_avx2;
 mod kernel;
 mod matrix;
 mod recover;

@@ -77,12 +77,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 println!("\nRecovering lost data blocks (fix):");
                 print_columns(&kernels);
             }
-            print!("{:>8}{:>8}", op.name(), selected.name());
+            print!("{:>6}{:>COL$}", op.name(), selected.name());
         }
         for &kernel in &kernels {
             let mbps = measure(kernel, op, shape, period)?;
             if !args.json {
-                print!("{:>8.0}", mbps);
+                print!("{:>COL$.0}", mbps);
                 use std::io::Write;
                 std::io::stdout().flush()?;
             }
@@ -112,6 +112,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Width of a kernel column of the table: the longest kernel name and a space.
+const COL: usize = 10;
+
 fn print_header(shape: Shape, selected: Kernel, kernels: &[Kernel]) {
     println!("lhparity {} parity speed test", env!("CARGO_PKG_VERSION"));
     println!("CPU: {}", cpu_model());
@@ -133,9 +136,9 @@ fn print_header(shape: Shape, selected: Kernel, kernels: &[Kernel]) {
 }
 
 fn print_columns(kernels: &[Kernel]) {
-    print!("{:>8}{:>8}", "", "best");
+    print!("{:>6}{:>COL$}", "", "best");
     for k in kernels {
-        print!("{:>8}", k.name());
+        print!("{:>COL$}", k.name());
     }
     println!();
 }
