@@ -297,53 +297,33 @@ unsafe fn run(
         end,
         accumulate,
     };
+    // A SIMD kernel's call with its tables (nibble or affine) for this plan.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! simd {
+        ($module:ident, $tables:ident) => {
+            // SAFETY: the caller checked the kernel is available and the pointers.
+            unsafe {
+                super::$module::mul_acc(
+                    &plan.$tables[first * rows..],
+                    rows,
+                    plan.first_row_xor,
+                    &args,
+                )
+            }
+        };
+    }
     match kernel {
         Kernel::Scalar => unsafe { super::scalar::mul_acc(coef, rows, &args) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Ssse3 => unsafe {
-            super::ssse3::mul_acc(
-                &plan.nibbles[first * rows..],
-                rows,
-                plan.first_row_xor,
-                &args,
-            )
-        },
+        Kernel::Ssse3 => simd!(ssse3, nibbles),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => unsafe {
-            super::avx2::mul_acc(
-                &plan.nibbles[first * rows..],
-                rows,
-                plan.first_row_xor,
-                &args,
-            )
-        },
+        Kernel::Avx2 => simd!(avx2, nibbles),
         #[cfg(target_arch = "x86_64")]
-        Kernel::GfniAvx2 => unsafe {
-            super::gfni_avx2::mul_acc(
-                &plan.affine[first * rows..],
-                rows,
-                plan.first_row_xor,
-                &args,
-            )
-        },
+        Kernel::Avx512 => simd!(avx512, nibbles),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe {
-            super::avx512::mul_acc(
-                &plan.nibbles[first * rows..],
-                rows,
-                plan.first_row_xor,
-                &args,
-            )
-        },
+        Kernel::GfniAvx2 => simd!(gfni_avx2, affine),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Gfni => unsafe {
-            super::gfni::mul_acc(
-                &plan.affine[first * rows..],
-                rows,
-                plan.first_row_xor,
-                &args,
-            )
-        },
+        Kernel::Gfni => simd!(gfni, affine),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unsafe { super::scalar::mul_acc(coef, rows, &args) },
     }
