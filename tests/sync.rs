@@ -386,3 +386,48 @@ fn full_parity_disk_is_reported_and_the_array_stays_consistent() {
     expect_code(&array.lhparity(&["sync"]), 0);
     verify_parity(&array);
 }
+
+#[test]
+fn dup_lists_files_with_the_same_content_from_the_state() {
+    let array = Array::new(3, 1, 64, "");
+    // The same bytes on three disks under other names, plus files that differ.
+    array.write(0, "photos/a.jpg", 150_000, 42);
+    array.write(1, "backup/a-copy.jpg", 150_000, 42);
+    array.write(2, "a-again.jpg", 150_000, 42);
+    array.write(0, "other.bin", 150_000, 43);
+    array.write(1, "small.txt", 1000, 5);
+    array.write(2, "small-copy.txt", 1000, 5);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // Added after the sync: the state does not know it yet.
+    array.write(0, "late.txt", 1000, 5);
+
+    let out = array.lhparity(&["dup"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    let groups: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(groups.len(), 3, "{text}");
+    let first: Vec<&str> = groups[0].lines().map(str::trim).collect();
+    assert_eq!(
+        first,
+        [
+            "150000 d1/photos/a.jpg",
+            "150000 d2/backup/a-copy.jpg",
+            "150000 d3/a-again.jpg"
+        ],
+        "{text}"
+    );
+    let second: Vec<&str> = groups[1].lines().map(str::trim).collect();
+    assert_eq!(
+        second,
+        ["1000 d2/small.txt", "1000 d3/small-copy.txt"],
+        "{text}"
+    );
+    assert!(
+        !text.contains("other.bin") && !text.contains("late.txt"),
+        "{text}"
+    );
+    assert_eq!(
+        groups[2].trim(),
+        "identical files: 2 groups, 3 duplicates, 301000 bytes in duplicates"
+    );
+}

@@ -9,11 +9,12 @@
 //!   filter and the layout checks run before any command.
 //! - [`scan`]: walking the data disks and comparing them with the state.
 //! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
-//! - [`sync`], [`scrub`] (and check), [`fix`], [`status`]: the commands.
+//! - [`sync`], [`scrub`] (and check), [`fix`], [`status`], [`dup`]: the commands.
 //! - [`metrics`]: the array and the last command runs as Prometheus text.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod dup;
 pub mod fix;
 pub mod hash;
 pub mod metrics;

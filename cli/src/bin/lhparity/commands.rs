@@ -460,3 +460,26 @@ pub fn list(ctx: &Context) -> Result<ExitCode> {
     println!("{files} files, {bytes} bytes");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `lhparity dup`: groups of files with the same content, largest first, then a
+/// summary; exit 0 whether or not there are any.
+pub fn dup(ctx: &Context) -> Result<ExitCode> {
+    let config = Config::load(&ctx.conf)?;
+    let loaded = sync::load_state(&config).context("loading the content file")?;
+    let groups = parity_core::dup::find(&loaded.state);
+    let mut copies = 0usize;
+    let mut redundant = 0u64;
+    for group in &groups {
+        for file in &group.files {
+            println!("{:>14} {}/{}", group.size, file.disk, file.path);
+        }
+        println!();
+        copies += group.files.len() - 1;
+        redundant += group.redundant_bytes();
+    }
+    println!(
+        "identical files: {} groups, {copies} duplicates, {redundant} bytes in duplicates",
+        groups.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

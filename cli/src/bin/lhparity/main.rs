@@ -53,6 +53,9 @@ enum Command {
     Status(commands::StatusArgs),
     /// The files the state knows, with disk and size.
     List,
+    /// Files with the same content anywhere in the array, from the stored block
+    /// hashes (no disk is read).
+    Dup,
     /// Measure the parity kernels of this CPU (like `snapraid -T`).
     Speedtest(speedtest::Args),
 }
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Fix(args) => (Recorded::Fix, commands::fix(&ctx, &args)),
         Command::Status(args) => (Recorded::Status, commands::status(&ctx, &args)),
         Command::List => return exit(commands::list(&ctx)),
+        Command::Dup => return exit(commands::dup(&ctx)),
         Command::Speedtest(args) => return exit(speedtest::run(&args)),
     };
     let outcome = result.unwrap_or_else(|err| {
