@@ -431,3 +431,30 @@ fn dup_lists_files_with_the_same_content_from_the_state() {
         "identical files: 2 groups, 3 duplicates, 301000 bytes in duplicates"
     );
 }
+
+#[test]
+fn sync_with_pre_hash_gives_the_same_parity() {
+    let plain = Array::new(3, 2, 64, "");
+    let hashed = Array::new(3, 2, 64, "");
+    for array in [&plain, &hashed] {
+        for d in 0..3 {
+            array.write(d, &format!("dir{d}/a.bin"), 300_000 + d * 777, d as u64 + 1);
+        }
+    }
+    expect_code(&plain.lhparity(&["sync"]), 0);
+    let out = hashed.lhparity(&["sync", "--pre-hash"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("Synced"), "{}", stdout(&out));
+    for (a, b) in plain.parity.iter().zip(&hashed.parity) {
+        assert!(
+            fs::read(a).expect("parity") == fs::read(b).expect("parity"),
+            "parity of {} differs",
+            b.display()
+        );
+    }
+    // New data after the first sync goes through the pre-hash pass too.
+    hashed.write(1, "later.bin", 100_000, 99);
+    expect_code(&hashed.lhparity(&["sync", "--pre-hash"]), 0);
+    expect_code(&hashed.lhparity(&["diff"]), 0);
+    expect_code(&hashed.lhparity(&["check"]), 0);
+}

@@ -10,7 +10,7 @@
 //!    with the positions committed. A `kill -9` at any moment leaves a state that
 //!    never claims parity it does not have; the next sync redoes the dirty positions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +33,9 @@ pub struct SyncOptions {
     pub force_delete: bool,
     /// `--force-full`: accept overwriting parity files the state does not know.
     pub force_full: bool,
+    /// `--pre-hash`: read and hash every new block in a pass of its own first, and
+    /// sync a position only if the second read gives the same hashes.
+    pub pre_hash: bool,
 }
 
 /// Why a sync did not run or stopped. Every message names the disk, file or path and
@@ -317,7 +320,14 @@ pub fn sync(
         Some(bytes) => (bytes / (block_size as u64 * disk_count)).max(1) as usize,
         None => work.len(),
     };
-    let total_bytes = work.len() as u64 * block_size as u64 * disk_count;
+    // --pre-hash reads the positions with new blocks once more, first.
+    let new_positions = if options.pre_hash {
+        positions_with_new_blocks(&state)
+    } else {
+        HashSet::new()
+    };
+    let pre_count = work.iter().filter(|p| new_positions.contains(p)).count();
+    let total_bytes = (work.len() + pre_count) as u64 * block_size as u64 * disk_count;
     progress.start(total_bytes);
     let mut failure = None;
     for segment in work.chunks(segment_len) {
@@ -337,11 +347,28 @@ pub fn sync(
                 skip: None,
             })
             .collect();
+        let expected = if options.pre_hash {
+            let pre: Vec<u32> = segment
+                .iter()
+                .copied()
+                .filter(|p| new_positions.contains(p))
+                .collect();
+            match pre_hash(&state, block_size, &pre, &sources, progress) {
+                Ok(hashes) => Some(hashes),
+                Err(e) => {
+                    failure = Some(SyncError::from(e));
+                    break;
+                }
+            }
+        } else {
+            None
+        };
         let stage = SyncStage {
             kernel,
             key: &state.hash_key,
             disks: &state.disks,
             zero: vec![0u8; block_size],
+            expected: expected.as_ref(),
         };
         let run = pipeline::run(
             block_size,
@@ -434,6 +461,9 @@ pub struct PositionResult {
     pub new_hashes: Vec<(usize, usize, usize, Hash)>,
     /// Disk slots whose known block did not match its hash.
     pub bad: Vec<usize>,
+    /// New blocks (disk slot, file, block) that read back other bytes than in the
+    /// `--pre-hash` pass.
+    pub reread: Vec<(usize, usize, usize)>,
     /// Some block could not be read or belongs to a file that changed: the parity
     /// written here must not be trusted.
     pub excluded: bool,
@@ -446,6 +476,65 @@ struct SyncStage<'a> {
     key: &'a [u8; 32],
     disks: &'a [Disk],
     zero: Vec<u8>,
+    /// With `--pre-hash`: the hash each new block had on the first read.
+    expected: Option<&'a PreHashes>,
+}
+
+/// New blocks' hashes from the `--pre-hash` pass, by (disk slot, file, block).
+type PreHashes = HashMap<(usize, usize, usize), Hash>;
+
+/// The positions holding a block whose hash is not known yet.
+fn positions_with_new_blocks(state: &State) -> HashSet<u32> {
+    let mut out = HashSet::new();
+    for f in state.disks.iter().flat_map(|d| &d.files) {
+        if f.new_blocks.iter().all(|&w| w == 0) {
+            continue;
+        }
+        for (i, pos) in f.positions().enumerate() {
+            if f.is_new(i) {
+                out.insert(pos);
+            }
+        }
+    }
+    out
+}
+
+/// The `--pre-hash` pass over `positions`: every new block read and hashed.
+fn pre_hash(
+    state: &State,
+    block_size: usize,
+    positions: &[u32],
+    sources: &[Source],
+    progress: &dyn Progress,
+) -> Result<PreHashes, PipelineError> {
+    let key = &state.hash_key;
+    let hash_new = |_j: usize, blocks: &[Block], _: &mut [&mut [u8]]| {
+        let mut found = Vec::new();
+        for (slot, block) in blocks.iter().enumerate() {
+            if let Status::Present {
+                file,
+                block: i,
+                len,
+            } = block.status
+            {
+                if state.disks[slot].files[file].is_new(i) {
+                    found.push((slot, file, i, block_hash(key, &block.bytes[..len])));
+                }
+            }
+        }
+        Ok(found)
+    };
+    let run = pipeline::run(block_size, positions, sources, None, &hash_new, &|bytes| {
+        progress.advance(bytes)
+    })?;
+    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
+    Ok(run
+        .results
+        .into_iter()
+        .flatten()
+        .filter(|&(slot, file, _, _)| !changed.contains(&(slot, file)))
+        .map(|(slot, file, block, hash)| ((slot, file, block), hash))
+        .collect())
 }
 
 impl SyncStage<'_> {
@@ -471,6 +560,12 @@ impl SyncStage<'_> {
                     let entry = &self.disks[slot].files[file];
                     let hash = block_hash(self.key, &block.bytes[..len]);
                     if entry.is_new(i) {
+                        let first = self.expected.and_then(|e| e.get(&(slot, file, i)));
+                        if first.is_some_and(|&first| first != hash) {
+                            // Two reads of the same block disagree: neither is trusted.
+                            result.reread.push((slot, file, i));
+                            result.excluded = true;
+                        }
                         result.new_hashes.push((slot, file, i, hash));
                     } else if entry.hashes[i] != hash {
                         result.bad.push(slot);
@@ -507,6 +602,15 @@ fn commit(
     let mut committed = vec![false; segment.len()];
     for (j, result) in outcome.results.iter().enumerate() {
         let pos = segment[j];
+        for &(slot, file, block) in &result.reread {
+            let disk = &state.disks[slot];
+            report.warnings.push(format!(
+                "disk '{}': block {block} of {} read back different from the pre-hash pass; \
+                 its position is left for the next sync (check the disk, its cable and the \
+                 memory, then sync again)",
+                disk.name, disk.files[file].path
+            ));
+        }
         for &slot in &result.bad {
             let disk = state.disks[slot].index;
             if !state.bad.iter().any(|b| b.pos == pos && b.disk == disk) {
@@ -682,4 +786,64 @@ fn open_parity(paths: &[PathBuf], block_size: usize) -> Result<Vec<File>, SyncEr
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One disk holding one file of one new block of `bytes`.
+    fn disk(bytes: &[u8]) -> Disk {
+        let mut file = FileEntry {
+            path: "f".into(),
+            size: bytes.len() as u64,
+            hashes: vec![[0; 16]],
+            ..FileEntry::default()
+        };
+        file.set_new(0, true);
+        Disk {
+            name: "d1".into(),
+            files: vec![file],
+            ..Disk::default()
+        }
+    }
+
+    fn run_stage(expected: Option<&PreHashes>, bytes: &[u8]) -> PositionResult {
+        let disks = [disk(bytes)];
+        let stage = SyncStage {
+            kernel: Kernel::Scalar,
+            key: &[7; 32],
+            disks: &disks,
+            zero: vec![0; 64],
+            expected,
+        };
+        let block = Block {
+            bytes,
+            status: Status::Present {
+                file: 0,
+                block: 0,
+                len: bytes.len(),
+            },
+        };
+        stage.position(0, &[block], &mut []).unwrap()
+    }
+
+    #[test]
+    fn a_new_block_that_reads_back_different_is_not_synced() {
+        let bytes = [5u8; 64];
+        let same: PreHashes = [((0, 0, 0), block_hash(&[7; 32], &bytes))].into();
+        let other: PreHashes = [((0, 0, 0), block_hash(&[7; 32], &[6u8; 64]))].into();
+
+        let plain = run_stage(None, &bytes);
+        assert!(!plain.excluded && plain.reread.is_empty());
+        assert_eq!(plain.new_hashes.len(), 1);
+        let agreed = run_stage(Some(&same), &bytes);
+        assert!(!agreed.excluded && agreed.reread.is_empty());
+        let differs = run_stage(Some(&other), &bytes);
+        assert!(differs.excluded);
+        assert_eq!(differs.reread, [(0, 0, 0)]);
+        // A block the first pass could not read is synced as without --pre-hash.
+        let unread = run_stage(Some(&PreHashes::new()), &bytes);
+        assert!(!unread.excluded);
+    }
 }

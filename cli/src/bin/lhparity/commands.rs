@@ -68,6 +68,11 @@ pub struct SyncArgs {
     /// Overwrite parity files that no content file knows (a full sync).
     #[arg(short = 'F', long)]
     force_full: bool,
+    /// Read and hash all new data in a pass of its own first, and sync only what
+    /// reads back the same (snapraid's `sync -h`): a guard against silent errors of
+    /// disks, cables or memory, for one more read of the new data.
+    #[arg(long)]
+    pre_hash: bool,
 }
 
 pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
@@ -77,6 +82,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         force_empty: args.force_empty,
         force_delete: args.force_delete,
         force_full: args.force_full,
+        pre_hash: args.pre_hash,
     };
     let report = sync::sync(&config, &options, &display)?;
     for n in &report.notes {
