@@ -603,3 +603,42 @@ fn fuse_daemon_tells_systemd_when_the_pool_answers() {
         .success());
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn fuse_daemon_sets_the_pool_readahead() {
+    let test = "fuse_daemon_sets_the_pool_readahead";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    // A tmpfs branch has no block device: only the pool's read-ahead is set.
+    let Some(branch) = common::fuse::Tmpfs::new(test, "8m") else {
+        return;
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let (b, target) = (branch.path.to_str().unwrap(), mnt.path().to_str().unwrap());
+    let out = lhfs(&[b, target, "-o", "allow_other,readahead=1024"]);
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    assert_eq!(getfattr(mnt.path(), "readahead"), "1024");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dev = mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && Path::new(f[4]) == mnt.path())
+        .map(|f| f[2].to_owned())
+        .last()
+        .expect("the pool in mountinfo");
+    let setting = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut value = String::new();
+    while Instant::now() < deadline {
+        value = fs::read_to_string(&setting).unwrap().trim().to_owned();
+        if value == "1024" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(value, "1024", "{setting}");
+    umount_and_reap(mnt.path(), daemon_pid(mnt.path()));
+}

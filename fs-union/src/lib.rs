@@ -15,6 +15,7 @@
 //! - [`control`]: the `.mergerfs` control file and the `user.mergerfs.*` xattrs.
 //! - [`metrics`]: the opt-in counters and their Prometheus endpoint.
 //! - [`pin`]: the CPU affinity of the FUSE threads (`pin-threads`).
+//! - [`readahead`]: the read-ahead of the pool and its branches' devices.
 //! - [`mount`]: mounting a pool and serving it until it is unmounted; boot order.
 //! - [`daemon`]: going to the background with a readiness pipe; syslog.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -31,4 +32,5 @@ pub mod node;
 pub mod options;
 pub mod pin;
 pub mod policy;
+pub mod readahead;
 pub mod union;

@@ -46,6 +46,7 @@ use crate::glob::FsGlob;
 use crate::metrics::{server, Metrics};
 use crate::options::{OptionError, Options};
 use crate::pin::Pinner;
+use crate::readahead;
 use crate::union::Union;
 
 /// Why a pool could not be mounted or served.
@@ -590,6 +591,26 @@ fn serve(
         }
         Some(Arc::new(pinner))
     });
+    // readahead: set once the pool answers, as the kernel sets the pool's own
+    // read-ahead from the FUSE handshake and would cap what is written before it.
+    if plan.options.readahead > 0 {
+        let kib = plan.options.readahead;
+        let probe = mountpoint.clone();
+        let branches: Vec<PathBuf> = plan.branches.iter().map(|b| b.path.clone()).collect();
+        std::thread::Builder::new()
+            .name("lhfs-readahead".into())
+            .spawn(move || {
+                if let Err(e) = answers(&probe) {
+                    daemon::log(&format!("readahead: {e}"));
+                    return;
+                }
+                let branches: Vec<&Path> = branches.iter().map(PathBuf::as_path).collect();
+                for problem in readahead::apply(&probe, &branches, kib) {
+                    daemon::log(&problem);
+                }
+            })
+            .map_err(session_error)?;
+    }
     let mut options = plan.options;
     options.mountpoint = Some(mountpoint.clone());
     let union = Union::new(&plan.branches, Arc::new(options));

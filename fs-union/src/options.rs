@@ -319,7 +319,6 @@ const ACCEPTED: &[Accepted] = &[
     accepted("process-thread-count", Kind::Int, false, "-1"),
     accepted("process-thread-queue-depth", Kind::Int, false, "2"),
     accepted("proxy-ioprio", Kind::Bool, true, "false"),
-    accepted("readahead", Kind::Int, true, "0"),
     accepted("symlinkify", Kind::Bool, true, "false"),
     accepted("symlinkify-timeout", Kind::Int, true, "3600"),
 ];
@@ -352,6 +351,7 @@ const KEYS: &[(&str, bool)] = &[
     ("passthrough.io", true),
     ("pin-threads", false),
     ("read-thread-count", false),
+    ("readahead", false),
     ("rename-exdev", true),
     ("scheduling-priority", false),
     ("security-capability", true),
@@ -449,6 +449,9 @@ pub struct Options {
     /// `parallel-direct-writes`: direct-I/O writes to one file that neither append
     /// nor grow it may reach the daemon at the same time.
     pub parallel_direct_writes: bool,
+    /// `readahead` in KiB: set as the read-ahead of the pool and of the branches'
+    /// devices at mount time; 0 leaves them as they are.
+    pub readahead: u64,
     /// `inodecalc`.
     pub inodecalc: InodeCalc,
     /// `statfs`.
@@ -513,6 +516,7 @@ impl Default for Options {
             async_read: true,
             direct_io_allow_mmap: true,
             parallel_direct_writes: true,
+            readahead: 0,
             inodecalc: InodeCalc::default(),
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
@@ -736,6 +740,7 @@ impl Options {
             "async-read" => self.async_read = boolean(value)?,
             "direct-io-allow-mmap" => self.direct_io_allow_mmap = boolean(value)?,
             "parallel-direct-writes" => self.parallel_direct_writes = boolean(value)?,
+            "readahead" => self.readahead = number(value, "a size in KiB")?,
             "inodecalc" => {
                 self.inodecalc = value
                     .and_then(|v| v.parse().ok())
@@ -857,6 +862,7 @@ impl Options {
             "async-read" => flag(self.async_read),
             "direct-io-allow-mmap" => flag(self.direct_io_allow_mmap),
             "parallel-direct-writes" => flag(self.parallel_direct_writes),
+            "readahead" => self.readahead.to_string(),
             "inodecalc" => self.inodecalc.to_string(),
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),
