@@ -624,10 +624,10 @@ fn fuse_daemon_sets_the_pool_readahead() {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dev = mountinfo
         .lines()
+        .rev()
         .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && Path::new(f[4]) == mnt.path())
+        .find(|f| f.len() > 4 && Path::new(f[4]) == mnt.path())
         .map(|f| f[2].to_owned())
-        .last()
         .expect("the pool in mountinfo");
     let setting = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     let deadline = Instant::now() + Duration::from_secs(5);

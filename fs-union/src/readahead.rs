@@ -69,16 +69,13 @@ fn branch_setting(branch: &Path) -> Option<PathBuf> {
 /// space, tab, newline and backslash as octal.
 pub fn device_of_mount(mountinfo: &str, mountpoint: &Path) -> Option<String> {
     let wanted = mountpoint.to_str()?;
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let _root = fields.next()?;
-            let point = fields.next()?;
-            (unescape(point) == wanted).then(|| dev.to_owned())
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let _root = fields.next()?;
+        let point = fields.next()?;
+        (unescape(point) == wanted).then(|| dev.to_owned())
+    })
 }
 
 fn unescape(field: &str) -> String {
