@@ -453,8 +453,12 @@ impl Union {
     /// itself): one syscall when it is missing, instead of opening its folder first.
     fn lstat_whole(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
         let parts = components(path)?;
-        let fd = sys::open_beneath(self.root(branch)?, &parts, libc::O_PATH | libc::O_NOFOLLOW)?;
-        sys::fstat(&fd)
+        match sys::open_beneath(self.root(branch)?, &parts, libc::O_PATH | libc::O_NOFOLLOW) {
+            Ok(fd) => sys::fstat(&fd),
+            // The whole path is too long for one call, while its folder may not be.
+            Err(Errno(libc::ENAMETOOLONG)) => self.lstat(branch, path),
+            Err(e) => Err(e),
+        }
     }
 
     /// Replaces the underlying inode number with the `inodecalc` one.
