@@ -690,6 +690,10 @@ fn commit(
         report.positions_synced += 1;
     }
     for ((slot, file), blocks) in reread {
+        // A file that changed while synced is reported as such already.
+        if outcome.changed.contains(&(slot, file)) {
+            continue;
+        }
         let disk = &state.disks[slot];
         report.warnings.push(format!(
             "disk '{}': {blocks} new block(s) of {} did not read back the same as in the \
