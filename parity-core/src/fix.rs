@@ -210,18 +210,7 @@ pub fn fix(
             s
         })
         .collect();
-    let mut sources: Vec<Source> = state
-        .disks
-        .iter()
-        .zip(&config.data)
-        .zip(&skip)
-        .map(|((d, c), s)| Source::Data {
-            name: &d.name,
-            dir: &c.dir,
-            files: &d.files,
-            skip: Some(s.as_slice()),
-        })
-        .collect();
+    let mut sources = pipeline::data_sources(&state.disks, &config.data, Some(&skip));
     // Rebuilding n disks needs n parity levels: the others are read only where a
     // rebuild fails its hash check (or their parity needs rewriting).
     let eager = if options.disks.is_empty() {

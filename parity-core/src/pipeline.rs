@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use crossbeam::channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::state::model::FileEntry;
+use crate::config::DataDisk;
+use crate::state::model::{Disk, FileEntry};
 
 /// Bytes of one source's data per batch. Small on purpose: a reader's buffer is
 /// still in the CPU caches when the stage reads it. With warm page cache, 1 MiB
@@ -36,6 +37,26 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Batches a reader may run ahead of the stage: with 1 MiB batches, 4 MiB per disk
 /// of slack for disks that stall now and then.
 const READ_AHEAD: usize = 4;
+
+/// One data source per data disk of the state, in slot order; with `skip`, the
+/// files marked `true` in a disk's list are not read.
+pub fn data_sources<'a>(
+    disks: &'a [Disk],
+    data: &'a [DataDisk],
+    skip: Option<&'a [Vec<bool>]>,
+) -> Vec<Source<'a>> {
+    disks
+        .iter()
+        .zip(data)
+        .enumerate()
+        .map(|(slot, (d, c))| Source::Data {
+            name: &d.name,
+            dir: &c.dir,
+            files: &d.files,
+            skip: skip.and_then(|s| s.get(slot)).map(Vec::as_slice),
+        })
+        .collect()
+}
 
 /// Where blocks come from.
 pub enum Source<'a> {

@@ -107,18 +107,7 @@ fn verify(
     } else {
         Vec::new()
     };
-    let mut sources: Vec<Source> = state
-        .disks
-        .iter()
-        .zip(&config.data)
-        .enumerate()
-        .map(|(slot, (d, c))| Source::Data {
-            name: &d.name,
-            dir: &c.dir,
-            files: &d.files,
-            skip: skip.map(|s| s[slot].as_slice()),
-        })
-        .collect();
+    let mut sources = pipeline::data_sources(&state.disks, &config.data, skip);
     for (path, file) in paths.iter().zip(&files) {
         sources.push(Source::Parity {
             path,

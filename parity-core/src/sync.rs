@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::hash::random_key;
-use crate::pipeline::{self, Block, ParityOutput, PipelineError, Source, Status};
+use crate::pipeline::{self, Block, ParityOutput, PipelineError, Status};
 use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
 use crate::state::model::{Disk, FileEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
@@ -338,17 +338,7 @@ pub fn sync(
             state.positions.flags[p as usize] |= DIRTY;
         }
         store::save(&mut state, &content)?;
-        let sources: Vec<Source> = state
-            .disks
-            .iter()
-            .zip(&config.data)
-            .map(|(d, c)| Source::Data {
-                name: &d.name,
-                dir: &c.dir,
-                files: &d.files,
-                skip: None,
-            })
-            .collect();
+        let sources = pipeline::data_sources(&state.disks, &config.data, None);
         let expected = if options.pre_hash {
             let pre: Vec<u32> = segment
                 .iter()
@@ -550,18 +540,7 @@ fn pre_hash(
         .iter()
         .map(|d| d.files.iter().map(|f| !has_new_blocks(f)).collect())
         .collect();
-    let sources: Vec<Source> = state
-        .disks
-        .iter()
-        .zip(data)
-        .zip(&skips)
-        .map(|((d, c), skip)| Source::Data {
-            name: &d.name,
-            dir: &c.dir,
-            files: &d.files,
-            skip: Some(skip.as_slice()),
-        })
-        .collect();
+    let sources = pipeline::data_sources(&state.disks, data, Some(&skips));
     let key = &state.hash_key;
     let hash_new = |_j: usize, blocks: &[Block], _: &mut [&mut [u8]]| {
         let mut found = Vec::new();
