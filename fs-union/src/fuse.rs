@@ -614,7 +614,6 @@ impl UnionFs {
         }
     }
 
-    /// Counts a request of kind `op` when metrics are on.
     /// Starts a request on this thread: pins the thread on its first request
     /// (`pin-threads`) and counts the request when metrics are on.
     fn begin(&self, op: Op) {
@@ -898,12 +897,11 @@ impl Filesystem for UnionFs {
         let result = (|| {
             let old = self.child(parent, name)?;
             let new = self.child(newparent, newname)?;
-            if no_replace && self.union().getattr(&new).is_ok() {
+            let union = self.union();
+            if no_replace && union.getattr(&new).is_ok() {
                 return Err(fuser::Errno::EEXIST);
             }
-            self.union()
-                .rename(&caller(req), &old, &new)
-                .map_err(fuse_errno)?;
+            union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
             lock(&self.nodes).rename(&old, &new);
             Ok(())
         })();

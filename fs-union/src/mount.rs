@@ -591,26 +591,12 @@ fn serve(
         }
         Some(Arc::new(pinner))
     });
-    // readahead: set once the pool answers, as the kernel sets the pool's own
-    // read-ahead from the FUSE handshake and would cap what is written before it.
-    if plan.options.readahead > 0 {
-        let kib = plan.options.readahead;
-        let probe = mountpoint.clone();
+    // readahead: set once the pool answers (below), as the kernel sets the pool's
+    // own read-ahead from the FUSE handshake and would cap what is written before it.
+    let readahead = (plan.options.readahead > 0).then(|| {
         let branches: Vec<PathBuf> = plan.branches.iter().map(|b| b.path.clone()).collect();
-        std::thread::Builder::new()
-            .name("lhfs-readahead".into())
-            .spawn(move || {
-                if let Err(e) = answers(&probe) {
-                    daemon::log(&format!("readahead: {e}"));
-                    return;
-                }
-                let branches: Vec<&Path> = branches.iter().map(PathBuf::as_path).collect();
-                for problem in readahead::apply(&probe, &branches, kib) {
-                    daemon::log(&problem);
-                }
-            })
-            .map_err(session_error)?;
-    }
+        (plan.options.readahead, branches)
+    });
     let mut options = plan.options;
     options.mountpoint = Some(mountpoint.clone());
     let union = Union::new(&plan.branches, Arc::new(options));
@@ -628,12 +614,20 @@ fn serve(
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());
-    if ready.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() {
+    // What waits for the pool to answer: the parent of a daemon, systemd, and the
+    // read-ahead setting; one thread asks once for all of them.
+    if ready.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some() || readahead.is_some() {
         let probe = mountpoint.clone();
         std::thread::Builder::new()
             .name("lhfs-ready".into())
             .spawn(move || match answers(&probe) {
                 Ok(()) => {
+                    if let Some((kib, branches)) = readahead {
+                        let branches: Vec<&Path> = branches.iter().map(PathBuf::as_path).collect();
+                        for problem in readahead::apply(&probe, &branches, kib) {
+                            daemon::log(&problem);
+                        }
+                    }
                     if let Some(ready) = ready {
                         ready.ok();
                     }

@@ -499,28 +499,29 @@ impl Union {
     /// A root's statvfs numbers; with `cache.statfs`, ones at most that many seconds
     /// old.
     fn space_of(&self, root: &Root, fd: &OwnedFd) -> Option<FsStat> {
-        let ttl = Duration::from_secs(self.options.cache_statfs);
-        let cached = || *root.space.lock().unwrap_or_else(PoisonError::into_inner);
-        if !ttl.is_zero() {
-            if let Some((at, stat)) = cached() {
-                if at.elapsed() < ttl {
-                    return stat;
+        let read = || {
+            sys::fstatvfs(fd).ok().map(|v| {
+                let frsize = v.f_frsize;
+                FsStat {
+                    avail: v.f_bavail.saturating_mul(frsize),
+                    used: v.f_blocks.saturating_sub(v.f_bavail).saturating_mul(frsize),
+                    read_only: v.f_flag & libc::ST_RDONLY != 0,
                 }
+            })
+        };
+        let ttl = Duration::from_secs(self.options.cache_statfs);
+        if ttl.is_zero() {
+            return read();
+        }
+        let mut cached = root.space.lock().unwrap_or_else(PoisonError::into_inner);
+        match *cached {
+            Some((at, stat)) if at.elapsed() < ttl => stat,
+            _ => {
+                let stat = read();
+                *cached = Some((Instant::now(), stat));
+                stat
             }
         }
-        let stat = sys::fstatvfs(fd).ok().map(|v| {
-            let frsize = v.f_frsize;
-            FsStat {
-                avail: v.f_bavail.saturating_mul(frsize),
-                used: v.f_blocks.saturating_sub(v.f_bavail).saturating_mul(frsize),
-                read_only: v.f_flag & libc::ST_RDONLY != 0,
-            }
-        });
-        if !ttl.is_zero() {
-            *root.space.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((Instant::now(), stat));
-        }
-        stat
     }
 
     /// The branches `function`'s policy picks for `path`.

@@ -38,8 +38,7 @@ pub fn find(state: &State) -> Vec<Group> {
     let mut by_content: HashMap<(u64, &[Hash]), Vec<Copy>> = HashMap::new();
     for disk in &state.disks {
         for f in &disk.files {
-            let known = f.new_blocks.iter().all(|&w| w == 0);
-            if f.size == 0 || !known || f.hashes.is_empty() {
+            if f.size == 0 || f.has_new_blocks() || f.hashes.is_empty() {
                 continue;
             }
             by_content

@@ -13,9 +13,9 @@
 //!    back and released from the page cache as it goes), given its mode, owner and
 //!    mtime, and renamed over `NAME`; a `kill -9` leaves either the old file or the
 //!    repaired one, never a mix. It is not fsynced: after a power cut `check` or `fix`
-//!    finds any block that did not reach the disk by its hash. A file that cannot be rebuilt completely is
-//!    written as `NAME.unrecoverable` with what could be recovered; the original, if
-//!    any, is left as it was.
+//!    finds any block that did not reach the disk by its hash. A file that cannot be
+//!    rebuilt completely is written as `NAME.unrecoverable` with what could be
+//!    recovered; the original, if any, is left as it was.
 //! 4. The state records the new inodes of files that were missing before any data
 //!    is written (a file that does not come back keeps its old one), and is saved
 //!    again at the end only if there is more to remember: bad flags of blocks back
@@ -269,11 +269,10 @@ pub fn fix(
     let mut run = run?;
     progress.finish();
     // A block rebuilt but not written is not recovered, and its position not fixed.
+    let not_written: HashSet<(usize, usize)> = unwritten.iter().map(|u| (u.0, u.1)).collect();
     for result in &mut run.results {
         let rebuilt = result.recovered.len();
-        result
-            .recovered
-            .retain(|&(t, b)| !unwritten.iter().any(|u| (u.0, u.1) == (t, b)));
+        result.recovered.retain(|tb| !not_written.contains(tb));
         if result.recovered.len() < rebuilt {
             result.complete = false;
         }
@@ -578,9 +577,8 @@ const WRITE_QUEUE: usize = 64;
 /// Writes rebuilt blocks to the targets' temporary files as they arrive, until every
 /// sender is gone. One thread does all the writing: the stage's threads, writing
 /// into one file at once, would mostly wait on each other for the file's lock.
-/// Returns the blocks that could not be written (target, block, bytes), each
-/// target's first failure reported in `errors`.
-/// Each target's first write error is reported, naming the disk and file.
+/// Returns the blocks that could not be written (target, block, bytes); each
+/// target's first write error is reported in `errors`, naming the disk and file.
 fn write_blocks(
     blocks: Receiver<BlockWrite>,
     temps: &[Option<File>],

@@ -329,6 +329,16 @@ pub fn sync(
     } else {
         (PositionSet::default(), 0)
     };
+    // The pre-hash pass reads only files with new blocks.
+    let pre_skip: Vec<Vec<bool>> = if options.pre_hash {
+        state
+            .disks
+            .iter()
+            .map(|d| d.files.iter().map(|f| !f.has_new_blocks()).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let total_bytes = (work.len() as u64 * disk_count + new_blocks) * block_size as u64;
     progress.start(total_bytes);
     let mut failure = None;
@@ -345,7 +355,8 @@ pub fn sync(
                 .copied()
                 .filter(|&p| new_positions.contains(p))
                 .collect();
-            match pre_hash(&state, &config.data, block_size, &pre, progress) {
+            let pre_sources = pipeline::data_sources(&state.disks, &config.data, Some(&pre_skip));
+            match pre_hash(&state, &pre_sources, block_size, &pre, progress) {
                 Ok((hashes, errors)) => {
                     report.warnings.extend(errors);
                     Some(hashes)
@@ -502,17 +513,13 @@ impl PositionSet {
     }
 }
 
-fn has_new_blocks(f: &FileEntry) -> bool {
-    f.new_blocks.iter().any(|&w| w != 0)
-}
-
 /// The positions holding a block whose hash is not known yet, and how many such
 /// blocks there are.
 fn positions_with_new_blocks(state: &State) -> (PositionSet, u64) {
     let mut out = PositionSet::default();
     let mut count = 0;
     for f in state.disks.iter().flat_map(|d| &d.files) {
-        if !has_new_blocks(f) {
+        if !f.has_new_blocks() {
             continue;
         }
         for (i, pos) in f.positions().enumerate() {
@@ -525,22 +532,15 @@ fn positions_with_new_blocks(state: &State) -> (PositionSet, u64) {
     (out, count)
 }
 
-/// The `--pre-hash` pass over `positions`: every new block read and hashed; files
-/// without new blocks are not read. Returns the hashes, and a message per read
-/// error.
+/// The `--pre-hash` pass over `positions` of `sources`: every new block read and
+/// hashed. Returns the hashes, and a message per read error.
 fn pre_hash(
     state: &State,
-    data: &[crate::config::DataDisk],
+    sources: &[pipeline::Source],
     block_size: usize,
     positions: &[u32],
     progress: &dyn Progress,
 ) -> Result<(PreHashes, Vec<String>), PipelineError> {
-    let skips: Vec<Vec<bool>> = state
-        .disks
-        .iter()
-        .map(|d| d.files.iter().map(|f| !has_new_blocks(f)).collect())
-        .collect();
-    let sources = pipeline::data_sources(&state.disks, data, Some(&skips));
     let key = &state.hash_key;
     let hash_new = |_j: usize, blocks: &[Block], _: &mut [&mut [u8]]| {
         let mut found = Vec::new();
@@ -558,7 +558,7 @@ fn pre_hash(
         }
         Ok(found)
     };
-    let run = pipeline::run(block_size, positions, &sources, None, &hash_new, &|bytes| {
+    let run = pipeline::run(block_size, positions, sources, None, &hash_new, &|bytes| {
         progress.advance(bytes)
     })?;
     let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
@@ -892,11 +892,6 @@ mod tests {
         assert!(unread.excluded);
         assert_eq!(unread.reread, [(0, 0, 0)]);
     }
-}
-
-#[cfg(test)]
-mod position_set_tests {
-    use super::PositionSet;
 
     #[test]
     fn holds_any_position() {

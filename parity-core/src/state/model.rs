@@ -178,6 +178,11 @@ impl FileEntry {
         self.extents.iter().flat_map(|e| e.pos..e.pos + e.len)
     }
 
+    /// Whether any block is new (not in the parity yet, its hash not known).
+    pub fn has_new_blocks(&self) -> bool {
+        self.new_blocks.iter().any(|&w| w != 0)
+    }
+
     /// Whether block `i` is new (not in the parity yet).
     pub fn is_new(&self, i: usize) -> bool {
         self.new_blocks
