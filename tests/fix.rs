@@ -131,6 +131,64 @@ fn flipped_bits_are_found_by_scrub_and_repaired_by_fix() {
     expect_code(&array.lhparity(&["diff"]), 0);
 }
 
+/// Every file of the array and its parity, written back and dropped from the page
+/// cache (cold), or read in full (cached), or only their first half read.
+fn cache(array: &Array, how: &str) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut files: Vec<PathBuf> = snapshot(array).into_keys().collect();
+    files.extend(array.parity.iter().cloned());
+    for path in files {
+        let mut f = fs::File::open(&path).expect("open");
+        let len = f.metadata().expect("meta").len();
+        f.sync_all().expect("sync");
+        // SAFETY: advice on an open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let want = match how {
+            "cold" => 0,
+            "half" => len / 2,
+            _ => len,
+        };
+        let mut buf = vec![0u8; want as usize];
+        f.read_exact(&mut buf).expect("read");
+    }
+}
+
+#[test]
+fn flipped_bits_are_found_whether_the_array_is_cached_or_not() {
+    let (array, original) = synced_array(3, 2);
+    flip(&array.disks[0].join("dir0/big.bin"), 2 * 65536 + 5);
+    flip(&array.disks[2].join("dir2/big.bin"), 9 * 65536);
+    // Parity level 2 at a position where no data block is damaged: a scrub blames
+    // the data first where both are.
+    flip(&array.parity[1], 12 * 65536 + 17);
+    for how in ["cold", "cached", "half"] {
+        cache(&array, how);
+        let out = array.lhparity(&["check"]);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("dir0/big.bin block 2 (position")
+                && err.contains("dir2/big.bin block 9 (position")
+                && err.contains("parity level 2 at position 12 differs"),
+            "{how}: {err}"
+        );
+        assert_eq!(
+            err.matches("does not match its hash").count(),
+            2,
+            "{how}: {err}"
+        );
+    }
+    // Parity damage is repaired where a scrub marked it.
+    cache(&array, "cold");
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    cache(&array, "half");
+    expect_code(&array.lhparity(&["fix", "-e"]), 0);
+    assert!(snapshot(&array) == original, "fixed files differ");
+    cache(&array, "cold");
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
 fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
     let (array, original) = synced_array(disks, levels);
     for &d in lost {

@@ -34,7 +34,7 @@ use crossbeam::channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::hash::block_hash;
-use crate::pipeline::{self, Block, PipelineError, Source, Status};
+use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::scrub::{file_filter, matches};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
@@ -260,6 +260,7 @@ pub fn fix(
             None,
             &|j, blocks, _| stage.position(positions[j], blocks),
             &|b| progress.advance(b),
+            Reads::Map,
         );
         // The writer ends once the stage, holding the last sender, is gone.
         drop(stage);

@@ -11,18 +11,24 @@
 //!
 //! The pipeline never touches the state: it returns what the stage returned per
 //! position, and the command decides what to commit.
+//!
+//! Passes that only read (`Reads::Map`: scrub, check, fix) take ranges that are
+//! already in the page cache through shared mappings instead of copies (see
+//! `mapped`); a file read that way is checked for changes after the stage has
+//! seen its last block, since the stage reads its bytes in place.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::config::DataDisk;
+use crate::mapped::Window;
 use crate::state::model::{Disk, FileEntry};
 
 /// Bytes of one source's data per batch. Small on purpose: a reader's buffer is
@@ -37,6 +43,21 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Batches a reader may run ahead of the stage: with 1 MiB batches, 4 MiB per disk
 /// of slack for disks that stall now and then.
 const READ_AHEAD: usize = 4;
+/// Bytes of one file per mapping (`Reads::Map`): large enough that unmapping, which
+/// interrupts every core the process runs on, is rare; small enough that a cold
+/// stretch of a file is found before much of it was asked for.
+const WINDOW_BYTES: usize = 16 << 20;
+
+/// How readers get bytes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// `pread` into the pipeline's buffers: the stage sees a private copy, which
+    /// sync needs, as it hashes and computes parity from the same bytes.
+    Copy,
+    /// Whole blocks whose pages are all cached are mapped and read in place; the
+    /// rest is copied. For passes that only read and verify.
+    Map,
+}
 
 /// One data source per data disk of the state, in slot order; with `skip`, the
 /// files marked `true` in a disk's list are not read.
@@ -151,6 +172,7 @@ pub fn run<R: Send + Default + Clone>(
     output: Option<ParityOutput>,
     stage: &Stage<R>,
     progress: &(dyn Fn(u64) + Sync),
+    reads: Reads,
 ) -> Result<Run<R>, PipelineError> {
     let batch_len = batch_len(block_size, rayon::current_num_threads());
     let batches: Vec<&[u32]> = positions.chunks(batch_len).collect();
@@ -165,12 +187,12 @@ pub fn run<R: Send + Default + Clone>(
 
     std::thread::scope(|scope| -> Result<(), PipelineError> {
         let mut from_readers: Vec<Receiver<Batch>> = Vec::new();
-        let mut to_readers: Vec<Sender<Vec<u8>>> = Vec::new();
+        let mut to_readers: Vec<Sender<Batch>> = Vec::new();
         for source in sources {
             let (tx, rx) = bounded::<Batch>(READ_AHEAD);
-            let (pool_tx, pool_rx) = bounded::<Vec<u8>>(READ_AHEAD + 2);
+            let (pool_tx, pool_rx) = bounded::<Batch>(READ_AHEAD + 2);
             for _ in 0..=READ_AHEAD {
-                let _ = pool_tx.send(vec![0u8; batch_len * block_size]);
+                let _ = pool_tx.send(Batch::new(batch_len * block_size));
             }
             from_readers.push(rx);
             to_readers.push(pool_tx);
@@ -181,6 +203,7 @@ pub fn run<R: Send + Default + Clone>(
                     block_size,
                     batch_len,
                     stop,
+                    reads,
                 };
                 reader.run(positions, batches, tx, pool_rx)
             });
@@ -235,10 +258,11 @@ pub fn run<R: Send + Default + Clone>(
             }
             let batch_bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
             bytes += batch_bytes;
-            for (s, input) in inputs.into_iter().enumerate() {
-                errors.extend(input.errors);
-                changed.extend(input.changed.into_iter().map(|f| (s, f)));
-                let _ = to_readers[s].send(input.data);
+            for (s, mut input) in inputs.into_iter().enumerate() {
+                input.check_mapped(&sources[s], batch, &mut errors);
+                errors.append(&mut input.errors);
+                changed.extend(input.changed.drain(..).map(|f| (s, f)));
+                let _ = to_readers[s].send(input);
             }
             for (level, buf) in outs.into_iter().enumerate() {
                 if to_writers[level].send((b, buf)).is_err() {
@@ -306,7 +330,7 @@ fn run_stage<R: Send>(
             let blocks: Vec<Block> = inputs
                 .iter()
                 .map(|input| Block {
-                    bytes: &input.data[j * block_size..(j + 1) * block_size],
+                    bytes: input.block(j, block_size),
                     status: input.status[j],
                 })
                 .collect();
@@ -317,13 +341,84 @@ fn run_stage<R: Send>(
 
 /// One source's data for one batch.
 struct Batch {
-    /// `batch_len x block_size` bytes; block j of the batch at `j x block_size`.
+    /// `batch_len x block_size` bytes; block j of the batch at `j x block_size`,
+    /// unless it is mapped.
     data: Vec<u8>,
+    /// Per block of the batch, the window holding it in place of `data`, and the
+    /// block's file offset.
+    mapped: Vec<Option<(Arc<Window>, u64)>>,
     status: Vec<Status>,
     /// Files found changed or missing while reading.
     changed: Vec<usize>,
+    /// Files read (partly) in place whose last block is in this batch: checked for
+    /// changes once the stage has run.
+    check_after: Vec<(usize, Arc<File>)>,
     errors: Vec<String>,
     bytes: u64,
+}
+
+impl Batch {
+    fn new(len: usize) -> Batch {
+        Batch {
+            data: vec![0u8; len],
+            mapped: Vec::new(),
+            status: Vec::new(),
+            changed: Vec::new(),
+            check_after: Vec::new(),
+            errors: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Empties a returned batch for `len` positions; its windows are let go here,
+    /// in the reader's thread.
+    fn reset(&mut self, len: usize) {
+        self.mapped.clear();
+        self.mapped.resize(len, None);
+        self.status.clear();
+        self.status.resize(len, Status::Absent);
+        self.changed.clear();
+        self.check_after.clear();
+        self.errors.clear();
+        self.bytes = 0;
+    }
+
+    /// Block `j`'s bytes: in its window, or in `data`.
+    fn block(&self, j: usize, block_size: usize) -> &[u8] {
+        let copied = &self.data[j * block_size..(j + 1) * block_size];
+        match &self.mapped[j] {
+            Some((window, at)) => window.bytes(*at, block_size).unwrap_or(copied),
+            None => copied,
+        }
+    }
+
+    /// After the stage: files read in place that changed meanwhile, and blocks whose
+    /// pages failed while mapped (the stage saw zeros there), become changed files
+    /// (or errors, for parity).
+    fn check_mapped(&mut self, source: &Source, batch: &[u32], errors: &mut Vec<String>) {
+        for (j, mapped) in self.mapped.iter().enumerate() {
+            let Some((window, _)) = mapped else { continue };
+            if !window.faulted() {
+                continue;
+            }
+            match (source, self.status[j]) {
+                (Source::Data { .. }, Status::Present { file, .. }) => self.changed.push(file),
+                (Source::Parity { path, .. }, _) => errors.push(format!(
+                    "reading parity file {} at position {}: it shrank or could not be read while it was read",
+                    path.display(),
+                    batch.get(j).copied().unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
+        if let Source::Data { files, .. } = source {
+            for (file, handle) in self.check_after.drain(..) {
+                if !unchanged(&handle, &files[file]) {
+                    self.changed.push(file);
+                }
+            }
+        }
+    }
 }
 
 /// The block of a data disk at one position.
@@ -341,78 +436,161 @@ struct Reader<'a, 'r> {
     block_size: usize,
     batch_len: usize,
     stop: &'r AtomicBool,
+    reads: Reads,
 }
 
 /// The file a data reader has open (`None`: could not be opened, changed or skipped).
 struct Current {
     file: usize,
-    handle: Option<File>,
+    handle: Option<Arc<File>>,
+    /// How it is read in place (`Reads::Map`).
+    maps: Maps,
+}
+
+impl Current {
+    fn closed(file: usize) -> Current {
+        Current {
+            file,
+            handle: None,
+            maps: Maps::default(),
+        }
+    }
+}
+
+/// A reader's mapping of the file it reads: the window of its last block, and the
+/// range found not all cached (read with `pread`).
+#[derive(Default)]
+struct Maps {
+    window: Option<Arc<Window>>,
+    cold: std::ops::Range<u64>,
+    used: bool,
+}
+
+impl Maps {
+    /// The window holding the `block_size` bytes at `offset` of `file`, mapping a
+    /// new one of up to `WINDOW_BYTES` (but not past `end`) when the last one does
+    /// not; `None` when that range is not all cached.
+    fn window_for(
+        &mut self,
+        file: &Arc<File>,
+        offset: u64,
+        block_size: usize,
+        end: u64,
+    ) -> Option<Arc<Window>> {
+        let bs = block_size as u64;
+        if let Some(w) = self
+            .window
+            .as_ref()
+            .filter(|w| w.bytes(offset, block_size).is_some())
+        {
+            return Some(Arc::clone(w));
+        }
+        if self.cold.contains(&offset) {
+            return None;
+        }
+        let most = (WINDOW_BYTES as u64 / bs).max(1) * bs;
+        let len = end.saturating_sub(offset).min(most);
+        if len < bs {
+            return None;
+        }
+        self.window = None;
+        match usize::try_from(len)
+            .ok()
+            .and_then(|l| Window::map_cached(file, offset, l))
+        {
+            Some(w) => {
+                let w = Arc::new(w);
+                self.window = Some(Arc::clone(&w));
+                self.used = true;
+                Some(w)
+            }
+            None => {
+                self.cold = offset..offset + len;
+                None
+            }
+        }
+    }
 }
 
 impl Reader<'_, '_> {
-    fn run(
-        &self,
-        positions: &[u32],
-        batches: &[&[u32]],
-        tx: Sender<Batch>,
-        pool: Receiver<Vec<u8>>,
-    ) {
+    fn run(&self, positions: &[u32], batches: &[&[u32]], tx: Sender<Batch>, pool: Receiver<Batch>) {
         let refs = match self.source {
             Source::Data { files, .. } => block_refs(files, positions),
             Source::Parity { .. } => Vec::new(),
         };
         let mut next = 0usize;
         let mut current: Option<Current> = None;
+        let mut parity = self.parity_reading();
         for (b, batch) in batches.iter().enumerate() {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let Ok(mut data) = pool.recv() else { return };
-            let mut out = Batch {
-                data: Vec::new(),
-                status: vec![Status::Absent; batch.len()],
-                changed: Vec::new(),
-                errors: Vec::new(),
-                bytes: 0,
-            };
+            let Ok(mut out) = pool.recv() else { return };
+            out.reset(batch.len());
             let base = b * self.batch_len;
             match self.source {
                 Source::Parity { path, file } => {
-                    self.read_parity(path, *file, batch, &mut data, &mut out)
+                    self.read_parity(path, *file, &mut parity, batch, &mut out)
                 }
                 Source::Data { .. } => {
                     while let Some(r) = refs.get(next).filter(|r| r.slot < base + batch.len()) {
                         next += 1;
-                        self.read_data(*r, r.slot - base, &mut current, &mut data, &mut out);
+                        self.read_data(*r, r.slot - base, &mut current, &mut out);
                     }
                     if b + 1 == batches.len() {
                         self.finish(current.take(), &mut out);
                     }
                 }
             }
-            out.data = data;
             if tx.send(out).is_err() {
                 return;
             }
         }
     }
 
+    /// For a parity source read in place: a handle for its windows, its length and
+    /// its mappings.
+    fn parity_reading(&self) -> Option<(Arc<File>, u64, Maps)> {
+        let Source::Parity {
+            file: Some(file), ..
+        } = self.source
+        else {
+            return None;
+        };
+        if self.reads != Reads::Map {
+            return None;
+        }
+        let len = file.metadata().ok()?.len();
+        Some((Arc::new(file.try_clone().ok()?), len, Maps::default()))
+    }
+
     fn read_parity(
         &self,
         path: &Path,
         file: Option<&File>,
+        mapping: &mut Option<(Arc<File>, u64, Maps)>,
         batch: &[u32],
-        data: &mut [u8],
         out: &mut Batch,
     ) {
         let bs = self.block_size;
         for (j, &pos) in batch.iter().enumerate() {
-            let buf = &mut data[j * bs..(j + 1) * bs];
+            let buf = &mut out.data[j * bs..(j + 1) * bs];
             let Some(file) = file else {
                 buf.fill(0);
                 continue;
             };
             let offset = u64::from(pos) * bs as u64;
+            if let Some((handle, len, maps)) = mapping.as_mut() {
+                if let Some(w) = maps.window_for(handle, offset, bs, *len) {
+                    out.mapped[j] = Some((w, offset));
+                    out.status[j] = Status::Present {
+                        file: 0,
+                        block: 0,
+                        len: bs,
+                    };
+                    continue;
+                }
+            }
             match file.read_exact_at(buf, offset) {
                 Ok(()) => {
                     drop_cached(file, offset, bs);
@@ -435,14 +613,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn read_data(
-        &self,
-        r: BlockRef,
-        j: usize,
-        current: &mut Option<Current>,
-        data: &mut [u8],
-        out: &mut Batch,
-    ) {
+    fn read_data(&self, r: BlockRef, j: usize, current: &mut Option<Current>, out: &mut Batch) {
         let Source::Data {
             name,
             dir,
@@ -453,7 +624,6 @@ impl Reader<'_, '_> {
             return;
         };
         let bs = self.block_size;
-        let buf = &mut data[j * bs..(j + 1) * bs];
         if skip.is_some_and(|s| s.get(r.file).copied().unwrap_or(false)) {
             // Not even zeroed: a skipped file's blocks are lost to the caller.
             out.status[j] = Status::Skipped {
@@ -469,7 +639,13 @@ impl Reader<'_, '_> {
         let entry = &files[r.file];
         let offset = r.block as u64 * bs as u64;
         let len = entry.size.saturating_sub(offset).min(bs as u64) as usize;
-        let Some(handle) = current.as_ref().and_then(|c| c.handle.as_ref()) else {
+        let buf = &mut out.data[j * bs..(j + 1) * bs];
+        let Some(Current {
+            handle: Some(handle),
+            maps,
+            ..
+        }) = current.as_mut()
+        else {
             buf.fill(0);
             out.status[j] = Status::Skipped {
                 file: r.file,
@@ -477,6 +653,19 @@ impl Reader<'_, '_> {
             };
             return;
         };
+        if self.reads == Reads::Map && len == bs {
+            let whole_blocks = entry.size - entry.size % bs as u64;
+            if let Some(w) = maps.window_for(handle, offset, bs, whole_blocks) {
+                out.mapped[j] = Some((w, offset));
+                out.status[j] = Status::Present {
+                    file: r.file,
+                    block: r.block,
+                    len,
+                };
+                out.bytes += len as u64;
+                return;
+            }
+        }
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
                 drop_cached(handle, offset, len);
@@ -517,18 +706,19 @@ impl Reader<'_, '_> {
             name, dir, files, ..
         } = self.source
         else {
-            return Current { file, handle: None };
+            return Current::closed(file);
         };
         let entry = &files[file];
         let path = dir.join(&entry.path);
         match File::open(&path) {
             Ok(h) if unchanged(&h, entry) => Current {
                 file,
-                handle: Some(h),
+                handle: Some(Arc::new(h)),
+                maps: Maps::default(),
             },
             Ok(_) => {
                 out.changed.push(file);
-                Current { file, handle: None }
+                Current::closed(file)
             }
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -536,12 +726,13 @@ impl Reader<'_, '_> {
                         .push(format!("disk '{name}': opening {}: {e}", path.display()));
                 }
                 out.changed.push(file);
-                Current { file, handle: None }
+                Current::closed(file)
             }
         }
     }
 
-    /// After a file's last block: reports it if it changed while it was read.
+    /// After a file's last block: reports it if it changed while it was read; for a
+    /// file read in place, once the stage has seen this batch.
     fn finish(&self, current: Option<Current>, out: &mut Batch) {
         let Source::Data { files, .. } = self.source else {
             return;
@@ -549,9 +740,12 @@ impl Reader<'_, '_> {
         if let Some(Current {
             file,
             handle: Some(h),
+            maps,
         }) = current
         {
-            if !unchanged(&h, &files[file]) {
+            if maps.used {
+                out.check_after.push((file, h));
+            } else if !unchanged(&h, &files[file]) {
                 out.changed.push(file);
             }
         }
@@ -677,5 +871,177 @@ mod tests {
         assert_eq!(batch_len(16 << 20, 64), 2);
         assert_eq!(batch_len(64 << 20, 64), 1);
         assert_eq!(batch_len(256 << 10, 256), 128);
+    }
+}
+
+#[cfg(test)]
+mod reads {
+    //! The two ways of reading give the stage the same bytes, cached or not, and a
+    //! file cut short while the stage reads it in place is reported as changed.
+
+    use super::*;
+    use crate::state::model::Extent;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::AtomicUsize;
+
+    const BS: usize = 64 << 10;
+
+    fn entry(dir: &Path, name: &str, bytes: &[u8], first: u32) -> FileEntry {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let meta = std::fs::metadata(&path).expect("stat");
+        let blocks = bytes.len().div_ceil(BS) as u32;
+        FileEntry {
+            path: name.to_string(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+            extents: vec![Extent {
+                pos: first,
+                len: blocks,
+            }],
+            hashes: vec![Default::default(); blocks as usize],
+            ..Default::default()
+        }
+    }
+
+    fn bytes(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(seed) >> 7) as u8)
+            .collect()
+    }
+
+    /// Evicts a file from the page cache (its data is written back first).
+    fn evict(path: &Path) {
+        let f = File::open(path).expect("open");
+        f.sync_all().expect("sync");
+        drop_cached(&f, 0, f.metadata().expect("stat").len() as usize);
+    }
+
+    /// Runs the pipeline over one disk and one parity file and returns what the
+    /// stage saw per position: each source's status and bytes.
+    fn seen(
+        dir: &Path,
+        files: &[FileEntry],
+        parity: &File,
+        positions: &[u32],
+        reads: Reads,
+    ) -> Run<Vec<(Status, Vec<u8>)>> {
+        let parity_path = dir.join("parity");
+        let sources = [
+            Source::Data {
+                name: "d1",
+                dir,
+                files,
+                skip: None,
+            },
+            Source::Parity {
+                path: &parity_path,
+                file: Some(parity),
+            },
+        ];
+        let stage = |_j: usize, blocks: &[Block], _: &mut [&mut [u8]]| {
+            Ok(blocks
+                .iter()
+                .map(|b| (b.status, b.bytes.to_vec()))
+                .collect())
+        };
+        run(BS, positions, &sources, None, &stage, &|_| {}, reads).expect("run")
+    }
+
+    #[test]
+    fn mapped_and_copied_reads_show_the_same_blocks_cached_or_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file of whole blocks, one with a short last block, and a one-block file.
+        let files = vec![
+            entry(dir.path(), "a", &bytes(40 * BS, 3), 0),
+            entry(dir.path(), "b", &bytes(7 * BS + 1234, 5), 40),
+            entry(dir.path(), "c", &bytes(100, 7), 50),
+        ];
+        std::fs::write(dir.path().join("parity"), bytes(45 * BS, 11)).expect("parity");
+        let parity = File::open(dir.path().join("parity")).expect("open parity");
+        let positions: Vec<u32> = (0..52).collect();
+
+        let copied = seen(dir.path(), &files, &parity, &positions, Reads::Copy);
+        assert!(copied.changed.is_empty() && copied.errors.is_empty());
+        assert_eq!(copied.bytes, (47 * BS + 1234 + 100) as u64);
+        assert!(matches!(
+            copied.results[47][0].0,
+            Status::Present {
+                file: 1,
+                block: 7,
+                len: 1234
+            }
+        ));
+        assert_eq!(copied.results[48][0].0, Status::Absent);
+        assert_eq!(
+            copied.results[46][1].0,
+            Status::Absent,
+            "past the parity file"
+        );
+
+        for cold in [false, true] {
+            if cold {
+                for name in ["a", "b", "c", "parity"] {
+                    evict(&dir.path().join(name));
+                }
+            }
+            let mapped = seen(dir.path(), &files, &parity, &positions, Reads::Map);
+            assert!(
+                mapped.changed.is_empty() && mapped.errors.is_empty(),
+                "cold: {cold}"
+            );
+            assert_eq!(mapped.bytes, copied.bytes);
+            assert!(mapped.results == copied.results, "cold: {cold}");
+        }
+    }
+
+    #[test]
+    fn a_file_cut_short_while_read_in_place_is_reported_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = vec![
+            entry(dir.path(), "a", &bytes(64 * BS, 3), 0),
+            entry(dir.path(), "b", &bytes(8 * BS, 5), 64),
+        ];
+        std::fs::write(dir.path().join("parity"), bytes(72 * BS, 11)).expect("parity");
+        let parity = File::open(dir.path().join("parity")).expect("open parity");
+        let positions: Vec<u32> = (0..72).collect();
+        let cut = AtomicUsize::new(0);
+        let a = dir.path().join("a");
+        let sources = [Source::Data {
+            name: "d1",
+            dir: dir.path(),
+            files: &files,
+            skip: None,
+        }];
+        // The first position the stage sees cuts file a to one block: its later
+        // blocks are still mapped, and reading them faults.
+        let stage = |_j: usize, blocks: &[Block], _: &mut [&mut [u8]]| {
+            if cut.fetch_add(1, Ordering::SeqCst) == 0 {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&a)
+                    .expect("open");
+                f.set_len(BS as u64).expect("truncate");
+            }
+            let sum = blocks[0].bytes.iter().map(|&b| u64::from(b)).sum::<u64>();
+            Ok((Some(blocks[0].status), sum))
+        };
+        let run = run(BS, &positions, &sources, None, &stage, &|_| {}, Reads::Map).expect("run");
+        assert_eq!(run.changed, vec![(0, 0)], "a changed, b did not");
+        // Batches after the first were mapped before the cut and read after it: the
+        // pages past the new end read as zeros instead of killing the process.
+        for (pos, (status, sum)) in run.results[16..64].iter().enumerate() {
+            assert!(
+                matches!(status, Some(Status::Present { file: 0, .. })),
+                "position {}",
+                pos + 16
+            );
+            assert_eq!(*sum, 0, "position {}", pos + 16);
+        }
+        let expected_b: u64 = bytes(8 * BS, 5).iter().map(|&b| u64::from(b)).sum();
+        let seen_b: u64 = run.results[64..].iter().map(|r| r.1).sum();
+        assert_eq!(seen_b, expected_b, "b read in full");
+        drop(parity);
     }
 }

@@ -7,13 +7,14 @@
 //! fully synced as bad, and a file that changed since the last sync is reported as
 //! changed, not as damage.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::{Config, Filter};
 use crate::hash::block_hash;
-use crate::pipeline::{self, Block, PipelineError, Source, Status};
+use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
@@ -86,6 +87,16 @@ struct Found {
     unreadable: Vec<(usize, usize, usize)>,
     /// Some block could not be verified (its file changed since the last sync).
     incomplete: bool,
+}
+
+impl Found {
+    /// Whether the position counts as verified, given the files (disk slot, file)
+    /// that changed while they were read. A block of such a file proves nothing:
+    /// its position is neither verified nor marked bad.
+    fn verified(&self, changed: &HashSet<(usize, usize)>) -> bool {
+        let moved = |&(slot, file, _): &(usize, usize, usize)| changed.contains(&(slot, file));
+        !self.incomplete && !self.bad_data.iter().chain(&self.unreadable).any(moved)
+    }
 }
 
 /// Verifies `positions`. With `parity`, the parity is read and compared too.
@@ -176,6 +187,7 @@ fn verify(
         None,
         &stage,
         &|b| progress.advance(b),
+        Reads::Map,
     )?)
 }
 
@@ -198,9 +210,10 @@ fn summarize(
     }
     report.errors.extend(run.errors.iter().cloned());
     report.bytes = run.bytes;
+    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
-        if f.incomplete {
+        if !f.verified(&changed) {
             continue;
         }
         report.verified += 1;
@@ -420,4 +433,37 @@ pub fn file_filter(patterns: &[String]) -> Result<Option<Filter>, SyncError> {
 /// include-only filter excludes what no rule matches.
 pub fn matches(filter: &Filter, path: &str) -> bool {
     !filter.is_excluded(path, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mismatch_in_a_file_that_changed_while_read_is_not_damage() {
+        let changed: HashSet<(usize, usize)> = [(1, 4)].into_iter().collect();
+        let bad_in_changed = Found {
+            bad_data: vec![(1, 4, 0)],
+            ..Found::default()
+        };
+        let bad_elsewhere = Found {
+            bad_data: vec![(1, 5, 0)],
+            ..Found::default()
+        };
+        let unreadable_in_changed = Found {
+            unreadable: vec![(1, 4, 2)],
+            ..Found::default()
+        };
+        let clean = Found::default();
+        let incomplete = Found {
+            incomplete: true,
+            ..Found::default()
+        };
+        assert!(!bad_in_changed.verified(&changed));
+        assert!(!unreadable_in_changed.verified(&changed));
+        assert!(bad_elsewhere.verified(&changed));
+        assert!(clean.verified(&changed));
+        assert!(!incomplete.verified(&changed));
+        assert!(bad_in_changed.verified(&HashSet::new()));
+    }
 }

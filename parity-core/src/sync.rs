@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::hash::random_key;
-use crate::pipeline::{self, Block, ParityOutput, PipelineError, Status};
+use crate::pipeline::{self, Block, ParityOutput, PipelineError, Reads, Status};
 use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
 use crate::state::model::{Disk, FileEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
@@ -386,6 +386,7 @@ pub fn sync(
             }),
             &|j, blocks, parity| stage.position(j, blocks, parity),
             &|bytes| progress.advance(bytes),
+            Reads::Copy,
         );
         let outcome = match run {
             Ok(mut run) => {
@@ -558,9 +559,15 @@ fn pre_hash(
         }
         Ok(found)
     };
-    let run = pipeline::run(block_size, positions, sources, None, &hash_new, &|bytes| {
-        progress.advance(bytes)
-    })?;
+    let run = pipeline::run(
+        block_size,
+        positions,
+        sources,
+        None,
+        &hash_new,
+        &|bytes| progress.advance(bytes),
+        Reads::Copy,
+    )?;
     let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
     let hashes = run
         .results

@@ -1,0 +1,343 @@
+//! Reading cached file ranges through shared mappings, for the passes that only read
+//! (scrub, check and fix).
+//!
+//! When the data is already in the page cache, a mapping hands the stage the cached
+//! pages themselves, where `pread` first copied every byte: that copy was over a
+//! third of the CPU time of a scrub of a warm array. Only ranges whose pages are all
+//! cached are mapped (asked with `mincore`); everything else is read with `pread`,
+//! whose read-ahead suits cold disks.
+//!
+//! A mapped page can still fail after it was mapped: the file is truncated under
+//! us, or a page the kernel evicted meanwhile cannot be read back. The kernel then
+//! raises SIGBUS at the instruction that reads it. A handler installed with the
+//! first window puts a page of zeros there and flags the window, so the reader
+//! carries on and the pipeline reports the file as changed. A SIGBUS anywhere else
+//! goes to the handling that was there before.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+
+/// A read-only shared mapping of a range of a file whose pages were all cached
+/// when it was made. Dropping it unmaps the range and lets the page cache drop it,
+/// as a `pread` pass does after each block.
+pub struct Window {
+    /// Start of the mapping, on a page boundary.
+    base: *const u8,
+    len: usize,
+    /// File offset of `base`.
+    offset: u64,
+    file: Arc<File>,
+    /// This window's entry in the fault registry.
+    slot: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by the window; it is unmapped only in
+// `drop`, when no reference to its bytes can be left.
+unsafe impl Send for Window {}
+// SAFETY: as above; shared references only read.
+unsafe impl Sync for Window {}
+
+impl Window {
+    /// Maps `len` bytes of `file` from `offset` when every page of the range is in
+    /// the page cache and the mapping can be populated; `None` otherwise (read the
+    /// range with `pread` instead).
+    pub fn map_cached(file: &Arc<File>, offset: u64, len: usize) -> Option<Window> {
+        let page = page_size();
+        let start = offset - offset % page as u64;
+        let len = usize::try_from(offset - start).ok()? + len;
+        let map_offset = libc::off_t::try_from(start).ok()?;
+        if len == 0 {
+            return None;
+        }
+        install_handler();
+        // SAFETY: a new read-only shared mapping of an open file; the kernel picks
+        // the address, and nothing else refers to it yet.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                map_offset,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let mut window = Window {
+            base: base.cast::<u8>().cast_const(),
+            len,
+            offset: start,
+            file: Arc::clone(file),
+            slot: usize::MAX,
+        };
+        if !window.all_cached(page) {
+            return None;
+        }
+        window.slot = register(base as usize, len)?;
+        // Maps every page now, in the reader's thread, instead of one fault per
+        // 64 KiB in the stage. Fails (EFAULT) on pages past the end of the file or
+        // that cannot be read: then `pread` tells what is wrong.
+        // SAFETY: advice on the mapping this window owns.
+        let populated =
+            unsafe { libc::madvise(base, len, libc::MADV_POPULATE_READ) } == 0 || !populate_known();
+        populated.then_some(window)
+    }
+
+    /// The `len` bytes at file offset `at`, when the window holds all of them.
+    pub fn bytes(&self, at: u64, len: usize) -> Option<&[u8]> {
+        let from = usize::try_from(at.checked_sub(self.offset)?).ok()?;
+        if from.checked_add(len)? > self.len {
+            return None;
+        }
+        // SAFETY: inside the mapping, which lives as long as `self`; pages that fail
+        // to read are replaced by zeros (see the module's notes), never left unmapped.
+        Some(unsafe { std::slice::from_raw_parts(self.base.add(from), len) })
+    }
+
+    /// Whether some page of the window failed while mapped (and reads as zeros).
+    pub fn faulted(&self) -> bool {
+        REGISTRY[self.slot].faulted.load(Ordering::Acquire)
+    }
+
+    fn all_cached(&self, page: usize) -> bool {
+        let mut resident = vec![0u8; self.len.div_ceil(page)];
+        // SAFETY: `resident` has one byte per page of the mapping this window owns.
+        let asked = unsafe {
+            libc::mincore(
+                self.base.cast_mut().cast(),
+                self.len,
+                resident.as_mut_ptr().cast(),
+            )
+        };
+        asked == 0 && resident.iter().all(|r| r & 1 == 1)
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: the mapping this window made; no reference to it outlives `self`.
+        unsafe { libc::munmap(self.base.cast_mut().cast(), self.len) };
+        // A window that was never handed out leaves the cache as it was: its range
+        // is about to be read with `pread`.
+        if self.slot != usize::MAX {
+            unregister(self.slot);
+            crate::pipeline::drop_cached(&self.file, self.offset, self.len);
+        }
+    }
+}
+
+/// Whether this kernel knows `MADV_POPULATE_READ` (Linux 5.14); without it the
+/// pages are mapped on first touch instead.
+fn populate_known() -> bool {
+    static KNOWN: AtomicUsize = AtomicUsize::new(0);
+    match KNOWN.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // Populating nothing is valid advice where the kernel knows it.
+            let page = page_size();
+            // SAFETY: a private anonymous page, unmapped right after the question.
+            let known = unsafe {
+                let p = libc::mmap(
+                    ptr::null_mut(),
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    true
+                } else {
+                    let known = libc::madvise(p, page, libc::MADV_POPULATE_READ) == 0;
+                    libc::munmap(p, page);
+                    known
+                }
+            };
+            KNOWN.store(if known { 1 } else { 2 }, Ordering::Relaxed);
+            known
+        }
+    }
+}
+
+/// The system's page size, once known (also read by the SIGBUS handler).
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system's page size.
+fn page_size() -> usize {
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf only reads a system value.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .unwrap_or(4096);
+            PAGE.store(page, Ordering::Relaxed);
+            page
+        }
+        page => page,
+    }
+}
+
+/// One live window, as the SIGBUS handler sees it: `[start, end)` in memory.
+struct Slot {
+    start: AtomicUsize,
+    end: AtomicUsize,
+    faulted: AtomicBool,
+}
+
+/// Windows alive at once, at most: a few per source and batch in flight. When all
+/// are taken, ranges are read with `pread`.
+const SLOTS: usize = 1024;
+
+static REGISTRY: [Slot; SLOTS] = [const {
+    Slot {
+        start: AtomicUsize::new(0),
+        end: AtomicUsize::new(0),
+        faulted: AtomicBool::new(false),
+    }
+}; SLOTS];
+
+/// Claims a registry slot for `[start, start + len)`.
+fn register(start: usize, len: usize) -> Option<usize> {
+    REGISTRY.iter().position(|slot| {
+        let claimed = slot
+            .start
+            .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if claimed {
+            slot.faulted.store(false, Ordering::Release);
+            slot.end.store(start + len, Ordering::Release);
+        }
+        claimed
+    })
+}
+
+fn unregister(slot: usize) {
+    let slot = &REGISTRY[slot];
+    slot.end.store(0, Ordering::Release);
+    slot.start.store(0, Ordering::Release);
+}
+
+/// The SIGBUS handling that was in place before ours, for faults that are not in
+/// a window.
+static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
+
+fn install_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        page_size();
+        // SAFETY: sigaction with a handler that only does async-signal-safe work
+        // (atomics, mmap, sigaction); the previous action is kept for faults that
+        // are not ours and is never freed.
+        unsafe {
+            let previous: *mut libc::sigaction = Box::into_raw(Box::new(std::mem::zeroed()));
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGBUS, &action, previous) == 0 {
+                PREVIOUS.store(previous, Ordering::Release);
+            }
+        }
+    });
+}
+
+extern "C" fn on_sigbus(
+    _signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let page = PAGE.load(Ordering::Relaxed).max(1);
+    for slot in &REGISTRY {
+        let start = slot.start.load(Ordering::Acquire);
+        if start == 0 || addr < start || addr >= slot.end.load(Ordering::Acquire) {
+            continue;
+        }
+        let at = addr - addr % page;
+        // SAFETY: replaces one page of a live window (ours, registered) with a
+        // private page of zeros; the reading instruction then goes on.
+        let zeros = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                page,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if zeros != libc::MAP_FAILED {
+            slot.faulted.store(true, Ordering::Release);
+            return;
+        }
+    }
+    // Not ours: the previous handling (or the default) takes the repeated fault.
+    let previous = PREVIOUS.load(Ordering::Acquire);
+    // SAFETY: restores the action saved at install time, or the default.
+    unsafe {
+        if previous.is_null() {
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        } else {
+            libc::sigaction(libc::SIGBUS, previous, ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn cached_file(bytes: &[u8]) -> (tempfile::TempDir, Arc<File>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(bytes).expect("write");
+        drop(f);
+        (dir, Arc::new(File::open(&path).expect("open")))
+    }
+
+    #[test]
+    fn a_cached_range_reads_as_the_file() {
+        let bytes: Vec<u8> = (0..3 * 65536u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (_dir, file) = cached_file(&bytes);
+        let w = Window::map_cached(&file, 65536 + 100, 65536).expect("cached");
+        assert_eq!(w.bytes(65536 + 100, 65536), Some(&bytes[65636..131172]));
+        assert_eq!(w.bytes(100, 10), None, "before the window");
+        assert_eq!(w.bytes(2 * 65536 + 50, 65536), None, "past the window");
+        assert!(!w.faulted());
+    }
+
+    #[test]
+    fn a_truncated_file_reads_as_zeros_and_flags_the_window() {
+        let bytes = vec![0xa5u8; 4 * 65536];
+        let (dir, file) = cached_file(&bytes);
+        let w = Window::map_cached(&file, 0, bytes.len()).expect("cached");
+        let shorter = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"))
+            .expect("open");
+        shorter.set_len(65536).expect("truncate");
+        let seen = w.bytes(0, bytes.len()).expect("inside");
+        assert_eq!(seen[..65536], bytes[..65536]);
+        assert!(
+            seen[65536..].iter().all(|&b| b == 0),
+            "past the new end: zeros"
+        );
+        assert!(w.faulted());
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_not_mapped() {
+        let (_dir, file) = cached_file(&[1u8; 8192]);
+        assert!(Window::map_cached(&file, 0, 65536).is_none());
+    }
+}
