@@ -189,6 +189,78 @@ fn flipped_bits_are_found_whether_the_array_is_cached_or_not() {
     expect_code(&array.lhparity(&["check"]), 0);
 }
 
+#[test]
+fn parity_is_rebuilt_from_checked_data_only() {
+    let (array, original) = synced_array(3, 2);
+    let data = array.disks[1].join("dir1/big.bin");
+    let block = 3 * 65536;
+    let pos = first_position_of_block(&array, &data, "dir1/big.bin", 3);
+    let parity1 = fs::read(&array.parity[0]).expect("parity 1");
+    // Parity level 1 damaged there, found by a scrub...
+    flip(&array.parity[0], pos * 65536 + 99);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    // ...and then the data block at the same position, silently.
+    flip(&data, block + 7);
+    // Rebuilding parity 1 must not take the damaged block as it reads: it is
+    // caught by its hash and rebuilt from level 2 first.
+    expect_code(&array.lhparity(&["fix", "-e"]), 0);
+    assert!(
+        fs::read(&array.parity[0]).expect("parity 1") == parity1,
+        "parity 1 was rebuilt from damaged data"
+    );
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dir1/big.bin block 3") && !err.contains("differs from the parity"),
+        "{err}"
+    );
+    // The damaged block itself is repaired by a plain fix.
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(snapshot(&array) == original, "fixed files differ");
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn parity_over_damaged_data_is_left_alone_and_reported() {
+    let (array, _) = synced_array(3, 1);
+    let data = array.disks[0].join("dir0/big.bin");
+    let pos = first_position_of_block(&array, &data, "dir0/big.bin", 0);
+    flip(&array.parity[0], pos * 65536 + 5);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let damaged_parity = fs::read(&array.parity[0]).expect("parity");
+    flip(&data, 11);
+    // One parity level, suspected, and a damaged block there: nothing can be
+    // trusted to rebuild the parity from.
+    let out = array.lhparity(&["fix", "-e"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!("parity at position {pos} was not rebuilt")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::read(&array.parity[0]).expect("parity") == damaged_parity);
+}
+
+/// The position of block `block` of a file, as a check names it (the block is
+/// damaged for the check and put back).
+fn first_position_of_block(
+    array: &Array,
+    path: &std::path::Path,
+    name: &str,
+    block: usize,
+) -> usize {
+    flip(path, block * 65536 + 7);
+    let out = array.lhparity(&["check"]);
+    flip(path, block * 65536 + 7);
+    let err = stderr(&out);
+    err.split(&format!("{name} block {block} (position "))
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no position in: {err}"))
+}
+
 fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
     let (array, original) = synced_array(disks, levels);
     for &d in lost {

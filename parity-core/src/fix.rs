@@ -571,6 +571,18 @@ impl BufferPool {
     }
 }
 
+/// Buffers of a pool lent to one position, given back when it is done.
+struct Lent<'p> {
+    pool: &'p BufferPool,
+    buffers: Vec<Option<Vec<u8>>>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.pool.give_all(self.buffers.drain(..).flatten());
+    }
+}
+
 /// How many rebuilt blocks may wait for the writer (16 MiB at the default block
 /// size).
 const WRITE_QUEUE: usize = 64;
@@ -732,6 +744,11 @@ impl FixStage<'_> {
         let disks = state.disks.len();
         let columns = state.columns();
         let levels = self.eager + lazy.len();
+        // Checked copies of the surviving blocks, where parity is written (below).
+        let mut checked = Lent {
+            pool: self.buffers,
+            buffers: vec![None; disks],
+        };
         // The stripe as the parity saw it: surviving blocks are the pipeline's
         // buffers themselves (no copy), `None` marks a lost block.
         let mut stripe: Vec<Option<&[u8]>> = vec![Some(self.zero.as_slice()); columns + levels];
@@ -739,6 +756,50 @@ impl FixStage<'_> {
         // Surviving blocks with a known hash, checked only if a rebuild fails.
         let mut suspects: Vec<Lost> = Vec::new();
         let mut fix = PositionFix::default();
+
+        // Parity blocks that are not there are lost. Those a scrub found wrong are
+        // only suspected (it cannot tell which level is): they still serve to
+        // rebuild data, whose hash check tells, and are recomputed afterwards from
+        // the verified data.
+        let mut lost_parity: Vec<usize> = Vec::new();
+        for (level, block) in blocks[disks..].iter().enumerate() {
+            match block.status {
+                Status::Present { .. } => stripe[columns + level] = Some(block.bytes),
+                _ => lost_parity.push(level),
+            }
+        }
+        for (i, buf) in lazy.iter().enumerate() {
+            match buf {
+                Some(b) => stripe[columns + self.eager + i] = Some(b.as_slice()),
+                None => lost_parity.push(self.eager + i),
+            }
+        }
+        lost_parity.sort_unstable();
+        lost_parity.dedup();
+        let mut suspected: Vec<usize> = self
+            .parity_failed
+            .get(&pos)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&l| l < levels && lost_parity.binary_search(&l).is_err())
+            .collect();
+        suspected.sort_unstable();
+        suspected.dedup();
+        // Parity to write is computed from the data as read; the reader's bytes may
+        // be the page cache itself, which can change under us. So the surviving
+        // blocks are copied and checked first, and parity comes from the copies.
+        if !lost_parity.is_empty() || !suspected.is_empty() {
+            for (slot, block) in blocks[..disks].iter().enumerate() {
+                if let Status::Present { file, block: b, .. } = block.status {
+                    if !state.disks[slot].files[file].is_new(b) {
+                        let mut copy = self.buffers.take();
+                        copy.copy_from_slice(block.bytes);
+                        checked.buffers[slot] = Some(copy);
+                    }
+                }
+            }
+        }
 
         for (slot, block) in blocks[..disks].iter().enumerate() {
             let column = state.disks[slot].index as usize;
@@ -759,12 +820,24 @@ impl FixStage<'_> {
                 } => {
                     let entry = &state.disks[slot].files[file];
                     if !entry.is_new(b) {
-                        stripe[column] = Some(block.bytes);
-                        suspects.push(Lost {
+                        let survivor = Lost {
                             column,
                             check: Some((entry.hashes[b], len)),
                             target: None,
-                        });
+                        };
+                        match checked.buffers[slot].as_deref() {
+                            Some(copy)
+                                if block_hash(&state.hash_key, &copy[..len]) == entry.hashes[b] =>
+                            {
+                                stripe[column] = Some(copy);
+                            }
+                            // Damaged or changed: rebuilt (and checked) like a lost one.
+                            Some(_) => lost.push(survivor),
+                            None => {
+                                stripe[column] = Some(block.bytes);
+                                suspects.push(survivor);
+                            }
+                        }
                     } else if deleted {
                         // Not in the parity: the parity holds the deleted block.
                         lost.push(gone);
@@ -794,43 +867,49 @@ impl FixStage<'_> {
                 }
             }
         }
-        let mut lost_parity: Vec<usize> = self
-            .parity_failed
-            .get(&pos)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&l| l < levels)
-            .collect();
-        for (level, block) in blocks[disks..].iter().enumerate() {
-            match block.status {
-                Status::Present { .. } => stripe[columns + level] = Some(block.bytes),
-                _ => lost_parity.push(level),
-            }
-        }
-        for (i, buf) in lazy.iter().enumerate() {
-            match buf {
-                Some(b) => stripe[columns + self.eager + i] = Some(b.as_slice()),
-                None => lost_parity.push(self.eager + i),
-            }
-        }
-        lost_parity.sort_unstable();
-        lost_parity.dedup();
 
         let trusted = state
             .positions
             .flags
             .get(pos as usize)
             .is_some_and(|f| f & DIRTY == 0);
+        let parity_wanted = !lost_parity.is_empty() || !suspected.is_empty();
+        let not_rebuilt = |why: &str| {
+            if parity_wanted {
+                self.note(format!("parity at position {pos} was not rebuilt: {why}"));
+            }
+        };
         if !lost.is_empty() && !trusted {
+            not_rebuilt("the position was not fully synced");
             return Ok(fix);
         }
         let Some(rebuilt) =
             self.rebuild(&mut stripe, columns, &mut lost, suspects, &lost_parity)?
         else {
+            not_rebuilt(
+                "data there is damaged or changed and cannot be rebuilt with the parity left",
+            );
             return Ok(fix);
         };
-        let Rebuilt { data, parity } = rebuilt;
+        let Rebuilt { data, mut parity } = rebuilt;
+        // The suspected levels, from the complete, verified stripe.
+        if !suspected.is_empty() {
+            let mut full: Vec<Option<&[u8]>> = stripe.clone();
+            for (l, bytes) in lost.iter().zip(&data) {
+                full[l.column] = Some(bytes);
+            }
+            for (&level, bytes) in lost_parity.iter().zip(&parity) {
+                full[columns + level] = Some(bytes);
+            }
+            for &level in &suspected {
+                full[columns + level] = None;
+            }
+            let mut out: Vec<Vec<u8>> = suspected.iter().map(|_| self.buffers.take()).collect();
+            let mut refs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
+            raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
+            lost_parity.extend(&suspected);
+            parity.extend(out);
+        }
         for (l, bytes) in lost.iter().zip(data) {
             if let Some((target, block)) = l.target {
                 let len = l.check.map_or(bs, |(_, len)| len);

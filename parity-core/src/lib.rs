@@ -17,7 +17,7 @@ pub mod config;
 pub mod dup;
 pub mod fix;
 pub mod hash;
-pub mod mapped;
+mod mapped;
 pub mod metrics;
 pub mod pipeline;
 pub mod raid;

@@ -11,8 +11,14 @@
 //! us, or a page the kernel evicted meanwhile cannot be read back. The kernel then
 //! raises SIGBUS at the instruction that reads it. A handler installed with the
 //! first window puts a page of zeros there and flags the window, so the reader
-//! carries on and the pipeline reports the file as changed. A SIGBUS anywhere else
-//! goes to the handling that was there before.
+//! carries on; the pipeline then reports the file as changed, or the block as
+//! unreadable when the file is unchanged. A SIGBUS anywhere else goes to the
+//! handling that was there before.
+//!
+//! The bytes of a window are shared memory: another process writing the file, or
+//! the zero page put in by the handler, changes them under a live slice. Readers
+//! must treat them as a snapshot that may move: hash and compare them, and copy
+//! them first where a result must come from exactly the bytes that were checked.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -23,15 +29,17 @@ use std::sync::{Arc, Once};
 /// A read-only shared mapping of a range of a file whose pages were all cached
 /// when it was made. Dropping it unmaps the range and lets the page cache drop it,
 /// as a `pread` pass does after each block.
-pub struct Window {
+pub(crate) struct Window {
     /// Start of the mapping, on a page boundary.
     base: *const u8,
     len: usize,
     /// File offset of `base`.
     offset: u64,
     file: Arc<File>,
-    /// This window's entry in the fault registry.
+    /// This window's entry in the fault registry (`usize::MAX`: not handed out).
     slot: usize,
+    /// The owner's count of live windows, decremented on drop.
+    live: Arc<AtomicUsize>,
 }
 
 // SAFETY: the mapping is read-only and owned by the window; it is unmapped only in
@@ -43,8 +51,14 @@ unsafe impl Sync for Window {}
 impl Window {
     /// Maps `len` bytes of `file` from `offset` when every page of the range is in
     /// the page cache and the mapping can be populated; `None` otherwise (read the
-    /// range with `pread` instead).
-    pub fn map_cached(file: &Arc<File>, offset: u64, len: usize) -> Option<Window> {
+    /// range with `pread` instead). `live` counts the caller's windows while they
+    /// live.
+    pub(crate) fn map_cached(
+        file: &Arc<File>,
+        offset: u64,
+        len: usize,
+        live: &Arc<AtomicUsize>,
+    ) -> Option<Window> {
         let page = page_size();
         let start = offset - offset % page as u64;
         let len = usize::try_from(offset - start).ok()? + len;
@@ -68,28 +82,38 @@ impl Window {
         if base == libc::MAP_FAILED {
             return None;
         }
+        live.fetch_add(1, Ordering::Relaxed);
         let mut window = Window {
             base: base.cast::<u8>().cast_const(),
             len,
             offset: start,
             file: Arc::clone(file),
             slot: usize::MAX,
+            live: Arc::clone(live),
         };
         if !window.all_cached(page) {
             return None;
         }
-        window.slot = register(base as usize, len)?;
         // Maps every page now, in the reader's thread, instead of one fault per
         // 64 KiB in the stage. Fails (EFAULT) on pages past the end of the file or
         // that cannot be read: then `pread` tells what is wrong.
         // SAFETY: advice on the mapping this window owns.
         let populated =
             unsafe { libc::madvise(base, len, libc::MADV_POPULATE_READ) } == 0 || !populate_known();
-        populated.then_some(window)
+        if !populated {
+            return None;
+        }
+        window.slot = register(base as usize, len)?;
+        Some(window)
+    }
+
+    /// The file the window maps.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The `len` bytes at file offset `at`, when the window holds all of them.
-    pub fn bytes(&self, at: u64, len: usize) -> Option<&[u8]> {
+    pub(crate) fn bytes(&self, at: u64, len: usize) -> Option<&[u8]> {
         let from = usize::try_from(at.checked_sub(self.offset)?).ok()?;
         if from.checked_add(len)? > self.len {
             return None;
@@ -100,7 +124,7 @@ impl Window {
     }
 
     /// Whether some page of the window failed while mapped (and reads as zeros).
-    pub fn faulted(&self) -> bool {
+    pub(crate) fn faulted(&self) -> bool {
         REGISTRY[self.slot].faulted.load(Ordering::Acquire)
     }
 
@@ -120,14 +144,20 @@ impl Window {
 
 impl Drop for Window {
     fn drop(&mut self) {
+        // Out of the registry before the range is unmapped: the kernel may hand the
+        // same addresses to the next window at once.
+        let handed_out = self.slot != usize::MAX;
+        if handed_out {
+            unregister(self.slot);
+        }
         // SAFETY: the mapping this window made; no reference to it outlives `self`.
         unsafe { libc::munmap(self.base.cast_mut().cast(), self.len) };
         // A window that was never handed out leaves the cache as it was: its range
         // is about to be read with `pread`.
-        if self.slot != usize::MAX {
-            unregister(self.slot);
+        if handed_out {
             crate::pipeline::drop_cached(&self.file, self.offset, self.len);
         }
+        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -191,9 +221,9 @@ struct Slot {
     faulted: AtomicBool,
 }
 
-/// Windows alive at once, at most: a few per source and batch in flight. When all
-/// are taken, ranges are read with `pread`.
-const SLOTS: usize = 1024;
+/// Windows alive at once, at most: readers keep their own count below this (see
+/// `pipeline`), and when all slots are taken anyway, ranges are read with `pread`.
+const SLOTS: usize = 4096;
 
 static REGISTRY: [Slot; SLOTS] = [const {
     Slot {
@@ -224,6 +254,18 @@ fn unregister(slot: usize) {
     slot.start.store(0, Ordering::Release);
 }
 
+/// The registry slot whose window holds `addr`, as the handler sees it: `start`
+/// is read again after `end`, so a slot reused meanwhile does not match.
+fn slot_of(addr: usize) -> Option<&'static Slot> {
+    REGISTRY.iter().find(|slot| {
+        let start = slot.start.load(Ordering::Acquire);
+        start != 0
+            && addr >= start
+            && addr < slot.end.load(Ordering::Acquire)
+            && slot.start.load(Ordering::Acquire) == start
+    })
+}
+
 /// The SIGBUS handling that was in place before ours, for faults that are not in
 /// a window.
 static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
@@ -249,55 +291,73 @@ fn install_handler() {
 }
 
 extern "C" fn on_sigbus(
-    _signal: libc::c_int,
+    signal: libc::c_int,
     info: *mut libc::siginfo_t,
-    _context: *mut libc::c_void,
+    context: *mut libc::c_void,
 ) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let page = PAGE.load(Ordering::Relaxed).max(1);
-    for slot in &REGISTRY {
-        let start = slot.start.load(Ordering::Acquire);
-        if start == 0 || addr < start || addr >= slot.end.load(Ordering::Acquire) {
-            continue;
-        }
-        let at = addr - addr % page;
-        // SAFETY: replaces one page of a live window (ours, registered) with a
-        // private page of zeros; the reading instruction then goes on.
-        let zeros = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                page,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if zeros != libc::MAP_FAILED {
-            slot.faulted.store(true, Ordering::Release);
-            return;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // A fault (si_code > 0) in a window: zeros there, and the reading goes on.
+    if code > 0 {
+        if let Some(slot) = slot_of(addr) {
+            let page = PAGE.load(Ordering::Relaxed).max(1);
+            let at = addr - addr % page;
+            // SAFETY: replaces one page of a live window (ours, registered) with
+            // a private page of zeros. mmap leaves errno alone when it succeeds.
+            let zeros = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if zeros != libc::MAP_FAILED {
+                slot.faulted.store(true, Ordering::Release);
+                return;
+            }
         }
     }
-    // Not ours: the previous handling (or the default) takes the repeated fault.
+    // Not ours: whatever handled SIGBUS before. A handler is called; the default
+    // or an ignored SIGBUS becomes the default again, and the repeated fault (or
+    // the signal raised again) takes its course.
     let previous = PREVIOUS.load(Ordering::Acquire);
-    // SAFETY: restores the action saved at install time, or the default.
+    // SAFETY: `previous` was filled by sigaction at install time and never freed;
+    // a handler in it has the signature its flags say.
     unsafe {
-        if previous.is_null() {
-            libc::signal(libc::SIGBUS, libc::SIG_DFL);
-        } else {
-            libc::sigaction(libc::SIGBUS, previous, ptr::null_mut());
+        if !previous.is_null() {
+            let action = &*previous;
+            let handler = action.sa_sigaction;
+            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                if action.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(handler);
+                    f(signal, info, context);
+                } else {
+                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
+                    f(signal);
+                }
+                return;
+            }
+        }
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        if code <= 0 {
+            libc::raise(libc::SIGBUS);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn cached_file(bytes: &[u8]) -> (tempfile::TempDir, Arc<File>) {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A file written and still in the page cache, in the workspace's target
+    /// folder (a real filesystem, where dropping pages from the cache works).
+    pub(crate) fn cached_file(bytes: &[u8]) -> (tempfile::TempDir, Arc<File>) {
+        let dir = scratch_dir();
         let path = dir.path().join("f");
         let mut f = File::create(&path).expect("create");
         f.write_all(bytes).expect("write");
@@ -305,39 +365,66 @@ mod tests {
         (dir, Arc::new(File::open(&path).expect("open")))
     }
 
+    /// A temporary folder under the workspace's `target/`.
+    pub(crate) fn scratch_dir() -> tempfile::TempDir {
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        std::fs::create_dir_all(&target).expect("target folder");
+        tempfile::tempdir_in(target).expect("tempdir")
+    }
+
+    fn live() -> Arc<AtomicUsize> {
+        Arc::new(AtomicUsize::new(0))
+    }
+
     #[test]
     fn a_cached_range_reads_as_the_file() {
-        let bytes: Vec<u8> = (0..3 * 65536u32).map(|i| (i * 7 % 251) as u8).collect();
+        let page = page_size();
+        let bytes: Vec<u8> = (0..6 * page as u32).map(|i| (i * 7 % 251) as u8).collect();
         let (_dir, file) = cached_file(&bytes);
-        let w = Window::map_cached(&file, 65536 + 100, 65536).expect("cached");
-        assert_eq!(w.bytes(65536 + 100, 65536), Some(&bytes[65636..131172]));
+        let count = live();
+        let at = page + 100;
+        let w = Window::map_cached(&file, at as u64, 2 * page, &count).expect("cached");
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            w.bytes(at as u64, 2 * page),
+            Some(&bytes[at..at + 2 * page])
+        );
         assert_eq!(w.bytes(100, 10), None, "before the window");
-        assert_eq!(w.bytes(2 * 65536 + 50, 65536), None, "past the window");
+        assert_eq!(w.bytes((at + 2 * page) as u64, 1), None, "past the window");
         assert!(!w.faulted());
+        drop(w);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn a_truncated_file_reads_as_zeros_and_flags_the_window() {
-        let bytes = vec![0xa5u8; 4 * 65536];
+        let page = page_size();
+        let bytes = vec![0xa5u8; 4 * page];
         let (dir, file) = cached_file(&bytes);
-        let w = Window::map_cached(&file, 0, bytes.len()).expect("cached");
+        let w = Window::map_cached(&file, 0, bytes.len(), &live()).expect("cached");
         let shorter = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.path().join("f"))
             .expect("open");
-        shorter.set_len(65536).expect("truncate");
+        shorter.set_len(page as u64).expect("truncate");
         let seen = w.bytes(0, bytes.len()).expect("inside");
-        assert_eq!(seen[..65536], bytes[..65536]);
+        assert_eq!(seen[..page], bytes[..page]);
         assert!(
-            seen[65536..].iter().all(|&b| b == 0),
+            seen[page..].iter().all(|&b| b == 0),
             "past the new end: zeros"
         );
         assert!(w.faulted());
     }
 
     #[test]
-    fn a_range_past_the_end_is_not_mapped() {
-        let (_dir, file) = cached_file(&[1u8; 8192]);
-        assert!(Window::map_cached(&file, 0, 65536).is_none());
+    fn a_range_past_the_end_or_not_cached_is_not_mapped() {
+        let page = page_size();
+        let (_dir, file) = cached_file(&vec![1u8; 2 * page]);
+        let count = live();
+        assert!(Window::map_cached(&file, 0, 4 * page, &count).is_none());
+        file.sync_all().expect("sync");
+        crate::pipeline::drop_cached(&file, 0, 2 * page);
+        assert!(Window::map_cached(&file, 0, 2 * page, &count).is_none());
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 }

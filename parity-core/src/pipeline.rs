@@ -21,7 +21,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::{bounded, Receiver, Sender};
@@ -47,6 +47,9 @@ const READ_AHEAD: usize = 4;
 /// interrupts every core the process runs on, is rare; small enough that a cold
 /// stretch of a file is found before much of it was asked for.
 const WINDOW_BYTES: usize = 16 << 20;
+/// Windows one reader keeps alive at most (in its batches in flight); past that it
+/// copies. Bounds the mappings and open files of many disks of small files.
+const MAX_LIVE_WINDOWS: usize = 32;
 
 /// How readers get bytes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -136,6 +139,8 @@ pub struct Run<R> {
     pub errors: Vec<String>,
     /// Bytes read from data sources.
     pub bytes: u64,
+    /// Blocks read in place (`Reads::Map`), data and parity.
+    pub mapped: u64,
 }
 
 /// Why the pipeline stopped.
@@ -163,6 +168,22 @@ pub struct ParityOutput<'a> {
 pub type Stage<'s, R> =
     dyn Fn(usize, &[Block], &mut [&mut [u8]]) -> Result<R, PipelineError> + Sync + 's;
 
+impl<R> Run<R> {
+    /// The indexes (into the position list) of the positions that hold a block of a
+    /// file that changed while it was read: nothing found there can be trusted.
+    pub fn touched_by_changes(&self, disks: &[Disk], positions: &[u32]) -> Vec<usize> {
+        let mut touched: Vec<usize> = self
+            .changed
+            .iter()
+            .flat_map(|&(slot, file)| disks[slot].files[file].positions())
+            .filter_map(|pos| positions.binary_search(&pos).ok())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        touched
+    }
+}
+
 /// Runs the pipeline over `positions` (sorted, unique). `progress` is called after
 /// each batch with the data bytes it read.
 pub fn run<R: Send + Default + Clone>(
@@ -184,6 +205,7 @@ pub fn run<R: Send + Default + Clone>(
     let mut changed = Vec::new();
     let mut errors = Vec::new();
     let mut bytes = 0u64;
+    let mut mapped = 0u64;
 
     std::thread::scope(|scope| -> Result<(), PipelineError> {
         let mut from_readers: Vec<Receiver<Batch>> = Vec::new();
@@ -204,6 +226,7 @@ pub fn run<R: Send + Default + Clone>(
                     batch_len,
                     stop,
                     reads,
+                    live: Arc::new(AtomicUsize::new(0)),
                 };
                 reader.run(positions, batches, tx, pool_rx)
             });
@@ -258,6 +281,10 @@ pub fn run<R: Send + Default + Clone>(
             }
             let batch_bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
             bytes += batch_bytes;
+            mapped += inputs
+                .iter()
+                .map(|i| i.mapped.iter().filter(|m| m.is_some()).count() as u64)
+                .sum::<u64>();
             for (s, mut input) in inputs.into_iter().enumerate() {
                 input.check_mapped(&sources[s], batch, &mut errors);
                 errors.append(&mut input.errors);
@@ -293,6 +320,7 @@ pub fn run<R: Send + Default + Clone>(
         changed,
         errors,
         bytes,
+        mapped,
     })
 }
 
@@ -387,6 +415,7 @@ impl Batch {
     fn block(&self, j: usize, block_size: usize) -> &[u8] {
         let copied = &self.data[j * block_size..(j + 1) * block_size];
         match &self.mapped[j] {
+            // A window is only ever recorded for a block inside it.
             Some((window, at)) => window.bytes(*at, block_size).unwrap_or(copied),
             None => copied,
         }
@@ -402,7 +431,23 @@ impl Batch {
                 continue;
             }
             match (source, self.status[j]) {
-                (Source::Data { .. }, Status::Present { file, .. }) => self.changed.push(file),
+                (
+                    Source::Data {
+                        name, dir, files, ..
+                    },
+                    Status::Present { file, block, .. },
+                ) => {
+                    if unchanged(window.file(), &files[file]) {
+                        // The file is what it was: a page could not be read back.
+                        // The stage saw zeros there, which its hash check catches.
+                        errors.push(format!(
+                            "disk '{name}': reading {} block {block}: a cached page could not be read back",
+                            dir.join(&files[file].path).display()
+                        ));
+                    } else {
+                        self.changed.push(file);
+                    }
+                }
                 (Source::Parity { path, .. }, _) => errors.push(format!(
                     "reading parity file {} at position {}: it shrank or could not be read while it was read",
                     path.display(),
@@ -437,6 +482,8 @@ struct Reader<'a, 'r> {
     batch_len: usize,
     stop: &'r AtomicBool,
     reads: Reads,
+    /// This reader's windows alive (`Reads::Map`).
+    live: Arc<AtomicUsize>,
 }
 
 /// The file a data reader has open (`None`: could not be opened, changed or skipped).
@@ -467,15 +514,19 @@ struct Maps {
 }
 
 impl Maps {
-    /// The window holding the `block_size` bytes at `offset` of `file`, mapping a
-    /// new one of up to `WINDOW_BYTES` (but not past `end`) when the last one does
-    /// not; `None` when that range is not all cached.
+    /// The window holding the `block_size` bytes at `offset` of `file`. When the
+    /// last one does not, maps a new one over the blocks wanted next (`wanted`:
+    /// how many consecutive blocks from `offset`), at most `WINDOW_BYTES` and not
+    /// past `end`. `None` when that range is not all cached, or the reader has
+    /// `MAX_LIVE_WINDOWS` alive already.
     fn window_for(
         &mut self,
         file: &Arc<File>,
         offset: u64,
         block_size: usize,
         end: u64,
+        wanted: impl FnOnce(usize) -> usize,
+        live: &Arc<AtomicUsize>,
     ) -> Option<Arc<Window>> {
         let bs = block_size as u64;
         if let Some(w) = self
@@ -488,15 +539,20 @@ impl Maps {
         if self.cold.contains(&offset) {
             return None;
         }
-        let most = (WINDOW_BYTES as u64 / bs).max(1) * bs;
-        let len = end.saturating_sub(offset).min(most);
+        self.window = None;
+        if live.load(Ordering::Relaxed) >= MAX_LIVE_WINDOWS {
+            return None;
+        }
+        let most = (WINDOW_BYTES / block_size).max(1);
+        let len = end
+            .saturating_sub(offset)
+            .min(wanted(most).clamp(1, most) as u64 * bs);
         if len < bs {
             return None;
         }
-        self.window = None;
         match usize::try_from(len)
             .ok()
-            .and_then(|l| Window::map_cached(file, offset, l))
+            .and_then(|l| Window::map_cached(file, offset, l, live))
         {
             Some(w) => {
                 let w = Arc::new(w);
@@ -530,12 +586,14 @@ impl Reader<'_, '_> {
             let base = b * self.batch_len;
             match self.source {
                 Source::Parity { path, file } => {
-                    self.read_parity(path, *file, &mut parity, batch, &mut out)
+                    let ahead = &positions[base..];
+                    self.read_parity(path, *file, &mut parity, ahead, batch.len(), &mut out)
                 }
                 Source::Data { .. } => {
                     while let Some(r) = refs.get(next).filter(|r| r.slot < base + batch.len()) {
+                        let ahead = &refs[next..];
                         next += 1;
-                        self.read_data(*r, r.slot - base, &mut current, &mut out);
+                        self.read_data(*r, r.slot - base, ahead, &mut current, &mut out);
                     }
                     if b + 1 == batches.len() {
                         self.finish(current.take(), &mut out);
@@ -564,24 +622,29 @@ impl Reader<'_, '_> {
         Some((Arc::new(file.try_clone().ok()?), len, Maps::default()))
     }
 
+    /// Reads the parity blocks of a batch: the first `len` positions of `ahead`,
+    /// which goes on with the positions after the batch.
     fn read_parity(
         &self,
         path: &Path,
         file: Option<&File>,
         mapping: &mut Option<(Arc<File>, u64, Maps)>,
-        batch: &[u32],
+        ahead: &[u32],
+        len: usize,
         out: &mut Batch,
     ) {
         let bs = self.block_size;
-        for (j, &pos) in batch.iter().enumerate() {
+        for (j, &pos) in ahead.iter().take(len).enumerate() {
             let buf = &mut out.data[j * bs..(j + 1) * bs];
             let Some(file) = file else {
                 buf.fill(0);
                 continue;
             };
             let offset = u64::from(pos) * bs as u64;
-            if let Some((handle, len, maps)) = mapping.as_mut() {
-                if let Some(w) = maps.window_for(handle, offset, bs, *len) {
+            if let Some((handle, end, maps)) = mapping.as_mut() {
+                let wanted =
+                    |most: usize| consecutive(ahead[j..].iter().copied(), most, |p| u64::from(*p));
+                if let Some(w) = maps.window_for(handle, offset, bs, *end, wanted, &self.live) {
                     out.mapped[j] = Some((w, offset));
                     out.status[j] = Status::Present {
                         file: 0,
@@ -613,7 +676,16 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn read_data(&self, r: BlockRef, j: usize, current: &mut Option<Current>, out: &mut Batch) {
+    /// Reads block `r` into slot `j` of the batch; `ahead` starts with `r` and goes
+    /// on with the blocks this reader reads next.
+    fn read_data(
+        &self,
+        r: BlockRef,
+        j: usize,
+        ahead: &[BlockRef],
+        current: &mut Option<Current>,
+        out: &mut Batch,
+    ) {
         let Source::Data {
             name,
             dir,
@@ -655,7 +727,11 @@ impl Reader<'_, '_> {
         };
         if self.reads == Reads::Map && len == bs {
             let whole_blocks = entry.size - entry.size % bs as u64;
-            if let Some(w) = maps.window_for(handle, offset, bs, whole_blocks) {
+            let wanted = |most: usize| {
+                let same_file = ahead.iter().take_while(|a| a.file == r.file);
+                consecutive(same_file, most, |a| a.block as u64)
+            };
+            if let Some(w) = maps.window_for(handle, offset, bs, whole_blocks, wanted, &self.live) {
                 out.mapped[j] = Some((w, offset));
                 out.status[j] = Status::Present {
                     file: r.file,
@@ -752,6 +828,25 @@ impl Reader<'_, '_> {
     }
 }
 
+/// Raises the process's soft limit of open files to its hard limit. A pass keeps
+/// files open per disk while their blocks are in flight (up to `MAX_LIVE_WINDOWS`
+/// per reader when read in place), and the usual soft limit of 1024 is low for a
+/// few dozen disks. Best effort: the limit stays as it was if this fails.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Lets the page cache drop a range just read, as SnapRAID does: a pass over whole
 /// disks would otherwise push everything else out of the cache, and the pages freed
 /// here are the ones the run's own writes (a rebuilt disk) take next, instead of
@@ -776,6 +871,23 @@ fn block_refs(files: &[FileEntry], positions: &[u32]) -> Vec<BlockRef> {
     }
     refs.sort_unstable_by_key(|r| r.slot);
     refs
+}
+
+/// How many of the first `most` items run on consecutively (`key` one more each
+/// time), counting the first.
+fn consecutive<T>(
+    items: impl IntoIterator<Item = T>,
+    most: usize,
+    key: impl Fn(&T) -> u64,
+) -> usize {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else { return 0 };
+    let start = key(&first);
+    1 + items
+        .take(most.saturating_sub(1))
+        .enumerate()
+        .take_while(|(k, item)| key(item) == start + *k as u64 + 1)
+        .count()
 }
 
 /// Whether an open file still has the size, inode and mtime the state recorded.
@@ -854,6 +966,21 @@ mod tests {
     use super::batch_len;
 
     #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        super::raise_open_file_limit();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only `limit`.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+    }
+
+    #[test]
     fn batches_hold_a_mebibyte_of_blocks() {
         assert_eq!(batch_len(256 << 10, 2), 4);
         assert_eq!(batch_len(64 << 10, 2), 16);
@@ -918,6 +1045,34 @@ mod reads {
         drop_cached(&f, 0, f.metadata().expect("stat").len() as usize);
     }
 
+    /// Reads a file into the page cache, written back (clean pages are the ones a
+    /// pass lets go of).
+    fn warm(path: &Path) {
+        File::open(path).and_then(|f| f.sync_all()).expect("sync");
+        std::fs::read(path).expect("read");
+    }
+
+    /// Whether every page of a file's range is cached (asked with a window, which
+    /// is then forgotten: its drop would evict the range).
+    fn cached(path: &Path, offset: u64, len: usize) -> bool {
+        let f = Arc::new(File::open(path).expect("open"));
+        let live = Arc::new(AtomicUsize::new(0));
+        let w = crate::mapped::Window::map_cached(&f, offset, len, &live);
+        let there = w.is_some();
+        std::mem::forget(w);
+        there
+    }
+
+    /// Runs `f` in a pool of two threads, so that batches hold 16 positions of
+    /// 64 KiB whatever the machine.
+    fn two_threads<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool")
+            .install(f)
+    }
+
     /// Runs the pipeline over one disk and one parity file and returns what the
     /// stage saw per position: each source's status and bytes.
     fn seen(
@@ -951,7 +1106,7 @@ mod reads {
 
     #[test]
     fn mapped_and_copied_reads_show_the_same_blocks_cached_or_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = crate::mapped::tests::scratch_dir();
         // A file of whole blocks, one with a short last block, and a one-block file.
         let files = vec![
             entry(dir.path(), "a", &bytes(40 * BS, 3), 0),
@@ -981,12 +1136,20 @@ mod reads {
         );
 
         for cold in [false, true] {
-            if cold {
-                for name in ["a", "b", "c", "parity"] {
+            for name in ["a", "b", "c", "parity"] {
+                if cold {
                     evict(&dir.path().join(name));
+                } else {
+                    warm(&dir.path().join(name));
                 }
             }
             let mapped = seen(dir.path(), &files, &parity, &positions, Reads::Map);
+            if cold {
+                assert_eq!(mapped.mapped, 0, "nothing cached, nothing mapped");
+            } else {
+                // Every whole block: a's 40, b's 7 and the parity file's 45.
+                assert_eq!(mapped.mapped, 92);
+            }
             assert!(
                 mapped.changed.is_empty() && mapped.errors.is_empty(),
                 "cold: {cold}"
@@ -998,7 +1161,7 @@ mod reads {
 
     #[test]
     fn a_file_cut_short_while_read_in_place_is_reported_changed() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = crate::mapped::tests::scratch_dir();
         let files = vec![
             entry(dir.path(), "a", &bytes(64 * BS, 3), 0),
             entry(dir.path(), "b", &bytes(8 * BS, 5), 64),
@@ -1027,8 +1190,10 @@ mod reads {
             let sum = blocks[0].bytes.iter().map(|&b| u64::from(b)).sum::<u64>();
             Ok((Some(blocks[0].status), sum))
         };
-        let run = run(BS, &positions, &sources, None, &stage, &|_| {}, Reads::Map).expect("run");
+        let run = two_threads(|| run(BS, &positions, &sources, None, &stage, &|_| {}, Reads::Map))
+            .expect("run");
         assert_eq!(run.changed, vec![(0, 0)], "a changed, b did not");
+        assert!(run.errors.is_empty(), "{:?}", run.errors);
         // Batches after the first were mapped before the cut and read after it: the
         // pages past the new end read as zeros instead of killing the process.
         for (pos, (status, sum)) in run.results[16..64].iter().enumerate() {
@@ -1043,5 +1208,136 @@ mod reads {
         let seen_b: u64 = run.results[64..].iter().map(|r| r.1).sum();
         assert_eq!(seen_b, expected_b, "b read in full");
         drop(parity);
+    }
+
+    #[test]
+    fn sparse_positions_map_only_the_blocks_they_want() {
+        let dir = crate::mapped::tests::scratch_dir();
+        let files = vec![entry(dir.path(), "a", &bytes(40 * BS, 3), 0)];
+        std::fs::write(dir.path().join("parity"), bytes(40 * BS, 11)).expect("parity");
+        let parity = File::open(dir.path().join("parity")).expect("open parity");
+        let a = dir.path().join("a");
+        let positions = [0u32, 1, 10, 20];
+        let copied = seen(dir.path(), &files, &parity, &positions, Reads::Copy);
+        warm(&a);
+        warm(&dir.path().join("parity"));
+        let mapped = seen(dir.path(), &files, &parity, &positions, Reads::Map);
+        assert!(mapped.results == copied.results);
+        assert_eq!(mapped.mapped, 8, "four blocks of a, four of the parity");
+        // Blocks 0, 1, 10 and 20 were mapped and let go; the cache keeps the rest
+        // (a window over the whole file would have let go of all of it).
+        for block in [2u64, 5, 9, 11, 19, 21, 39] {
+            assert!(
+                cached(&a, block * BS as u64, BS),
+                "block {block} was evicted"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_of_consecutive_keys_are_counted_up_to_a_limit() {
+        let key = |x: &u64| *x;
+        assert_eq!(consecutive([5u64, 6, 7, 9], 10, key), 3);
+        assert_eq!(consecutive([5u64, 6, 7, 8], 2, key), 2);
+        assert_eq!(consecutive([5u64], 10, key), 1);
+        assert_eq!(consecutive(Vec::<u64>::new(), 10, key), 0);
+        assert_eq!(consecutive([5u64, 5], 10, key), 1);
+    }
+
+    #[test]
+    fn a_page_lost_under_an_unchanged_file_is_a_read_error_not_a_change() {
+        let dir = crate::mapped::tests::scratch_dir();
+        let files = vec![entry(dir.path(), "a", &bytes(4 * BS, 3), 0)];
+        let a = dir.path().join("a");
+        warm(&a);
+        let handle = Arc::new(File::open(&a).expect("open"));
+        let live = Arc::new(AtomicUsize::new(0));
+        let window = Window::map_cached(&handle, 0, 4 * BS, &live).expect("cached");
+        let window = Arc::new(window);
+        // Cut and put back with its mtime: the mapped pages are gone, and the
+        // file looks as the state says. Reading there faults.
+        let mtime = std::fs::metadata(&a)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a)
+            .expect("open");
+        writer.set_len(BS as u64).expect("cut");
+        let seen = window.bytes(2 * BS as u64, BS).expect("inside");
+        assert_eq!(
+            std::hint::black_box(seen)
+                .iter()
+                .map(|&b| u64::from(b))
+                .sum::<u64>(),
+            0
+        );
+        writer.set_len(4 * BS as u64).expect("put back");
+        writer.set_modified(mtime).expect("mtime back");
+        assert!(window.faulted());
+
+        let source = Source::Data {
+            name: "d1",
+            dir: dir.path(),
+            files: &files,
+            skip: None,
+        };
+        let batch_with = |window: &Arc<Window>| {
+            let mut batch = Batch::new(BS);
+            batch.reset(1);
+            batch.mapped[0] = Some((Arc::clone(window), 2 * BS as u64));
+            batch.status[0] = Status::Present {
+                file: 0,
+                block: 2,
+                len: BS,
+            };
+            batch
+        };
+        let mut batch = batch_with(&window);
+        let mut errors = Vec::new();
+        batch.check_mapped(&source, &[2], &mut errors);
+        assert!(batch.changed.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("a block 2: a cached page could not be read back"),
+            "{errors:?}"
+        );
+
+        // Cut for good: a change, not an error.
+        writer.set_len(BS as u64).expect("cut");
+        let mut batch = batch_with(&window);
+        let mut errors = Vec::new();
+        batch.check_mapped(&source, &[2], &mut errors);
+        assert_eq!(batch.changed, vec![0]);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn positions_of_changed_files_are_found_in_the_list() {
+        let mut disk = Disk::default();
+        for (name, extents) in [
+            (
+                "a",
+                vec![Extent { pos: 0, len: 3 }, Extent { pos: 10, len: 2 }],
+            ),
+            ("b", vec![Extent { pos: 3, len: 4 }]),
+        ] {
+            let blocks = extents.iter().map(|e| e.len as usize).sum();
+            disk.files.push(FileEntry {
+                path: name.into(),
+                extents,
+                hashes: vec![Default::default(); blocks],
+                ..Default::default()
+            });
+        }
+        let run = Run::<()> {
+            results: Vec::new(),
+            changed: vec![(0, 0)],
+            errors: Vec::new(),
+            bytes: 0,
+            mapped: 0,
+        };
+        let positions = [1u32, 2, 4, 10, 12];
+        assert_eq!(run.touched_by_changes(&[disk], &positions), vec![0, 1, 3]);
     }
 }

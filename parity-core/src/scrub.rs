@@ -7,7 +7,6 @@
 //! fully synced as bad, and a file that changed since the last sync is reported as
 //! changed, not as damage.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -87,16 +86,6 @@ struct Found {
     unreadable: Vec<(usize, usize, usize)>,
     /// Some block could not be verified (its file changed since the last sync).
     incomplete: bool,
-}
-
-impl Found {
-    /// Whether the position counts as verified, given the files (disk slot, file)
-    /// that changed while they were read. A block of such a file proves nothing:
-    /// its position is neither verified nor marked bad.
-    fn verified(&self, changed: &HashSet<(usize, usize)>) -> bool {
-        let moved = |&(slot, file, _): &(usize, usize, usize)| changed.contains(&(slot, file));
-        !self.incomplete && !self.bad_data.iter().chain(&self.unreadable).any(moved)
-    }
 }
 
 /// Verifies `positions`. With `parity`, the parity is read and compared too.
@@ -180,7 +169,7 @@ fn verify(
         }
         Ok(found)
     };
-    Ok(pipeline::run(
+    let mut run = pipeline::run(
         block_size,
         positions,
         &sources,
@@ -188,7 +177,16 @@ fn verify(
         &stage,
         &|b| progress.advance(b),
         Reads::Map,
-    )?)
+    )?;
+    // A block of a file that changed while it was read proves nothing, good or
+    // bad, about its position (nor does the parity there): not verified.
+    for j in run.touched_by_changes(&state.disks, positions) {
+        run.results[j] = Found {
+            incomplete: true,
+            ..Found::default()
+        };
+    }
+    Ok(run)
 }
 
 /// Turns per-position findings into the report and messages.
@@ -210,10 +208,9 @@ fn summarize(
     }
     report.errors.extend(run.errors.iter().cloned());
     report.bytes = run.bytes;
-    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
-        if !f.verified(&changed) {
+        if f.incomplete {
             continue;
         }
         report.verified += 1;
@@ -433,37 +430,4 @@ pub fn file_filter(patterns: &[String]) -> Result<Option<Filter>, SyncError> {
 /// include-only filter excludes what no rule matches.
 pub fn matches(filter: &Filter, path: &str) -> bool {
     !filter.is_excluded(path, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_mismatch_in_a_file_that_changed_while_read_is_not_damage() {
-        let changed: HashSet<(usize, usize)> = [(1, 4)].into_iter().collect();
-        let bad_in_changed = Found {
-            bad_data: vec![(1, 4, 0)],
-            ..Found::default()
-        };
-        let bad_elsewhere = Found {
-            bad_data: vec![(1, 5, 0)],
-            ..Found::default()
-        };
-        let unreadable_in_changed = Found {
-            unreadable: vec![(1, 4, 2)],
-            ..Found::default()
-        };
-        let clean = Found::default();
-        let incomplete = Found {
-            incomplete: true,
-            ..Found::default()
-        };
-        assert!(!bad_in_changed.verified(&changed));
-        assert!(!unreadable_in_changed.verified(&changed));
-        assert!(bad_elsewhere.verified(&changed));
-        assert!(clean.verified(&changed));
-        assert!(!incomplete.verified(&changed));
-        assert!(bad_in_changed.verified(&HashSet::new()));
-    }
 }

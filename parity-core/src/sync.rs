@@ -626,12 +626,8 @@ impl SyncStage<'_> {
 
 /// Positions holding a block of a file that changed while read are not trusted.
 fn exclude_changed(run: &mut pipeline::Run<PositionResult>, disks: &[Disk], segment: &[u32]) {
-    for &(slot, file) in &run.changed {
-        for pos in disks[slot].files[file].positions() {
-            if let Ok(j) = segment.binary_search(&pos) {
-                run.results[j].excluded = true;
-            }
-        }
+    for j in run.touched_by_changes(disks, segment) {
+        run.results[j].excluded = true;
     }
 }
 

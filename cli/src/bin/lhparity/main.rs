@@ -62,6 +62,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    parity_core::pipeline::raise_open_file_limit();
     let ctx = commands::Context {
         conf: cli.conf,
         quiet: cli.quiet,
