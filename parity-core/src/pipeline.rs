@@ -37,6 +37,10 @@ use crate::state::model::{Disk, FileEntry};
 /// ones on 4 disks, because every byte was otherwise copied into and read back
 /// from main memory.
 const BATCH_BYTES: usize = 1 << 20;
+/// The same with `Reads::Map`, where most blocks are not copied: larger batches
+/// mean fewer hand-overs between threads (a third of the context switches), which
+/// made a warm scrub 4% and a warm `fix -d` 6% faster than 1 MiB ones.
+const MAPPED_BATCH_BYTES: usize = 4 << 20;
 /// The most bytes of one source's batch when the thread count asks for more
 /// positions than `BATCH_BYTES` holds (large blocks, many cores).
 const MAX_BATCH_BYTES: usize = 32 << 20;
@@ -195,7 +199,7 @@ pub fn run<R: Send + Default + Clone>(
     progress: &(dyn Fn(u64) + Sync),
     reads: Reads,
 ) -> Result<Run<R>, PipelineError> {
-    let batch_len = batch_len(block_size, rayon::current_num_threads());
+    let batch_len = batch_len(block_size, rayon::current_num_threads(), reads);
     let batches: Vec<&[u32]> = positions.chunks(batch_len).collect();
     let output_files: &[File] = output.as_ref().map_or(&[], |o| o.files);
 
@@ -328,10 +332,14 @@ pub fn run<R: Send + Default + Clone>(
 /// thread, so that large blocks or many cores still keep every thread busy, as
 /// long as that stays within `MAX_BATCH_BYTES` (memory is batch x sources x the
 /// read-ahead).
-fn batch_len(block_size: usize, threads: usize) -> usize {
+fn batch_len(block_size: usize, threads: usize, reads: Reads) -> usize {
     let block_size = block_size.max(1);
     let most = (MAX_BATCH_BYTES / block_size).max(1);
-    (BATCH_BYTES / block_size).max(threads).min(most).max(1)
+    let bytes = match reads {
+        Reads::Copy => BATCH_BYTES,
+        Reads::Map => MAPPED_BATCH_BYTES,
+    };
+    (bytes / block_size).max(threads).min(most).max(1)
 }
 
 /// Runs the stage on every position of a batch, in parallel.
@@ -963,7 +971,7 @@ fn clear_direct(file: &File) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::batch_len;
+    use super::{batch_len, Reads};
 
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
@@ -981,23 +989,24 @@ mod tests {
     }
 
     #[test]
-    fn batches_hold_a_mebibyte_of_blocks() {
-        assert_eq!(batch_len(256 << 10, 2), 4);
-        assert_eq!(batch_len(64 << 10, 2), 16);
+    fn batches_hold_a_mebibyte_of_copied_blocks_or_four_of_mapped_ones() {
+        assert_eq!(batch_len(256 << 10, 2, Reads::Copy), 4);
+        assert_eq!(batch_len(64 << 10, 2, Reads::Copy), 16);
+        assert_eq!(batch_len(256 << 10, 2, Reads::Map), 16);
     }
 
     #[test]
     fn batches_keep_every_thread_busy() {
-        assert_eq!(batch_len(256 << 10, 8), 8);
-        assert_eq!(batch_len(16 << 20, 2), 2);
-        assert_eq!(batch_len(16 << 20, 0), 1);
+        assert_eq!(batch_len(256 << 10, 8, Reads::Copy), 8);
+        assert_eq!(batch_len(16 << 20, 2, Reads::Copy), 2);
+        assert_eq!(batch_len(16 << 20, 0, Reads::Map), 1);
     }
 
     #[test]
     fn batches_stay_bounded_with_large_blocks_and_many_cores() {
-        assert_eq!(batch_len(16 << 20, 64), 2);
-        assert_eq!(batch_len(64 << 20, 64), 1);
-        assert_eq!(batch_len(256 << 10, 256), 128);
+        assert_eq!(batch_len(16 << 20, 64, Reads::Copy), 2);
+        assert_eq!(batch_len(64 << 20, 64, Reads::Map), 1);
+        assert_eq!(batch_len(256 << 10, 256, Reads::Copy), 128);
     }
 }
 
@@ -1063,8 +1072,8 @@ mod reads {
         there
     }
 
-    /// Runs `f` in a pool of two threads, so that batches hold 16 positions of
-    /// 64 KiB whatever the machine.
+    /// Runs `f` in a pool of two threads, so that mapped batches hold 64 positions
+    /// of 64 KiB whatever the machine.
     fn two_threads<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         rayon::ThreadPoolBuilder::new()
             .num_threads(2)
@@ -1163,12 +1172,12 @@ mod reads {
     fn a_file_cut_short_while_read_in_place_is_reported_changed() {
         let dir = crate::mapped::tests::scratch_dir();
         let files = vec![
-            entry(dir.path(), "a", &bytes(64 * BS, 3), 0),
-            entry(dir.path(), "b", &bytes(8 * BS, 5), 64),
+            entry(dir.path(), "a", &bytes(192 * BS, 3), 0),
+            entry(dir.path(), "b", &bytes(8 * BS, 5), 192),
         ];
-        std::fs::write(dir.path().join("parity"), bytes(72 * BS, 11)).expect("parity");
+        std::fs::write(dir.path().join("parity"), bytes(200 * BS, 11)).expect("parity");
         let parity = File::open(dir.path().join("parity")).expect("open parity");
-        let positions: Vec<u32> = (0..72).collect();
+        let positions: Vec<u32> = (0..200).collect();
         let cut = AtomicUsize::new(0);
         let a = dir.path().join("a");
         let sources = [Source::Data {
@@ -1196,16 +1205,16 @@ mod reads {
         assert!(run.errors.is_empty(), "{:?}", run.errors);
         // Batches after the first were mapped before the cut and read after it: the
         // pages past the new end read as zeros instead of killing the process.
-        for (pos, (status, sum)) in run.results[16..64].iter().enumerate() {
+        for (pos, (status, sum)) in run.results[64..192].iter().enumerate() {
             assert!(
                 matches!(status, Some(Status::Present { file: 0, .. })),
                 "position {}",
-                pos + 16
+                pos + 64
             );
-            assert_eq!(*sum, 0, "position {}", pos + 16);
+            assert_eq!(*sum, 0, "position {}", pos + 64);
         }
         let expected_b: u64 = bytes(8 * BS, 5).iter().map(|&b| u64::from(b)).sum();
-        let seen_b: u64 = run.results[64..].iter().map(|r| r.1).sum();
+        let seen_b: u64 = run.results[192..].iter().map(|r| r.1).sum();
         assert_eq!(seen_b, expected_b, "b read in full");
         drop(parity);
     }
