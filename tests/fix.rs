@@ -261,6 +261,60 @@ fn first_position_of_block(
         .unwrap_or_else(|| panic!("no position in: {err}"))
 }
 
+#[test]
+fn damage_is_found_at_positions_shared_with_a_changed_file() {
+    let (array, _) = synced_array(3, 1);
+    let edited = array.disks[0].join("dir0/big.bin");
+    let rotten = array.disks[1].join("dir1/big.bin");
+    let pos = first_position_of_block(&array, &rotten, "dir1/big.bin", 2);
+    assert_eq!(
+        first_position_of_block(&array, &edited, "dir0/big.bin", 2),
+        pos,
+        "both big files start at the same position"
+    );
+    // d1's file is edited after the sync; d2's block at the same position rots.
+    array.write(0, "dir0/big.bin", 700_000, 4242);
+    flip(&rotten, 2 * 65536 + 3);
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "dir1/big.bin block 2 (position {pos}) does not match its hash"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("dir0/big.bin block"),
+        "the edited file is no damage: {err}"
+    );
+    let bad = status(&array)["bad_blocks"].clone();
+    assert_eq!(bad.as_array().map(Vec::len), Some(1), "{bad}");
+    assert_eq!(bad[0]["position"].as_u64(), Some(pos as u64), "{bad}");
+    assert_eq!(bad[0]["disk"].as_str(), Some("d2"), "{bad}");
+}
+
+#[test]
+fn a_short_parity_file_and_a_lost_disk_are_restored_in_one_fix() {
+    let (array, original) = synced_array(3, 2);
+    let len = fs::metadata(&array.parity[0]).expect("parity").len();
+    // Parity level 1 lost its last block; then disk d1 is lost.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&array.parity[0])
+        .and_then(|f| f.set_len(len - 65536))
+        .expect("cut parity");
+    wipe(&array, 0);
+    // Rebuilding d1 where level 1 is missing takes level 2, read on demand; the
+    // first attempt with level 1 alone is no error.
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("not rebuilt"), "{}", stderr(&out));
+    assert!(snapshot(&array) == original, "restored files differ");
+    assert_eq!(fs::metadata(&array.parity[0]).expect("parity").len(), len);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
 fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
     let (array, original) = synced_array(disks, levels);
     for &d in lost {

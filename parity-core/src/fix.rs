@@ -225,7 +225,11 @@ pub fn fix(
         });
     }
     let write_errors = Mutex::new(Vec::new());
-    let buffers = BufferPool::new(block_size);
+    // Kept: the blocks in flight to the writer, and per stage thread a stripe's
+    // worth of checked copies and rebuilt blocks.
+    let stripe = state.disks.len() + paths.len();
+    let keep = WRITE_QUEUE + 16 + rayon::current_num_threads() * stripe;
+    let buffers = BufferPool::new(block_size, keep);
     progress.start(positions.len() as u64 * block_size as u64 * state.disks.len() as u64);
     let (run, unwritten) = std::thread::scope(|scope| {
         let (writes, queue) = crossbeam::channel::bounded(WRITE_QUEUE);
@@ -540,16 +544,16 @@ struct BlockWrite {
 /// hand free memory back to the host, a host fault per page).
 struct BufferPool {
     size: usize,
+    keep: usize,
     free: Mutex<Vec<Vec<u8>>>,
 }
 
 impl BufferPool {
-    /// Buffers kept at most: those in flight to the writer and a few more.
-    const KEEP: usize = WRITE_QUEUE + 16;
-
-    fn new(size: usize) -> BufferPool {
+    /// A pool of `size`-byte buffers that keeps at most `keep` free ones.
+    fn new(size: usize, keep: usize) -> BufferPool {
         BufferPool {
             size,
+            keep,
             free: Mutex::new(Vec::new()),
         }
     }
@@ -563,7 +567,7 @@ impl BufferPool {
     fn give_all(&self, buffers: impl IntoIterator<Item = Vec<u8>>) {
         if let Ok(mut free) = self.free.lock() {
             for buffer in buffers {
-                if free.len() < Self::KEEP && buffer.len() == self.size {
+                if free.len() < self.keep && buffer.len() == self.size {
                     free.push(buffer);
                 }
             }
@@ -712,8 +716,9 @@ impl FixStage<'_> {
             .get(&pos)
             .is_some_and(|l| l.iter().any(|&l| l >= self.eager));
         if !lazy_needed {
-            let fix = self.position_with(pos, blocks, &[])?;
-            if fix.complete || self.eager == levels {
+            let last = self.eager == levels;
+            let fix = self.position_with(pos, blocks, &[], last)?;
+            if fix.complete || last {
                 return Ok(fix);
             }
         }
@@ -728,16 +733,18 @@ impl FixStage<'_> {
                 Some(buf)
             })
             .collect();
-        self.position_with(pos, blocks, &lazy)
+        self.position_with(pos, blocks, &lazy, true)
     }
 
     /// One position with the pipeline's parity levels plus `lazy` ones read here
-    /// (`None`: missing or unreadable).
+    /// (`None`: missing or unreadable). `last`: no other attempt follows, so a
+    /// failure to rebuild parity is reported.
     fn position_with(
         &self,
         pos: u32,
         blocks: &[Block],
         lazy: &[Option<Vec<u8>>],
+        last: bool,
     ) -> Result<PositionFix, PipelineError> {
         let state = self.state;
         let bs = self.block_size;
@@ -786,17 +793,19 @@ impl FixStage<'_> {
             .collect();
         suspected.sort_unstable();
         suspected.dedup();
-        // Parity to write is computed from the data as read; the reader's bytes may
-        // be the page cache itself, which can change under us. So the surviving
-        // blocks are copied and checked first, and parity comes from the copies.
-        if !lost_parity.is_empty() || !suspected.is_empty() {
+        // Parity that can be written at all: a level whose file could not be opened
+        // or created is only missing.
+        let writable = |l: &usize| self.parity_files.get(*l).is_some_and(Option::is_some);
+        let parity_wanted = lost_parity.iter().chain(&suspected).any(writable);
+        // Parity to write is computed from surviving blocks checked against their
+        // hashes first. Bytes read in place are the page cache itself, which can
+        // change under us: those are copied, checked, and used as copied.
+        if parity_wanted {
             for (slot, block) in blocks[..disks].iter().enumerate() {
-                if let Status::Present { file, block: b, .. } = block.status {
-                    if !state.disks[slot].files[file].is_new(b) {
-                        let mut copy = self.buffers.take();
-                        copy.copy_from_slice(block.bytes);
-                        checked.buffers[slot] = Some(copy);
-                    }
+                if block.in_place {
+                    let mut copy = self.buffers.take();
+                    copy.copy_from_slice(block.bytes);
+                    checked.buffers[slot] = Some(copy);
                 }
             }
         }
@@ -825,18 +834,15 @@ impl FixStage<'_> {
                             check: Some((entry.hashes[b], len)),
                             target: None,
                         };
-                        match checked.buffers[slot].as_deref() {
-                            Some(copy)
-                                if block_hash(&state.hash_key, &copy[..len]) == entry.hashes[b] =>
-                            {
-                                stripe[column] = Some(copy);
-                            }
+                        let bytes = checked.buffers[slot].as_deref().unwrap_or(block.bytes);
+                        if !parity_wanted {
+                            stripe[column] = Some(bytes);
+                            suspects.push(survivor);
+                        } else if block_hash(&state.hash_key, &bytes[..len]) == entry.hashes[b] {
+                            stripe[column] = Some(bytes);
+                        } else {
                             // Damaged or changed: rebuilt (and checked) like a lost one.
-                            Some(_) => lost.push(survivor),
-                            None => {
-                                stripe[column] = Some(block.bytes);
-                                suspects.push(survivor);
-                            }
+                            lost.push(survivor);
                         }
                     } else if deleted {
                         // Not in the parity: the parity holds the deleted block.
@@ -873,9 +879,8 @@ impl FixStage<'_> {
             .flags
             .get(pos as usize)
             .is_some_and(|f| f & DIRTY == 0);
-        let parity_wanted = !lost_parity.is_empty() || !suspected.is_empty();
         let not_rebuilt = |why: &str| {
-            if parity_wanted {
+            if parity_wanted && last {
                 self.note(format!("parity at position {pos} was not rebuilt: {why}"));
             }
         };
@@ -927,17 +932,25 @@ impl FixStage<'_> {
                 }
             }
         }
+        // The position's parity counts as rewritten (and its bad mark goes) only
+        // when every level that was to be written was.
+        let mut all_written = true;
+        let mut any_written = false;
         for (&level, bytes) in lost_parity.iter().zip(&parity) {
             if let Some(file) = &self.parity_files[level] {
                 match file.write_all_at(bytes, u64::from(pos) * bs as u64) {
-                    Ok(()) => fix.parity_written = true,
-                    Err(e) => self.note(format!(
-                        "writing parity level {} at position {pos}: {e}",
-                        level + 1
-                    )),
+                    Ok(()) => any_written = true,
+                    Err(e) => {
+                        all_written = false;
+                        self.note(format!(
+                            "writing parity level {} at position {pos}: {e}",
+                            level + 1
+                        ));
+                    }
                 }
             }
         }
+        fix.parity_written = any_written && all_written;
         self.buffers.give_all(parity);
         fix.complete = true;
         Ok(fix)

@@ -7,6 +7,7 @@
 //! fully synced as bad, and a file that changed since the last sync is reported as
 //! changed, not as damage.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,6 +87,9 @@ struct Found {
     unreadable: Vec<(usize, usize, usize)>,
     /// Some block could not be verified (its file changed since the last sync).
     incomplete: bool,
+    /// A file with a block here changed since the sync or while it was read: the
+    /// position is not verified, though other files' blocks found bad still count.
+    changed: bool,
 }
 
 /// Verifies `positions`. With `parity`, the parity is read and compared too.
@@ -179,12 +183,19 @@ fn verify(
         Reads::Map,
     )?;
     // A block of a file that changed while it was read proves nothing, good or
-    // bad, about its position (nor does the parity there): not verified.
+    // bad, and neither does the parity there: the position is not verified. Blocks
+    // of the other files there that fail their hash are still damage.
+    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
     for j in run.touched_by_changes(&state.disks, positions) {
-        run.results[j] = Found {
-            incomplete: true,
-            ..Found::default()
-        };
+        let found = &mut run.results[j];
+        found.changed = true;
+        found.bad_parity.clear();
+        found
+            .bad_data
+            .retain(|&(slot, file, _)| !changed.contains(&(slot, file)));
+        found
+            .unreadable
+            .retain(|&(slot, file, _)| !changed.contains(&(slot, file)));
     }
     Ok(run)
 }
@@ -210,10 +221,10 @@ fn summarize(
     report.bytes = run.bytes;
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
-        if f.incomplete {
-            continue;
+        let verified = !f.incomplete && !f.changed;
+        if verified {
+            report.verified += 1;
         }
-        report.verified += 1;
         for &(slot, file, block) in f.bad_data.iter().chain(&f.unreadable) {
             let disk = &state.disks[slot];
             report.errors.push(format!(
@@ -243,7 +254,7 @@ fn summarize(
                 disk: u32::MAX,
             });
         }
-        if f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty() {
+        if verified && f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty() {
             report.good_positions += 1;
         }
     }
@@ -312,7 +323,7 @@ pub fn scrub(
     let stamp = now() as u32;
     for (j, f) in run.results.iter().enumerate() {
         let p = positions[j] as usize;
-        if f.incomplete {
+        if f.incomplete || f.changed {
             continue;
         }
         let clean = f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty();

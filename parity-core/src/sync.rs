@@ -872,6 +872,7 @@ mod tests {
                 block: 0,
                 len: bytes.len(),
             },
+            in_place: false,
         };
         stage.position(0, &[block], &mut []).unwrap()
     }
