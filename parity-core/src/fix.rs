@@ -970,7 +970,6 @@ impl FixStage<'_> {
         lost_parity: &[usize],
     ) -> Result<Option<Rebuilt>, PipelineError> {
         let levels = stripe.len() - columns;
-        let bs = self.block_size;
         let key = &self.state.hash_key;
         let matches = |l: &Lost, bytes: &[u8]| {
             l.check
@@ -1027,11 +1026,12 @@ impl FixStage<'_> {
                     for (l, b) in lost.iter().zip(&r.data) {
                         full[l.column] = Some(b.as_slice());
                     }
-                    let mut out = vec![vec![0u8; bs]; lost_parity.len()];
+                    let mut out: Vec<Vec<u8>> =
+                        lost_parity.iter().map(|_| self.buffers.take()).collect();
                     let mut refs: Vec<&mut [u8]> =
                         out.iter_mut().map(|b| b.as_mut_slice()).collect();
                     raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
-                    r.parity = out;
+                    self.buffers.give_all(std::mem::replace(&mut r.parity, out));
                 }
                 return Ok(Some(r));
             }
