@@ -751,10 +751,11 @@ impl FixStage<'_> {
         let disks = state.disks.len();
         let columns = state.columns();
         let levels = self.eager + lazy.len();
-        // Checked copies of the surviving blocks, where parity is written (below).
+        // Copies of the surviving blocks read in place, where parity is written
+        // (below).
         let mut checked = Lent {
             pool: self.buffers,
-            buffers: vec![None; disks],
+            buffers: Vec::new(),
         };
         // The stripe as the parity saw it: surviving blocks are the pipeline's
         // buffers themselves (no copy), `None` marks a lost block.
@@ -801,13 +802,16 @@ impl FixStage<'_> {
         // hashes first. Bytes read in place are the page cache itself, which can
         // change under us: those are copied, checked, and used as copied.
         if parity_wanted {
-            for (slot, block) in blocks[..disks].iter().enumerate() {
-                if block.in_place {
-                    let mut copy = self.buffers.take();
-                    copy.copy_from_slice(block.bytes);
-                    checked.buffers[slot] = Some(copy);
-                }
-            }
+            checked.buffers = blocks[..disks]
+                .iter()
+                .map(|block| {
+                    block.in_place.then(|| {
+                        let mut copy = self.buffers.take();
+                        copy.copy_from_slice(block.bytes);
+                        copy
+                    })
+                })
+                .collect();
         }
 
         for (slot, block) in blocks[..disks].iter().enumerate() {
@@ -834,7 +838,8 @@ impl FixStage<'_> {
                             check: Some((entry.hashes[b], len)),
                             target: None,
                         };
-                        let bytes = checked.buffers[slot].as_deref().unwrap_or(block.bytes);
+                        let copy = checked.buffers.get(slot).and_then(Option::as_deref);
+                        let bytes = copy.unwrap_or(block.bytes);
                         if !parity_wanted {
                             stripe[column] = Some(bytes);
                             suspects.push(survivor);
@@ -899,19 +904,12 @@ impl FixStage<'_> {
         let Rebuilt { data, mut parity } = rebuilt;
         // The suspected levels, from the complete, verified stripe.
         if !suspected.is_empty() {
-            let mut full: Vec<Option<&[u8]>> = stripe.clone();
-            for (l, bytes) in lost.iter().zip(&data) {
-                full[l.column] = Some(bytes);
-            }
-            for (&level, bytes) in lost_parity.iter().zip(&parity) {
-                full[columns + level] = Some(bytes);
-            }
-            for &level in &suspected {
-                full[columns + level] = None;
-            }
-            let mut out: Vec<Vec<u8>> = suspected.iter().map(|_| self.buffers.take()).collect();
-            let mut refs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
-            raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
+            let known: Vec<(usize, &[u8])> = lost_parity
+                .iter()
+                .zip(&parity)
+                .map(|(&level, bytes)| (level, bytes.as_slice()))
+                .collect();
+            let out = self.parity_of(&stripe, columns, &lost, &data, &known, &suspected)?;
             lost_parity.extend(&suspected);
             parity.extend(out);
         }
@@ -1022,21 +1020,40 @@ impl FixStage<'_> {
             if let Some(mut r) = attempt(stripe, lost, Some(&combo))? {
                 if !lost_parity.is_empty() {
                     // Lost parity is recomputed from the now verified data.
-                    let mut full: Vec<Option<&[u8]>> = stripe.to_vec();
-                    for (l, b) in lost.iter().zip(&r.data) {
-                        full[l.column] = Some(b.as_slice());
-                    }
-                    let mut out: Vec<Vec<u8>> =
-                        lost_parity.iter().map(|_| self.buffers.take()).collect();
-                    let mut refs: Vec<&mut [u8]> =
-                        out.iter_mut().map(|b| b.as_mut_slice()).collect();
-                    raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
+                    let out = self.parity_of(stripe, columns, lost, &r.data, &[], lost_parity)?;
                     self.buffers.give_all(std::mem::replace(&mut r.parity, out));
                 }
                 return Ok(Some(r));
             }
         }
         Ok(None)
+    }
+
+    /// Parity `levels` (sorted) of a stripe made whole: `stripe` with the rebuilt
+    /// `data` of `lost` put in, and the `known` parity blocks (level, bytes).
+    fn parity_of(
+        &self,
+        stripe: &[Option<&[u8]>],
+        columns: usize,
+        lost: &[Lost],
+        data: &[Vec<u8>],
+        known: &[(usize, &[u8])],
+        levels: &[usize],
+    ) -> Result<Vec<Vec<u8>>, PipelineError> {
+        let mut full: Vec<Option<&[u8]>> = stripe.to_vec();
+        for (l, bytes) in lost.iter().zip(data) {
+            full[l.column] = Some(bytes);
+        }
+        for &(level, bytes) in known {
+            full[columns + level] = Some(bytes);
+        }
+        for &level in levels {
+            full[columns + level] = None;
+        }
+        let mut out: Vec<Vec<u8>> = levels.iter().map(|_| self.buffers.take()).collect();
+        let mut refs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
+        raid::rebuild_with(self.kernel, columns, &full, None, &mut refs)?;
+        Ok(out)
     }
 
     fn note(&self, message: String) {

@@ -536,6 +536,14 @@ struct Maps {
     used: bool,
 }
 
+/// A parity reader's mappings: its own handle of the file, and the file's length
+/// (blocks past it are absent, never mapped).
+struct ParityMaps {
+    handle: Arc<File>,
+    len: u64,
+    maps: Maps,
+}
+
 impl Maps {
     /// The window holding the `block_size` bytes at `offset` of `file`. When the
     /// last one does not, maps a new one over the blocks wanted next (`wanted`:
@@ -631,7 +639,7 @@ impl Reader<'_, '_> {
 
     /// For a parity source read in place: a handle for its windows, its length and
     /// its mappings.
-    fn parity_reading(&self) -> Option<(Arc<File>, u64, Maps)> {
+    fn parity_reading(&self) -> Option<ParityMaps> {
         let Source::Parity {
             file: Some(file), ..
         } = self.source
@@ -641,8 +649,11 @@ impl Reader<'_, '_> {
         if self.reads != Reads::Map {
             return None;
         }
-        let len = file.metadata().ok()?.len();
-        Some((Arc::new(file.try_clone().ok()?), len, Maps::default()))
+        Some(ParityMaps {
+            len: file.metadata().ok()?.len(),
+            handle: Arc::new(file.try_clone().ok()?),
+            maps: Maps::default(),
+        })
     }
 
     /// Reads the parity blocks of a batch: the first `len` positions of `ahead`,
@@ -651,7 +662,7 @@ impl Reader<'_, '_> {
         &self,
         path: &Path,
         file: Option<&File>,
-        mapping: &mut Option<(Arc<File>, u64, Maps)>,
+        mapping: &mut Option<ParityMaps>,
         ahead: &[u32],
         len: usize,
         out: &mut Batch,
@@ -664,7 +675,12 @@ impl Reader<'_, '_> {
                 continue;
             };
             let offset = u64::from(pos) * bs as u64;
-            if let Some((handle, end, maps)) = mapping.as_mut() {
+            if let Some(ParityMaps {
+                handle,
+                len: end,
+                maps,
+            }) = mapping.as_mut()
+            {
                 let wanted =
                     |most: usize| consecutive(ahead[j..].iter().copied(), most, |p| u64::from(*p));
                 if let Some(w) = maps.window_for(handle, offset, bs, *end, wanted, &self.live) {
