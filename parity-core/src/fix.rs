@@ -890,14 +890,14 @@ impl FixStage<'_> {
             }
         };
         if !lost.is_empty() && !trusted {
-            not_rebuilt("the position was not fully synced");
+            not_rebuilt("the position was not fully synced; run `lhparity sync` first");
             return Ok(fix);
         }
         let Some(rebuilt) =
             self.rebuild(&mut stripe, columns, &mut lost, suspects, &lost_parity)?
         else {
             not_rebuilt(
-                "data there is damaged or changed and cannot be rebuilt with the parity left",
+                "data there is damaged or changed and cannot be rebuilt with the parity left; `lhparity check` names the file: restore it from a backup, then run `lhparity sync`",
             );
             return Ok(fix);
         };

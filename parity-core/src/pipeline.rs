@@ -464,7 +464,7 @@ impl Batch {
                         // The file is what it was: a page could not be read back.
                         // The stage saw zeros there, which its hash check catches.
                         errors.push(format!(
-                            "disk '{name}': reading {} block {block}: a cached page could not be read back",
+                            "disk '{name}': reading {} block {block}: a cached page could not be read back; the disk may be failing (check it), and `lhparity fix -e` rebuilds the block",
                             dir.join(&files[file].path).display()
                         ));
                     } else {
@@ -472,7 +472,7 @@ impl Batch {
                     }
                 }
                 (Source::Parity { path, .. }, _) => errors.push(format!(
-                    "reading parity file {} at position {}: it shrank or could not be read while it was read",
+                    "reading parity file {} at position {}: it shrank or could not be read while it was read; nothing else may write it during a scrub or fix, and if no one did, check the parity disk",
                     path.display(),
                     batch.get(j).copied().unwrap_or_default()
                 )),
