@@ -506,6 +506,90 @@ fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
 }
 
 #[test]
+fn fix_checks_all_parity_as_snapraid_does_without_a_scrub_first() {
+    let (array, original) = synced_array(2, 2);
+    let good: Vec<Vec<u8>> = array
+        .parity
+        .iter()
+        .map(|p| fs::read(p).expect("parity"))
+        .collect();
+    // Silent damage no scrub has seen: level 2 at position 1, level 1 at position 3.
+    flip(&array.parity[1], 65536 + 7);
+    flip(&array.parity[0], 3 * 65536 + 100);
+
+    // Limited to some files, fix checks those files only and leaves parity alone.
+    let out = array.lhparity(&["fix", "-f", "small.txt"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("parity rewritten at 0 positions"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(fs::read(&array.parity[1]).expect("parity 2") != good[1]);
+
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("0 files fixed, 0 unrecoverable, parity rewritten at 2 positions"),
+        "{}",
+        stdout(&out)
+    );
+    for (level, bytes) in good.iter().enumerate() {
+        assert!(
+            fs::read(&array.parity[level]).expect("parity") == *bytes,
+            "parity {} not restored byte for byte",
+            level + 1
+        );
+    }
+    assert!(snapshot(&array) == original, "data was touched");
+    expect_code(&array.lhparity(&["check"]), 0);
+
+    // A lost parity file is rebuilt without rewriting the good level.
+    fs::remove_file(&array.parity[0]).expect("rm parity");
+    let untouched = fs::metadata(&array.parity[1])
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    std::thread::sleep(Duration::from_millis(20));
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(fs::read(&array.parity[0]).expect("parity 1") == good[0]);
+    assert_eq!(
+        fs::metadata(&array.parity[1])
+            .expect("meta")
+            .modified()
+            .expect("mtime"),
+        untouched,
+        "the good parity file was rewritten"
+    );
+}
+
+#[test]
+fn fix_repairs_data_and_parity_damaged_at_different_positions_in_one_run() {
+    let (array, original) = synced_array(3, 1);
+    let parity = fs::read(&array.parity[0]).expect("parity");
+    // Data block 2 of d1's big file, and the parity of a position that file does
+    // not touch.
+    let victim = array.disks[1].join("dir1/big.bin");
+    let odd = array.disks[0].join("mode600.bin");
+    let spare = first_position_of_block(&array, &odd, "mode600.bin", 0);
+    assert_ne!(
+        spare,
+        first_position_of_block(&array, &victim, "dir1/big.bin", 2)
+    );
+    flip(&victim, 2 * 65536 + 5);
+    flip(&array.parity[0], spare * 65536 + 9);
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    let said = stdout(&out);
+    assert!(
+        said.contains("dir1/big.bin") && said.contains("parity rewritten at 1 positions"),
+        "{said}"
+    );
+    assert!(fs::read(&array.parity[0]).expect("parity") == parity);
+    assert!(snapshot(&array) == original);
+}
+
+#[test]
 fn deleted_file_comes_back_with_fix_m() {
     let (array, original) = synced_array(2, 1);
     let victim = array.disks[1].join("dir1/big.bin");

@@ -1,10 +1,13 @@
 //! `lhparity fix`: rebuild what was lost from the parity.
 //!
 //! 1. Decide which blocks failed: every block of the disks named with `-d`; with `-e`
-//!    only the blocks marked bad; otherwise every block of a file whose bytes no
-//!    longer match their hashes (read and checked first), truncated or replaced
-//!    files, and with `-m` files that were deleted. Parity blocks that are missing
-//!    or marked bad failed too.
+//!    only the blocks marked bad. Otherwise the selected files are checked first
+//!    through the pipeline, as `check` does: blocks that no longer match their hashes
+//!    or cannot be read failed, and without `-f` so did every parity level that
+//!    differs from data matching its hashes (SnapRAID's `fix` checks the parity
+//!    too). Files missing or changed since the sync are read one by one instead:
+//!    truncated or replaced files, and with `-m` files that were deleted. Parity
+//!    blocks that are missing or marked bad failed too.
 //! 2. The stripes holding failed blocks run through the pipeline: every other block
 //!    is read and checked against its hash, the lost ones are rebuilt with the
 //!    lowest parity levels, and each rebuilt block must match its stored hash before
@@ -36,7 +39,7 @@ use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
-use crate::scrub::{file_filter, matches};
+use crate::scrub::{file_filter, find_damage, matches, Damage};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -97,7 +100,34 @@ pub fn fix(
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport::default();
-    let targets = find_targets(config, &state, options, filter.as_ref(), &mut report)?;
+    // Without -d or -e, everything selected is checked first, as `check` does: the
+    // files' blocks against their hashes and, for the whole array (no -f), the
+    // parity of every position against its data.
+    let damage = if options.disks.is_empty() && !options.bad_only {
+        let selected: Vec<Vec<bool>> = state
+            .disks
+            .iter()
+            .map(|d| {
+                d.files
+                    .iter()
+                    .map(|f| filter.as_ref().is_none_or(|flt| matches(flt, &f.path)))
+                    .collect()
+            })
+            .collect();
+        let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
+        report.errors.extend(damage.errors.iter().cloned());
+        Some(damage)
+    } else {
+        None
+    };
+    let targets = find_targets(
+        config,
+        &state,
+        options,
+        filter.as_ref(),
+        damage.as_ref(),
+        &mut report,
+    )?;
     let block_size = state.block_size as usize;
 
     // Failed parity: levels shorter than the array, and positions marked bad.
@@ -124,8 +154,17 @@ pub fn fix(
             }
         }
     }
+    // Parity a scrub found wrong: it does not record which level, so every level
+    // there is suspected. The check above knows (the data there matched its
+    // hashes): only the levels that differ are.
     for b in state.bad.iter().filter(|b| b.disk == u32::MAX) {
         parity_failed.insert(b.pos, (0..paths.len()).collect());
+    }
+    for (pos, levels) in damage.iter().flat_map(|d| &d.bad_parity) {
+        let failed = parity_failed.entry(*pos).or_default();
+        failed.extend(levels);
+        failed.sort_unstable();
+        failed.dedup();
     }
     // Parity files that are missing are created to be rebuilt.
     let parity_files: Vec<Option<File>> = parity_files
@@ -388,6 +427,7 @@ fn find_targets(
     state: &State,
     options: &FixOptions,
     filter: Option<&crate::config::Filter>,
+    damage: Option<&Damage>,
     report: &mut FixReport,
 ) -> Result<Vec<Target>, SyncError> {
     let mut targets = Vec::new();
@@ -419,7 +459,19 @@ fn find_targets(
                     .filter(|(b, p)| bad_positions.contains(p) && synced(b))
                     .map(|(b, _)| b)
                     .collect()
+            } else if let Some(blocks) = damage
+                .filter(|d| !d.unverified.contains(&(slot, i)))
+                .map(|d| d.blocks.get(&(slot, i)))
+            {
+                // Checked in full by the pass above.
+                blocks
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(synced)
+                    .collect()
             } else {
+                // Missing, or changed since the sync: its bytes decide, one by one.
                 match File::open(&path) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         if options.missing {
@@ -429,9 +481,13 @@ fn find_targets(
                         }
                     }
                     Err(e) => {
-                        report
-                            .errors
-                            .push(format!("opening {}: {e}", path.display()));
+                        // Said once: the check above reported it already.
+                        let said = format!("opening {}: ", path.display());
+                        if !report.errors.iter().any(|m| m.contains(&said)) {
+                            report
+                                .errors
+                                .push(format!("opening {}: {e}", path.display()));
+                        }
                         Vec::new()
                     }
                     Ok(handle) => {

@@ -7,7 +7,7 @@
 //! fully synced as bad, and a file that changed since the last sync is reported as
 //! changed, not as damage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -198,6 +198,80 @@ fn verify(
             .retain(|&(slot, file, _)| !changed.contains(&(slot, file)));
     }
     Ok(run)
+}
+
+/// What a check for `fix` found: the blocks that failed, the files it could not vouch
+/// for, and the positions whose parity does not match data that does.
+#[derive(Debug, Default)]
+pub(crate) struct Damage {
+    /// Per (disk slot, file): the blocks that do not match their hash or could not be
+    /// read, in order.
+    pub blocks: HashMap<(usize, usize), Vec<usize>>,
+    /// Files missing, or changed since the sync or while read: not checked here.
+    pub unverified: HashSet<(usize, usize)>,
+    /// Fully synced positions whose parity differs from the recomputed one, where
+    /// every data block matched its hash, with the levels (0-based) that differ:
+    /// with the data known good, those are exactly the wrong ones.
+    pub bad_parity: Vec<(u32, Vec<usize>)>,
+    /// Read errors, naming the disk and file.
+    pub errors: Vec<String>,
+}
+
+/// Reads the blocks of the `selected` files (per disk slot, per file) through the
+/// pipeline, and with `parity` the parity of every position, for `fix`: what a
+/// `check` finds, without the report.
+pub(crate) fn find_damage(
+    config: &Config,
+    state: &State,
+    selected: &[Vec<bool>],
+    parity: bool,
+    progress: &dyn Progress,
+) -> Result<Damage, SyncError> {
+    let mut positions: Vec<u32> = Vec::new();
+    for (disk, chosen) in state.disks.iter().zip(selected) {
+        for (f, _) in disk.files.iter().zip(chosen).filter(|(_, &c)| c) {
+            positions.extend(f.positions());
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    let skip: Vec<Vec<bool>> = selected
+        .iter()
+        .map(|s| s.iter().map(|&x| !x).collect())
+        .collect();
+    let everything = selected.iter().flatten().all(|&x| x);
+    progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
+    let run = verify(
+        config,
+        state,
+        &positions,
+        parity,
+        (!everything).then_some(skip.as_slice()),
+        progress,
+    )?;
+    let mut damage = Damage {
+        unverified: run.changed.iter().copied().collect(),
+        errors: run.errors.clone(),
+        ..Damage::default()
+    };
+    for (found, &pos) in run.results.iter().zip(&positions) {
+        for &(slot, file, block) in found.bad_data.iter().chain(&found.unreadable) {
+            damage.blocks.entry((slot, file)).or_default().push(block);
+        }
+        let synced = state
+            .positions
+            .flags
+            .get(pos as usize)
+            .is_some_and(|f| f & (UNSYNCED | DIRTY) == 0);
+        if synced && !found.bad_parity.is_empty() {
+            damage.bad_parity.push((pos, found.bad_parity.clone()));
+        }
+    }
+    for blocks in damage.blocks.values_mut() {
+        blocks.sort_unstable();
+        blocks.dedup();
+    }
+    Ok(damage)
 }
 
 /// Turns per-position findings into the report and messages.

@@ -88,7 +88,8 @@ pub struct SyncReport {
 
 /// Progress callbacks for the command line.
 pub trait Progress: Sync {
-    /// The work is known: this many data bytes at most will be read.
+    /// The work is known: this many data bytes at most will be read. Called again
+    /// for a second pass (fix: its check, then the rebuild), it starts the count over.
     fn start(&self, total_bytes: u64);
     /// Bytes read so far grew by this much.
     fn advance(&self, bytes: u64);

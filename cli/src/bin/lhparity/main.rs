@@ -47,7 +47,8 @@ enum Command {
     Scrub(commands::ScrubArgs),
     /// Verify everything (or chosen disks and files) without changing anything.
     Check(commands::CheckArgs),
-    /// Rebuild damaged, deleted or lost files and parity from the parity.
+    /// Check the array, then rebuild damaged, deleted or lost files and wrong or
+    /// missing parity.
     Fix(commands::FixArgs),
     /// Files, bytes, sync and scrub state per disk, bad blocks.
     Status(commands::StatusArgs),

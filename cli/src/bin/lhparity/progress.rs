@@ -52,8 +52,15 @@ impl Progress for Display {
     fn start(&self, total_bytes: u64) {
         match self {
             Display::Quiet => {}
-            Display::Bar(bar) => bar.set_length(total_bytes),
-            Display::Lines { total, .. } => total.store(total_bytes, Ordering::Relaxed),
+            Display::Bar(bar) => {
+                bar.set_position(0);
+                bar.set_length(total_bytes);
+                bar.reset_eta();
+            }
+            Display::Lines { total, done, .. } => {
+                done.store(0, Ordering::Relaxed);
+                total.store(total_bytes, Ordering::Relaxed);
+            }
         }
     }
 
