@@ -76,6 +76,9 @@ pub struct FixReport {
     pub seconds: f64,
     /// Other problems (read errors, folders or links that could not be made).
     pub errors: Vec<String>,
+    /// Read errors of the check before the repair: what they hit was rebuilt, or
+    /// is reported among the errors or the unrecoverable files if it was not.
+    pub warnings: Vec<String>,
 }
 
 /// One file to repair.
@@ -115,7 +118,19 @@ pub fn fix(
             })
             .collect();
         let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
-        report.errors.extend(damage.errors.iter().cloned());
+        // Problems of files read one by one below are reported there.
+        let again: Vec<String> = damage
+            .unverified
+            .iter()
+            .map(|&(slot, file)| file_path(config, &state, slot, file).display().to_string())
+            .collect();
+        report.warnings.extend(
+            damage
+                .errors
+                .iter()
+                .filter(|e| !again.iter().any(|p| e.contains(p.as_str())))
+                .cloned(),
+        );
         Some(damage)
     } else {
         None
@@ -165,6 +180,12 @@ pub fn fix(
         failed.extend(levels);
         failed.sort_unstable();
         failed.dedup();
+    }
+    // Where the check found damaged data it could not judge the parity: every level
+    // there is suspected too, so it serves the rebuild (whose hash check picks a
+    // good one) and is then recomputed from the verified stripe.
+    for pos in damage.iter().flat_map(|d| &d.parity_unjudged) {
+        parity_failed.insert(*pos, (0..paths.len()).collect());
     }
     // Parity files that are missing are created to be rebuilt.
     let parity_files: Vec<Option<File>> = parity_files
@@ -338,7 +359,7 @@ pub fn fix(
                 recovered[t][k] = true;
             }
         }
-        if result.parity_written {
+        if result.parity_rewritten {
             report.parity_fixed += 1;
         }
         report.bytes += result.bytes;
@@ -481,13 +502,9 @@ fn find_targets(
                         }
                     }
                     Err(e) => {
-                        // Said once: the check above reported it already.
-                        let said = format!("opening {}: ", path.display());
-                        if !report.errors.iter().any(|m| m.contains(&said)) {
-                            report
-                                .errors
-                                .push(format!("opening {}: {e}", path.display()));
-                        }
+                        report
+                            .errors
+                            .push(format!("opening {}: {e}", path.display()));
                         Vec::new()
                     }
                     Ok(handle) => {
@@ -563,7 +580,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 struct PositionFix {
     /// Target blocks rebuilt and verified: (target, block).
     recovered: Vec<(usize, usize)>,
+    /// Every level lost or suspected here is right now: written, or confirmed.
     parity_written: bool,
+    /// Some level was written, and every one that was to be was.
+    parity_rewritten: bool,
     /// Everything lost at this position came back.
     complete: bool,
     bytes: u64,
@@ -826,6 +846,8 @@ impl FixStage<'_> {
         // rebuild data, whose hash check tells, and are recomputed afterwards from
         // the verified data.
         let mut lost_parity: Vec<usize> = Vec::new();
+        // Suspected levels found right once the stripe is verified.
+        let mut confirmed = false;
         for (level, block) in blocks[disks..].iter().enumerate() {
             match block.status {
                 Status::Present { .. } => stripe[columns + level] = Some(block.bytes),
@@ -966,8 +988,16 @@ impl FixStage<'_> {
                 .map(|(&level, bytes)| (level, bytes.as_slice()))
                 .collect();
             let out = self.parity_of(&stripe, columns, &lost, &data, &known, &suspected)?;
-            lost_parity.extend(&suspected);
-            parity.extend(out);
+            // A suspected level that was right after all is confirmed, not rewritten.
+            for (&level, bytes) in suspected.iter().zip(out) {
+                if stripe.get(columns + level).copied().flatten() == Some(bytes.as_slice()) {
+                    confirmed = true;
+                    self.buffers.give_all([bytes]);
+                } else {
+                    lost_parity.push(level);
+                    parity.push(bytes);
+                }
+            }
         }
         for (l, bytes) in lost.iter().zip(data) {
             if let Some((target, block)) = l.target {
@@ -1004,7 +1034,8 @@ impl FixStage<'_> {
                 }
             }
         }
-        fix.parity_written = any_written && all_written;
+        fix.parity_rewritten = any_written && all_written;
+        fix.parity_written = (any_written || confirmed) && all_written;
         self.buffers.give_all(parity);
         fix.complete = true;
         Ok(fix)

@@ -213,6 +213,9 @@ pub(crate) struct Damage {
     /// every data block matched its hash, with the levels (0-based) that differ:
     /// with the data known good, those are exactly the wrong ones.
     pub bad_parity: Vec<(u32, Vec<usize>)>,
+    /// Fully synced positions whose parity was checked but could not be judged,
+    /// because a data block there failed its hash or could not be read.
+    pub parity_unjudged: Vec<u32>,
     /// Read errors, naming the disk and file.
     pub errors: Vec<String>,
 }
@@ -265,6 +268,10 @@ pub(crate) fn find_damage(
             .is_some_and(|f| f & (UNSYNCED | DIRTY) == 0);
         if synced && !found.bad_parity.is_empty() {
             damage.bad_parity.push((pos, found.bad_parity.clone()));
+        }
+        let data_failed = !found.bad_data.is_empty() || !found.unreadable.is_empty();
+        if parity && synced && data_failed && !found.changed {
+            damage.parity_unjudged.push(pos);
         }
     }
     for blocks in damage.blocks.values_mut() {

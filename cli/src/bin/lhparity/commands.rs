@@ -335,6 +335,9 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
         bad_only: args.bad_only,
     };
     let report = fix::fix(&config, &options, &display)?;
+    for w in &report.warnings {
+        eprintln!("lhparity: warning: {w}");
+    }
     for e in &report.errors {
         eprintln!("lhparity: error: {e}");
     }
