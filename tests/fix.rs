@@ -505,14 +505,31 @@ fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
     verify_parity(&array);
 }
 
-#[test]
-fn fix_checks_all_parity_as_snapraid_does_without_a_scrub_first() {
-    let (array, original) = synced_array(2, 2);
-    let good: Vec<Vec<u8>> = array
+/// The bytes of every parity file.
+fn parity_bytes(array: &Array) -> Vec<Vec<u8>> {
+    array
         .parity
         .iter()
         .map(|p| fs::read(p).expect("parity"))
-        .collect();
+        .collect()
+}
+
+/// Runs a plain `fix`, which must succeed with this summary, and checks that every
+/// parity file is `good` again, byte for byte.
+fn fix_and_expect(array: &Array, summary: &str, good: &[Vec<u8>]) {
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains(summary), "{}", stdout(&out));
+    assert!(
+        parity_bytes(array) == good,
+        "parity not restored byte for byte"
+    );
+}
+
+#[test]
+fn fix_checks_all_parity_as_snapraid_does_without_a_scrub_first() {
+    let (array, original) = synced_array(2, 2);
+    let good = parity_bytes(&array);
     // Silent damage no scrub has seen: level 2 at position 1, level 1 at position 3.
     flip(&array.parity[1], 65536 + 7);
     flip(&array.parity[0], 3 * 65536 + 100);
@@ -529,20 +546,11 @@ fn fix_checks_all_parity_as_snapraid_does_without_a_scrub_first() {
         assert!(fs::read(&array.parity[level]).expect("parity") != *bytes);
     }
 
-    let out = array.lhparity(&["fix"]);
-    expect_code(&out, 0);
-    assert!(
-        stdout(&out).contains("0 files fixed, 0 unrecoverable, parity rewritten at 2 positions"),
-        "{}",
-        stdout(&out)
+    fix_and_expect(
+        &array,
+        "0 files fixed, 0 unrecoverable, parity rewritten at 2 positions",
+        &good,
     );
-    for (level, bytes) in good.iter().enumerate() {
-        assert!(
-            fs::read(&array.parity[level]).expect("parity") == *bytes,
-            "parity {} not restored byte for byte",
-            level + 1
-        );
-    }
     assert!(snapshot(&array) == original, "data was touched");
     expect_code(&array.lhparity(&["check"]), 0);
 
@@ -598,31 +606,18 @@ fn fix_repairs_data_and_parity_damaged_at_different_positions_in_one_run() {
 #[test]
 fn fix_repairs_data_and_a_wrong_parity_level_at_the_same_position() {
     let (array, original) = synced_array(3, 2);
-    let good: Vec<Vec<u8>> = array
-        .parity
-        .iter()
-        .map(|p| fs::read(p).expect("parity"))
-        .collect();
+    let good = parity_bytes(&array);
     let victim = array.disks[1].join("dir1/big.bin");
     let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 2);
     flip(&victim, 2 * 65536 + 5);
     flip(&array.parity[1], pos * 65536 + 11);
     // The data is rebuilt with the good level (its hash tells which), then the
     // wrong level is recomputed from the verified stripe: one run does both.
-    let out = array.lhparity(&["fix"]);
-    expect_code(&out, 0);
-    assert!(
-        stdout(&out).contains("1 files fixed, 0 unrecoverable, parity rewritten at 1 positions"),
-        "{}",
-        stdout(&out)
+    fix_and_expect(
+        &array,
+        "1 files fixed, 0 unrecoverable, parity rewritten at 1 positions",
+        &good,
     );
-    for (level, bytes) in good.iter().enumerate() {
-        assert!(
-            fs::read(&array.parity[level]).expect("parity") == *bytes,
-            "parity {} not restored",
-            level + 1
-        );
-    }
     assert!(snapshot(&array) == original);
     expect_code(&array.lhparity(&["check"]), 0);
 }
