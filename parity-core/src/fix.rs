@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
-use crate::scrub::{file_filter, find_damage, matches, Damage};
+use crate::scrub::{file_filter, find_damage, matches, select_files, Damage};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -107,16 +107,7 @@ pub fn fix(
     // files' blocks against their hashes and, for the whole array (no -f), the
     // parity of every position against its data.
     let damage = if options.disks.is_empty() && !options.bad_only {
-        let selected: Vec<Vec<bool>> = state
-            .disks
-            .iter()
-            .map(|d| {
-                d.files
-                    .iter()
-                    .map(|f| filter.as_ref().is_none_or(|flt| matches(flt, &f.path)))
-                    .collect()
-            })
-            .collect();
+        let selected = select_files(&state, &[], filter.as_ref());
         let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
         // Problems of files read one by one below are reported there.
         let again: Vec<String> = damage
@@ -170,22 +161,17 @@ pub fn fix(
         }
     }
     // Parity a scrub found wrong: it does not record which level, so every level
-    // there is suspected. The check above knows (the data there matched its
-    // hashes): only the levels that differ are.
+    // there is suspected. The check above tells which levels (see `Damage`).
+    // Suspected levels still serve the rebuild, whose hash check picks a good one,
+    // and are then recomputed from the verified stripe.
     for b in state.bad.iter().filter(|b| b.disk == u32::MAX) {
         parity_failed.insert(b.pos, (0..paths.len()).collect());
     }
-    for (pos, levels) in damage.iter().flat_map(|d| &d.bad_parity) {
+    for (pos, levels) in damage.iter().flat_map(|d| &d.parity) {
         let failed = parity_failed.entry(*pos).or_default();
         failed.extend(levels);
         failed.sort_unstable();
         failed.dedup();
-    }
-    // Where the check found damaged data it could not judge the parity: every level
-    // there is suspected too, so it serves the rebuild (whose hash check picks a
-    // good one) and is then recomputed from the verified stripe.
-    for pos in damage.iter().flat_map(|d| &d.parity_unjudged) {
-        parity_failed.insert(*pos, (0..paths.len()).collect());
     }
     // Parity files that are missing are created to be rebuilt.
     let parity_files: Vec<Option<File>> = parity_files

@@ -200,6 +200,47 @@ fn verify(
     Ok(run)
 }
 
+/// The files a check or fix covers, per disk slot and file: on one of `disks`
+/// (empty: any) and matching `filter` (none: any).
+pub(crate) fn select_files(
+    state: &State,
+    disks: &[String],
+    filter: Option<&Filter>,
+) -> Vec<Vec<bool>> {
+    state
+        .disks
+        .iter()
+        .map(|d| {
+            let disk_ok = disks.is_empty() || disks.contains(&d.name);
+            d.files
+                .iter()
+                .map(|f| disk_ok && filter.is_none_or(|flt| matches(flt, &f.path)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The positions holding blocks of the selected files, sorted, each once.
+fn positions_of(state: &State, selected: &[Vec<bool>]) -> Vec<u32> {
+    let mut positions: Vec<u32> = Vec::new();
+    for (disk, chosen) in state.disks.iter().zip(selected) {
+        for (f, _) in disk.files.iter().zip(chosen).filter(|(_, &c)| c) {
+            positions.extend(f.positions());
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    positions
+}
+
+/// The files a pass skips: those not selected.
+fn unselected(selected: &[Vec<bool>]) -> Vec<Vec<bool>> {
+    selected
+        .iter()
+        .map(|s| s.iter().map(|&x| !x).collect())
+        .collect()
+}
+
 /// What a check for `fix` found: the blocks that failed, the files it could not vouch
 /// for, and the positions whose parity does not match data that does.
 #[derive(Debug, Default)]
@@ -209,13 +250,12 @@ pub(crate) struct Damage {
     pub blocks: HashMap<(usize, usize), Vec<usize>>,
     /// Files missing, or changed since the sync or while read: not checked here.
     pub unverified: HashSet<(usize, usize)>,
-    /// Fully synced positions whose parity differs from the recomputed one, where
-    /// every data block matched its hash, with the levels (0-based) that differ:
-    /// with the data known good, those are exactly the wrong ones.
-    pub bad_parity: Vec<(u32, Vec<usize>)>,
-    /// Fully synced positions whose parity was checked but could not be judged,
-    /// because a data block there failed its hash or could not be read.
-    pub parity_unjudged: Vec<u32>,
+    /// Fully synced positions whose parity is suspect, with the levels (0-based):
+    /// where every data block matched its hash, the levels that differ from the
+    /// recomputed parity (with the data known good, exactly the wrong ones); where
+    /// a data block failed its hash or could not be read, every level, as the
+    /// parity there could not be judged.
+    pub parity: Vec<(u32, Vec<usize>)>,
     /// Read errors, naming the disk and file.
     pub errors: Vec<String>,
 }
@@ -230,19 +270,14 @@ pub(crate) fn find_damage(
     parity: bool,
     progress: &dyn Progress,
 ) -> Result<Damage, SyncError> {
-    let mut positions: Vec<u32> = Vec::new();
-    for (disk, chosen) in state.disks.iter().zip(selected) {
-        for (f, _) in disk.files.iter().zip(chosen).filter(|(_, &c)| c) {
-            positions.extend(f.positions());
-        }
-    }
-    positions.sort_unstable();
-    positions.dedup();
-    let skip: Vec<Vec<bool>> = selected
-        .iter()
-        .map(|s| s.iter().map(|&x| !x).collect())
-        .collect();
+    let positions = positions_of(state, selected);
+    let skip = unselected(selected);
     let everything = selected.iter().flatten().all(|&x| x);
+    let levels = if parity {
+        parity_paths(config)?.len()
+    } else {
+        0
+    };
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
     let run = verify(
         config,
@@ -266,12 +301,11 @@ pub(crate) fn find_damage(
             .flags
             .get(pos as usize)
             .is_some_and(|f| f & (UNSYNCED | DIRTY) == 0);
-        if synced && !found.bad_parity.is_empty() {
-            damage.bad_parity.push((pos, found.bad_parity.clone()));
-        }
         let data_failed = !found.bad_data.is_empty() || !found.unreadable.is_empty();
-        if parity && synced && data_failed && !found.changed {
-            damage.parity_unjudged.push(pos);
+        if synced && !found.bad_parity.is_empty() {
+            damage.parity.push((pos, found.bad_parity.clone()));
+        } else if parity && synced && data_failed && !found.changed {
+            damage.parity.push((pos, (0..levels).collect()));
         }
     }
     for blocks in damage.blocks.values_mut() {
@@ -450,34 +484,18 @@ pub fn check(
     let state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
-    let selected: Vec<Vec<bool>> = state
-        .disks
-        .iter()
-        .map(|d| {
-            let disk_ok = options.disks.is_empty() || options.disks.contains(&d.name);
-            d.files
-                .iter()
-                .map(|f| disk_ok && filter.as_ref().is_none_or(|flt| matches(flt, &f.path)))
-                .collect()
-        })
-        .collect();
-    let mut positions: Vec<u32> = Vec::new();
-    for (d, disk) in state.disks.iter().enumerate() {
-        for (i, f) in disk.files.iter().enumerate() {
-            if selected[d][i] {
-                positions.extend(f.positions());
-            }
-        }
-    }
-    positions.sort_unstable();
-    positions.dedup();
+    let selected = select_files(&state, &options.disks, filter.as_ref());
+    let positions = positions_of(&state, &selected);
     let mut run = if options.hashes_only {
-        let skip: Vec<Vec<bool>> = selected
-            .iter()
-            .map(|s| s.iter().map(|&x| !x).collect())
-            .collect();
         progress.start(0);
-        verify(config, &state, &positions, false, Some(&skip), progress)?
+        verify(
+            config,
+            &state,
+            &positions,
+            false,
+            Some(&unselected(&selected)),
+            progress,
+        )?
     } else {
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
