@@ -278,7 +278,13 @@ pub(crate) fn find_damage(
     } else {
         0
     };
-    progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
+    // As `check -a`: with files skipped, how much will be read is not known.
+    let total = if everything {
+        positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64
+    } else {
+        0
+    };
+    progress.start(total);
     let run = verify(
         config,
         state,
