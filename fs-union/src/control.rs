@@ -45,7 +45,8 @@ const FILE_KEYS: &[&str] = &["allpaths", "basepath", "fullpath", "relpath"];
 
 /// Whether `path` is the control file.
 pub fn is_control_file(path: &Path) -> bool {
-    path == Path::new(CONTROL_FILE)
+    // Pool paths come from the node table in one spelling: bytes decide.
+    path.as_os_str() == CONTROL_FILE
 }
 
 /// The attributes of the control file: an empty regular file owned by root that

@@ -16,9 +16,10 @@
 //! serialises access to it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::ops::Bound;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -170,9 +171,11 @@ struct Node {
 #[derive(Debug)]
 pub struct NodeTable {
     nodes: HashMap<u64, Node>,
-    /// Ordered by path components, so that a folder's subtree is one contiguous
-    /// range (unlink and rename touch it without scanning the whole table).
-    by_path: BTreeMap<PathBuf, u64>,
+    /// Keyed by the bytes of the path and ordered by them: a lookup compares bytes,
+    /// not parsed components, and a folder's subtree is the contiguous range of
+    /// keys that start with `folder/` (unlink and rename touch it without scanning
+    /// the whole table).
+    by_path: BTreeMap<OsString, u64>,
     next_id: u64,
 }
 
@@ -195,7 +198,7 @@ impl NodeTable {
                     lookups: 1,
                 },
             )]),
-            by_path: BTreeMap::from([(root, ROOT_ID)]),
+            by_path: BTreeMap::from([(root.into_os_string(), ROOT_ID)]),
             next_id: SYNTHETIC_BASE,
         }
     }
@@ -222,7 +225,7 @@ impl NodeTable {
     /// forgot it, for the same file or another: FUSE allows that, and the generation
     /// can stay 0 because the pool is not NFS-exportable.
     pub fn lookup(&mut self, path: &Path, inode: u64, file: Option<FileId>) -> u64 {
-        if let Some(&id) = self.by_path.get(path) {
+        if let Some(&id) = self.by_path.get(path.as_os_str()) {
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.lookups += 1;
             }
@@ -235,7 +238,7 @@ impl NodeTable {
             {
                 node.paths.push(path.to_path_buf());
                 node.lookups += 1;
-                self.by_path.insert(path.to_path_buf(), inode);
+                self.by_path.insert(path.as_os_str().to_owned(), inode);
                 return inode;
             }
             _ => self.synthetic_id(),
@@ -248,7 +251,7 @@ impl NodeTable {
                 lookups: 1,
             },
         );
-        self.by_path.insert(path.to_path_buf(), id);
+        self.by_path.insert(path.as_os_str().to_owned(), id);
         id
     }
 
@@ -275,8 +278,8 @@ impl NodeTable {
         node.lookups = node.lookups.saturating_sub(count);
         if node.lookups == 0 {
             for path in self.nodes.remove(&id).map(|n| n.paths).unwrap_or_default() {
-                if self.by_path.get(&path) == Some(&id) {
-                    self.by_path.remove(&path);
+                if self.by_path.get(path.as_os_str()) == Some(&id) {
+                    self.by_path.remove(path.as_os_str());
                 }
             }
         }
@@ -299,8 +302,8 @@ impl NodeTable {
         if from == to {
             return;
         }
-        let from_id = self.by_path.get(from);
-        if from_id.is_some() && from_id == self.by_path.get(to) {
+        let from_id = self.by_path.get(from.as_os_str());
+        if from_id.is_some() && from_id == self.by_path.get(to.as_os_str()) {
             // Two names of one file: rename(2) does nothing.
             return;
         }
@@ -320,24 +323,27 @@ impl NodeTable {
                     None => node.paths.push(new.clone()),
                 }
             }
-            self.by_path.insert(new, id);
+            self.by_path.insert(new.into_os_string(), id);
         }
     }
 
     /// Removes `path` and every path below it from the path index, returning them.
-    /// A linear scan: renames and removals of directories with cached children are
-    /// rare next to lookups, which stay O(1).
     fn take_subtree(&mut self, path: &Path) -> Vec<(PathBuf, u64)> {
-        let below: Vec<PathBuf> = self
+        let mut prefix = path.as_os_str().as_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        let prefix = OsString::from_vec(prefix);
+        let below: Vec<OsString> = self
             .by_path
-            .range::<Path, _>((Bound::Included(path), Bound::Unbounded))
+            .range::<OsStr, _>((Bound::Included(prefix.as_os_str()), Bound::Unbounded))
             .map(|(p, _)| p)
-            .take_while(|p| p.starts_with(path))
+            .take_while(|p| p.as_bytes().starts_with(prefix.as_bytes()))
             .cloned()
             .collect();
-        below
-            .into_iter()
-            .filter_map(|p| self.by_path.remove(&p).map(|id| (p, id)))
+        std::iter::once(path.as_os_str().to_owned())
+            .chain(below)
+            .filter_map(|p| self.by_path.remove(&p).map(|id| (PathBuf::from(p), id)))
             .collect()
     }
 
@@ -483,6 +489,27 @@ mod tests {
         // Forgetting the detached node must not unmap the path now owned by `d`.
         t.forget(target, 1);
         assert_eq!(t.lookup(Path::new("/e"), 99, None), d);
+    }
+
+    #[test]
+    fn subtrees_are_exact_in_byte_order() {
+        // In byte order ` ` and `-` sort before `/`, so these siblings sit between
+        // `/d` and its children; `/d0` comes after them.
+        let mut t = NodeTable::new();
+        let names = ["/d", "/d b", "/d-c", "/d/x", "/d/x/y", "/d0", "/c/d/x"];
+        let ids: Vec<u64> = (0..names.len())
+            .map(|i| t.lookup(Path::new(names[i]), 20 + i as u64, None))
+            .collect();
+        t.rename(Path::new("/d"), Path::new("/m"));
+        let paths: Vec<Option<&Path>> = ids.iter().map(|&id| t.path(id)).collect();
+        let expect = ["/m", "/d b", "/d-c", "/m/x", "/m/x/y", "/d0", "/c/d/x"];
+        assert_eq!(paths, expect.map(|p| Some(Path::new(p))).to_vec());
+        t.remove(Path::new("/m"));
+        let left: Vec<bool> = ids.iter().map(|&id| t.path(id).is_some()).collect();
+        assert_eq!(left, [false, true, true, false, false, true, true]);
+        // The siblings still resolve to their nodes.
+        assert_eq!(t.lookup(Path::new("/d-c"), 99, None), ids[2]);
+        assert_eq!(t.lookup(Path::new("/d0"), 99, None), ids[5]);
     }
 
     #[test]

@@ -19,13 +19,14 @@
 
 mod sys;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,6 +215,30 @@ fn components(path: &Path) -> Result<Vec<&OsStr>, Errno> {
     Ok(parts)
 }
 
+/// A pool path as the path below a branch root that [`sys::open_beneath`] takes
+/// (`a/b`, `.` for the root); `..` is refused. The node table's paths are already in
+/// that form after their leading `/`, which a byte scan confirms without parsing
+/// components or allocating; other spellings are rebuilt from their names.
+fn relative(path: &Path) -> Result<Cow<'_, [u8]>, Errno> {
+    let bytes = path.as_os_str().as_bytes();
+    if let Some(rest) = bytes.strip_prefix(b"/") {
+        if rest.is_empty() {
+            return Ok(Cow::Borrowed(b"."));
+        }
+        if rest
+            .split(|&b| b == b'/')
+            .all(|name| !matches!(name, b"" | b"." | b".."))
+        {
+            return Ok(Cow::Borrowed(rest));
+        }
+    }
+    let names = components(path)?;
+    if names.is_empty() {
+        return Ok(Cow::Borrowed(b"."));
+    }
+    Ok(Cow::Owned(names.join(OsStr::new("/")).into_vec()))
+}
+
 /// Where `rename-exdev` moves renamed entries, below each branch root; mergerfs's
 /// name, so pools keep working when switching between the two.
 pub const RENAME_EXDEV_DIR: &str = ".mergerfs_rename_exdev";
@@ -262,6 +287,8 @@ fn first_error<T>(results: &[(usize, Result<T, Errno>)], fallback: Errno) -> Err
 struct Probe<'a> {
     union: &'a Union,
     seen: RefCell<Vec<Seen>>,
+    /// statvfs numbers per branch once asked (`None` inside: statvfs failed).
+    spaces: RefCell<Vec<Option<Option<FsStat>>>>,
     /// Keep each entry's folder open for the call that follows (actions); without,
     /// an entry is opened and read in one go, and a missing one costs one syscall.
     folders: bool,
@@ -283,6 +310,7 @@ impl<'a> Probe<'a> {
         Probe {
             union,
             seen: RefCell::new(Vec::new()),
+            spaces: RefCell::new(Vec::new()),
             folders: true,
         }
     }
@@ -335,6 +363,23 @@ impl PathProbe for Probe<'_> {
         Some(Entry {
             mtime: stat.st_mtime,
         })
+    }
+
+    fn space(&self, branch: usize) -> Option<FsStat> {
+        if let Some(Some(known)) = self.spaces.borrow().get(branch) {
+            return *known;
+        }
+        let root = self.union.roots.get(branch)?;
+        let space = root
+            .fd
+            .as_ref()
+            .and_then(|fd| self.union.space_of(root, fd));
+        let mut spaces = self.spaces.borrow_mut();
+        if spaces.len() <= branch {
+            spaces.resize(branch + 1, None);
+        }
+        spaces[branch] = Some(space);
+        space
     }
 }
 
@@ -430,19 +475,16 @@ impl Union {
 
     /// The entry at `path` on `branch`, resolved inside the branch.
     fn at(&self, branch: usize, path: &Path) -> Result<At, Errno> {
-        let parts = components(path)?;
+        let rel = relative(path)?;
         let root = self.root(branch)?;
-        let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
-        match parts.split_last() {
-            None => Ok(At {
-                dir: sys::open_beneath(root, &[], dir_flags)?,
-                name: c".".to_owned(),
-            }),
-            Some((name, dir)) => Ok(At {
-                dir: sys::open_beneath(root, dir, dir_flags)?,
-                name: sys::cstring(name)?,
-            }),
-        }
+        let (dir, name): (&[u8], &[u8]) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(slash) => (&rel[..slash], &rel[slash + 1..]),
+            None => (b".", &rel),
+        };
+        Ok(At {
+            dir: sys::open_beneath(root, dir, libc::O_PATH | libc::O_DIRECTORY)?,
+            name: sys::cstring(OsStr::from_bytes(name))?,
+        })
     }
 
     fn lstat(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
@@ -452,8 +494,8 @@ impl Union {
     /// [`Union::lstat`] by opening the entry itself inside the branch (a symlink as
     /// itself): one syscall when it is missing, instead of opening its folder first.
     fn lstat_whole(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
-        let parts = components(path)?;
-        match sys::open_beneath(self.root(branch)?, &parts, libc::O_PATH | libc::O_NOFOLLOW) {
+        let rel = relative(path)?;
+        match sys::open_beneath(self.root(branch)?, &rel, libc::O_PATH | libc::O_NOFOLLOW) {
             Ok(fd) => sys::fstat(&fd),
             // The whole path is too long for one call, while its folder may not be.
             Err(Errno(libc::ENAMETOOLONG)) => self.lstat(branch, path),
@@ -480,18 +522,13 @@ impl Union {
         self.options.inodecalc.inode(branch_path, path, mode, ino)
     }
 
-    /// What the policies know of each branch; statvfs only when `with_space`.
-    fn branch_infos(&self, with_space: bool) -> Vec<BranchInfo> {
+    /// What the policies know of each branch before they ask the probe.
+    fn branch_infos(&self) -> Vec<BranchInfo> {
         self.roots
             .iter()
             .map(|root| BranchInfo {
                 mode: root.branch.mode,
                 min_free_space: root.branch.min_free_space_or(self.options.minfreespace),
-                fs: root
-                    .fd
-                    .as_ref()
-                    .filter(|_| with_space)
-                    .and_then(|fd| self.space_of(root, fd)),
             })
             .collect()
     }
@@ -551,11 +588,8 @@ impl Union {
         probe: &Probe<'_>,
     ) -> Result<Vec<usize>, Errno> {
         // Refuse `..` before the policy's probes quietly find nothing.
-        components(path)?;
-        // getattr is the hottest request: spare it a statvfs per branch when the
-        // search policy does not compare space.
-        let with_space = category != Category::Search || policy.compares_space();
-        let mut infos = self.branch_infos(with_space);
+        relative(path)?;
+        let mut infos = self.branch_infos();
         if let Some(info) = excluded.and_then(|b| infos.get_mut(b)) {
             // Read-only is what create and action policies never pick.
             info.mode = BranchMode::RO;
@@ -654,14 +688,14 @@ impl Union {
     /// name once, the first branch listing it supplying its type and inode number.
     /// `.` and `..` are left to the caller. Fails only if no branch could list it.
     pub fn readdir(&self, path: &Path) -> Result<Vec<DirEntry>, Errno> {
-        let parts = components(path)?;
+        let rel = relative(path)?;
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         let mut listed = false;
         let mut error = Errno(libc::ENOENT);
         for branch in 0..self.roots.len() {
             let listing = self.root(branch).and_then(|root| {
-                let dir = sys::open_beneath(root, &parts, libc::O_RDONLY | libc::O_DIRECTORY)?;
+                let dir = sys::open_beneath(root, &rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
                 // Read through our own fd: the directory was resolved inside the branch.
                 let fd = dir.as_raw_fd();
                 let iter = std::fs::read_dir(format!("/proc/self/fd/{fd}"))?;
@@ -1237,7 +1271,7 @@ impl Union {
     /// holding `path`) counted once per filesystem, scaled to the smallest fragment
     /// size. `statfs-ignore` reports no free space for the branches it names.
     pub fn statfs(&self, path: &Path) -> Result<StatFs, Errno> {
-        let parts = components(path)?;
+        let rel = relative(path)?;
         let mut devices = HashSet::new();
         let mut found = Vec::new();
         for root in self.roots.iter() {
@@ -1245,7 +1279,7 @@ impl Union {
             let opened;
             let fd = match self.options.statfs {
                 StatfsMode::Base => fd,
-                StatfsMode::Full => match sys::open_beneath(fd, &parts, libc::O_PATH) {
+                StatfsMode::Full => match sys::open_beneath(fd, &rel, libc::O_PATH) {
                     Ok(f) => {
                         opened = f;
                         &opened

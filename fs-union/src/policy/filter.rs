@@ -75,7 +75,7 @@ pub(super) fn candidates(
         let (avail, used) = if category == Category::Search && !needs_space {
             (0, 0)
         } else {
-            let Some(fs) = branch.fs else {
+            let Some(fs) = snapshot.probe.space(index) else {
                 failure.note(PolicyError::NotFound);
                 continue;
             };

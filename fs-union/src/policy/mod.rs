@@ -394,8 +394,6 @@ pub struct BranchInfo {
     pub mode: BranchMode,
     /// The minimum free space that applies to the branch (its own or the global one).
     pub min_free_space: u64,
-    /// The statvfs numbers, or `None` if statvfs failed on the branch root.
-    pub fs: Option<FsStat>,
 }
 
 /// What the policies learn about a path on one branch.
@@ -405,11 +403,17 @@ pub struct Entry {
     pub mtime: i64,
 }
 
-/// Answers questions about a path on a branch (lstat semantics: symlinks are not
-/// followed).
+/// Answers the policies' questions about the branches when they ask: paths on a
+/// branch (lstat semantics: symlinks are not followed) and its free space.
 pub trait PathProbe {
     /// The entry at `path` on branch number `branch`, or `None` if there is none.
     fn entry(&self, branch: usize, path: &Path) -> Option<Entry>;
+
+    /// The statvfs numbers of branch `branch`'s filesystem, or `None` if statvfs
+    /// failed on its root. Asked only about branches still in the running, after
+    /// their mode and the path's existence, so a branch ruled out by those never
+    /// costs a statvfs.
+    fn space(&self, branch: usize) -> Option<FsStat>;
 }
 
 /// Source of randomness for the random policies, injectable so tests are

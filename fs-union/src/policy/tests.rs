@@ -1,16 +1,25 @@
 //! Policy behaviour on hand-built snapshots: the full policy x category matrix,
 //! filters, error precedence, tie-breaks, the `msp` walk and the random policies.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::branch::BranchMode::{NC, RO, RW};
 
-/// A fake pool: branch infos plus the paths present on each branch.
+/// A fake pool: branch infos and statvfs numbers, plus the paths present on each
+/// branch.
 struct Pool {
-    branches: Vec<BranchInfo>,
+    branches: Vec<TestBranch>,
     entries: HashMap<(usize, PathBuf), i64>,
+    /// The branches whose space was asked, in order.
+    asked: RefCell<Vec<usize>>,
+}
+
+struct TestBranch {
+    info: BranchInfo,
+    fs: Option<FsStat>,
 }
 
 impl PathProbe for Pool {
@@ -23,6 +32,11 @@ impl PathProbe for Pool {
             .get(&(branch, path.to_path_buf()))
             .map(|&mtime| Entry { mtime })
     }
+
+    fn space(&self, branch: usize) -> Option<FsStat> {
+        self.asked.borrow_mut().push(branch);
+        self.branches.get(branch).and_then(|b| b.fs)
+    }
 }
 
 impl Pool {
@@ -30,14 +44,17 @@ impl Pool {
         Pool {
             branches: Vec::new(),
             entries: HashMap::new(),
+            asked: RefCell::new(Vec::new()),
         }
     }
 
     /// Adds a branch with `avail` and `used` bytes and no minimum free space.
     fn branch(mut self, mode: BranchMode, avail: u64, used: u64) -> Self {
-        self.branches.push(BranchInfo {
-            mode,
-            min_free_space: 0,
+        self.branches.push(TestBranch {
+            info: BranchInfo {
+                mode,
+                min_free_space: 0,
+            },
             fs: Some(FsStat {
                 avail,
                 used,
@@ -48,7 +65,7 @@ impl Pool {
     }
 
     /// Changes the last added branch.
-    fn last(mut self, change: impl FnOnce(&mut BranchInfo)) -> Self {
+    fn last(mut self, change: impl FnOnce(&mut TestBranch)) -> Self {
         if let Some(b) = self.branches.last_mut() {
             change(b);
         }
@@ -69,8 +86,9 @@ impl Pool {
         path: &str,
         rng: &mut dyn RandomSource,
     ) -> Result<Vec<usize>, PolicyError> {
+        let infos: Vec<BranchInfo> = self.branches.iter().map(|b| b.info).collect();
         let snapshot = Snapshot {
-            branches: &self.branches,
+            branches: &infos,
             probe: self,
         };
         policy.select(category, &snapshot, Path::new(path), rng)
@@ -87,18 +105,18 @@ impl Pool {
     }
 }
 
-fn read_only_fs(b: &mut BranchInfo) {
+fn read_only_fs(b: &mut TestBranch) {
     if let Some(fs) = &mut b.fs {
         fs.read_only = true;
     }
 }
 
-fn no_statvfs(b: &mut BranchInfo) {
+fn no_statvfs(b: &mut TestBranch) {
     b.fs = None;
 }
 
-fn min_free(bytes: u64) -> impl FnOnce(&mut BranchInfo) {
-    move |b| b.min_free_space = bytes
+fn min_free(bytes: u64) -> impl FnOnce(&mut TestBranch) {
+    move |b| b.info.min_free_space = bytes
 }
 
 /// Five branches that make every policy pick differently per category. `/d` is on
@@ -565,9 +583,47 @@ fn msp_uses_the_deepest_shared_ancestor() {
 }
 
 #[test]
+fn space_is_asked_only_of_branches_still_in_the_running() {
+    let pool = Pool::new()
+        .branch(RW, 10, 0)
+        .branch(RW, 20, 0)
+        .with("/f", 0)
+        .branch(RO, 30, 0)
+        .with("/f", 0);
+    let asked = |policy, category, path| {
+        pool.asked.borrow_mut().clear();
+        let chosen = pool.run(policy, category, path);
+        (chosen, pool.asked.borrow().clone())
+    };
+    // An action needs the read-only flag only where the path is and may be changed.
+    assert_eq!(
+        asked(Policy::Epall, Category::Action, "/f"),
+        (Ok(vec![1]), vec![1])
+    );
+    // A search that does not compare space never asks; one that does asks where
+    // the path is, read-only branches included.
+    assert_eq!(
+        asked(Policy::Ff, Category::Search, "/f"),
+        (Ok(vec![1]), vec![])
+    );
+    assert_eq!(
+        asked(Policy::Lfs, Category::Search, "/f"),
+        (Ok(vec![1]), vec![1, 2])
+    );
+    // A create compares every branch it may write to.
+    assert_eq!(
+        asked(Policy::Mfs, Category::Create, "/"),
+        (Ok(vec![1]), vec![0, 1])
+    );
+}
+
+#[test]
 fn msp_walks_up_past_full_or_read_only_branches() {
-    let blocks: [fn(&mut BranchInfo); 3] =
-        [|b| b.min_free_space = 1000, read_only_fs, |b| b.mode = NC];
+    let blocks: [fn(&mut TestBranch); 3] = [
+        |b| b.info.min_free_space = 1000,
+        read_only_fs,
+        |b| b.info.mode = NC,
+    ];
     for block in blocks {
         let pool = Pool::new()
             .branch(RW, 500, 0)

@@ -57,24 +57,15 @@ impl At {
     }
 }
 
-/// Opens `parts` (path components, no `.` or `..`) below `root` with `flags`,
-/// following no symlink in any component and never leaving `root`.
+/// Opens `rel` (names joined by `/`, none empty, `.` or `..`; `.` alone for `root`
+/// itself) below `root` with `flags`, following no symlink in any component and
+/// never leaving `root`.
 pub(super) fn open_beneath(
     root: &OwnedFd,
-    parts: &[&OsStr],
+    rel: &[u8],
     flags: libc::c_int,
 ) -> Result<OwnedFd, Errno> {
-    let mut bytes = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            bytes.push(b'/');
-        }
-        bytes.extend_from_slice(part.as_bytes());
-    }
-    if bytes.is_empty() {
-        bytes.push(b'.');
-    }
-    let path = CString::new(bytes).map_err(|_| Errno(libc::EINVAL))?;
+    let path = CString::new(rel).map_err(|_| Errno(libc::EINVAL))?;
     // SAFETY: open_how is plain integers, for which all zeroes is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
@@ -97,7 +88,7 @@ pub(super) fn open_beneath(
         }
         match Errno::last() {
             Errno(libc::EAGAIN) => continue,
-            Errno(libc::ENOSYS) => return open_walk(root, parts, flags),
+            Errno(libc::ENOSYS) => return open_walk(root, rel, flags),
             e => return Err(e),
         }
     }
@@ -106,16 +97,30 @@ pub(super) fn open_beneath(
 
 /// [`open_beneath`] for kernels without `openat2`: one `O_NOFOLLOW` open per
 /// component, each relative to the previous directory.
-fn open_walk(root: &OwnedFd, parts: &[&OsStr], flags: libc::c_int) -> Result<OwnedFd, Errno> {
+pub(super) fn open_walk(root: &OwnedFd, rel: &[u8], flags: libc::c_int) -> Result<OwnedFd, Errno> {
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+    let parts: Vec<&[u8]> = match rel {
+        b"." => Vec::new(),
+        _ => rel.split(|&b| b == b'/').collect(),
+    };
     let Some((last, walk)) = parts.split_last() else {
         return openat(root, c".", flags | libc::O_NOFOLLOW, 0);
     };
     let mut dir = openat(root, c".", dir_flags, 0)?;
     for part in walk {
-        dir = openat(&dir, &cstring(part)?, dir_flags | libc::O_NOFOLLOW, 0)?;
+        dir = openat(
+            &dir,
+            &cstring(OsStr::from_bytes(part))?,
+            dir_flags | libc::O_NOFOLLOW,
+            0,
+        )?;
     }
-    openat(&dir, &cstring(last)?, flags | libc::O_NOFOLLOW, 0)
+    openat(
+        &dir,
+        &cstring(OsStr::from_bytes(last))?,
+        flags | libc::O_NOFOLLOW,
+        0,
+    )
 }
 
 /// `openat(2)`; callers add `O_NOFOLLOW` where the name may be a symlink.

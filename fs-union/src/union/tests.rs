@@ -756,6 +756,50 @@ fn nothing_is_revealed_through_symlinked_components() {
 }
 
 #[test]
+fn pool_paths_become_paths_below_a_branch_root() {
+    let rel = |s: &str| relative(p(s)).map(|r| String::from_utf8_lossy(&r).into_owned());
+    assert_eq!(rel("/"), Ok(".".into()));
+    assert_eq!(rel("/a"), Ok("a".into()));
+    assert_eq!(rel("/a b/c.d/..e"), Ok("a b/c.d/..e".into()));
+    // The form the node table builds is used as it is, without a copy.
+    assert!(matches!(relative(p("/a/b")), Ok(Cow::Borrowed(b"a/b"))));
+    // Other spellings are normalized; climbing out is refused.
+    assert_eq!(rel("/a//b/./c/"), Ok("a/b/c".into()));
+    assert_eq!(rel("//"), Ok(".".into()));
+    assert_eq!(rel("/a/../b"), Err(Errno(libc::EINVAL)));
+    assert_eq!(rel("/.."), Err(Errno(libc::EINVAL)));
+}
+
+#[test]
+fn the_walk_without_openat2_is_contained_as_openat2() {
+    let pool = escaping_pool();
+    pool.file(1, "d/mine", "x");
+    let root = |b: usize| {
+        let dir = fs::File::open(&pool.branches[b]).unwrap();
+        OwnedFd::from(dir)
+    };
+    let flags = libc::O_PATH | libc::O_NOFOLLOW;
+    for rel in [
+        &b"abs/secret"[..],
+        b"rel/secret",
+        b"sub/up/secret",
+        b"d/secret",
+    ] {
+        let walk = sys::open_walk(&root(0), rel, flags).map(drop);
+        let beneath = sys::open_beneath(&root(0), rel, flags).map(drop);
+        assert!(walk.is_err() && beneath.is_err(), "{rel:?}");
+    }
+    for rel in [&b"."[..], b"d", b"d/mine"] {
+        let walk = sys::fstat(&sys::open_walk(&root(1), rel, flags).unwrap()).unwrap();
+        let beneath = sys::fstat(&sys::open_beneath(&root(1), rel, flags).unwrap()).unwrap();
+        assert_eq!((walk.st_dev, walk.st_ino), (beneath.st_dev, beneath.st_ino));
+    }
+    let mine = fs::metadata(pool.path(1, "d/mine")).unwrap();
+    let walked = sys::fstat(&sys::open_walk(&root(1), b"d/mine", flags).unwrap()).unwrap();
+    assert_eq!(walked.st_ino, mine.ino());
+}
+
+#[test]
 fn nothing_outside_changes_through_the_pool() {
     let pool = escaping_pool();
     let before = pool.outside_state();
