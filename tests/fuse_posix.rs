@@ -414,6 +414,17 @@ fn fuse_posix_passthrough_io_keeps_bytes() {
     let mut buf = [0u8; 3];
     reader.read_exact_at(&mut buf, 10).unwrap();
     assert_eq!(&buf, b"XYZ");
+    // The backing file registered by a write-only create serves a reader opened
+    // while the writer still holds it.
+    let mut created = File::create(pool.path("wo")).unwrap();
+    created.write_all(&data[..100_000]).unwrap();
+    let mut back = Vec::new();
+    File::open(pool.path("wo"))
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, &data[..100_000]);
+    drop(created);
     assert_eq!(errno(File::open(pool.path("missing"))), libc::ENOENT);
 }
 

@@ -555,8 +555,9 @@ impl UnionFs {
     }
 
     /// The node's backing file, registered through `open_backing` on first use. The
-    /// kernel allows one per inode, so it is opened read-write when the branch
-    /// allows, to serve every later open of the node whatever its mode.
+    /// kernel allows one per inode and opens a file of its own on the backing path
+    /// for every open, with that open's flags, so the descriptor of whichever open
+    /// comes first serves later opens of any mode.
     fn backing(
         &self,
         node: u64,
@@ -567,15 +568,7 @@ impl UnionFs {
         if let Some(id) = backings.get(&node).and_then(Weak::upgrade) {
             return Some(id);
         }
-        let reopened = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map(OwnedFd::from);
-        let result = match &reopened {
-            Ok(rw) => open_backing(rw),
-            Err(_) => open_backing(fd),
-        };
+        let result = open_backing(fd);
         match result {
             Ok(id) => {
                 let id = Arc::new(id);
