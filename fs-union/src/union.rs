@@ -856,7 +856,7 @@ impl Union {
         all_targets: bool,
         make: impl Fn(&At) -> Result<T, Errno>,
     ) -> Result<(usize, T), Errno> {
-        if components(path)?.is_empty() {
+        if *relative(path)? == *b"." {
             return Err(Errno(libc::EEXIST));
         }
         let dir = parent(path);
@@ -868,10 +868,13 @@ impl Union {
         let mut made = None;
         let mut results = Vec::new();
         for branch in targets {
-            let result = self.clone_path(source, branch, dir).and_then(|()| {
-                let at = self.at(branch, path)?;
-                Self::as_caller(caller, || make(&at))
+            // The folder is usually there already: opening it is then the whole check,
+            // and only a branch without it has the path cloned first.
+            let at = self.at(branch, path).or_else(|_| {
+                self.clone_path(source, branch, dir)?;
+                self.at(branch, path)
             });
+            let result = at.and_then(|at| Self::as_caller(caller, || make(&at)));
             match result {
                 Ok(value) => {
                     made.get_or_insert((branch, value));
