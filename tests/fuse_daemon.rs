@@ -12,8 +12,8 @@
 
 mod common;
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -286,6 +286,51 @@ fn fuse_daemon_returns_once_the_pool_answers() {
     assert!(tasks.iter().all(|(_, nice)| *nice == -10), "{tasks:?}");
     assert_eq!(getfattr(mnt.path(), "scheduling-priority"), "-10");
     umount_and_reap(mnt.path(), pid);
+}
+
+#[test]
+fn fuse_daemon_lazy_umount_mountpoint_replaces_a_live_pool() {
+    let test = "fuse_daemon_lazy_umount_mountpoint_replaces_a_live_pool";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, b, mnt) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    fs::write(a.path().join("f"), b"old pool").unwrap();
+    fs::write(b.path().join("f"), b"new pool").unwrap();
+    let target = mnt.path().to_str().unwrap();
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    let out = lhfs(&[a.path().to_str().unwrap(), target, "-o", "allow_other"]);
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    let old = daemon_pid(mnt.path());
+    let mut held = File::open(mnt.path().join("f")).unwrap();
+
+    let options = "allow_other,lazy_umount_mountpoint=true";
+    let out = lhfs(&[b.path().to_str().unwrap(), target, "-o", options]);
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    let new = daemon_pid(mnt.path());
+    assert_ne!(new, old);
+    assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"new pool");
+    assert_eq!(getfattr(mnt.path(), "lazy-umount-mountpoint"), "true");
+    // One mount at the mountpoint, not the new pool stacked on the old one.
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let at_target = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(target))
+        .count();
+    assert_eq!(at_target, 1, "{mounts}");
+    // The open file is still served by the old pool, whose daemon exits once it
+    // is closed.
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "old pool");
+    drop(held);
+    assert_eq!(wait_exit(old), 0);
+    umount_and_reap(mnt.path(), new);
 }
 
 /// The CPUs a task may run on, as its status lists them ("0-1", "3", ...), expanded.

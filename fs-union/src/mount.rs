@@ -454,6 +454,9 @@ impl Mounted {
             }
         };
         let target = cstring(mountpoint).map_err(mount_error)?;
+        if plan.options.lazy_umount_mountpoint {
+            lazy_umount(&target, mountpoint);
+        }
         // SAFETY: the path is a NUL-terminated literal.
         let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
@@ -501,6 +504,29 @@ impl Mounted {
     fn disown(mut self) -> CString {
         self.guard.armed = false;
         self.guard.mountpoint.clone()
+    }
+}
+
+/// `lazy-umount-mountpoint`, as in mergerfs: whatever is mounted at the mountpoint
+/// (typically the pool of the lhfs being replaced) is detached before the new pool is
+/// mounted there. Programs that have files or folders open in the old one keep using
+/// it until they let go, and its daemon then exits; everything else sees the new pool
+/// at once. Nothing mounted there is not an error.
+fn lazy_umount(target: &CString, mountpoint: &Path) {
+    // SAFETY: a NUL-terminated path; MNT_DETACH only unhooks the mount.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+        daemon::log(&format!(
+            "lazy-umount-mountpoint: detached what was mounted at {}",
+            mountpoint.display()
+        ));
+        return;
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        daemon::log(&format!(
+            "lazy-umount-mountpoint: could not detach {}: {e}",
+            mountpoint.display()
+        ));
     }
 }
 

@@ -305,7 +305,6 @@ const ACCEPTED: &[Accepted] = &[
     accepted("func.readdir", Kind::Text, true, "seq"),
     accepted("fuse-msg-size", Kind::Text, false, "1M"),
     accepted("kernel-permissions-check", Kind::Bool, false, "true"),
-    accepted("lazy-umount-mountpoint", Kind::Bool, true, "false"),
     accepted("link-cow", Kind::Bool, true, "false"),
     accepted("never-forget-nodes", Kind::Bool, false, "false"),
     accepted(
@@ -342,6 +341,7 @@ const KEYS: &[(&str, bool)] = &[
     ("fsname", false),
     ("ignorepponrename", true),
     ("inodecalc", true),
+    ("lazy-umount-mountpoint", true),
     ("link-exdev", true),
     ("metrics-listen", false),
     ("minfreespace", true),
@@ -485,6 +485,8 @@ pub struct Options {
     pub branches_mount_timeout: u64,
     /// `branches-mount-timeout-fail`.
     pub branches_mount_timeout_fail: bool,
+    /// `lazy-umount-mountpoint`: detach whatever is mounted at the mountpoint first.
+    pub lazy_umount_mountpoint: bool,
     /// `metrics-listen`: the `HOST:PORT` to serve metrics on, if any.
     pub metrics_listen: Option<String>,
     /// `branches=` from a config file, unparsed (wildcards expand at mount time).
@@ -533,6 +535,7 @@ impl Default for Options {
             flush_on_close: FlushOnClose::default(),
             branches_mount_timeout: 0,
             branches_mount_timeout_fail: false,
+            lazy_umount_mountpoint: false,
             metrics_listen: None,
             branches: None,
             mountpoint: None,
@@ -774,6 +777,7 @@ impl Options {
             }
             "branches-mount-timeout" => self.branches_mount_timeout = seconds(value)?,
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
+            "lazy-umount-mountpoint" => self.lazy_umount_mountpoint = boolean(value)?,
             "metrics-listen" => self.metrics_listen = Some(listen_address(value)?),
             "branches" => self.branches = Some(text(value, "a branch list such as /mnt/a:/mnt/b")?),
             "mountpoint" => self.mountpoint = Some(PathBuf::from(text(value, "a directory path")?)),
@@ -879,6 +883,7 @@ impl Options {
             "pin-threads" => self.pin_threads.map(|p| p.to_string()).unwrap_or_default(),
             "branches-mount-timeout" => self.branches_mount_timeout.to_string(),
             "branches-mount-timeout-fail" => flag(self.branches_mount_timeout_fail),
+            "lazy-umount-mountpoint" => flag(self.lazy_umount_mountpoint),
             "metrics-listen" => self.metrics_listen.clone().unwrap_or_default(),
             "mountpoint" => path(&self.mountpoint),
             "config" => path(&self.config),
