@@ -15,7 +15,7 @@
 //! This module does no I/O and holds no lock: the FUSE adapter owns the table and
 //! serialises access to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::ops::Bound;
@@ -171,11 +171,13 @@ struct Node {
 #[derive(Debug)]
 pub struct NodeTable {
     nodes: HashMap<u64, Node>,
-    /// Keyed by the bytes of the path and ordered by them: a lookup compares bytes,
-    /// not parsed components, and a folder's subtree is the contiguous range of
-    /// keys that start with `folder/` (unlink and rename touch it without scanning
-    /// the whole table).
-    by_path: BTreeMap<OsString, u64>,
+    /// Node id by path: the lookup of every FUSE request, one hash of the path's
+    /// bytes.
+    by_path: HashMap<OsString, u64>,
+    /// The same paths ordered by their bytes, for subtrees: a folder's is the
+    /// contiguous range of paths that start with `folder/` (unlink and rename touch
+    /// it without scanning the whole table).
+    ordered: BTreeSet<OsString>,
     next_id: u64,
 }
 
@@ -198,7 +200,8 @@ impl NodeTable {
                     lookups: 1,
                 },
             )]),
-            by_path: BTreeMap::from([(root.into_os_string(), ROOT_ID)]),
+            by_path: HashMap::from([(root.clone().into_os_string(), ROOT_ID)]),
+            ordered: BTreeSet::from([root.into_os_string()]),
             next_id: SYNTHETIC_BASE,
         }
     }
@@ -238,7 +241,7 @@ impl NodeTable {
             {
                 node.paths.push(path.to_path_buf());
                 node.lookups += 1;
-                self.by_path.insert(path.as_os_str().to_owned(), inode);
+                self.index(path.as_os_str(), inode);
                 return inode;
             }
             _ => self.synthetic_id(),
@@ -251,7 +254,7 @@ impl NodeTable {
                 lookups: 1,
             },
         );
-        self.by_path.insert(path.as_os_str().to_owned(), id);
+        self.index(path.as_os_str(), id);
         id
     }
 
@@ -279,7 +282,7 @@ impl NodeTable {
         if node.lookups == 0 {
             for path in self.nodes.remove(&id).map(|n| n.paths).unwrap_or_default() {
                 if self.by_path.get(path.as_os_str()) == Some(&id) {
-                    self.by_path.remove(path.as_os_str());
+                    self.unindex(path.as_os_str());
                 }
             }
         }
@@ -323,7 +326,7 @@ impl NodeTable {
                     None => node.paths.push(new.clone()),
                 }
             }
-            self.by_path.insert(new.into_os_string(), id);
+            self.index(new.as_os_str(), id);
         }
     }
 
@@ -335,16 +338,29 @@ impl NodeTable {
         }
         let prefix = OsString::from_vec(prefix);
         let below: Vec<OsString> = self
-            .by_path
+            .ordered
             .range::<OsStr, _>((Bound::Included(prefix.as_os_str()), Bound::Unbounded))
-            .map(|(p, _)| p)
             .take_while(|p| p.as_bytes().starts_with(prefix.as_bytes()))
             .cloned()
             .collect();
         std::iter::once(path.as_os_str().to_owned())
             .chain(below)
-            .filter_map(|p| self.by_path.remove(&p).map(|id| (PathBuf::from(p), id)))
+            .filter_map(|p| self.unindex(&p).map(|id| (PathBuf::from(p), id)))
             .collect()
+    }
+
+    /// Maps `path` to node `id` in both path indexes.
+    fn index(&mut self, path: &OsStr, id: u64) {
+        if self.by_path.insert(path.to_owned(), id).is_none() {
+            self.ordered.insert(path.to_owned());
+        }
+    }
+
+    /// Unmaps `path` from both path indexes, returning the node id it had.
+    fn unindex(&mut self, path: &OsStr) -> Option<u64> {
+        let id = self.by_path.remove(path)?;
+        self.ordered.remove(path);
+        Some(id)
     }
 
     /// Number of live nodes, the root included.
@@ -510,6 +526,10 @@ mod tests {
         // The siblings still resolve to their nodes.
         assert_eq!(t.lookup(Path::new("/d-c"), 99, None), ids[2]);
         assert_eq!(t.lookup(Path::new("/d0"), 99, None), ids[5]);
+        // Both path indexes hold the same paths.
+        let hashed: BTreeSet<&OsString> = t.by_path.keys().collect();
+        assert_eq!(hashed, t.ordered.iter().collect::<BTreeSet<_>>());
+        assert_eq!(hashed.len(), 5, "{hashed:?}");
     }
 
     #[test]
