@@ -9,10 +9,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::DirEntryExt;
+use std::os::unix::fs::{DirEntryExt, FileExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +70,63 @@ fn scrape_until(address: &str, series: &str, want: f64) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn fuse_metrics_passthrough_serves_opens_of_every_mode_without_leaking_flags() {
+    let test = "fuse_metrics_passthrough_serves_opens_of_every_mode_without_leaking_flags";
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = "metrics-listen=127.0.0.1:0,passthrough.io=rw,cache.files=auto-full";
+    let branch = a.path().display().to_string();
+    let Some(pool) = Pool::mount(test, &branch, mnt.path(), options) else {
+        return;
+    };
+    let address = listen_address(&pool);
+    let file = pool.path("f");
+    // The first open, write-only and appending, registers the backing file.
+    let mut appender = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+        .unwrap();
+    appender.write_all(b"0123456789").unwrap();
+    // A read-write open made meanwhile writes where it is told, not at the end.
+    let writer = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    writer.write_all_at(b"AB", 0).unwrap();
+    appender.write_all(b"X").unwrap();
+    let mut text = String::new();
+    File::open(&file)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "AB23456789X");
+    // Every open so far was served by the kernel straight from the branch file.
+    let metrics = scrape(&address);
+    assert!(
+        must(&metrics, "lhfs_passthrough_handles") >= 2.0,
+        "{metrics}"
+    );
+    drop((appender, writer));
+    scrape_until(&address, "lhfs_passthrough_handles", 0.0);
+    // A truncating first open does not truncate again for the opens that follow.
+    let mut truncating = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    truncating.write_all(b"new").unwrap();
+    let mut again = OpenOptions::new().write(true).open(&file).unwrap();
+    again.write_all(b"N").unwrap();
+    assert_eq!(fs::read(&file).unwrap(), b"New");
+    assert_eq!(
+        fs::read(a.path().join("f")).unwrap(),
+        b"New",
+        "on the branch"
+    );
 }
 
 /// Distinct bytes for file `i`, of a size that is no multiple of a page.

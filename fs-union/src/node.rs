@@ -228,6 +228,11 @@ impl NodeTable {
     /// forgot it, for the same file or another: FUSE allows that, and the generation
     /// can stay 0 because the pool is not NFS-exportable.
     pub fn lookup(&mut self, path: &Path, inode: u64, file: Option<FileId>) -> u64 {
+        // The indexes compare bytes: paths come in the one spelling `child_path` makes.
+        debug_assert!(
+            path == Path::new("/") || !path.as_os_str().as_bytes().ends_with(b"/"),
+            "{path:?}"
+        );
         if let Some(&id) = self.by_path.get(path.as_os_str()) {
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.lookups += 1;

@@ -103,6 +103,11 @@ pub(super) fn open_walk(root: &OwnedFd, rel: &[u8], flags: libc::c_int) -> Resul
         b"." => Vec::new(),
         _ => rel.split(|&b| b == b'/').collect(),
     };
+    // openat2 refuses these with RESOLVE_BENEATH; the walk must not depend on its
+    // callers for that.
+    if parts.iter().any(|p| matches!(*p, b"" | b"." | b"..")) {
+        return Err(Errno(libc::EXDEV));
+    }
     let Some((last, walk)) = parts.split_last() else {
         return openat(root, c".", flags | libc::O_NOFOLLOW, 0);
     };

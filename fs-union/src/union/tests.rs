@@ -789,6 +789,23 @@ fn the_walk_without_openat2_is_contained_as_openat2() {
         let beneath = sys::open_beneath(&root(0), rel, flags).map(drop);
         assert!(walk.is_err() && beneath.is_err(), "{rel:?}");
     }
+    // Climbing out or odd names are refused, as openat2 refuses `..`.
+    for rel in [
+        &b"../outside/secret"[..],
+        b"sub/../../outside",
+        b"sub//x",
+        b"./sub",
+    ] {
+        assert!(sys::open_walk(&root(0), rel, flags).is_err(), "{rel:?}");
+    }
+    assert_eq!(
+        sys::open_walk(&root(0), b"../outside", flags).map(drop),
+        Err(Errno(libc::EXDEV))
+    );
+    assert_eq!(
+        sys::open_beneath(&root(0), b"../outside", flags).map(drop),
+        Err(Errno(libc::EXDEV))
+    );
     for rel in [&b"."[..], b"d", b"d/mine"] {
         let walk = sys::fstat(&sys::open_walk(&root(1), rel, flags).unwrap()).unwrap();
         let beneath = sys::fstat(&sys::open_beneath(&root(1), rel, flags).unwrap()).unwrap();
