@@ -2,10 +2,12 @@
 //! 1..=6 levels and recovery of 1..=6 lost data blocks over 8 data blocks, both
 //! cache-resident (256 KiB blocks, as `snapraid -T`) and memory-bound (4 MiB blocks).
 //! memcpy of the same bytes is the ceiling; reed-solomon-erasure (SIMD build) encoding
-//! the same shape is the baseline. `LHPARITY_KERNEL` picks the kernel under test.
+//! the same shape is the baseline. `verify` checks stored parity in one pass (what
+//! scrub and check do per position) against generating and comparing (`gen-cmp`).
+//! `LHPARITY_KERNEL` picks the kernel under test.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use parity_core::raid::{generate_with, recover_data_with, Kernel};
+use parity_core::raid::{generate_with, recover_data_with, verify_with, Kernel};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 use std::hint::black_box;
 use std::time::Duration;
@@ -55,6 +57,32 @@ fn bench(c: &mut Criterion) {
                 let mut refs: Vec<&mut [u8]> =
                     blocks.iter_mut().map(|p| p.as_mut_slice()).collect();
                 b.iter(|| recover_data_with(kernel, DISKS, &lost, &levels, &mut refs))
+            });
+            // What scrub does per position: check stored parity, fused or as
+            // generate-then-compare.
+            group.bench_function(BenchmarkId::new(format!("verify-{kernel}"), np), |b| {
+                let (data, parity) = blocks.split_at_mut(DISKS);
+                let data: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+                let mut stored: Vec<&mut [u8]> =
+                    parity[..np].iter_mut().map(|p| p.as_mut_slice()).collect();
+                if let Err(e) = generate_with(kernel, &data, &mut stored) {
+                    panic!("{e}");
+                }
+                let stored: Vec<&[u8]> = stored.into_iter().map(|p| &*p).collect();
+                let levels: Vec<usize> = (0..np).collect();
+                b.iter(|| verify_with(kernel, black_box(&data), &levels, &stored))
+            });
+            group.bench_function(BenchmarkId::new(format!("gen-cmp-{kernel}"), np), |b| {
+                let (data, parity) = blocks.split_at_mut(DISKS);
+                let data: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+                let mut want = vec![vec![0u8; block]; np];
+                let stored: Vec<Vec<u8>> = parity[..np].to_vec();
+                b.iter(|| {
+                    let mut refs: Vec<&mut [u8]> =
+                        want.iter_mut().map(|w| w.as_mut_slice()).collect();
+                    let _ = generate_with(kernel, black_box(&data), &mut refs);
+                    want.iter().zip(&stored).filter(|(w, s)| w != s).count()
+                })
             });
             group.bench_function(BenchmarkId::new("reed-solomon-erasure", np), |b| {
                 let rs = match ReedSolomon::new(DISKS, np) {

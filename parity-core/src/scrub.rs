@@ -20,11 +20,6 @@ use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
-thread_local! {
-    /// Per-thread parity buffers for the recomputation, reused across positions.
-    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Which positions a scrub verifies (`-p`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
@@ -149,27 +144,26 @@ fn verify(
             }
         }
         if levels > 0 && !found.incomplete && found.unreadable.is_empty() {
-            SCRATCH.with(|scratch| -> Result<(), PipelineError> {
-                let mut want = scratch.borrow_mut();
-                want.resize_with(levels, Vec::new);
-                for w in want.iter_mut() {
-                    w.resize(block_size, 0);
+            // The stored levels are checked against the data in one pass that keeps
+            // the computed parity in registers; a level that could not be read is
+            // wrong as it stands.
+            let stored = blocks.get(disks..).unwrap_or_default();
+            let present: Vec<usize> = (0..stored.len())
+                .filter(|&l| matches!(stored[l].status, Status::Present { .. }))
+                .collect();
+            let mut differs = vec![true; stored.len()];
+            if !present.is_empty() {
+                let bytes: Vec<&[u8]> = present.iter().map(|&l| stored[l].bytes).collect();
+                let verdicts = raid::verify_with(kernel, &data, &present, &bytes)?;
+                for (&l, wrong) in present.iter().zip(verdicts) {
+                    differs[l] = wrong;
                 }
-                let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|w| w.as_mut_slice()).collect();
-                raid::generate_with(kernel, &data, &mut refs)?;
-                for (level, stored) in blocks[disks..].iter().enumerate() {
-                    let differs = match stored.status {
-                        Status::Present { .. } => stored.bytes != want[level].as_slice(),
-                        _ => true,
-                    };
-                    // Wrong data makes the parity look wrong too: only blame the
-                    // parity when every data block is right.
-                    if differs && found.bad_data.is_empty() {
-                        found.bad_parity.push(level);
-                    }
-                }
-                Ok(())
-            })?;
+            }
+            // Wrong data makes the parity look wrong too: only blame the parity when
+            // every data block is right.
+            if found.bad_data.is_empty() {
+                found.bad_parity = (0..stored.len()).filter(|&l| differs[l]).collect();
+            }
         }
         Ok(found)
     };

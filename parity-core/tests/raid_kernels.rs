@@ -2,7 +2,8 @@
 //! lost blocks.
 
 use parity_core::raid::{
-    generate_with, gf_div, gf_inv, gf_mul, recover_data_with, recover_with, Kernel, RaidError,
+    generate_with, gf_div, gf_inv, gf_mul, recover_data_with, recover_with, verify_with, Kernel,
+    RaidError,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -89,6 +90,59 @@ fn every_kernel_equals_scalar_on_random_stripes() {
             }
         }
     }
+}
+
+#[test]
+fn verify_finds_exactly_the_levels_that_differ() {
+    let mut rng = SmallRng::seed_from_u64(0x7e51);
+    let kernels = Kernel::available();
+    let level_sets: [&[usize]; 6] = [&[0], &[1], &[0, 1], &[1, 2], &[2, 5], &[0, 1, 2, 3, 4, 5]];
+    let mut cases: Vec<(usize, usize)> = vec![(1, 64), (2, 128), (16, 4096), (17, 4096)];
+    for len in [64, 192, 65536 + 64, 256 * 1024] {
+        cases.push((rng.gen_range(1..=24), len));
+    }
+    cases.push((251, 64 * 33));
+    for (nd, len) in cases {
+        let stripe = Stripe::random(&mut rng, nd, len);
+        let data = stripe.blocks();
+        let full = parity_of(Kernel::Scalar, &data, 6);
+        for levels in level_sets {
+            let mut stored = Stripe::random(&mut rng, levels.len(), len);
+            for (block, &level) in stored.blocks_mut().into_iter().zip(levels) {
+                block.copy_from_slice(&full[level]);
+            }
+            for &kernel in &kernels {
+                let check = |stored: &Stripe| {
+                    verify_with(kernel, &data, levels, &stored.blocks()).expect("verify")
+                };
+                let what = format!("{kernel}: nd={nd} len={len} levels={levels:?}");
+                assert_eq!(check(&stored), vec![false; levels.len()], "{what}");
+                // One flipped bit anywhere in one level is found, in that level only.
+                for k in 0..levels.len() {
+                    for at in [0, len - 1, rng.gen_range(0..len)] {
+                        let bit = 1u8 << rng.gen_range(0..8);
+                        stored.blocks_mut()[k][at] ^= bit;
+                        let mut want = vec![false; levels.len()];
+                        want[k] = true;
+                        assert_eq!(check(&stored), want, "{what} k={k} at={at}");
+                        stored.blocks_mut()[k][at] ^= bit;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn verify_refuses_bad_shapes() {
+    let block = vec![0u8; 64];
+    let data: Vec<&[u8]> = vec![&block; 3];
+    let short = vec![0u8; 128];
+    let k = Kernel::Scalar;
+    assert!(verify_with(k, &data, &[0], &[&short]).is_err(), "length");
+    assert!(verify_with(k, &data, &[6], &[&block]).is_err(), "level 7");
+    assert!(verify_with(k, &data, &[0, 1], &[&block]).is_err(), "count");
+    assert!(verify_with(k, &[], &[0], &[&block]).is_err(), "no data");
 }
 
 #[test]

@@ -12,6 +12,7 @@ super::simd::simd_kernel! {
     store: |p, v| _mm512_storeu_si512(p.cast(), v),
     stream: |p, v| _mm512_stream_si512(p.cast(), v),
     xor: |a, b| _mm512_xor_si512(a, b),
+    or: |a, b| _mm512_or_si512(a, b),
     zero: _mm512_setzero_si512(),
     split: |x| (
         _mm512_and_si512(x, _mm512_set1_epi8(0x0f)),

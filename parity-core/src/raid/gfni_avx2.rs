@@ -14,6 +14,7 @@ super::simd::simd_kernel! {
     store: |p, v| _mm256_storeu_si256(p.cast(), v),
     stream: |p, v| _mm256_stream_si256(p.cast(), v),
     xor: |a, b| _mm256_xor_si256(a, b),
+    or: |a, b| _mm256_or_si256(a, b),
     zero: _mm256_setzero_si256(),
     split: |x| x,
     table: |t| _mm256_set1_epi64x(*t as i64),

@@ -261,6 +261,76 @@ pub(crate) fn mul_acc(kernel: Kernel, plan: &Plan, inputs: &[&[u8]], outputs: &m
     }
 }
 
+/// Which rows of `sum_i C[r][i] * in[i]` differ from `expected[r]`, as a bit mask
+/// (bit `r` for row `r`), without writing anything: the SIMD kernels compare the sums
+/// in registers with the expected bytes. Stripes wider than a group of inputs, and
+/// the scalar kernel, compute chunks into a small buffer and compare those. The
+/// caller has checked the lengths as for [`mul_acc`].
+pub(crate) fn mul_cmp(kernel: Kernel, plan: &Plan, inputs: &[&[u8]], expected: &[&[u8]]) -> u8 {
+    let len = expected.first().map_or(0, |o| o.len());
+    let fused = cfg!(target_arch = "x86_64") && kernel != Kernel::Scalar && plan.n <= GROUP;
+    if !fused {
+        return mul_cmp_chunked(kernel, plan, inputs, expected, len);
+    }
+    let ins: Vec<*const u8> = inputs.iter().map(|b| b.as_ptr()).collect();
+    // The kernels only read through these pointers in `mul_cmp`.
+    let outs: Vec<*mut u8> = expected.iter().map(|b| b.as_ptr().cast_mut()).collect();
+    let args = Args {
+        ins: &ins,
+        outs: &outs,
+        start: 0,
+        end: len,
+        accumulate: false,
+    };
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! simd {
+        ($module:ident, $tables:ident) => {
+            // SAFETY: the caller checked the lengths, the kernel was checked to be
+            // available, and mul_cmp never writes through `outs`.
+            unsafe { super::$module::mul_cmp(&plan.$tables, plan.rows, plan.first_row_xor, &args) }
+        };
+    }
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Ssse3 => simd!(ssse3, nibbles),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => simd!(avx2, nibbles),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => simd!(avx512, nibbles),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::GfniAvx2 => simd!(gfni_avx2, affine),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Gfni => simd!(gfni, affine),
+        _ => mul_cmp_chunked(kernel, plan, inputs, expected, len),
+    }
+}
+
+/// [`mul_cmp`] through [`mul_acc`], `CHUNK` bytes of every row at a time.
+fn mul_cmp_chunked(
+    kernel: Kernel,
+    plan: &Plan,
+    inputs: &[&[u8]],
+    expected: &[&[u8]],
+    len: usize,
+) -> u8 {
+    let mut sums = vec![vec![0u8; CHUNK.min(len)]; plan.rows];
+    let mut mask = 0u8;
+    let mut start = 0;
+    while start < len {
+        let end = (start + CHUNK).min(len);
+        let ins: Vec<&[u8]> = inputs.iter().map(|b| &b[start..end]).collect();
+        let mut outs: Vec<&mut [u8]> = sums.iter_mut().map(|s| &mut s[..end - start]).collect();
+        mul_acc(kernel, plan, &ins, &mut outs);
+        for (r, (sum, want)) in sums.iter().zip(expected).enumerate() {
+            if sum[..end - start] != want[start..end] {
+                mask |= 1 << r;
+            }
+        }
+        start = end;
+    }
+    mask
+}
+
 /// The stripe a kernel call works on: raw block pointers and the byte range.
 pub(crate) struct Args<'a> {
     pub ins: &'a [*const u8],

@@ -109,6 +109,37 @@ pub fn generate_with(
     Ok(())
 }
 
+/// Checks stored parity against `data` in one pass that writes nothing: `parity[k]`
+/// holds the stored block of level `levels[k]` (0-based: 0 is P, 1 is Q, ...), and
+/// entry `k` of the answer is true when it differs from that level's parity of
+/// `data`. The same as generating those levels and comparing, without the generated
+/// blocks ever reaching memory.
+pub fn verify_with(
+    kernel: Kernel,
+    data: &[&[u8]],
+    levels: &[usize],
+    parity: &[&[u8]],
+) -> Result<Vec<bool>, RaidError> {
+    let kernel = kernel.require()?;
+    let np = parity.len();
+    if np == 0 || np > MAX_PARITY || levels.len() != np {
+        return Err(RaidError::ParityLevels { levels: np });
+    }
+    if let Some(&level) = levels.iter().find(|&&l| l >= MAX_PARITY) {
+        return Err(RaidError::ParityLevels { levels: level + 1 });
+    }
+    if data.is_empty() || data.len() > MAX_DATA {
+        return Err(RaidError::DataDisks { disks: data.len() });
+    }
+    let len = check_lengths(data.iter().chain(parity).map(|b| b.len()))?;
+    if len == 0 {
+        return Ok(vec![false; np]);
+    }
+    let plan = Plan::new(kernel, np, data.len(), |r, i| GENERATOR[levels[r]][i]);
+    let mask = kernel::mul_cmp(kernel, &plan, data, parity);
+    Ok((0..np).map(|k| mask & (1 << k) != 0).collect())
+}
+
 /// Checks that all blocks have one length, a multiple of 64, and returns it.
 fn check_lengths(lens: impl Iterator<Item = usize>) -> Result<usize, RaidError> {
     let mut expected = None;

@@ -8,11 +8,12 @@
 //! `U` vectors. A macro rather than generic code because the intrinsics only inline
 //! into functions compiled with their target features.
 
-/// Generates `pub(crate) unsafe fn mul_acc(tables, rows, first_row_xor, args)`.
+/// Generates `pub(crate) unsafe fn mul_acc(tables, rows, first_row_xor, args)` and
+/// `mul_cmp` with the same arguments (the sums compared instead of written).
 ///
 /// - `feature`: the `target_feature` string.
 /// - `V`, `W`: the vector type and its width in bytes; `Tab`: the prepared table type.
-/// - `load`, `store`, `xor`, `zero`: unaligned load/store, XOR, zero vector.
+/// - `load`, `store`, `xor`, `or`, `zero`: unaligned load/store, XOR, OR, zero vector.
 /// - `split(x)`: per-input work shared by all rows (for example the nibbles).
 /// - `table(ptr)`: loads the table of one coefficient.
 /// - `mul(split, table)`: the product.
@@ -26,6 +27,7 @@ macro_rules! simd_kernel {
         store: |$sp:ident, $sv:ident| $store:expr,
         stream: |$np:ident, $nv:ident| $stream:expr,
         xor: |$xa:ident, $xb:ident| $xor:expr,
+        or: |$oa:ident, $ob:ident| $or:expr,
         zero: $zero:expr,
         split: |$x:ident| $split:expr,
         table: |$tp:ident| $table:expr,
@@ -63,6 +65,13 @@ macro_rules! simd_kernel {
                 $xor
             }};
         }
+        macro_rules! or {
+            ($a:expr, $b:expr) => {{
+                let $oa = $a;
+                let $ob = $b;
+                $or
+            }};
+        }
 
         /// `out[r] (+)= sum_i C[r][i] * in[i]` over `a.start..a.end`.
         ///
@@ -75,6 +84,81 @@ macro_rules! simd_kernel {
             debug_assert!(tables.len() >= a.ins.len() * rows);
             debug_assert_eq!((a.end - a.start) % 64, 0);
             unsafe { dispatch_rows!(run, rows, first_row_xor, tables, a) }
+        }
+
+        /// Which rows of `sum_i C[r][i] * in[i]` over `a.start..a.end` differ from the
+        /// blocks `a.outs` point to, which are only read: bit `r` of the result is set
+        /// when row `r` differs. Nothing is written, and the sums never leave the
+        /// registers.
+        ///
+        /// # Safety
+        /// As [`mul_acc`]; `a.accumulate` must be false.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn mul_cmp(
+            tables: &[$Tab],
+            rows: usize,
+            first_row_xor: bool,
+            a: &Args,
+        ) -> u8 {
+            debug_assert!(tables.len() >= a.ins.len() * rows);
+            debug_assert_eq!((a.end - a.start) % 64, 0);
+            debug_assert!(!a.accumulate);
+            unsafe { dispatch_rows!(cmp, rows, first_row_xor, tables, a) }
+        }
+
+        #[target_feature(enable = $feature)]
+        unsafe fn cmp<const R: usize, const X: bool>(tables: &[$Tab], a: &Args) -> u8 {
+            // Per row, the OR of every difference: zero exactly when the row matches.
+            let mut diff: [$V; R] = [$zero; R];
+            let mut off = a.start;
+            if R == 1 {
+                while off + 8 * $W <= a.end {
+                    unsafe { cmp_step::<R, X, 8>(tables, a, off, &mut diff) };
+                    off += 8 * $W;
+                }
+            }
+            if R <= 2 {
+                while off + 4 * $W <= a.end {
+                    unsafe { cmp_step::<R, X, 4>(tables, a, off, &mut diff) };
+                    off += 4 * $W;
+                }
+            }
+            while off + 2 * $W <= a.end {
+                unsafe { cmp_step::<R, X, 2>(tables, a, off, &mut diff) };
+                off += 2 * $W;
+            }
+            while off < a.end {
+                unsafe { cmp_step::<R, X, 1>(tables, a, off, &mut diff) };
+                off += $W;
+            }
+            let mut mask = 0u8;
+            for (r, d) in diff.iter().enumerate() {
+                let mut bytes = [0u8; $W];
+                unsafe { store!(bytes.as_mut_ptr(), *d) };
+                if bytes.iter().any(|&b| b != 0) {
+                    mask |= 1 << r;
+                }
+            }
+            mask
+        }
+
+        /// `U` vectors at byte offset `off`: the sums compared with the expected
+        /// blocks, differences ORed into `diff`.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn cmp_step<const R: usize, const X: bool, const U: usize>(
+            tables: &[$Tab],
+            a: &Args,
+            off: usize,
+            diff: &mut [$V; R],
+        ) {
+            let acc = unsafe { sums::<R, X, U>(tables, a, off) };
+            for r in 0..R {
+                for u in 0..U {
+                    let want = unsafe { load!(a.outs[r].add(off + u * $W)) };
+                    diff[r] = or!(diff[r], xor!(acc[r][u], want));
+                }
+            }
         }
 
         #[target_feature(enable = $feature)]
@@ -129,6 +213,27 @@ macro_rules! simd_kernel {
             a: &Args,
             off: usize,
         ) {
+            let acc = unsafe { sums::<R, X, U>(tables, a, off) };
+            for r in 0..R {
+                for u in 0..U {
+                    if NT {
+                        unsafe { stream!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                    } else {
+                        unsafe { store!(a.outs[r].add(off + u * $W), acc[r][u]) };
+                    }
+                }
+            }
+        }
+
+        /// The sums of `U` vectors at byte offset `off`, in registers (plus what the
+        /// outputs hold with `a.accumulate`).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn sums<const R: usize, const X: bool, const U: usize>(
+            tables: &[$Tab],
+            a: &Args,
+            off: usize,
+        ) -> [[$V; U]; R] {
             let mut acc: [[$V; U]; R] = [[$zero; U]; R];
             if a.accumulate {
                 for r in 0..R {
@@ -163,15 +268,7 @@ macro_rules! simd_kernel {
                     }
                 }
             }
-            for r in 0..R {
-                for u in 0..U {
-                    if NT {
-                        unsafe { stream!(a.outs[r].add(off + u * $W), acc[r][u]) };
-                    } else {
-                        unsafe { store!(a.outs[r].add(off + u * $W), acc[r][u]) };
-                    }
-                }
-            }
+            acc
         }
     };
 }

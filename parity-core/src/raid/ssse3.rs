@@ -11,6 +11,7 @@ super::simd::simd_kernel! {
     store: |p, v| _mm_storeu_si128(p.cast(), v),
     stream: |p, v| _mm_stream_si128(p.cast(), v),
     xor: |a, b| _mm_xor_si128(a, b),
+    or: |a, b| _mm_or_si128(a, b),
     zero: _mm_setzero_si128(),
     split: |x| (
         _mm_and_si128(x, _mm_set1_epi8(0x0f)),
