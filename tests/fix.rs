@@ -505,6 +505,33 @@ fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
     verify_parity(&array);
 }
 
+#[test]
+fn check_names_exactly_the_parity_levels_that_are_missing_or_short() {
+    let (array, _) = synced_array(3, 3);
+    // Level 1 gone entirely: it is wrong everywhere, and levels 2 and 3 nowhere.
+    let first = fs::read(&array.parity[0]).expect("parity");
+    fs::remove_file(&array.parity[0]).expect("rm parity");
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("parity level 1 at position"), "{err}");
+    assert!(
+        !err.contains("parity level 2 at") && !err.contains("parity level 3 at"),
+        "{err}"
+    );
+    fs::write(&array.parity[0], &first).expect("put parity back");
+    expect_code(&array.lhparity(&["check"]), 0);
+    // Level 2 one block short: its last position only.
+    let second = fs::read(&array.parity[1]).expect("parity");
+    fs::write(&array.parity[1], &second[..second.len() - 65536]).expect("shorten");
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let blamed: Vec<&str> = err.lines().filter(|l| l.contains("at position")).collect();
+    assert_eq!(blamed.len(), 1, "{err}");
+    assert!(blamed[0].contains("parity level 2 at position"), "{err}");
+}
+
 /// The bytes of every parity file.
 fn parity_bytes(array: &Array) -> Vec<Vec<u8>> {
     array

@@ -143,7 +143,13 @@ fn verify(
                 }
             }
         }
-        if levels > 0 && !found.incomplete && found.unreadable.is_empty() {
+        // Wrong data makes the parity look wrong too: the parity is only judged when
+        // every data block is right.
+        if levels > 0
+            && !found.incomplete
+            && found.unreadable.is_empty()
+            && found.bad_data.is_empty()
+        {
             // The stored levels are checked against the data in one pass that keeps
             // the computed parity in registers; a level that could not be read is
             // wrong as it stands.
@@ -159,11 +165,7 @@ fn verify(
                     differs[l] = wrong;
                 }
             }
-            // Wrong data makes the parity look wrong too: only blame the parity when
-            // every data block is right.
-            if found.bad_data.is_empty() {
-                found.bad_parity = (0..stored.len()).filter(|&l| differs[l]).collect();
-            }
+            found.bad_parity = (0..stored.len()).filter(|&l| differs[l]).collect();
         }
         Ok(found)
     };

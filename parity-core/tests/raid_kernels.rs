@@ -141,7 +141,14 @@ fn verify_refuses_bad_shapes() {
     let k = Kernel::Scalar;
     assert!(verify_with(k, &data, &[0], &[&short]).is_err(), "length");
     assert!(verify_with(k, &data, &[6], &[&block]).is_err(), "level 7");
-    assert!(verify_with(k, &data, &[0, 1], &[&block]).is_err(), "count");
+    assert_eq!(
+        verify_with(k, &data, &[0, 1], &[&block]),
+        Err(RaidError::LevelCount {
+            levels: 2,
+            blocks: 1
+        }),
+        "count"
+    );
     assert!(verify_with(k, &[], &[0], &[&block]).is_err(), "no data");
 }
 

@@ -73,6 +73,52 @@ macro_rules! simd_kernel {
             }};
         }
 
+        // The sums of `U` vectors at byte offset `off` of the stripe `a`, in registers
+        // (plus what the outputs hold with `a.accumulate`), for `step` and `cmp_step`.
+        // A macro rather than a function: a `target_feature` function cannot be forced
+        // inline, and called out of line the sums go through memory on every step.
+        // `R`, `X` and `U` are the const generics of the function it expands in.
+        macro_rules! sums {
+            ($tables:expr, $args:expr, $offset:expr) => {{
+                let (tables, a, off): (&[$Tab], &Args, usize) = ($tables, $args, $offset);
+                let mut acc: [[$V; U]; R] = [[$zero; U]; R];
+                if a.accumulate {
+                    for r in 0..R {
+                        for u in 0..U {
+                            acc[r][u] = unsafe { load!(a.outs[r].add(off + u * $W)) };
+                        }
+                    }
+                }
+                let tab = tables.as_ptr();
+                for (i, &p) in a.ins.iter().enumerate() {
+                    let mut xs: [$V; U] = [$zero; U];
+                    for u in 0..U {
+                        xs[u] = unsafe { load!(p.add(off + u * $W)) };
+                    }
+                    for r in 0..R {
+                        if X && r == 0 {
+                            for u in 0..U {
+                                acc[0][u] = xor!(acc[0][u], xs[u]);
+                            }
+                            continue;
+                        }
+                        let $tp = unsafe { tab.add(i * R + r) };
+                        let $t = unsafe { $table };
+                        for u in 0..U {
+                            // Recomputed per row; identical pure operations, so the
+                            // compiler keeps one copy per input vector.
+                            let $s = {
+                                let $x = xs[u];
+                                $split
+                            };
+                            acc[r][u] = xor!(acc[r][u], $mul);
+                        }
+                    }
+                }
+                acc
+            }};
+        }
+
         /// `out[r] (+)= sum_i C[r][i] * in[i]` over `a.start..a.end`.
         ///
         /// # Safety
@@ -152,7 +198,7 @@ macro_rules! simd_kernel {
             off: usize,
             diff: &mut [$V; R],
         ) {
-            let acc = unsafe { sums::<R, X, U>(tables, a, off) };
+            let acc = sums!(tables, a, off);
             for r in 0..R {
                 for u in 0..U {
                     let want = unsafe { load!(a.outs[r].add(off + u * $W)) };
@@ -213,7 +259,7 @@ macro_rules! simd_kernel {
             a: &Args,
             off: usize,
         ) {
-            let acc = unsafe { sums::<R, X, U>(tables, a, off) };
+            let acc = sums!(tables, a, off);
             for r in 0..R {
                 for u in 0..U {
                     if NT {
@@ -223,52 +269,6 @@ macro_rules! simd_kernel {
                     }
                 }
             }
-        }
-
-        /// The sums of `U` vectors at byte offset `off`, in registers (plus what the
-        /// outputs hold with `a.accumulate`).
-        #[target_feature(enable = $feature)]
-        #[inline]
-        unsafe fn sums<const R: usize, const X: bool, const U: usize>(
-            tables: &[$Tab],
-            a: &Args,
-            off: usize,
-        ) -> [[$V; U]; R] {
-            let mut acc: [[$V; U]; R] = [[$zero; U]; R];
-            if a.accumulate {
-                for r in 0..R {
-                    for u in 0..U {
-                        acc[r][u] = unsafe { load!(a.outs[r].add(off + u * $W)) };
-                    }
-                }
-            }
-            let tab = tables.as_ptr();
-            for (i, &p) in a.ins.iter().enumerate() {
-                let mut xs: [$V; U] = [$zero; U];
-                for u in 0..U {
-                    xs[u] = unsafe { load!(p.add(off + u * $W)) };
-                }
-                for r in 0..R {
-                    if X && r == 0 {
-                        for u in 0..U {
-                            acc[0][u] = xor!(acc[0][u], xs[u]);
-                        }
-                        continue;
-                    }
-                    let $tp = unsafe { tab.add(i * R + r) };
-                    let $t = unsafe { $table };
-                    for u in 0..U {
-                        // Recomputed per row; identical pure operations, so the
-                        // compiler keeps one copy per input vector.
-                        let $s = {
-                            let $x = xs[u];
-                            $split
-                        };
-                        acc[r][u] = xor!(acc[r][u], $mul);
-                    }
-                }
-            }
-            acc
         }
     };
 }
