@@ -230,6 +230,26 @@ macro_rules! dispatch_rows {
 }
 pub(crate) use dispatch_rows;
 
+/// `$simd!(module, tables)` for a SIMD kernel (its module and the plan's table kind),
+/// `$other` for the scalar kernel and on other architectures.
+macro_rules! by_kernel {
+    ($kernel:expr, $simd:ident, $other:expr) => {
+        match $kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Ssse3 => $simd!(ssse3, nibbles),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => $simd!(avx2, nibbles),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => $simd!(avx512, nibbles),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::GfniAvx2 => $simd!(gfni_avx2, affine),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Gfni => $simd!(gfni, affine),
+            _ => $other,
+        }
+    };
+}
+
 /// Inputs processed together before their partial sums are written back. Beyond this
 /// many streams the hardware prefetchers lose track, so wide stripes are processed
 /// in groups over chunks that stay in cache.
@@ -290,19 +310,11 @@ pub(crate) fn mul_cmp(kernel: Kernel, plan: &Plan, inputs: &[&[u8]], expected: &
             unsafe { super::$module::mul_cmp(&plan.$tables, plan.rows, plan.first_row_xor, &args) }
         };
     }
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Ssse3 => simd!(ssse3, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => simd!(avx2, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => simd!(avx512, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::GfniAvx2 => simd!(gfni_avx2, affine),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Gfni => simd!(gfni, affine),
-        _ => mul_cmp_chunked(kernel, plan, inputs, expected, len),
-    }
+    by_kernel!(
+        kernel,
+        simd,
+        mul_cmp_chunked(kernel, plan, inputs, expected, len)
+    )
 }
 
 /// [`mul_cmp`] through [`mul_acc`], `CHUNK` bytes of every row at a time.
@@ -382,19 +394,8 @@ unsafe fn run(
             }
         };
     }
-    match kernel {
-        Kernel::Scalar => unsafe { super::scalar::mul_acc(coef, rows, &args) },
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Ssse3 => simd!(ssse3, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => simd!(avx2, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => simd!(avx512, nibbles),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::GfniAvx2 => simd!(gfni_avx2, affine),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Gfni => simd!(gfni, affine),
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unsafe { super::scalar::mul_acc(coef, rows, &args) },
-    }
+    // SAFETY (scalar): as above.
+    by_kernel!(kernel, simd, unsafe {
+        super::scalar::mul_acc(coef, rows, &args)
+    })
 }
