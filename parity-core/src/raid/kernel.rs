@@ -288,8 +288,7 @@ pub(crate) fn mul_acc(kernel: Kernel, plan: &Plan, inputs: &[&[u8]], outputs: &m
 /// caller has checked the lengths as for [`mul_acc`].
 pub(crate) fn mul_cmp(kernel: Kernel, plan: &Plan, inputs: &[&[u8]], expected: &[&[u8]]) -> u8 {
     let len = expected.first().map_or(0, |o| o.len());
-    let fused = cfg!(target_arch = "x86_64") && kernel != Kernel::Scalar && plan.n <= GROUP;
-    if !fused {
+    if plan.n > GROUP {
         return mul_cmp_chunked(kernel, plan, inputs, expected, len);
     }
     let ins: Vec<*const u8> = inputs.iter().map(|b| b.as_ptr()).collect();

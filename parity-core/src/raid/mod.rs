@@ -92,17 +92,7 @@ pub fn generate_with(
 ) -> Result<(), RaidError> {
     let kernel = kernel.require()?;
     let np = parity.len();
-    if np == 0 || np > MAX_PARITY {
-        return Err(RaidError::ParityLevels { levels: np });
-    }
-    if data.is_empty() || data.len() > MAX_DATA {
-        return Err(RaidError::DataDisks { disks: data.len() });
-    }
-    let len = check_lengths(
-        data.iter()
-            .map(|b| b.len())
-            .chain(parity.iter().map(|b| b.len())),
-    )?;
+    let len = stripe_len(data, parity.iter().map(|b| b.len()))?;
     if len == 0 {
         return Ok(());
     }
@@ -125,9 +115,7 @@ pub fn verify_with(
 ) -> Result<Vec<bool>, RaidError> {
     let kernel = kernel.require()?;
     let np = parity.len();
-    if np == 0 || np > MAX_PARITY {
-        return Err(RaidError::ParityLevels { levels: np });
-    }
+    let len = stripe_len(data, parity.iter().map(|b| b.len()))?;
     if levels.len() != np {
         return Err(RaidError::LevelCount {
             levels: levels.len(),
@@ -137,16 +125,28 @@ pub fn verify_with(
     if let Some(&level) = levels.iter().find(|&&l| l >= MAX_PARITY) {
         return Err(RaidError::ParityLevels { levels: level + 1 });
     }
-    if data.is_empty() || data.len() > MAX_DATA {
-        return Err(RaidError::DataDisks { disks: data.len() });
-    }
-    let len = check_lengths(data.iter().chain(parity).map(|b| b.len()))?;
     if len == 0 {
         return Ok(vec![false; np]);
     }
     let plan = Plan::new(kernel, np, data.len(), |r, i| GENERATOR[levels[r]][i]);
     let mask = kernel::mul_cmp(kernel, &plan, data, parity);
     Ok((0..np).map(|k| mask & (1 << k) != 0).collect())
+}
+
+/// The block length of a stripe of `data` and parity blocks of `parity_lens`, after
+/// checking the counts of both and that every block has that one length.
+fn stripe_len(
+    data: &[&[u8]],
+    parity_lens: impl ExactSizeIterator<Item = usize>,
+) -> Result<usize, RaidError> {
+    let np = parity_lens.len();
+    if np == 0 || np > MAX_PARITY {
+        return Err(RaidError::ParityLevels { levels: np });
+    }
+    if data.is_empty() || data.len() > MAX_DATA {
+        return Err(RaidError::DataDisks { disks: data.len() });
+    }
+    check_lengths(data.iter().map(|b| b.len()).chain(parity_lens))
 }
 
 /// Checks that all blocks have one length, a multiple of 64, and returns it.

@@ -73,6 +73,34 @@ macro_rules! simd_kernel {
             }};
         }
 
+        // Runs `$call` over `$off..$end` with `U` as the number of vectors per step,
+        // advancing `$off`: 8 and 4 at a time when few rows leave registers free for
+        // more vectors in flight, then 2, then 1. `R` is the row count of the function
+        // it expands in.
+        macro_rules! walk {
+            ($off:ident, $end:expr, |U| $call:expr) => {{
+                macro_rules! steps {
+                    ($u:literal) => {
+                        while $off + $u * $W <= $end {
+                            {
+                                const U: usize = $u;
+                                $call;
+                            }
+                            $off += $u * $W;
+                        }
+                    };
+                }
+                if R == 1 {
+                    steps!(8);
+                }
+                if R <= 2 {
+                    steps!(4);
+                }
+                steps!(2);
+                steps!(1);
+            }};
+        }
+
         // The sums of `U` vectors at byte offset `off` of the stripe `a`, in registers
         // (plus what the outputs hold with `a.accumulate`), for `step` and `cmp_step`.
         // A macro rather than a function: a `target_feature` function cannot be forced
@@ -157,26 +185,9 @@ macro_rules! simd_kernel {
             // Per row, the OR of every difference: zero exactly when the row matches.
             let mut diff: [$V; R] = [$zero; R];
             let mut off = a.start;
-            if R == 1 {
-                while off + 8 * $W <= a.end {
-                    unsafe { cmp_step::<R, X, 8>(tables, a, off, &mut diff) };
-                    off += 8 * $W;
-                }
-            }
-            if R <= 2 {
-                while off + 4 * $W <= a.end {
-                    unsafe { cmp_step::<R, X, 4>(tables, a, off, &mut diff) };
-                    off += 4 * $W;
-                }
-            }
-            while off + 2 * $W <= a.end {
-                unsafe { cmp_step::<R, X, 2>(tables, a, off, &mut diff) };
-                off += 2 * $W;
-            }
-            while off < a.end {
-                unsafe { cmp_step::<R, X, 1>(tables, a, off, &mut diff) };
-                off += $W;
-            }
+            walk!(off, a.end, |U| unsafe {
+                cmp_step::<R, X, U>(tables, a, off, &mut diff)
+            });
             let mut mask = 0u8;
             for (r, d) in diff.iter().enumerate() {
                 let mut bytes = [0u8; $W];
@@ -228,27 +239,9 @@ macro_rules! simd_kernel {
         #[inline]
         unsafe fn lanes<const R: usize, const X: bool, const NT: bool>(tables: &[$Tab], a: &Args) {
             let mut off = a.start;
-            // Few rows leave registers free for more vectors in flight.
-            if R == 1 {
-                while off + 8 * $W <= a.end {
-                    unsafe { step::<R, X, 8, NT>(tables, a, off) };
-                    off += 8 * $W;
-                }
-            }
-            if R <= 2 {
-                while off + 4 * $W <= a.end {
-                    unsafe { step::<R, X, 4, NT>(tables, a, off) };
-                    off += 4 * $W;
-                }
-            }
-            while off + 2 * $W <= a.end {
-                unsafe { step::<R, X, 2, NT>(tables, a, off) };
-                off += 2 * $W;
-            }
-            while off < a.end {
-                unsafe { step::<R, X, 1, NT>(tables, a, off) };
-                off += $W;
-            }
+            walk!(off, a.end, |U| unsafe {
+                step::<R, X, U, NT>(tables, a, off)
+            });
         }
 
         /// `U` vectors at byte offset `off` of every block.
