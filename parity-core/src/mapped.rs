@@ -66,6 +66,12 @@ impl Window {
         if len == 0 {
             return None;
         }
+        // Asked before mapping where the kernel can tell: a range that is not all
+        // cached is then never mapped at all.
+        let asked = all_cached(file, start, len, page);
+        if asked == Some(false) {
+            return None;
+        }
         install_handler();
         // SAFETY: a new read-only shared mapping of an open file; the kernel picks
         // the address, and nothing else refers to it yet.
@@ -91,7 +97,7 @@ impl Window {
             slot: usize::MAX,
             live: Arc::clone(live),
         };
-        if !window.all_cached(page) {
+        if asked.is_none() && !window.all_mapped_cached(page) {
             return None;
         }
         // Maps every page now, in the reader's thread, instead of one fault per
@@ -128,18 +134,20 @@ impl Window {
         REGISTRY[self.slot].faulted.load(Ordering::Acquire)
     }
 
-    fn all_cached(&self, page: usize) -> bool {
-        let mut resident = vec![0u8; self.len.div_ceil(page)];
-        // SAFETY: `resident` has one byte per page of the mapping this window owns.
-        let asked = unsafe {
-            libc::mincore(
-                self.base.cast_mut().cast(),
-                self.len,
-                resident.as_mut_ptr().cast(),
-            )
-        };
-        asked == 0 && resident.iter().all(|r| r & 1 == 1)
+    /// Whether every page of the mapping is cached, asked with `mincore` (for
+    /// kernels without `cachestat`).
+    fn all_mapped_cached(&self, page: usize) -> bool {
+        mapped_pages_cached(self.base, self.len, page)
     }
+}
+
+/// Whether every page of the `len` bytes mapped at `base` is in the page cache.
+fn mapped_pages_cached(base: *const u8, len: usize, page: usize) -> bool {
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `resident` has one byte per page of the range, which the caller has
+    // mapped; mincore only writes `resident`.
+    let asked = unsafe { libc::mincore(base.cast_mut().cast(), len, resident.as_mut_ptr().cast()) };
+    asked == 0 && resident.iter().all(|r| r & 1 == 1)
 }
 
 impl Drop for Window {
@@ -158,6 +166,76 @@ impl Drop for Window {
             crate::pipeline::drop_cached(&self.file, self.offset, self.len);
         }
         self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `cachestat`'s system call number on the architectures that share the common
+/// system call table (elsewhere the residency is asked with `mincore`).
+const SYS_CACHESTAT: Option<libc::c_long> = if cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+)) {
+    Some(451)
+} else {
+    None
+};
+
+/// Whether every page of `len` bytes of `file` from `start` (a page boundary) is
+/// in the page cache, asked with `cachestat` (Linux 6.5): it counts cached pages
+/// a folio at a time, where `mincore` needs a mapping and looks up every page.
+/// `None` where the kernel (or a seccomp filter) does not offer it; it is then
+/// not asked again.
+fn all_cached(file: &File, start: u64, len: usize, page: usize) -> Option<bool> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    let number = SYS_CACHESTAT?;
+    if MISSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let range = Range {
+        off: start,
+        len: len as u64,
+    };
+    let mut stat = Stat::default();
+    // SAFETY: the kernel reads `range` and writes `stat`, both valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            number,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return Some(stat.nr_cache >= len.div_ceil(page) as u64);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOSYS | libc::EPERM) => {
+            MISSING.store(true, Ordering::Relaxed);
+            None
+        }
+        // Anything else about this file: `pread` tells what is wrong.
+        _ => Some(false),
     }
 }
 
@@ -353,6 +431,7 @@ extern "C" fn on_sigbus(
 pub(crate) mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     /// A file written and still in the page cache, in the workspace's target
     /// folder (a real filesystem, where dropping pages from the cache works).
@@ -414,6 +493,57 @@ pub(crate) mod tests {
             "past the new end: zeros"
         );
         assert!(w.faulted());
+    }
+
+    #[test]
+    fn cachestat_and_mincore_agree_on_what_is_cached() {
+        let page = page_size();
+        let (_dir, file) = cached_file(&vec![7u8; 4 * page]);
+        let by_mincore = |start: usize, len: usize| {
+            // SAFETY: a fresh read-only mapping of the test's file, unmapped below.
+            let base = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    start as libc::off_t,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED);
+            let cached = mapped_pages_cached(base.cast::<u8>().cast_const(), len, page);
+            // SAFETY: the mapping made above, no longer used.
+            unsafe { libc::munmap(base, len) };
+            cached
+        };
+        let ranges = [
+            (0, page),
+            (0, 2 * page),
+            (0, 2 * page + 64),
+            (page, 3 * page),
+            (3 * page, page),
+        ];
+        let agree = |what: &str| {
+            for (start, len) in ranges {
+                let want = by_mincore(start, len);
+                if let Some(asked) = all_cached(&file, start as u64, len, page) {
+                    assert_eq!(asked, want, "{what}: cachestat {start}+{len}");
+                }
+            }
+        };
+        assert!(by_mincore(0, 4 * page), "written pages are cached");
+        agree("all cached");
+        file.sync_all().expect("sync");
+        crate::pipeline::drop_cached(&file, 0, 4 * page);
+        assert!(!by_mincore(0, page), "dropped pages are not cached");
+        agree("none cached");
+        // Only the first page back: without read-ahead, one page is read.
+        // SAFETY: advice on the test's open file.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let mut one = vec![0u8; page];
+        file.read_exact_at(&mut one, 0).expect("read");
+        agree("first page cached");
     }
 
     #[test]

@@ -395,6 +395,11 @@ struct Batch {
     /// `batch_len x block_size` bytes; block j of the batch at `j x block_size`,
     /// unless it is mapped.
     data: Vec<u8>,
+    /// Per slot of `data`, how many leading bytes may be other than zero: a short
+    /// block (a file's tail) then zeroes only what an earlier, longer block left,
+    /// not the whole rest of its slot. Slots start zeroed; the batch lives on
+    /// across the run, its slots mostly unused while blocks are read in place.
+    written: Vec<usize>,
     /// Per block of the batch, the window holding it in place of `data`, and the
     /// block's file offset.
     mapped: Vec<Option<(Arc<Window>, u64)>>,
@@ -412,6 +417,7 @@ impl Batch {
     fn new(len: usize) -> Batch {
         Batch {
             data: vec![0u8; len],
+            written: Vec::new(),
             mapped: Vec::new(),
             status: Vec::new(),
             changed: Vec::new(),
@@ -424,6 +430,9 @@ impl Batch {
     /// Empties a returned batch for `len` positions; its windows are let go here,
     /// in the reader's thread.
     fn reset(&mut self, len: usize) {
+        if self.written.len() < len {
+            self.written.resize(len, 0);
+        }
         self.mapped.clear();
         self.mapped.resize(len, None);
         self.status.clear();
@@ -669,9 +678,8 @@ impl Reader<'_, '_> {
     ) {
         let bs = self.block_size;
         for (j, &pos) in ahead.iter().take(len).enumerate() {
-            let buf = &mut out.data[j * bs..(j + 1) * bs];
             let Some(file) = file else {
-                buf.fill(0);
+                slot(&mut out.data, &mut out.written, j, bs, 0);
                 continue;
             };
             let offset = u64::from(pos) * bs as u64;
@@ -693,6 +701,7 @@ impl Reader<'_, '_> {
                     continue;
                 }
             }
+            let buf = slot(&mut out.data, &mut out.written, j, bs, bs);
             match file.read_exact_at(buf, offset) {
                 Ok(()) => {
                     drop_cached(file, offset, bs);
@@ -702,9 +711,11 @@ impl Reader<'_, '_> {
                         len: bs,
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => buf.fill(0),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    slot(&mut out.data, &mut out.written, j, bs, 0);
+                }
                 Err(e) => {
-                    buf.fill(0);
+                    slot(&mut out.data, &mut out.written, j, bs, 0);
                     out.status[j] = Status::Unreadable { file: 0, block: 0 };
                     out.errors.push(format!(
                         "reading parity file {} at position {pos}: {e}",
@@ -750,14 +761,13 @@ impl Reader<'_, '_> {
         let entry = &files[r.file];
         let offset = r.block as u64 * bs as u64;
         let len = entry.size.saturating_sub(offset).min(bs as u64) as usize;
-        let buf = &mut out.data[j * bs..(j + 1) * bs];
         let Some(Current {
             handle: Some(handle),
             maps,
             ..
         }) = current.as_mut()
         else {
-            buf.fill(0);
+            slot(&mut out.data, &mut out.written, j, bs, 0);
             out.status[j] = Status::Skipped {
                 file: r.file,
                 block: r.block,
@@ -781,10 +791,10 @@ impl Reader<'_, '_> {
                 return;
             }
         }
+        let buf = slot(&mut out.data, &mut out.written, j, bs, len);
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
                 drop_cached(handle, offset, len);
-                buf[len..].fill(0);
                 out.status[j] = Status::Present {
                     file: r.file,
                     block: r.block,
@@ -793,7 +803,7 @@ impl Reader<'_, '_> {
                 out.bytes += len as u64;
             }
             Err(e) => {
-                buf.fill(0);
+                slot(&mut out.data, &mut out.written, j, bs, 0);
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     // Shorter than the state says: it changed.
                     out.changed.push(r.file);
@@ -936,6 +946,25 @@ pub fn unchanged(handle: &File, entry: &FileEntry) -> bool {
             && m.ino() == entry.inode
             && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
     })
+}
+
+/// Slot `j` of a batch's `data`, made ready for a block of `len` bytes: every byte
+/// from `len` on is zero on return (only those an earlier block of the slot left
+/// are cleared), and the slot counts as holding `len` bytes from now on. `len` 0
+/// zeroes the slot.
+fn slot<'d>(
+    data: &'d mut [u8],
+    written: &mut [usize],
+    j: usize,
+    bs: usize,
+    len: usize,
+) -> &'d mut [u8] {
+    let buf = &mut data[j * bs..(j + 1) * bs];
+    let before = std::mem::replace(&mut written[j], len);
+    if before > len {
+        buf[len..before].fill(0);
+    }
+    buf
 }
 
 /// A buffer whose bytes start on a 4 KiB boundary, as direct I/O needs.
@@ -1279,6 +1308,30 @@ mod reads {
                 "block {block} was evicted"
             );
         }
+    }
+
+    #[test]
+    fn a_slot_is_zero_past_its_block_whatever_it_held_before() {
+        const SLOT: usize = 256;
+        let mut data = vec![0u8; 2 * SLOT];
+        let mut written = vec![0usize; 2];
+        // A whole block, then a short one in the same slot: the old bytes past the
+        // short block are gone, the other slot is untouched.
+        slot(&mut data, &mut written, 1, SLOT, SLOT).fill(0xff);
+        slot(&mut data, &mut written, 1, SLOT, 10)[..10].fill(0xaa);
+        assert_eq!(written, vec![0, 10]);
+        assert!(data[SLOT..SLOT + 10].iter().all(|&b| b == 0xaa));
+        assert!(data[SLOT + 10..].iter().all(|&b| b == 0));
+        assert!(data[..SLOT].iter().all(|&b| b == 0));
+        // A longer block after a short one: nothing to clear, all of it is written.
+        let buf = slot(&mut data, &mut written, 1, SLOT, 100);
+        assert_eq!(buf.len(), SLOT);
+        buf[..100].fill(0x55);
+        assert!(data[SLOT + 100..].iter().all(|&b| b == 0));
+        // Length 0: the whole slot is zero.
+        slot(&mut data, &mut written, 1, SLOT, 0);
+        assert_eq!(written[1], 0);
+        assert!(data.iter().all(|&b| b == 0));
     }
 
     #[test]
