@@ -4,8 +4,8 @@
 //! When the data is already in the page cache, a mapping hands the stage the cached
 //! pages themselves, where `pread` first copied every byte: that copy was over a
 //! third of the CPU time of a scrub of a warm array. Only ranges whose pages are all
-//! cached are mapped (asked with `mincore`); everything else is read with `pread`,
-//! whose read-ahead suits cold disks.
+//! cached are mapped (asked with `cachestat`, or `mincore` on kernels before 6.5);
+//! everything else is read with `pread`, whose read-ahead suits cold disks.
 //!
 //! A mapped page can still fail after it was mapped: the file is truncated under
 //! us, or a page the kernel evicted meanwhile cannot be read back. The kernel then
