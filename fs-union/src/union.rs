@@ -860,8 +860,19 @@ impl Union {
             return Err(Errno(libc::EEXIST));
         }
         let dir = parent(path);
-        let source = self.select_one(Function::Getattr, dir)?;
-        let mut targets = self.select(function, dir)?;
+        // Where the parent folder is found (the search policy): the source of its
+        // clone on a branch without it. Asked only then, or when the create policy
+        // finds nothing, as mergerfs asks it first: a parent missing everywhere is
+        // ENOENT before any error of the create policy.
+        let source = std::cell::OnceCell::new();
+        let source = || *source.get_or_init(|| self.select_one(Function::Getattr, dir));
+        let mut targets = match self.select(function, dir) {
+            Ok(targets) => targets,
+            Err(e) => {
+                source()?;
+                return Err(e);
+            }
+        };
         if !all_targets {
             targets.truncate(1);
         }
@@ -871,7 +882,7 @@ impl Union {
             // The folder is usually there already: opening it is then the whole check,
             // and only a branch without it has the path cloned first.
             let at = self.at(branch, path).or_else(|_| {
-                self.clone_path(source, branch, dir)?;
+                self.clone_path(source()?, branch, dir)?;
                 self.at(branch, path)
             });
             let result = at.and_then(|at| Self::as_caller(caller, || make(&at)));

@@ -287,6 +287,26 @@ fn create_policies_pick_branches_and_report_policy_errors() {
         u.mkdir(&ROOT, p("/x"), 0o755).unwrap_err(),
         Errno(libc::ENOSPC)
     );
+    // A parent folder missing everywhere is ENOENT, before the policy's own error
+    // (as mergerfs, which looks for the parent first) and when the policy found a
+    // branch.
+    assert_eq!(
+        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, 0o644)
+            .unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    let u = pool.union_with(&[BranchMode::NC, BranchMode::RO], "category.create=ff");
+    assert_eq!(
+        u.mkdir(&ROOT, p("/nowhere/x"), 0o755).unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    let u = pool.union("category.create=ff");
+    assert_eq!(
+        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, 0o644)
+            .unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    assert!(!pool.path(0, "nowhere").exists() && !pool.path(1, "nowhere").exists());
 }
 
 #[test]
