@@ -73,21 +73,7 @@ impl Window {
             return None;
         }
         install_handler();
-        // SAFETY: a new read-only shared mapping of an open file; the kernel picks
-        // the address, and nothing else refers to it yet.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                map_offset,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return None;
-        }
+        let base = map_read_only(file, len, map_offset)?;
         live.fetch_add(1, Ordering::Relaxed);
         let mut window = Window {
             base: base.cast::<u8>().cast_const(),
@@ -139,6 +125,24 @@ impl Window {
     fn all_mapped_cached(&self, page: usize) -> bool {
         mapped_pages_cached(self.base, self.len, page)
     }
+}
+
+/// A new read-only shared mapping of `len` bytes of `file` from `offset` (a page
+/// boundary), where the kernel picks; the caller unmaps it.
+fn map_read_only(file: &File, len: usize, offset: libc::off_t) -> Option<*mut libc::c_void> {
+    // SAFETY: a new mapping of an open file at an address the kernel picks; nothing
+    // refers to it yet.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset,
+        )
+    };
+    (base != libc::MAP_FAILED).then_some(base)
 }
 
 /// Whether every page of the `len` bytes mapped at `base` is in the page cache.
@@ -500,18 +504,7 @@ pub(crate) mod tests {
         let page = page_size();
         let (_dir, file) = cached_file(&vec![7u8; 4 * page]);
         let by_mincore = |start: usize, len: usize| {
-            // SAFETY: a fresh read-only mapping of the test's file, unmapped below.
-            let base = unsafe {
-                libc::mmap(
-                    ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    file.as_raw_fd(),
-                    start as libc::off_t,
-                )
-            };
-            assert_ne!(base, libc::MAP_FAILED);
+            let base = map_read_only(&file, len, start as libc::off_t).expect("mapped");
             let cached = mapped_pages_cached(base.cast::<u8>().cast_const(), len, page);
             // SAFETY: the mapping made above, no longer used.
             unsafe { libc::munmap(base, len) };
