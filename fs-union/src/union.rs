@@ -861,9 +861,9 @@ impl Union {
         }
         let dir = parent(path);
         // Where the parent folder is found (the search policy): the source of its
-        // clone on a branch without it. Asked only then, or when the create policy
-        // finds nothing, as mergerfs asks it first: a parent missing everywhere is
-        // ENOENT before any error of the create policy.
+        // clone on a branch without it. For a single target asked only then, or when
+        // the create policy finds nothing, as mergerfs asks it first: a parent
+        // missing everywhere is ENOENT before any error of the create policy.
         let source = std::cell::OnceCell::new();
         let source = || *source.get_or_init(|| self.select_one(Function::Getattr, dir));
         let mut targets = match self.select(function, dir) {
@@ -875,6 +875,11 @@ impl Union {
         };
         if !all_targets {
             targets.truncate(1);
+        }
+        if targets.len() > 1 {
+            // Asked before anything is made: making an entry changes its parent's
+            // times, which a search policy such as `newest` looks at.
+            source()?;
         }
         let mut made = None;
         let mut results = Vec::new();

@@ -190,11 +190,14 @@ const SYS_CACHESTAT: Option<libc::c_long> = if cfg!(any(
     None
 };
 
+/// Set once the kernel answered that it has no `cachestat`.
+static CACHESTAT_MISSING: AtomicBool = AtomicBool::new(false);
+
 /// Whether every page of `len` bytes of `file` from `start` (a page boundary) is
 /// in the page cache, asked with `cachestat` (Linux 6.5): it counts cached pages
 /// a folio at a time, where `mincore` needs a mapping and looks up every page.
-/// `None` where the kernel (or a seccomp filter) does not offer it; it is then
-/// not asked again.
+/// `None` where the kernel does not have it (it is then not asked again), or
+/// refuses it for this file.
 fn all_cached(file: &File, start: u64, len: usize, page: usize) -> Option<bool> {
     #[repr(C)]
     struct Range {
@@ -210,9 +213,8 @@ fn all_cached(file: &File, start: u64, len: usize, page: usize) -> Option<bool> 
         nr_evicted: u64,
         nr_recently_evicted: u64,
     }
-    static MISSING: AtomicBool = AtomicBool::new(false);
     let number = SYS_CACHESTAT?;
-    if MISSING.load(Ordering::Relaxed) {
+    if CACHESTAT_MISSING.load(Ordering::Relaxed) {
         return None;
     }
     let range = Range {
@@ -234,10 +236,13 @@ fn all_cached(file: &File, start: u64, len: usize, page: usize) -> Option<bool> 
         return Some(stat.nr_cache >= len.div_ceil(page) as u64);
     }
     match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOSYS | libc::EPERM) => {
-            MISSING.store(true, Ordering::Relaxed);
+        Some(libc::ENOSYS) => {
+            CACHESTAT_MISSING.store(true, Ordering::Relaxed);
             None
         }
+        // Refused for this file (recent kernels answer only for files the caller
+        // may write) or by a seccomp filter: asked the old way this time.
+        Some(libc::EPERM) => None,
         // Anything else about this file: `pread` tells what is wrong.
         _ => Some(false),
     }
@@ -537,6 +542,47 @@ pub(crate) mod tests {
         let mut one = vec![0u8; page];
         file.read_exact_at(&mut one, 0).expect("read");
         agree("first page cached");
+    }
+
+    #[test]
+    fn a_file_the_caller_may_not_write_is_asked_the_old_way() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: running as another user needs root");
+            return;
+        }
+        let page = page_size();
+        let (_dir, file) = cached_file(&vec![7u8; 2 * page]);
+        // As nobody, with root's read-only descriptor: recent kernels refuse
+        // cachestat for a file the caller may not write. That must neither read as
+        // "not cached" nor turn cachestat off for every other file.
+        // SAFETY: the child makes system calls only (no allocation) and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = unsafe {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    3
+                } else {
+                    match all_cached(&file, 0, page, page) {
+                        Some(false) => 1,
+                        _ if CACHESTAT_MISSING.load(Ordering::Relaxed) => 2,
+                        _ => 0,
+                    }
+                }
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for the child made above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: refused as not cached; 2: turned off; 3: setuid failed"
+        );
     }
 
     #[test]

@@ -310,6 +310,31 @@ fn create_policies_pick_branches_and_report_policy_errors() {
 }
 
 #[test]
+fn a_parent_is_cloned_from_where_the_search_found_it_before_anything_was_made() {
+    let pool = Pool::new(3);
+    pool.dir(0, "p").dir(1, "p");
+    fs::set_permissions(pool.path(0, "p"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(pool.path(1, "p"), fs::Permissions::from_mode(0o755)).unwrap();
+    // b0's copy is the newest until entries are made: the one made last (on b1)
+    // would be the newest after that.
+    let ago = |secs| std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    fs::File::open(pool.path(0, "p"))
+        .unwrap()
+        .set_modified(ago(10))
+        .unwrap();
+    fs::File::open(pool.path(1, "p"))
+        .unwrap()
+        .set_modified(ago(1000))
+        .unwrap();
+    let u = pool.union("category.create=all,category.search=newest");
+    u.mkdir(&ROOT, p("/p/x"), 0o755).unwrap();
+    for b in 0..3 {
+        assert!(pool.path(b, "p/x").is_dir(), "b{b}");
+    }
+    assert_eq!(mode(&pool.path(2, "p")) & 0o7777, 0o750);
+}
+
+#[test]
 fn mkdir_mknod_symlink_run_on_every_chosen_branch() {
     let pool = Pool::new(3);
     pool.dir(0, "d").dir(2, "d");
