@@ -131,8 +131,9 @@ pub enum Status {
 /// One source's block at the stage's position.
 #[derive(Copy, Clone)]
 pub struct Block<'b> {
-    /// `block size` bytes, zero-padded; zeros unless `status` is `Present`, except
-    /// for blocks of files the source was told to skip, whose bytes mean nothing.
+    /// `block size` bytes, zero-padded past the block's length, when `status` is
+    /// `Present`; otherwise they mean nothing (a batch's buffers are used again and
+    /// again), and a stage takes zeros or a rebuilt block in their place.
     pub bytes: &'b [u8],
     pub status: Status,
     /// The bytes are the page cache itself (`Reads::Map`), shared with whoever
