@@ -386,6 +386,75 @@ fn fuse_posix_readdir_of_10000_entries() {
 }
 
 #[test]
+fn fuse_posix_a_folder_renamed_while_listed_is_listed_where_it_went() {
+    let test = "fuse_posix_a_folder_renamed_while_listed_is_listed_where_it_went";
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, mnt) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&a, &b, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "") else {
+        return;
+    };
+    fs::create_dir(pool.path("logs")).unwrap();
+    for i in 0..500 {
+        File::create(pool.path(&format!("logs/f{i:03}"))).unwrap();
+    }
+    let mut expected: Vec<String> = (0..500).map(|i| format!("f{i:03}")).collect();
+    expected.extend([".".to_string(), "..".to_string()]);
+    expected.sort();
+    let dir = cpath(&pool.path("logs"));
+    // SAFETY (this block): test code driving opendir/readdir/rewinddir on one DIR
+    // stream that stays open until closedir.
+    unsafe {
+        let stream = libc::opendir(dir.as_ptr());
+        assert!(!stream.is_null());
+        let read_all = |names: &mut Vec<String>| loop {
+            *libc::__errno_location() = 0;
+            let entry = libc::readdir(stream);
+            if entry.is_null() {
+                return *libc::__errno_location();
+            }
+            let name = CStr::from_ptr((*entry).d_name.as_ptr());
+            names.push(name.to_string_lossy().into_owned());
+        };
+        let mut names = Vec::new();
+        for _ in 0..10 {
+            let entry = libc::readdir(stream);
+            assert!(!entry.is_null());
+            let name = CStr::from_ptr((*entry).d_name.as_ptr());
+            names.push(name.to_string_lossy().into_owned());
+        }
+        // Renamed mid-listing, as a plain filesystem allows: the rest of the
+        // listing, a rewind, and a new folder under the old name change nothing.
+        fs::rename(pool.path("logs"), pool.path("logs.1")).unwrap();
+        assert_eq!(
+            read_all(&mut names),
+            0,
+            "errno after the rest of the listing"
+        );
+        names.sort();
+        assert_eq!(names, expected, "the listing goes on where the folder went");
+        fs::create_dir(pool.path("logs")).unwrap();
+        File::create(pool.path("logs/other")).unwrap();
+        libc::rewinddir(stream);
+        let mut again = Vec::new();
+        assert_eq!(read_all(&mut again), 0, "errno after a rewind");
+        again.sort();
+        assert_eq!(again, expected, "a rewind lists the renamed folder");
+        libc::closedir(stream);
+    }
+    let st = fs::symlink_metadata(pool.path("logs.1/f007")).unwrap();
+    assert!(st.is_file());
+    assert!(pool.path("logs/other").exists() && !pool.path("logs/f007").exists());
+}
+
+#[test]
 fn fuse_posix_passthrough_io_keeps_bytes() {
     let test = "fuse_posix_passthrough_io_keeps_bytes";
     let tmp = tempfile::tempdir().unwrap();

@@ -97,9 +97,10 @@ impl EntryReply {
     }
 }
 
-/// An open directory: its merged listing, built when reading starts at offset 0.
+/// An open directory: its node (whose path follows renames while it is open) and
+/// its merged listing, built when reading starts at offset 0.
 struct OpenDir {
-    path: PathBuf,
+    node: INodeNo,
     listing: Mutex<Option<Arc<Vec<DirEntry>>>>,
 }
 
@@ -446,7 +447,8 @@ impl UnionFs {
             match &*listing {
                 Some(built) if offset > 0 => Arc::clone(built),
                 _ => {
-                    let built = merged_listing(&self.union(), &dir.path).map_err(fuse_errno)?;
+                    let path = self.path(dir.node)?;
+                    let built = merged_listing(&self.union(), &path).map_err(fuse_errno)?;
                     Arc::clone(listing.insert(Arc::new(built)))
                 }
             }
@@ -1120,13 +1122,12 @@ impl Filesystem for UnionFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Opendir);
-        let path = match self.path(ino) {
-            Ok(path) => path,
-            Err(e) => return reply.error(self.failed(e)),
-        };
+        if let Err(e) = self.path(ino) {
+            return reply.error(self.failed(e));
+        }
         let fh = self.handle();
         let dir = OpenDir {
-            path,
+            node: ino,
             listing: Mutex::new(None),
         };
         lock(&self.dirs).insert(fh, Arc::new(dir));
@@ -1179,6 +1180,11 @@ impl Filesystem for UnionFs {
             Ok(listing) => listing,
             Err(e) => return reply.error(self.failed(e)),
         };
+        // Where the folder is now: renamed while open, it is listed where it went.
+        let dir_path = match self.path(dir.node) {
+            Ok(path) => path,
+            Err(e) => return reply.error(self.failed(e)),
+        };
         let union = self.union();
         let ttls = self.ttls();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -1203,7 +1209,7 @@ impl Filesystem for UnionFs {
                 }
                 continue;
             }
-            let path = dir.path.join(&entry.name);
+            let path = dir_path.join(&entry.name);
             // An entry gone since the listing was built is left out, as a lookup
             // would not find it either.
             let Ok(attr) = union.getattr(&path) else {
