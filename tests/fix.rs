@@ -870,3 +870,61 @@ fn fix_onto_a_full_disk_reports_it_and_writes_no_wrong_file() {
         assert!(now.get(path) == Some(entry), "{} changed", path.display());
     }
 }
+
+#[test]
+fn fix_e_of_a_file_deleted_after_its_bad_block_was_found_rebuilds_every_block() {
+    let (array, original) = synced_array(2, 1);
+    let victim = array.disks[0].join("dir0/big.bin");
+    flip(&victim, 65536 + 9);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    fs::remove_file(&victim).expect("rm");
+    // Only block 1 was marked bad, but with the file gone every block must come
+    // back from parity: never a file of zeros around the one rebuilt block.
+    let out = array.lhparity(&["fix", "-e"]);
+    expect_code(&out, 0);
+    assert!(
+        snapshot(&array) == original,
+        "the deleted file came back different: {}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn fix_e_leaves_a_file_changed_since_the_sync_alone_and_says_so() {
+    let (array, _) = synced_array(2, 1);
+    let victim = array.disks[0].join("dir0/big.bin");
+    flip(&victim, 65536 + 9);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    // The user then appends to the file: putting back the synced blocks would
+    // cut the new bytes off.
+    let mut edited = fs::read(&victim).expect("read");
+    edited.extend_from_slice(b"appended after the sync");
+    fs::write(&victim, &edited).expect("append");
+    let out = array.lhparity(&["fix", "-e"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dir0/big.bin changed since the last sync"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&victim).expect("read"),
+        edited,
+        "the file was touched"
+    );
+    assert!(!exists(&victim.with_extension("bin.lhparity-fix")));
+}
+
+#[test]
+fn a_symlink_in_the_way_of_the_temporary_file_harms_nothing() {
+    let (array, original) = synced_array(2, 1);
+    let victim = array.disks[0].join("small.txt");
+    let bystander = array.disks[1].join("small.txt");
+    fs::remove_file(&victim).expect("rm");
+    std::os::unix::fs::symlink(&bystander, array.disks[0].join("small.txt.lhparity-fix"))
+        .expect("symlink");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    // The other disk's file is untouched, and the restored file is a file.
+    assert!(fs::symlink_metadata(&victim).expect("restored").is_file());
+    assert!(snapshot(&array) == original, "a file differs after the fix");
+}

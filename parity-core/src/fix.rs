@@ -89,6 +89,9 @@ struct Target {
     failed: Vec<usize>,
     /// The original file is usable for the blocks that did not fail.
     has_original: bool,
+    /// Blocks the file needs that no parity holds (never synced): without the
+    /// original, the file cannot come back whole.
+    unsynced: usize,
 }
 
 /// Runs a fix.
@@ -119,7 +122,7 @@ pub fn fix(
             damage
                 .errors
                 .iter()
-                .filter(|e| !again.iter().any(|p| e.contains(p.as_str())))
+                .filter(|e| !again.iter().any(|p| names_path(e, p)))
                 .cloned(),
         );
         Some(damage)
@@ -363,8 +366,18 @@ pub fn fix(
         let Some(temp) = temp else { continue };
         let path = file_path(config, &state, target.slot, target.file);
         let entry = &state.disks[target.slot].files[target.file];
-        let lost = recovered[t].iter().filter(|&&r| !r).count();
-        let finished = finish_file(&path, entry, target, &temp, block_size, lost == 0);
+        let mut lost = recovered[t].iter().filter(|&&r| !r).count();
+        if !target.has_original {
+            lost += target.unsynced;
+        }
+        let finished = finish_file(
+            &path,
+            entry,
+            target,
+            &temp,
+            (block_size, &state.hash_key),
+            lost == 0,
+        );
         match (finished, lost) {
             (Ok(()), 0) => {
                 placed[t] = true;
@@ -422,6 +435,18 @@ pub fn fix(
     Ok(report)
 }
 
+/// Whether a read error's message is about `path` itself: the path followed by
+/// the `:` or ` ` that ends it in the messages, not a longer path that starts
+/// with it (`movie.mkv` is not `movie.mkv.bak`).
+fn names_path(message: &str, path: &str) -> bool {
+    message.match_indices(path).any(|(at, _)| {
+        matches!(
+            message[at + path.len()..].chars().next(),
+            None | Some(':' | ' ')
+        )
+    })
+}
+
 fn file_path(config: &Config, state: &State, slot: usize, file: usize) -> PathBuf {
     config.data[slot]
         .dir
@@ -458,7 +483,26 @@ fn find_targets(
             // Blocks never synced cannot come back from parity.
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
-            let failed: Vec<usize> = if whole_disk {
+            let original = if whole_disk {
+                None
+            } else {
+                File::open(&path).ok()
+            };
+            if options.bad_only {
+                // Only bad blocks are put back: into the file the sync saw. A file
+                // changed since then is left to `sync` (or a plain `fix`).
+                if let Some(handle) = &original {
+                    if !pipeline::unchanged(handle, f) {
+                        report.warnings.push(format!(
+                            "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let failed: Vec<usize> = if whole_disk || (options.bad_only && original.is_none()) {
+                // Nothing to copy good blocks from: every block is rebuilt.
                 (0..blocks).filter(synced).collect()
             } else if options.bad_only {
                 f.positions()
@@ -504,12 +548,13 @@ fn find_targets(
             if failed.is_empty() && !(whole_disk && blocks == 0) {
                 continue;
             }
-            let has_original = !whole_disk && path.exists();
+            let has_original = original.is_some();
             targets.push(Target {
                 slot,
                 file: i,
                 failed,
                 has_original,
+                unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }
     }
@@ -545,11 +590,17 @@ fn create_temp(path: &Path, size: u64) -> std::io::Result<File> {
         fs::create_dir_all(parent)?;
     }
     let temp = with_suffix(path, FIX_SUFFIX);
+    // What a killed run left there, or anything else of that name, goes first: a
+    // new file is made (never opened through a symlink or a hard link of another
+    // file, which it would overwrite).
+    match fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(&temp)?;
     file.set_len(size)?;
     Ok(file)
@@ -1243,12 +1294,15 @@ fn finish_file(
     entry: &FileEntry,
     target: &Target,
     temp: &File,
-    block_size: usize,
+    (block_size, key): (usize, &[u8; 32]),
     complete: bool,
 ) -> std::io::Result<()> {
+    let temp_path = with_suffix(path, FIX_SUFFIX);
     if target.has_original {
         // The good blocks come from the original: without it the file is not
-        // complete, whatever was rebuilt.
+        // complete, whatever was rebuilt. Each is checked again as copied, so that
+        // a file changed since it was checked is never mixed with the rebuilt
+        // blocks and passed off as repaired.
         let original = File::open(path)?;
         let mut buf = vec![0u8; block_size];
         for b in 0..entry.hashes.len() {
@@ -1258,6 +1312,12 @@ fn finish_file(
             let offset = b as u64 * block_size as u64;
             let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
             original.read_exact_at(&mut buf[..len], offset)?;
+            if complete && block_hash(key, &buf[..len]) != entry.hashes[b] {
+                let _ = fs::remove_file(&temp_path);
+                return Err(std::io::Error::other(format!(
+                    "it changed while it was being repaired (block {b} no longer matches its hash), so it was left as it is; run `lhparity fix` again, or `lhparity sync` to keep the change"
+                )));
+            }
             temp.write_all_at(&buf[..len], offset)?;
         }
     }
@@ -1266,7 +1326,6 @@ fn finish_file(
     // else depends on it being durable: parity and the other disks are untouched, so
     // after a power cut `check` or `fix` finds any block that did not reach the disk
     // by its hash and rebuilds it again.
-    let temp_path = with_suffix(path, FIX_SUFFIX);
     if complete {
         set_attributes(&temp_path, entry)?;
         fs::rename(&temp_path, path)?;
@@ -1338,6 +1397,26 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_names_a_path_only_where_the_path_ends() {
+        let p = "/d1/movie.mkv";
+        assert!(names_path(
+            "disk 'd1': opening /d1/movie.mkv: No such file",
+            p
+        ));
+        assert!(names_path(
+            "disk 'd1': reading /d1/movie.mkv at byte 0: EIO",
+            p
+        ));
+        assert!(names_path("ends with /d1/movie.mkv", p));
+        assert!(!names_path(
+            "disk 'd1': reading /d1/movie.mkv.bak at byte 0: EIO",
+            p
+        ));
+        assert!(names_path("/d1/movie.mkv.bak: x and /d1/movie.mkv: y", p));
+        assert!(!names_path("/d1/other: x", p));
+    }
 
     #[test]
     fn combinations_are_complete_and_ordered() {
