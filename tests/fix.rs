@@ -928,3 +928,39 @@ fn a_symlink_in_the_way_of_the_temporary_file_harms_nothing() {
     assert!(fs::symlink_metadata(&victim).expect("restored").is_file());
     assert!(snapshot(&array) == original, "a file differs after the fix");
 }
+
+#[test]
+fn a_parity_file_that_cannot_be_written_still_serves_to_rebuild_data() {
+    let (array, original) = synced_array(2, 1);
+    let parity = &array.parity[0];
+    let immutable = |on: bool| {
+        Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(parity)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !immutable(true) {
+        eprintln!("\n*** SKIPPED: chattr +i is not available here ***\n");
+        return;
+    }
+    flip(&array.disks[0].join("dir0/big.bin"), 3 * 65536 + 1);
+    let out = array.lhparity(&["fix"]);
+    let parity_after = fs::read(parity).expect("read parity");
+    immutable(false);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "parity file {} cannot be written",
+            parity.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        snapshot(&array) == original,
+        "the damaged file was not repaired: {err}"
+    );
+    expect_code(&array.lhparity(&["check"]), 0);
+    assert!(!parity_after.is_empty());
+}

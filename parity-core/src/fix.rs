@@ -141,9 +141,26 @@ pub fn fix(
 
     // Failed parity: levels shorter than the array, and positions marked bad.
     let paths = parity_paths(config)?;
+    // A parity file that can be read but not written (a disk remounted read-only
+    // after errors, an immutable file) still serves to rebuild data; nothing is
+    // written to it, and the report says why.
+    let mut read_only = vec![false; paths.len()];
     let parity_files: Vec<Option<File>> = paths
         .iter()
-        .map(|p| OpenOptions::new().read(true).write(true).open(p).ok())
+        .zip(&mut read_only)
+        .map(|(p, read_only)| match OpenOptions::new().read(true).write(true).open(p) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                let f = File::open(p).ok()?;
+                *read_only = true;
+                report.warnings.push(format!(
+                    "parity file {} cannot be written ({e}): it is read to rebuild data, but no parity is rewritten in it; make it writable (remount its disk read-write) and run `lhparity fix` again",
+                    p.display()
+                ));
+                Some(f)
+            }
+        })
         .collect();
     let positions_len = state.positions.len() as u64;
     let parity_len: Vec<u64> = parity_files
@@ -302,6 +319,7 @@ pub fn fix(
             writes,
             buffers,
             parity_files: &parity_files,
+            read_only: &read_only,
             write_errors,
             zero: vec![0u8; block_size],
             eager,
@@ -638,6 +656,8 @@ struct FixStage<'a> {
     /// Block buffers for rebuilt blocks, back from the writer after each write.
     buffers: &'a BufferPool,
     parity_files: &'a [Option<File>],
+    /// Per level, whether its file was opened for reading only.
+    read_only: &'a [bool],
     write_errors: &'a Mutex<Vec<String>>,
     zero: Vec<u8>,
     /// Parity levels the pipeline reads; the rest are read here when needed.
@@ -911,7 +931,10 @@ impl FixStage<'_> {
         suspected.dedup();
         // Parity that can be written at all: a level whose file could not be opened
         // or created is only missing.
-        let writable = |l: &usize| self.parity_files.get(*l).is_some_and(Option::is_some);
+        let writable = |l: &usize| {
+            self.parity_files.get(*l).is_some_and(Option::is_some)
+                && !self.read_only.get(*l).copied().unwrap_or(false)
+        };
         let parity_wanted = lost_parity.iter().chain(&suspected).any(writable);
         // Parity to write is computed from surviving blocks checked against their
         // hashes first. Bytes read in place are the page cache itself, which can
@@ -1058,6 +1081,10 @@ impl FixStage<'_> {
         let mut all_written = true;
         let mut any_written = false;
         for (&level, bytes) in lost_parity.iter().zip(&parity) {
+            if self.read_only[level] {
+                all_written = false;
+                continue;
+            }
             if let Some(file) = &self.parity_files[level] {
                 match file.write_all_at(bytes, u64::from(pos) * bs as u64) {
                     Ok(()) => any_written = true,
