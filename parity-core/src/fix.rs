@@ -269,8 +269,11 @@ pub fn fix(
         .iter()
         .enumerate()
         .map(|(slot, d)| {
+            // A target whose file is still there is read: its good blocks serve
+            // the rebuild of others at their positions, and its failed blocks are
+            // taken as lost (see `position_with`).
             let mut s = vec![false; d.files.len()];
-            for t in targets.iter().filter(|t| t.slot == slot) {
+            for t in targets.iter().filter(|t| t.slot == slot && !t.has_original) {
                 s[t.file] = true;
             }
             s
@@ -970,7 +973,20 @@ impl FixStage<'_> {
                     len,
                 } => {
                     let entry = &state.disks[slot].files[file];
-                    if !entry.is_new(b) {
+                    let failed = self
+                        .failed_at
+                        .get(&(slot, pos))
+                        .copied()
+                        .filter(|&(_, tb)| tb == b);
+                    if let (Some(target), false) = (failed, entry.is_new(b)) {
+                        // A failed block of a target still there: rebuilt, whatever
+                        // it reads now.
+                        lost.push(Lost {
+                            column,
+                            check: Some((entry.hashes[b], len)),
+                            target: Some(target),
+                        });
+                    } else if !entry.is_new(b) {
                         let survivor = Lost {
                             column,
                             check: Some((entry.hashes[b], len)),
