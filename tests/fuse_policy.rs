@@ -222,6 +222,66 @@ fn fuse_policy_rename_and_link_across_branches() {
 }
 
 #[test]
+fn fuse_policy_exdev_symlinks_leave_open_files_working() {
+    let test = "fuse_policy_exdev_symlinks_leave_open_files_working";
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let (_tmp, b0, b1, mnt) = split_tree();
+    fs::write(b0.join("a/h"), b"more").unwrap();
+    let branches = list(&[&b0, &b1]);
+    let Some(pool) = Pool::mount(
+        test,
+        &branches,
+        &mnt,
+        "category.create=epmfs,minfreespace=0,link-exdev=rel-symlink,rename-exdev=rel-symlink,cache.attr=0,cache.entry=0",
+    ) else {
+        return;
+    };
+    // link-exdev: the new name is a symlink; the source, open meanwhile, stays the
+    // file it was (its node is not the symlink's).
+    let mut source = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(pool.path("a/f"))
+        .unwrap();
+    fs::hard_link(pool.path("a/f"), pool.path("b/g")).unwrap();
+    assert!(fs::symlink_metadata(pool.path("b/g"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(pool.path("b/g")).unwrap(), b"data");
+    let mut bytes = Vec::new();
+    source.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"data", "the open source reads as before");
+    assert!(source.metadata().unwrap().is_file());
+    assert!(fs::metadata(pool.path("a/f")).unwrap().is_file());
+
+    // rename-exdev: the file goes to the stash and the new name is a symlink to it;
+    // a descriptor open across the rename reads and writes the moved file.
+    let mut moved = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(pool.path("a/h"))
+        .unwrap();
+    fs::rename(pool.path("a/h"), pool.path("b/h")).unwrap();
+    assert!(fs::symlink_metadata(pool.path("b/h"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    moved.seek(SeekFrom::End(0)).unwrap();
+    moved.write_all(b" data").unwrap();
+    moved.seek(SeekFrom::Start(0)).unwrap();
+    let mut bytes = Vec::new();
+    moved.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"more data");
+    assert!(moved.metadata().unwrap().is_file());
+    assert_eq!(fs::read(pool.path("b/h")).unwrap(), b"more data");
+    assert_eq!(
+        fs::read(b0.join(".mergerfs_rename_exdev/a/h")).unwrap(),
+        b"more data"
+    );
+}
+
+#[test]
 fn fuse_policy_moveonenospc_moves_a_growing_file() {
     let test = "fuse_policy_moveonenospc_moves_a_growing_file";
     let (Some(small), Some(big)) = (Tmpfs::new(test, "2m"), Tmpfs::new(test, "64m")) else {

@@ -51,7 +51,7 @@ use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
 use crate::pin::Pinner;
-use crate::union::{Attr, DirEntry, Errno, Union};
+use crate::union::{Attr, DirEntry, Errno, Renamed, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
 const MAX_WRITE: u32 = 1 << 20;
@@ -896,8 +896,17 @@ impl Filesystem for UnionFs {
             if no_replace && union.getattr(&new).is_ok() {
                 return Err(fuser::Errno::EEXIST);
             }
-            union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
-            lock(&self.nodes).rename(&old, &new);
+            let renamed = union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
+            let mut nodes = lock(&self.nodes);
+            match renamed {
+                Renamed::InPlace => nodes.rename(&old, &new),
+                // The entry's node follows it into the stash; the new name is a
+                // symlink, a node of its own once looked up.
+                Renamed::Stashed(stash) => {
+                    nodes.rename(&old, &stash);
+                    nodes.remove(&new);
+                }
+            }
             Ok(())
         })();
         match result {
@@ -926,9 +935,16 @@ impl Filesystem for UnionFs {
         })();
         match result {
             Ok((new, linked)) if linked.symlinked => {
-                // A symlink stands in for the link: nothing about it may be cached.
-                let e = self.entry_reply(&new, &linked.attr, self.ttls());
-                reply.entry(&Duration::ZERO, &e.attr, Generation(0));
+                // A symlink stands in for the link. The kernel takes only a reply of
+                // the source's type, so it gets the source's attributes, uncached, as
+                // from mergerfs; but under a node of the new name's own (the
+                // symlink's), so that when the name later shows as the symlink it
+                // is, only that node is dropped, never the source's.
+                let own = self.union().getattr(&new).unwrap_or(linked.attr);
+                let node = lock(&self.nodes).lookup(&new, own.stat.st_ino, Some(own.file_id()));
+                let mut fa = file_attr(&linked.attr.stat);
+                fa.ino = INodeNo(node);
+                reply.entry(&Duration::ZERO, &fa, Generation(0));
             }
             Ok((new, linked)) => {
                 // The new name is another node: the source's cached link count is

@@ -118,6 +118,16 @@ pub struct Created {
     pub attr: Attr,
 }
 
+/// Where a rename put the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renamed {
+    /// At the new name.
+    InPlace,
+    /// At this pool path below [`RENAME_EXDEV_DIR`], with a symlink to it at the new
+    /// name (`rename-exdev`).
+    Stashed(PathBuf),
+}
+
 /// The result of a hard link.
 #[derive(Debug, Clone, Copy)]
 pub struct Linked {
@@ -1128,15 +1138,16 @@ impl Union {
     ///
     /// A directory replacing a directory that is not empty in the pool's merged view
     /// is ENOTEMPTY, as on one filesystem, even where the branches would allow it.
-    pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+    pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Renamed, Errno> {
         if let Ok(target) = self.getattr(new) {
             if sys::is_dir(&target.stat) && !self.readdir(new)?.is_empty() {
                 return Err(Errno(libc::ENOTEMPTY));
             }
         }
         match self.rename_in_place(old, new) {
+            Ok(()) => Ok(Renamed::InPlace),
             Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -1186,7 +1197,7 @@ impl Union {
     /// The `rename-exdev` fallback: on each branch holding `old`, move it to the same
     /// path below [`RENAME_EXDEV_DIR`] (cloning its directories there), then make
     /// `new` a symlink to it. Any failure moves everything back and answers EXDEV.
-    fn rename_exdev(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
+    fn rename_exdev(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Renamed, Errno> {
         let exdev = Errno(libc::EXDEV);
         let old_rel = old.strip_prefix("/").unwrap_or(old);
         let stash_dir = Path::new("/").join(RENAME_EXDEV_DIR);
@@ -1223,7 +1234,7 @@ impl Union {
             }
             return Err(exdev);
         }
-        Ok(())
+        Ok(Renamed::Stashed(stash))
     }
 
     /// Hard-links `old` as `new` on each branch holding `old` (link policy). A branch
