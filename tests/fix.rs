@@ -982,3 +982,17 @@ fn good_blocks_of_a_damaged_file_serve_to_rebuild_another_file() {
     );
     expect_code(&array.lhparity(&["check"]), 0);
 }
+
+#[test]
+fn fix_m_brings_back_a_deleted_empty_file() {
+    let (array, _) = synced_array(1, 1);
+    let empty = array.disks[0].join("dir0/empty");
+    fs::write(&empty, b"").expect("empty file");
+    fs::set_permissions(&empty, fs::Permissions::from_mode(0o640)).expect("chmod");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
+    fs::remove_file(&empty).expect("rm");
+    let out = array.lhparity(&["fix", "-m"]);
+    expect_code(&out, 0);
+    assert!(snapshot(&array) == original, "{}", stderr(&out));
+}

@@ -566,7 +566,9 @@ fn find_targets(
                     }
                 }
             };
-            if failed.is_empty() && !(whole_disk && blocks == 0) {
+            // An empty file has no block to rebuild, but a lost one still comes back.
+            let empty_lost = blocks == 0 && (whole_disk || (options.missing && !path.exists()));
+            if failed.is_empty() && !empty_lost {
                 continue;
             }
             let has_original = original.is_some();
