@@ -7,7 +7,7 @@ use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::fuse::{cpath, errno, getx, outcome, Pool};
 
@@ -308,9 +308,8 @@ fn fuse_posix_same_results_as_plain_directory() {
     }
 }
 
-#[test]
-fn fuse_posix_readdir_of_10000_entries() {
-    let test = "fuse_posix_readdir_of_10000_entries";
+/// Two empty branch folders `a` and `b` and a mountpoint, in a temporary folder.
+fn two_branches() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, mnt) = (
         tmp.path().join("a"),
@@ -320,6 +319,13 @@ fn fuse_posix_readdir_of_10000_entries() {
     for d in [&a, &b, &mnt] {
         fs::create_dir(d).unwrap();
     }
+    (tmp, a, b, mnt)
+}
+
+#[test]
+fn fuse_posix_readdir_of_10000_entries() {
+    let test = "fuse_posix_readdir_of_10000_entries";
+    let (_tmp, a, b, mnt) = two_branches();
     // Spread over both branches, with 500 names on both (listed once).
     for i in 0..10_000 {
         let branch = if i % 2 == 0 { &a } else { &b };
@@ -388,15 +394,7 @@ fn fuse_posix_readdir_of_10000_entries() {
 #[test]
 fn fuse_posix_a_folder_renamed_while_listed_is_listed_where_it_went() {
     let test = "fuse_posix_a_folder_renamed_while_listed_is_listed_where_it_went";
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b, mnt) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("mnt"),
-    );
-    for d in [&a, &b, &mnt] {
-        fs::create_dir(d).unwrap();
-    }
+    let (_tmp, a, b, mnt) = two_branches();
     let branches = format!("{}:{}", a.display(), b.display());
     let Some(pool) = Pool::mount(test, &branches, &mnt, "") else {
         return;
