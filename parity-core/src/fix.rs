@@ -323,6 +323,7 @@ pub fn fix(
             buffers,
             parity_files: &parity_files,
             read_only: &read_only,
+            parity_paths: &paths,
             write_errors,
             zero: vec![0u8; block_size],
             eager,
@@ -663,6 +664,8 @@ struct FixStage<'a> {
     parity_files: &'a [Option<File>],
     /// Per level, whether its file was opened for reading only.
     read_only: &'a [bool],
+    /// Per level, its file's path, for messages.
+    parity_paths: &'a [PathBuf],
     write_errors: &'a Mutex<Vec<String>>,
     zero: Vec<u8>,
     /// Parity levels the pipeline reads; the rest are read here when needed.
@@ -1109,8 +1112,11 @@ impl FixStage<'_> {
                     Err(e) => {
                         all_written = false;
                         self.note(format!(
-                            "writing parity level {} at position {pos}: {e}",
-                            level + 1
+                            "writing parity level {} ({}) at position {pos}: {e}",
+                            level + 1,
+                            self.parity_paths
+                                .get(level)
+                                .map_or_else(String::new, |p| p.display().to_string())
                         ));
                     }
                 }
@@ -1307,7 +1313,7 @@ fn clear_bad_blocks(
             .collect();
         for (k, &b) in target.failed.iter().enumerate() {
             if let (true, Some(&pos)) = (recovered[t][k], pos_of.get(b)) {
-                back.insert((target.slot as u32, pos));
+                back.insert((state.disks[target.slot].index, pos));
             }
         }
     }
