@@ -359,7 +359,9 @@ impl UnionFs {
     ) {
         let result = self.child(parent, name).and_then(|path| {
             remove(&self.union(), &path).map_err(fuse_errno)?;
-            lock(&self.nodes).remove(&path);
+            let mut nodes = lock(&self.nodes);
+            let path = nodes.current(parent.0, name, &path).into_owned();
+            nodes.remove(&path);
             Ok(())
         });
         match result {
@@ -382,7 +384,7 @@ impl UnionFs {
             Ok((path, attr))
         });
         match result {
-            Ok((path, attr)) => self.reply_entry(reply, &path, &attr),
+            Ok((path, attr)) => self.reply_entry(reply, (parent, name), &path, &attr),
             Err(e) => reply.error(self.failed(e)),
         }
     }
@@ -460,19 +462,31 @@ impl UnionFs {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Counts a lookup of `path` and replies with its new or known node.
-    fn reply_entry(&self, reply: ReplyEntry, path: &Path, attr: &Attr) {
-        let e = self.entry_reply(path, attr, self.ttls());
+    /// Counts a lookup of `name` in `parent` (found at `path`) and replies with its
+    /// new or known node.
+    fn reply_entry(&self, reply: ReplyEntry, at: (INodeNo, &OsStr), path: &Path, attr: &Attr) {
+        let e = self.entry_reply(at, path, attr, self.ttls());
         reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &e.attr, Generation(0));
     }
 
-    /// Counts a lookup of `path` and returns what to answer with: the attributes,
-    /// carrying the node id as `ino`, and the timeouts `ttls` (attributes, name). When
-    /// the node id is not the `inodecalc` number, the attributes go out with a zero
-    /// timeout, so that the kernel asks `getattr` for the real `st_ino` (see the
-    /// module doc).
-    fn entry_reply(&self, path: &Path, attr: &Attr, ttls: (Duration, Duration)) -> EntryReply {
-        let node = lock(&self.nodes).lookup(path, attr.stat.st_ino, Some(attr.file_id()));
+    /// Counts a lookup of `name` in `parent` (found at `path`; recorded where it is
+    /// now, see [`NodeTable::current`]) and returns what to answer with: the
+    /// attributes, carrying the node id as `ino`, and the timeouts `ttls`
+    /// (attributes, name). When the node id is not the `inodecalc` number, the
+    /// attributes go out with a zero timeout, so that the kernel asks `getattr` for
+    /// the real `st_ino` (see the module doc).
+    fn entry_reply(
+        &self,
+        (parent, name): (INodeNo, &OsStr),
+        path: &Path,
+        attr: &Attr,
+        ttls: (Duration, Duration),
+    ) -> EntryReply {
+        let node = {
+            let mut nodes = lock(&self.nodes);
+            let path = nodes.current(parent.0, name, path);
+            nodes.lookup(&path, attr.stat.st_ino, Some(attr.file_id()))
+        };
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);
         let exact = node == attr.stat.st_ino;
@@ -702,11 +716,11 @@ impl Filesystem for UnionFs {
             Err(e) => return reply.error(self.failed(e)),
         };
         if is_control_file(&path) {
-            return self.reply_entry(reply, &path, &self.control_attr());
+            return self.reply_entry(reply, (parent, name), &path, &self.control_attr());
         }
         let union = self.union();
         match union.getattr(&path) {
-            Ok(attr) => self.reply_entry(reply, &path, &attr),
+            Ok(attr) => self.reply_entry(reply, (parent, name), &path, &attr),
             Err(Errno(libc::ENOENT)) if union.options().cache_negative_entry > 0 => {
                 // Node id 0 is a negative entry the kernel keeps for the entry timeout.
                 let ttl = Duration::from_secs(union.options().cache_negative_entry);
@@ -898,6 +912,8 @@ impl Filesystem for UnionFs {
             }
             let renamed = union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
             let mut nodes = lock(&self.nodes);
+            let old = nodes.current(parent.0, name, &old).into_owned();
+            let new = nodes.current(newparent.0, newname, &new).into_owned();
             match renamed {
                 Renamed::InPlace => nodes.rename(&old, &new),
                 // The entry's node follows it into the stash; the new name is a
@@ -941,7 +957,11 @@ impl Filesystem for UnionFs {
                 // symlink's), so that when the name later shows as the symlink it
                 // is, only that node is dropped, never the source's.
                 let own = self.union().getattr(&new).unwrap_or(linked.attr);
-                let node = lock(&self.nodes).lookup(&new, own.stat.st_ino, Some(own.file_id()));
+                let node = {
+                    let mut nodes = lock(&self.nodes);
+                    let new = nodes.current(newparent.0, newname, &new);
+                    nodes.lookup(&new, own.stat.st_ino, Some(own.file_id()))
+                };
                 let mut fa = file_attr(&linked.attr.stat);
                 fa.ino = INodeNo(node);
                 reply.entry(&Duration::ZERO, &fa, Generation(0));
@@ -952,7 +972,7 @@ impl Filesystem for UnionFs {
                 if let Some(notifier) = self.notifier.get() {
                     let _ = notifier.inval_inode(ino, -1, 0);
                 }
-                self.reply_entry(reply, &new, &linked.attr)
+                self.reply_entry(reply, (newparent, newname), &new, &linked.attr)
             }
             Err(e) => reply.error(self.failed(e)),
         }
@@ -1231,7 +1251,7 @@ impl Filesystem for UnionFs {
             let Ok(attr) = union.getattr(&path) else {
                 continue;
             };
-            let e = self.entry_reply(&path, &attr, ttls);
+            let e = self.entry_reply((dir.node, &entry.name), &path, &attr, ttls);
             if reply.add(
                 e.attr.ino,
                 next,
@@ -1380,7 +1400,7 @@ impl Filesystem for UnionFs {
             Ok(created) => created,
             Err(e) => return reply.error(self.failed(e)),
         };
-        let e = self.entry_reply(&path, &created.attr, self.ttls());
+        let e = self.entry_reply((parent, name), &path, &created.attr, self.ttls());
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags);
         let cache = self.cache_flags(node, &created.file);

@@ -15,6 +15,7 @@
 //! This module does no I/O and holds no lock: the FUSE adapter owns the table and
 //! serialises access to it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -214,6 +215,19 @@ impl NodeTable {
     /// The path of `name` inside the directory node `parent`.
     pub fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> Option<PathBuf> {
         Some(self.path(parent)?.join(name))
+    }
+
+    /// Where `name` in the directory node `parent` is now: `path` (worked out from
+    /// it earlier) when the parent has not moved since, else the name under the
+    /// parent's new path. Requests work on a path outside the table's lock; one
+    /// that records its result asks this first, so that a rename of the parent (or
+    /// above) made meanwhile is followed rather than undone. `path` when the parent
+    /// is gone.
+    pub fn current<'p>(&self, parent: u64, name: &OsStr, path: &'p Path) -> Cow<'p, Path> {
+        match self.path(parent) {
+            Some(now) if path.parent() != Some(now) => Cow::Owned(now.join(name)),
+            _ => Cow::Borrowed(path),
+        }
     }
 
     /// Records one kernel lookup of `path`, the file `file` shown as inode number
@@ -510,6 +524,25 @@ mod tests {
         // Forgetting the detached node must not unmap the path now owned by `d`.
         t.forget(target, 1);
         assert_eq!(t.lookup(Path::new("/e"), 99, None), d);
+    }
+
+    #[test]
+    fn a_name_found_before_its_parent_moved_is_recorded_where_it_is_now() {
+        let mut t = NodeTable::new();
+        let d = t.lookup(Path::new("/p/d"), 10, None);
+        // A lookup of `x` in `d` worked out `/p/d/x`; `d` then moved.
+        let before = t.child_path(d, OsStr::new("x")).unwrap();
+        assert_eq!(t.current(d, OsStr::new("x"), &before), Path::new("/p/d/x"));
+        t.rename(Path::new("/p/d"), Path::new("/q/d"));
+        let now = t.current(d, OsStr::new("x"), &before).into_owned();
+        assert_eq!(now, Path::new("/q/d/x"));
+        let x = t.lookup(&now, 11, None);
+        assert_eq!(t.path(x), Some(Path::new("/q/d/x")));
+        // The root's children, and a parent that is gone, keep the path given.
+        let top = t.child_path(ROOT_ID, OsStr::new("y")).unwrap();
+        assert_eq!(t.current(ROOT_ID, OsStr::new("y"), &top), Path::new("/y"));
+        t.forget(d, 1);
+        assert_eq!(t.current(d, OsStr::new("x"), &before), Path::new("/p/d/x"));
     }
 
     #[test]
