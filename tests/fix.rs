@@ -996,3 +996,26 @@ fn fix_m_brings_back_a_deleted_empty_file() {
     expect_code(&out, 0);
     assert!(snapshot(&array) == original, "{}", stderr(&out));
 }
+
+#[test]
+fn a_plain_fix_drops_the_mark_of_a_block_it_finds_good() {
+    let (array, original) = synced_array(2, 1);
+    let victim = array.disks[0].join("dir0/big.bin");
+    flip(&victim, 2 * 65536 + 3);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    assert_eq!(
+        status(&array)["bad_blocks"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // The block is put back by hand (or the read error goes away) before the fix.
+    flip(&victim, 2 * 65536 + 3);
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert_eq!(
+        status(&array)["bad_blocks"],
+        serde_json::json!([]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(snapshot(&array) == original);
+}

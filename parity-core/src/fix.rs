@@ -109,6 +109,7 @@ pub fn fix(
     // Without -d or -e, everything selected is checked first, as `check` does: the
     // files' blocks against their hashes and, for the whole array (no -f), the
     // parity of every position against its data.
+    let mut checked_files: Vec<Vec<bool>> = Vec::new();
     let damage = if options.disks.is_empty() && !options.bad_only {
         let selected = select_files(&state, &[], filter.as_ref());
         let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
@@ -125,6 +126,7 @@ pub fn fix(
                 .filter(|e| !again.iter().any(|p| names_path(e, p)))
                 .cloned(),
         );
+        checked_files = selected;
         Some(damage)
     } else {
         None
@@ -442,6 +444,11 @@ pub fn fix(
         &run.results,
     ) {
         must_save = true;
+    }
+    if let Some(damage) = &damage {
+        if clear_found_good(&mut state, &checked_files, damage) {
+            must_save = true;
+        }
     }
     for name in &options.disks {
         if let Some(slot) = state.disks.iter().position(|d| &d.name == name) {
@@ -1335,6 +1342,55 @@ fn clear_bad_blocks(
         }
     }
     !cleared.is_empty()
+}
+
+/// Drops the bad marks of data blocks the check pass read just now and found
+/// matching their hashes (a read error that went away, a block put back by
+/// hand), as a scrub of them would. Returns whether any went.
+fn clear_found_good(state: &mut State, checked: &[Vec<bool>], damage: &Damage) -> bool {
+    let marked: HashSet<(u32, u32)> = state
+        .bad
+        .iter()
+        .filter(|b| b.disk != u32::MAX)
+        .map(|b| (b.disk, b.pos))
+        .collect();
+    if marked.is_empty() {
+        return false;
+    }
+    let mut good: HashSet<(u32, u32)> = HashSet::new();
+    for (slot, disk) in state.disks.iter().enumerate() {
+        for (i, f) in disk.files.iter().enumerate() {
+            let read = checked
+                .get(slot)
+                .and_then(|c| c.get(i))
+                .copied()
+                .unwrap_or(false);
+            if !read || damage.unverified.contains(&(slot, i)) {
+                continue;
+            }
+            let failed = damage.blocks.get(&(slot, i));
+            for (b, pos) in f.positions().enumerate() {
+                let key = (disk.index, pos);
+                if marked.contains(&key)
+                    && !f.is_new(b)
+                    && failed.is_none_or(|blocks| blocks.binary_search(&b).is_err())
+                {
+                    good.insert(key);
+                }
+            }
+        }
+    }
+    let before = state.bad.len();
+    state.bad.retain(|b| !good.contains(&(b.disk, b.pos)));
+    let now = now() as u32;
+    for &(_, pos) in &good {
+        if !state.bad.iter().any(|left| left.pos == pos) {
+            if let Some(v) = state.positions.verified.get_mut(pos as usize) {
+                *v = now;
+            }
+        }
+    }
+    state.bad.len() != before
 }
 
 /// Completes a target: copies its good blocks from the original, then either
