@@ -1019,3 +1019,27 @@ fn a_plain_fix_drops_the_mark_of_a_block_it_finds_good() {
     );
     assert!(snapshot(&array) == original);
 }
+
+#[test]
+fn a_sync_that_meets_a_damaged_block_keeps_the_parity_that_can_rebuild_it() {
+    let array = Array::new(2, 1, 64, "");
+    let good = array.write(0, "a/f1", 100_000, 5);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let f1 = array.disks[0].join("a/f1");
+    flip(&f1, 1000);
+    // A new file on the other disk takes position 0 too: that position is synced
+    // again, and reads f1's damaged block on the way.
+    array.write(1, "b/g1", 30_000, 6);
+    let out = array.lhparity(&["sync"]);
+    assert!(
+        stderr(&out).contains("does not match its hash"),
+        "{}",
+        stderr(&out)
+    );
+    // The parity from before the damage is still there, so fix brings f1 back.
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert_eq!(fs::read(&f1).expect("read"), good, "{}", stderr(&out));
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+}

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -343,7 +344,13 @@ pub fn sync(
     let total_bytes = (work.len() as u64 * disk_count + new_blocks) * block_size as u64;
     progress.start(total_bytes);
     let mut failure = None;
+    // The parity as it is, for positions whose new parity cannot be computed.
+    let old_parity: Vec<Option<File>> = parity_paths.iter().map(|p| File::open(p).ok()).collect();
     for segment in work.chunks(segment_len) {
+        let prior: Vec<u8> = segment
+            .iter()
+            .map(|&p| state.positions.flags[p as usize])
+            .collect();
         // Intent: these positions are about to be rewritten.
         for &p in segment {
             state.positions.flags[p as usize] |= DIRTY;
@@ -376,6 +383,9 @@ pub fn sync(
             disks: &state.disks,
             zero: vec![0u8; block_size],
             expected: expected.as_ref(),
+            segment,
+            block_size,
+            old_parity: &old_parity,
         };
         let run = pipeline::run(
             block_size,
@@ -418,7 +428,7 @@ pub fn sync(
             ));
         }
         report.warnings.extend(outcome.errors.iter().cloned());
-        commit(&mut state, segment, &outcome, &mut report);
+        commit(&mut state, segment, &prior, &outcome, &mut report);
     }
     progress.finish();
     if failure.is_none() {
@@ -475,6 +485,10 @@ pub struct PositionResult {
     /// Some block could not be read or belongs to a file that changed: the parity
     /// written here must not be trusted.
     pub excluded: bool,
+    /// The parity found here before was written back unchanged (a block failed its
+    /// hash or could not be read, so no new parity is computed from it): it still
+    /// serves to rebuild the old blocks.
+    pub kept: bool,
 }
 
 /// Sync's work on one stripe: hash every block (new blocks get their hash, known ones
@@ -486,6 +500,11 @@ struct SyncStage<'a> {
     zero: Vec<u8>,
     /// With `--pre-hash`: the hash each new block had on the first read.
     expected: Option<&'a PreHashes>,
+    /// The segment's positions, by stage index.
+    segment: &'a [u32],
+    block_size: usize,
+    /// Read-only handles of the parity files, to keep what a position holds.
+    old_parity: &'a [Option<File>],
 }
 
 /// New blocks' hashes from the `--pre-hash` pass, by (disk slot, file, block).
@@ -583,7 +602,7 @@ fn pre_hash(
 impl SyncStage<'_> {
     fn position(
         &self,
-        _j: usize,
+        j: usize,
         blocks: &[Block],
         parity: &mut [&mut [u8]],
     ) -> Result<PositionResult, PipelineError> {
@@ -618,10 +637,47 @@ impl SyncStage<'_> {
                 }
             }
         }
+        if result.excluded || !result.bad.is_empty() {
+            // A block that failed its hash or could not be read must not go into
+            // the parity: the parity as it was may be all that can bring it back.
+            result.kept = self.keep_parity(j, parity);
+            return Ok(result);
+        }
         if !parity.is_empty() {
             raid::generate_with(self.kernel, &data, parity)?;
         }
         Ok(result)
+    }
+
+    /// Reads the parity position `j` of the segment holds now into `parity`, to be
+    /// written back as it was (past a file's end: zeros, the parity of nothing).
+    /// Whether every level was read.
+    fn keep_parity(&self, j: usize, parity: &mut [&mut [u8]]) -> bool {
+        let Some(&pos) = self.segment.get(j) else {
+            return false;
+        };
+        let offset = u64::from(pos) * self.block_size as u64;
+        let mut kept = true;
+        for (level, out) in parity.iter_mut().enumerate() {
+            let Some(Some(file)) = self.old_parity.get(level) else {
+                kept = false;
+                continue;
+            };
+            let mut done = 0;
+            while done < out.len() {
+                match file.read_at(&mut out[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        kept = false;
+                        break;
+                    }
+                }
+            }
+            out[done..].fill(0);
+        }
+        kept
     }
 }
 
@@ -636,6 +692,7 @@ fn exclude_changed(run: &mut pipeline::Run<PositionResult>, disks: &[Disk], segm
 fn commit(
     state: &mut State,
     segment: &[u32],
+    prior: &[u8],
     outcome: &pipeline::Run<PositionResult>,
     report: &mut SyncReport,
 ) {
@@ -660,6 +717,12 @@ fn commit(
         }
         if result.excluded || !result.bad.is_empty() {
             report.positions_left += 1;
+            // Parity written back as it was still holds the old blocks, unless a
+            // crashed sync had left it unknown already.
+            let before = prior.get(j).copied().unwrap_or(DIRTY);
+            if result.kept && before & DIRTY == 0 {
+                state.positions.flags[pos as usize] = before | UNSYNCED;
+            }
             continue;
         }
         for &(slot, file, block, hash) in &result.new_hashes {
@@ -865,6 +928,9 @@ mod tests {
             disks: &disks,
             zero: vec![0; 64],
             expected,
+            segment: &[0],
+            block_size: 64,
+            old_parity: &[],
         };
         let block = Block {
             bytes,
