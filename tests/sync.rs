@@ -335,6 +335,42 @@ fn existing_parity_without_content_needs_force_full() {
 }
 
 #[test]
+fn a_missing_or_short_parity_file_is_refused_until_force_full() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 200_000, 1);
+    array.write(1, "b", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let parity = &array.parity[0];
+    let aside = array.root.path().join("parity-aside");
+    // As if the parity disk were not mounted: the file is not there.
+    fs::rename(parity, &aside).expect("move parity");
+    array.write(1, "c", 10_000, 3);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&parity.display().to_string()) && err.contains("--force-full"),
+        "{err}"
+    );
+    assert!(!parity.exists(), "no new parity file was made");
+    // Shorter than the synced positions need: refused too.
+    let mut bytes = fs::read(&aside).expect("read parity");
+    bytes.truncate(65536);
+    fs::write(parity, &bytes).expect("short parity");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("holds 65536 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    // --force-full builds all of it again.
+    expect_code(&array.lhparity(&["sync", "--force-full"]), 0);
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
 fn unwritable_parity_path_names_the_file() {
     let array = Array::new(1, 1, 64, "");
     array.write(0, "a", 1000, 1);

@@ -263,6 +263,46 @@ pub fn sync(
             }
         }
     }
+    // A parity file the state relies on must be there with every synced position:
+    // a missing or short one is an unmounted disk or a lost file, and a sync that
+    // made a new one would claim protection that is not there.
+    if !is_new {
+        let block_size = u64::from(state.block_size);
+        let synced_end = state
+            .positions
+            .flags
+            .iter()
+            .rposition(|f| f & (UNSYNCED | DIRTY) == 0)
+            .map_or(0, |p| (p as u64 + 1) * block_size);
+        for path in parity_paths.iter().take(state.parity.len()) {
+            let len = std::fs::metadata(path).map(|m| m.len());
+            let problem = match len {
+                Ok(len) if len >= synced_end => continue,
+                Ok(len) => {
+                    format!("holds {len} bytes where the synced positions need {synced_end}")
+                }
+                Err(e) => e.to_string(),
+            };
+            if options.force_full {
+                state
+                    .positions
+                    .flags
+                    .iter_mut()
+                    .for_each(|f| *f |= UNSYNCED);
+                report.notes.push(format!(
+                    "parity file {}: {problem}; --force-full: every position is synced again",
+                    path.display()
+                ));
+                break;
+            }
+            return Err(SyncError::Refused(format!(
+                "parity file {}: {problem}; if its disk is not mounted, mount it; if the file \
+                 is lost or damaged, `lhparity fix` rebuilds it; to build all parity again \
+                 with a full sync, pass --force-full",
+                path.display()
+            )));
+        }
+    }
     // More parity levels than last time: the new levels need every position.
     if state.parity.len() < config.levels() {
         state.parity.resize(config.levels(), Default::default());
