@@ -494,3 +494,27 @@ fn sync_with_pre_hash_gives_the_same_parity() {
     expect_code(&hashed.lhparity(&["diff"]), 0);
     expect_code(&hashed.lhparity(&["check"]), 0);
 }
+
+#[test]
+fn a_disk_needing_more_positions_than_an_array_has_is_refused() {
+    let array = Array::new(1, 1, 1, "");
+    // Sparse: 4.5 TiB at 1 KiB blocks is more than 2^32 positions.
+    let big = array.disks[0].join("huge.img");
+    let f = fs::File::create(&big).expect("create");
+    if f.set_len(9 << 39).is_err() {
+        eprintln!("\n*** SKIPPED: this filesystem cannot hold a 4.5 TiB sparse file ***\n");
+        return;
+    }
+    drop(f);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("disk 'd1' needs") && err.contains("larger `blocksize`"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::metadata(&array.parity[0]).map(|m| m.len()).unwrap_or(0),
+        0
+    );
+}

@@ -315,6 +315,24 @@ pub fn sync(
     state.parity.truncate(config.levels());
 
     let scans = scan_all(config)?;
+    // Positions are 32-bit, as in SnapRAID: a disk needing more blocks than that at
+    // this block size cannot be protected.
+    for (scan, data) in scans.iter().zip(&config.data) {
+        let blocks: u64 = scan
+            .files
+            .iter()
+            .map(|f| FileEntry::block_count(f.size, state.block_size) as u64)
+            .sum();
+        if blocks > u64::from(u32::MAX) {
+            return Err(SyncError::Refused(format!(
+                "disk '{}' needs {blocks} blocks of {} KiB, more than the {} positions an \
+                 array can have; use a larger `blocksize` in the config (a new array)",
+                data.name,
+                state.block_size / 1024,
+                u32::MAX
+            )));
+        }
+    }
     let changes = compare_all(&state, &scans);
     for (disk, data) in state.disks.iter_mut().zip(&config.data) {
         disk.uuid = fs_uuid(&data.dir);
