@@ -945,15 +945,34 @@ fn open_parity(paths: &[PathBuf], block_size: usize) -> Result<Vec<File>, SyncEr
                     .open(path)
             };
             let direct = block_size.is_multiple_of(4096);
+            let existed = path.exists();
             let file = match direct.then(|| open(libc::O_DIRECT)) {
                 Some(Ok(f)) => Ok(f),
                 _ => open(0),
             };
-            file.map_err(|source| SyncError::Io {
+            let file = file.map_err(|source| SyncError::Io {
                 what: "opening parity file",
                 path: path.clone(),
                 source,
-            })
+            })?;
+            // A new parity file's name must survive a power cut as its data does.
+            if !existed {
+                if let Some(dir) = path.parent() {
+                    let dir = if dir.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        dir
+                    };
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|source| SyncError::Io {
+                            what: "flushing the folder of parity file",
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
+            }
+            Ok(file)
         })
         .collect()
 }
