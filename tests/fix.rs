@@ -871,12 +871,19 @@ fn fix_onto_a_full_disk_reports_it_and_writes_no_wrong_file() {
     }
 }
 
+/// Flips a bit of d1's big file at `offset` and has a scrub mark its block bad;
+/// returns the file.
+fn marked_bad(array: &Array, offset: usize) -> PathBuf {
+    let victim = array.disks[0].join("dir0/big.bin");
+    flip(&victim, offset);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    victim
+}
+
 #[test]
 fn fix_e_of_a_file_deleted_after_its_bad_block_was_found_rebuilds_every_block() {
     let (array, original) = synced_array(2, 1);
-    let victim = array.disks[0].join("dir0/big.bin");
-    flip(&victim, 65536 + 9);
-    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let victim = marked_bad(&array, 65536 + 9);
     fs::remove_file(&victim).expect("rm");
     // Only block 1 was marked bad, but with the file gone every block must come
     // back from parity: never a file of zeros around the one rebuilt block.
@@ -893,9 +900,7 @@ fn fix_e_of_a_file_deleted_after_its_bad_block_was_found_rebuilds_every_block() 
 #[test]
 fn fix_e_leaves_a_file_changed_since_the_sync_alone_and_says_so() {
     let (array, _) = synced_array(2, 1);
-    let victim = array.disks[0].join("dir0/big.bin");
-    flip(&victim, 65536 + 9);
-    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let victim = marked_bad(&array, 65536 + 9);
     // The user then appends to the file: putting back the synced blocks would
     // cut the new bytes off.
     let mut edited = fs::read(&victim).expect("read");
@@ -1000,9 +1005,7 @@ fn fix_m_brings_back_a_deleted_empty_file() {
 #[test]
 fn a_plain_fix_drops_the_mark_of_a_block_it_finds_good() {
     let (array, original) = synced_array(2, 1);
-    let victim = array.disks[0].join("dir0/big.bin");
-    flip(&victim, 2 * 65536 + 3);
-    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let victim = marked_bad(&array, 2 * 65536 + 3);
     assert_eq!(
         status(&array)["bad_blocks"].as_array().map(Vec::len),
         Some(1)

@@ -221,6 +221,14 @@ fn fuse_policy_rename_and_link_across_branches() {
     assert_eq!(fs::metadata(pool.path("b/g")).unwrap().nlink(), 2);
 }
 
+fn open_rw(path: &Path) -> fs::File {
+    fs::File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
 #[test]
 fn fuse_policy_exdev_symlinks_leave_open_files_working() {
     let test = "fuse_policy_exdev_symlinks_leave_open_files_working";
@@ -238,11 +246,7 @@ fn fuse_policy_exdev_symlinks_leave_open_files_working() {
     };
     // link-exdev: the new name is a symlink; the source, open meanwhile, stays the
     // file it was (its node is not the symlink's).
-    let mut source = fs::File::options()
-        .read(true)
-        .write(true)
-        .open(pool.path("a/f"))
-        .unwrap();
+    let mut source = open_rw(&pool.path("a/f"));
     fs::hard_link(pool.path("a/f"), pool.path("b/g")).unwrap();
     assert!(fs::symlink_metadata(pool.path("b/g"))
         .unwrap()
@@ -257,11 +261,7 @@ fn fuse_policy_exdev_symlinks_leave_open_files_working() {
 
     // rename-exdev: the file goes to the stash and the new name is a symlink to it;
     // a descriptor open across the rename reads and writes the moved file.
-    let mut moved = fs::File::options()
-        .read(true)
-        .write(true)
-        .open(pool.path("a/h"))
-        .unwrap();
+    let mut moved = open_rw(&pool.path("a/h"));
     fs::rename(pool.path("a/h"), pool.path("b/h")).unwrap();
     assert!(fs::symlink_metadata(pool.path("b/h"))
         .unwrap()

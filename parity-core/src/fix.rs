@@ -109,8 +109,7 @@ pub fn fix(
     // Without -d or -e, everything selected is checked first, as `check` does: the
     // files' blocks against their hashes and, for the whole array (no -f), the
     // parity of every position against its data.
-    let mut checked_files: Vec<Vec<bool>> = Vec::new();
-    let damage = if options.disks.is_empty() && !options.bad_only {
+    let (damage, checked_files) = if options.disks.is_empty() && !options.bad_only {
         let selected = select_files(&state, &[], filter.as_ref());
         let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
         // Problems of files read one by one below are reported there.
@@ -126,10 +125,9 @@ pub fn fix(
                 .filter(|e| !again.iter().any(|p| names_path(e, p)))
                 .cloned(),
         );
-        checked_files = selected;
-        Some(damage)
+        (Some(damage), selected)
     } else {
-        None
+        (None, Vec::new())
     };
     let targets = find_targets(
         config,
@@ -512,33 +510,33 @@ fn find_targets(
             // Blocks never synced cannot come back from parity.
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
-            let original = if whole_disk {
-                None
-            } else {
-                File::open(&path).ok()
-            };
-            if options.bad_only {
-                // Only bad blocks are put back: into the file the sync saw. A file
-                // changed since then is left to `sync` (or a plain `fix`).
-                if let Some(handle) = &original {
-                    if !pipeline::unchanged(handle, f) {
+            let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
+            let failed: Vec<usize> = if whole_disk {
+                every_synced()
+            } else if options.bad_only {
+                let bad: Vec<usize> = f
+                    .positions()
+                    .enumerate()
+                    .filter(|(b, p)| bad_positions.contains(p) && synced(b))
+                    .map(|(b, _)| b)
+                    .collect();
+                if bad.is_empty() {
+                    continue;
+                }
+                // Bad blocks are put back into the file the sync saw: one changed
+                // since is left to `sync` (or a plain `fix`), and without the file
+                // there is nothing to copy good blocks from, so all come back.
+                match File::open(&path) {
+                    Ok(handle) if !pipeline::unchanged(&handle, f) => {
                         report.warnings.push(format!(
                             "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
                             path.display()
                         ));
                         continue;
                     }
+                    Ok(_) => bad,
+                    Err(_) => every_synced(),
                 }
-            }
-            let failed: Vec<usize> = if whole_disk || (options.bad_only && original.is_none()) {
-                // Nothing to copy good blocks from: every block is rebuilt.
-                (0..blocks).filter(synced).collect()
-            } else if options.bad_only {
-                f.positions()
-                    .enumerate()
-                    .filter(|(b, p)| bad_positions.contains(p) && synced(b))
-                    .map(|(b, _)| b)
-                    .collect()
             } else if let Some(blocks) = damage
                 .filter(|d| !d.unverified.contains(&(slot, i)))
                 .map(|d| d.blocks.get(&(slot, i)))
@@ -555,7 +553,7 @@ fn find_targets(
                 match File::open(&path) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         if options.missing {
-                            (0..blocks).filter(synced).collect()
+                            every_synced()
                         } else {
                             Vec::new()
                         }
@@ -579,12 +577,11 @@ fn find_targets(
             if failed.is_empty() && !empty_lost {
                 continue;
             }
-            let has_original = original.is_some();
             targets.push(Target {
                 slot,
                 file: i,
                 failed,
-                has_original,
+                has_original: !whole_disk && path.exists(),
                 unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }
@@ -1329,9 +1326,15 @@ fn clear_bad_blocks(
             back.insert((u32::MAX, pos));
         }
     }
+    drop_marks(state, &back)
+}
+
+/// Drops the bad marks `gone` (disk index, position); a position left with none is
+/// verified now. Returns whether any went.
+fn drop_marks(state: &mut State, gone: &HashSet<(u32, u32)>) -> bool {
     let (cleared, kept): (Vec<BadBlock>, Vec<BadBlock>) = std::mem::take(&mut state.bad)
         .into_iter()
-        .partition(|b| back.contains(&(b.disk, b.pos)));
+        .partition(|b| gone.contains(&(b.disk, b.pos)));
     state.bad = kept;
     let now = now() as u32;
     for b in &cleared {
@@ -1380,17 +1383,7 @@ fn clear_found_good(state: &mut State, checked: &[Vec<bool>], damage: &Damage) -
             }
         }
     }
-    let before = state.bad.len();
-    state.bad.retain(|b| !good.contains(&(b.disk, b.pos)));
-    let now = now() as u32;
-    for &(_, pos) in &good {
-        if !state.bad.iter().any(|left| left.pos == pos) {
-            if let Some(v) = state.positions.verified.get_mut(pos as usize) {
-                *v = now;
-            }
-        }
-    }
-    state.bad.len() != before
+    drop_marks(state, &good)
 }
 
 /// Completes a target: copies its good blocks from the original, then either

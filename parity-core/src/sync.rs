@@ -263,45 +263,8 @@ pub fn sync(
             }
         }
     }
-    // A parity file the state relies on must be there with every synced position:
-    // a missing or short one is an unmounted disk or a lost file, and a sync that
-    // made a new one would claim protection that is not there.
     if !is_new {
-        let block_size = u64::from(state.block_size);
-        let synced_end = state
-            .positions
-            .flags
-            .iter()
-            .rposition(|f| f & (UNSYNCED | DIRTY) == 0)
-            .map_or(0, |p| (p as u64 + 1) * block_size);
-        for path in parity_paths.iter().take(state.parity.len()) {
-            let len = std::fs::metadata(path).map(|m| m.len());
-            let problem = match len {
-                Ok(len) if len >= synced_end => continue,
-                Ok(len) => {
-                    format!("holds {len} bytes where the synced positions need {synced_end}")
-                }
-                Err(e) => e.to_string(),
-            };
-            if options.force_full {
-                state
-                    .positions
-                    .flags
-                    .iter_mut()
-                    .for_each(|f| *f |= UNSYNCED);
-                report.notes.push(format!(
-                    "parity file {}: {problem}; --force-full: every position is synced again",
-                    path.display()
-                ));
-                break;
-            }
-            return Err(SyncError::Refused(format!(
-                "parity file {}: {problem}; if its disk is not mounted, mount it; if the file \
-                 is lost or damaged, `lhparity fix` rebuilds it; to build all parity again \
-                 with a full sync, pass --force-full",
-                path.display()
-            )));
-        }
+        check_parity_files(&mut state, &parity_paths, options, &mut report)?;
     }
     // More parity levels than last time: the new levels need every position.
     if state.parity.len() < config.levels() {
@@ -315,24 +278,6 @@ pub fn sync(
     state.parity.truncate(config.levels());
 
     let scans = scan_all(config)?;
-    // Positions are 32-bit, as in SnapRAID: a disk needing more blocks than that at
-    // this block size cannot be protected.
-    for (scan, data) in scans.iter().zip(&config.data) {
-        let blocks: u64 = scan
-            .files
-            .iter()
-            .map(|f| FileEntry::block_count(f.size, state.block_size) as u64)
-            .sum();
-        if blocks > u64::from(u32::MAX) {
-            return Err(SyncError::Refused(format!(
-                "disk '{}' needs {blocks} blocks of {} KiB, more than the {} positions an \
-                 array can have; use a larger `blocksize` in the config (a new array)",
-                data.name,
-                state.block_size / 1024,
-                u32::MAX
-            )));
-        }
-    }
     let changes = compare_all(&state, &scans);
     for (disk, data) in state.disks.iter_mut().zip(&config.data) {
         disk.uuid = fs_uuid(&data.dir);
@@ -441,7 +386,6 @@ pub fn sync(
             disks: &state.disks,
             zero: vec![0u8; block_size],
             expected: expected.as_ref(),
-            segment,
             block_size,
             old_parity: &old_parity,
         };
@@ -453,7 +397,7 @@ pub fn sync(
                 files: &parity_files,
                 paths: &parity_paths,
             }),
-            &|j, blocks, parity| stage.position(j, blocks, parity),
+            &|j, blocks, parity| stage.position(segment[j], blocks, parity),
             &|bytes| progress.advance(bytes),
             Reads::Copy,
         );
@@ -558,8 +502,6 @@ struct SyncStage<'a> {
     zero: Vec<u8>,
     /// With `--pre-hash`: the hash each new block had on the first read.
     expected: Option<&'a PreHashes>,
-    /// The segment's positions, by stage index.
-    segment: &'a [u32],
     block_size: usize,
     /// Read-only handles of the parity files, to keep what a position holds.
     old_parity: &'a [Option<File>],
@@ -660,7 +602,7 @@ fn pre_hash(
 impl SyncStage<'_> {
     fn position(
         &self,
-        j: usize,
+        pos: u32,
         blocks: &[Block],
         parity: &mut [&mut [u8]],
     ) -> Result<PositionResult, PipelineError> {
@@ -698,7 +640,7 @@ impl SyncStage<'_> {
         if result.excluded || !result.bad.is_empty() {
             // A block that failed its hash or could not be read must not go into
             // the parity: the parity as it was may be all that can bring it back.
-            result.kept = self.keep_parity(j, parity);
+            result.kept = self.keep_parity(pos, parity);
             return Ok(result);
         }
         if !parity.is_empty() {
@@ -707,13 +649,10 @@ impl SyncStage<'_> {
         Ok(result)
     }
 
-    /// Reads the parity position `j` of the segment holds now into `parity`, to be
-    /// written back as it was (past a file's end: zeros, the parity of nothing).
-    /// Whether every level was read.
-    fn keep_parity(&self, j: usize, parity: &mut [&mut [u8]]) -> bool {
-        let Some(&pos) = self.segment.get(j) else {
-            return false;
-        };
+    /// Reads the parity position `pos` holds now into `parity`, to be written back
+    /// as it was (past a file's end: zeros, the parity of nothing). Whether every
+    /// level was read.
+    fn keep_parity(&self, pos: u32, parity: &mut [&mut [u8]]) -> bool {
         let offset = u64::from(pos) * self.block_size as u64;
         let mut kept = true;
         for (level, out) in parity.iter_mut().enumerate() {
@@ -861,6 +800,24 @@ fn check_safety(
             )));
         }
     }
+    // Positions are 32-bit, as in SnapRAID: a disk needing more blocks than that at
+    // this block size cannot be protected.
+    for (scan, data) in scans.iter().zip(&config.data) {
+        let blocks: u64 = scan
+            .files
+            .iter()
+            .map(|f| FileEntry::block_count(f.size, state.block_size) as u64)
+            .sum();
+        if blocks > u64::from(u32::MAX) {
+            return Err(SyncError::Refused(format!(
+                "disk '{}' needs {blocks} blocks of {} KiB, more than the {} positions an \
+                 array can have; use a larger `blocksize` in the config (a new array)",
+                data.name,
+                state.block_size / 1024,
+                u32::MAX
+            )));
+        }
+    }
     let removed: usize = changes.iter().map(|c| c.removed.len()).sum();
     if let Some(limit) = config.delete_threshold {
         if removed as u64 > limit && !options.force_delete {
@@ -870,6 +827,50 @@ fn check_safety(
                 config.source.display()
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses a sync when a parity file the state relies on is missing or shorter than
+/// its synced positions need (an unmounted disk, a lost file): a sync that made a
+/// new one would claim protection that is not there. `--force-full` syncs every
+/// position again instead.
+fn check_parity_files(
+    state: &mut State,
+    paths: &[PathBuf],
+    options: &SyncOptions,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let synced_end = state
+        .positions
+        .flags
+        .iter()
+        .rposition(|f| f & (UNSYNCED | DIRTY) == 0)
+        .map_or(0, |p| (p as u64 + 1) * u64::from(state.block_size));
+    for path in paths.iter().take(state.parity.len()) {
+        let problem = match std::fs::metadata(path).map(|m| m.len()) {
+            Ok(len) if len >= synced_end => continue,
+            Ok(len) => format!("holds {len} bytes where the synced positions need {synced_end}"),
+            Err(e) => e.to_string(),
+        };
+        if !options.force_full {
+            return Err(SyncError::Refused(format!(
+                "parity file {}: {problem}; if its disk is not mounted, mount it; if the file \
+                 is lost or damaged, `lhparity fix` rebuilds it; to build all parity again \
+                 with a full sync, pass --force-full",
+                path.display()
+            )));
+        }
+        state
+            .positions
+            .flags
+            .iter_mut()
+            .for_each(|f| *f |= UNSYNCED);
+        report.notes.push(format!(
+            "parity file {}: {problem}; --force-full: every position is synced again",
+            path.display()
+        ));
+        break;
     }
     Ok(())
 }
@@ -957,20 +958,11 @@ fn open_parity(paths: &[PathBuf], block_size: usize) -> Result<Vec<File>, SyncEr
             })?;
             // A new parity file's name must survive a power cut as its data does.
             if !existed {
-                if let Some(dir) = path.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        std::path::Path::new(".")
-                    } else {
-                        dir
-                    };
-                    File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(|source| SyncError::Io {
-                            what: "flushing the folder of parity file",
-                            path: path.clone(),
-                            source,
-                        })?;
-                }
+                store::sync_folder_of(path).map_err(|source| SyncError::Io {
+                    what: "flushing the folder of parity file",
+                    path: path.clone(),
+                    source,
+                })?;
             }
             Ok(file)
         })
@@ -1005,7 +997,6 @@ mod tests {
             disks: &disks,
             zero: vec![0; 64],
             expected,
-            segment: &[0],
             block_size: 64,
             old_parity: &[],
         };

@@ -246,13 +246,17 @@ pub fn write_atomic(path: &Path, what: &'static str, bytes: &[u8]) -> Result<(),
         return Err(failure);
     }
     // The rename is durable only once the folder's entry is on disk.
+    sync_folder_of(path).map_err(fail(WriteOp::SyncFolder))
+}
+
+/// Flushes the folder holding `path`, so that a name made or renamed there
+/// survives a power cut.
+pub fn sync_folder_of(path: &Path) -> io::Result<()> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(fail(WriteOp::SyncFolder))
+    File::open(folder).and_then(|dir| dir.sync_all())
 }
 
 #[cfg(test)]
