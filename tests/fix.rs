@@ -428,6 +428,29 @@ fn one_disk_more_than_parity_is_reported_unrecoverable() {
     }
 }
 
+#[test]
+fn an_unrecoverable_result_never_replaces_a_file_of_that_name() {
+    let (array, _) = synced_array(3, 1);
+    wipe(&array, 0);
+    wipe(&array, 1);
+    let dir = array.disks[0].join("dir0");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let taken = dir.join("big.bin.unrecoverable");
+    fs::write(&taken, b"the user's own file").expect("write");
+    for n in [2, 3] {
+        let out = array.lhparity(&["fix", "-d", "d1", "-d", "d2"]);
+        expect_code(&out, 1);
+        let kept = dir.join(format!("big.bin.{n}.unrecoverable"));
+        assert!(
+            stderr(&out).contains(&format!("what could be is in {}", kept.display())),
+            "{}",
+            stderr(&out)
+        );
+        assert!(exists(&kept), "{} missing", kept.display());
+        assert_eq!(fs::read(&taken).expect("read"), b"the user's own file");
+    }
+}
+
 /// Puts `bytes` back into `path` in place (same inode) with the mtime it had.
 fn put_back(path: &std::path::Path, bytes: &[u8]) {
     let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
@@ -934,18 +957,21 @@ fn a_symlink_in_the_way_of_the_temporary_file_harms_nothing() {
     assert!(snapshot(&array) == original, "a file differs after the fix");
 }
 
+/// `chattr +i` (or `-i`) on `path`; false where chattr is missing or refused.
+fn immutable(path: &std::path::Path, on: bool) -> bool {
+    Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[test]
 fn a_parity_file_that_cannot_be_written_still_serves_to_rebuild_data() {
     let (array, original) = synced_array(2, 1);
     let parity = &array.parity[0];
-    let immutable = |on: bool| {
-        Command::new("chattr")
-            .arg(if on { "+i" } else { "-i" })
-            .arg(parity)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let immutable = |on: bool| immutable(parity, on);
     if !immutable(true) {
         eprintln!("\n*** SKIPPED: chattr +i is not available here ***\n");
         return;
@@ -968,6 +994,31 @@ fn a_parity_file_that_cannot_be_written_still_serves_to_rebuild_data() {
     );
     expect_code(&array.lhparity(&["check"]), 0);
     assert!(!parity_after.is_empty());
+}
+
+#[test]
+fn a_repaired_file_that_cannot_be_put_in_place_leaves_no_temporary_file() {
+    let (array, original) = synced_array(2, 1);
+    let victim = marked_bad(&array, 9);
+    if !immutable(&victim, true) {
+        eprintln!("\n*** SKIPPED: chattr +i is not available here ***\n");
+        return;
+    }
+    let out = array.lhparity(&["fix"]);
+    immutable(&victim, false);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "writing {}: Operation not permitted",
+            victim.display()
+        )),
+        "{err}"
+    );
+    assert!(!exists(&victim.with_extension("bin.lhparity-fix")));
+    // Once the file can be replaced, the same fix goes through.
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(snapshot(&array) == original, "the file was not repaired");
 }
 
 #[test]

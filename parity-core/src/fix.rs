@@ -401,7 +401,7 @@ pub fn fix(
             lost == 0,
         );
         match (finished, lost) {
-            (Ok(()), 0) => {
+            (Ok(_), 0) => {
                 placed[t] = true;
                 // The repaired file is a new inode: record it, so that the next diff
                 // sees the file the state describes.
@@ -412,13 +412,15 @@ pub fn fix(
                 }
                 report.fixed.push(path.display().to_string());
             }
-            (Ok(()), n) => report.unrecoverable.push(format!(
-                "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}{UNRECOVERABLE_SUFFIX}",
+            (Ok(kept), n) => report.unrecoverable.push(format!(
+                "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}",
                 path.display(),
                 FileEntry::block_count(entry.size, state.block_size),
-                path.display()
+                kept.display()
             )),
-            (Err(e), _) => report.errors.push(format!("writing {}: {e}", path.display())),
+            (Err(e), _) => report
+                .errors
+                .push(format!("writing {}: {e}", path.display())),
         }
     }
     for (slot, file, inode) in new_inodes {
@@ -1388,8 +1390,44 @@ fn clear_found_good(state: &mut State, checked: &[Vec<bool>], damage: &Damage) -
 
 /// Completes a target: copies its good blocks from the original, then either
 /// renames the repaired file over the original (complete) or keeps it as
-/// `NAME.unrecoverable`.
+/// `NAME.unrecoverable` (see [`keep_unrecoverable`]). Returns where the file is now.
+///
+/// A complete file that fails on the way leaves no temporary file behind: it can be
+/// rebuilt again. A partial one that cannot be renamed stays as `NAME.lhparity-fix`,
+/// which the error names, since it may hold blocks nothing else can give back.
 fn finish_file(
+    path: &Path,
+    entry: &FileEntry,
+    target: &Target,
+    temp: &File,
+    block: (usize, &[u8; 32]),
+    complete: bool,
+) -> std::io::Result<PathBuf> {
+    let temp_path = with_suffix(path, FIX_SUFFIX);
+    let finished = copy_good_blocks(path, entry, target, temp, block, complete).and_then(|()| {
+        if complete {
+            set_attributes(&temp_path, entry)?;
+            fs::rename(&temp_path, path)?;
+            Ok(path.to_path_buf())
+        } else {
+            keep_unrecoverable(&temp_path, path)
+        }
+    });
+    match finished {
+        Err(e) if complete => {
+            let _ = fs::remove_file(&temp_path);
+            Err(e)
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{e}; what could be rebuilt is in {}", temp_path.display()),
+        )),
+        ok => ok,
+    }
+}
+
+/// Copies the blocks of a target that did not fail from its original into `temp`.
+fn copy_good_blocks(
     path: &Path,
     entry: &FileEntry,
     target: &Target,
@@ -1397,7 +1435,6 @@ fn finish_file(
     (block_size, key): (usize, &[u8; 32]),
     complete: bool,
 ) -> std::io::Result<()> {
-    let temp_path = with_suffix(path, FIX_SUFFIX);
     if target.has_original {
         // The good blocks come from the original: without it the file is not
         // complete, whatever was rebuilt. Each is checked again as copied, so that
@@ -1413,7 +1450,6 @@ fn finish_file(
             let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
             original.read_exact_at(&mut buf[..len], offset)?;
             if complete && block_hash(key, &buf[..len]) != entry.hashes[b] {
-                let _ = fs::remove_file(&temp_path);
                 return Err(std::io::Error::other(format!(
                     "it changed while it was being repaired (block {b} no longer matches its hash), so it was left as it is; run `lhparity fix` again, or `lhparity sync` to keep the change"
                 )));
@@ -1426,13 +1462,65 @@ fn finish_file(
     // else depends on it being durable: parity and the other disks are untouched, so
     // after a power cut `check` or `fix` finds any block that did not reach the disk
     // by its hash and rebuilds it again.
-    if complete {
-        set_attributes(&temp_path, entry)?;
-        fs::rename(&temp_path, path)?;
-    } else {
-        fs::rename(&temp_path, with_suffix(path, UNRECOVERABLE_SUFFIX))?;
-    }
     Ok(())
+}
+
+/// Renames a partial result to `NAME.unrecoverable`, or to `NAME.2.unrecoverable`,
+/// `NAME.3.unrecoverable`, ... when that name is taken: a file already there (an
+/// earlier fix's partial result, or anything else) is never replaced. Every name
+/// keeps the suffix that the default `exclude *.unrecoverable` leaves out of syncs.
+fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    for n in 1..=1000u32 {
+        let suffix = match n {
+            1 => UNRECOVERABLE_SUFFIX.to_owned(),
+            n => format!(".{n}{UNRECOVERABLE_SUFFIX}"),
+        };
+        let to = with_suffix(path, &suffix);
+        match rename_noreplace(temp, &to) {
+            Ok(()) => return Ok(to),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{}{UNRECOVERABLE_SUFFIX} and 999 numbered names beside it are taken; move them away",
+            path.display()
+        ),
+    ))
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `to`. Filesystems
+/// without `RENAME_NOREPLACE` get a check before the rename (racy, but nothing else
+/// renames into a data disk during a fix).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    fs::rename(from, to)
 }
 
 /// Mode, owner and mtime as the state recorded them.
