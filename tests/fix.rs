@@ -347,6 +347,51 @@ fn lose_and_fix(disks: usize, levels: usize, lost: &[usize]) {
     expect_code(&array.lhparity(&["check"]), 0);
 }
 
+fn inodes(array: &Array, disk: usize) -> BTreeMap<PathBuf, u64> {
+    snapshot(array)
+        .keys()
+        .filter(|p| p.starts_with(&array.disks[disk]))
+        .map(|p| (p.clone(), fs::metadata(p).expect("meta").ino()))
+        .collect()
+}
+
+#[test]
+fn fix_d_of_a_disk_still_there_rebuilds_only_what_is_damaged_or_missing() {
+    let (array, original) = synced_array(3, 1);
+    // Nothing wrong: every file is read and checked, none is rewritten.
+    let before = inodes(&array, 1);
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("0 files fixed, 0 unrecoverable"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(inodes(&array, 1), before, "an intact file was rewritten");
+
+    // One file deleted, one damaged in place: only those two come back.
+    let gone = array.disks[1].join("small.txt");
+    let damaged = array.disks[1].join("dir1/big.bin");
+    fs::remove_file(&gone).expect("rm");
+    flip(&damaged, 300_000);
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("2 files fixed, 0 unrecoverable"),
+        "{}",
+        stdout(&out)
+    );
+    let untouched = array.disks[1].join("mode600.bin");
+    assert_eq!(
+        fs::metadata(&untouched).expect("meta").ino(),
+        before[&untouched],
+        "{} was rewritten",
+        untouched.display()
+    );
+    assert!(snapshot(&array) == original, "files differ after the fix");
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
 /// The content copies: bytes and mtime.
 fn content_copies(array: &Array) -> Vec<(Vec<u8>, SystemTime)> {
     array

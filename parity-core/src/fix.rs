@@ -106,12 +106,15 @@ pub fn fix(
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport::default();
-    // Without -d or -e, everything selected is checked first, as `check` does: the
-    // files' blocks against their hashes and, for the whole array (no -f), the
-    // parity of every position against its data.
-    let (damage, checked_files) = if options.disks.is_empty() && !options.bad_only {
-        let selected = select_files(&state, &[], filter.as_ref());
-        let damage = find_damage(config, &state, &selected, filter.is_none(), progress)?;
+    // Without -e, everything selected is checked first, as `check` does: the files'
+    // blocks against their hashes and, for the whole array (no -d or -f), the parity
+    // of every position against its data. With -d, the files of those disks that are
+    // still there are checked the same way, so only what is damaged or missing is
+    // rebuilt (a lost file costs one failed open here).
+    let (damage, checked_files) = if !options.bad_only {
+        let selected = select_files(&state, &options.disks, filter.as_ref());
+        let whole_array = options.disks.is_empty() && filter.is_none();
+        let damage = find_damage(config, &state, &selected, whole_array, progress)?;
         // Problems of files read one by one below are reported there.
         let again: Vec<String> = damage
             .unverified
@@ -513,7 +516,10 @@ fn find_targets(
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
-            let failed: Vec<usize> = if whole_disk {
+            // A whole disk's file that cannot be opened (lost with the disk) comes
+            // back in full; one still there is checked like any other.
+            let lost = whole_disk && File::open(&path).is_err();
+            let failed: Vec<usize> = if lost {
                 every_synced()
             } else if options.bad_only {
                 let bad: Vec<usize> = f
@@ -575,7 +581,7 @@ fn find_targets(
                 }
             };
             // An empty file has no block to rebuild, but a lost one still comes back.
-            let empty_lost = blocks == 0 && (whole_disk || (options.missing && !path.exists()));
+            let empty_lost = blocks == 0 && (lost || (options.missing && !path.exists()));
             if failed.is_empty() && !empty_lost {
                 continue;
             }
@@ -583,7 +589,7 @@ fn find_targets(
                 slot,
                 file: i,
                 failed,
-                has_original: !whole_disk && path.exists(),
+                has_original: !lost && path.exists(),
                 unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }
