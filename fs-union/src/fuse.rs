@@ -228,19 +228,52 @@ fn direct_io(options: &Options) -> FopenFlags {
     }
 }
 
-/// `FOPEN_NOFLUSH` for an open with `flags` whose close `flush-on-close` skips.
-fn no_flush(options: &Options, flags: i32) -> FopenFlags {
+/// `FOPEN_NOFLUSH` for an open with `flags` of `fd` whose close `flush-on-close`
+/// skips. With `opened-for-write`, a file on a filesystem whose close cannot report
+/// anything (see [`close_reports_nothing`]) is not flushed either: the flush would
+/// close a duplicate descriptor for nothing, at the cost of one more request per close.
+fn no_flush(options: &Options, flags: i32, fd: &OwnedFd) -> FopenFlags {
     let for_writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
     let flush = match options.flush_on_close {
         FlushOnClose::Never => false,
         FlushOnClose::Always => true,
-        FlushOnClose::OpenedForWrite => for_writing,
+        FlushOnClose::OpenedForWrite => for_writing && !close_reports_nothing(fd),
     };
     if flush {
         FopenFlags::empty()
     } else {
         FopenFlags::FOPEN_NOFLUSH
     }
+}
+
+/// Filesystems whose files have no `flush` operation in Linux: closing a duplicate of
+/// one of their descriptors always succeeds and does nothing (write errors show at
+/// fsync, not close). Network and stacked filesystems (NFS, SMB, FUSE, overlayfs,
+/// ecryptfs) and f2fs have one, and so does anything not listed.
+const CLOSE_REPORTS_NOTHING: [u32; 9] = [
+    0xEF53,      // ext2, ext3, ext4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0x0102_1994, // tmpfs
+    0x3153_464A, // jfs
+    0x5265_4973, // reiserfs
+    0x2011_BAB0, // exfat
+    0x4D44,      // vfat, msdos
+    0x482B,      // hfsplus
+];
+
+/// Whether `fd` is on a filesystem of [`CLOSE_REPORTS_NOTHING`]. False when that
+/// cannot be told.
+fn close_reports_nothing(fd: &OwnedFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `st` has room for a statfs; fstatfs fills it when it succeeds.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded and filled the struct.
+    let kind = unsafe { st.assume_init() }.f_type;
+    // Magic numbers are 32 bits; `f_type`'s own width differs by architecture.
+    CLOSE_REPORTS_NOTHING.contains(&(kind as u32))
 }
 
 fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
@@ -989,7 +1022,7 @@ impl Filesystem for UnionFs {
             Err(e) => return reply.error(self.failed(e)),
         };
         let cache = self.cache_flags(ino.0, &fd);
-        let no_flush = no_flush(union.options(), flags.0);
+        let no_flush = no_flush(union.options(), flags.0, &fd);
         let backing = if self.wants_passthrough(flags.0) {
             self.backing(ino.0, &fd, |f| reply.open_backing(f))
         } else {
@@ -1402,7 +1435,7 @@ impl Filesystem for UnionFs {
         };
         let e = self.entry_reply((parent, name), &path, &created.attr, self.ttls());
         let node = e.attr.ino.0;
-        let no_flush = no_flush(union.options(), flags);
+        let no_flush = no_flush(union.options(), flags, &created.file);
         let cache = self.cache_flags(node, &created.file);
         let backing = if self.wants_passthrough(flags) {
             self.backing(node, &created.file, |f| reply.open_backing(f))
