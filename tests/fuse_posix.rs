@@ -6,7 +6,7 @@ mod common;
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::fuse::{cpath, errno, getx, outcome, Pool};
@@ -450,6 +450,76 @@ fn fuse_posix_a_folder_renamed_while_listed_is_listed_where_it_went() {
     let st = fs::symlink_metadata(pool.path("logs.1/f007")).unwrap();
     assert!(st.is_file());
     assert!(pool.path("logs/other").exists() && !pool.path("logs/f007").exists());
+}
+
+#[test]
+fn fuse_posix_files_changed_on_a_branch_behind_the_pool_are_what_they_are() {
+    let test = "fuse_posix_files_changed_on_a_branch_behind_the_pool_are_what_they_are";
+    let (_tmp, a, b, mnt) = two_branches();
+    fs::create_dir(a.join("d")).unwrap();
+    fs::write(a.join("d/f"), b"x").unwrap();
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "") else {
+        return;
+    };
+    // The pool knows d/f; then, on the branch, f goes, g gets its inode number (the
+    // filesystem reuses it) and a new f is made.
+    assert_eq!(fs::read(pool.path("d/f")).unwrap(), b"x");
+    let old = fs::metadata(a.join("d/f")).unwrap().ino();
+    fs::remove_file(a.join("d/f")).unwrap();
+    fs::write(a.join("d/g"), b"I am g").unwrap();
+    fs::write(a.join("d/f"), b"I am new f").unwrap();
+    if fs::metadata(a.join("d/g")).unwrap().ino() != old {
+        eprintln!("note: the branch did not reuse the inode number; the test still runs");
+    }
+    assert_eq!(fs::read(pool.path("d/g")).unwrap(), b"I am g");
+    fs::write(pool.path("d/g"), b"written via g").unwrap();
+    assert_eq!(fs::read(a.join("d/g")).unwrap(), b"written via g");
+    assert_eq!(fs::read(a.join("d/f")).unwrap(), b"I am new f");
+    // A rename made on the branch: the new name reads its file.
+    fs::rename(a.join("d/g"), a.join("d/h")).unwrap();
+    assert_eq!(fs::read(pool.path("d/h")).unwrap(), b"written via g");
+}
+
+#[test]
+fn fuse_posix_changes_through_a_hard_link_stay_on_its_file() {
+    let test = "fuse_posix_changes_through_a_hard_link_stay_on_its_file";
+    let (_tmp, a, b, mnt) = two_branches();
+    // a/x and a/y are one file; b/x is another file of the same name.
+    fs::write(a.join("x"), b"linked").unwrap();
+    fs::hard_link(a.join("x"), a.join("y")).unwrap();
+    fs::write(b.join("x"), b"other file").unwrap();
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "") else {
+        return;
+    };
+    let (x, y) = (pool.path("x"), pool.path("y"));
+    assert_eq!(
+        fs::metadata(&x).unwrap().ino(),
+        fs::metadata(&y).unwrap().ino()
+    );
+    let other_mode = fs::metadata(b.join("x")).unwrap().mode();
+    // By path, without an open file: chmod and truncate.
+    fs::set_permissions(&y, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // SAFETY: truncate(2) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(cpath(&y).as_ptr(), 2) }, 0);
+    assert_eq!(fs::read(a.join("x")).unwrap(), b"li");
+    assert_eq!(fs::metadata(a.join("x")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(fs::read(b.join("x")).unwrap(), b"other file");
+    assert_eq!(fs::metadata(b.join("x")).unwrap().mode(), other_mode);
+    // A listing shows both names with the inode stat shows; y still acts on its file.
+    let listed: Vec<(String, u64)> = fs::read_dir(pool.path(""))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().into_string().unwrap(), e.ino()))
+        .collect();
+    let ino = fs::metadata(&y).unwrap().ino();
+    assert!(listed.contains(&("y".into(), ino)), "{listed:?} {ino}");
+    assert!(listed.contains(&("x".into(), ino)), "{listed:?} {ino}");
+    // SAFETY: truncate(2) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(cpath(&y).as_ptr(), 1) }, 0);
+    assert_eq!(fs::read(a.join("x")).unwrap(), b"l");
+    assert_eq!(fs::read(b.join("x")).unwrap(), b"other file");
 }
 
 #[test]

@@ -518,7 +518,7 @@ impl UnionFs {
         let node = {
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, path);
-            nodes.lookup(&path, attr.stat.st_ino, Some(attr.file_id()))
+            nodes.lookup(&path, attr.stat.st_ino)
         };
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);
@@ -527,6 +527,31 @@ impl UnionFs {
             attr: fa,
             attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
             entry_ttl: ttls.1,
+        }
+    }
+
+    /// [`Self::entry_reply`] for an entry of a readdirplus reply, whose node id is
+    /// also the listing's `d_ino`: a second name of a file whose node is live stands
+    /// in with that node and zero timeouts (see [`NodeTable::lookup_listed`]).
+    fn listed_entry(
+        &self,
+        (parent, name): (INodeNo, &OsStr),
+        path: &Path,
+        attr: &Attr,
+        ttls: (Duration, Duration),
+    ) -> EntryReply {
+        let (node, stand_in) = {
+            let mut nodes = lock(&self.nodes);
+            let path = nodes.current(parent.0, name, path);
+            nodes.lookup_listed(&path, attr.stat.st_ino)
+        };
+        let mut fa = file_attr(&attr.stat);
+        fa.ino = INodeNo(node);
+        let exact = node == attr.stat.st_ino && !stand_in;
+        EntryReply {
+            attr: fa,
+            attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
+            entry_ttl: if stand_in { Duration::ZERO } else { ttls.1 },
         }
     }
 
@@ -993,7 +1018,7 @@ impl Filesystem for UnionFs {
                 let node = {
                     let mut nodes = lock(&self.nodes);
                     let new = nodes.current(newparent.0, newname, &new);
-                    nodes.lookup(&new, own.stat.st_ino, Some(own.file_id()))
+                    nodes.lookup(&new, own.stat.st_ino)
                 };
                 let mut fa = file_attr(&linked.attr.stat);
                 fa.ino = INodeNo(node);
@@ -1284,7 +1309,7 @@ impl Filesystem for UnionFs {
             let Ok(attr) = union.getattr(&path) else {
                 continue;
             };
-            let e = self.entry_reply((dir.node, &entry.name), &path, &attr, ttls);
+            let e = self.listed_entry((dir.node, &entry.name), &path, &attr, ttls);
             if reply.add(
                 e.attr.ino,
                 next,

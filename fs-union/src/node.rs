@@ -147,24 +147,13 @@ fn fold32(hash: u64) -> u64 {
     u64::from(folded.wrapping_mul(0x9e37_79b9))
 }
 
-/// What makes two pool names one file: the branch, device and inode number of the
-/// entry underneath. Names of one file share a node (hard links, as in any
-/// filesystem); directories never do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub branch: usize,
-    pub dev: u64,
-    pub ino: u64,
-    pub is_dir: bool,
-}
-
 #[derive(Debug)]
 struct Node {
     /// The pool names of the node, the one requests use first; empty once every name
     /// was removed or replaced, so requests on the node fail instead of reaching
-    /// whatever took its place.
+    /// whatever took its place. A rename can give a node a second name (the kernel
+    /// still holds the old one while a subtree moves); lookups never do.
     paths: Vec<PathBuf>,
-    file: Option<FileId>,
     lookups: u64,
 }
 
@@ -197,7 +186,6 @@ impl NodeTable {
                 ROOT_ID,
                 Node {
                     paths: vec![root.clone()],
-                    file: None,
                     lookups: 1,
                 },
             )]),
@@ -230,18 +218,26 @@ impl NodeTable {
         }
     }
 
-    /// Records one kernel lookup of `path`, the file `file` shown as inode number
-    /// `inode`, and returns its node id, creating the node on first sight.
+    /// Records one kernel lookup of `path`, shown as inode number `inode`, and
+    /// returns its node id, creating the node on first sight.
     ///
     /// A new node takes `inode` (the `inodecalc` number the pool shows for it) as its
     /// id when no live node holds that id, so that the id and `st_ino` agree and the
-    /// kernel may cache the attributes of the entry reply. A new name of a file that
-    /// already has that node (a hard link) joins it. Otherwise (a hash collision,
-    /// inode 0 or 1) it gets an id from the synthetic range, which the caller answers
-    /// with an attribute timeout of zero. An id comes back only after the kernel
-    /// forgot it, for the same file or another: FUSE allows that, and the generation
-    /// can stay 0 because the pool is not NFS-exportable.
-    pub fn lookup(&mut self, path: &Path, inode: u64, file: Option<FileId>) -> u64 {
+    /// kernel may cache the attributes of the entry reply. Otherwise (the second name
+    /// of a hard link, a hash collision, inode 0 or 1) it gets an id from the
+    /// synthetic range, which the caller answers with an attribute timeout of zero.
+    ///
+    /// Every name gets a node of its own, hard links too, as mergerfs's names do: a
+    /// request names only its node, so a node shared by two names would act on
+    /// whichever name it had first. That name can be another file's by then (an
+    /// inode number reused on the branch after a delete made there, a file renamed
+    /// there), or, through a hard link, the same name on other branches. `st_ino`
+    /// still shows hard links as one file (`devino-hash`, `hybrid-hash`).
+    ///
+    /// An id comes back only after the kernel forgot it, for the same file or another:
+    /// FUSE allows that, and the generation can stay 0 because the pool is not
+    /// NFS-exportable.
+    pub fn lookup(&mut self, path: &Path, inode: u64) -> u64 {
         // The indexes compare bytes: paths come in the one spelling `child_path` makes.
         debug_assert!(
             path == Path::new("/") || !path.as_os_str().as_bytes().ends_with(b"/"),
@@ -253,28 +249,38 @@ impl NodeTable {
             }
             return id;
         }
-        let id = match self.nodes.get_mut(&inode) {
-            None if inode > ROOT_ID => inode,
-            Some(node)
-                if file.is_some_and(|f| !f.is_dir) && node.file == file && inode > ROOT_ID =>
-            {
-                node.paths.push(path.to_path_buf());
-                node.lookups += 1;
-                self.index(path.as_os_str(), inode);
-                return inode;
-            }
-            _ => self.synthetic_id(),
+        let id = if inode > ROOT_ID && !self.nodes.contains_key(&inode) {
+            inode
+        } else {
+            self.synthetic_id()
         };
         self.nodes.insert(
             id,
             Node {
                 paths: vec![path.to_path_buf()],
-                file,
                 lookups: 1,
             },
         );
         self.index(path.as_os_str(), id);
         id
+    }
+
+    /// [`NodeTable::lookup`] for an entry of a directory listing (readdirplus),
+    /// whose reply has one field for both the node id and the `d_ino` the listing
+    /// shows. Where the name has (or would get) a synthetic id because its `inode`
+    /// belongs to a live node of another name (the second name of a hard link), the
+    /// listing names that node instead, counting a lookup of it but not adding the
+    /// name: `d_ino` then equals `st_ino`. Returns the id and whether it is
+    /// such a stand-in, which the caller sends with zero timeouts, so that the kernel
+    /// looks the name up (and gets its own node) before it uses it.
+    pub fn lookup_listed(&mut self, path: &Path, inode: u64) -> (u64, bool) {
+        if inode > ROOT_ID && self.by_path.get(path.as_os_str()) != Some(&inode) {
+            if let Some(node) = self.nodes.get_mut(&inode) {
+                node.lookups += 1;
+                return (inode, true);
+            }
+        }
+        (self.lookup(path, inode), false)
     }
 
     /// The next free id of the synthetic range (from 2^63 up, wrapping inside it).
@@ -322,11 +328,6 @@ impl NodeTable {
     /// stand for the same names under `to`; whatever `to` was before is detached.
     pub fn rename(&mut self, from: &Path, to: &Path) {
         if from == to {
-            return;
-        }
-        let from_id = self.by_path.get(from.as_os_str());
-        if from_id.is_some() && from_id == self.by_path.get(to.as_os_str()) {
-            // Two names of one file: rename(2) does nothing.
             return;
         }
         self.remove(to);
@@ -489,9 +490,9 @@ mod tests {
     fn lookups_share_ids_and_forget_frees_them() {
         let mut t = NodeTable::new();
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
-        let a = t.lookup(Path::new("/a"), 7, None);
+        let a = t.lookup(Path::new("/a"), 7);
         assert_eq!(a, 7);
-        assert_eq!(t.lookup(Path::new("/a"), 7, None), a);
+        assert_eq!(t.lookup(Path::new("/a"), 7), a);
         assert_eq!(
             t.child_path(ROOT_ID, "a".as_ref()),
             Some(PathBuf::from("/a"))
@@ -502,7 +503,7 @@ mod tests {
         assert_eq!(t.path(a), None);
         assert!(t.is_empty());
         // Once forgotten, the inode number is free to be the id again.
-        assert_eq!(t.lookup(Path::new("/a"), 7, None), a);
+        assert_eq!(t.lookup(Path::new("/a"), 7), a);
         t.forget(ROOT_ID, 10);
         assert_eq!(t.path(ROOT_ID), Some(Path::new("/")));
     }
@@ -510,33 +511,33 @@ mod tests {
     #[test]
     fn rename_moves_the_subtree_and_detaches_the_target() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"), 10, None);
-        let f = t.lookup(Path::new("/d/sub/f"), 11, None);
-        let sibling = t.lookup(Path::new("/dx"), 12, None);
-        let target = t.lookup(Path::new("/e"), 13, None);
+        let d = t.lookup(Path::new("/d"), 10);
+        let f = t.lookup(Path::new("/d/sub/f"), 11);
+        let sibling = t.lookup(Path::new("/dx"), 12);
+        let target = t.lookup(Path::new("/e"), 13);
         t.rename(Path::new("/d"), Path::new("/e"));
         assert_eq!(t.path(d), Some(Path::new("/e")));
         assert_eq!(t.path(f), Some(Path::new("/e/sub/f")));
         // `/dx` shares a string prefix with `/d` but is not below it.
         assert_eq!(t.path(sibling), Some(Path::new("/dx")));
         assert_eq!(t.path(target), None);
-        assert_eq!(t.lookup(Path::new("/e/sub/f"), 11, None), f);
+        assert_eq!(t.lookup(Path::new("/e/sub/f"), 11), f);
         // Forgetting the detached node must not unmap the path now owned by `d`.
         t.forget(target, 1);
-        assert_eq!(t.lookup(Path::new("/e"), 99, None), d);
+        assert_eq!(t.lookup(Path::new("/e"), 99), d);
     }
 
     #[test]
     fn a_name_found_before_its_parent_moved_is_recorded_where_it_is_now() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/p/d"), 10, None);
+        let d = t.lookup(Path::new("/p/d"), 10);
         // A lookup of `x` in `d` worked out `/p/d/x`; `d` then moved.
         let before = t.child_path(d, OsStr::new("x")).unwrap();
         assert_eq!(t.current(d, OsStr::new("x"), &before), Path::new("/p/d/x"));
         t.rename(Path::new("/p/d"), Path::new("/q/d"));
         let now = t.current(d, OsStr::new("x"), &before).into_owned();
         assert_eq!(now, Path::new("/q/d/x"));
-        let x = t.lookup(&now, 11, None);
+        let x = t.lookup(&now, 11);
         assert_eq!(t.path(x), Some(Path::new("/q/d/x")));
         // The root's children, and a parent that is gone, keep the path given.
         let top = t.child_path(ROOT_ID, OsStr::new("y")).unwrap();
@@ -552,7 +553,7 @@ mod tests {
         let mut t = NodeTable::new();
         let names = ["/d", "/d b", "/d-c", "/d/x", "/d/x/y", "/d0", "/c/d/x"];
         let ids: Vec<u64> = (0..names.len())
-            .map(|i| t.lookup(Path::new(names[i]), 20 + i as u64, None))
+            .map(|i| t.lookup(Path::new(names[i]), 20 + i as u64))
             .collect();
         t.rename(Path::new("/d"), Path::new("/m"));
         let paths: Vec<Option<&Path>> = ids.iter().map(|&id| t.path(id)).collect();
@@ -562,8 +563,8 @@ mod tests {
         let left: Vec<bool> = ids.iter().map(|&id| t.path(id).is_some()).collect();
         assert_eq!(left, [false, true, true, false, false, true, true]);
         // The siblings still resolve to their nodes.
-        assert_eq!(t.lookup(Path::new("/d-c"), 99, None), ids[2]);
-        assert_eq!(t.lookup(Path::new("/d0"), 99, None), ids[5]);
+        assert_eq!(t.lookup(Path::new("/d-c"), 99), ids[2]);
+        assert_eq!(t.lookup(Path::new("/d0"), 99), ids[5]);
         // Both path indexes hold the same paths.
         let hashed: BTreeSet<&OsString> = t.by_path.keys().collect();
         assert_eq!(hashed, t.ordered.iter().collect::<BTreeSet<_>>());
@@ -573,8 +574,8 @@ mod tests {
     #[test]
     fn remove_detaches_the_subtree() {
         let mut t = NodeTable::new();
-        let d = t.lookup(Path::new("/d"), 10, None);
-        let f = t.lookup(Path::new("/d/f"), 14, None);
+        let d = t.lookup(Path::new("/d"), 10);
+        let f = t.lookup(Path::new("/d/f"), 14);
         t.remove(Path::new("/d"));
         assert_eq!((t.path(d), t.path(f)), (None, None));
         assert_eq!(t.len(), 3);
@@ -582,65 +583,69 @@ mod tests {
         assert_eq!(t.len(), 2);
     }
 
-    const FILE_A: FileId = FileId {
-        branch: 0,
-        dev: 8,
-        ino: 1000,
-        is_dir: false,
-    };
-
     #[test]
     fn taken_or_reserved_inodes_get_synthetic_ids() {
         let mut t = NodeTable::new();
-        assert_eq!(t.lookup(Path::new("/a"), 42, Some(FILE_A)), 42);
-        // Another file showing the same number (a collision) cannot share the node.
-        let other = FileId {
-            ino: 1001,
-            ..FILE_A
-        };
-        let b = t.lookup(Path::new("/b"), 42, Some(other));
+        assert_eq!(t.lookup(Path::new("/a"), 42), 42);
+        // Another name showing the same number (a hard link, a collision) gets a
+        // node of its own.
+        let b = t.lookup(Path::new("/b"), 42);
         assert!(b >= SYNTHETIC_BASE);
-        // Nor can a directory, or a name whose file is unknown.
-        let dir = FileId {
-            is_dir: true,
-            ..FILE_A
-        };
-        let d = t.lookup(Path::new("/d"), 42, Some(dir));
-        let unknown = t.lookup(Path::new("/u"), 42, None);
         // Inode 0 and the root's id are never node ids of other entries.
-        let zero = t.lookup(Path::new("/z"), 0, None);
-        let one = t.lookup(Path::new("/o"), ROOT_ID, None);
-        let ids = BTreeSet::from([b, d, unknown, zero, one]);
-        assert_eq!(ids.len(), 5);
+        let zero = t.lookup(Path::new("/z"), 0);
+        let one = t.lookup(Path::new("/o"), ROOT_ID);
+        let ids = BTreeSet::from([b, zero, one]);
+        assert_eq!(ids.len(), 3);
         assert!(ids.iter().all(|&id| id >= SYNTHETIC_BASE));
         // An inode number equal to a live synthetic id does not take it over.
-        assert_ne!(t.lookup(Path::new("/c"), b, None), b);
+        assert_ne!(t.lookup(Path::new("/c"), b), b);
         assert_eq!(t.path(b), Some(Path::new("/b")));
     }
 
     #[test]
-    fn names_of_one_file_share_its_node() {
+    fn a_listed_second_name_stands_in_with_the_first_names_node() {
         let mut t = NodeTable::new();
-        assert_eq!(t.lookup(Path::new("/a"), 42, Some(FILE_A)), 42);
-        assert_eq!(t.lookup(Path::new("/b"), 42, Some(FILE_A)), 42);
-        assert_eq!(t.lookup(Path::new("/b"), 42, Some(FILE_A)), 42);
-        assert_eq!(t.path(42), Some(Path::new("/a")));
-        // Renaming one name onto the other changes nothing, as rename(2).
-        t.rename(Path::new("/a"), Path::new("/b"));
+        assert_eq!(t.lookup(Path::new("/a"), 42), 42);
+        assert_eq!(t.lookup_listed(Path::new("/b"), 42), (42, true));
+        // The name is not added, and the extra lookup is counted.
         assert_eq!(t.child_path(ROOT_ID, "b".as_ref()), Some("/b".into()));
+        assert!(!t.by_path.contains_key(OsStr::new("/b")));
+        t.forget(42, 1);
         assert_eq!(t.path(42), Some(Path::new("/a")));
+        // Also once the name has a synthetic node of its own.
+        let b = t.lookup(Path::new("/b"), 42);
+        assert_ne!(b, 42);
+        assert_eq!(t.lookup_listed(Path::new("/b"), 42), (42, true));
+        // The first name, or a free number, is a plain lookup.
+        assert_eq!(t.lookup_listed(Path::new("/a"), 42), (42, false));
+        assert_eq!(t.lookup_listed(Path::new("/c"), 77), (77, false));
+        assert_eq!(t.path(77), Some(Path::new("/c")));
+    }
+
+    #[test]
+    fn each_name_of_one_file_keeps_its_own_node() {
+        let mut t = NodeTable::new();
+        assert_eq!(t.lookup(Path::new("/a"), 42), 42);
+        let b = t.lookup(Path::new("/b"), 42);
+        assert_eq!(t.lookup(Path::new("/b"), 42), b);
+        assert_eq!(
+            (t.path(42), t.path(b)),
+            (Some(Path::new("/a")), Some(Path::new("/b")))
+        );
         // Removing one name leaves the other; renaming it moves that one.
         t.remove(Path::new("/a"));
-        assert_eq!(t.path(42), Some(Path::new("/b")));
+        assert_eq!((t.path(42), t.path(b)), (None, Some(Path::new("/b"))));
         t.rename(Path::new("/b"), Path::new("/c"));
-        assert_eq!(t.path(42), Some(Path::new("/c")));
-        assert_eq!(t.lookup(Path::new("/c"), 42, Some(FILE_A)), 42);
-        // Three lookups of `/a` and `/b`, one of `/c`: gone after four forgets.
-        t.forget(42, 3);
-        assert_eq!(t.path(42), Some(Path::new("/c")));
+        assert_eq!(t.path(b), Some(Path::new("/c")));
+        // A name made on the branch after the first one went, with its inode number
+        // (reused by the filesystem), is a file of its own.
+        let g = t.lookup(Path::new("/g"), 42);
+        assert_ne!(g, 42);
+        assert_eq!((t.path(42), t.path(g)), (None, Some(Path::new("/g"))));
         t.forget(42, 1);
-        assert_eq!(t.path(42), None);
+        t.forget(b, 2);
+        t.forget(g, 1);
         assert!(t.is_empty());
-        assert_eq!(t.lookup(Path::new("/c"), 42, None), 42);
+        assert_eq!(t.lookup(Path::new("/c"), 42), 42);
     }
 }

@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{Caller, CredsGuard};
-use crate::node::FileId;
 use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
@@ -85,18 +84,6 @@ pub struct Attr {
     pub stat: libc::stat,
     /// The entry's inode number on its branch.
     pub branch_ino: u64,
-}
-
-impl Attr {
-    /// What tells this file from others: its branch, device and branch inode.
-    pub fn file_id(&self) -> FileId {
-        FileId {
-            branch: self.branch,
-            dev: self.stat.st_dev,
-            ino: self.branch_ino,
-            is_dir: self.stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
-        }
-    }
 }
 
 impl fmt::Debug for Attr {
