@@ -210,6 +210,80 @@ fn file_modified_during_sync_is_left_for_the_next_sync() {
 }
 
 #[test]
+fn a_file_rewritten_during_sync_leaves_the_other_disks_recoverable() {
+    let array = Array::new(2, 2, 256, "");
+    let x = array.write(1, "x", 20 << 20, 7);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    array.write(0, "big", 96 << 20, 1);
+    // A writer that rewrites one block of the new file, in place, for the whole sync.
+    let big = array.disks[0].join("big");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let f = fs::OpenOptions::new().write(true).open(&big).expect("open");
+            let mut n = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n.wrapping_add(1);
+                let _ = f.write_all_at(&[n; 4096], 1 << 20);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let out = array.lhparity(&["sync"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("big changed while it was synced"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing is left dirty, and x, untouched, comes back when its disk is lost.
+    fs::remove_file(array.disks[1].join("x")).expect("rm");
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 0);
+    assert!(
+        fs::read(array.disks[1].join("x")).expect("x restored") == x,
+        "x differs"
+    );
+    // The next sync takes the change and the parity is right.
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn files_swapped_by_renames_keep_the_parity_right() {
+    let array = Array::new(2, 1, 64, "");
+    let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));
+    array.write(0, "a", 200_000, 1);
+    array.write(0, "b", 200_000, 2);
+    let stamp = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    for p in [&a, &b] {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(stamp))
+            .expect("mtime");
+    }
+    let x = array.write(1, "x", 300_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let t = array.disks[0].join("t");
+    fs::rename(&a, &t).expect("mv");
+    fs::rename(&b, &a).expect("mv");
+    fs::rename(&t, &b).expect("mv");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+    verify_parity(&array);
+    fs::remove_file(array.disks[1].join("x")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    assert!(fs::read(array.disks[1].join("x")).expect("x") == x);
+}
+
+#[test]
 fn kill_during_sync_then_rerun_gives_correct_parity() {
     // Checkpoints every 8 MiB, so kills land before, between and after them.
     let array = Array::new(3, 2, 256, "autosave 8M\n");

@@ -168,6 +168,18 @@ impl DiskChanges {
 }
 
 /// Classifies every file of `old` (the state) against `new` (a scan).
+///
+/// A file with its path, inode, size and mtime is unchanged. Otherwise both the inode
+/// (a rename keeps it) and the path (a copy put back gets a new inode) are evidence,
+/// each only with the same size and mtime:
+/// - the inode alone matches a file the state has at another path: moved;
+/// - the path alone matches: restored;
+/// - both match, but different files of the state: ambiguous. Two files swapped by
+///   renames look like that, and so do files put back from a backup whose new inodes
+///   happen to equal the old inodes of others. Trusting either match could give a
+///   file another file's hashes, so the file counts as updated and is read again.
+///
+/// A path whose size or mtime changed is updated; anything left is added or removed.
 pub fn compare(old: &[FileEntry], new: &[Found]) -> DiskChanges {
     let mut changes = DiskChanges::default();
     let by_path: HashMap<&str, usize> = old
@@ -175,42 +187,68 @@ pub fn compare(old: &[FileEntry], new: &[Found]) -> DiskChanges {
         .enumerate()
         .map(|(i, f)| (f.path.as_str(), i))
         .collect();
+    let same = |o: usize, f: &Found| old[o].size == f.size && old[o].mtime_ns == f.mtime_ns;
     let mut matched = vec![false; old.len()];
-    let mut unmatched_new = Vec::new();
+    let mut rest = Vec::new();
     for (n, f) in new.iter().enumerate() {
         match by_path.get(f.path.as_str()) {
-            Some(&o) => {
+            Some(&o) if old[o].inode == f.inode && same(o, f) => {
                 matched[o] = true;
-                let same = old[o].size == f.size && old[o].mtime_ns == f.mtime_ns;
-                if !same {
-                    changes.updated.push((o, n));
-                } else if old[o].inode == f.inode {
-                    changes.unchanged.push((o, n));
-                } else {
-                    changes.restored.push((o, n));
-                }
+                changes.unchanged.push((o, n));
             }
-            None => unmatched_new.push(n),
+            _ => rest.push(n),
         }
     }
-    // A rename keeps the inode: match the files that are new by path with the state
-    // files whose path is gone.
-    let by_inode: HashMap<u64, usize> = old
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !matched[*i])
-        .map(|(i, f)| (f.inode, i))
+    // Hard links share an inode: every state file with it is a candidate.
+    let mut by_inode: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, f) in old.iter().enumerate().filter(|(i, _)| !matched[*i]) {
+        by_inode.entry(f.inode).or_default().push(i);
+    }
+    // Both kinds of evidence are gathered before anything is matched, so that the
+    // order of the scan does not decide an ambiguous case.
+    let candidates: Vec<(usize, Option<usize>, Option<usize>)> = rest
+        .into_iter()
+        .map(|n| {
+            let f = &new[n];
+            let at_path = by_path
+                .get(f.path.as_str())
+                .copied()
+                .filter(|&o| !matched[o]);
+            let by_ino = by_inode.get(&f.inode).and_then(|os| {
+                os.iter()
+                    .copied()
+                    .find(|&o| same(o, f) && Some(o) != at_path)
+            });
+            (n, at_path, by_ino)
+        })
         .collect();
-    for n in unmatched_new {
+    let mut updated_or_added = Vec::new();
+    for (n, at_path, by_ino) in candidates {
         let f = &new[n];
-        match by_inode.get(&f.inode) {
-            Some(&o) if !matched[o] && old[o].size == f.size && old[o].mtime_ns == f.mtime_ns => {
+        let restored = at_path.filter(|&o| same(o, f));
+        match (restored, by_ino) {
+            (None, Some(o)) if !matched[o] => {
                 matched[o] = true;
                 changes.moved.push((o, n));
+            }
+            (Some(o), None) if !matched[o] => {
+                matched[o] = true;
+                changes.restored.push((o, n));
+            }
+            _ => updated_or_added.push((n, at_path)),
+        }
+    }
+    for (n, at_path) in updated_or_added {
+        match at_path {
+            Some(o) if !matched[o] => {
+                matched[o] = true;
+                changes.updated.push((o, n));
             }
             _ => changes.added.push(n),
         }
     }
+    changes.updated.sort_unstable();
+    changes.added.sort_unstable();
     changes.removed = (0..old.len()).filter(|&i| !matched[i]).collect();
     changes
 }
@@ -394,6 +432,56 @@ mod tests {
         let c = compare(&[entry("x", 10, 1, 7)], &[found("y", 10, 2, 7)]);
         assert_eq!((c.added, c.removed), (vec![0], vec![0]));
         assert!(c.moved.is_empty());
+    }
+
+    #[test]
+    fn files_swapped_by_renames_are_read_again_not_given_each_others_hashes() {
+        // a and b, same size and mtime, swap names.
+        let old = vec![entry("a", 10, 1, 100), entry("b", 10, 1, 101)];
+        let new = vec![found("a", 10, 1, 101), found("b", 10, 1, 100)];
+        let c = compare(&old, &new);
+        assert_eq!(c.updated, vec![(0, 0), (1, 1)]);
+        assert!(c.moved.is_empty() && c.restored.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_file_renamed_over_another_is_moved_and_the_other_removed() {
+        // mv b a: a's old file is gone, b's lives on at a.
+        let old = vec![entry("a", 20, 2, 100), entry("b", 10, 1, 101)];
+        let c = compare(&old, &[found("a", 10, 1, 101)]);
+        assert_eq!(c.moved, vec![(1, 0)]);
+        assert_eq!(c.removed, vec![0]);
+        assert!(c.updated.is_empty() && c.added.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_disk_put_back_from_a_backup_is_restored_unless_an_inode_says_otherwise() {
+        let old = vec![
+            entry("a", 10, 1, 100),
+            entry("b", 10, 1, 101),
+            entry("c", 30, 3, 102),
+        ];
+        // New inodes; c's new inode is a's old one, but c's size differs from a's.
+        let new = vec![
+            found("a", 10, 1, 500),
+            found("b", 10, 1, 100),
+            found("c", 30, 3, 101),
+        ];
+        let c = compare(&old, &new);
+        // b's new inode is a's old one with a's size and mtime: ambiguous, read again.
+        assert_eq!(c.restored, vec![(0, 0), (2, 2)]);
+        assert_eq!(c.updated, vec![(1, 1)]);
+        assert!(c.moved.is_empty() && c.removed.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn hard_links_stay_unchanged_and_a_moved_link_is_moved() {
+        let old = vec![entry("a", 10, 1, 100), entry("b", 10, 1, 100)];
+        let c = compare(&old, &[found("a", 10, 1, 100), found("b", 10, 1, 100)]);
+        assert_eq!(c.unchanged, vec![(0, 0), (1, 1)]);
+        let c = compare(&old, &[found("a", 10, 1, 100), found("z", 10, 1, 100)]);
+        assert_eq!(c.unchanged, vec![(0, 0)]);
+        assert_eq!(c.moved, vec![(1, 1)]);
     }
 
     fn state_with(files: Vec<FileEntry>, positions: usize) -> State {

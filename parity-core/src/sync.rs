@@ -421,7 +421,7 @@ pub fn sync(
         report.bytes += outcome.bytes;
         for (slot, file) in &outcome.changed {
             report.warnings.push(format!(
-                "disk '{}': {} changed while it was synced; its new data is left for the next sync",
+                "disk '{}': {} changed while it was synced: what was read is protected, the change is left for the next sync",
                 state.disks[*slot].name,
                 config.data[*slot]
                     .dir
@@ -678,10 +678,30 @@ impl SyncStage<'_> {
     }
 }
 
-/// Positions holding a block of a file that changed while read are not trusted.
+/// Positions holding a block of a file that changed while it was read.
+///
+/// Blocks are copied before they are hashed, so a position whose new parity was
+/// computed holds the parity of exactly the bytes whose hashes it records: it is
+/// committed like any other, and the file's later bytes are left to the next sync
+/// (its size or mtime tell `diff` it changed). A block of such a file that no longer
+/// matched its known hash was changed by the writer, not damaged: it is no bad block.
+/// The parity there was kept as it was, so the position stays unsynced.
 fn exclude_changed(run: &mut pipeline::Run<PositionResult>, disks: &[Disk], segment: &[u32]) {
+    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
     for j in run.touched_by_changes(disks, segment) {
-        run.results[j].excluded = true;
+        let pos = segment[j];
+        let result = &mut run.results[j];
+        let before = result.bad.len();
+        result.bad.retain(|&slot| {
+            let file = disks[slot]
+                .files
+                .iter()
+                .position(|f| f.positions().any(|p| p == pos));
+            !file.is_some_and(|f| changed.contains(&(slot, f)))
+        });
+        if result.bad.len() < before {
+            result.excluded = true;
+        }
     }
 }
 
