@@ -129,6 +129,42 @@ fn fuse_metrics_passthrough_serves_opens_of_every_mode_without_leaking_flags() {
     );
 }
 
+#[test]
+fn fuse_passthrough_of_one_mode_lets_opens_of_the_other_mode_through() {
+    let test = "fuse_passthrough_of_one_mode_lets_opens_of_the_other_mode_through";
+    for (pass, cache) in [
+        ("ro", "off"),
+        ("wo", "off"),
+        ("ro", "partial"),
+        ("wo", "partial"),
+    ] {
+        let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(a.path().join("f"), b"hi\n").unwrap();
+        let options = format!("passthrough.io={pass},cache.files={cache}");
+        let branch = a.path().display().to_string();
+        let Some(pool) = Pool::mount(test, &branch, mnt.path(), &options) else {
+            return;
+        };
+        let file = pool.path("f");
+        // Both orders: the mode passthrough covers first, then the other, and back.
+        let reader = File::open(&file).unwrap();
+        let mut appender = OpenOptions::new().append(true).open(&file).unwrap();
+        appender.write_all(b"more\n").unwrap();
+        let mut text = String::new();
+        (&reader).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hi\nmore\n", "{options}");
+        drop((reader, appender));
+        let mut appender = OpenOptions::new().append(true).open(&file).unwrap();
+        let reader = File::open(&file).unwrap();
+        appender.write_all(b"end\n").unwrap();
+        drop(appender);
+        let mut text = String::new();
+        (&reader).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hi\nmore\nend\n", "{options}");
+        assert_eq!(fs::read(a.path().join("f")).unwrap(), b"hi\nmore\nend\n");
+    }
+}
+
 /// Distinct bytes for file `i`, of a size that is no multiple of a page.
 fn content(i: usize) -> Vec<u8> {
     (0..1000 + i * 7919).map(|b| (b * 31 + i) as u8).collect()

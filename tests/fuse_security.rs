@@ -41,6 +41,16 @@ fn setup(root: &Path) {
     fs::create_dir(root.join("private")).unwrap();
     fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(root.join("private/secret"), b"s").unwrap();
+    // Set-user-ID and set-group-ID files anyone may write: a write by another user
+    // clears the bits.
+    for (name, mode) in [("suid", 0o4777), ("sgid", 0o2777), ("sgid-noexec", 0o2766)] {
+        fs::write(root.join("shared").join(name), b"s").unwrap();
+        fs::set_permissions(
+            root.join("shared").join(name),
+            fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+    }
 }
 
 const SCRIPT: &str = "\
@@ -54,7 +64,9 @@ chown 12345 rootfile
 rm rootfile
 echo mine > shared/mine && cat shared/mine
 chmod 600 shared/mine && stat -c '%a' shared/mine
-mv shared/mine shared/moved && cat shared/moved";
+mv shared/mine shared/moved && cat shared/moved
+echo x >> shared/suid; echo x >> shared/sgid; echo x >> shared/sgid-noexec
+stat -c '%a' shared/suid shared/sgid shared/sgid-noexec";
 
 #[test]
 fn fuse_security_non_root_caller() {
@@ -85,6 +97,7 @@ fn fuse_security_non_root_caller() {
     for needle in [
         "12345:12345 644",
         "12345:12345 755",
+        "777\n777\n766",
         "Permission denied",
         "Operation not permitted",
     ] {

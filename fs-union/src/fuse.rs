@@ -80,6 +80,37 @@ struct OpenFile {
     /// The passthrough backing file, when the kernel does the I/O; held until
     /// release so the node keeps it while any of its opens needs it.
     backing: Option<Arc<BackingId>>,
+    /// Held by an open through the page cache, which keeps passthrough off the node
+    /// until it is released.
+    _cached: Option<CachedOpen>,
+}
+
+/// How the opens of one node do their I/O. The kernel refuses (EIO) an open that
+/// does not use passthrough while the node has a backing file, and a passthrough
+/// open while the node has opens through the page cache (direct I/O opens count as
+/// neither).
+#[derive(Default)]
+struct NodeIo {
+    backing: Weak<BackingId>,
+    cached: usize,
+}
+
+/// Counts one open through the page cache in its node's [`NodeIo`] until dropped.
+struct CachedOpen {
+    node: u64,
+    io: Arc<Mutex<HashMap<u64, NodeIo>>>,
+}
+
+impl Drop for CachedOpen {
+    fn drop(&mut self) {
+        let mut io = lock(&self.io);
+        if let Some(entry) = io.get_mut(&self.node) {
+            entry.cached = entry.cached.saturating_sub(1);
+            if entry.cached == 0 && entry.backing.strong_count() == 0 {
+                io.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// What an entry reply carries (see `UnionFs::entry_reply`).
@@ -125,9 +156,9 @@ pub struct UnionFs {
     /// Whether opens are served by FUSE passthrough; set in `init`, cleared for good
     /// when the kernel refuses a backing file.
     passthrough: AtomicBool,
-    /// One backing file per node while any of its opens uses it, as the kernel
-    /// requires.
-    backings: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// Per node with opens: its backing file while any open uses it (one per node,
+    /// as the kernel requires), and how many of its opens use the page cache.
+    node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, (i64, i64, i64)>>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
@@ -246,6 +277,33 @@ fn no_flush(options: &Options, flags: i32, fd: &OwnedFd) -> FopenFlags {
     }
 }
 
+/// What a write by a caller without `CAP_FSETID` does to a file's mode on any
+/// filesystem, which the kernel leaves to the daemon for direct I/O
+/// (`FUSE_WRITE_KILL_SUIDGID`): set-user-ID goes, and set-group-ID too when the group
+/// may execute or the caller is not in the file's group (`in_group`). lhfs writes as
+/// root, which would keep both. Whether the mode changed.
+fn kill_suid_sgid(
+    fd: &OwnedFd,
+    in_group: impl FnOnce(libc::gid_t) -> bool,
+) -> Result<bool, fuser::Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` has room for a stat; fstat fills it when it succeeds.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    let mode = st.st_mode;
+    let mut kill = mode & libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group(st.st_gid)) {
+        kill |= libc::S_ISGID;
+    }
+    if kill == 0 {
+        return Ok(false);
+    }
+    // SAFETY: plain syscall on our open fd.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode & 0o7777 & !kill) })?;
+    Ok(true)
+}
+
 /// Filesystems whose files have no `flush` operation in Linux: closing a duplicate of
 /// one of their descriptors always succeeds and does nothing (write errors show at
 /// fsync, not close). Network and stacked filesystems (NFS, SMB, FUSE, overlayfs,
@@ -342,7 +400,7 @@ impl UnionFs {
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
-            backings: Mutex::new(HashMap::new()),
+            node_io: Arc::new(Mutex::new(HashMap::new())),
             stamps: Mutex::new(HashMap::new()),
             notifier: Arc::new(OnceLock::new()),
         }
@@ -628,38 +686,59 @@ impl UnionFs {
         }
     }
 
-    /// The node's backing file, registered through `open_backing` on first use. The
-    /// kernel allows one per inode and opens a file of its own on the backing path
+    /// How an open of `node` with `flags` and `cache` (its `FOPEN_*` cache flags)
+    /// does its I/O: the node's backing file when it has one (every open of such a
+    /// node must use it, whatever `passthrough.io` says of its mode), else a new one
+    /// registered through `open_backing` when `passthrough.io` covers the open and
+    /// no open of the node uses the page cache; else none, and an open through the
+    /// page cache is counted. The kernel opens a file of its own on the backing path
     /// for every open, with that open's flags, so the descriptor of whichever open
     /// comes first serves later opens of any mode.
-    fn backing(
+    fn io_for(
         &self,
         node: u64,
+        flags: i32,
+        cache: FopenFlags,
         fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        let mut backings = lock(&self.backings);
-        if let Some(id) = backings.get(&node).and_then(Weak::upgrade) {
-            return Some(id);
+    ) -> (Option<Arc<BackingId>>, Option<CachedOpen>) {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return (None, None);
         }
-        let result = open_backing(fd);
-        match result {
-            Ok(id) => {
-                let id = Arc::new(id);
-                backings.insert(node, Arc::downgrade(&id));
-                Some(id)
-            }
-            Err(e) => {
-                // Serve reads and writes ourselves from now on: mixing both kinds of
-                // open on one inode is refused by the kernel.
-                if self.passthrough.swap(false, Ordering::Relaxed) {
-                    crate::daemon::log(&format!(
-                        "FUSE passthrough unavailable ({e}); serving I/O in the daemon"
-                    ));
+        let mut io = lock(&self.node_io);
+        let entry = io.entry(node).or_default();
+        if let Some(id) = entry.backing.upgrade() {
+            return (Some(id), None);
+        }
+        if self.wants_passthrough(flags) && entry.cached == 0 {
+            match open_backing(fd) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    entry.backing = Arc::downgrade(&id);
+                    return (Some(id), None);
                 }
-                None
+                Err(e) => {
+                    // Serve reads and writes ourselves from now on.
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        crate::daemon::log(&format!(
+                            "FUSE passthrough unavailable ({e}); serving I/O in the daemon"
+                        ));
+                    }
+                }
             }
         }
+        if cache.contains(FopenFlags::FOPEN_DIRECT_IO) {
+            if entry.cached == 0 && entry.backing.strong_count() == 0 {
+                io.remove(&node);
+            }
+            return (None, None);
+        }
+        entry.cached += 1;
+        let counted = CachedOpen {
+            node,
+            io: Arc::clone(&self.node_io),
+        };
+        (None, Some(counted))
     }
 
     /// Applies a `setxattr` on the control file by swapping in the changed pool.
@@ -1048,17 +1127,14 @@ impl Filesystem for UnionFs {
         };
         let cache = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
-        let backing = if self.wants_passthrough(flags.0) {
-            self.backing(ino.0, &fd, |f| reply.open_backing(f))
-        } else {
-            None
-        };
+        let (backing, cached) = self.io_for(ino.0, flags.0, cache, &fd, |f| reply.open_backing(f));
         let file = OpenFile {
             node: ino.0,
             flags: flags.0,
             union,
             state: RwLock::new((branch, fd)),
             backing: backing.clone(),
+            _cached: cached,
         };
         let fh = FileHandle(self.add_file(file));
         match backing {
@@ -1114,20 +1190,31 @@ impl Filesystem for UnionFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.begin(Op::Write);
-        let result = self
-            .file(fh)
-            .and_then(|file| self.write_file(&file, offset, data).map_err(fuse_errno));
+        let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let result = self.file(fh).and_then(|file| {
+            if kill_suidgid {
+                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+                if kill_suid_sgid(&state.1, in_group)? {
+                    // The kernel keeps the mode it has cached otherwise.
+                    if let Some(notifier) = self.notifier.get() {
+                        let _ = notifier.inval_inode(ino, -1, 0);
+                    }
+                }
+            }
+            self.write_file(&file, offset, data).map_err(fuse_errno)
+        });
         match result {
             Ok(n) => {
                 if let Some(metrics) = &self.metrics {
@@ -1179,10 +1266,21 @@ impl Filesystem for UnionFs {
         if let (Some(metrics), Some(file)) = (&self.metrics, &file) {
             metrics.released(file.backing.is_some());
         }
-        if let (Some(file), true) = (file, self.union().options().dropcacheonclose) {
+        let node = file.as_ref().map(|f| f.node);
+        if let (Some(file), true) = (&file, self.union().options().dropcacheonclose) {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: advice on our open fd; failure only means the cache stays.
             unsafe { libc::posix_fadvise(state.1.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+        drop(file);
+        if let Some(node) = node {
+            let mut io = lock(&self.node_io);
+            if io
+                .get(&node)
+                .is_some_and(|e| e.cached == 0 && e.backing.strong_count() == 0)
+            {
+                io.remove(&node);
+            }
         }
         reply.ok();
     }
@@ -1462,17 +1560,15 @@ impl Filesystem for UnionFs {
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags, &created.file);
         let cache = self.cache_flags(node, &created.file);
-        let backing = if self.wants_passthrough(flags) {
-            self.backing(node, &created.file, |f| reply.open_backing(f))
-        } else {
-            None
-        };
+        let (backing, cached) =
+            self.io_for(node, flags, cache, &created.file, |f| reply.open_backing(f));
         let file = OpenFile {
             node,
             flags,
             union,
             state: RwLock::new((created.attr.branch, created.file)),
             backing: backing.clone(),
+            _cached: cached,
         };
         let fh = FileHandle(self.add_file(file));
         let (fa, ttl) = (e.attr, e.ttl());
