@@ -256,6 +256,46 @@ fn a_file_rewritten_during_sync_leaves_the_other_disks_recoverable() {
 }
 
 #[test]
+fn a_second_command_on_a_busy_array_is_refused_and_changes_nothing() {
+    use std::os::fd::AsRawFd;
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    array.write(1, "b", 100_000, 2);
+    // Another command holds the array (as a running sync would).
+    let mut lock_path = array.content[0].clone().into_os_string();
+    lock_path.push(".lock");
+    let held = fs::File::create(&lock_path).expect("lock file");
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let before = fs::read(&array.content[0]).expect("content");
+    for command in [
+        &["sync"][..],
+        &["scrub", "-p", "full"],
+        &["check"],
+        &["fix"],
+    ] {
+        let out = array.lhparity(command);
+        expect_code(&out, 1);
+        assert!(
+            stderr(&out).contains("another lhparity command is running on this array"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(fs::read(&array.content[0]).expect("content") == before);
+    // Commands that only read the state still answer.
+    expect_code(&array.lhparity(&["diff"]), 2);
+    expect_code(&array.lhparity(&["status"]), 0);
+    drop(held);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

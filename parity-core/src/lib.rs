@@ -17,6 +17,7 @@ pub mod config;
 pub mod dup;
 pub mod fix;
 pub mod hash;
+pub mod lock;
 mod mapped;
 pub mod metrics;
 pub mod pipeline;

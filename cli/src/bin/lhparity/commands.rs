@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use parity_core::config::Config;
 use parity_core::fix::{self, FixOptions};
+use parity_core::lock::ArrayLock;
 use parity_core::scan::DiskChanges;
 use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
 use parity_core::state::model::{DIRTY, UNSYNCED};
@@ -55,6 +56,14 @@ impl Context {
         }
         Ok(config)
     }
+
+    /// [`Context::config`] for a command that must run alone on the array: the
+    /// config and the array's lock, held until the command returns.
+    fn locked_config(&self) -> Result<(Config, ArrayLock)> {
+        let config = self.config()?;
+        let lock = ArrayLock::acquire(&config)?;
+        Ok((config, lock))
+    }
 }
 
 #[derive(clap::Args)]
@@ -76,7 +85,7 @@ pub struct SyncArgs {
 }
 
 pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
-    let config = ctx.config()?;
+    let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("sync", ctx.quiet);
     let options = SyncOptions {
         force_empty: args.force_empty,
@@ -254,7 +263,7 @@ pub struct ScrubArgs {
 }
 
 pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<Outcome> {
-    let config = ctx.config()?;
+    let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("scrub", ctx.quiet);
     let report = scrub::scrub(&config, args.plan, args.older_than, &display)?;
     print_verify("Scrubbed", &report, ctx.quiet);
@@ -275,7 +284,7 @@ pub struct CheckArgs {
 }
 
 pub fn check(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
-    let config = ctx.config()?;
+    let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("check", ctx.quiet);
     let options = CheckOptions {
         hashes_only: args.audit_only,
@@ -326,7 +335,7 @@ pub struct FixArgs {
 }
 
 pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
-    let config = ctx.config()?;
+    let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("fix", ctx.quiet);
     let options = FixOptions {
         disks: args.disks.clone(),
