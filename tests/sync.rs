@@ -296,6 +296,62 @@ fn a_second_command_on_a_busy_array_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_file_emptied_since_the_sync_needs_force_zero() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    array.write(0, "b", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::write(array.disks[0].join("b"), b"").expect("empty b");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("1 file(s) that had data are now empty (d1/b)")
+            && stderr(&out).contains("--force-zero"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was synced: fix brings the data back.
+    expect_code(&array.lhparity(&["fix", "-f", "b"]), 0);
+    assert_eq!(
+        fs::metadata(array.disks[0].join("b")).expect("b").len(),
+        100_000
+    );
+    fs::write(array.disks[0].join("b"), b"").expect("empty b");
+    expect_code(&array.lhparity(&["sync", "--force-zero"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    verify_parity(&array);
+}
+
+#[test]
+fn a_disk_put_back_from_a_backup_syncs_without_force_empty() {
+    let array = Array::new(2, 1, 64, "");
+    let files: Vec<Vec<u8>> = (0..3)
+        .map(|i| array.write(1, &format!("g{i}"), 50_000 + i, i as u64))
+        .collect();
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // cp -a to a new folder and back in place: new inodes, same names, sizes, mtimes.
+    let copy = array.root.path().join("d2-copy");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&array.disks[1])
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    fs::remove_dir_all(&array.disks[1]).expect("rm");
+    fs::rename(&copy, &array.disks[1]).expect("mv");
+    let out = array.lhparity(&["diff"]);
+    assert!(stdout(&out).contains("3 restored"), "{}", stdout(&out));
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    for (i, bytes) in files.iter().enumerate() {
+        fs::remove_file(array.disks[1].join(format!("g{i}"))).expect("rm");
+        expect_code(&array.lhparity(&["fix", "-m"]), 0);
+        assert!(fs::read(array.disks[1].join(format!("g{i}"))).expect("g") == *bytes);
+    }
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

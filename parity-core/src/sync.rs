@@ -37,6 +37,8 @@ pub struct SyncOptions {
     /// `--pre-hash`: read and hash every new block in a pass of its own first, and
     /// sync a position only if the second read gives the same hashes.
     pub pre_hash: bool,
+    /// `--force-zero`: accept files that had data and are now empty.
+    pub force_zero: bool,
 }
 
 /// Why a sync did not run or stopped. Every message names the disk, file or path and
@@ -783,7 +785,7 @@ fn check_safety(
     scans: &[DiskScan],
     changes: &[DiskChanges],
 ) -> Result<(), SyncError> {
-    for (disk, scan) in state.disks.iter().zip(scans) {
+    for (slot, (disk, scan)) in state.disks.iter().zip(scans).enumerate() {
         let dir = config
             .data
             .iter()
@@ -808,9 +810,12 @@ fn check_safety(
                 protected.len()
             )));
         }
-        // A different filesystem mounted in the disk's place shares no inode with it.
+        // A different filesystem mounted in the disk's place keeps none of its files:
+        // no inode, and no path with its size and mtime (a disk put back from a
+        // backup keeps those).
         let inodes: HashSet<u64> = scan.files.iter().map(|f| f.inode).collect();
-        if !protected.iter().any(|f| inodes.contains(&f.inode)) {
+        let same_inode = protected.iter().any(|f| inodes.contains(&f.inode));
+        if !same_inode && changes.get(slot).is_some_and(|c| c.kept() == 0) {
             return Err(SyncError::Refused(format!(
                 "all {} files of disk '{}' at {dir} are missing or rewritten: is another \
                  disk mounted there? Fix the mount and retry; if this is intended, pass \
@@ -835,6 +840,37 @@ fn check_safety(
                 data.name,
                 state.block_size / 1024,
                 u32::MAX
+            )));
+        }
+    }
+    // A file that had data and is now empty is more often a crash or a failing tool
+    // than an edit (SnapRAID's `--force-zero`).
+    if !options.force_zero {
+        let emptied: Vec<String> = state
+            .disks
+            .iter()
+            .zip(scans)
+            .zip(changes)
+            .flat_map(|((disk, scan), c)| {
+                c.updated
+                    .iter()
+                    .filter(|&&(o, n)| disk.files[o].size > 0 && scan.files[n].size == 0)
+                    .map(|&(o, _)| format!("{}/{}", disk.name, disk.files[o].path))
+            })
+            .collect();
+        if !emptied.is_empty() {
+            let shown: Vec<&str> = emptied.iter().take(5).map(String::as_str).collect();
+            return Err(SyncError::Refused(format!(
+                "{} file(s) that had data are now empty ({}{}): a crash or a failing program \
+                 can do that; check them, restore them with `lhparity fix -f PATH`, or pass \
+                 --force-zero to sync them as empty",
+                emptied.len(),
+                shown.join(", "),
+                if emptied.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             )));
         }
     }

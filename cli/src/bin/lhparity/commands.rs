@@ -82,6 +82,10 @@ pub struct SyncArgs {
     /// disks, cables or memory, for one more read of the new data.
     #[arg(long)]
     pre_hash: bool,
+    /// Sync files that had data and are now empty (refused otherwise: a crash or a
+    /// failing program can empty files).
+    #[arg(short = 'Z', long)]
+    force_zero: bool,
 }
 
 pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
@@ -92,6 +96,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         force_delete: args.force_delete,
         force_full: args.force_full,
         pre_hash: args.pre_hash,
+        force_zero: args.force_zero,
     };
     let report = sync::sync(&config, &options, &display)?;
     for n in &report.notes {
