@@ -945,7 +945,7 @@ pub fn unchanged(handle: &File, entry: &FileEntry) -> bool {
     handle.metadata().is_ok_and(|m| {
         m.len() == entry.size
             && m.ino() == entry.inode
-            && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
+            && crate::state::model::mtime_ns(m.mtime(), m.mtime_nsec()) == entry.mtime_ns
     })
 }
 
@@ -1098,7 +1098,7 @@ mod reads {
         FileEntry {
             path: name.to_string(),
             size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            mtime_ns: crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()),
             inode: meta.ino(),
             extents: vec![Extent {
                 pos: first,

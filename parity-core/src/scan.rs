@@ -98,7 +98,7 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
                 scan.files.push(Found {
                     path: child,
                     size: meta.len(),
-                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    mtime_ns: crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()),
                     inode: meta.ino(),
                     mode: meta.mode(),
                     uid: meta.uid(),
@@ -123,7 +123,7 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             scan.dirs.push(DirEntry {
                 path: rel,
                 mode: meta.mode(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()),
             });
         }
     }

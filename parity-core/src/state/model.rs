@@ -271,8 +271,24 @@ impl State {
     }
 }
 
+/// An mtime as the state keeps it: nanoseconds since the epoch, saturated at the
+/// limits of `i64` (the years 1677 and 2262), so that a file dated past them keeps
+/// one stable value instead of wrapping around to another date.
+pub fn mtime_ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mtimes_past_the_range_of_nanoseconds_saturate() {
+        assert_eq!(mtime_ns(1, 5), 1_000_000_005);
+        assert_eq!(mtime_ns(-1, 5), -999_999_995);
+        // Year 3000 and year 1000: the limits, never a wrapped date.
+        assert_eq!(mtime_ns(32_503_680_000, 0), i64::MAX);
+        assert_eq!(mtime_ns(-30_610_224_000, 0), i64::MIN);
+    }
     use super::*;
 
     #[test]
