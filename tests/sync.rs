@@ -352,6 +352,32 @@ fn a_disk_put_back_from_a_backup_syncs_without_force_empty() {
 }
 
 #[test]
+fn diff_reports_links_and_empty_folders_that_sync_records() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "f", 10_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    std::os::unix::fs::symlink("/target", array.disks[0].join("link")).expect("symlink");
+    fs::create_dir(array.disks[0].join("ed")).expect("mkdir");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    let text = stdout(&out);
+    assert!(
+        text.contains("add link d1/link") && text.contains("add dir d1/ed"),
+        "{text}"
+    );
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    fs::remove_file(array.disks[0].join("link")).expect("rm");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    assert!(
+        stdout(&out).contains("remove link d1/link"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

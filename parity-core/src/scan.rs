@@ -253,6 +253,44 @@ pub fn compare(old: &[FileEntry], new: &[Found]) -> DiskChanges {
     changes
 }
 
+/// Paths added, removed and changed between two lists of entries named by path
+/// (symbolic links, empty folders), which `diff` reports beside the files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
+}
+
+impl EntryChanges {
+    /// Compares `old` (the state) with `new` (a scan), by `path`.
+    pub fn of<T: PartialEq>(old: &[T], new: &[T], path: impl Fn(&T) -> &str) -> EntryChanges {
+        let before: HashMap<&str, &T> = old.iter().map(|e| (path(e), e)).collect();
+        let after: HashMap<&str, &T> = new.iter().map(|e| (path(e), e)).collect();
+        let mut c = EntryChanges::default();
+        for (p, e) in &after {
+            match before.get(p) {
+                None => c.added.push((*p).to_owned()),
+                Some(old) if old != e => c.updated.push((*p).to_owned()),
+                Some(_) => {}
+            }
+        }
+        c.removed = before
+            .keys()
+            .filter(|p| !after.contains_key(*p))
+            .map(|p| (*p).to_owned())
+            .collect();
+        c.added.sort();
+        c.removed.sort();
+        c.updated.sort();
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.updated.is_empty()
+    }
+}
+
 /// Applies the changes of one disk to the state: returns the disk's new content and
 /// updates the position table (new positions, unsynced flags).
 pub fn apply(state: &mut State, disk_slot: usize, scan: &DiskScan, changes: &DiskChanges) -> Disk {
@@ -482,6 +520,21 @@ mod tests {
         let c = compare(&old, &[found("a", 10, 1, 100), found("z", 10, 1, 100)]);
         assert_eq!(c.unchanged, vec![(0, 0)]);
         assert_eq!(c.moved, vec![(1, 1)]);
+    }
+
+    #[test]
+    fn links_and_folders_are_compared_by_path() {
+        let link = |p: &str, t: &str| LinkEntry {
+            path: p.into(),
+            target: t.into(),
+        };
+        let old = [link("a", "/x"), link("b", "/y"), link("gone", "/z")];
+        let new = [link("a", "/x"), link("b", "/moved"), link("new", "/n")];
+        let c = EntryChanges::of(&old, &new, |l| l.path.as_str());
+        assert_eq!(c.added, ["new"]);
+        assert_eq!(c.removed, ["gone"]);
+        assert_eq!(c.updated, ["b"]);
+        assert!(EntryChanges::of(&old, &old, |l| l.path.as_str()).is_empty());
     }
 
     fn state_with(files: Vec<FileEntry>, positions: usize) -> State {

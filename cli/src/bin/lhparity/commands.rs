@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use parity_core::config::Config;
 use parity_core::fix::{self, FixOptions};
 use parity_core::lock::ArrayLock;
-use parity_core::scan::DiskChanges;
+use parity_core::scan::{DiskChanges, EntryChanges};
 use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
 use parity_core::state::model::{DIRTY, UNSYNCED};
 use parity_core::status::{status as array_status, Status};
@@ -165,7 +165,20 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         .iter()
         .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
         .count();
-    let changed = changes.iter().any(|c| !c.is_empty());
+    // Symbolic links and empty folders are in the state too: `fix -d` recreates them.
+    let others: Vec<(EntryChanges, EntryChanges)> = state
+        .disks
+        .iter()
+        .zip(&scans)
+        .map(|(disk, scan)| {
+            (
+                EntryChanges::of(&disk.links, &scan.links, |l| l.path.as_str()),
+                EntryChanges::of(&disk.dirs, &scan.dirs, |d| d.path.as_str()),
+            )
+        })
+        .collect();
+    let changed = changes.iter().any(|c| !c.is_empty())
+        || others.iter().any(|(l, d)| !l.is_empty() || !d.is_empty());
     let needed =
         changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
 
@@ -185,7 +198,9 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             .collect();
         let restored: Vec<String> = c.restored.iter().map(|&(_, n)| found(slot, n)).collect();
         count(&mut totals, c);
+        let (links, dirs) = &others[slot];
         if args.json {
+            let entries = |e: &EntryChanges| json!({"added": e.added, "removed": e.removed, "updated": e.updated});
             disks_json.push(json!({
                 "disk": disk,
                 "added": added,
@@ -194,8 +209,21 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 "moved": moved.iter().map(|(f, t)| json!({"from": f, "to": t})).collect::<Vec<_>>(),
                 "restored": restored,
                 "equal": c.unchanged.len(),
+                "links": entries(links),
+                "dirs": entries(dirs),
             }));
         } else {
+            for (kind, e) in [("link", links), ("dir", dirs)] {
+                for (verb, paths) in [
+                    ("add", &e.added),
+                    ("remove", &e.removed),
+                    ("update", &e.updated),
+                ] {
+                    for p in paths {
+                        println!("{verb} {kind} {disk}/{p}");
+                    }
+                }
+            }
             for p in &added {
                 println!("add {disk}/{p}");
             }
