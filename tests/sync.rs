@@ -378,6 +378,32 @@ fn diff_reports_links_and_empty_folders_that_sync_records() {
 }
 
 #[test]
+fn a_name_that_is_not_utf8_is_left_out_with_a_warning_and_the_rest_synced() {
+    use std::os::unix::ffi::OsStrExt;
+    let array = Array::new(2, 1, 64, "exclude *.skip\n");
+    let ok = array.write(0, "ok", 30_000, 1);
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(array.disks[1].join(odd), b"x").expect("odd name");
+    fs::write(
+        array.disks[1].join(std::ffi::OsStr::from_bytes(b"b\xe9.skip")),
+        b"x",
+    )
+    .expect("excluded odd name");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("disk 'd2': the name caf\u{fffd}.txt (or its link target) is not valid UTF-8"),
+        "{err}"
+    );
+    assert!(!err.contains(".skip"), "{err}");
+    // The rest of the array is protected.
+    fs::remove_file(array.disks[0].join("ok")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    assert!(fs::read(array.disks[0].join("ok")).expect("ok") == ok);
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

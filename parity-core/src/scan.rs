@@ -37,6 +37,9 @@ pub struct DiskScan {
     /// Entries skipped because they are neither files, links nor folders (sockets,
     /// fifos, devices), for a warning.
     pub skipped: Vec<String>,
+    /// Entries skipped because their name (or a link's target) is not UTF-8, which
+    /// the state cannot hold yet; shown with the bad bytes replaced, for a warning.
+    pub unnamed: Vec<String>,
 }
 
 /// Why a disk could not be scanned.
@@ -51,11 +54,6 @@ pub enum ScanError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "disk '{disk}': the name {} is not valid UTF-8; rename it to scan this disk",
-        path.display()
-    )]
-    Name { disk: String, path: PathBuf },
 }
 
 /// Walks `disk` and returns its files, links and empty folders, leaving out what the
@@ -74,11 +72,8 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
         for entry in fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
             let entry = entry.map_err(|e| io(&dir, e))?;
             let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_str().ok_or_else(|| ScanError::Name {
-                disk: disk.name.clone(),
-                path: path.clone(),
-            })?;
+            let raw = entry.file_name();
+            let name = raw.to_string_lossy();
             let child = if rel.is_empty() {
                 name.to_string()
             } else {
@@ -89,6 +84,11 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             // The temporary file of an interrupted fix is never data.
             let fix_temp = kind.is_file() && name.ends_with(crate::fix::FIX_SUFFIX);
             if fix_temp || config.is_excluded(disk, &child, kind.is_dir()) {
+                continue;
+            }
+            // One such name must not keep the rest of the array from being synced.
+            if raw.to_str().is_none() {
+                scan.unnamed.push(child);
                 continue;
             }
             entries += 1;
@@ -106,10 +106,10 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
                 });
             } else if kind.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| io(&path, e))?;
-                let target = target.to_str().ok_or_else(|| ScanError::Name {
-                    disk: disk.name.clone(),
-                    path: path.clone(),
-                })?;
+                let Some(target) = target.to_str() else {
+                    scan.unnamed.push(child);
+                    continue;
+                };
                 scan.links.push(LinkEntry {
                     path: child,
                     target: target.to_string(),

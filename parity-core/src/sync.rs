@@ -303,6 +303,14 @@ pub fn sync(
                 disk.name
             ));
         }
+        for unnamed in &scan.unnamed {
+            report.warnings.push(format!(
+                "disk '{}': the name {unnamed} (or its link target) is not valid UTF-8 and \
+                 is not protected (with a folder, nothing in it is); rename it, or exclude \
+                 it to silence this",
+                disk.name
+            ));
+        }
         let next = scan::apply(&mut state, slot, scan, change);
         state.disks[slot] = next;
     }

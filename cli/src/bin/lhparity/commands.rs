@@ -158,6 +158,14 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     }
     let state = &loaded.state;
     let scans = sync::scan_all(&config)?;
+    for (disk, scan) in config.data.iter().zip(&scans) {
+        for unnamed in &scan.unnamed {
+            eprintln!(
+                "lhparity: warning: disk '{}': the name {unnamed} (or its link target) is not valid UTF-8; sync leaves it unprotected",
+                disk.name
+            );
+        }
+    }
     let changes = sync::compare_all(state, &scans);
     let unsynced = state
         .positions
