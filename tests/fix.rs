@@ -939,6 +939,67 @@ fn fix_onto_a_full_disk_reports_it_and_writes_no_wrong_file() {
     }
 }
 
+#[test]
+fn a_disk_lost_after_a_sync_was_killed_is_rebuilt_from_either_parity() {
+    // The kill lands at several points of a sync that rewrites most of d1; each
+    // time d2 is then lost, and rebuilt from parity that is partly from before the
+    // sync and partly from it.
+    let array = Array::new(3, 2, 64, "");
+    for d in 0..3 {
+        for i in 0..30 {
+            array.write(
+                d,
+                &format!("f{i}"),
+                600_000 + i * 7_777 + d * 13,
+                (d * 100 + i) as u64,
+            );
+        }
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let d2: Snapshot = snapshot(&array)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&array.disks[1]))
+        .collect();
+    let conf = array.conf.to_string_lossy().into_owned();
+    for (round, delay_ms) in [20u64, 40, 70, 100, 150].into_iter().enumerate() {
+        for i in 0..30 {
+            if (i + round) % 3 == 0 {
+                let _ = fs::remove_file(array.disks[0].join(format!("f{i}")));
+            } else {
+                array.write(
+                    0,
+                    &format!("f{i}"),
+                    900_000 + i * 5_555 + round,
+                    (round * 50 + i) as u64,
+                );
+            }
+        }
+        let mut child = Command::new(bin("lhparity"))
+            .args(["-c", &conf, "--force-device", "-q", "sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sync");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        wipe(&array, 1);
+        let out = array.lhparity(&["fix", "-d", "d2"]);
+        expect_code(&out, 0);
+        for (path, value) in &d2 {
+            assert!(
+                snapshot(&array).get(path) == Some(value),
+                "round {round}: {} not restored: {}",
+                path.display(),
+                stderr(&out)
+            );
+        }
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
 /// Flips a bit of d1's big file at `offset` and has a scrub mark its block bad;
 /// returns the file.
 fn marked_bad(array: &Array, offset: usize) -> PathBuf {

@@ -972,9 +972,18 @@ impl FixStage<'_> {
                 .collect();
         }
 
+        // For a position an interrupted sync left DIRTY, whose parity may already be
+        // that of the new blocks: the new blocks here (their bytes, or `None` when
+        // unreadable) and the columns of deleted blocks, which that parity no longer
+        // holds.
+        let mut newer: Vec<(usize, Option<&[u8]>)> = Vec::new();
+        let mut gone_columns: Vec<usize> = Vec::new();
         for (slot, block) in blocks[..disks].iter().enumerate() {
             let column = state.disks[slot].index as usize;
             let deleted = self.deleted.contains_key(&(slot, pos));
+            if deleted {
+                gone_columns.push(column);
+            }
             // A block the parity holds but whose data is gone: a deleted file's
             // block. It only needs rebuilding as a means to the others, so it has
             // nothing to be checked against.
@@ -1020,9 +1029,12 @@ impl FixStage<'_> {
                             // Damaged or changed: rebuilt (and checked) like a lost one.
                             lost.push(survivor);
                         }
-                    } else if deleted {
-                        // Not in the parity: the parity holds the deleted block.
-                        lost.push(gone);
+                    } else {
+                        newer.push((column, Some(block.bytes)));
+                        if deleted {
+                            // Not in the parity: the parity holds the deleted block.
+                            lost.push(gone);
+                        }
                     }
                 }
                 Status::Skipped { file, block: b } | Status::Unreadable { file, block: b } => {
@@ -1038,8 +1050,11 @@ impl FixStage<'_> {
                             check: Some((entry.hashes[b], len)),
                             target: target.filter(|&(_, tb)| tb == b),
                         });
-                    } else if deleted {
-                        lost.push(gone);
+                    } else {
+                        newer.push((column, None));
+                        if deleted {
+                            lost.push(gone);
+                        }
                     }
                 }
                 Status::Absent => {
@@ -1060,18 +1075,56 @@ impl FixStage<'_> {
                 self.note(format!("parity at position {pos} was not rebuilt: {why}"));
             }
         };
-        if !lost.is_empty() && !trusted {
-            not_rebuilt("the position was not fully synced; run `lhparity sync` first");
-            return Ok(fix);
-        }
-        let Some(rebuilt) =
+        // A sync that stopped (killed, a disk failing) leaves the positions it was
+        // writing DIRTY: each parity level there is the parity of the blocks before
+        // that sync, or of the blocks it was syncing. Both are tried, and only a
+        // rebuild that gives back every lost block's hash is taken; nothing is
+        // written to the parity of such a position, which the next sync recomputes.
+        let guessing = !trusted && !lost.is_empty();
+        let rebuilt = if guessing {
+            let before = (stripe.clone(), lost.clone(), suspects.clone());
+            match self.rebuild(&mut stripe, columns, &mut lost, suspects, &lost_parity)? {
+                Some(r) => Some(r),
+                None => {
+                    let (old_stripe, old_lost, old_suspects) = before;
+                    stripe = old_stripe;
+                    lost = old_lost
+                        .into_iter()
+                        .filter(|l| l.check.is_some() || !gone_columns.contains(&l.column))
+                        .collect();
+                    for &column in &gone_columns {
+                        stripe[column] = Some(self.zero.as_slice());
+                    }
+                    for &(column, bytes) in &newer {
+                        match bytes {
+                            Some(b) => stripe[column] = Some(b),
+                            None => lost.push(Lost {
+                                column,
+                                check: None,
+                                target: None,
+                            }),
+                        }
+                    }
+                    lost.sort_by_key(|l| l.column);
+                    self.rebuild(&mut stripe, columns, &mut lost, old_suspects, &lost_parity)?
+                }
+            }
+        } else {
             self.rebuild(&mut stripe, columns, &mut lost, suspects, &lost_parity)?
-        else {
-            not_rebuilt(
-                "data there is damaged or changed and cannot be rebuilt with the parity left; `lhparity check` names the file: restore it from a backup, then run `lhparity sync`",
-            );
+        };
+        let Some(rebuilt) = rebuilt else {
+            if guessing {
+                not_rebuilt("a sync stopped while it was writing this position, and the parity from before it and from it both fail to rebuild the lost blocks; run `lhparity sync`");
+            } else {
+                not_rebuilt(
+                    "data there is damaged or changed and cannot be rebuilt with the parity left; `lhparity check` names the file: restore it from a backup, then run `lhparity sync`",
+                );
+            }
             return Ok(fix);
         };
+        if guessing {
+            suspected.clear();
+        }
         let Rebuilt { data, mut parity } = rebuilt;
         // The suspected levels, from the complete, verified stripe.
         if !suspected.is_empty() {
@@ -1114,6 +1167,10 @@ impl FixStage<'_> {
         let mut all_written = true;
         let mut any_written = false;
         for (&level, bytes) in lost_parity.iter().zip(&parity) {
+            if guessing {
+                all_written = false;
+                continue;
+            }
             if self.read_only[level] {
                 all_written = false;
                 continue;
