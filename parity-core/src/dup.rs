@@ -5,7 +5,8 @@
 //! Two files are duplicates when they have the same size and the same hash for every
 //! block. Every block hash of an array uses the array's one key, so equal bytes give
 //! equal hashes on any disk. Empty files, and files with blocks whose hash is not
-//! known yet (added since the last sync), are left out.
+//! known yet (added since the last sync), are left out, and so are the other names
+//! of a hard-linked file, which take no space of their own.
 
 use std::collections::HashMap;
 
@@ -37,8 +38,10 @@ impl Group {
 pub fn find(state: &State) -> Vec<Group> {
     let mut by_content: HashMap<(u64, &[Hash]), Vec<Copy>> = HashMap::new();
     for disk in &state.disks {
+        // Names of one file (hard links) are one copy: the first name stands for it.
+        let mut seen = std::collections::HashSet::new();
         for f in &disk.files {
-            if f.size == 0 || f.has_new_blocks() || f.hashes.is_empty() {
+            if f.size == 0 || f.has_new_blocks() || f.hashes.is_empty() || !seen.insert(f.inode) {
                 continue;
             }
             by_content
@@ -73,8 +76,28 @@ mod tests {
             path: path.into(),
             size,
             hashes: hashes.iter().map(|&b| [b; 16]).collect(),
+            // A distinct inode per name.
+            inode: path.bytes().fold(7, |h, b| h * 31 + u64::from(b)),
             ..FileEntry::default()
         }
+    }
+
+    #[test]
+    fn the_names_of_a_hard_link_are_one_copy() {
+        let mut link = file("link", 300, &[1, 2]);
+        link.inode = file("a", 0, &[]).inode;
+        let s = state(vec![("d1", vec![file("a", 300, &[1, 2]), link])]);
+        assert!(find(&s).is_empty());
+        // A real copy elsewhere still makes a group of two.
+        let mut link = file("link", 300, &[1, 2]);
+        link.inode = file("a", 0, &[]).inode;
+        let s = state(vec![
+            ("d1", vec![file("a", 300, &[1, 2]), link]),
+            ("d2", vec![file("a", 300, &[1, 2])]),
+        ]);
+        let groups = find(&s);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].files.len(), 2);
     }
 
     fn state(disks: Vec<(&str, Vec<FileEntry>)>) -> State {

@@ -430,13 +430,18 @@ pub fn sync(
         }
         report.bytes += outcome.bytes;
         for (slot, file) in &outcome.changed {
+            let path = config.data[*slot]
+                .dir
+                .join(&state.disks[*slot].files[*file].path);
+            // A file that could not be opened has its own message.
+            let opening = format!("opening {}: ", path.display());
+            if outcome.errors.iter().any(|e| e.contains(&opening)) {
+                continue;
+            }
             report.warnings.push(format!(
                 "disk '{}': {} changed while it was synced: what was read is protected, the change is left for the next sync",
                 state.disks[*slot].name,
-                config.data[*slot]
-                    .dir
-                    .join(&state.disks[*slot].files[*file].path)
-                    .display()
+                path.display()
             ));
         }
         report.warnings.extend(outcome.errors.iter().cloned());
