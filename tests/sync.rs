@@ -404,6 +404,35 @@ fn a_name_that_is_not_utf8_is_left_out_with_a_warning_and_the_rest_synced() {
 }
 
 #[test]
+fn a_parity_or_content_path_that_is_a_folder_is_named_as_such() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "f", 10_000, 1);
+    fs::create_dir(&array.parity[0]).expect("mkdir parity");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "parity path {} is a folder",
+            array.parity[0].display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_dir(&array.parity[0]).expect("rmdir");
+    fs::create_dir(&array.content[0]).expect("mkdir content");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "content path {} is a folder",
+            array.content[0].display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

@@ -113,6 +113,14 @@ pub struct Loaded {
 /// none exists. Its disks are ordered as the config's `data` lines.
 pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     let paths: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+    if let Some(dir) = paths.iter().find(|p| p.is_dir()) {
+        return Err(SyncError::Refused(format!(
+            "content path {} is a folder; a `content` line names the content file itself \
+             (for example {})",
+            dir.display(),
+            dir.join("lhparity.content").display()
+        )));
+    }
     let loaded = store::load(&paths)?;
     let mut notes = Vec::new();
     for (path, reason) in &loaded.damaged {
@@ -253,6 +261,16 @@ pub fn sync(
     };
     let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
     let parity_paths = parity_paths(config)?;
+    for path in &parity_paths {
+        if path.is_dir() {
+            return Err(SyncError::Refused(format!(
+                "parity path {} is a folder; a `parity` line names the parity file itself \
+                 (for example {}), on a disk of its own",
+                path.display(),
+                path.join("lhparity.parity").display()
+            )));
+        }
+    }
     if is_new && !options.force_full {
         for path in &parity_paths {
             if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
