@@ -304,6 +304,16 @@ fn kill_suid_sgid(
     Ok(true)
 }
 
+/// A listxattr answer (NUL-terminated names) without the `trusted.*` names.
+fn without_trusted(names: &[u8]) -> Vec<u8> {
+    names
+        .split_inclusive(|&b| b == 0)
+        .filter(|name| !name.starts_with(b"trusted."))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// Filesystems whose files have no `flush` operation in Linux: closing a duplicate of
 /// one of their descriptors always succeeds and does nothing (write errors show at
 /// fsync, not close). Network and stacked filesystems (NFS, SMB, FUSE, overlayfs,
@@ -1498,13 +1508,19 @@ impl Filesystem for UnionFs {
         self.reply_xattr(reply, value, size);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.begin(Op::Listxattr);
         let names = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
                 return Ok(control::list());
             }
-            self.union().listxattr(&path).map_err(fuse_errno)
+            let names = self.union().listxattr(&path).map_err(fuse_errno)?;
+            // lhfs lists as root; Linux shows `trusted.*` names to root only.
+            Ok(if req.uid() == 0 {
+                names
+            } else {
+                without_trusted(&names)
+            })
         });
         self.reply_xattr(reply, names, size);
     }
@@ -1727,6 +1743,15 @@ mod tests {
         assert!(!flags.contains(&InitFlags::FUSE_ASYNC_READ));
         assert!(!flags.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(flags.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
+    }
+
+    #[test]
+    fn trusted_names_are_left_out_of_a_listing() {
+        assert_eq!(
+            without_trusted(b"user.a\0trusted.t\0security.selinux\0trusted.x\0"),
+            b"user.a\0security.selinux\0"
+        );
+        assert_eq!(without_trusted(b""), b"");
     }
 
     #[test]
