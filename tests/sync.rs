@@ -433,6 +433,24 @@ fn a_parity_or_content_path_that_is_a_folder_is_named_as_such() {
 }
 
 #[test]
+fn a_missing_content_copy_is_reported() {
+    let array = Array::new(1, 1, 64, "");
+    array.write(0, "f", 10_000, 1);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::remove_file(&array.content[1]).expect("rm content copy");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!(
+            "content file {} is missing; it will be written again at the next save",
+            array.content[1].display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn files_swapped_by_renames_keep_the_parity_right() {
     let array = Array::new(2, 1, 64, "");
     let (a, b) = (array.disks[0].join("a"), array.disks[0].join("b"));

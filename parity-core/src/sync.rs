@@ -135,6 +135,16 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
             path.display()
         ));
     }
+    // With another copy loaded, a missing one is news: its disk may not be mounted,
+    // and the next save would write into the empty mountpoint.
+    if loaded.state.is_some() {
+        for path in &loaded.missing {
+            notes.push(format!(
+                "content file {} is missing; it will be written again at the next save: if its disk is not mounted, mount it first",
+                path.display()
+            ));
+        }
+    }
     let is_new = loaded.state.is_none();
     let mut state = match loaded.state {
         Some(state) => state,
