@@ -940,6 +940,45 @@ fn fix_onto_a_full_disk_reports_it_and_writes_no_wrong_file() {
 }
 
 #[test]
+fn hard_links_are_protected_once_and_come_back_as_hard_links() {
+    let array = Array::new(2, 1, 64, "");
+    let bytes = array.write(0, "media/film.mkv", 400_000, 1);
+    fs::create_dir_all(array.disks[0].join("seeding")).expect("mkdir");
+    fs::hard_link(
+        array.disks[0].join("media/film.mkv"),
+        array.disks[0].join("seeding/film.mkv"),
+    )
+    .expect("ln");
+    array.write(1, "other", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // One file's blocks, not two: 400,000 bytes are 7 blocks of 64 KiB.
+    let status = status(&array);
+    assert_eq!(status["disks"][0]["files"], 1, "{status}");
+    assert_eq!(status["positions"], 7, "{status}");
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    wipe(&array, 0);
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    let (a, b) = (
+        array.disks[0].join("media/film.mkv"),
+        array.disks[0].join("seeding/film.mkv"),
+    );
+    assert_eq!(fs::read(&a).expect("a"), bytes);
+    let (ma, mb) = (fs::metadata(&a).expect("a"), fs::metadata(&b).expect("b"));
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "not one file");
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    fs::remove_file(&b).expect("rm");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    assert!(
+        stdout(&out).contains("remove hardlink d1/seeding/film.mkv"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn a_disk_lost_after_a_sync_was_killed_is_rebuilt_from_either_parity() {
     // The kill lands at several points of a sync that rewrites most of d1; each
     // time d2 is then lost, and rebuilt from parity that is partly from before the

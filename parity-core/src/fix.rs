@@ -1614,7 +1614,8 @@ fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Recreates the empty folders and the symbolic links of a rebuilt disk.
+/// Recreates the empty folders, the symbolic links and the hard links of a rebuilt
+/// disk.
 fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &mut FixReport) {
     let root = &config.data[slot].dir;
     let disk = &state.disks[slot];
@@ -1641,6 +1642,24 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
             report
                 .errors
                 .push(format!("creating link {}: {e}", path.display()));
+        }
+    }
+    // Hard links last: the files they name are in place by now.
+    for l in &disk.hardlinks {
+        let path = root.join(&l.path);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let made = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::hard_link(root.join(&l.target), &path));
+        if let Err(e) = made {
+            report.errors.push(format!(
+                "creating hard link {} to {}: {e}",
+                path.display(),
+                l.target
+            ));
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Found {
 pub struct DiskScan {
     pub files: Vec<Found>,
     pub links: Vec<LinkEntry>,
+    /// Other names of files in `files` (see [`group_hard_links`]).
+    pub hardlinks: Vec<LinkEntry>,
     pub dirs: Vec<DirEntry>,
     /// Entries skipped because they are neither files, links nor folders (sockets,
     /// fifos, devices), for a warning.
@@ -67,6 +69,8 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
     };
     fs::metadata(&disk.dir).map_err(|e| io(&disk.dir, e))?;
     let mut stack = vec![(disk.dir.clone(), String::new())];
+    // Files with more than one name: (device, inode, index in `scan.files`).
+    let mut linked: Vec<(u64, u64, usize)> = Vec::new();
     while let Some((dir, rel)) = stack.pop() {
         let mut entries = 0usize;
         for entry in fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
@@ -95,6 +99,9 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             if kind.is_dir() {
                 stack.push((path, child));
             } else if kind.is_file() {
+                if meta.nlink() > 1 {
+                    linked.push((meta.dev(), meta.ino(), scan.files.len()));
+                }
                 scan.files.push(Found {
                     path: child,
                     size: meta.len(),
@@ -127,10 +134,41 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             });
         }
     }
+    group_hard_links(&mut scan, linked);
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
     scan.links.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.hardlinks.sort_by(|a, b| a.path.cmp(&b.path));
     scan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(scan)
+}
+
+/// Names of one file (the same device and inode, found in this scan) are one file:
+/// the first name in path order keeps its place in `files`, the others become hard
+/// links to it. Their data is then read, hashed and protected once, and `fix` makes
+/// them again as hard links rather than as copies.
+fn group_hard_links(scan: &mut DiskScan, mut linked: Vec<(u64, u64, usize)>) {
+    linked.sort_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| scan.files[a.2].path.cmp(&scan.files[b.2].path))
+    });
+    let mut others: Vec<usize> = Vec::new();
+    for group in linked.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let Some((first, rest)) = group.split_first() else {
+            continue;
+        };
+        for &(_, _, i) in rest {
+            scan.hardlinks.push(LinkEntry {
+                path: scan.files[i].path.clone(),
+                target: scan.files[first.2].path.clone(),
+            });
+            others.push(i);
+        }
+    }
+    others.sort_unstable();
+    for i in others.into_iter().rev() {
+        scan.files.swap_remove(i);
+    }
 }
 
 /// How the files of one disk changed since the state was saved. Indexes point into
@@ -393,6 +431,7 @@ pub fn apply(state: &mut State, disk_slot: usize, scan: &DiskScan, changes: &Dis
         uuid: old.uuid.clone(),
         files,
         links: scan.links.clone(),
+        hardlinks: scan.hardlinks.clone(),
         dirs: scan.dirs.clone(),
         deleted,
     }

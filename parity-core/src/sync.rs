@@ -319,7 +319,10 @@ pub fn sync(
     let mut touched = false;
     for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
         let disk = &state.disks[slot];
-        touched |= !change.is_empty() || disk.links != scan.links || disk.dirs != scan.dirs;
+        touched |= !change.is_empty()
+            || disk.links != scan.links
+            || disk.hardlinks != scan.hardlinks
+            || disk.dirs != scan.dirs;
         report.disks.push(DiskSummary {
             name: disk.name.clone(),
             changes: change.clone(),

@@ -19,6 +19,7 @@
 //!                   hashes: count, then 16 raw bytes each,
 //!                   new-block words: count, then 8 bytes LE each
 //!            links: count, then (path*, target)
+//!            hard links (version 2): count, then (path*, path of the file it names)
 //!            dirs: count, then (path*, mode, mtime (zigzag))
 //!            deleted: count, then (zigzag position minus the previous one, hash)
 //! trailer  BLAKE3 of header and body (32 bytes)
@@ -39,8 +40,11 @@ use crate::raid::{BLOCK_MULTIPLE, MAX_DATA, MAX_PARITY};
 
 /// The first 8 bytes of every content file.
 pub const MAGIC: [u8; 8] = *b"LHPSTATE";
-/// The format version this code writes, and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes. It reads this one and version 1, which had
+/// no hard links.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 /// Magic, version and body length.
 const HEADER_LEN: usize = 8 + 4 + 8;
@@ -112,6 +116,12 @@ pub enum CodecError {
         extent_blocks: u64,
         hashes: usize,
     },
+    #[error("hard link `{path}` on disk `{disk}` names `{target}`, which is no file of that disk")]
+    HardLinkTarget {
+        disk: String,
+        path: String,
+        target: String,
+    },
     #[error(
         "file `{path}` on disk `{disk}`: the extent of {len} blocks at position {pos} runs \
          past the array's {positions} positions"
@@ -146,9 +156,14 @@ pub enum CodecError {
 /// The content file for `state`. It does not check the state: call [`validate`]
 /// first, or [`decode`] will reject the result.
 pub fn encode(state: &State) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(size_hint(state)));
+    encode_as(state, FORMAT_VERSION)
+}
+
+/// [`encode`] in format `version` (older versions leave out what they cannot hold).
+fn encode_as(state: &State, version: u32) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(size_hint(state)), version);
     w.0.extend_from_slice(&MAGIC);
-    w.0.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    w.0.extend_from_slice(&version.to_le_bytes());
     w.0.extend_from_slice(&[0; 8]);
     w.body(state);
     seal(w.0)
@@ -168,7 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         });
     };
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CodecError::UnsupportedVersion { found: version });
     }
     let mut body_len = [0; 8];
@@ -190,7 +205,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
     if blake3::hash(signed) != *checksum {
         return Err(CodecError::ChecksumMismatch);
     }
-    decode_body(signed.get(HEADER_LEN..).unwrap_or_default())
+    decode_body(signed.get(HEADER_LEN..).unwrap_or_default(), version)
 }
 
 /// Checks the rules every stored state obeys; [`decode`] applies them to what it reads.
@@ -233,6 +248,17 @@ pub fn validate(state: &State) -> Result<(), CodecError> {
         previous = Some(disk.index);
         for file in &disk.files {
             validate_file(disk, file, positions.len())?;
+        }
+        if let Some(l) = disk
+            .hardlinks
+            .iter()
+            .find(|l| !disk.files.iter().any(|f| f.path == l.target))
+        {
+            return Err(CodecError::HardLinkTarget {
+                disk: disk.name.clone(),
+                path: l.path.clone(),
+                target: l.target.clone(),
+            });
         }
         if let Some(b) = disk
             .deleted
@@ -318,7 +344,7 @@ fn size_hint(state: &State) -> usize {
             size += 64 + f.path.len() + f.extents.len() * 10 + f.hashes.len() * 16;
             size += f.new_blocks.len() * 8;
         }
-        for l in &disk.links {
+        for l in disk.links.iter().chain(&disk.hardlinks) {
             size += 24 + l.path.len() + l.target.len();
         }
         size += disk.dirs.iter().map(|d| 32 + d.path.len()).sum::<usize>();
@@ -334,7 +360,8 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-struct Writer(Vec<u8>);
+/// The bytes written so far, and the format version being written.
+struct Writer(Vec<u8>, u32);
 
 impl Writer {
     fn varint(&mut self, mut v: u64) {
@@ -438,12 +465,19 @@ impl Writer {
             }
         }
 
-        self.count(d.links.len());
-        let mut previous = "";
-        for l in &d.links {
-            self.path(previous, &l.path);
-            previous = &l.path;
-            self.bytes(l.target.as_bytes());
+        let lists: &[&Vec<LinkEntry>] = if self.1 >= 2 {
+            &[&d.links, &d.hardlinks]
+        } else {
+            &[&d.links]
+        };
+        for list in lists {
+            self.count(list.len());
+            let mut previous = "";
+            for l in list.iter() {
+                self.path(previous, &l.path);
+                previous = &l.path;
+                self.bytes(l.target.as_bytes());
+            }
         }
 
         self.count(d.dirs.len());
@@ -468,8 +502,12 @@ impl Writer {
 /// Decodes a body (the bytes between header and checksum) and validates the result.
 /// Separate from [`decode`] so that it can be tested on damaged input the checksum
 /// would otherwise stop.
-fn decode_body(bytes: &[u8]) -> Result<State, CodecError> {
-    let mut r = Reader { bytes, at: 0 };
+fn decode_body(bytes: &[u8], version: u32) -> Result<State, CodecError> {
+    let mut r = Reader {
+        bytes,
+        at: 0,
+        version,
+    };
     let state = r.state()?;
     if r.remaining() != 0 {
         return Err(CodecError::UnreadBody {
@@ -483,6 +521,8 @@ fn decode_body(bytes: &[u8]) -> Result<State, CodecError> {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The format version of the file being read.
+    version: u32,
 }
 
 impl<'a> Reader<'a> {
@@ -674,14 +714,12 @@ impl<'a> Reader<'a> {
             files.push(file);
         }
 
-        let n = self.count("links", MIN_LINK)?;
-        let mut links: Vec<LinkEntry> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let previous = links.last().map_or("", |l| l.path.as_str());
-            let path = self.path(previous, "link path")?;
-            let target = self.string("link target")?;
-            links.push(LinkEntry { path, target });
-        }
+        let links = self.links("links")?;
+        let hardlinks = if self.version >= 2 {
+            self.links("hard links")?
+        } else {
+            Vec::new()
+        };
 
         let n = self.count("dirs", MIN_DIR)?;
         let mut dirs: Vec<DirEntry> = Vec::with_capacity(n);
@@ -715,9 +753,23 @@ impl<'a> Reader<'a> {
             uuid,
             files,
             links,
+            hardlinks,
             dirs,
             deleted,
         })
+    }
+
+    /// A list of (path, target) entries: symbolic links, or hard links.
+    fn links(&mut self, what: &'static str) -> Result<Vec<LinkEntry>, CodecError> {
+        let n = self.count(what, MIN_LINK)?;
+        let mut links: Vec<LinkEntry> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let previous = links.last().map_or("", |l| l.path.as_str());
+            let path = self.path(previous, "link path")?;
+            let target = self.string("link target")?;
+            links.push(LinkEntry { path, target });
+        }
+        Ok(links)
     }
 
     /// One file; `end` is where the disk's previous extent ended.
@@ -817,6 +869,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_reads_with_no_hard_links() {
+        let mut state = sample();
+        for d in &mut state.disks {
+            d.hardlinks.clear();
+        }
+        assert_eq!(decode(&encode_as(&state, 1)), Ok(state.clone()));
+        // Version 2 keeps them.
+        assert_eq!(decode(&encode(&sample())), Ok(sample()));
+        assert!(!sample().disks[0].hardlinks.is_empty());
+    }
+
+    #[test]
+    fn a_hard_link_to_no_file_is_rejected() {
+        let mut state = sample();
+        state.disks[0].hardlinks[0].target = "nowhere".into();
+        assert!(matches!(
+            decode(&encode(&state)),
+            Err(CodecError::HardLinkTarget { .. })
+        ));
+    }
+
+    #[test]
     fn header_damage_has_its_own_error() {
         let good = encode(&sample());
         let mut bad = good.clone();
@@ -825,10 +899,15 @@ mod tests {
         assert_eq!(decode(b"SNAPCNT3\n\x03\0\0"), Err(CodecError::BadMagic));
 
         let mut bad = good.clone();
-        bad[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bad[8..12].copy_from_slice(&3u32.to_le_bytes());
         assert_eq!(
             decode(&bad),
-            Err(CodecError::UnsupportedVersion { found: 2 })
+            Err(CodecError::UnsupportedVersion { found: 3 })
+        );
+        bad[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode(&bad),
+            Err(CodecError::UnsupportedVersion { found: 0 })
         );
 
         let len = good.len() as u64;
@@ -1029,14 +1108,14 @@ mod tests {
     fn malformed_bodies_have_their_own_error() {
         use CodecError::*;
         assert_eq!(
-            decode_body(&[]),
+            decode_body(&[], FORMAT_VERSION),
             Err(BodyOverrun {
                 what: "generation",
                 offset: 0
             })
         );
         assert_eq!(
-            decode_body(&[0xff; 11]),
+            decode_body(&[0xff; 11], FORMAT_VERSION),
             Err(BadVarint {
                 what: "generation",
                 offset: 0
@@ -1045,15 +1124,26 @@ mod tests {
         // u64::MAX is the largest varint: nine 0xff and a final 1.
         let mut max = vec![0xff; 9];
         max.push(0x01);
-        assert_eq!(Reader { bytes: &max, at: 0 }.varint("x"), Ok(u64::MAX));
+        assert_eq!(
+            Reader {
+                bytes: &max,
+                at: 0,
+                version: FORMAT_VERSION,
+            }
+            .varint("x"),
+            Ok(u64::MAX)
+        );
         max[9] = 0x02;
-        assert!(matches!(decode_body(&max), Err(BadVarint { .. })));
+        assert!(matches!(
+            decode_body(&max, FORMAT_VERSION),
+            Err(BadVarint { .. })
+        ));
 
-        let mut w = Writer(Vec::new());
+        let mut w = Writer(Vec::new(), FORMAT_VERSION);
         w.varint(1);
         w.varint(1 << 32);
         assert_eq!(
-            decode_body(&w.0),
+            decode_body(&w.0, FORMAT_VERSION),
             Err(OutOfRange {
                 what: "block size",
                 value: 1 << 32
@@ -1061,7 +1151,7 @@ mod tests {
         );
 
         // Everything up to the parity levels, which claim more than the bytes left.
-        let mut w = Writer(Vec::new());
+        let mut w = Writer(Vec::new(), FORMAT_VERSION);
         w.varint(1);
         w.varint(65536);
         w.0.push(HASH_BLAKE3_16);
@@ -1071,7 +1161,7 @@ mod tests {
         let prefix = w.0.clone();
         w.varint(u64::MAX);
         assert_eq!(
-            decode_body(&w.0),
+            decode_body(&w.0, FORMAT_VERSION),
             Err(CountTooLarge {
                 what: "parity levels",
                 count: u64::MAX,
@@ -1080,14 +1170,14 @@ mod tests {
         );
 
         // Verification runs that overshoot the positions.
-        let mut w = Writer(prefix.clone());
+        let mut w = Writer(prefix.clone(), FORMAT_VERSION);
         w.count(0);
         w.bytes(&[0, 0]);
         w.count(2);
         w.count(3);
         w.signed(5);
         assert!(matches!(
-            decode_body(&w.0),
+            decode_body(&w.0, FORMAT_VERSION),
             Err(OutOfRange {
                 what: "verification run length",
                 value: 3
@@ -1095,14 +1185,14 @@ mod tests {
         ));
 
         // A verification time below zero.
-        let mut w = Writer(prefix);
+        let mut w = Writer(prefix, FORMAT_VERSION);
         w.count(0);
         w.bytes(&[0]);
         w.count(1);
         w.count(1);
         w.signed(-1);
         assert!(matches!(
-            decode_body(&w.0),
+            decode_body(&w.0, FORMAT_VERSION),
             Err(OutOfRange {
                 what: "verification time",
                 value: -1
@@ -1168,14 +1258,14 @@ mod tests {
             }
             // Decoding may succeed (a changed hash byte is still a valid state); what
             // matters is that it returns.
-            if let Ok(state) = decode_body(&bad) {
+            if let Ok(state) = decode_body(&bad, FORMAT_VERSION) {
                 accepted += 1;
                 assert_eq!(validate(&state), Ok(()));
             }
         }
         for len in 0..2000 {
             let noise: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-            let _ = decode_body(&noise);
+            let _ = decode_body(&noise, FORMAT_VERSION);
         }
         assert!(accepted < 50_000);
     }

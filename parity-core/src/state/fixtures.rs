@@ -69,6 +69,10 @@ pub fn sample() -> State {
                 target: "/abs/target/🎬".into(),
             },
         ],
+        hardlinks: vec![LinkEntry {
+            path: "films/same film.mkv".into(),
+            target: "films/Amélie (2001)/.nomedia".into(),
+        }],
         dirs: vec![DirEntry {
             path: "empty/δir".into(),
             mode: 0o40755,

@@ -67,6 +67,10 @@ pub struct Disk {
     pub uuid: String,
     pub files: Vec<FileEntry>,
     pub links: Vec<LinkEntry>,
+    /// Other names of files of this disk (hard links): the name, and the path of
+    /// the file in `files` it names. Their data is the file's, so they hold no
+    /// blocks; `fix` makes them again as hard links.
+    pub hardlinks: Vec<LinkEntry>,
     /// Empty directories, so that fix can recreate them.
     pub dirs: Vec<DirEntry>,
     /// Blocks of removed or rewritten files whose old content parity still includes.

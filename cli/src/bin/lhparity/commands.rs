@@ -174,19 +174,20 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
         .count();
     // Symbolic links and empty folders are in the state too: `fix -d` recreates them.
-    let others: Vec<(EntryChanges, EntryChanges)> = state
+    let others: Vec<[EntryChanges; 3]> = state
         .disks
         .iter()
         .zip(&scans)
         .map(|(disk, scan)| {
-            (
+            [
                 EntryChanges::of(&disk.links, &scan.links, |l| l.path.as_str()),
+                EntryChanges::of(&disk.hardlinks, &scan.hardlinks, |l| l.path.as_str()),
                 EntryChanges::of(&disk.dirs, &scan.dirs, |d| d.path.as_str()),
-            )
+            ]
         })
         .collect();
-    let changed = changes.iter().any(|c| !c.is_empty())
-        || others.iter().any(|(l, d)| !l.is_empty() || !d.is_empty());
+    let changed =
+        changes.iter().any(|c| !c.is_empty()) || others.iter().flatten().any(|e| !e.is_empty());
     let needed =
         changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
 
@@ -206,7 +207,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             .collect();
         let restored: Vec<String> = c.restored.iter().map(|&(_, n)| found(slot, n)).collect();
         count(&mut totals, c);
-        let (links, dirs) = &others[slot];
+        let [links, hardlinks, dirs] = &others[slot];
         if args.json {
             let entries = |e: &EntryChanges| json!({"added": e.added, "removed": e.removed, "updated": e.updated});
             disks_json.push(json!({
@@ -218,10 +219,11 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 "restored": restored,
                 "equal": c.unchanged.len(),
                 "links": entries(links),
+                "hardlinks": entries(hardlinks),
                 "dirs": entries(dirs),
             }));
         } else {
-            for (kind, e) in [("link", links), ("dir", dirs)] {
+            for (kind, e) in [("link", links), ("hardlink", hardlinks), ("dir", dirs)] {
                 for (verb, paths) in [
                     ("add", &e.added),
                     ("remove", &e.removed),
