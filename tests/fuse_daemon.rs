@@ -451,6 +451,117 @@ fn fuse_daemon_refusals_leave_no_mount() {
     }
 }
 
+/// The options field of `mnt`'s /proc/mounts line.
+fn mount_options(mnt: &Path) -> String {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let want = mnt.display().to_string();
+    mounts
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.get(1) == Some(&want.as_str())).then(|| fields[3].to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn fuse_daemon_mount_words_ro_and_noexec_apply() {
+    let test = "fuse_daemon_mount_words_ro_and_noexec_apply";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(a.path().join("s.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(
+        a.path().join("s.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    for (words, flag) in [("ro", "ro"), ("noexec", "noexec")] {
+        let out = lhfs(&[branch, target, "-o", words]);
+        let _unmount = Unmount(mnt.path().to_path_buf());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let pid = daemon_pid(mnt.path());
+        let options = mount_options(mnt.path());
+        assert!(options.split(',').any(|o| o == flag), "{words}: {options}");
+        if words == "ro" {
+            let err = fs::write(mnt.path().join("new"), b"x").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+            assert!(!a.path().join("new").exists());
+        } else {
+            let err = Command::new(mnt.path().join("s.sh")).output().unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+            // Without it, the same script runs.
+            assert_eq!(fs::read(mnt.path().join("s.sh")).unwrap().len(), 19);
+        }
+        umount_and_reap(mnt.path(), pid);
+    }
+}
+
+#[test]
+fn fuse_daemon_fsname_and_mountpoint_options() {
+    let test = "fuse_daemon_fsname_and_mountpoint_options";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let branch = a.path().to_str().unwrap();
+    // The mountpoint from -o mountpoint=, the branches alone on the command line.
+    let option = format!("mountpoint={}", mnt.path().display());
+    let out = lhfs(&[branch, "-o", &option]);
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pid = daemon_pid(mnt.path());
+    // fsname reads back what the mount shows as its source.
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let source = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(mnt.path().to_str().unwrap()))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    assert!(!source.is_empty());
+    assert_eq!(getfattr(mnt.path(), "fsname"), source);
+    umount_and_reap(mnt.path(), pid);
+}
+
+#[test]
+fn fuse_daemon_a_dead_pool_is_named_and_lazy_umount_replaces_it() {
+    let test = "fuse_daemon_a_dead_pool_is_named_and_lazy_umount_replaces_it";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(a.path().join("f"), b"here").unwrap();
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+    let out = lhfs(&[branch, target]);
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pid = daemon_pid(mnt.path());
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: reaps the killed daemon, reparented to this process.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let out = lhfs(&[branch, target]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Transport endpoint is not connected: a pool mounted there has died")
+            && stderr(&out).contains("lazy-umount-mountpoint=true"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lhfs(&[branch, target, "-o", "lazy-umount-mountpoint=true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"here");
+    let pid = daemon_pid(mnt.path());
+    umount_and_reap(mnt.path(), pid);
+}
+
 #[test]
 fn fuse_daemon_sigterm_with_a_file_open_for_writing() {
     let test = "fuse_daemon_sigterm_with_a_file_open_for_writing";

@@ -61,6 +61,9 @@ pub enum MountError {
     /// Neither the command line nor a config file named the branches.
     #[error("no branches given; pass BRANCHES (e.g. /mnt/disk*) before the mountpoint")]
     NoBranches,
+    /// Neither the command line nor an option named the mountpoint.
+    #[error("no mountpoint given; pass BRANCHES MOUNTPOINT, or set mountpoint= in a config= file")]
+    NoMountpoint,
     /// The mountpoint is missing or not a directory.
     #[error("mountpoint `{}`: {source}; create the directory first", path.display())]
     Mountpoint {
@@ -70,8 +73,18 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// A pool mounted there died without being unmounted.
+    #[error(
+        "mountpoint `{}`: Transport endpoint is not connected: a pool mounted there has died; unmount it with `umount -l {}`, or pass lazy-umount-mountpoint=true",
+        path.display(),
+        path.display()
+    )]
+    DeadMount {
+        /// The mountpoint as given.
+        path: PathBuf,
+    },
     /// `/dev/fuse` could not be opened.
-    #[error("cannot open /dev/fuse: {0}; is the fuse module loaded (modprobe fuse)?")]
+    #[error("cannot open /dev/fuse: {0}; {hint}", hint = device_hint(.0))]
     Device(#[source] io::Error),
     /// mount(2) refused.
     #[error("cannot mount on `{mountpoint}`: {source}{hint}")]
@@ -147,33 +160,65 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks a command line: the branch list (`None` when a `config=` file names it
-    /// with `branches=`), the mountpoint and every `-o` text in order. Nothing is
-    /// mounted; every refusal names the option, branch or path at fault.
-    pub fn new(
-        branches: Option<&str>,
-        mountpoint: &Path,
-        option_texts: &[String],
-    ) -> Result<Plan, MountError> {
+    /// Checks a command line: the positional paths (BRANCHES MOUNTPOINT, or one of
+    /// them when `-o` gives the other: `branches=` in a `config=` file, or
+    /// `mountpoint=`) and every `-o` text in order. Nothing is mounted, except that a
+    /// dead pool at the mountpoint is detached with `lazy-umount-mountpoint`; every
+    /// refusal names the option, branch or path at fault.
+    pub fn new(paths: &[String], option_texts: &[String]) -> Result<Plan, MountError> {
         let mut options = Options::default();
         for text in option_texts {
             options.apply(text)?;
         }
+        let (branches, mountpoint) = match (paths, &options.mountpoint) {
+            ([branches, mountpoint], _) => (Some(branches.clone()), PathBuf::from(mountpoint)),
+            ([branches], Some(mountpoint)) => (Some(branches.clone()), mountpoint.clone()),
+            ([mountpoint], None) => (None, PathBuf::from(mountpoint)),
+            ([], Some(mountpoint)) => (None, mountpoint.clone()),
+            _ => return Err(MountError::NoMountpoint),
+        };
         let list = branches
-            .map(str::to_owned)
             .or_else(|| options.branches.clone())
             .ok_or(MountError::NoBranches)?;
+        let mountpoint = mountpoint.as_path();
         let mountpoint_error = |source| MountError::Mountpoint {
             path: mountpoint.to_path_buf(),
             source,
         };
-        let resolved = mountpoint.canonicalize().map_err(mountpoint_error)?;
+        let stat = |p: &Path| {
+            p.canonicalize()
+                .and_then(|r| std::fs::metadata(&r).map(|_| r))
+        };
+        let mut resolved = stat(mountpoint);
+        // A pool that died without being unmounted answers ENOTCONN; with
+        // lazy-umount-mountpoint it is detached here, the restart case.
+        if let (Err(e), true) = (&resolved, options.lazy_umount_mountpoint) {
+            if e.raw_os_error() == Some(libc::ENOTCONN) {
+                if let Ok(target) = cstring(mountpoint) {
+                    lazy_umount(&target, mountpoint);
+                }
+                resolved = stat(mountpoint);
+            }
+        }
+        let resolved = resolved.map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTCONN) {
+                MountError::DeadMount {
+                    path: mountpoint.to_path_buf(),
+                }
+            } else {
+                mountpoint_error(e)
+            }
+        })?;
         if !resolved.is_dir() {
             return Err(mountpoint_error(io::Error::from_raw_os_error(
                 libc::ENOTDIR,
             )));
         }
         let branches = expand_branches(&list, &resolved)?;
+        // What `user.mergerfs.fsname` reads back, and what the mount shows.
+        if options.fsname.is_none() {
+            options.fsname = Some(default_fsname(&branches));
+        }
         Ok(Plan {
             list,
             branches,
@@ -181,6 +226,48 @@ impl Plan {
             options,
         })
     }
+}
+
+/// What to do about a failed open of `/dev/fuse`.
+fn device_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => {
+            "mounting lhfs needs root (run it as root, or from /etc/fstab)"
+        }
+        _ => "is the fuse module loaded (modprobe fuse)?",
+    }
+}
+
+/// The mount(2) flags the standard mount words ask for. FUSE mounts are `nosuid`
+/// and `nodev` unless `suid` or `dev` says otherwise; the last word about a flag wins.
+pub fn mount_flags(words: &[String]) -> libc::c_ulong {
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    for word in words {
+        let key = word.split_once('=').map_or(word.as_str(), |(k, _)| k);
+        let (set, clear) = match key {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            "noatime" => (libc::MS_NOATIME, libc::MS_RELATIME | libc::MS_STRICTATIME),
+            "relatime" => (libc::MS_RELATIME, libc::MS_NOATIME | libc::MS_STRICTATIME),
+            "strictatime" => (libc::MS_STRICTATIME, libc::MS_NOATIME | libc::MS_RELATIME),
+            "atime" => (0, libc::MS_NOATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "lazytime" => (libc::MS_LAZYTIME, 0),
+            _ => (0, 0),
+        };
+        flags = (flags & !clear) | set;
+    }
+    flags
 }
 
 /// Expands a branch list and refuses an empty one or a branch in the (resolved)
@@ -483,7 +570,7 @@ impl Mounted {
                 source.as_ptr(),
                 target.as_ptr(),
                 c"fuse.lhfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
+                mount_flags(&plan.options.mount_words),
                 data.as_ptr().cast(),
             )
         };
@@ -683,6 +770,34 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_words_set_the_mount_flags() {
+        let w =
+            |words: &[&str]| mount_flags(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let base = libc::MS_NOSUID | libc::MS_NODEV;
+        assert_eq!(w(&[]), base);
+        assert_eq!(w(&["defaults", "nofail", "_netdev"]), base);
+        assert_eq!(
+            w(&["ro", "noexec"]),
+            base | libc::MS_RDONLY | libc::MS_NOEXEC
+        );
+        assert_eq!(w(&["ro", "rw"]), base);
+        assert_eq!(w(&["suid", "dev"]), 0);
+        assert_eq!(w(&["noatime", "relatime"]), base | libc::MS_RELATIME);
+        assert_eq!(
+            w(&["sync", "dirsync"]),
+            base | libc::MS_SYNCHRONOUS | libc::MS_DIRSYNC
+        );
+    }
+
+    #[test]
+    fn a_refused_dev_fuse_says_why() {
+        let denied = MountError::Device(io::Error::from_raw_os_error(libc::EACCES)).to_string();
+        assert!(denied.contains("needs root"), "{denied}");
+        let missing = MountError::Device(io::Error::from_raw_os_error(libc::ENOENT)).to_string();
+        assert!(missing.contains("modprobe fuse"), "{missing}");
+    }
 
     #[test]
     fn markers_decide_before_devices() {

@@ -267,7 +267,28 @@ enum Kind {
     Bool,
     Int,
     OneOf(&'static [&'static str]),
-    Text,
+    /// Text that `check` accepts; `expected` describes it for the refusal.
+    Checked {
+        check: fn(&str) -> bool,
+        expected: &'static str,
+    },
+}
+
+/// `fuse-msg-size`: pages (mergerfs 2.33) or a size with a suffix (later versions).
+fn is_msg_size(v: &str) -> bool {
+    v.parse::<u64>().is_ok_and(|n| n > 0) || parse_size(v).is_ok_and(|n| n > 0)
+}
+
+/// `func.readdir`: `seq`, `cosr` or `cor`, the last two with `:THREADS[:QUEUE]`.
+fn is_readdir_policy(v: &str) -> bool {
+    let mut parts = v.split(':');
+    let head = parts.next().unwrap_or_default();
+    let numbers: Vec<&str> = parts.collect();
+    match head {
+        "seq" => numbers.is_empty(),
+        "cosr" | "cor" => numbers.len() <= 2 && numbers.iter().all(|n| n.parse::<i64>().is_ok()),
+        _ => false,
+    }
 }
 
 /// A mergerfs option kept as text: name, value kind, changeable at runtime, default.
@@ -302,8 +323,24 @@ const ACCEPTED: &[Accepted] = &[
         true,
         "never",
     ),
-    accepted("func.readdir", Kind::Text, true, "seq"),
-    accepted("fuse-msg-size", Kind::Text, false, "1M"),
+    accepted(
+        "func.readdir",
+        Kind::Checked {
+            check: is_readdir_policy,
+            expected: "seq, cosr or cor (the last two with :THREADS[:QUEUE])",
+        },
+        true,
+        "seq",
+    ),
+    accepted(
+        "fuse-msg-size",
+        Kind::Checked {
+            check: is_msg_size,
+            expected: "a number of pages or a size such as 1M",
+        },
+        false,
+        "1M",
+    ),
     accepted("kernel-permissions-check", Kind::Bool, false, "true"),
     accepted("link-cow", Kind::Bool, true, "false"),
     accepted("never-forget-nodes", Kind::Bool, false, "false"),
@@ -395,22 +432,42 @@ const MOUNT_WORDS: &[&str] = &[
     "-netdev",
 ];
 
-/// Options mergerfs accepts and ignores (deprecated or replaced); lhfs does the same.
+/// Options mergerfs accepts and ignores (deprecated or replaced), and options of
+/// mergerfs or libfuse that have no meaning in lhfs (logging, process tuning, FUSE
+/// session knobs lhfs sets itself); lhfs accepts them too, so fstab lines carry over.
 const IGNORED: &[&str] = &[
+    "allow-idmap",
     "atomic-o-trunc",
     "auto-cache",
+    "auto-unmount",
     "big-writes",
     "cache.open",
+    "congestion-threshold",
+    "debug",
     "direct-io",
+    "gid",
+    "handle-killpriv",
+    "handle-killpriv-v2",
     "hard-remove",
     "kernel-cache",
+    "log.file",
+    "log.metrics",
+    "max-background",
+    "max-read",
     "no-splice-move",
     "no-splice-read",
     "no-splice-write",
     "nonempty",
+    "oom-score-adj",
+    "passthrough.max-stack-depth",
+    "readdirplus",
+    "remember",
     "splice-move",
     "splice-read",
     "splice-write",
+    "sync-read",
+    "uid",
+    "umask",
     "use-ino",
 ];
 
@@ -554,7 +611,7 @@ fn canonical(key: &str) -> String {
     let key = key.replace('_', "-");
     match key.as_str() {
         "threads" => "read-thread-count".to_owned(),
-        "noforget" | "remember" | "remember-nodes" => "never-forget-nodes".to_owned(),
+        "noforget" | "remember-nodes" => "never-forget-nodes".to_owned(),
         _ => key,
     }
 }
@@ -725,8 +782,8 @@ impl Options {
             }
             "moveonenospc" => {
                 self.moveonenospc = match value {
-                    None | Some("true") => Some(Policy::Pfrd),
-                    Some("false") => None,
+                    None | Some("true" | "1") => Some(Policy::Pfrd),
+                    Some("false" | "0") => None,
                     Some(_) => Some(policy(value).map_err(|_| {
                         bad("true, false or a create policy name such as pfrd or mfs")
                     })?),
@@ -798,7 +855,10 @@ impl Options {
                 Some(v) if names.contains(&v) => v.to_owned(),
                 _ => return Err(bad(one_of(names))),
             },
-            Kind::Text => text(value, "a value")?,
+            Kind::Checked { check, expected } => match value {
+                Some(v) if check(v) => v.to_owned(),
+                _ => return Err(bad(expected)),
+            },
         };
         self.accepted.insert(spec.name, value);
         Ok(())
@@ -923,6 +983,44 @@ mod tests {
 
     fn err(text: &str) -> String {
         Options::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mergerfs_and_libfuse_options_of_fstab_lines_are_accepted() {
+        for word in [
+            "debug",
+            "sync_read",
+            "log.metrics=true",
+            "readdirplus=true",
+            "umask=022",
+            "uid=0",
+            "gid=0",
+            "remember=10",
+            "auto_unmount",
+            "max_background=10",
+            "log.file=/tmp/x",
+            "passthrough.max-stack-depth=1",
+            "allow-idmap=false",
+            "handle-killpriv=true",
+            "oom_score_adj=-100",
+            "func.readdir=cosr:4:2",
+            "func.readdir=seq",
+            "fuse_msg_size=256",
+            "fuse-msg-size=1M",
+        ] {
+            assert!(
+                Options::parse(word).is_ok(),
+                "{word}: {:?}",
+                Options::parse(word)
+            );
+        }
+        assert_eq!(
+            Options::parse("moveonenospc=1").unwrap().moveonenospc,
+            Some(Policy::Pfrd)
+        );
+        assert_eq!(Options::parse("moveonenospc=0").unwrap().moveonenospc, None);
+        assert!(err("func.readdir=bogus").contains("seq, cosr or cor"));
+        assert!(err("fuse-msg-size=banana").contains("a number of pages or a size"));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use fs_union::mount::{run, Plan};
 struct Cli {
     /// BRANCHES: PATH[=RW|RO|NC[,MINFREESPACE]] joined by `:`, wildcards allowed (may
     /// be left out when a `config=` file sets `branches=`); MOUNTPOINT: an existing
-    /// directory.
-    #[arg(value_names = ["BRANCHES", "MOUNTPOINT"], required = true, num_args = 1..=2)]
+    /// directory (may be left out with `-o mountpoint=` or a config file's).
+    #[arg(value_names = ["BRANCHES", "MOUNTPOINT"], num_args = 0..=2)]
     paths: Vec<String>,
 
     /// Mount options, comma separated, mergerfs names (repeatable).
@@ -94,12 +94,7 @@ fn mount(cli: Cli, as_helper: bool) -> Result<(), String> {
     if as_helper && cli.foreground {
         return Ok(());
     }
-    // One path alone is the mountpoint; the branches then come from `config=`.
-    let (branches, mountpoint) = match cli.paths.split_last() {
-        Some((mountpoint, rest)) => (rest.first().map(String::as_str), PathBuf::from(mountpoint)),
-        None => (None, PathBuf::new()),
-    };
-    Plan::new(branches, &mountpoint, &cli.options)
+    Plan::new(&cli.paths, &cli.options)
         .and_then(|plan| run(plan, cli.foreground && !as_helper))
         .map_err(|e| e.to_string())
 }
