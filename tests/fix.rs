@@ -968,6 +968,30 @@ fn hard_links_are_protected_once_and_come_back_as_hard_links() {
     assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "not one file");
     expect_code(&array.lhparity(&["diff"]), 0);
 
+    // Damage through the second name: fix repairs the file under both names.
+    flip(&b, 1000);
+    expect_code(&array.lhparity(&["fix"]), 0);
+    let (ma, mb) = (fs::metadata(&a).expect("a"), fs::metadata(&b).expect("b"));
+    assert_eq!(
+        (ma.ino(), ma.nlink()),
+        (mb.ino(), 2),
+        "the names were split"
+    );
+    assert_eq!(fs::read(&b).expect("b"), bytes);
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    // The first name lost, the second still there: the rebuilt file has both again.
+    fs::remove_file(&a).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    let (ma, mb) = (fs::metadata(&a).expect("a"), fs::metadata(&b).expect("b"));
+    assert_eq!(
+        (ma.ino(), ma.nlink()),
+        (mb.ino(), 2),
+        "the names were split"
+    );
+    assert_eq!(fs::read(&a).expect("a"), bytes);
+    expect_code(&array.lhparity(&["diff"]), 0);
+
     fs::remove_file(&b).expect("rm");
     let out = array.lhparity(&["diff"]);
     expect_code(&out, 2);

@@ -413,6 +413,26 @@ pub fn fix(
                         new_inodes.push((target.slot, target.file, meta.ino()));
                     }
                 }
+                // Its other names still name the old inode, damaged or gone: they
+                // name the repaired file from now on.
+                let old_inode = early
+                    .iter()
+                    .find(|&&(e, _)| e == t)
+                    .map_or(entry.inode, |&(_, inode)| inode);
+                let root = &config.data[target.slot].dir;
+                let names = state.disks[target.slot]
+                    .hardlinks
+                    .iter()
+                    .filter(|l| l.target == entry.path);
+                for name in names {
+                    if let Err(e) = relink(&path, &root.join(&name.path), old_inode) {
+                        report.errors.push(format!(
+                            "making {} a hard link to the repaired {} again: {e}",
+                            root.join(&name.path).display(),
+                            path.display()
+                        ));
+                    }
+                }
                 report.fixed.push(path.display().to_string());
             }
             (Ok(kept), n) => report.unrecoverable.push(format!(
@@ -1552,6 +1572,30 @@ fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
             path.display()
         ),
     ))
+}
+
+/// Makes `name` a hard link to `file` when it is missing or still names the file's
+/// old inode `old_inode` (a name now holding something else is left alone). The
+/// new link replaces the old name in one rename, so the name never goes missing.
+fn relink(file: &Path, name: &Path, old_inode: u64) -> std::io::Result<()> {
+    match fs::symlink_metadata(name) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = name.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::hard_link(file, name)
+        }
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_file() && meta.ino() == old_inode => {
+            let temp = with_suffix(name, FIX_SUFFIX);
+            let _ = fs::remove_file(&temp);
+            fs::hard_link(file, &temp)?;
+            fs::rename(&temp, name).inspect_err(|_| {
+                let _ = fs::remove_file(&temp);
+            })
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// `rename` that fails with `AlreadyExists` instead of replacing `to`. Filesystems
