@@ -608,10 +608,18 @@ impl UnionFs {
         attr: &Attr,
         ttls: (Duration, Duration),
     ) -> EntryReply {
+        let inode = attr.stat.st_ino;
+        let candidate = lock(&self.nodes).stand_in_for(path, inode);
+        // The live node's name must still show this inode (checked without the lock).
+        let same_file = candidate.is_some_and(|other| {
+            self.union()
+                .getattr(&other)
+                .is_ok_and(|a| a.stat.st_ino == inode)
+        });
         let (node, stand_in) = {
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, path);
-            nodes.lookup_listed(&path, attr.stat.st_ino)
+            nodes.lookup_listed(&path, inode, same_file)
         };
         let mut fa = file_attr(&attr.stat);
         fa.ino = INodeNo(node);

@@ -273,14 +273,28 @@ impl NodeTable {
     /// name: `d_ino` then equals `st_ino`. Returns the id and whether it is
     /// such a stand-in, which the caller sends with zero timeouts, so that the kernel
     /// looks the name up (and gets its own node) before it uses it.
-    pub fn lookup_listed(&mut self, path: &Path, inode: u64) -> (u64, bool) {
-        if inode > ROOT_ID && self.by_path.get(path.as_os_str()) != Some(&inode) {
+    /// `same_file` tells whether the live node's name (see
+    /// [`NodeTable::stand_in_for`]) still shows `inode`: a node left from a file
+    /// deleted behind the pool, whose inode number the branch gave to another file,
+    /// must not stand in for it.
+    pub fn lookup_listed(&mut self, path: &Path, inode: u64, same_file: bool) -> (u64, bool) {
+        if same_file && inode > ROOT_ID && self.by_path.get(path.as_os_str()) != Some(&inode) {
             if let Some(node) = self.nodes.get_mut(&inode) {
                 node.lookups += 1;
                 return (inode, true);
             }
         }
         (self.lookup(path, inode), false)
+    }
+
+    /// The name of the live node that could stand in for `path` in a listing (see
+    /// [`NodeTable::lookup_listed`]): the node whose id is `inode`, when `path` is not
+    /// its own. `None` when there is none, or it has no name left.
+    pub fn stand_in_for(&self, path: &Path, inode: u64) -> Option<PathBuf> {
+        if inode <= ROOT_ID || self.by_path.get(path.as_os_str()) == Some(&inode) {
+            return None;
+        }
+        self.nodes.get(&inode)?.paths.first().cloned()
     }
 
     /// The next free id of the synthetic range (from 2^63 up, wrapping inside it).
@@ -606,7 +620,8 @@ mod tests {
     fn a_listed_second_name_stands_in_with_the_first_names_node() {
         let mut t = NodeTable::new();
         assert_eq!(t.lookup(Path::new("/a"), 42), 42);
-        assert_eq!(t.lookup_listed(Path::new("/b"), 42), (42, true));
+        assert_eq!(t.stand_in_for(Path::new("/b"), 42), Some("/a".into()));
+        assert_eq!(t.lookup_listed(Path::new("/b"), 42, true), (42, true));
         // The name is not added, and the extra lookup is counted.
         assert_eq!(t.child_path(ROOT_ID, "b".as_ref()), Some("/b".into()));
         assert!(!t.by_path.contains_key(OsStr::new("/b")));
@@ -615,10 +630,13 @@ mod tests {
         // Also once the name has a synthetic node of its own.
         let b = t.lookup(Path::new("/b"), 42);
         assert_ne!(b, 42);
-        assert_eq!(t.lookup_listed(Path::new("/b"), 42), (42, true));
+        assert_eq!(t.lookup_listed(Path::new("/b"), 42, true), (42, true));
+        // Not when the live node's name is another file now.
+        assert_eq!(t.lookup_listed(Path::new("/b"), 42, false), (b, false));
         // The first name, or a free number, is a plain lookup.
-        assert_eq!(t.lookup_listed(Path::new("/a"), 42), (42, false));
-        assert_eq!(t.lookup_listed(Path::new("/c"), 77), (77, false));
+        assert_eq!(t.stand_in_for(Path::new("/a"), 42), None);
+        assert_eq!(t.lookup_listed(Path::new("/a"), 42, true), (42, false));
+        assert_eq!(t.lookup_listed(Path::new("/c"), 77, true), (77, false));
         assert_eq!(t.path(77), Some(Path::new("/c")));
     }
 
