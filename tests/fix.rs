@@ -1000,6 +1000,11 @@ fn hard_links_are_protected_once_and_come_back_as_hard_links() {
         "{}",
         stdout(&out)
     );
+    // fix -m brings the deleted name back as a link.
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    let (ma, mb) = (fs::metadata(&a).expect("a"), fs::metadata(&b).expect("b"));
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2));
+    expect_code(&array.lhparity(&["diff"]), 0);
 }
 
 #[test]

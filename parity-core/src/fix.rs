@@ -478,6 +478,32 @@ pub fn fix(
             restore_dirs_and_links(config, &state, slot, &mut report);
         }
     }
+    // With -m, deleted names of hard-linked files come back too (those -f selects).
+    if options.missing {
+        for (slot, disk) in state.disks.iter().enumerate() {
+            let root = &config.data[slot].dir;
+            for l in disk.hardlinks.iter().filter(|l| {
+                filter.as_ref().is_none_or(|f| matches(f, &l.path))
+                    && fs::symlink_metadata(root.join(&l.path)).is_err()
+            }) {
+                let Some(file) = disk.files.iter().find(|f| f.path == l.target) else {
+                    continue;
+                };
+                let target = root.join(&file.path);
+                // Only to the file the state describes, not to whatever is there now.
+                if fs::metadata(&target).is_ok_and(|m| m.ino() == file.inode) {
+                    match relink(&target, &root.join(&l.path), file.inode) {
+                        Ok(()) => report.fixed.push(root.join(&l.path).display().to_string()),
+                        Err(e) => report.errors.push(format!(
+                            "making hard link {} to {}: {e}",
+                            root.join(&l.path).display(),
+                            target.display()
+                        )),
+                    }
+                }
+            }
+        }
+    }
     // Like SnapRAID, a fix that changed nothing the state must remember leaves the
     // content files alone.
     if must_save {
