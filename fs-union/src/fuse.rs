@@ -121,6 +121,20 @@ struct EntryReply {
 }
 
 impl EntryReply {
+    /// The reply for `attr` as node `node`: the attributes keep their timeout only
+    /// when the node id is the `inodecalc` number, and a stand-in (see
+    /// [`NodeTable::lookup_listed`]) keeps neither timeout.
+    fn of(node: u64, attr: &Attr, ttls: (Duration, Duration), stand_in: bool) -> EntryReply {
+        let mut fa = file_attr(&attr.stat);
+        fa.ino = INodeNo(node);
+        let exact = node == attr.stat.st_ino && !stand_in;
+        EntryReply {
+            attr: fa,
+            attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
+            entry_ttl: if stand_in { Duration::ZERO } else { ttls.1 },
+        }
+    }
+
     /// The one timeout of replies that have room for only one (create,
     /// readdirplus): the shorter.
     fn ttl(&self) -> Duration {
@@ -588,14 +602,7 @@ impl UnionFs {
             let path = nodes.current(parent.0, name, path);
             nodes.lookup(&path, attr.stat.st_ino)
         };
-        let mut fa = file_attr(&attr.stat);
-        fa.ino = INodeNo(node);
-        let exact = node == attr.stat.st_ino;
-        EntryReply {
-            attr: fa,
-            attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
-            entry_ttl: ttls.1,
-        }
+        EntryReply::of(node, attr, ttls, false)
     }
 
     /// [`Self::entry_reply`] for an entry of a readdirplus reply, whose node id is
@@ -621,14 +628,7 @@ impl UnionFs {
             let path = nodes.current(parent.0, name, path);
             nodes.lookup_listed(&path, inode, same_file)
         };
-        let mut fa = file_attr(&attr.stat);
-        fa.ino = INodeNo(node);
-        let exact = node == attr.stat.st_ino && !stand_in;
-        EntryReply {
-            attr: fa,
-            attr_ttl: if exact { ttls.0 } else { Duration::ZERO },
-            entry_ttl: if stand_in { Duration::ZERO } else { ttls.1 },
-        }
+        EntryReply::of(node, attr, ttls, stand_in)
     }
 
     /// An open file of `node`: the handle given, or any open of the node when its

@@ -1699,23 +1699,10 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
                 .push(format!("creating folder {}: {e}", path.display()));
         }
     }
-    for l in &disk.links {
-        let path = root.join(&l.path);
-        if fs::symlink_metadata(&path).is_ok() {
-            continue;
-        }
-        let made = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| std::os::unix::fs::symlink(&l.target, &path));
-        if let Err(e) = made {
-            report
-                .errors
-                .push(format!("creating link {}: {e}", path.display()));
-        }
-    }
     // Hard links last: the files they name are in place by now.
-    for l in &disk.hardlinks {
+    let symlinks = disk.links.iter().map(|l| (l, "link"));
+    let hardlinks = disk.hardlinks.iter().map(|l| (l, "hard link"));
+    for (l, kind) in symlinks.chain(hardlinks) {
         let path = root.join(&l.path);
         if fs::symlink_metadata(&path).is_ok() {
             continue;
@@ -1723,10 +1710,16 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
         let made = path
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::hard_link(root.join(&l.target), &path));
+            .and_then(|()| {
+                if kind == "link" {
+                    std::os::unix::fs::symlink(&l.target, &path)
+                } else {
+                    fs::hard_link(root.join(&l.target), &path)
+                }
+            });
         if let Err(e) = made {
             report.errors.push(format!(
-                "creating hard link {} to {}: {e}",
+                "creating {kind} {} to {}: {e}",
                 path.display(),
                 l.target
             ));
