@@ -836,7 +836,13 @@ impl Options {
             "branches-mount-timeout-fail" => self.branches_mount_timeout_fail = boolean(value)?,
             "lazy-umount-mountpoint" => self.lazy_umount_mountpoint = boolean(value)?,
             "metrics-listen" => self.metrics_listen = Some(listen_address(value)?),
-            "branches" => self.branches = Some(text(value, "a branch list such as /mnt/a:/mnt/b")?),
+            "branches" => {
+                let list = text(value, "a branch list such as /mnt/a:/mnt/b")?;
+                // Its syntax is checked here, so that a config file's line is named.
+                crate::branch::parse_specs(&list)
+                    .map_err(|e| bad(format!("a branch list such as /mnt/a:/mnt/b=RO ({e})")))?;
+                self.branches = Some(list);
+            }
             "mountpoint" => self.mountpoint = Some(PathBuf::from(text(value, "a directory path")?)),
             _ => return self.set_accepted(key, value),
         }
@@ -983,6 +989,19 @@ mod tests {
 
     fn err(text: &str) -> String {
         Options::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_bad_branch_list_in_a_config_file_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pool.ini");
+        std::fs::write(&file, "category.create=mfs\nbranches=/mnt/a=rw\n").unwrap();
+        let e = err(&format!("config={}", file.display()));
+        assert!(e.starts_with(&format!("{}:2: ", file.display())), "{e}");
+        assert!(e.contains("/mnt/a=rw"), "{e}");
+        std::fs::write(&file, "branches=/mnt/a=RO:/mnt/b\n").unwrap();
+        let o = Options::parse(&format!("config={}", file.display())).unwrap();
+        assert_eq!(o.branches.as_deref(), Some("/mnt/a=RO:/mnt/b"));
     }
 
     #[test]
