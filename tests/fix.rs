@@ -980,6 +980,19 @@ fn hard_links_are_protected_once_and_come_back_as_hard_links() {
     assert_eq!(fs::read(&b).expect("b"), bytes);
     expect_code(&array.lhparity(&["diff"]), 0);
 
+    // -f selects the file by its second name too.
+    flip(&b, 2000);
+    let out = array.lhparity(&["fix", "-f", "seeding/film.mkv"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("1 files fixed"), "{}", stdout(&out));
+    assert_eq!(fs::read(&b).expect("b"), bytes);
+    let (ma, mb) = (fs::metadata(&a).expect("a"), fs::metadata(&b).expect("b"));
+    assert_eq!(
+        (ma.ino(), ma.nlink()),
+        (mb.ino(), 2),
+        "the names were split"
+    );
+
     // The first name lost, the second still there: the rebuilt file has both again.
     fs::remove_file(&a).expect("rm");
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);

@@ -541,8 +541,8 @@ fn find_targets(
     report: &mut FixReport,
 ) -> Result<Vec<Target>, SyncError> {
     let mut targets = Vec::new();
-    let wanted = |path: &str| filter.is_none_or(|f| matches(f, path));
     for (slot, disk) in state.disks.iter().enumerate() {
+        let wanted = |path: &str| filter.is_none_or(|f| crate::scrub::file_matches(f, disk, path));
         let whole_disk = options.disks.contains(&disk.name);
         if !options.disks.is_empty() && !whole_disk {
             continue;

@@ -210,10 +210,20 @@ pub(crate) fn select_files(
             let disk_ok = disks.is_empty() || disks.contains(&d.name);
             d.files
                 .iter()
-                .map(|f| disk_ok && filter.is_none_or(|flt| matches(flt, &f.path)))
+                .map(|f| disk_ok && filter.is_none_or(|flt| file_matches(flt, d, &f.path)))
                 .collect()
         })
         .collect()
+}
+
+/// Whether `-f` selects the file at `path` of `disk`, by that name or by another
+/// name of it (a hard link).
+pub(crate) fn file_matches(filter: &Filter, disk: &crate::state::model::Disk, path: &str) -> bool {
+    matches(filter, path)
+        || disk
+            .hardlinks
+            .iter()
+            .any(|l| l.target == path && matches(filter, &l.path))
 }
 
 /// The positions holding blocks of the selected files, sorted, each once.
