@@ -733,18 +733,17 @@ impl SyncStage<'_> {
 /// matched its known hash was changed by the writer, not damaged: it is no bad block.
 /// The parity there was kept as it was, so the position stays unsynced.
 fn exclude_changed(run: &mut pipeline::Run<PositionResult>, disks: &[Disk], segment: &[u32]) {
-    let changed: HashSet<(usize, usize)> = run.changed.iter().copied().collect();
+    // The (disk slot, position) of every block of a changed file.
+    let changed: HashSet<(usize, u32)> = run
+        .changed
+        .iter()
+        .flat_map(|&(slot, file)| disks[slot].files[file].positions().map(move |p| (slot, p)))
+        .collect();
     for j in run.touched_by_changes(disks, segment) {
         let pos = segment[j];
         let result = &mut run.results[j];
         let before = result.bad.len();
-        result.bad.retain(|&slot| {
-            let file = disks[slot]
-                .files
-                .iter()
-                .position(|f| f.positions().any(|p| p == pos));
-            !file.is_some_and(|f| changed.contains(&(slot, f)))
-        });
+        result.bad.retain(|&slot| !changed.contains(&(slot, pos)));
         if result.bad.len() < before {
             result.excluded = true;
         }
