@@ -163,6 +163,24 @@ fn fuse_control_options_read_set_and_refuse() {
         Err(libc::EINVAL),
         "a branch inside the pool"
     );
+    // A new branch must be a folder, as at mount time.
+    let file = a.path().join("a-file");
+    fs::write(&file, b"x").unwrap();
+    for (path, errno) in [
+        (file.clone(), libc::ENOTDIR),
+        (a.path().join("missing"), libc::ENOENT),
+    ] {
+        assert_eq!(
+            setx(
+                &control,
+                "user.mergerfs.branches",
+                &format!("+{}", path.display())
+            ),
+            Err(errno),
+            "{}",
+            path.display()
+        );
+    }
     // Refusals change nothing.
     assert_eq!(getfattr(&control, "minfreespace"), "1048576");
     assert_eq!(getfattr(&control, "category.create"), "mfs");

@@ -139,6 +139,17 @@ fn edit_branches(union: &Union, value: &str) -> Result<Union, Errno> {
             .collect();
         check_mountpoint(&resolved, mountpoint).map_err(|_| Errno(libc::EINVAL))?;
     }
+    // A new branch must be a folder, as at mount time: ENOENT or ENOTDIR otherwise.
+    for branch in next
+        .iter()
+        .filter(|b| !current.iter().any(|c| c.path == b.path))
+    {
+        match std::fs::metadata(&branch.path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(Errno(libc::ENOTDIR)),
+            Err(e) => return Err(Errno(e.raw_os_error().unwrap_or(libc::ENOENT))),
+        }
+    }
     Ok(union.with_branches(&next))
 }
 
