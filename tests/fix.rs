@@ -1021,6 +1021,54 @@ fn hard_links_are_protected_once_and_come_back_as_hard_links() {
 }
 
 #[test]
+fn fix_leaves_names_alone_that_are_not_the_damaged_file() {
+    let array = Array::new(2, 1, 64, "");
+    let bytes = array.write(0, "a", 300_000, 1);
+    let (a, b, c) = (
+        array.disks[0].join("a"),
+        array.disks[0].join("b"),
+        array.disks[0].join("c"),
+    );
+    fs::hard_link(&a, &b).expect("ln");
+    let x = array.write(1, "x", 100_000, 2);
+    fs::hard_link(array.disks[1].join("x"), array.disks[1].join("y")).expect("ln");
+    expect_code(&array.lhparity(&["sync"]), 0);
+
+    // The first name renamed away: -m links it to the surviving name, so all three
+    // names stay one file, and nothing is rebuilt.
+    fs::rename(&a, &c).expect("mv");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    let inos: Vec<(u64, u64)> = [&a, &b, &c]
+        .iter()
+        .map(|p| fs::metadata(p).map(|m| (m.ino(), m.nlink())).expect("meta"))
+        .collect();
+    assert!(inos.iter().all(|&i| i == (inos[0].0, 3)), "{inos:?}");
+    fs::remove_file(&c).expect("rm");
+
+    // -m with -d leaves the other disk's deleted names alone.
+    fs::remove_file(array.disks[1].join("y")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m", "-d", "d1"]), 0);
+    assert!(!exists(&array.disks[1].join("y")), "a name on d2 came back");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    assert_eq!(fs::read(array.disks[1].join("y")).expect("y"), x);
+
+    // Without -m, a repair does not bring back a name the user deleted.
+    fs::remove_file(&b).expect("rm");
+    flip(&a, 100);
+    expect_code(&array.lhparity(&["fix", "-f", "a"]), 0);
+    assert_eq!(fs::read(&a).expect("a"), bytes);
+    assert!(!exists(&b), "the deleted name came back without -m");
+
+    // Both names gone and a new file made at the second name (the branch may give
+    // it the old inode number): fix -m rebuilds the first and leaves the new one.
+    fs::remove_file(&a).expect("rm");
+    fs::write(&b, b"the user's new file").expect("write");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    assert_eq!(fs::read(&a).expect("a"), bytes);
+    assert_eq!(fs::read(&b).expect("b"), b"the user's new file");
+}
+
+#[test]
 fn a_disk_lost_after_a_sync_was_killed_is_rebuilt_from_either_parity() {
     // The kill lands at several points of a sync that rewrites most of d1; each
     // time d2 is then lost, and rebuilt from parity that is partly from before the

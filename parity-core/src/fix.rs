@@ -395,6 +395,11 @@ pub fn fix(
         if !target.has_original {
             lost += target.unsynced;
         }
+        // The inode the repair replaces, whose other names follow the repaired file.
+        let replaced = target
+            .has_original
+            .then(|| fs::metadata(&path).ok().map(|m| m.ino()))
+            .flatten();
         let finished = finish_file(
             &path,
             entry,
@@ -413,18 +418,15 @@ pub fn fix(
                         new_inodes.push((target.slot, target.file, meta.ino()));
                     }
                 }
-                // Its other names still name the old inode, damaged or gone: they
-                // name the repaired file from now on.
-                let old_inode = early
-                    .iter()
-                    .find(|&&(e, _)| e == t)
-                    .map_or(entry.inode, |&(_, inode)| inode);
+                // Its other names still on the damaged inode name the repaired
+                // file from now on (a missing one comes back only with -m).
                 let root = &config.data[target.slot].dir;
                 let names = state.disks[target.slot]
                     .hardlinks
                     .iter()
                     .filter(|l| l.target == entry.path);
-                for name in names {
+                for name in names.filter(|_| replaced.is_some()) {
+                    let old_inode = replaced.unwrap_or_default();
                     if let Err(e) = relink(&path, &root.join(&name.path), old_inode) {
                         report.errors.push(format!(
                             "making {} a hard link to the repaired {} again: {e}",
@@ -478,12 +480,18 @@ pub fn fix(
             restore_dirs_and_links(config, &state, slot, &mut report);
         }
     }
-    // With -m, deleted names of hard-linked files come back too (those -f selects).
-    if options.missing {
+    // With -m, deleted names of hard-linked files come back too (on the disks -d
+    // names, those -f selects by either name).
+    if options.missing && !options.bad_only {
         for (slot, disk) in state.disks.iter().enumerate() {
+            if !options.disks.is_empty() && !options.disks.contains(&disk.name) {
+                continue;
+            }
             let root = &config.data[slot].dir;
             for l in disk.hardlinks.iter().filter(|l| {
-                filter.as_ref().is_none_or(|f| matches(f, &l.path))
+                filter
+                    .as_ref()
+                    .is_none_or(|f| matches(f, &l.path) || matches(f, &l.target))
                     && fs::symlink_metadata(root.join(&l.path)).is_err()
             }) {
                 let Some(file) = disk.files.iter().find(|f| f.path == l.target) else {
@@ -491,8 +499,13 @@ pub fn fix(
                 };
                 let target = root.join(&file.path);
                 // Only to the file the state describes, not to whatever is there now.
-                if fs::metadata(&target).is_ok_and(|m| m.ino() == file.inode) {
-                    match relink(&target, &root.join(&l.path), file.inode) {
+                if fs::metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
+                    let name = root.join(&l.path);
+                    let made = name
+                        .parent()
+                        .map_or(Ok(()), fs::create_dir_all)
+                        .and_then(|()| fs::hard_link(&target, &name));
+                    match made {
                         Ok(()) => report.fixed.push(root.join(&l.path).display().to_string()),
                         Err(e) => report.errors.push(format!(
                             "making hard link {} to {}: {e}",
@@ -562,6 +575,15 @@ fn find_targets(
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
+            // A lost first name of a file whose other name survives is linked to it.
+            let gone = matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if gone
+                && (whole_disk || options.missing)
+                && link_from_survivor(&config.data[slot].dir, disk, f)
+            {
+                report.fixed.push(path.display().to_string());
+                continue;
+            }
             // A whole disk's file that cannot be opened (lost with the disk) comes
             // back in full; one still there is checked like any other.
             let lost = whole_disk && File::open(&path).is_err();
@@ -1600,17 +1622,39 @@ fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
     ))
 }
 
-/// Makes `name` a hard link to `file` when it is missing or still names the file's
-/// old inode `old_inode` (a name now holding something else is left alone). The
-/// new link replaces the old name in one rename, so the name never goes missing.
+/// Whether `meta` is the file `entry` describes: its inode, size and mtime.
+fn is_recorded(meta: &fs::Metadata, entry: &FileEntry) -> bool {
+    meta.is_file()
+        && meta.ino() == entry.inode
+        && meta.len() == entry.size
+        && crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()) == entry.mtime_ns
+}
+
+/// For a file whose first name is gone: makes that name again as a link to another
+/// of its names that survives as the state describes it (inode, size and mtime), so
+/// nothing needs rebuilding and the names stay one file. Whether it did.
+fn link_from_survivor(root: &Path, disk: &crate::state::model::Disk, f: &FileEntry) -> bool {
+    let path = root.join(&f.path);
+    disk.hardlinks
+        .iter()
+        .filter(|l| l.target == f.path)
+        .map(|l| root.join(&l.path))
+        .find(|name| fs::symlink_metadata(name).is_ok_and(|m| is_recorded(&m, f)))
+        .is_some_and(|survivor| {
+            path.parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| fs::hard_link(&survivor, &path))
+                .is_ok()
+        })
+}
+
+/// Makes `name` a hard link to `file` when it still names `old_inode`, the inode the
+/// repair of `file` replaced (a missing name, or one holding something else now, is
+/// left alone). The new link replaces the old name in one rename, so the name never
+/// goes missing.
 fn relink(file: &Path, name: &Path, old_inode: u64) -> std::io::Result<()> {
     match fs::symlink_metadata(name) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = name.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            fs::hard_link(file, name)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
         Ok(meta) if meta.is_file() && meta.ino() == old_inode => {
             let temp = with_suffix(name, FIX_SUFFIX);
