@@ -526,6 +526,24 @@ fn fuse_daemon_fsname_and_mountpoint_options() {
     assert!(!source.is_empty());
     assert_eq!(getfattr(mnt.path(), "fsname"), source);
     umount_and_reap(mnt.path(), pid);
+
+    // A config file naming both: the mountpoint may still be given, or left out.
+    let ini = a.path().join("pool.ini");
+    fs::write(
+        &ini,
+        format!("branches={branch}\nmountpoint={}\n", mnt.path().display()),
+    )
+    .unwrap();
+    let config = format!("config={}", ini.display());
+    for args in [
+        vec!["-o", config.as_str(), mnt.path().to_str().unwrap()],
+        vec!["-o", config.as_str()],
+    ] {
+        let out = lhfs(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let pid = daemon_pid(mnt.path());
+        umount_and_reap(mnt.path(), pid);
+    }
 }
 
 #[test]

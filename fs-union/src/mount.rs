@@ -170,10 +170,14 @@ impl Plan {
         for text in option_texts {
             options.apply(text)?;
         }
+        // One path alone is the mountpoint, unless the options name the mountpoint
+        // and not the branches: then it is the branches.
         let (branches, mountpoint) = match (paths, &options.mountpoint) {
             ([branches, mountpoint], _) => (Some(branches.clone()), PathBuf::from(mountpoint)),
-            ([branches], Some(mountpoint)) => (Some(branches.clone()), mountpoint.clone()),
-            ([mountpoint], None) => (None, PathBuf::from(mountpoint)),
+            ([branches], Some(mountpoint)) if options.branches.is_none() => {
+                (Some(branches.clone()), mountpoint.clone())
+            }
+            ([mountpoint], _) => (None, PathBuf::from(mountpoint)),
             ([], Some(mountpoint)) => (None, mountpoint.clone()),
             _ => return Err(MountError::NoMountpoint),
         };

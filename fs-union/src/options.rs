@@ -445,7 +445,6 @@ const IGNORED: &[&str] = &[
     "congestion-threshold",
     "debug",
     "direct-io",
-    "gid",
     "handle-killpriv",
     "handle-killpriv-v2",
     "hard-remove",
@@ -466,8 +465,6 @@ const IGNORED: &[&str] = &[
     "splice-read",
     "splice-write",
     "sync-read",
-    "uid",
-    "umask",
     "use-ino",
 ];
 
@@ -1011,9 +1008,6 @@ mod tests {
             "sync_read",
             "log.metrics=true",
             "readdirplus=true",
-            "umask=022",
-            "uid=0",
-            "gid=0",
             "remember=10",
             "auto_unmount",
             "max_background=10",
@@ -1038,6 +1032,10 @@ mod tests {
             Some(Policy::Pfrd)
         );
         assert_eq!(Options::parse("moveonenospc=0").unwrap().moveonenospc, None);
+        // Options that would change who may access what are refused, not ignored.
+        for word in ["umask=077", "uid=1000", "gid=1000"] {
+            assert!(err(word).contains("unknown option"), "{word}");
+        }
         assert!(err("func.readdir=bogus").contains("seq, cosr or cor"));
         assert!(err("fuse-msg-size=banana").contains("a number of pages or a size"));
     }
