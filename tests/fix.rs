@@ -1069,6 +1069,53 @@ fn fix_leaves_names_alone_that_are_not_the_damaged_file() {
 }
 
 #[test]
+fn a_hard_linked_file_comes_back_whole_when_a_name_was_replaced_or_the_survivor_damaged() {
+    let array = Array::new(2, 1, 64, "");
+    let bytes = array.write(0, "a/f", 300_000, 1);
+    let names = [
+        array.disks[0].join("a/f"),
+        array.disks[0].join("b/g"),
+        array.disks[0].join("c/h"),
+    ];
+    for name in &names[1..] {
+        fs::create_dir_all(name.parent().expect("parent")).expect("mkdir");
+        fs::hard_link(&names[0], name).expect("ln");
+    }
+    array.write(1, "x", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let one_file = |why: &str| {
+        let metas: Vec<fs::Metadata> = names
+            .iter()
+            .map(|n| fs::metadata(n).expect("meta"))
+            .collect();
+        assert!(
+            metas
+                .iter()
+                .all(|m| m.ino() == metas[0].ino() && m.nlink() == 3),
+            "{why}: names split"
+        );
+        for n in &names {
+            assert_eq!(fs::read(n).expect("read"), bytes, "{why}: {}", n.display());
+        }
+        expect_code(&array.lhparity(&["diff"]), 0);
+    };
+
+    // The first name replaced by another file: fix brings back the synced file
+    // under all three names.
+    fs::remove_file(&names[0]).expect("rm");
+    fs::write(&names[0], pseudo_random(300_000, 99)).expect("write");
+    expect_code(&array.lhparity(&["fix"]), 0);
+    one_file("replaced first name");
+
+    // The first name lost and the survivors damaged in place (size and mtime kept):
+    // they are not linked to as they are; the file is rebuilt and they follow it.
+    fs::remove_file(&names[0]).expect("rm");
+    flip(&names[1], 10);
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    one_file("damaged survivor");
+}
+
+#[test]
 fn a_disk_lost_after_a_sync_was_killed_is_rebuilt_from_either_parity() {
     // The kill lands at several points of a sync that rewrites most of d1; each
     // time d2 is then lost, and rebuilt from parity that is partly from before the

@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
-use crate::scrub::{file_filter, find_damage, matches, select_files, Damage};
+use crate::scrub::{file_filter, find_damage, select_files, Damage};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -395,10 +395,11 @@ pub fn fix(
         if !target.has_original {
             lost += target.unsynced;
         }
-        // The inode the repair replaces, whose other names follow the repaired file.
+        // The inode the repair replaces (the original it read), whose other names
+        // follow the repaired file.
         let replaced = target
             .has_original
-            .then(|| fs::metadata(&path).ok().map(|m| m.ino()))
+            .then(|| fs::symlink_metadata(&path).ok().map(|m| m.ino()))
             .flatten();
         let finished = finish_file(
             &path,
@@ -418,16 +419,27 @@ pub fn fix(
                         new_inodes.push((target.slot, target.file, meta.ino()));
                     }
                 }
-                // Its other names still on the damaged inode name the repaired
-                // file from now on (a missing one comes back only with -m).
+                // Its other names still on the damaged inode, or on the recorded one
+                // (the first name was replaced or lost), name the repaired file from
+                // now on; a missing one comes back only with -m.
                 let root = &config.data[target.slot].dir;
                 let names = state.disks[target.slot]
                     .hardlinks
                     .iter()
                     .filter(|l| l.target == entry.path);
-                for name in names.filter(|_| replaced.is_some()) {
-                    let old_inode = replaced.unwrap_or_default();
-                    if let Err(e) = relink(&path, &root.join(&name.path), old_inode) {
+                // The inode the state recorded (a missing file's entry already
+                // holds its temporary file's, see `record_missing_inodes`).
+                let recorded = early
+                    .iter()
+                    .find(|&&(e, _)| e == t)
+                    .map_or(entry.inode, |&(_, inode)| inode);
+                for name in names {
+                    let same_file = |m: &fs::Metadata| {
+                        m.is_file()
+                            && (Some(m.ino()) == replaced
+                                || (m.ino() == recorded && m.len() == entry.size))
+                    };
+                    if let Err(e) = relink(&path, &root.join(&name.path), same_file) {
                         report.errors.push(format!(
                             "making {} a hard link to the repaired {} again: {e}",
                             root.join(&name.path).display(),
@@ -491,7 +503,7 @@ pub fn fix(
             for l in disk.hardlinks.iter().filter(|l| {
                 filter
                     .as_ref()
-                    .is_none_or(|f| matches(f, &l.path) || matches(f, &l.target))
+                    .is_none_or(|f| crate::scrub::file_matches(f, disk, &l.target))
                     && fs::symlink_metadata(root.join(&l.path)).is_err()
             }) {
                 let Some(file) = disk.files.iter().find(|f| f.path == l.target) else {
@@ -577,9 +589,10 @@ fn find_targets(
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
             // A lost first name of a file whose other name survives is linked to it.
             let gone = matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            let hashing = (&state.hash_key, state.block_size as usize);
             if gone
-                && (whole_disk || options.missing)
-                && link_from_survivor(&config.data[slot].dir, disk, f)
+                && (whole_disk || (options.missing && !options.bad_only))
+                && link_from_survivor(&config.data[slot].dir, disk, f, hashing)
             {
                 report.fixed.push(path.display().to_string());
                 continue;
@@ -1633,13 +1646,23 @@ fn is_recorded(meta: &fs::Metadata, entry: &FileEntry) -> bool {
 /// For a file whose first name is gone: makes that name again as a link to another
 /// of its names that survives as the state describes it (inode, size and mtime), so
 /// nothing needs rebuilding and the names stay one file. Whether it did.
-fn link_from_survivor(root: &Path, disk: &crate::state::model::Disk, f: &FileEntry) -> bool {
+fn link_from_survivor(
+    root: &Path,
+    disk: &crate::state::model::Disk,
+    f: &FileEntry,
+    (key, block_size): (&[u8; 32], usize),
+) -> bool {
     let path = root.join(&f.path);
+    // Its bytes too: a survivor with a damaged block is repaired through a rebuild.
+    let intact = |name: &PathBuf| {
+        fs::symlink_metadata(name).is_ok_and(|m| is_recorded(&m, f))
+            && File::open(name).is_ok_and(|h| damaged_blocks(&h, f, key, block_size).is_empty())
+    };
     disk.hardlinks
         .iter()
         .filter(|l| l.target == f.path)
         .map(|l| root.join(&l.path))
-        .find(|name| fs::symlink_metadata(name).is_ok_and(|m| is_recorded(&m, f)))
+        .find(intact)
         .is_some_and(|survivor| {
             path.parent()
                 .map_or(Ok(()), fs::create_dir_all)
@@ -1648,15 +1671,19 @@ fn link_from_survivor(root: &Path, disk: &crate::state::model::Disk, f: &FileEnt
         })
 }
 
-/// Makes `name` a hard link to `file` when it still names `old_inode`, the inode the
-/// repair of `file` replaced (a missing name, or one holding something else now, is
-/// left alone). The new link replaces the old name in one rename, so the name never
-/// goes missing.
-fn relink(file: &Path, name: &Path, old_inode: u64) -> std::io::Result<()> {
+/// Makes `name` a hard link to `file` when what it names now is still the file that
+/// was repaired (`same_file`; a missing name, or one holding something else, is left
+/// alone). The new link replaces the old name in one rename, so the name never goes
+/// missing.
+fn relink(
+    file: &Path,
+    name: &Path,
+    same_file: impl Fn(&fs::Metadata) -> bool,
+) -> std::io::Result<()> {
     match fs::symlink_metadata(name) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-        Ok(meta) if meta.is_file() && meta.ino() == old_inode => {
+        Ok(meta) if same_file(&meta) && meta.ino() != fs::metadata(file)?.ino() => {
             let temp = with_suffix(name, FIX_SUFFIX);
             let _ = fs::remove_file(&temp);
             fs::hard_link(file, &temp)?;
