@@ -544,6 +544,22 @@ fn fuse_daemon_fsname_and_mountpoint_options() {
         let pid = daemon_pid(mnt.path());
         umount_and_reap(mnt.path(), pid);
     }
+    // A config naming only the branches, another mountpoint named by -o: the one path
+    // given is the branches, and the pool goes where -o says.
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join("from-other"), b"x").unwrap();
+    fs::write(&ini, format!("branches={branch}\n")).unwrap();
+    let options = format!(
+        "config={},mountpoint={}",
+        ini.display(),
+        mnt.path().display()
+    );
+    let out = lhfs(&[other.path().to_str().unwrap(), "-o", &options]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(mnt.path().join("from-other").exists());
+    assert_eq!(mount_type(other.path()), None, "mounted over the branch");
+    let pid = daemon_pid(mnt.path());
+    umount_and_reap(mnt.path(), pid);
 }
 
 #[test]

@@ -170,12 +170,17 @@ impl Plan {
         for text in option_texts {
             options.apply(text)?;
         }
-        // One path alone is the mountpoint, unless the options name the mountpoint
-        // and not the branches: then it is the branches.
+        // One path alone is the mountpoint, unless the options name another one:
+        // then it is the branches.
+        let same = |a: &Path, b: &Path| {
+            a == b
+                || a.canonicalize()
+                    .is_ok_and(|a| b.canonicalize().is_ok_and(|b| a == b))
+        };
         let (branches, mountpoint) = match (paths, &options.mountpoint) {
             ([branches, mountpoint], _) => (Some(branches.clone()), PathBuf::from(mountpoint)),
-            ([branches], Some(mountpoint)) if options.branches.is_none() => {
-                (Some(branches.clone()), mountpoint.clone())
+            ([one], Some(mountpoint)) if !same(Path::new(one), mountpoint) => {
+                (Some(one.clone()), mountpoint.clone())
             }
             ([mountpoint], _) => (None, PathBuf::from(mountpoint)),
             ([], Some(mountpoint)) => (None, mountpoint.clone()),
