@@ -1116,6 +1116,68 @@ fn a_hard_linked_file_comes_back_whole_when_a_name_was_replaced_or_the_survivor_
 }
 
 #[test]
+fn fix_never_takes_a_new_file_or_a_symlink_for_a_name_of_the_synced_file() {
+    let array = Array::new(2, 1, 64, "");
+    let bytes = array.write(0, "a/f", 300, 1);
+    let (a, b, c) = (
+        array.disks[0].join("a/f"),
+        array.disks[0].join("b/g"),
+        array.disks[0].join("h"),
+    );
+    fs::create_dir_all(b.parent().expect("b")).expect("mkdir");
+    fs::hard_link(&a, &b).expect("ln");
+    fs::hard_link(&a, &c).expect("ln");
+    array.write(1, "x", 1000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+
+    // Every name deleted, then new files of the same size at two of them (the branch
+    // may hand them the freed inode number): plain fix and fix -m leave them alone.
+    for args in [&["fix"][..], &["fix", "-m"]] {
+        for n in [&a, &b, &c] {
+            let _ = fs::remove_file(n);
+        }
+        let new = pseudo_random(300, 7);
+        fs::write(&b, &new).expect("write");
+        fs::write(&a, pseudo_random(300, 8)).expect("write");
+        fs::File::options()
+            .write(true)
+            .open(&b)
+            .expect("b")
+            .set_modified(old)
+            .expect("mtime");
+        array.lhparity(args);
+        assert_eq!(
+            fs::read(&b).expect("b"),
+            new,
+            "{args:?}: the user's new file was replaced"
+        );
+        assert_eq!(fs::read(&a).expect("a"), bytes, "{args:?}");
+    }
+
+    // A symbolic link the user put at a name of the file is left alone, and no name
+    // is made as a link to it.
+    for n in [&a, &b, &c] {
+        let _ = fs::remove_file(n);
+    }
+    std::os::unix::fs::symlink("elsewhere", &a).expect("symlink");
+    let out = array.lhparity(&["fix", "-m"]);
+    assert!(
+        stderr(&out).contains("is a symbolic link now"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::symlink_metadata(&a)
+        .expect("a")
+        .file_type()
+        .is_symlink());
+    assert!(
+        !exists(&b) && !exists(&c),
+        "a name was linked to the symlink"
+    );
+}
+
+#[test]
 fn a_disk_lost_after_a_sync_was_killed_is_rebuilt_from_either_parity() {
     // The kill lands at several points of a sync that rewrites most of d1; each
     // time d2 is then lost, and rebuilt from parity that is partly from before the

@@ -434,10 +434,15 @@ pub fn fix(
                     .find(|&&(e, _)| e == t)
                     .map_or(entry.inode, |&(_, inode)| inode);
                 for name in names {
+                    // On the recorded inode, the size and mtime must be the
+                    // recorded ones too: a new file can get a freed inode number.
                     let same_file = |m: &fs::Metadata| {
                         m.is_file()
                             && (Some(m.ino()) == replaced
-                                || (m.ino() == recorded && m.len() == entry.size))
+                                || (m.ino() == recorded
+                                    && m.len() == entry.size
+                                    && crate::state::model::mtime_ns(m.mtime(), m.mtime_nsec())
+                                        == entry.mtime_ns))
                     };
                     if let Err(e) = relink(&path, &root.join(&name.path), same_file) {
                         report.errors.push(format!(
@@ -511,7 +516,7 @@ pub fn fix(
                 };
                 let target = root.join(&file.path);
                 // Only to the file the state describes, not to whatever is there now.
-                if fs::metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
+                if fs::symlink_metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
                     let name = root.join(&l.path);
                     let made = name
                         .parent()
@@ -587,6 +592,14 @@ fn find_targets(
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
+            // A symbolic link made where the file was is the user's: left alone.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                report.warnings.push(format!(
+                    "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix` again to restore it",
+                    path.display()
+                ));
+                continue;
+            }
             // A lost first name of a file whose other name survives is linked to it.
             let gone = matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             let hashing = (&state.hash_key, state.block_size as usize);
@@ -1784,8 +1797,12 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
             .and_then(|()| {
                 if kind == "link" {
                     std::os::unix::fs::symlink(&l.target, &path)
-                } else {
+                } else if fs::symlink_metadata(root.join(&l.target)).is_ok_and(|m| m.is_file()) {
                     fs::hard_link(root.join(&l.target), &path)
+                } else {
+                    Err(std::io::Error::other(
+                        "the file it names is not a regular file now",
+                    ))
                 }
             });
         if let Err(e) = made {
