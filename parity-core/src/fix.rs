@@ -439,10 +439,7 @@ pub fn fix(
                     let same_file = |m: &fs::Metadata| {
                         m.is_file()
                             && (Some(m.ino()) == replaced
-                                || (m.ino() == recorded
-                                    && m.len() == entry.size
-                                    && crate::state::model::mtime_ns(m.mtime(), m.mtime_nsec())
-                                        == entry.mtime_ns))
+                                || (m.ino() == recorded && pipeline::same_stamp(m, entry)))
                     };
                     if let Err(e) = relink(&path, &root.join(&name.path), same_file) {
                         report.errors.push(format!(
@@ -497,42 +494,8 @@ pub fn fix(
             restore_dirs_and_links(config, &state, slot, &mut report);
         }
     }
-    // With -m, deleted names of hard-linked files come back too (on the disks -d
-    // names, those -f selects by either name).
     if options.missing && !options.bad_only {
-        for (slot, disk) in state.disks.iter().enumerate() {
-            if !options.disks.is_empty() && !options.disks.contains(&disk.name) {
-                continue;
-            }
-            let root = &config.data[slot].dir;
-            for l in disk.hardlinks.iter().filter(|l| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| crate::scrub::file_matches(f, disk, &l.target))
-                    && fs::symlink_metadata(root.join(&l.path)).is_err()
-            }) {
-                let Some(file) = disk.files.iter().find(|f| f.path == l.target) else {
-                    continue;
-                };
-                let target = root.join(&file.path);
-                // Only to the file the state describes, not to whatever is there now.
-                if fs::symlink_metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
-                    let name = root.join(&l.path);
-                    let made = name
-                        .parent()
-                        .map_or(Ok(()), fs::create_dir_all)
-                        .and_then(|()| fs::hard_link(&target, &name));
-                    match made {
-                        Ok(()) => report.fixed.push(root.join(&l.path).display().to_string()),
-                        Err(e) => report.errors.push(format!(
-                            "making hard link {} to {}: {e}",
-                            root.join(&l.path).display(),
-                            target.display()
-                        )),
-                    }
-                }
-            }
-        }
+        restore_deleted_names(config, &state, options, filter.as_ref(), &mut report);
     }
     // Like SnapRAID, a fix that changed nothing the state must remember leaves the
     // content files alone.
@@ -583,6 +546,10 @@ fn find_targets(
             .filter(|b| b.disk == disk.index)
             .map(|b| b.pos)
             .collect();
+        // Files with other names (hard links), which a lost first name may be
+        // linked back to.
+        let linked: HashSet<&str> = disk.hardlinks.iter().map(|l| l.target.as_str()).collect();
+        let restoring = whole_disk || (options.missing && !options.bad_only);
         for (i, f) in disk.files.iter().enumerate() {
             if !wanted(&f.path) {
                 continue;
@@ -592,20 +559,16 @@ fn find_targets(
             let synced = |b: &usize| !f.is_new(*b);
             let path = config.data[slot].dir.join(&f.path);
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
-            // A symbolic link made where the file was is the user's: left alone.
-            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                report.warnings.push(format!(
-                    "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix` again to restore it",
-                    path.display()
-                ));
-                continue;
-            }
             // A lost first name of a file whose other name survives is linked to it.
-            let gone = matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-            let hashing = (&state.hash_key, state.block_size as usize);
-            if gone
-                && (whole_disk || (options.missing && !options.bad_only))
-                && link_from_survivor(&config.data[slot].dir, disk, f, hashing)
+            if restoring
+                && linked.contains(f.path.as_str())
+                && matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                && link_from_survivor(
+                    &config.data[slot].dir,
+                    disk,
+                    f,
+                    (&state.hash_key, state.block_size as usize),
+                )
             {
                 report.fixed.push(path.display().to_string());
                 continue;
@@ -677,6 +640,14 @@ fn find_targets(
             // An empty file has no block to rebuild, but a lost one still comes back.
             let empty_lost = blocks == 0 && (lost || (options.missing && !path.exists()));
             if failed.is_empty() && !empty_lost {
+                continue;
+            }
+            // A symbolic link made where the file was is the user's: left alone.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                report.warnings.push(format!(
+                    "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix` again to restore it",
+                    path.display()
+                ));
                 continue;
             }
             targets.push(Target {
@@ -1648,12 +1619,55 @@ fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
     ))
 }
 
-/// Whether `meta` is the file `entry` describes: its inode, size and mtime.
+/// `fix -m`: deleted names of hard-linked files come back as links to their file, on
+/// the disks `-d` names (all without it), those `-f` selects by any name of the
+/// file, and only to a file that is the one the state records.
+fn restore_deleted_names(
+    config: &Config,
+    state: &State,
+    options: &FixOptions,
+    filter: Option<&crate::config::Filter>,
+    report: &mut FixReport,
+) {
+    for (slot, disk) in state.disks.iter().enumerate() {
+        if !options.disks.is_empty() && !options.disks.contains(&disk.name) {
+            continue;
+        }
+        let root = &config.data[slot].dir;
+        let by_path: HashMap<&str, &FileEntry> =
+            disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        for l in &disk.hardlinks {
+            let name = root.join(&l.path);
+            let selected = filter.is_none_or(|f| crate::scrub::file_matches(f, disk, &l.target));
+            let Some(&file) = by_path.get(l.target.as_str()) else {
+                continue;
+            };
+            if !selected || fs::symlink_metadata(&name).is_ok() {
+                continue;
+            }
+            let target = root.join(&file.path);
+            if !fs::symlink_metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
+                continue;
+            }
+            let made = name
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| fs::hard_link(&target, &name));
+            match made {
+                Ok(()) => report.fixed.push(name.display().to_string()),
+                Err(e) => report.errors.push(format!(
+                    "making hard link {} to {}: {e}",
+                    name.display(),
+                    target.display()
+                )),
+            }
+        }
+    }
+}
+
+/// Whether `meta` is the regular file `entry` describes: its inode, size and mtime.
 fn is_recorded(meta: &fs::Metadata, entry: &FileEntry) -> bool {
-    meta.is_file()
-        && meta.ino() == entry.inode
-        && meta.len() == entry.size
-        && crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()) == entry.mtime_ns
+    meta.is_file() && meta.ino() == entry.inode && pipeline::same_stamp(meta, entry)
 }
 
 /// For a file whose first name is gone: makes that name again as a link to another

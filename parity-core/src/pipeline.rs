@@ -942,11 +942,15 @@ fn consecutive<T>(
 
 /// Whether an open file still has the size, inode and mtime the state recorded.
 pub fn unchanged(handle: &File, entry: &FileEntry) -> bool {
-    handle.metadata().is_ok_and(|m| {
-        m.len() == entry.size
-            && m.ino() == entry.inode
-            && crate::state::model::mtime_ns(m.mtime(), m.mtime_nsec()) == entry.mtime_ns
-    })
+    handle
+        .metadata()
+        .is_ok_and(|m| m.ino() == entry.inode && same_stamp(&m, entry))
+}
+
+/// Whether `meta` has the size and mtime the state recorded for `entry`.
+pub fn same_stamp(meta: &std::fs::Metadata, entry: &FileEntry) -> bool {
+    meta.len() == entry.size
+        && crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()) == entry.mtime_ns
 }
 
 /// Slot `j` of a batch's `data`, made ready for a block of `len` bytes: every byte
