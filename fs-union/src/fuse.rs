@@ -300,11 +300,7 @@ fn kill_suid_sgid(
     fd: &OwnedFd,
     in_group: impl FnOnce(libc::gid_t) -> bool,
 ) -> Result<bool, fuser::Errno> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` has room for a stat; fstat fills it when it succeeds.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded and filled the struct.
-    let st = unsafe { st.assume_init() };
+    let st = crate::union::fstat(fd).map_err(fuse_errno)?;
     let mode = st.st_mode;
     let mut kill = mode & libc::S_ISUID;
     if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group(st.st_gid)) {
@@ -674,13 +670,9 @@ impl UnionFs {
             CacheFiles::Partial => FopenFlags::empty(),
             CacheFiles::Full => FopenFlags::FOPEN_KEEP_CACHE,
             CacheFiles::AutoFull => {
-                let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-                // SAFETY: `st` has room for a stat; fstat fills it when it succeeds.
-                if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } < 0 {
+                let Ok(st) = crate::union::fstat(fd) else {
                     return FopenFlags::empty();
-                }
-                // SAFETY: fstat succeeded and filled the struct.
-                let st = unsafe { st.assume_init() };
+                };
                 let stamp = (st.st_mtime, st.st_mtime_nsec, st.st_size);
                 match lock(&self.stamps).insert(node, stamp) {
                     Some(old) if old == stamp => FopenFlags::FOPEN_KEEP_CACHE,

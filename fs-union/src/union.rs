@@ -18,6 +18,7 @@
 //! the source's owner and mode.
 
 mod sys;
+pub(crate) use sys::fstat;
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -165,7 +165,7 @@ pub(super) fn lstat(at: &At) -> Result<libc::stat, Errno> {
 }
 
 /// `fstat` of an open fd.
-pub(super) fn fstat(fd: &OwnedFd) -> Result<libc::stat, Errno> {
+pub(crate) fn fstat(fd: &OwnedFd) -> Result<libc::stat, Errno> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` has room for a stat.
     check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
