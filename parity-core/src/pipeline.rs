@@ -148,6 +148,9 @@ pub struct Run<R> {
     /// Files that changed, vanished or could not be opened while read:
     /// (source index, file index).
     pub changed: Vec<(usize, usize)>,
+    /// Of those, the files that could not be opened (for a reason other than being
+    /// gone), each with a message among `errors`.
+    pub unopened: Vec<(usize, usize)>,
     /// Read errors, as messages naming the disk and file.
     pub errors: Vec<String>,
     /// Bytes read from data sources.
@@ -221,6 +224,7 @@ pub fn run<R: Send + Default + Clone>(
     let write_error: Mutex<Option<PipelineError>> = Mutex::new(None);
     let mut results = vec![R::default(); positions.len()];
     let mut changed = Vec::new();
+    let mut unopened = Vec::new();
     let mut errors = Vec::new();
     let mut bytes = 0u64;
     let mut mapped = 0u64;
@@ -307,6 +311,7 @@ pub fn run<R: Send + Default + Clone>(
                 input.check_mapped(&sources[s], batch, &mut errors);
                 errors.append(&mut input.errors);
                 changed.extend(input.changed.drain(..).map(|f| (s, f)));
+                unopened.extend(input.unopened.drain(..).map(|f| (s, f)));
                 let _ = to_readers[s].send(input);
             }
             for (level, buf) in outs.into_iter().enumerate() {
@@ -333,9 +338,12 @@ pub fn run<R: Send + Default + Clone>(
     }
     changed.sort_unstable();
     changed.dedup();
+    unopened.sort_unstable();
+    unopened.dedup();
     Ok(Run {
         results,
         changed,
+        unopened,
         errors,
         bytes,
         mapped,
@@ -407,6 +415,8 @@ struct Batch {
     status: Vec<Status>,
     /// Files found changed or missing while reading.
     changed: Vec<usize>,
+    /// Of those, files that could not be opened.
+    unopened: Vec<usize>,
     /// Files read (partly) in place whose last block is in this batch: checked for
     /// changes once the stage has run.
     check_after: Vec<(usize, Arc<File>)>,
@@ -422,6 +432,7 @@ impl Batch {
             mapped: Vec::new(),
             status: Vec::new(),
             changed: Vec::new(),
+            unopened: Vec::new(),
             check_after: Vec::new(),
             errors: Vec::new(),
             bytes: 0,
@@ -439,6 +450,7 @@ impl Batch {
         self.status.clear();
         self.status.resize(len, Status::Absent);
         self.changed.clear();
+        self.unopened.clear();
         self.check_after.clear();
         self.errors.clear();
         self.bytes = 0;
@@ -850,6 +862,7 @@ impl Reader<'_, '_> {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     out.errors
                         .push(format!("disk '{name}': opening {}: {e}", path.display()));
+                    out.unopened.push(file);
                 }
                 out.changed.push(file);
                 Current::closed(file)
@@ -1438,6 +1451,7 @@ mod reads {
         let run = Run::<()> {
             results: Vec::new(),
             changed: vec![(0, 0)],
+            unopened: Vec::new(),
             errors: Vec::new(),
             bytes: 0,
             mapped: 0,

@@ -460,15 +460,15 @@ pub fn sync(
             })?;
         }
         report.bytes += outcome.bytes;
-        for (slot, file) in &outcome.changed {
+        // A file that could not be opened has its own message among the errors.
+        let changed = outcome
+            .changed
+            .iter()
+            .filter(|f| outcome.unopened.binary_search(f).is_err());
+        for (slot, file) in changed {
             let path = config.data[*slot]
                 .dir
                 .join(&state.disks[*slot].files[*file].path);
-            // A file that could not be opened has its own message.
-            let opening = format!("opening {}: ", path.display());
-            if outcome.errors.iter().any(|e| e.contains(&opening)) {
-                continue;
-            }
             report.warnings.push(format!(
                 "disk '{}': {} changed while it was synced: what was read is protected, the change is left for the next sync",
                 state.disks[*slot].name,
