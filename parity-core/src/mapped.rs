@@ -248,6 +248,31 @@ fn all_cached(file: &File, start: u64, len: usize, page: usize) -> Option<bool> 
     }
 }
 
+/// Gives every whole page of `buf` its own writable page now, in the calling thread.
+/// A buffer fresh from the allocator has no pages yet; the first read of one maps
+/// the shared zero page, and the first write after that must replace it, which
+/// interrupts every other core the process runs on (a TLB shootdown, a host exit
+/// per core on a virtual machine). Buffers that are read and written for a whole
+/// run are populated once instead. Purely advisory: the bytes do not change, and
+/// on kernels before 5.14 nothing happens.
+pub(crate) fn populate_write(buf: &mut [u8]) {
+    let page = page_size();
+    let addr = buf.as_mut_ptr() as usize;
+    let start = addr.next_multiple_of(page);
+    let end = (addr + buf.len()) / page * page;
+    if end > start {
+        // SAFETY: advice on whole pages inside a buffer this thread holds mutably;
+        // populating keeps their contents.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+}
+
 /// Whether this kernel knows `MADV_POPULATE_READ` (Linux 5.14); without it the
 /// pages are mapped on first touch instead.
 fn populate_known() -> bool {

@@ -406,8 +406,9 @@ struct Batch {
     data: Vec<u8>,
     /// Per slot of `data`, how many leading bytes may be other than zero: a short
     /// block (a file's tail) then zeroes only what an earlier, longer block left,
-    /// not the whole rest of its slot. Slots start zeroed; the batch lives on
-    /// across the run, its slots mostly unused while blocks are read in place.
+    /// not the whole rest of its slot. Slots start zeroed (`UNTOUCHED`); the batch
+    /// lives on across the run, its slots mostly unused while blocks are read in
+    /// place.
     written: Vec<usize>,
     /// Per block of the batch, the window holding it in place of `data`, and the
     /// block's file offset.
@@ -443,7 +444,7 @@ impl Batch {
     /// in the reader's thread.
     fn reset(&mut self, len: usize) {
         if self.written.len() < len {
-            self.written.resize(len, 0);
+            self.written.resize(len, UNTOUCHED);
         }
         self.mapped.clear();
         self.mapped.resize(len, None);
@@ -979,11 +980,19 @@ fn slot<'d>(
 ) -> &'d mut [u8] {
     let buf = &mut data[j * bs..(j + 1) * bs];
     let before = std::mem::replace(&mut written[j], len);
-    if before > len {
+    if before == UNTOUCHED {
+        // The stage reads the slot past a short block; without this the first
+        // longer block read into it later would replace shared zero pages, one
+        // interruption of every core per page.
+        crate::mapped::populate_write(buf);
+    } else if before > len {
         buf[len..before].fill(0);
     }
     buf
 }
+
+/// `Batch::written` of a slot never used: all zero, and without pages of its own.
+const UNTOUCHED: usize = usize::MAX;
 
 /// A buffer whose bytes start on a 4 KiB boundary, as direct I/O needs.
 struct AlignedBuf {
@@ -1332,12 +1341,12 @@ mod reads {
     fn a_slot_is_zero_past_its_block_whatever_it_held_before() {
         const SLOT: usize = 256;
         let mut data = vec![0u8; 2 * SLOT];
-        let mut written = vec![0usize; 2];
+        let mut written = vec![UNTOUCHED; 2];
         // A whole block, then a short one in the same slot: the old bytes past the
         // short block are gone, the other slot is untouched.
         slot(&mut data, &mut written, 1, SLOT, SLOT).fill(0xff);
         slot(&mut data, &mut written, 1, SLOT, 10)[..10].fill(0xaa);
-        assert_eq!(written, vec![0, 10]);
+        assert_eq!(written, vec![UNTOUCHED, 10]);
         assert!(data[SLOT..SLOT + 10].iter().all(|&b| b == 0xaa));
         assert!(data[SLOT + 10..].iter().all(|&b| b == 0));
         assert!(data[..SLOT].iter().all(|&b| b == 0));
