@@ -27,8 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 /// A read-only shared mapping of a range of a file whose pages were all cached
-/// when it was made. Dropping it unmaps the range and lets the page cache drop it,
-/// as a `pread` pass does after each block.
+/// when it was made. Dropping it unmaps the range and leaves the page cache as it
+/// was: those pages were cached before the pass came (someone else's, or recent),
+/// so a pass does not evict them, while what it reads with `pread` (what it
+/// brought in itself) is let go after each block.
 pub(crate) struct Window {
     /// Start of the mapping, on a page boundary.
     base: *const u8,
@@ -164,11 +166,6 @@ impl Drop for Window {
         }
         // SAFETY: the mapping this window made; no reference to it outlives `self`.
         unsafe { libc::munmap(self.base.cast_mut().cast(), self.len) };
-        // A window that was never handed out leaves the cache as it was: its range
-        // is about to be read with `pread`.
-        if handed_out {
-            crate::pipeline::drop_cached(&self.file, self.offset, self.len);
-        }
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
