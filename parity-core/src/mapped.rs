@@ -190,6 +190,17 @@ const SYS_CACHESTAT: Option<libc::c_long> = if cfg!(any(
 /// Set once the kernel answered that it has no `cachestat`.
 static CACHESTAT_MISSING: AtomicBool = AtomicBool::new(false);
 
+/// Whether every page of `len` bytes of `file` from `offset` is in the page cache,
+/// where the kernel can tell without a mapping (`cachestat`); false when it cannot.
+pub(crate) fn known_cached(file: &File, offset: u64, len: usize) -> bool {
+    let page = page_size();
+    let start = offset - offset % page as u64;
+    let Ok(lead) = usize::try_from(offset - start) else {
+        return false;
+    };
+    len > 0 && all_cached(file, start, lead + len, page) == Some(true)
+}
+
 /// Whether every page of `len` bytes of `file` from `start` (a page boundary) is
 /// in the page cache, asked with `cachestat` (Linux 6.5): it counts cached pages
 /// a folio at a time, where `mincore` needs a mapping and looks up every page.

@@ -805,10 +805,15 @@ impl Reader<'_, '_> {
                 return;
             }
         }
+        // A file's tail read in a mapped pass is usually cached already; it stays so,
+        // as the rest of the file read in place does.
+        let keep = self.reads == Reads::Map && crate::mapped::known_cached(handle, offset, len);
         let buf = slot(&mut out.data, &mut out.written, j, bs, len);
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
-                drop_cached(handle, offset, len);
+                if !keep {
+                    drop_cached(handle, offset, len);
+                }
                 out.status[j] = Status::Present {
                     file: r.file,
                     block: r.block,
@@ -1258,7 +1263,7 @@ mod reads {
             assert!(mapped.results == copied.results, "cold: {cold}");
             // What was cached before the pass stays cached; what the pass read
             // from the disk is let go.
-            for name in ["a", "parity"] {
+            for name in ["a", "b", "c", "parity"] {
                 let path = dir.path().join(name);
                 let len = std::fs::metadata(&path).expect("stat").len() as usize;
                 assert_eq!(cached(&path, 0, len), !cold, "{name}, cold: {cold}");
