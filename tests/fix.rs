@@ -1021,6 +1021,64 @@ fn hard_links_are_protected_once_and_come_back_as_hard_links() {
 }
 
 #[test]
+fn fix_d_with_f_restores_only_the_chosen_files_links_and_folders() {
+    let array = Array::new(2, 1, 64, "");
+    let film = array.write(0, "media/film.mkv", 200_000, 1);
+    array.write(0, "docs/notes.txt", 100_000, 2);
+    let d1 = &array.disks[0];
+    fs::hard_link(d1.join("media/film.mkv"), d1.join("media/film-link.mkv")).expect("ln");
+    fs::hard_link(d1.join("docs/notes.txt"), d1.join("docs/notes-link.txt")).expect("ln");
+    std::os::unix::fs::symlink("film.mkv", d1.join("media/latest")).expect("symlink");
+    std::os::unix::fs::symlink("notes.txt", d1.join("docs/latest")).expect("symlink");
+    fs::create_dir_all(d1.join("media/empty")).expect("mkdir");
+    fs::create_dir_all(d1.join("docs/empty")).expect("mkdir");
+    array.write(1, "other", 100_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+
+    wipe(&array, 0);
+    let out = array.lhparity(&["fix", "-d", "d1", "-f", "media/"]);
+    expect_code(&out, 0);
+    let film_meta = fs::metadata(d1.join("media/film.mkv")).expect("film");
+    assert_eq!(fs::read(d1.join("media/film.mkv")).expect("film"), film);
+    assert_eq!(
+        fs::metadata(d1.join("media/film-link.mkv"))
+            .expect("link")
+            .ino(),
+        film_meta.ino()
+    );
+    assert_eq!(
+        fs::read_link(d1.join("media/latest")).expect("symlink"),
+        PathBuf::from("film.mkv")
+    );
+    assert!(d1.join("media/empty").is_dir());
+    // Nothing of docs/: not its file, its links or its folders.
+    for name in [
+        "docs/notes.txt",
+        "docs/notes-link.txt",
+        "docs/latest",
+        "docs/empty",
+        "docs",
+    ] {
+        assert!(
+            fs::symlink_metadata(d1.join(name)).is_err(),
+            "{name} was restored without being chosen; {}",
+            stdout(&out)
+        );
+    }
+
+    // The rest comes back with a fix of the whole disk.
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert_eq!(
+        fs::metadata(d1.join("docs/notes-link.txt"))
+            .expect("link")
+            .ino(),
+        fs::metadata(d1.join("docs/notes.txt")).expect("file").ino()
+    );
+    assert!(d1.join("docs/empty").is_dir());
+    expect_code(&array.lhparity(&["diff"]), 0);
+}
+
+#[test]
 fn fix_leaves_names_alone_that_are_not_the_damaged_file() {
     let array = Array::new(2, 1, 64, "");
     let bytes = array.write(0, "a", 300_000, 1);

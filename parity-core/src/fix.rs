@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
-use crate::scrub::{file_filter, find_damage, select_files, Damage};
+use crate::scrub::{file_filter, file_matches, find_damage, matches, select_files, Damage};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -491,7 +491,7 @@ pub fn fix(
     }
     for name in &options.disks {
         if let Some(slot) = state.disks.iter().position(|d| &d.name == name) {
-            restore_dirs_and_links(config, &state, slot, &mut report);
+            restore_dirs_and_links(config, &state, slot, filter.as_ref(), &mut report);
         }
     }
     if options.missing && !options.bad_only {
@@ -1763,8 +1763,14 @@ fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
     if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let secs = entry.mtime_ns.div_euclid(1_000_000_000);
-    let nanos = entry.mtime_ns.rem_euclid(1_000_000_000);
+    set_mtime(&c, entry.mtime_ns)
+}
+
+/// Sets the modification time of the file or folder at `c` (following symbolic
+/// links) to `mtime_ns`, leaving its access time.
+fn set_mtime(c: &CString, mtime_ns: i64) -> std::io::Result<()> {
+    let secs = mtime_ns.div_euclid(1_000_000_000);
+    let nanos = mtime_ns.rem_euclid(1_000_000_000);
     let times = [
         libc::timespec {
             tv_sec: 0,
@@ -1784,14 +1790,39 @@ fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
 
 /// Recreates the empty folders, the symbolic links and the hard links of a rebuilt
 /// disk.
-fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &mut FixReport) {
+fn restore_dirs_and_links(
+    config: &Config,
+    state: &State,
+    slot: usize,
+    filter: Option<&crate::config::Filter>,
+    report: &mut FixReport,
+) {
     let root = &config.data[slot].dir;
     let disk = &state.disks[slot];
-    for d in &disk.dirs {
+    // With -f, only what it selects: a folder or symbolic link by its path, as a
+    // file would be, and a hard link when its file is selected (by any name).
+    let chosen = |path: &str, kind: &str| {
+        filter.is_none_or(|f| match kind {
+            "hard link" => file_matches(f, disk, path),
+            _ => matches(f, path),
+        })
+    };
+    for d in disk.dirs.iter().filter(|d| chosen(&d.path, "folder")) {
         let path = root.join(&d.path);
-        if let Err(e) = fs::create_dir_all(&path)
+        let created = fs::symlink_metadata(&path).is_err();
+        let made = fs::create_dir_all(&path)
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
-        {
+            .and_then(|()| {
+                // A folder made here gets its recorded time too; one that was there
+                // keeps its own.
+                if !created {
+                    return Ok(());
+                }
+                let c = CString::new(path.as_os_str().as_bytes())
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                set_mtime(&c, d.mtime_ns)
+            });
+        if let Err(e) = made {
             report
                 .errors
                 .push(format!("creating folder {}: {e}", path.display()));
@@ -1801,6 +1832,9 @@ fn restore_dirs_and_links(config: &Config, state: &State, slot: usize, report: &
     let symlinks = disk.links.iter().map(|l| (l, "link"));
     let hardlinks = disk.hardlinks.iter().map(|l| (l, "hard link"));
     for (l, kind) in symlinks.chain(hardlinks) {
+        if !chosen(if kind == "link" { &l.path } else { &l.target }, kind) {
+            continue;
+        }
         let path = root.join(&l.path);
         if fs::symlink_metadata(&path).is_ok() {
             continue;
