@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
-use crate::scrub::{file_filter, file_matches, find_damage, matches, select_files, Damage};
+use crate::scrub::{file_filter, find_damage, select_files, Chosen, Damage};
 use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -535,7 +535,8 @@ fn find_targets(
 ) -> Result<Vec<Target>, SyncError> {
     let mut targets = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
-        let wanted = |path: &str| filter.is_none_or(|f| crate::scrub::file_matches(f, disk, path));
+        let chosen = Chosen::new(filter, disk);
+        let wanted = |path: &str| chosen.file(path);
         let whole_disk = options.disks.contains(&disk.name);
         if !options.disks.is_empty() && !whole_disk {
             continue;
@@ -1636,9 +1637,10 @@ fn restore_deleted_names(
         let root = &config.data[slot].dir;
         let by_path: HashMap<&str, &FileEntry> =
             disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let chosen = Chosen::new(filter, disk);
         for l in &disk.hardlinks {
             let name = root.join(&l.path);
-            let selected = filter.is_none_or(|f| crate::scrub::file_matches(f, disk, &l.target));
+            let selected = chosen.file(&l.target);
             let Some(&file) = by_path.get(l.target.as_str()) else {
                 continue;
             };
@@ -1801,13 +1803,8 @@ fn restore_dirs_and_links(
     let disk = &state.disks[slot];
     // With -f, only what it selects: a folder or symbolic link by its path, as a
     // file would be, and a hard link when its file is selected (by any name).
-    let chosen = |path: &str, kind: &str| {
-        filter.is_none_or(|f| match kind {
-            "hard link" => file_matches(f, disk, path),
-            _ => matches(f, path),
-        })
-    };
-    for d in disk.dirs.iter().filter(|d| chosen(&d.path, "folder")) {
+    let chosen = Chosen::new(filter, disk);
+    for d in disk.dirs.iter().filter(|d| chosen.path(&d.path)) {
         let path = root.join(&d.path);
         let created = fs::symlink_metadata(&path).is_err();
         let made = fs::create_dir_all(&path)
@@ -1832,7 +1829,12 @@ fn restore_dirs_and_links(
     let symlinks = disk.links.iter().map(|l| (l, "link"));
     let hardlinks = disk.hardlinks.iter().map(|l| (l, "hard link"));
     for (l, kind) in symlinks.chain(hardlinks) {
-        if !chosen(if kind == "link" { &l.path } else { &l.target }, kind) {
+        let selected = if kind == "link" {
+            chosen.path(&l.path)
+        } else {
+            chosen.file(&l.target)
+        };
+        if !selected {
             continue;
         }
         let path = root.join(&l.path);

@@ -208,22 +208,47 @@ pub(crate) fn select_files(
         .iter()
         .map(|d| {
             let disk_ok = disks.is_empty() || disks.contains(&d.name);
+            let chosen = Chosen::new(filter, d);
             d.files
                 .iter()
-                .map(|f| disk_ok && filter.is_none_or(|flt| file_matches(flt, d, &f.path)))
+                .map(|f| disk_ok && chosen.file(&f.path))
                 .collect()
         })
         .collect()
 }
 
-/// Whether `-f` selects the file at `path` of `disk`, by that name or by another
-/// name of it (a hard link).
-pub(crate) fn file_matches(filter: &Filter, disk: &crate::state::model::Disk, path: &str) -> bool {
-    matches(filter, path)
-        || disk
-            .hardlinks
-            .iter()
-            .any(|l| l.target == path && matches(filter, &l.path))
+/// What `-f` selects on one disk: a file by its own name or by another name of it
+/// (a hard link). Built once per disk, so that selecting every file costs one pass
+/// over the files and one over the links.
+pub(crate) struct Chosen<'a> {
+    filter: Option<&'a Filter>,
+    /// Files (by first name) that another name of theirs selects.
+    by_link: HashSet<&'a str>,
+}
+
+impl<'a> Chosen<'a> {
+    /// `None`: no `-f`, everything is chosen.
+    pub(crate) fn new(filter: Option<&'a Filter>, disk: &'a crate::state::model::Disk) -> Self {
+        let by_link = filter.map_or_else(HashSet::new, |f| {
+            disk.hardlinks
+                .iter()
+                .filter(|l| matches(f, &l.path))
+                .map(|l| l.target.as_str())
+                .collect()
+        });
+        Chosen { filter, by_link }
+    }
+
+    /// Whether the file whose first name is `path` is chosen.
+    pub(crate) fn file(&self, path: &str) -> bool {
+        self.filter
+            .is_none_or(|f| matches(f, path) || self.by_link.contains(path))
+    }
+
+    /// Whether a folder or symbolic link at `path` is chosen (by its own path).
+    pub(crate) fn path(&self, path: &str) -> bool {
+        self.filter.is_none_or(|f| matches(f, path))
+    }
 }
 
 /// The positions holding blocks of the selected files, sorted, each once.
@@ -552,4 +577,55 @@ pub fn file_filter(patterns: &[String]) -> Result<Option<Filter>, SyncError> {
 /// include-only filter excludes what no rule matches.
 pub fn matches(filter: &Filter, path: &str) -> bool {
     !filter.is_excluded(path, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::model::{Disk, FileEntry, LinkEntry};
+
+    fn link(path: &str, target: &str) -> LinkEntry {
+        LinkEntry {
+            path: path.into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn f_chooses_a_file_by_any_of_its_names() {
+        let disk = Disk {
+            files: ["media/film.mkv", "docs/notes.txt", "other"]
+                .iter()
+                .map(|p| FileEntry {
+                    path: (*p).into(),
+                    ..FileEntry::default()
+                })
+                .collect(),
+            hardlinks: vec![
+                link("seeding/film.mkv", "media/film.mkv"),
+                link("docs/notes-link.txt", "docs/notes.txt"),
+            ],
+            links: vec![link("seeding/latest", "film.mkv")],
+            ..Disk::default()
+        };
+        let filter = file_filter(&["seeding/".to_string()])
+            .expect("pattern")
+            .expect("a filter");
+        let chosen = Chosen::new(Some(&filter), &disk);
+        assert!(chosen.file("media/film.mkv"), "by its second name");
+        assert!(!chosen.file("docs/notes.txt"));
+        assert!(!chosen.file("other"));
+        assert!(chosen.path("seeding/latest"));
+        assert!(!chosen.path("docs/empty"));
+
+        let filter = file_filter(&["docs/notes.txt".to_string()])
+            .expect("pattern")
+            .expect("a filter");
+        let chosen = Chosen::new(Some(&filter), &disk);
+        assert!(chosen.file("docs/notes.txt"), "by its own name");
+        assert!(!chosen.file("media/film.mkv"));
+
+        let everything = Chosen::new(None, &disk);
+        assert!(everything.file("other") && everything.path("anything"));
+    }
 }
