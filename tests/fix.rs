@@ -1066,6 +1066,14 @@ fn fix_d_with_f_restores_only_the_chosen_files_links_and_folders() {
         );
     }
 
+    // A folder pattern brings back the empty folder it names, and nothing else.
+    expect_code(
+        &array.lhparity(&["fix", "-d", "d1", "-f", "docs/empty/"]),
+        0,
+    );
+    assert!(d1.join("docs/empty").is_dir());
+    assert!(fs::symlink_metadata(d1.join("docs/notes.txt")).is_err());
+
     // The rest comes back with a fix of the whole disk.
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
     assert_eq!(

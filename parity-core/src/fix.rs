@@ -1804,7 +1804,7 @@ fn restore_dirs_and_links(
     // With -f, only what it selects: a folder or symbolic link by its path, as a
     // file would be, and a hard link when its file is selected (by any name).
     let chosen = Chosen::new(filter, disk);
-    for d in disk.dirs.iter().filter(|d| chosen.path(&d.path)) {
+    for d in disk.dirs.iter().filter(|d| chosen.folder(&d.path)) {
         let path = root.join(&d.path);
         let created = fs::symlink_metadata(&path).is_err();
         let made = fs::create_dir_all(&path)

@@ -245,9 +245,16 @@ impl<'a> Chosen<'a> {
             .is_none_or(|f| matches(f, path) || self.by_link.contains(path))
     }
 
-    /// Whether a folder or symbolic link at `path` is chosen (by its own path).
+    /// Whether a symbolic link at `path` is chosen (by its own path).
     pub(crate) fn path(&self, path: &str) -> bool {
         self.filter.is_none_or(|f| matches(f, path))
+    }
+
+    /// Whether an (empty) folder at `path` is chosen: by a pattern that would choose
+    /// a file of that path, or by a folder pattern (`media/empty/`) naming it.
+    pub(crate) fn folder(&self, path: &str) -> bool {
+        self.filter
+            .is_none_or(|f| matches(f, path) || f.includes_dir(path))
     }
 }
 
@@ -616,7 +623,9 @@ mod tests {
         assert!(!chosen.file("docs/notes.txt"));
         assert!(!chosen.file("other"));
         assert!(chosen.path("seeding/latest"));
-        assert!(!chosen.path("docs/empty"));
+        assert!(chosen.folder("seeding/empty"));
+        assert!(chosen.folder("seeding"), "the folder the pattern names");
+        assert!(!chosen.folder("docs/empty"));
 
         let filter = file_filter(&["docs/notes.txt".to_string()])
             .expect("pattern")
@@ -624,6 +633,13 @@ mod tests {
         let chosen = Chosen::new(Some(&filter), &disk);
         assert!(chosen.file("docs/notes.txt"), "by its own name");
         assert!(!chosen.file("media/film.mkv"));
+
+        let filter = file_filter(&["docs/empty/".to_string(), "one".to_string()])
+            .expect("pattern")
+            .expect("a filter");
+        let chosen = Chosen::new(Some(&filter), &disk);
+        assert!(chosen.folder("docs/empty") && chosen.folder("one"));
+        assert!(!chosen.folder("docs") && !chosen.folder("docs/other"));
 
         let everything = Chosen::new(None, &disk);
         assert!(everything.file("other") && everything.path("anything"));

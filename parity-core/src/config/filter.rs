@@ -128,6 +128,16 @@ impl Filter {
         parent_excluded || self.decide(path, is_dir)
     }
 
+    /// Whether a rule includes the directory `rel_path` itself by a folder pattern
+    /// (one ending in `/`), whatever its parents' verdict.
+    pub fn includes_dir(&self, rel_path: &str) -> bool {
+        let path = rel_path.trim_matches('/');
+        self.rules
+            .iter()
+            .find(|r| r.matches(path, true))
+            .is_some_and(|r| r.action == Action::Include)
+    }
+
     /// The rules' verdict on one path, ignoring its parents.
     fn decide(&self, path: &str, is_dir: bool) -> bool {
         if let Some(rule) = self.rules.iter().find(|r| r.matches(path, is_dir)) {
