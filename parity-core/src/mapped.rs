@@ -42,6 +42,9 @@ pub(crate) struct Window {
     slot: usize,
     /// The owner's count of live windows, decremented on drop.
     live: Arc<AtomicUsize>,
+    /// Let the page cache drop the range on unmap: its pages were brought in by
+    /// the pass itself (see `let_go_after_use`).
+    let_go: bool,
 }
 
 // SAFETY: the mapping is read-only and owned by the window; it is unmapped only in
@@ -84,6 +87,7 @@ impl Window {
             file: Arc::clone(file),
             slot: usize::MAX,
             live: Arc::clone(live),
+            let_go: false,
         };
         if asked.is_none() && !window.all_mapped_cached(page) {
             return None;
@@ -99,6 +103,13 @@ impl Window {
         }
         window.slot = register(base as usize, len)?;
         Some(window)
+    }
+
+    /// Lets the page cache drop the range when the window is unmapped, as for a
+    /// range read with `pread`: for pages that the pass itself brought in, which
+    /// read-ahead can make look cached before they are mapped.
+    pub(crate) fn let_go_after_use(&mut self) {
+        self.let_go = true;
     }
 
     /// The file the window maps.
@@ -166,6 +177,9 @@ impl Drop for Window {
         }
         // SAFETY: the mapping this window made; no reference to it outlives `self`.
         unsafe { libc::munmap(self.base.cast_mut().cast(), self.len) };
+        if handed_out && self.let_go {
+            crate::pipeline::drop_cached(&self.file, self.offset, self.len);
+        }
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -551,7 +551,9 @@ impl Current {
 }
 
 /// A reader's mapping of the file it reads: the window of its last block, and the
-/// range found not all cached (read with `pread`).
+/// range found not all cached (read with `pread`). Once a range of the file was
+/// found not cached, what the pass reads of it later counts as brought in by the
+/// pass (read-ahead fills the cache ahead of a `pread`), and is let go after use.
 #[derive(Default)]
 struct Maps {
     window: Option<Arc<Window>>,
@@ -608,7 +610,10 @@ impl Maps {
             .ok()
             .and_then(|l| Window::map_cached(file, offset, l, live))
         {
-            Some(w) => {
+            Some(mut w) => {
+                if self.cold_seen() {
+                    w.let_go_after_use();
+                }
                 let w = Arc::new(w);
                 self.window = Some(Arc::clone(&w));
                 self.used = true;
@@ -619,6 +624,11 @@ impl Maps {
                 None
             }
         }
+    }
+
+    /// Whether some range of the file was found not cached in this pass.
+    fn cold_seen(&self) -> bool {
+        !self.cold.is_empty()
     }
 }
 
@@ -805,9 +815,15 @@ impl Reader<'_, '_> {
                 return;
             }
         }
-        // A file's tail read in a mapped pass is usually cached already; it stays so,
-        // as the rest of the file read in place does.
-        let keep = self.reads == Reads::Map && crate::mapped::known_cached(handle, offset, len);
+        // The last, partial block of a file that was cached when the pass came
+        // stays cached, as the rest of the file read in place does. Whole blocks
+        // read here are not cached (or past the windows a reader may keep), and
+        // after a range of the file was found not cached, read-ahead makes what
+        // follows look cached: all of that is let go.
+        let keep = self.reads == Reads::Map
+            && len < bs
+            && !maps.cold_seen()
+            && crate::mapped::known_cached(handle, offset, len);
         let buf = slot(&mut out.data, &mut out.written, j, bs, len);
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
@@ -920,13 +936,24 @@ pub fn raise_open_file_limit() {
 /// disks would otherwise push everything else out of the cache, and the pages freed
 /// here are the ones the run's own writes (a rebuilt disk) take next, instead of
 /// memory the system has not touched for a while. Advisory; errors are ignored.
+///
+/// The kernel drops only the folios that lie wholly inside the range, and files are
+/// cached in folios of up to 2 MiB, most of which straddle a block's edges: the range
+/// is therefore widened back by `FOLIO_SLACK`, so that the folio cut by the previous
+/// block's end goes with this one. Without that, a pass in 256 KiB blocks left about
+/// 80% of what it read in the cache on Linux 6.18.
 pub(crate) fn drop_cached(file: &File, offset: u64, len: usize) {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+    let start = offset.saturating_sub(FOLIO_SLACK);
+    let len = len as u64 + (offset - start);
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(len)) else {
         return;
     };
     // SAFETY: an advisory call on an open descriptor; it reads no memory of ours.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
 }
+
+/// The largest folio the page cache uses for file data with 4 KiB pages (a PMD).
+const FOLIO_SLACK: u64 = 2 << 20;
 
 /// For one disk, the blocks at the listed positions, in position order.
 fn block_refs(files: &[FileEntry], positions: &[u32]) -> Vec<BlockRef> {
@@ -1168,6 +1195,34 @@ mod reads {
         crate::mapped::Window::map_cached(&f, offset, len, &live).is_some()
     }
 
+    /// How many pages of a file are in the page cache (`mincore` over a mapping,
+    /// which faults nothing in).
+    fn cached_pages(path: &Path) -> usize {
+        let f = File::open(path).expect("open");
+        let len = f.metadata().expect("stat").len() as usize;
+        if len == 0 {
+            return 0;
+        }
+        let page = 4096;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a read-only shared mapping of the whole file, unmapped below;
+        // mincore writes one byte per page into `vec`, which has room for them.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+        }
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
     /// Runs `f` in a pool of two threads, so that mapped batches hold 64 positions
     /// of 64 KiB whatever the machine.
     fn two_threads<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -1262,11 +1317,51 @@ mod reads {
             assert_eq!(mapped.bytes, copied.bytes);
             assert!(mapped.results == copied.results, "cold: {cold}");
             // What was cached before the pass stays cached; what the pass read
-            // from the disk is let go.
+            // from the disk is let go, all of it.
             for name in ["a", "b", "c", "parity"] {
                 let path = dir.path().join(name);
                 let len = std::fs::metadata(&path).expect("stat").len() as usize;
                 assert_eq!(cached(&path, 0, len), !cold, "{name}, cold: {cold}");
+                if cold {
+                    assert_eq!(cached_pages(&path), 0, "{name} left in the cache");
+                }
+            }
+        }
+        // A copying pass (sync's) lets go of everything it read too.
+        for name in ["a", "b", "c", "parity"] {
+            evict(&dir.path().join(name));
+        }
+        seen(dir.path(), &files, &parity, &positions, Reads::Copy);
+        for name in ["a", "b", "c", "parity"] {
+            assert_eq!(
+                cached_pages(&dir.path().join(name)),
+                0,
+                "{name} left in the cache"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pass_lets_go_of_everything_it_read_whatever_the_folio_size() {
+        // Read-ahead over a 16 MiB file makes folios larger than a block, which a
+        // drop of just the block's range leaves in the cache.
+        let dir = crate::mapped::tests::scratch_dir();
+        let files = vec![entry(dir.path(), "big", &bytes(256 * BS + 100, 3), 0)];
+        std::fs::write(dir.path().join("parity"), bytes(257 * BS, 11)).expect("parity");
+        let parity = File::open(dir.path().join("parity")).expect("open parity");
+        let positions: Vec<u32> = (0..257).collect();
+        for reads in [Reads::Copy, Reads::Map] {
+            for name in ["big", "parity"] {
+                evict(&dir.path().join(name));
+            }
+            let run = seen(dir.path(), &files, &parity, &positions, reads);
+            assert!(run.changed.is_empty() && run.errors.is_empty());
+            for name in ["big", "parity"] {
+                assert_eq!(
+                    cached_pages(&dir.path().join(name)),
+                    0,
+                    "{name} left in the cache by {reads:?}"
+                );
             }
         }
     }
