@@ -576,17 +576,24 @@ fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
 #[test]
 fn check_names_exactly_the_parity_levels_that_are_missing_or_short() {
     let (array, _) = synced_array(3, 3);
-    // Level 1 gone entirely: it is wrong everywhere, and levels 2 and 3 nowhere.
+    // Level 1 gone entirely (its disk not mounted, say): named once, as a file that
+    // cannot be opened, not as wrong parity at every position; levels 2 and 3 are
+    // right everywhere.
     let first = fs::read(&array.parity[0]).expect("parity");
     fs::remove_file(&array.parity[0]).expect("rm parity");
-    let out = array.lhparity(&["check"]);
-    expect_code(&out, 1);
-    let err = stderr(&out);
-    assert!(err.contains("parity level 1 at position"), "{err}");
-    assert!(
-        !err.contains("parity level 2 at") && !err.contains("parity level 3 at"),
-        "{err}"
-    );
+    for cmd in [&["check"][..], &["scrub", "-p", "full"]] {
+        let out = array.lhparity(cmd);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        let named = format!(
+            "parity file {} (level 1) cannot be opened",
+            array.parity[0].display()
+        );
+        assert_eq!(err.matches(&named).count(), 1, "{cmd:?}: {err}");
+        assert!(!err.contains(" at position"), "{cmd:?}: {err}");
+    }
+    // The scrub marked nothing bad.
+    assert_eq!(status(&array)["bad_blocks"], serde_json::json!([]));
     fs::write(&array.parity[0], &first).expect("put parity back");
     expect_code(&array.lhparity(&["check"]), 0);
     // Level 2 one block short: its last position only.
@@ -598,6 +605,51 @@ fn check_names_exactly_the_parity_levels_that_are_missing_or_short() {
     let blamed: Vec<&str> = err.lines().filter(|l| l.contains("at position")).collect();
     assert_eq!(blamed.len(), 1, "{err}");
     assert!(blamed[0].contains("parity level 2 at position"), "{err}");
+}
+
+#[test]
+fn check_and_scrub_call_a_missing_file_an_error_and_a_missing_disk_by_its_name() {
+    let (array, _) = synced_array(3, 1);
+    let gone = array.disks[0].join("small.txt");
+    fs::remove_file(&gone).expect("rm");
+    for cmd in [
+        &["check"][..],
+        &["check", "-d", "d1"],
+        &["scrub", "-p", "full"],
+    ] {
+        let out = array.lhparity(cmd);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{} is missing; `lhparity fix -m`", gone.display())),
+            "{cmd:?}: {err}"
+        );
+        assert!(!err.contains("run a sync"), "{cmd:?}: {err}");
+    }
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+
+    // A disk that is not mounted: every file of it gone, named once by its disk.
+    wipe(&array, 1);
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("disk 'd2': all 3 files are missing from")
+            && err.contains("`lhparity fix -d d2` rebuilds it"),
+        "{err}"
+    );
+    assert!(!err.contains("is missing;"), "{err}");
+    // A file changed since the sync is still not an error.
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    array.write(2, "small.txt", 5000, 77);
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("changed since the last sync"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The bytes of every parity file.

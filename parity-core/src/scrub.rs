@@ -367,16 +367,8 @@ fn summarize(
     run: &pipeline::Run<Found>,
     report: &mut VerifyReport,
 ) {
-    for &(slot, file) in &run.changed {
-        report.changed.push(format!(
-            "{}",
-            config.data[slot]
-                .dir
-                .join(&state.disks[slot].files[file].path)
-                .display()
-        ));
-    }
     report.errors.extend(run.errors.iter().cloned());
+    report_changed(config, state, run, report);
     report.bytes = run.bytes;
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
@@ -417,6 +409,87 @@ fn summarize(
             report.good_positions += 1;
         }
     }
+}
+
+/// Sorts the files that were not verified because they changed since the last sync
+/// from those that are gone, which are errors, as in SnapRAID: a protected file that
+/// is missing is lost until `fix` brings it back, and a sync would drop its
+/// protection. A disk whose files are all gone is named once (not mounted?). Files
+/// that could not be opened for another reason were reported as errors already.
+fn report_changed(
+    config: &Config,
+    state: &State,
+    run: &pipeline::Run<Found>,
+    report: &mut VerifyReport,
+) {
+    let unopened: HashSet<&(usize, usize)> = run.unopened.iter().collect();
+    let mut missing: Vec<Vec<usize>> = vec![Vec::new(); state.disks.len()];
+    for key @ &(slot, file) in &run.changed {
+        if unopened.contains(key) {
+            continue;
+        }
+        let path = config.data[slot]
+            .dir
+            .join(&state.disks[slot].files[file].path);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing[slot].push(file),
+            _ => report.changed.push(path.display().to_string()),
+        }
+    }
+    for (slot, files) in missing.iter().enumerate().filter(|(_, f)| !f.is_empty()) {
+        let disk = &state.disks[slot];
+        let dir = &config.data[slot].dir;
+        let all_gone = files.len() > 1
+            && disk
+                .files
+                .iter()
+                .all(|f| std::fs::symlink_metadata(dir.join(&f.path)).is_err());
+        if all_gone {
+            report.errors.push(format!(
+                "disk '{}': all {} files are missing from {}; if the disk is not mounted there, mount it; if it was lost, `lhparity fix -d {}` rebuilds it (do not sync before that: a sync would drop their protection)",
+                disk.name,
+                disk.files.len(),
+                dir.display(),
+                disk.name
+            ));
+            continue;
+        }
+        for &file in files {
+            report.errors.push(format!(
+                "disk '{}': {} is missing; `lhparity fix -m` brings it back (a sync instead drops its protection)",
+                disk.name,
+                dir.join(&disk.files[file].path).display()
+            ));
+        }
+    }
+}
+
+/// A parity file that cannot be opened (its disk not mounted, or the file deleted)
+/// is one error naming it, not a wrong parity block at every position: nothing is
+/// verified against that level, so the positions stay unverified and a scrub marks
+/// none of them bad.
+fn set_aside_unopened_parity(
+    config: &Config,
+    run: &mut pipeline::Run<Found>,
+) -> Result<(), SyncError> {
+    let mut unopened = Vec::new();
+    for (level, path) in parity_paths(config)?.iter().enumerate() {
+        if let Err(e) = File::open(path) {
+            run.errors.push(format!(
+                "parity file {} (level {}) cannot be opened: {e}; nothing was verified against it: mount its disk if it is not mounted, or run `lhparity fix` to rebuild it",
+                path.display(),
+                level + 1
+            ));
+            unopened.push(level);
+        }
+    }
+    if !unopened.is_empty() {
+        for f in &mut run.results {
+            f.bad_parity.retain(|l| !unopened.contains(l));
+            f.incomplete = true;
+        }
+    }
+    Ok(())
 }
 
 /// Chooses the positions a scrub verifies.
@@ -474,8 +547,9 @@ pub fn scrub(
     let mut state = loaded.state;
     let positions = select(&state, plan, older_than_days, now());
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
-    let run = verify(config, &state, &positions, true, None, progress)?;
+    let mut run = verify(config, &state, &positions, true, None, progress)?;
     progress.finish();
+    set_aside_unopened_parity(config, &mut run)?;
     let mut report = VerifyReport::default();
     summarize(config, &state, &positions, &run, &mut report);
 
@@ -543,7 +617,9 @@ pub fn check(
     } else {
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
-        verify(config, &state, &positions, true, None, progress)?
+        let mut run = verify(config, &state, &positions, true, None, progress)?;
+        set_aside_unopened_parity(config, &mut run)?;
+        run
     };
     progress.finish();
     for (j, f) in run.results.iter_mut().enumerate() {
