@@ -787,3 +787,29 @@ fn a_disk_needing_more_positions_than_an_array_has_is_refused() {
         0
     );
 }
+
+#[test]
+fn reports_end_quietly_when_their_reader_stops_reading() {
+    use std::os::unix::process::ExitStatusExt;
+    let array = Array::new(2, 1, 64, "");
+    for i in 0..50 {
+        array.write(i % 2, &format!("f{i:02}"), 1000, i as u64);
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::write(array.disks[0].join("new"), b"x").expect("write");
+    let conf = array.conf.to_string_lossy().into_owned();
+    for cmd in ["list", "diff", "status", "dup"] {
+        // A pipe whose reading end is closed before the command writes to it.
+        let mut child = Command::new(bin("lhparity"))
+            .args(["-c", &conf, "--force-device", cmd])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{cmd}: {err}");
+    }
+}

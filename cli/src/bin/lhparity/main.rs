@@ -61,8 +61,28 @@ enum Command {
     Speedtest(speedtest::Args),
 }
 
+/// Commands that only print go quietly when whoever reads their output stops
+/// (`lhparity list | head`), as command-line tools do, instead of failing on a
+/// write to a closed pipe. Those that change the array keep running: their output
+/// is not worth a half-done sync.
+fn end_quietly_when_the_reader_leaves() {
+    // SAFETY: restores the default disposition of SIGPIPE (ended by the signal),
+    // before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Diff(_)
+            | Command::Status(_)
+            | Command::List
+            | Command::Dup
+            | Command::Speedtest(_)
+    ) {
+        end_quietly_when_the_reader_leaves();
+    }
     parity_core::pipeline::raise_open_file_limit();
     let ctx = commands::Context {
         conf: cli.conf,
