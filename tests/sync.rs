@@ -813,3 +813,24 @@ fn reports_end_quietly_when_their_reader_stops_reading() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{cmd}: {err}");
     }
 }
+
+#[test]
+fn a_fifo_on_a_disk_is_passed_over_with_a_warning_naming_it() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 1000, 1);
+    let fifo = array.disks[1].join("sub/pipe");
+    fs::create_dir_all(fifo.parent().expect("parent")).expect("mkdir");
+    let path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+    // SAFETY: a plain mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    for _ in 0..2 {
+        let out = array.lhparity(&["sync"]);
+        expect_code(&out, 0);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("warning: disk 'd2': ignoring {}", fifo.display())),
+            "{err}"
+        );
+    }
+    expect_code(&array.lhparity(&["check"]), 0);
+}

@@ -328,10 +328,13 @@ pub fn sync(
             changes: change.clone(),
             files: scan.files.len(),
         });
+        // As SnapRAID does, sockets, fifos and device nodes are passed over with a
+        // warning that does not fail the sync: they hold no data to protect.
         for skipped in &scan.skipped {
-            report.warnings.push(format!(
-                "disk '{}': {skipped} is not a regular file, link or folder; not protected",
-                disk.name
+            report.notes.push(format!(
+                "warning: disk '{}': ignoring {}: a socket, fifo or device, not a regular file, link or folder",
+                disk.name,
+                config.data[slot].dir.join(skipped).display()
             ));
         }
         for unnamed in &scan.unnamed {
