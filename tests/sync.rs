@@ -834,3 +834,43 @@ fn a_fifo_on_a_disk_is_passed_over_with_a_warning_naming_it() {
     }
     expect_code(&array.lhparity(&["check"]), 0);
 }
+
+#[test]
+fn a_lost_or_damaged_content_copy_is_written_again_by_the_next_sync_or_fix() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    array.write(1, "b", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let good = fs::read(&array.content[0]).expect("content");
+
+    // Missing: a sync with nothing else to do writes it again.
+    fs::remove_file(&array.content[1]).expect("rm");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains("is missing"), "{}", stderr(&out));
+    let same = |array: &Array| {
+        fs::read(&array.content[1]).expect("written again")
+            == fs::read(&array.content[0]).expect("content")
+    };
+    assert!(same(&array));
+
+    // Damaged: check says so, and a fix with nothing to repair writes it again.
+    let mut bytes = good.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&array.content[1], &bytes).expect("damage");
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+    assert!(same(&array));
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("is damaged") && !err.contains("is missing"),
+        "{err}"
+    );
+}

@@ -102,10 +102,16 @@ pub fn fix(
 ) -> Result<FixReport, SyncError> {
     let started = Instant::now();
     let kernel = Kernel::selected()?;
-    let mut state = load_state(config)?.state;
+    let loaded = load_state(config)?;
+    let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
-    let mut report = FixReport::default();
+    let mut report = FixReport {
+        warnings: loaded.notes,
+        ..FixReport::default()
+    };
+    // A damaged, missing or older content copy is written again.
+    let mut must_save = loaded.copies_to_rewrite;
     // Without -e, everything selected is checked first, as `check` does: the files'
     // blocks against their hashes and, for the whole array (no -d or -f), the parity
     // of every position against its data. With -d, the files of those disks that are
@@ -255,7 +261,6 @@ pub fn fix(
     // until the repaired one is renamed over it, so a fix that stops halfway never
     // makes a good file look changed.
     let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
-    let mut must_save = false;
     let early = record_missing_inodes(config, &mut state, &targets, &temps);
     if !early.is_empty() {
         must_save = store::save(&mut state, &content).is_err();

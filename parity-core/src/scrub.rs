@@ -69,6 +69,8 @@ pub struct VerifyReport {
     pub good_positions: usize,
     /// Bad blocks found (position, disk index or `u32::MAX` for parity).
     pub bad: Vec<BadBlock>,
+    /// About the content copies (one damaged, missing or older, and what is done).
+    pub notes: Vec<String>,
 }
 
 /// What verification found at one position.
@@ -550,7 +552,10 @@ pub fn scrub(
     let mut run = verify(config, &state, &positions, true, None, progress)?;
     progress.finish();
     set_aside_unopened_parity(config, &mut run)?;
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        notes: loaded.notes,
+        ..VerifyReport::default()
+    };
     summarize(config, &state, &positions, &run, &mut report);
 
     let stamp = now() as u32;
@@ -632,7 +637,10 @@ pub fn check(
             f.incomplete = false;
         }
     }
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        notes: loaded.notes,
+        ..VerifyReport::default()
+    };
     summarize(config, &state, &positions, &run, &mut report);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -107,6 +107,10 @@ pub struct Loaded {
     pub notes: Vec<String>,
     /// Whether no content file existed (a new array).
     pub is_new: bool,
+    /// Whether some content copy is damaged, missing or older than the one loaded:
+    /// the commands that save the state then save it even when nothing changed, so
+    /// that every configured copy holds it again.
+    pub copies_to_rewrite: bool,
 }
 
 /// Loads the state for `config`: the newest valid content copy, or a new state when
@@ -201,6 +205,7 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     state.disks = disks;
     Ok(Loaded {
         state,
+        copies_to_rewrite: !is_new && !notes.is_empty(),
         notes,
         is_new,
     })
@@ -264,6 +269,7 @@ pub fn sync(
         mut state,
         notes,
         is_new,
+        copies_to_rewrite,
     } = load_state(config)?;
     let mut report = SyncReport {
         notes,
@@ -354,7 +360,7 @@ pub fn sync(
         .filter(|&p| state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0)
         .collect();
     if work.is_empty() {
-        if touched || is_new {
+        if touched || is_new || copies_to_rewrite {
             state.last_sync = now();
             store::save(&mut state, &content)?;
         }

@@ -340,6 +340,9 @@ pub fn check(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
 }
 
 fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
+    for n in &report.notes {
+        eprintln!("lhparity: {n}");
+    }
     for e in &report.errors {
         eprintln!("lhparity: error: {e}");
     }
