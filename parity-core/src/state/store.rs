@@ -104,6 +104,9 @@ fn write_failures(failures: &[WriteFailure], written: &[PathBuf]) -> String {
     );
     for failure in failures {
         msg += &format!("\n  {failure}");
+        if failure.source.raw_os_error() == Some(libc::ENOSPC) {
+            msg += "\n  (that disk is full: free space on it, or move this `content` line to a disk with room)";
+        }
     }
     if written.is_empty() {
         msg += "\nno copy was saved: the previous content files are unchanged";
@@ -113,6 +116,7 @@ fn write_failures(failures: &[WriteFailure], written: &[PathBuf]) -> String {
             msg += &format!(" {}", path.display());
         }
     }
+    msg += "\nthe command stopped there; run it again once every content location can be written";
     msg
 }
 
@@ -264,6 +268,35 @@ mod tests {
     use super::*;
     use crate::state::fixtures::sample;
     use tempfile::TempDir;
+
+    #[test]
+    fn a_full_disk_is_named_with_the_way_out() {
+        let failures = [WriteFailure {
+            path: PathBuf::from("/d2/lhparity.content"),
+            what: "content file",
+            op: WriteOp::Write,
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        }];
+        let written = [PathBuf::from("/d1/lhparity.content")];
+        let msg = write_failures(&failures, &written);
+        assert!(
+            msg.starts_with("the content file could not be saved to 1 of 2 locations"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("writing content file /d2/lhparity.content.tmp"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("that disk is full: free space on it, or move this `content` line"),
+            "{msg}"
+        );
+        assert!(msg.contains("saved to: /d1/lhparity.content"), "{msg}");
+        assert!(
+            msg.ends_with("run it again once every content location can be written"),
+            "{msg}"
+        );
+    }
 
     fn three_copies() -> (TempDir, Vec<PathBuf>) {
         let dir = tempfile::tempdir().unwrap();
