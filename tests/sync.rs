@@ -874,3 +874,41 @@ fn a_lost_or_damaged_content_copy_is_written_again_by_the_next_sync_or_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mode_or_owner_changed_alone_is_recorded_and_restored_by_fix() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "private", 100_000, 1);
+    array.write(0, "shared", 100_000, 2);
+    array.write(1, "other", 100_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let private = array.disks[0].join("private");
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let shared = array.disks[0].join("shared");
+    std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).expect("chown");
+    let before = fs::read(&array.content[0]).expect("content");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert_ne!(
+        fs::read(&array.content[0]).expect("content"),
+        before,
+        "not saved"
+    );
+    // Nothing more to save the next time.
+    let saved = fs::read(&array.content[0]).expect("content");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert_eq!(fs::read(&array.content[0]).expect("content"), saved);
+
+    for name in ["private", "shared"] {
+        fs::remove_file(array.disks[0].join(name)).expect("rm");
+    }
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    let mode = fs::metadata(&private)
+        .expect("private")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o600);
+    let meta = fs::metadata(&shared).expect("shared");
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+}

@@ -352,6 +352,9 @@ pub fn sync(
             ));
         }
         let next = scan::apply(&mut state, slot, scan, change);
+        // A mode or owner changed alone changes no parity, but is worth saving:
+        // `fix` gives restored files what the state records.
+        touched |= next != state.disks[slot];
         state.disks[slot] = next;
     }
 
