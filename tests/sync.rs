@@ -365,8 +365,19 @@ fn diff_reports_links_and_empty_folders_that_sync_records() {
         text.contains("add link d1/link") && text.contains("add dir d1/ed"),
         "{text}"
     );
+    fs::hard_link(array.disks[0].join("f"), array.disks[0].join("f2")).expect("ln");
     expect_code(&array.lhparity(&["sync"]), 0);
     expect_code(&array.lhparity(&["diff"]), 0);
+    // list shows them too.
+    let out = array.lhparity(&["list"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("symlink d1/link -> /target")
+            && text.contains("hardlink d1/f2 -> d1/f")
+            && text.contains("1 files, 10000 bytes, 1 hard links, 1 symbolic links"),
+        "{text}"
+    );
     fs::remove_file(array.disks[0].join("link")).expect("rm");
     let out = array.lhparity(&["diff"]);
     expect_code(&out, 2);

@@ -512,16 +512,28 @@ fn print_status(s: &Status, is_new: bool) {
 pub fn list(ctx: &Context) -> Result<ExitCode> {
     let config = Config::load(&ctx.conf)?;
     let loaded = sync::load_state(&config).context("loading the content file")?;
-    let mut files = 0usize;
-    let mut bytes = 0u64;
+    let (mut files, mut bytes, mut links, mut hardlinks) = (0usize, 0u64, 0usize, 0usize);
     for disk in &loaded.state.disks {
         for f in &disk.files {
             println!("{:>14} {}/{}", f.size, disk.name, f.path);
             files += 1;
             bytes += f.size;
         }
+        // Other names of files, and symbolic links, as SnapRAID lists them: what
+        // `fix` makes again.
+        for l in &disk.hardlinks {
+            println!(
+                "{:>14} {}/{} -> {}/{}",
+                "hardlink", disk.name, l.path, disk.name, l.target
+            );
+            hardlinks += 1;
+        }
+        for l in &disk.links {
+            println!("{:>14} {}/{} -> {}", "symlink", disk.name, l.path, l.target);
+            links += 1;
+        }
     }
-    println!("{files} files, {bytes} bytes");
+    println!("{files} files, {bytes} bytes, {hardlinks} hard links, {links} symbolic links");
     Ok(ExitCode::SUCCESS)
 }
 
