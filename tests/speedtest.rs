@@ -83,3 +83,31 @@ fn selected_only_measures_one_kernel() {
     assert_eq!(results.len(), 12);
     assert!(results.iter().all(|r| r["kernel"] == "scalar"), "{report}");
 }
+
+#[test]
+fn fewer_disks_than_levels_leave_out_the_rebuilds_they_cannot_hold() {
+    let args = [
+        "speedtest",
+        "--disks",
+        "2",
+        "--block-size",
+        "4096",
+        "--period-ms",
+        "5",
+        "--json",
+        "--selected-only",
+    ];
+    let out = run("lhparity", &args, &[("LHPARITY_KERNEL", "scalar")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let ops: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results array")
+        .iter()
+        .map(|r| r["op"].as_str().expect("op"))
+        .collect();
+    assert_eq!(
+        ops,
+        ["gen1", "gen2", "gen3", "gen4", "gen5", "gen6", "rec1", "rec2"]
+    );
+}

@@ -198,6 +198,8 @@ impl Config {
 
     /// Parses config text; `source` names the file in messages only.
     pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        // A byte-order mark, as Windows editors save UTF-8, is not part of line 1.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut parser = Parser::new(source);
         for (index, line) in text.lines().enumerate() {
             parser.line(index + 1, line.trim())?;
@@ -1169,6 +1171,13 @@ metrics-file /var/lib/node_exporter/lhparity.prom
             "{w:#?}"
         );
         assert!(w[2].ends_with("expected at least 2 (one more than the parity levels) so that a copy of the state survives every failure the parity can repair; allowed by --force-device"), "{w:#?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let config =
+            parse("\u{feff}parity /p/parity\ncontent /c/content\ndata d1 /d1\n").expect("parsed");
+        assert_eq!(config.parity[0].files, [PathBuf::from("/p/parity")]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ struct Cli {
         default_value = "/etc/lhparity.conf"
     )]
     conf: PathBuf,
-    /// No progress display.
+    /// No progress display and no closing summary (errors and warnings still print).
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Accept data disks sharing a device and parity on a data disk's device.

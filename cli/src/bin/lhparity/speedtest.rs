@@ -71,7 +71,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         print_header(shape, selected, &kernels);
     }
     let mut results = Vec::new();
-    for op in Op::all() {
+    // Rebuilding n data blocks needs n data disks: with fewer, recN is left out.
+    let ops = Op::all()
+        .into_iter()
+        .filter(|op| !matches!(op, Op::Rec(n) if *n > shape.disks));
+    for op in ops {
         if !args.json {
             if op == Op::Rec(1) {
                 println!("\nRecovering lost data blocks (fix):");
