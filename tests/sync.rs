@@ -923,3 +923,22 @@ fn a_mode_or_owner_changed_alone_is_recorded_and_restored_by_fix() {
     let meta = fs::metadata(&shared).expect("shared");
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
 }
+
+#[test]
+fn a_content_copy_in_a_folder_of_a_data_disk_lets_diff_settle() {
+    let array = Array::new(2, 1, 64, "");
+    let meta = array.disks[0].join("meta");
+    fs::create_dir_all(&meta).expect("mkdir");
+    let mut conf = fs::read_to_string(&array.conf).expect("conf");
+    conf += &format!("content {}\n", meta.join("lhparity.content").display());
+    fs::write(&array.conf, conf).expect("conf");
+    array.write(0, "a", 100_000, 1);
+    array.write(1, "b", 100_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert!(meta.join("lhparity.content").is_file());
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(20));
+        expect_code(&array.lhparity(&["sync"]), 0);
+        expect_code(&array.lhparity(&["diff"]), 0);
+    }
+}

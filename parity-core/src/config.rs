@@ -220,7 +220,9 @@ impl Config {
         self.filter.is_excluded(rel_path, is_dir) || (!is_dir && self.is_content(disk, rel_path))
     }
 
-    fn is_content(&self, disk: &DataDisk, rel_path: &str) -> bool {
+    /// Whether `rel_path` of `disk` is one of lhparity's own files: a content copy,
+    /// or the `.tmp` or `.lock` file next to one.
+    pub fn is_content(&self, disk: &DataDisk, rel_path: &str) -> bool {
         let rel_path = rel_path.trim_start_matches('/');
         self.content.iter().any(|c| {
             let Ok(rel) = c.path.strip_prefix(&disk.dir) else {

@@ -88,6 +88,11 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             // The temporary file of an interrupted fix is never data.
             let fix_temp = kind.is_file() && name.ends_with(crate::fix::FIX_SUFFIX);
             if fix_temp || config.is_excluded(disk, &child, kind.is_dir()) {
+                // A folder holding a content copy is not an empty folder: it changes
+                // on every save, and `diff` would never be done with it.
+                if !kind.is_dir() && config.is_content(disk, &child) {
+                    entries += 1;
+                }
                 continue;
             }
             // One such name must not keep the rest of the array from being synced.
