@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::fuse::{errno, Pool, Tmpfs};
+use common::fuse::{cpath, errno, Pool, Tmpfs};
 
 /// Branches as a `:` list.
 fn list(branches: &[&Path]) -> String {
@@ -219,6 +219,31 @@ fn fuse_policy_rename_and_link_across_branches() {
     );
     assert_eq!(fs::read(pool.path("b/f")).unwrap(), b"data");
     assert_eq!(fs::metadata(pool.path("b/g")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn fuse_policy_o_trunc_truncates_only_the_copy_it_opens() {
+    let test = "fuse_policy_o_trunc_truncates_only_the_copy_it_opens";
+    let (_tmp, b0, b1, mnt) = split_tree();
+    fs::create_dir(b1.join("a")).unwrap();
+    fs::write(b1.join("a/f"), b"the other copy").unwrap();
+    let Some(pool) = Pool::mount(test, &list(&[&b0, &b1]), &mnt, "minfreespace=0") else {
+        return;
+    };
+    // What `cp` and a shell's `>` do.
+    fs::write(pool.path("a/f"), b"NEW").unwrap();
+    assert_eq!(fs::read(b0.join("a/f")).unwrap(), b"NEW");
+    assert_eq!(
+        fs::read(b1.join("a/f")).unwrap(),
+        b"the other copy",
+        "the copy on the other branch was truncated"
+    );
+    // truncate(2) by name still goes to every copy (func.truncate=epall).
+    let path = cpath(&pool.path("a/f"));
+    // SAFETY: a plain truncate on a NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(path.as_ptr(), 1) }, 0);
+    assert_eq!(fs::read(b0.join("a/f")).unwrap(), b"N");
+    assert_eq!(fs::read(b1.join("a/f")).unwrap(), b"t");
 }
 
 fn open_rw(path: &Path) -> fs::File {

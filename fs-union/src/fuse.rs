@@ -247,6 +247,10 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
         // looked up (`ls -l`), plain readdir otherwise.
         InitFlags::FUSE_DO_READDIRPLUS,
         InitFlags::FUSE_READDIRPLUS_AUTO,
+        // open(O_TRUNC) comes as one OPEN that truncates the file opened, as in
+        // mergerfs; without it the kernel sends a truncate first, which the action
+        // policy (epall) applies to every copy of the file on every branch.
+        InitFlags::FUSE_ATOMIC_O_TRUNC,
     ];
     for (on, flag) in [
         (options.async_read, InitFlags::FUSE_ASYNC_READ),
@@ -1736,6 +1740,7 @@ mod tests {
         assert!(defaults.contains(&InitFlags::FUSE_ASYNC_READ));
         assert!(defaults.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(defaults.contains(&InitFlags::FUSE_DO_READDIRPLUS));
+        assert!(defaults.contains(&InitFlags::FUSE_ATOMIC_O_TRUNC));
         assert!(!defaults.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
         let o = Options::parse("async-read=false,direct-io-allow-mmap=false,cache.symlinks=true")
             .unwrap();
