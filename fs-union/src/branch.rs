@@ -182,7 +182,12 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     if digits.is_empty() {
         return Err(syntax());
     }
-    let shift = match suffix {
+    // `4G`, and as mergerfs also takes them `4GB`, `4Gb`, `4GiB`: powers of 1024.
+    let unit = ["iB", "ib", "B", "b"]
+        .iter()
+        .find_map(|tail| suffix.strip_suffix(tail).filter(|u| !u.is_empty()))
+        .unwrap_or(suffix);
+    let shift = match unit {
         "" | "B" | "b" => 0,
         "K" | "k" => 10,
         "M" | "m" => 20,
@@ -422,6 +427,13 @@ mod tests {
         assert_eq!(parse_size("3k"), Ok(3 * 1024));
         assert_eq!(parse_size("2M"), Ok(2 << 20));
         assert_eq!(parse_size("4G"), Ok(4 << 30));
+        // mergerfs also takes a B after the unit, with or without an i.
+        assert_eq!(parse_size("20GB"), Ok(20 << 30));
+        assert_eq!(parse_size("1Gb"), Ok(1 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1KB"), Ok(1024));
+        assert_eq!(parse_size("2tib"), Ok(2 << 40));
+        assert!(parse_size("1iB").is_err() && parse_size("1XB").is_err());
         assert_eq!(parse_size("4g"), Ok(4 << 30));
         assert_eq!(parse_size("5T"), Ok(5 << 40));
         assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
@@ -429,7 +441,7 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused_with_the_text() {
-        for bad in ["", "G", "4GB", "4X", "-1", "1.5G", " 4G", "4 G"] {
+        for bad in ["", "G", "4X", "-1", "1.5G", " 4G", "4 G"] {
             let err = parse_size(bad).unwrap_err();
             assert_eq!(
                 err,

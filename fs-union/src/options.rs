@@ -438,17 +438,14 @@ const MOUNT_WORDS: &[&str] = &[
 const IGNORED: &[&str] = &[
     "allow-idmap",
     "atomic-o-trunc",
-    "auto-cache",
     "auto-unmount",
     "big-writes",
     "cache.open",
     "congestion-threshold",
     "debug",
-    "direct-io",
     "handle-killpriv",
     "handle-killpriv-v2",
     "hard-remove",
-    "kernel-cache",
     "log.file",
     "log.metrics",
     "max-background",
@@ -464,6 +461,7 @@ const IGNORED: &[&str] = &[
     "splice-move",
     "splice-read",
     "splice-write",
+    "subtype",
     "sync-read",
     "use-ino",
 ];
@@ -480,6 +478,10 @@ pub struct Options {
     pub moveonenospc: Option<Policy>,
     /// `cache.files`.
     pub cache_files: CacheFiles,
+    /// What libfuse's `direct_io`, `kernel_cache` or `auto_cache` asked for, which
+    /// `cache.files=libfuse` follows (mergerfs 2.33's default); none of them means
+    /// `partial`, libfuse's own behaviour.
+    libfuse_cache: Option<CacheFiles>,
     /// `cache.attr` in seconds.
     pub cache_attr: u64,
     /// `cache.entry` in seconds.
@@ -562,6 +564,7 @@ impl Default for Options {
             minfreespace: 4 << 30,
             moveonenospc: Some(Policy::Pfrd),
             cache_files: CacheFiles::default(),
+            libfuse_cache: None,
             cache_attr: 1,
             cache_entry: 1,
             cache_negative_entry: 0,
@@ -786,7 +789,27 @@ impl Options {
                     })?),
                 }
             }
+            "cache.files" if value == Some("libfuse") => {
+                self.cache_files = self.libfuse_cache.unwrap_or(CacheFiles::Partial);
+            }
             "cache.files" => self.cache_files = parse_choice!(CacheFiles, value)?,
+            // libfuse's words, deprecated in mergerfs for the `cache.files` modes
+            // they stand for.
+            "direct-io" | "kernel-cache" | "auto-cache" => {
+                if boolean(value)? {
+                    let mode = match key {
+                        "direct-io" => CacheFiles::Off,
+                        "kernel-cache" => CacheFiles::Full,
+                        _ => CacheFiles::AutoFull,
+                    };
+                    self.libfuse_cache = Some(mode);
+                    self.cache_files = mode;
+                }
+            }
+            // libfuse's names of the kernel's cache times.
+            "attr-timeout" => self.cache_attr = seconds(value)?,
+            "entry-timeout" => self.cache_entry = seconds(value)?,
+            "negative-timeout" => self.cache_negative_entry = seconds(value)?,
             "cache.attr" => self.cache_attr = seconds(value)?,
             "cache.entry" => self.cache_entry = seconds(value)?,
             "cache.negative-entry" => self.cache_negative_entry = seconds(value)?,
@@ -1054,6 +1077,28 @@ mod tests {
         assert_eq!(o.get("statfs").unwrap(), "base");
         assert_eq!(o.get("xattr").unwrap(), "passthrough");
         assert_eq!(o.get("follow-symlinks").unwrap(), "never");
+    }
+
+    #[test]
+    fn libfuse_cache_words_and_timeouts_mean_what_they_meant_in_mergerfs() {
+        let files = |text: &str| Options::parse(text).unwrap().cache_files;
+        assert_eq!(files("cache.files=libfuse"), CacheFiles::Partial);
+        assert_eq!(files("kernel_cache"), CacheFiles::Full);
+        assert_eq!(files("auto_cache"), CacheFiles::AutoFull);
+        assert_eq!(files("cache.files=partial,direct_io"), CacheFiles::Off);
+        assert_eq!(files("kernel_cache,cache.files=libfuse"), CacheFiles::Full);
+        assert_eq!(files("cache.files=libfuse,direct_io=true"), CacheFiles::Off);
+        assert_eq!(files("kernel_cache=false"), CacheFiles::Off);
+        let o =
+            Options::parse("attr_timeout=5,entry_timeout=6,negative_timeout=7,subtype=x").unwrap();
+        assert_eq!(
+            (o.cache_attr, o.cache_entry, o.cache_negative_entry),
+            (5, 6, 7)
+        );
+        assert_eq!(
+            Options::parse("minfreespace=20GB").unwrap().minfreespace,
+            20 << 30
+        );
     }
 
     #[test]
