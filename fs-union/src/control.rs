@@ -112,6 +112,9 @@ pub fn get(union: &Union, name: &OsStr) -> Result<Vec<u8>, Errno> {
 pub fn set(union: &Union, name: &OsStr, value: &[u8]) -> Result<Union, Errno> {
     let key = key(name).ok_or(Errno(libc::ENODATA))?;
     let value = std::str::from_utf8(value).map_err(|_| Errno(libc::EINVAL))?;
+    // As mergerfs takes them: a value written with `echo` or as a C string ends in
+    // a newline or a NUL that is not part of it.
+    let value = value.trim_end_matches(['\n', '\0']);
     match OWN_KEYS.iter().find(|(k, _)| *k == key) {
         Some((_, false)) => Err(Errno(libc::EROFS)),
         Some((_, true)) => edit_branches(union, value),
@@ -258,6 +261,11 @@ mod tests {
 
         let union = set(&union, &name("category.create"), b"mfs").unwrap();
         assert_eq!(get(&union, &name("category.create")).unwrap(), b"mfs");
+        // A trailing newline or NUL is not part of the value.
+        let union = set(&union, &name("category.create"), b"lfs\n").unwrap();
+        assert_eq!(get(&union, &name("category.create")).unwrap(), b"lfs");
+        let union = set(&union, &name("category.create"), b"ff\0").unwrap();
+        assert_eq!(get(&union, &name("category.create")).unwrap(), b"ff");
         assert_eq!(
             get(&union, &name("pid")).unwrap(),
             std::process::id().to_string().into_bytes()
