@@ -322,6 +322,65 @@ fn two_branches() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     (tmp, a, b, mnt)
 }
 
+/// The inode flags of an open file (`FS_IOC_GETFLAGS`), or the errno.
+fn inode_flags(file: &File) -> Result<libc::c_int, i32> {
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through a valid pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), 0x8008_6601, &mut flags) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(flags)
+    }
+}
+
+fn set_inode_flags(file: &File, flags: libc::c_int) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_SETFLAGS reads one int through a valid pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), 0x4008_6602, &flags) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn fuse_posix_chattr_flags_are_those_of_the_branch_file() {
+    let test = "fuse_posix_chattr_flags_are_those_of_the_branch_file";
+    let (_tmp, a, b, mnt) = two_branches();
+    let branches = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "category.create=ff") else {
+        return;
+    };
+    const IMMUTABLE: libc::c_int = 0x10;
+    fs::write(pool.path("f"), b"x").unwrap();
+    let on_branch = File::open(a.join("f")).unwrap();
+    let Ok(before) = inode_flags(&on_branch) else {
+        common::fuse::skip::<()>(test, "the branch filesystem has no inode flags");
+        return;
+    };
+    let file = File::open(pool.path("f")).unwrap();
+    assert_eq!(inode_flags(&file), Ok(before), "lsattr through the pool");
+    // chattr +i: the file on the branch becomes immutable, and the pool refuses to
+    // delete or change it, as the branch does.
+    set_inode_flags(&file, before | IMMUTABLE).unwrap();
+    assert_eq!(inode_flags(&on_branch), Ok(before | IMMUTABLE));
+    assert_eq!(errno(fs::remove_file(pool.path("f"))), libc::EPERM);
+    assert_eq!(
+        errno(OpenOptions::new().append(true).open(pool.path("f"))),
+        libc::EPERM
+    );
+    set_inode_flags(&file, before).unwrap();
+    fs::remove_file(pool.path("f")).unwrap();
+    // A folder's flags, through the handle the kernel opens itself.
+    fs::create_dir(pool.path("d")).unwrap();
+    let dir = File::open(pool.path("d")).unwrap();
+    let flags = inode_flags(&dir).unwrap();
+    assert_eq!(inode_flags(&File::open(a.join("d")).unwrap()), Ok(flags));
+}
+
 #[test]
 fn fuse_posix_readdir_of_10000_entries() {
     let test = "fuse_posix_readdir_of_10000_entries";

@@ -38,10 +38,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::control::{self, is_control_file};
@@ -326,6 +326,73 @@ fn without_trusted(names: &[u8]) -> Vec<u8> {
         .flatten()
         .copied()
         .collect()
+}
+
+/// The inode-flag ioctls lhfs answers (`chattr`, `lsattr`). The kernel itself asks
+/// for the extended form (`FS_IOC_FSGETXATTR`) before it changes flags.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FlagsIoctl {
+    Get,
+    Set,
+    GetX,
+    SetX,
+}
+
+/// `FS_IOC_FSGETXATTR` and `FS_IOC_FSSETXATTR`: a `struct fsxattr` of 28 bytes.
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+const FSXATTR_SIZE: usize = 28;
+
+impl FlagsIoctl {
+    /// `FS_IOC_GETFLAGS`/`SETFLAGS` and their 32-bit forms (the size in the number
+    /// is a `long`, the value an `int`), and the `fsxattr` pair.
+    fn of(cmd: u32) -> Option<FlagsIoctl> {
+        const GET: [u32; 2] = [0x8008_6601, 0x8004_6601];
+        const SET: [u32; 2] = [0x4008_6602, 0x4004_6602];
+        if GET.contains(&cmd) {
+            Some(FlagsIoctl::Get)
+        } else if SET.contains(&cmd) {
+            Some(FlagsIoctl::Set)
+        } else if cmd == FS_IOC_FSGETXATTR {
+            Some(FlagsIoctl::GetX)
+        } else if cmd == FS_IOC_FSSETXATTR {
+            Some(FlagsIoctl::SetX)
+        } else {
+            None
+        }
+    }
+}
+
+/// Flags only a privileged caller may change (`CAP_LINUX_IMMUTABLE`): immutable and
+/// append-only.
+const PRIVILEGED_FLAGS: libc::c_int = 0x10 | 0x20;
+
+fn inode_flags(fd: &OwnedFd) -> Result<libc::c_int, fuser::Errno> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which is valid.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), 0x8008_6601, &mut flags) })?;
+    Ok(flags)
+}
+
+/// Sets the inode flags of `fd` for a caller `uid` on a file owned by `owner`, with
+/// the kernel's rules: the owner or root only, and immutable and append-only by
+/// root only (lhfs itself runs as root, so the branch would allow anything).
+fn set_inode_flags(
+    fd: &OwnedFd,
+    wanted: libc::c_int,
+    uid: u32,
+    owner: u32,
+) -> Result<(), fuser::Errno> {
+    if uid != 0 {
+        if uid != owner {
+            return Err(fuser::Errno::EPERM);
+        }
+        if (inode_flags(fd)? ^ wanted) & PRIVILEGED_FLAGS != 0 {
+            return Err(fuser::Errno::EPERM);
+        }
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which is valid.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), 0x4008_6602, &wanted) })
 }
 
 /// Filesystems whose files have no `flush` operation in Linux: closing a duplicate of
@@ -644,6 +711,23 @@ impl UnionFs {
             .values()
             .find(|f| f.node == node.0)
             .cloned()
+    }
+
+    /// A descriptor for an ioctl on `node`: the open file `fh` serves, or for a
+    /// folder (or a handle the kernel opened itself) the entry the open policy finds.
+    fn ioctl_fd(&self, node: INodeNo, fh: FileHandle) -> Result<OwnedFd, fuser::Errno> {
+        if let Ok(file) = self.file(fh) {
+            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            return state.1.try_clone().map_err(|e| fuse_errno(e.into()));
+        }
+        let path = self.path(node)?;
+        if is_control_file(&path) {
+            return Err(fuser::Errno::ENOTTY);
+        }
+        self.union()
+            .open(&path, libc::O_RDONLY | libc::O_NONBLOCK)
+            .map(|(_, fd)| fd)
+            .map_err(fuse_errno)
     }
 
     /// The attributes of an open file, or of `node`'s path when there is none.
@@ -1602,6 +1686,74 @@ impl Filesystem for UnionFs {
                 &id,
             ),
             None => reply.created(&ttl, &fa, Generation(0), fh, cache | no_flush),
+        }
+    }
+
+    /// The inode flags of `chattr` and `lsattr` (`FS_IOC_GETFLAGS`/`SETFLAGS`), on
+    /// the file the open handle serves (a folder: the one the search policy finds),
+    /// as mergerfs passes them through. Any other ioctl is ENOTTY.
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.begin(Op::Ioctl);
+        let Some(op) = FlagsIoctl::of(cmd) else {
+            return reply.error(self.failed(fuser::Errno::ENOTTY));
+        };
+        let result = self.ioctl_fd(ino, fh).and_then(|fd| match op {
+            FlagsIoctl::Get => {
+                let flags = inode_flags(&fd)?;
+                let mut out = i64::from(flags).to_le_bytes().to_vec();
+                out.truncate((out_size as usize).min(out.len()));
+                Ok(out)
+            }
+            FlagsIoctl::Set => {
+                let mut raw = [0u8; 4];
+                let n = in_data.len().min(4);
+                raw[..n].copy_from_slice(&in_data[..n]);
+                let wanted = libc::c_int::from_le_bytes(raw);
+                let st = crate::union::fstat(&fd).map_err(fuse_errno)?;
+                set_inode_flags(&fd, wanted, req.uid(), st.st_uid)?;
+                Ok(Vec::new())
+            }
+            FlagsIoctl::GetX => {
+                let mut fsx = [0u8; FSXATTR_SIZE];
+                // SAFETY: FS_IOC_FSGETXATTR fills a struct fsxattr (28 bytes),
+                // which `fsx` has room for.
+                check(unsafe {
+                    libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR.into(), fsx.as_mut_ptr())
+                })?;
+                let mut out = fsx.to_vec();
+                out.truncate(out_size as usize);
+                Ok(out)
+            }
+            FlagsIoctl::SetX => {
+                // Project ids and every flag at once: root only (lhfs runs as root,
+                // so the branch would allow anyone).
+                if req.uid() != 0 {
+                    return Err(fuser::Errno::EPERM);
+                }
+                let mut fsx = [0u8; FSXATTR_SIZE];
+                let n = in_data.len().min(FSXATTR_SIZE);
+                fsx[..n].copy_from_slice(&in_data[..n]);
+                // SAFETY: FS_IOC_FSSETXATTR reads a struct fsxattr (28 bytes) from
+                // `fsx`.
+                check(unsafe {
+                    libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR.into(), fsx.as_ptr())
+                })?;
+                Ok(Vec::new())
+            }
+        });
+        match result {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => reply.error(self.failed(e)),
         }
     }
 

@@ -88,6 +88,7 @@ ops! {
     Fallocate => "fallocate",
     Lseek => "lseek",
     CopyFileRange => "copy_file_range",
+    Ioctl => "ioctl",
 }
 
 /// Error counters, indexed by errno. Linux errnos end at 133 (EHWPOISON); slot 0
