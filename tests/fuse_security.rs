@@ -43,7 +43,13 @@ fn setup(root: &Path) {
     fs::write(root.join("private/secret"), b"s").unwrap();
     // Set-user-ID and set-group-ID files anyone may write: a write by another user
     // clears the bits.
-    for (name, mode) in [("suid", 0o4777), ("sgid", 0o2777), ("sgid-noexec", 0o2766)] {
+    for (name, mode) in [
+        ("suid", 0o4777),
+        ("sgid", 0o2777),
+        ("sgid-noexec", 0o2766),
+        ("trunc-suid", 0o4777),
+        ("trunc-sgid", 0o2777),
+    ] {
         fs::write(root.join("shared").join(name), b"s").unwrap();
         fs::set_permissions(
             root.join("shared").join(name),
@@ -66,7 +72,9 @@ echo mine > shared/mine && cat shared/mine
 chmod 600 shared/mine && stat -c '%a' shared/mine
 mv shared/mine shared/moved && cat shared/moved
 echo x >> shared/suid; echo x >> shared/sgid; echo x >> shared/sgid-noexec
-stat -c '%a' shared/suid shared/sgid shared/sgid-noexec";
+stat -c '%a' shared/suid shared/sgid shared/sgid-noexec
+: > shared/trunc-suid; : > shared/trunc-sgid
+stat -c '%a %s' shared/trunc-suid shared/trunc-sgid";
 
 #[test]
 fn fuse_security_non_root_caller() {
@@ -98,6 +106,7 @@ fn fuse_security_non_root_caller() {
         "12345:12345 644",
         "12345:12345 755",
         "777\n777\n766",
+        "777 0\n777 0",
         "Permission denied",
         "Operation not permitted",
     ] {

@@ -1213,7 +1213,7 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
         let opened = self
@@ -1223,6 +1223,21 @@ impl Filesystem for UnionFs {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(e)),
         };
+        // A truncating open is a truncate (FUSE_ATOMIC_O_TRUNC): by anyone but root it
+        // clears set-user-ID and set-group-ID as Linux does, which lhfs, opening as
+        // root, has to do itself.
+        if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+            let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+            match kill_suid_sgid(&fd, in_group) {
+                Ok(true) => {
+                    if let Some(notifier) = self.notifier.get() {
+                        let _ = notifier.inval_inode(ino, -1, 0);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return reply.error(self.failed(e)),
+            }
+        }
         let cache = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
         let (backing, cached) = self.io_for(ino.0, flags.0, cache, &fd, |f| reply.open_backing(f));
