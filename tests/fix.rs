@@ -621,10 +621,23 @@ fn check_and_scrub_call_a_missing_file_an_error_and_a_missing_disk_by_its_name()
         expect_code(&out, 1);
         let err = stderr(&out);
         assert!(
-            err.contains(&format!("{} is missing; `lhparity fix -m`", gone.display())),
+            err.contains(&format!(
+                "{} is missing (deleted or moved since the last sync); `lhparity fix -m`",
+                gone.display()
+            )),
             "{cmd:?}: {err}"
         );
         assert!(!err.contains("run a sync"), "{cmd:?}: {err}");
+    }
+    // A check of other disks or files is not about it.
+    for cmd in [&["check", "-d", "d2"][..], &["check", "-f", "dir1/"]] {
+        let out = array.lhparity(cmd);
+        expect_code(&out, 0);
+        assert!(
+            !stderr(&out).contains("missing"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
     }
     expect_code(&array.lhparity(&["fix", "-m"]), 0);
     expect_code(&array.lhparity(&["check"]), 0);

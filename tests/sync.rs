@@ -809,7 +809,7 @@ fn reports_end_quietly_when_their_reader_stops_reading() {
     expect_code(&array.lhparity(&["sync"]), 0);
     fs::write(array.disks[0].join("new"), b"x").expect("write");
     let conf = array.conf.to_string_lossy().into_owned();
-    for cmd in ["list", "diff", "status", "dup"] {
+    for cmd in ["list", "diff", "status", "dup", "check"] {
         // A pipe whose reading end is closed before the command writes to it.
         let mut child = Command::new(bin("lhparity"))
             .args(["-c", &conf, "--force-device", cmd])
@@ -884,6 +884,28 @@ fn a_lost_or_damaged_content_copy_is_written_again_by_the_next_sync_or_fix() {
         !err.contains("is damaged") && !err.contains("is missing"),
         "{err}"
     );
+
+    // A copy alone in a folder left empty (the mountpoint of a disk that is not
+    // mounted) is not written there by a sync with nothing else to save.
+    let cdisk = array.root.path().join("cdisk");
+    fs::create_dir(&cdisk).expect("mkdir");
+    let mut conf = fs::read_to_string(&array.conf).expect("conf");
+    conf += &format!("content {}\n", cdisk.join("lhparity.content").display());
+    fs::write(&array.conf, conf).expect("conf");
+    array.write(0, "c", 1000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::remove_file(cdisk.join("lhparity.content")).expect("rm");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains("mount it first"), "{}", stderr(&out));
+    assert!(
+        !cdisk.join("lhparity.content").exists(),
+        "written into an empty folder"
+    );
+    // Mounted again (something in it): written.
+    fs::write(cdisk.join("other"), b"x").expect("write");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert!(cdisk.join("lhparity.content").exists());
 }
 
 #[test]
@@ -936,6 +958,7 @@ fn a_content_copy_in_a_folder_of_a_data_disk_lets_diff_settle() {
     array.write(1, "b", 100_000, 2);
     expect_code(&array.lhparity(&["sync"]), 0);
     assert!(meta.join("lhparity.content").is_file());
+    expect_code(&array.lhparity(&["diff"]), 0);
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(20));
         expect_code(&array.lhparity(&["sync"]), 0);

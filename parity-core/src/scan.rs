@@ -130,7 +130,13 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
                 scan.skipped.push(child);
             }
         }
-        if entries == 0 && !rel.is_empty() {
+        // A folder that is to hold a content copy is not an empty folder either, even
+        // before the copy is written there.
+        let holds_content = config
+            .content
+            .iter()
+            .any(|c| c.path.parent() == Some(dir.as_path()));
+        if entries == 0 && !rel.is_empty() && !holds_content {
             let meta = fs::symlink_metadata(&dir).map_err(|e| io(&dir, e))?;
             scan.dirs.push(DirEntry {
                 path: rel,

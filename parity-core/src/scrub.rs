@@ -368,9 +368,10 @@ fn summarize(
     positions: &[u32],
     run: &pipeline::Run<Found>,
     report: &mut VerifyReport,
+    selected: Option<&[Vec<bool>]>,
 ) {
     report.errors.extend(run.errors.iter().cloned());
-    report_changed(config, state, run, report);
+    report_changed(config, state, run, selected, report);
     report.bytes = run.bytes;
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
@@ -422,12 +423,18 @@ fn report_changed(
     config: &Config,
     state: &State,
     run: &pipeline::Run<Found>,
+    selected: Option<&[Vec<bool>]>,
     report: &mut VerifyReport,
 ) {
     let unopened: HashSet<&(usize, usize)> = run.unopened.iter().collect();
     let mut missing: Vec<Vec<usize>> = vec![Vec::new(); state.disks.len()];
+    // With -d or -f, files outside the selection read at the same positions (for
+    // the parity) are not what was asked about.
+    let chosen = |slot: usize, file: usize| {
+        selected.is_none_or(|s| s.get(slot).and_then(|d| d.get(file)) == Some(&true))
+    };
     for key @ &(slot, file) in &run.changed {
-        if unopened.contains(key) {
+        if unopened.contains(key) || !chosen(slot, file) {
             continue;
         }
         let path = config.data[slot]
@@ -445,7 +452,9 @@ fn report_changed(
             && disk
                 .files
                 .iter()
-                .all(|f| std::fs::symlink_metadata(dir.join(&f.path)).is_err());
+                .enumerate()
+                .filter(|&(f, _)| chosen(slot, f))
+                .all(|(_, f)| std::fs::symlink_metadata(dir.join(&f.path)).is_err());
         if all_gone {
             report.errors.push(format!(
                 "disk '{}': all {} files are missing from {}; if the disk is not mounted there, mount it; if it was lost, `lhparity fix -d {}` rebuilds it (do not sync before that: a sync would drop their protection)",
@@ -458,7 +467,7 @@ fn report_changed(
         }
         for &file in files {
             report.errors.push(format!(
-                "disk '{}': {} is missing; `lhparity fix -m` brings it back (a sync instead drops its protection)",
+                "disk '{}': {} is missing (deleted or moved since the last sync); `lhparity fix -m` brings a deleted file back",
                 disk.name,
                 dir.join(&disk.files[file].path).display()
             ));
@@ -556,7 +565,7 @@ pub fn scrub(
         notes: loaded.notes,
         ..VerifyReport::default()
     };
-    summarize(config, &state, &positions, &run, &mut report);
+    summarize(config, &state, &positions, &run, &mut report, None);
 
     let stamp = now() as u32;
     for (j, f) in run.results.iter().enumerate() {
@@ -641,7 +650,14 @@ pub fn check(
         notes: loaded.notes,
         ..VerifyReport::default()
     };
-    summarize(config, &state, &positions, &run, &mut report);
+    summarize(
+        config,
+        &state,
+        &positions,
+        &run,
+        &mut report,
+        Some(&selected),
+    );
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

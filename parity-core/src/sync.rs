@@ -150,6 +150,17 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         }
     }
     let is_new = loaded.state.is_none();
+    // Copies to write again even if nothing else changes: damaged or older ones, and
+    // missing ones whose folder holds other things (a disk that is mounted; the empty
+    // mountpoint of one that is not is left alone until it is).
+    let copies_to_rewrite = !is_new
+        && (!loaded.damaged.is_empty()
+            || !loaded.stale.is_empty()
+            || loaded.missing.iter().any(|path| {
+                path.parent()
+                    .and_then(|dir| std::fs::read_dir(dir).ok())
+                    .is_some_and(|mut entries| entries.next().is_some())
+            }));
     let mut state = match loaded.state {
         Some(state) => state,
         None => State::new(
@@ -205,7 +216,7 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     state.disks = disks;
     Ok(Loaded {
         state,
-        copies_to_rewrite: !is_new && !notes.is_empty(),
+        copies_to_rewrite,
         notes,
         is_new,
     })

@@ -61,7 +61,7 @@ enum Command {
     Speedtest(speedtest::Args),
 }
 
-/// Commands that only print go quietly when whoever reads their output stops
+/// Commands that only read and print go quietly when whoever reads their output stops
 /// (`lhparity list | head`), as command-line tools do, instead of failing on a
 /// write to a closed pipe. Those that change the array keep running: their output
 /// is not worth a half-done sync.
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Diff(_)
             | Command::Status(_)
+            | Command::Check(_)
             | Command::List
             | Command::Dup
             | Command::Speedtest(_)
