@@ -921,12 +921,22 @@ fn a_mode_or_owner_changed_alone_is_recorded_and_restored_by_fix() {
     let shared = array.disks[0].join("shared");
     std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).expect("chown");
     let before = fs::read(&array.content[0]).expect("content");
+    // diff says a sync has something to record.
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    let text = stdout(&out);
+    assert!(
+        text.contains("update mode/owner d1/private")
+            && text.contains("update mode/owner d1/shared"),
+        "{text}"
+    );
     expect_code(&array.lhparity(&["sync"]), 0);
     assert_ne!(
         fs::read(&array.content[0]).expect("content"),
         before,
         "not saved"
     );
+    expect_code(&array.lhparity(&["diff"]), 0);
     // Nothing more to save the next time.
     let saved = fs::read(&array.content[0]).expect("content");
     expect_code(&array.lhparity(&["sync"]), 0);

@@ -186,8 +186,27 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             ]
         })
         .collect();
-    let changed =
-        changes.iter().any(|c| !c.is_empty()) || others.iter().flatten().any(|e| !e.is_empty());
+    // Files whose data is as synced but whose mode or owner changed: sync records
+    // them, since `fix` gives restored files what the state holds.
+    let attributes: Vec<Vec<String>> = changes
+        .iter()
+        .enumerate()
+        .map(|(slot, c)| {
+            c.unchanged
+                .iter()
+                .chain(&c.moved)
+                .chain(&c.restored)
+                .filter(|&&(o, n)| {
+                    let (was, now) = (&state.disks[slot].files[o], &scans[slot].files[n]);
+                    (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid)
+                })
+                .map(|&(_, n)| scans[slot].files[n].path.clone())
+                .collect()
+        })
+        .collect();
+    let changed = changes.iter().any(|c| !c.is_empty())
+        || others.iter().flatten().any(|e| !e.is_empty())
+        || attributes.iter().any(|a| !a.is_empty());
     let needed =
         changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
 
@@ -218,6 +237,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 "moved": moved.iter().map(|(f, t)| json!({"from": f, "to": t})).collect::<Vec<_>>(),
                 "restored": restored,
                 "equal": c.unchanged.len(),
+                "attributes": attributes[slot],
                 "links": entries(links),
                 "hardlinks": entries(hardlinks),
                 "dirs": entries(dirs),
@@ -248,6 +268,9 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             }
             for p in &restored {
                 println!("restore {disk}/{p}");
+            }
+            for p in &attributes[slot] {
+                println!("update mode/owner {disk}/{p}");
             }
         }
     }
