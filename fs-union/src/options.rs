@@ -478,10 +478,11 @@ pub struct Options {
     pub moveonenospc: Option<Policy>,
     /// `cache.files`.
     pub cache_files: CacheFiles,
-    /// What libfuse's `direct_io`, `kernel_cache` or `auto_cache` asked for, which
-    /// `cache.files=libfuse` follows (mergerfs 2.33's default); none of them means
-    /// `partial`, libfuse's own behaviour.
-    libfuse_cache: Option<CacheFiles>,
+    /// `cache.files` as given: a mode, `libfuse` (`Some(None)`), or not given.
+    cache_files_given: Option<Option<CacheFiles>>,
+    /// libfuse's `direct_io`, `kernel_cache` and `auto_cache` words, which decide
+    /// when `cache.files` is `libfuse` (mergerfs 2.33's default) or not given.
+    libfuse_words: [bool; 3],
     /// `cache.attr` in seconds.
     pub cache_attr: u64,
     /// `cache.entry` in seconds.
@@ -564,7 +565,8 @@ impl Default for Options {
             minfreespace: 4 << 30,
             moveonenospc: Some(Policy::Pfrd),
             cache_files: CacheFiles::default(),
-            libfuse_cache: None,
+            cache_files_given: None,
+            libfuse_words: [false; 3],
             cache_attr: 1,
             cache_entry: 1,
             cache_negative_entry: 0,
@@ -761,6 +763,28 @@ impl Options {
         Ok(())
     }
 
+    /// `cache_files` from what was given, as mergerfs 2.33 decides it: a mode given
+    /// is that mode; `libfuse`, or nothing with one of libfuse's words, follows the
+    /// words (`direct_io` first, then `kernel_cache`, then `auto_cache`), and
+    /// `libfuse` without any is `partial`.
+    fn resolve_cache_files(&mut self) {
+        let [direct_io, kernel_cache, auto_cache] = self.libfuse_words;
+        let words = if direct_io {
+            Some(CacheFiles::Off)
+        } else if kernel_cache {
+            Some(CacheFiles::Full)
+        } else if auto_cache {
+            Some(CacheFiles::AutoFull)
+        } else {
+            None
+        };
+        self.cache_files = match self.cache_files_given {
+            Some(Some(mode)) => mode,
+            Some(None) => words.unwrap_or(CacheFiles::Partial),
+            None => words.unwrap_or_default(),
+        };
+    }
+
     /// Sets a canonical key; shared by mount-time parsing and runtime changes.
     fn set_value(&mut self, key: &str, value: Option<&str>) -> Result<(), Refusal> {
         if let Some(name) = key.strip_prefix("func.") {
@@ -789,22 +813,23 @@ impl Options {
                     })?),
                 }
             }
-            "cache.files" if value == Some("libfuse") => {
-                self.cache_files = self.libfuse_cache.unwrap_or(CacheFiles::Partial);
+            "cache.files" => {
+                self.cache_files_given = Some(if value == Some("libfuse") {
+                    None
+                } else {
+                    Some(parse_choice!(CacheFiles, value)?)
+                });
+                self.resolve_cache_files();
             }
-            "cache.files" => self.cache_files = parse_choice!(CacheFiles, value)?,
             // libfuse's words, deprecated in mergerfs for the `cache.files` modes
             // they stand for.
             "direct-io" | "kernel-cache" | "auto-cache" => {
-                if boolean(value)? {
-                    let mode = match key {
-                        "direct-io" => CacheFiles::Off,
-                        "kernel-cache" => CacheFiles::Full,
-                        _ => CacheFiles::AutoFull,
-                    };
-                    self.libfuse_cache = Some(mode);
-                    self.cache_files = mode;
-                }
+                let word = ["direct-io", "kernel-cache", "auto-cache"]
+                    .iter()
+                    .position(|w| *w == key)
+                    .unwrap_or(0);
+                self.libfuse_words[word] = boolean(value)?;
+                self.resolve_cache_files();
             }
             // libfuse's names of the kernel's cache times.
             "attr-timeout" => self.cache_attr = seconds(value)?,
@@ -941,6 +966,7 @@ impl Options {
             "moveonenospc" => self
                 .moveonenospc
                 .map_or_else(|| flag(false), |p| p.name().to_owned()),
+            "cache.files" if self.cache_files_given == Some(None) => "libfuse".to_owned(),
             "cache.files" => self.cache_files.to_string(),
             "cache.attr" => self.cache_attr.to_string(),
             "cache.entry" => self.cache_entry.to_string(),
@@ -1085,10 +1111,20 @@ mod tests {
         assert_eq!(files("cache.files=libfuse"), CacheFiles::Partial);
         assert_eq!(files("kernel_cache"), CacheFiles::Full);
         assert_eq!(files("auto_cache"), CacheFiles::AutoFull);
-        assert_eq!(files("cache.files=partial,direct_io"), CacheFiles::Off);
         assert_eq!(files("kernel_cache,cache.files=libfuse"), CacheFiles::Full);
         assert_eq!(files("cache.files=libfuse,direct_io=true"), CacheFiles::Off);
         assert_eq!(files("kernel_cache=false"), CacheFiles::Off);
+        // The words matter only for libfuse (or no cache.files), direct_io first.
+        assert_eq!(files("cache.files=partial,direct_io"), CacheFiles::Partial);
+        assert_eq!(files("cache.files=off,kernel_cache"), CacheFiles::Off);
+        assert_eq!(files("direct_io,kernel_cache"), CacheFiles::Off);
+        assert_eq!(
+            files("cache.files=libfuse,kernel_cache,kernel_cache=false"),
+            CacheFiles::Partial
+        );
+        let o = Options::parse("cache.files=libfuse,auto_cache").unwrap();
+        assert_eq!(o.get("cache.files").unwrap(), "libfuse");
+        assert_eq!(o.cache_files, CacheFiles::AutoFull);
         let o =
             Options::parse("attr_timeout=5,entry_timeout=6,negative_timeout=7,subtype=x").unwrap();
         assert_eq!(
