@@ -535,6 +535,12 @@ impl Union {
     /// old.
     fn space_of(&self, root: &Root, fd: &OwnedFd) -> Option<FsStat> {
         let read = || {
+            // A branch folder deleted behind the pool (its disk's folder removed or
+            // replaced) has no space: nothing can be made in it any more, and policies
+            // pass over it, as mergerfs's do.
+            if sys::fstat(fd).is_ok_and(|st| st.st_nlink == 0) {
+                return None;
+            }
             sys::fstatvfs(fd).ok().map(|v| {
                 let frsize = v.f_frsize;
                 FsStat {
@@ -1313,6 +1319,10 @@ impl Union {
             let (Ok(st), Ok(mut v)) = (sys::fstat(fd), sys::fstatvfs(fd)) else {
                 continue;
             };
+            // A branch folder deleted behind the pool holds nothing any more.
+            if st.st_nlink == 0 {
+                continue;
+            }
             if !devices.insert(st.st_dev) {
                 continue;
             }

@@ -193,6 +193,61 @@ fn missing_branch_roots_hold_nothing() {
     assert_eq!(names(&u.readdir(p("/")).unwrap()), ["a"]);
 }
 
+#[test]
+fn a_branch_folder_deleted_behind_the_pool_is_passed_over_by_create() {
+    let pool = Pool::new(2);
+    // Branch 0 first for ff; then its folder goes, as when a disk's folder is
+    // removed under a running pool.
+    let u = pool.union("category.create=ff,minfreespace=0");
+    std::fs::remove_dir(&pool.branches[0]).unwrap();
+    let made = u.create(&ROOT, p("/f"), libc::O_RDWR, 0o644).unwrap();
+    assert_eq!(made.attr.branch, 1);
+    assert!(pool.path(1, "f").exists());
+    let u = pool.union("category.create=mfs,minfreespace=0");
+    assert_eq!(u.mkdir(&ROOT, p("/d"), 0o755).unwrap().branch, 1);
+}
+
+#[test]
+fn a_branch_folder_deleted_behind_the_pool_counts_for_nothing_in_statfs() {
+    // Two branches on two filesystems (a tmpfs for the second), so that each
+    // counts once.
+    if !is_root() {
+        return;
+    }
+    let pool = Pool::new(2);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&pool.branches[1])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting a tmpfs");
+    let both = pool.union("").statfs(p("/")).unwrap();
+    let gone = pool.branches[0].join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let branches = [
+        Branch {
+            path: gone.clone(),
+            mode: BranchMode::RW,
+            min_free_space: None,
+        },
+        Branch {
+            path: pool.branches[1].clone(),
+            mode: BranchMode::RW,
+            min_free_space: None,
+        },
+    ];
+    let u = Union::new(&branches, Arc::new(Options::default()));
+    assert_eq!(u.statfs(p("/")).unwrap().blocks, both.blocks);
+    std::fs::remove_dir(&gone).unwrap();
+    let left = u.statfs(p("/")).unwrap();
+    // The pool holds the tmpfs open until it goes.
+    drop(u);
+    let _ = std::process::Command::new("umount")
+        .arg(&pool.branches[1])
+        .status();
+    assert!(left.blocks < both.blocks, "{left:?} against {both:?}");
+}
+
 // ---- create ----
 
 #[test]
