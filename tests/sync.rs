@@ -823,6 +823,22 @@ fn reports_end_quietly_when_their_reader_stops_reading() {
         assert!(!err.contains("panicked"), "{cmd}: {err}");
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{cmd}: {err}");
     }
+    // The commands that change the array finish their work and exit as usual.
+    for cmd in [&["sync"][..], &["scrub", "-p", "full"], &["fix"]] {
+        let mut child = Command::new(bin("lhparity"))
+            .args(["-c", &conf, "--force-device"])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}: {err}");
+    }
+    expect_code(&array.lhparity(&["diff"]), 0);
 }
 
 #[test]

@@ -1,6 +1,16 @@
 //! The array commands: argument handling and output formatting around
 //! `parity_core::{sync, scrub, fix, status}`.
 
+/// Writes a line of a command's report to standard output. A reader that went away
+/// (`lhparity sync | head -1`) is no failure of the command, whose work is done by
+/// then: the rest of the report is dropped instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -111,7 +121,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         for d in &report.disks {
             let c = &d.changes;
             if !c.is_empty() {
-                println!(
+                out!(
                     "{}: {} added, {} removed, {} updated, {} moved, {} restored",
                     d.name,
                     c.added.len(),
@@ -123,9 +133,9 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
             }
         }
         if report.positions_synced == 0 && report.positions_left == 0 {
-            println!("Nothing to do: the parity is up to date ({files} files).");
+            out!("Nothing to do: the parity is up to date ({files} files).");
         } else {
-            println!(
+            out!(
                 "Synced {} block positions, {:.1} MB of data from {files} files in {:.2} s ({:.0} MB/s).",
                 report.positions_synced,
                 mb,
@@ -134,7 +144,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
             );
         }
         if report.positions_left > 0 {
-            println!(
+            out!(
                 "{} positions are left for the next sync (see the warnings above).",
                 report.positions_left
             );
@@ -250,27 +260,27 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                     ("update", &e.updated),
                 ] {
                     for p in paths {
-                        println!("{verb} {kind} {disk}/{p}");
+                        out!("{verb} {kind} {disk}/{p}");
                     }
                 }
             }
             for p in &added {
-                println!("add {disk}/{p}");
+                out!("add {disk}/{p}");
             }
             for p in &removed {
-                println!("remove {disk}/{p}");
+                out!("remove {disk}/{p}");
             }
             for p in &updated {
-                println!("update {disk}/{p}");
+                out!("update {disk}/{p}");
             }
             for (f, t) in &moved {
-                println!("move {disk}/{f} -> {disk}/{t}");
+                out!("move {disk}/{f} -> {disk}/{t}");
             }
             for p in &restored {
-                println!("restore {disk}/{p}");
+                out!("restore {disk}/{p}");
             }
             for p in &attributes[slot] {
-                println!("update mode/owner {disk}/{p}");
+                out!("update mode/owner {disk}/{p}");
             }
         }
     }
@@ -280,20 +290,20 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             "positions_awaiting_sync": unsynced,
             "sync_needed": needed,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let [equal, added, removed, updated, moved, restored] = totals;
-        println!();
-        println!("{equal:8} equal");
-        println!("{added:8} added");
-        println!("{removed:8} removed");
-        println!("{updated:8} updated");
-        println!("{moved:8} moved");
-        println!("{restored:8} restored");
+        out!();
+        out!("{equal:8} equal");
+        out!("{added:8} added");
+        out!("{removed:8} removed");
+        out!("{updated:8} updated");
+        out!("{moved:8} moved");
+        out!("{restored:8} restored");
         if unsynced > 0 {
-            println!("{unsynced:8} block positions awaiting sync");
+            out!("{unsynced:8} block positions awaiting sync");
         }
-        println!(
+        out!(
             "{}",
             if needed {
                 "There are differences: run `lhparity sync`."
@@ -374,7 +384,7 @@ fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
     }
     if !quiet {
         let mb = report.bytes as f64 / 1e6;
-        println!(
+        out!(
             "{what} {} block positions, {mb:.1} MB of data in {:.2} s ({:.0} MB/s): {} bad blocks.",
             report.verified,
             report.seconds,
@@ -382,7 +392,7 @@ fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
             report.bad.len()
         );
         if !report.bad.is_empty() {
-            println!("Run `lhparity fix -e` to repair the bad blocks.");
+            out!("Run `lhparity fix -e` to repair the bad blocks.");
         }
     }
 }
@@ -424,10 +434,10 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
     }
     if !ctx.quiet {
         for f in &report.fixed {
-            println!("fixed {f}");
+            out!("fixed {f}");
         }
         let mb = report.bytes as f64 / 1e6;
-        println!(
+        out!(
             "{} files fixed, {} unrecoverable, parity rewritten at {} positions; {mb:.1} MB rebuilt in {:.2} s ({:.0} MB/s).",
             report.fixed.len(),
             report.unrecoverable.len(),
@@ -463,7 +473,7 @@ pub fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
         let runs = metrics::recorded_runs(&config);
         print!("{}", metrics::text(&config, Some(&s), &runs));
     } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+        out!("{}", serde_json::to_string_pretty(&status_json(&s))?);
     } else {
         print_status(&s, loaded.is_new);
     }
@@ -493,41 +503,47 @@ fn status_json(s: &Status) -> serde_json::Value {
 
 fn print_status(s: &Status, is_new: bool) {
     if is_new {
-        println!("No content file yet: the array has never been synced.");
+        out!("No content file yet: the array has never been synced.");
     }
-    println!(
+    out!(
         "{:<16} {:>10} {:>16} {:>12}",
-        "disk", "files", "bytes", "unsynced"
+        "disk",
+        "files",
+        "bytes",
+        "unsynced"
     );
     for d in &s.disks {
-        println!(
+        out!(
             "{:<16} {:>10} {:>16} {:>12}",
-            d.name, d.files, d.bytes, d.new_blocks
+            d.name,
+            d.files,
+            d.bytes,
+            d.new_blocks
         );
     }
-    println!();
-    println!(
+    out!();
+    out!(
         "{} parity levels, block size {} KiB, {} positions, {} awaiting sync.",
         s.parity_levels,
         s.block_size / 1024,
         s.positions,
         s.awaiting_sync
     );
-    println!("Scrub age of the used positions:");
+    out!("Scrub age of the used positions:");
     for &(bound, n) in &s.scrub_age {
         let label = match bound {
             u32::MAX => "never".to_string(),
             b if b >= u32::MAX - 1 => "older".to_string(),
             b => format!("<= {b} days"),
         };
-        println!("  {label:>12}: {n}");
+        out!("  {label:>12}: {n}");
     }
     if s.bad.is_empty() {
-        println!("No bad blocks.");
+        out!("No bad blocks.");
     } else {
-        println!("{} bad blocks: run `lhparity fix -e`.", s.bad.len());
+        out!("{} bad blocks: run `lhparity fix -e`.", s.bad.len());
         for (pos, disk) in &s.bad {
-            println!("  position {pos} on {disk}");
+            out!("  position {pos} on {disk}");
         }
     }
 }
@@ -538,25 +554,29 @@ pub fn list(ctx: &Context) -> Result<ExitCode> {
     let (mut files, mut bytes, mut links, mut hardlinks) = (0usize, 0u64, 0usize, 0usize);
     for disk in &loaded.state.disks {
         for f in &disk.files {
-            println!("{:>14} {}/{}", f.size, disk.name, f.path);
+            out!("{:>14} {}/{}", f.size, disk.name, f.path);
             files += 1;
             bytes += f.size;
         }
         // Other names of files, and symbolic links, as SnapRAID lists them: what
         // `fix` makes again.
         for l in &disk.hardlinks {
-            println!(
+            out!(
                 "{:>14} {}/{} -> {}/{}",
-                "hardlink", disk.name, l.path, disk.name, l.target
+                "hardlink",
+                disk.name,
+                l.path,
+                disk.name,
+                l.target
             );
             hardlinks += 1;
         }
         for l in &disk.links {
-            println!("{:>14} {}/{} -> {}", "symlink", disk.name, l.path, l.target);
+            out!("{:>14} {}/{} -> {}", "symlink", disk.name, l.path, l.target);
             links += 1;
         }
     }
-    println!("{files} files, {bytes} bytes, {hardlinks} hard links, {links} symbolic links");
+    out!("{files} files, {bytes} bytes, {hardlinks} hard links, {links} symbolic links");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -570,13 +590,13 @@ pub fn dup(ctx: &Context) -> Result<ExitCode> {
     let mut redundant = 0u64;
     for group in &groups {
         for file in &group.files {
-            println!("{:>14} {}/{}", group.size, file.disk, file.path);
+            out!("{:>14} {}/{}", group.size, file.disk, file.path);
         }
-        println!();
+        out!();
         copies += group.files.len() - 1;
         redundant += group.redundant_bytes();
     }
-    println!(
+    out!(
         "identical files: {} groups, {copies} duplicates, {redundant} bytes in duplicates",
         groups.len()
     );
