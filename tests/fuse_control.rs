@@ -145,6 +145,25 @@ fn fuse_control_options_read_set_and_refuse() {
         setx(&control, "user.mergerfs.minfreespace", "lots"),
         Err(libc::EINVAL)
     );
+    // Every key exists: creating one is EEXIST, as in mergerfs.
+    let (c, n) = (
+        cpath(&control),
+        std::ffi::CString::new("user.mergerfs.category.create").unwrap(),
+    );
+    // SAFETY: setxattr with NUL-terminated strings and a valid value buffer.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            b"mfs".as_ptr().cast(),
+            3,
+            libc::XATTR_CREATE,
+        )
+    };
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EEXIST))
+    );
     assert_eq!(
         setx(&control, "user.mergerfs.category.create", "nope"),
         Err(libc::EINVAL)

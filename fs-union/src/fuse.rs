@@ -1581,6 +1581,11 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setxattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) {
+                // Every key of the control file exists: XATTR_CREATE is EEXIST, as
+                // in mergerfs.
+                if flags & libc::XATTR_CREATE != 0 && control::get(&self.union(), name).is_ok() {
+                    return Err(fuser::Errno::EEXIST);
+                }
                 return self.set_control(name, value);
             }
             if control::is_file_key(name) {
