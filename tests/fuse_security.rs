@@ -241,3 +241,52 @@ fn fuse_security_symlinks_in_branches_never_lead_outside() {
     assert!(b0.join("d2/new").exists() && b0.join("d2/newdir").is_dir());
     assert!(!b0.join("d2/f").exists());
 }
+
+#[test]
+fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
+    let test = "fuse_security_a_user_changes_only_the_copies_they_may_change";
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (b1, b2, mnt) = (
+        tmp.path().join("b1"),
+        tmp.path().join("b2"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&b1, &b2, &mnt] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // The copy the pool shows (b1) is the user's; a hidden copy on b2 is root's.
+    fs::write(b1.join("cx"), b"user's").unwrap();
+    std::os::unix::fs::chown(b1.join("cx"), Some(12345), Some(12345)).unwrap();
+    fs::write(b2.join("cx"), b"root's").unwrap();
+    fs::set_permissions(b2.join("cx"), fs::Permissions::from_mode(0o755)).unwrap();
+    // Both root's, the one shown writable by everyone, the hidden one not.
+    fs::write(b1.join("tt"), b"shown").unwrap();
+    fs::set_permissions(b1.join("tt"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(b2.join("tt"), b"hidden").unwrap();
+    fs::set_permissions(b2.join("tt"), fs::Permissions::from_mode(0o644)).unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0") else {
+        return;
+    };
+    as_user(
+        &pool.mnt,
+        "chmod 4777 cx; truncate -s 0 tt; touch -d 2001-01-01 tt",
+    );
+    // The user's own copy and the writable one changed, root's hidden copies not.
+    assert_eq!(
+        fs::metadata(b1.join("cx")).unwrap().permissions().mode() & 0o7777,
+        0o4777
+    );
+    assert_eq!(
+        fs::metadata(b2.join("cx")).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(fs::read(b1.join("tt")).unwrap(), b"");
+    assert_eq!(fs::read(b2.join("tt")).unwrap(), b"hidden");
+    assert!(
+        fs::metadata(b2.join("tt")).unwrap().mtime() > 978_307_200,
+        "the hidden copy's time was set"
+    );
+}

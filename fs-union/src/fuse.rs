@@ -45,7 +45,7 @@ use fuser::{
 };
 
 use crate::control::{self, is_control_file};
-use crate::creds::Caller;
+use crate::creds::{Caller, CredsGuard};
 use crate::daemon;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
@@ -195,6 +195,23 @@ fn last_errno() -> fuser::Errno {
 
 fn caller(req: &Request) -> Caller {
     Caller::from_process(req.uid(), req.gid(), req.pid())
+}
+
+/// Runs `op` with the caller's filesystem ids and groups (root's requests as they
+/// are), so that each branch checks the caller's permissions on every copy an
+/// operation touches, as mergerfs does. The kernel's `default_permissions` checked
+/// only the copy the pool shows; lhfs, acting as root, would otherwise change hidden
+/// copies the caller may not touch (make another user's copy set-user-ID, empty a
+/// file the caller may not write).
+fn as_caller<T>(
+    req: &Request,
+    op: impl FnOnce() -> Result<T, fuser::Errno>,
+) -> Result<T, fuser::Errno> {
+    if req.uid() == 0 {
+        return op();
+    }
+    let _guard = CredsGuard::enter(&caller(req)).map_err(|e| fuse_errno(e.into()))?;
+    op()
 }
 
 fn time(secs: i64, nsecs: i64) -> SystemTime {
@@ -534,13 +551,14 @@ impl UnionFs {
     /// folder's subtree) from the table.
     fn remove_name(
         &self,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         reply: ReplyEmpty,
         remove: fn(&Union, &Path) -> Result<(), Errno>,
     ) {
         let result = self.child(parent, name).and_then(|path| {
-            remove(&self.union(), &path).map_err(fuse_errno)?;
+            as_caller(req, || remove(&self.union(), &path).map_err(fuse_errno))?;
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, &path).into_owned();
             nodes.remove(&path);
@@ -987,7 +1005,7 @@ impl Filesystem for UnionFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -1006,7 +1024,7 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
-        let result = match &self.open_file_of(ino, fh) {
+        let result = as_caller(req, || match &self.open_file_of(ino, fh) {
             // Through the open descriptor: works after the name is gone.
             Some(file) => (|| {
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -1044,7 +1062,7 @@ impl Filesystem for UnionFs {
                 }
                 Ok(())
             })(),
-        };
+        });
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
             Err(e) => reply.error(self.failed(e)),
@@ -1095,14 +1113,14 @@ impl Filesystem for UnionFs {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.begin(Op::Unlink);
-        self.remove_name(parent, name, reply, Union::unlink);
+        self.remove_name(req, parent, name, reply, Union::unlink);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.begin(Op::Rmdir);
-        self.remove_name(parent, name, reply, Union::rmdir);
+        self.remove_name(req, parent, name, reply, Union::rmdir);
     }
 
     fn symlink(
@@ -1216,9 +1234,11 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
+        // Opened as the caller: the copy the open policy picks may not be the one
+        // the kernel checked the caller's permissions on.
         let opened = self
             .path(ino)
-            .and_then(|path| union.open(&path, flags.0).map_err(fuse_errno));
+            .and_then(|path| as_caller(req, || union.open(&path, flags.0).map_err(fuse_errno)));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(e)),
@@ -1570,7 +1590,7 @@ impl Filesystem for UnionFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1591,9 +1611,11 @@ impl Filesystem for UnionFs {
             if control::is_file_key(name) {
                 return Err(fuser::Errno::ENOTSUP);
             }
-            self.union()
-                .setxattr(&path, name, value, flags)
-                .map_err(fuse_errno)
+            as_caller(req, || {
+                self.union()
+                    .setxattr(&path, name, value, flags)
+                    .map_err(fuse_errno)
+            })
         });
         match result {
             Ok(()) => reply.ok(),
@@ -1633,13 +1655,15 @@ impl Filesystem for UnionFs {
         self.reply_xattr(reply, names, size);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.begin(Op::Removexattr);
         let result = self.path(ino).and_then(|path| {
             if is_control_file(&path) || control::is_file_key(name) {
                 return Err(fuser::Errno::ENOTSUP);
             }
-            self.union().removexattr(&path, name).map_err(fuse_errno)
+            as_caller(req, || {
+                self.union().removexattr(&path, name).map_err(fuse_errno)
+            })
         });
         match result {
             Ok(()) => reply.ok(),
