@@ -361,14 +361,18 @@ const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 const FSXATTR_SIZE: usize = 28;
 
 impl FlagsIoctl {
-    /// `FS_IOC_GETFLAGS`/`SETFLAGS` and their 32-bit forms (the size in the number
-    /// is a `long`, the value an `int`), and the `fsxattr` pair.
-    fn of(cmd: u32) -> Option<FlagsIoctl> {
-        const GET: [u32; 2] = [0x8008_6601, 0x8004_6601];
-        const SET: [u32; 2] = [0x4008_6602, 0x4004_6602];
-        if GET.contains(&cmd) {
+    /// `FS_IOC_GETFLAGS`/`SETFLAGS` (the size in the number is a `long`, the value
+    /// an `int`), their 32-bit forms from 32-bit programs (`compat`) only, as the
+    /// kernel takes them, and the `fsxattr` pair.
+    fn of(cmd: u32, compat: bool) -> Option<FlagsIoctl> {
+        let (get, set) = if compat {
+            (0x8004_6601, 0x4004_6602)
+        } else {
+            (0x8008_6601, 0x4008_6602)
+        };
+        if cmd == get {
             Some(FlagsIoctl::Get)
-        } else if SET.contains(&cmd) {
+        } else if cmd == set {
             Some(FlagsIoctl::Set)
         } else if cmd == FS_IOC_FSGETXATTR {
             Some(FlagsIoctl::GetX)
@@ -380,9 +384,9 @@ impl FlagsIoctl {
     }
 }
 
-/// Flags only a privileged caller may change (`CAP_LINUX_IMMUTABLE`): immutable and
-/// append-only.
-const PRIVILEGED_FLAGS: libc::c_int = 0x10 | 0x20;
+/// Flags only a privileged caller may change: immutable and append-only
+/// (`CAP_LINUX_IMMUTABLE`), and ext4's journalled data (`CAP_SYS_RESOURCE`).
+const PRIVILEGED_FLAGS: libc::c_int = 0x10 | 0x20 | 0x4000;
 
 fn inode_flags(fd: &OwnedFd) -> Result<libc::c_int, fuser::Errno> {
     let mut flags: libc::c_int = 0;
@@ -1741,14 +1745,15 @@ impl Filesystem for UnionFs {
         req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: IoctlFlags,
+        flags: IoctlFlags,
         cmd: u32,
         in_data: &[u8],
         out_size: u32,
         reply: ReplyIoctl,
     ) {
         self.begin(Op::Ioctl);
-        let Some(op) = FlagsIoctl::of(cmd) else {
+        let compat = flags.contains(IoctlFlags::FUSE_IOCTL_COMPAT);
+        let Some(op) = FlagsIoctl::of(cmd, compat) else {
             return reply.error(self.failed(fuser::Errno::ENOTTY));
         };
         let result = self.ioctl_fd(ino, fh).and_then(|fd| match op {
@@ -1929,6 +1934,26 @@ fn merged_listing(union: &Union, path: &Path) -> Result<Vec<DirEntry>, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flag_ioctls_are_taken_in_the_form_the_caller_uses() {
+        assert_eq!(FlagsIoctl::of(0x8008_6601, false), Some(FlagsIoctl::Get));
+        assert_eq!(FlagsIoctl::of(0x4008_6602, false), Some(FlagsIoctl::Set));
+        assert_eq!(FlagsIoctl::of(0x8004_6601, true), Some(FlagsIoctl::Get));
+        assert_eq!(FlagsIoctl::of(0x4004_6602, true), Some(FlagsIoctl::Set));
+        // A 64-bit program's 32-bit numbers are no flag ioctls, as for the kernel.
+        assert_eq!(FlagsIoctl::of(0x8004_6601, false), None);
+        assert_eq!(FlagsIoctl::of(0x4004_6602, false), None);
+        assert_eq!(
+            FlagsIoctl::of(FS_IOC_FSGETXATTR, false),
+            Some(FlagsIoctl::GetX)
+        );
+        assert_eq!(
+            FlagsIoctl::of(FS_IOC_FSSETXATTR, false),
+            Some(FlagsIoctl::SetX)
+        );
+        assert_eq!(FlagsIoctl::of(0x5401, false), None);
+    }
 
     #[test]
     fn init_flags_follow_the_options() {
