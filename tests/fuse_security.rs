@@ -266,14 +266,24 @@ fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
     fs::set_permissions(b1.join("tt"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(b2.join("tt"), b"hidden").unwrap();
     fs::set_permissions(b2.join("tt"), fs::Permissions::from_mode(0o644)).unwrap();
+    // A folder open to all on b1, root's own on b2 with root's file in it: a user's
+    // rename over that name must not remove root's copy.
+    fs::create_dir(b1.join("d")).unwrap();
+    fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(b1.join("d/mine"), b"mine").unwrap();
+    std::os::unix::fs::chown(b1.join("d/mine"), Some(12345), Some(12345)).unwrap();
+    fs::create_dir(b2.join("d")).unwrap();
+    fs::write(b2.join("d/target"), b"root's").unwrap();
     let branches = format!("{}:{}", b1.display(), b2.display());
     let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0") else {
         return;
     };
     as_user(
         &pool.mnt,
-        "chmod 4777 cx; truncate -s 0 tt; touch -d 2001-01-01 tt",
+        "chmod 4777 cx; truncate -s 0 tt; touch -d 2001-01-01 tt; mv d/mine d/target",
     );
+    assert_eq!(fs::read(b1.join("d/target")).unwrap(), b"mine");
+    assert_eq!(fs::read(b2.join("d/target")).unwrap(), b"root's");
     // The user's own copy and the writable one changed, root's hidden copies not.
     assert_eq!(
         fs::metadata(b1.join("cx")).unwrap().permissions().mode() & 0o7777,

@@ -1143,14 +1143,14 @@ impl Union {
                 return Err(Errno(libc::ENOTEMPTY));
             }
         }
-        match self.rename_in_place(old, new) {
+        match self.rename_in_place(caller, old, new) {
             Ok(()) => Ok(Renamed::InPlace),
             Err(Errno(libc::EXDEV)) => self.rename_exdev(caller, old, new),
             Err(e) => Err(e),
         }
     }
 
-    fn rename_in_place(&self, old: &Path, new: &Path) -> Result<(), Errno> {
+    fn rename_in_place(&self, caller: &Caller, old: &Path, new: &Path) -> Result<(), Errno> {
         let sources = self.select(Function::Rename, old)?;
         let preserve = self.preserves_paths();
         let new_dir = parent(new);
@@ -1169,10 +1169,13 @@ impl Union {
                 leftovers.push((branch, new));
                 continue;
             }
-            let mut result = self.rename_on(branch, old, new);
+            // As the caller, so that each branch checks its own copy; the parent
+            // cloning runs as root, to give the clones their owners.
+            let rename = || Self::as_caller(caller, || self.rename_on(branch, old, new));
+            let mut result = rename();
             if let (Err(_), Some(from)) = (result, clone_from) {
                 if self.clone_path(from, branch, new_dir).is_ok() {
-                    result = self.rename_on(branch, old, new);
+                    result = rename();
                 }
             }
             if result.is_err() {
@@ -1188,7 +1191,10 @@ impl Union {
             });
         }
         for (branch, path) in leftovers {
-            self.remove_quietly(branch, path);
+            let _ = Self::as_caller(caller, || {
+                self.remove_quietly(branch, path);
+                Ok(())
+            });
         }
         Ok(())
     }
@@ -1246,7 +1252,11 @@ impl Union {
         let preserve = self.preserves_paths();
         let mut results = Vec::new();
         for branch in sources {
-            let link = || sys::linkat(&self.at(branch, old)?, &self.at(branch, new)?);
+            let link = || {
+                Self::as_caller(caller, || {
+                    sys::linkat(&self.at(branch, old)?, &self.at(branch, new)?)
+                })
+            };
             let result = match link() {
                 Err(Errno(libc::ENOENT)) if preserve => Err(Errno(libc::EXDEV)),
                 Err(Errno(libc::ENOENT)) => self
