@@ -284,6 +284,10 @@ fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
     );
     assert_eq!(fs::read(b1.join("d/target")).unwrap(), b"mine");
     assert_eq!(fs::read(b2.join("d/target")).unwrap(), b"root's");
+    // Removing the name cannot remove root's copy: refused, not passed off as done.
+    let out = as_user(&pool.mnt, "rm -f d/target || echo refused");
+    assert!(out.contains("refused"), "{out}");
+    assert_eq!(fs::read(b2.join("d/target")).unwrap(), b"root's");
     // The user's own copy and the writable one changed, root's hidden copies not.
     assert_eq!(
         fs::metadata(b1.join("cx")).unwrap().permissions().mode() & 0o7777,

@@ -1016,10 +1016,13 @@ impl Union {
     }
 
     /// Removes the non-directory `path` from every action branch; success if any
-    /// branch succeeded.
+    /// branch succeeded, unless a copy may not be removed by the caller (EACCES,
+    /// EPERM): the name would still be there, so that is the answer, as in mergerfs.
     pub fn unlink(&self, path: &Path) -> Result<(), Errno> {
         let results = self.on_selected(Function::Unlink, path, |at| sys::unlinkat(at, 0))?;
-        if results.iter().any(|(_, r)| r.is_ok()) {
+        if let Some(e) = refused(&results) {
+            Err(e)
+        } else if results.iter().any(|(_, r)| r.is_ok()) {
             Ok(())
         } else {
             Err(first_error(&results, Errno(libc::ENOENT)))
@@ -1028,7 +1031,8 @@ impl Union {
 
     /// Removes the directory `path` from every action branch. A copy that is not
     /// empty wins over everything (ENOTEMPTY), though empty copies elsewhere are
-    /// gone by then; otherwise success if any branch succeeded.
+    /// gone by then, then a copy the caller may not remove (EACCES, EPERM);
+    /// otherwise success if any branch succeeded.
     pub fn rmdir(&self, path: &Path) -> Result<(), Errno> {
         let results: Vec<_> = self
             .select(Function::Rmdir, path)?
@@ -1044,7 +1048,7 @@ impl Union {
             Err(e @ Errno(libc::ENOTEMPTY | libc::EEXIST)) => Some(*e),
             _ => None,
         });
-        match not_empty {
+        match not_empty.or_else(|| refused(&results)) {
             Some(e) => Err(e),
             None if results.iter().any(|(_, r)| r.is_ok()) => Ok(()),
             None => Err(first_error(&results, Errno(libc::ENOENT))),
@@ -1405,6 +1409,15 @@ fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
         },
     ];
     let _ = sys::utimens(dst, &times);
+}
+
+/// The first permission refusal (EACCES, EPERM) among per-branch results: a copy the
+/// caller may not touch, which a removal must not pass off as done.
+fn refused(results: &[(usize, Result<(), Errno>)]) -> Option<Errno> {
+    results.iter().find_map(|(_, r)| match r {
+        Err(e @ Errno(libc::EACCES | libc::EPERM)) => Some(*e),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
