@@ -799,6 +799,23 @@ fn a_disk_needing_more_positions_than_an_array_has_is_refused() {
     );
 }
 
+/// Runs lhparity on `conf` with `args`, its standard output a pipe whose reading end
+/// is closed before the command writes to it; returns the output and stderr.
+fn with_closed_stdout(conf: &str, args: &[&str]) -> (std::process::Output, String) {
+    let mut child = Command::new(bin("lhparity"))
+        .args(["-c", conf, "--force-device"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (out, err)
+}
+
 #[test]
 fn reports_end_quietly_when_their_reader_stops_reading() {
     use std::os::unix::process::ExitStatusExt;
@@ -810,32 +827,12 @@ fn reports_end_quietly_when_their_reader_stops_reading() {
     fs::write(array.disks[0].join("new"), b"x").expect("write");
     let conf = array.conf.to_string_lossy().into_owned();
     for cmd in ["list", "diff", "status", "dup", "check"] {
-        // A pipe whose reading end is closed before the command writes to it.
-        let mut child = Command::new(bin("lhparity"))
-            .args(["-c", &conf, "--force-device", cmd])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("wait");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        let (out, err) = with_closed_stdout(&conf, &[cmd]);
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{cmd}: {err}");
     }
     // The commands that change the array finish their work and exit as usual.
     for cmd in [&["sync"][..], &["scrub", "-p", "full"], &["fix"]] {
-        let mut child = Command::new(bin("lhparity"))
-            .args(["-c", &conf, "--force-device"])
-            .args(cmd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("wait");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+        let (out, err) = with_closed_stdout(&conf, cmd);
         assert_eq!(out.status.code(), Some(0), "{cmd:?}: {err}");
     }
     expect_code(&array.lhparity(&["diff"]), 0);
