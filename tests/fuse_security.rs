@@ -304,3 +304,42 @@ fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
         "the hidden copy's time was set"
     );
 }
+
+#[test]
+fn fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller() {
+    let test = "fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller";
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (b1, b2, mnt) = (
+        tmp.path().join("b1"),
+        tmp.path().join("b2"),
+        tmp.path().join("mnt"),
+    );
+    for d in [&b1, &b2, &mnt] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // The copy shown (getattr: ff) is writable by all; the newer one, which
+    // func.open=newest opens, is root's and not.
+    fs::write(b1.join("tt"), b"shown").unwrap();
+    fs::set_permissions(b1.join("tt"), fs::Permissions::from_mode(0o666)).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(b1.join("tt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    fs::write(b2.join("tt"), b"hidden").unwrap();
+    fs::set_permissions(b2.join("tt"), fs::Permissions::from_mode(0o644)).unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "func.open=newest") else {
+        return;
+    };
+    let out = as_user(
+        &pool.mnt,
+        "true > tt || echo refused; echo hi >> tt || echo refused",
+    );
+    assert_eq!(out.matches("refused").count(), 2, "{out}");
+    assert_eq!(fs::read(b2.join("tt")).unwrap(), b"hidden");
+}

@@ -51,6 +51,7 @@ use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
 use crate::pin::Pinner;
+use crate::policy::{Function, Policy};
 use crate::union::{Attr, DirEntry, Errno, Renamed, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
@@ -1238,11 +1239,26 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
-        // Opened as the caller: the copy the open policy picks may not be the one
-        // the kernel checked the caller's permissions on.
-        let opened = self
-            .path(ino)
-            .and_then(|path| as_caller(req, || union.open(&path, flags.0).map_err(fuse_errno)));
+        // The kernel checked the caller's permissions on the copy the getattr policy
+        // shows. With the same policy for open (the default, ff), that is the copy
+        // opened, and root may open it for the caller as it is. Otherwise the open
+        // policy may pick another copy, which is opened as the caller (a switch of
+        // ids costs about as much as the open itself).
+        let policies = &union.options().policies;
+        let open_policy = policies.get(Function::Open);
+        let same_copy = open_policy == policies.get(Function::Getattr)
+            && !matches!(
+                open_policy,
+                Policy::Rand | Policy::Eprand | Policy::Pfrd | Policy::Eppfrd | Policy::Msppfrd
+            );
+        let open = |path: &Path| union.open(path, flags.0).map_err(fuse_errno);
+        let opened = self.path(ino).and_then(|path| {
+            if same_copy {
+                open(&path)
+            } else {
+                as_caller(req, || open(&path))
+            }
+        });
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(e)),
