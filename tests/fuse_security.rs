@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::fuse::{errno, Pool};
@@ -242,9 +242,9 @@ fn fuse_security_symlinks_in_branches_never_lead_outside() {
     assert!(!b0.join("d2/f").exists());
 }
 
-#[test]
-fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
-    let test = "fuse_security_a_user_changes_only_the_copies_they_may_change";
+/// Two branch folders and a mountpoint that anyone may write, in a temporary
+/// folder anyone may enter.
+fn open_branches() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let (b1, b2, mnt) = (
@@ -256,6 +256,13 @@ fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
         fs::create_dir(d).unwrap();
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
+    (tmp, b1, b2, mnt)
+}
+
+#[test]
+fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
+    let test = "fuse_security_a_user_changes_only_the_copies_they_may_change";
+    let (_tmp, b1, b2, mnt) = open_branches();
     // The copy the pool shows (b1) is the user's; a hidden copy on b2 is root's.
     fs::write(b1.join("cx"), b"user's").unwrap();
     std::os::unix::fs::chown(b1.join("cx"), Some(12345), Some(12345)).unwrap();
@@ -308,17 +315,7 @@ fn fuse_security_a_user_changes_only_the_copies_they_may_change() {
 #[test]
 fn fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller() {
     let test = "fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller";
-    let tmp = tempfile::tempdir().unwrap();
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let (b1, b2, mnt) = (
-        tmp.path().join("b1"),
-        tmp.path().join("b2"),
-        tmp.path().join("mnt"),
-    );
-    for d in [&b1, &b2, &mnt] {
-        fs::create_dir(d).unwrap();
-        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let (_tmp, b1, b2, mnt) = open_branches();
     // The copy shown (getattr: ff) is writable by all; the newer one, which
     // func.open=newest opens, is root's and not.
     fs::write(b1.join("tt"), b"shown").unwrap();
