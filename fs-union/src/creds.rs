@@ -45,6 +45,15 @@ impl Caller {
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
+
+    /// Runs `op` on the current thread acting as this caller (directly for root).
+    pub fn run<T, E: From<io::Error>>(&self, op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if self.is_root() {
+            return op();
+        }
+        let _guard = CredsGuard::enter(self)?;
+        op()
+    }
 }
 
 /// `/proc/PID/status` in one read: proc files report a size of 0, so reading them as

@@ -45,7 +45,7 @@ use fuser::{
 };
 
 use crate::control::{self, is_control_file};
-use crate::creds::{Caller, CredsGuard};
+use crate::creds::Caller;
 use crate::daemon;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
@@ -208,11 +208,7 @@ fn as_caller<T>(
     req: &Request,
     op: impl FnOnce() -> Result<T, fuser::Errno>,
 ) -> Result<T, fuser::Errno> {
-    if req.uid() == 0 {
-        return op();
-    }
-    let _guard = CredsGuard::enter(&caller(req)).map_err(|e| fuse_errno(e.into()))?;
-    op()
+    caller(req).run(op)
 }
 
 fn time(secs: i64, nsecs: i64) -> SystemTime {
@@ -367,17 +363,18 @@ impl FlagsIoctl {
     /// kernel takes them, and the `fsxattr` pair.
     fn of(cmd: u32, compat: bool) -> Option<FlagsIoctl> {
         let (get, set) = if compat {
-            (0x8004_6601, 0x4004_6602)
+            (libc::FS_IOC32_GETFLAGS, libc::FS_IOC32_SETFLAGS)
         } else {
-            (0x8008_6601, 0x4008_6602)
+            (libc::FS_IOC_GETFLAGS, libc::FS_IOC_SETFLAGS)
         };
+        let cmd = libc::Ioctl::from(cmd);
         if cmd == get {
             Some(FlagsIoctl::Get)
         } else if cmd == set {
             Some(FlagsIoctl::Set)
-        } else if cmd == FS_IOC_FSGETXATTR {
+        } else if cmd == FS_IOC_FSGETXATTR.into() {
             Some(FlagsIoctl::GetX)
-        } else if cmd == FS_IOC_FSSETXATTR {
+        } else if cmd == FS_IOC_FSSETXATTR.into() {
             Some(FlagsIoctl::SetX)
         } else {
             None
@@ -392,7 +389,7 @@ const PRIVILEGED_FLAGS: libc::c_int = 0x10 | 0x20 | 0x4000;
 fn inode_flags(fd: &OwnedFd) -> Result<libc::c_int, fuser::Errno> {
     let mut flags: libc::c_int = 0;
     // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which is valid.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), 0x8008_6601, &mut flags) })?;
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) })?;
     Ok(flags)
 }
 
@@ -414,7 +411,7 @@ fn set_inode_flags(
         }
     }
     // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which is valid.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), 0x4008_6602, &wanted) })
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &wanted) })
 }
 
 /// Filesystems whose files have no `flush` operation in Linux: closing a duplicate of

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::branch::{Branch, BranchMode};
-use crate::creds::{Caller, CredsGuard};
+use crate::creds::Caller;
 use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
@@ -625,15 +625,6 @@ impl Union {
                 .is_path_preserving()
     }
 
-    /// Runs `op` as `caller` (directly when the caller is root).
-    fn as_caller<T>(caller: &Caller, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
-        if caller.is_root() {
-            return op();
-        }
-        let _guard = CredsGuard::enter(caller)?;
-        op()
-    }
-
     // ---- search functions ----
 
     /// The branch the getattr policy picks for `path`.
@@ -894,7 +885,7 @@ impl Union {
                 self.clone_path(source()?, branch, dir)?;
                 self.at(branch, path)
             });
-            let result = at.and_then(|at| Self::as_caller(caller, || make(&at)));
+            let result = at.and_then(|at| caller.run(|| make(&at)));
             match result {
                 Ok(value) => {
                     made.get_or_insert((branch, value));
@@ -1175,7 +1166,7 @@ impl Union {
             }
             // As the caller, so that each branch checks its own copy; the parent
             // cloning runs as root, to give the clones their owners.
-            let rename = || Self::as_caller(caller, || self.rename_on(branch, old, new));
+            let rename = || caller.run(|| self.rename_on(branch, old, new));
             let mut result = rename();
             if let (Err(_), Some(from)) = (result, clone_from) {
                 if self.clone_path(from, branch, new_dir).is_ok() {
@@ -1195,9 +1186,9 @@ impl Union {
             });
         }
         for (branch, path) in leftovers {
-            let _ = Self::as_caller(caller, || {
+            let _ = caller.run(|| {
                 self.remove_quietly(branch, path);
-                Ok(())
+                Ok::<(), Errno>(())
             });
         }
         Ok(())
@@ -1256,11 +1247,8 @@ impl Union {
         let preserve = self.preserves_paths();
         let mut results = Vec::new();
         for branch in sources {
-            let link = || {
-                Self::as_caller(caller, || {
-                    sys::linkat(&self.at(branch, old)?, &self.at(branch, new)?)
-                })
-            };
+            let link =
+                || caller.run(|| sys::linkat(&self.at(branch, old)?, &self.at(branch, new)?));
             let result = match link() {
                 Err(Errno(libc::ENOENT)) if preserve => Err(Errno(libc::EXDEV)),
                 Err(Errno(libc::ENOENT)) => self

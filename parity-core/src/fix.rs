@@ -1729,15 +1729,17 @@ fn relink(
     }
 }
 
+/// A path for a system call (InvalidInput if it holds a NUL byte).
+fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+}
+
 /// `rename` that fails with `AlreadyExists` instead of replacing `to`. Filesystems
 /// without `RENAME_NOREPLACE` get a check before the rename (racy, but nothing else
 /// renames into a data disk during a fix).
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (f, t) = (c(from)?, c(to)?);
+    let (f, t) = (c_path(from)?, c_path(to)?);
     // SAFETY: both are valid NUL-terminated paths for the duration of the call.
     let r = unsafe {
         libc::renameat2(
@@ -1764,8 +1766,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Mode, owner and mtime as the state recorded them.
 fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the calls.
     if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -1820,9 +1821,7 @@ fn restore_dirs_and_links(
                 if !created {
                     return Ok(());
                 }
-                let c = CString::new(path.as_os_str().as_bytes())
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-                set_mtime(&c, d.mtime_ns)
+                set_mtime(&c_path(&path)?, d.mtime_ns)
             });
         if let Err(e) = made {
             report
