@@ -89,7 +89,11 @@ struct Found {
     changed: bool,
 }
 
-/// Verifies `positions`. With `parity`, the parity is read and compared too.
+/// A parity file `verify` could not open: its level (0-based), path and the error.
+type Unopened = (usize, PathBuf, std::io::Error);
+
+/// Verifies `positions`. With `parity`, the parity is read and compared too; the
+/// parity files that could not be opened are returned beside the run.
 fn verify(
     config: &Config,
     state: &State,
@@ -97,14 +101,24 @@ fn verify(
     parity: bool,
     skip: Option<&[Vec<bool>]>,
     progress: &dyn Progress,
-) -> Result<pipeline::Run<Found>, SyncError> {
+) -> Result<(pipeline::Run<Found>, Vec<Unopened>), SyncError> {
     let kernel = Kernel::selected()?;
     let block_size = state.block_size as usize;
     let paths = parity_paths(config)?;
     // A missing parity file reads as absent blocks: every position then shows bad
-    // parity, which is what it is.
+    // parity, which is what it is (`fix` rebuilds it from that); scrub and check
+    // set such a level aside (`set_aside_unopened_parity`).
+    let mut unopened = Vec::new();
     let files: Vec<Option<File>> = if parity {
-        paths.iter().map(|p| File::open(p).ok()).collect()
+        paths
+            .iter()
+            .enumerate()
+            .map(|(level, p)| {
+                File::open(p)
+                    .map_err(|e| unopened.push((level, p.clone(), e)))
+                    .ok()
+            })
+            .collect()
     } else {
         Vec::new()
     };
@@ -195,7 +209,7 @@ fn verify(
             .unreadable
             .retain(|&(slot, file, _)| !changed.contains(&(slot, file)));
     }
-    Ok(run)
+    Ok((run, unopened))
 }
 
 /// The files a check or fix covers, per disk slot and file: on one of `disks`
@@ -325,7 +339,7 @@ pub(crate) fn find_damage(
         0
     };
     progress.start(total);
-    let run = verify(
+    let (run, _) = verify(
         config,
         state,
         &positions,
@@ -479,28 +493,20 @@ fn report_changed(
 /// is one error naming it, not a wrong parity block at every position: nothing is
 /// verified against that level, so the positions stay unverified and a scrub marks
 /// none of them bad.
-fn set_aside_unopened_parity(
-    config: &Config,
-    run: &mut pipeline::Run<Found>,
-) -> Result<(), SyncError> {
-    let mut unopened = Vec::new();
-    for (level, path) in parity_paths(config)?.iter().enumerate() {
-        if let Err(e) = File::open(path) {
-            run.errors.push(format!(
-                "parity file {} (level {}) cannot be opened: {e}; nothing was verified against it: mount its disk if it is not mounted, or run `lhparity fix` to rebuild it",
-                path.display(),
-                level + 1
-            ));
-            unopened.push(level);
-        }
+fn set_aside_unopened_parity(run: &mut pipeline::Run<Found>, unopened: &[Unopened]) {
+    for (level, path, e) in unopened {
+        run.errors.push(format!(
+            "parity file {} (level {}) cannot be opened: {e}; nothing was verified against it: mount its disk if it is not mounted, or run `lhparity fix` to rebuild it",
+            path.display(),
+            level + 1
+        ));
     }
     if !unopened.is_empty() {
         for f in &mut run.results {
-            f.bad_parity.retain(|l| !unopened.contains(l));
+            f.bad_parity.retain(|l| !unopened.iter().any(|u| u.0 == *l));
             f.incomplete = true;
         }
     }
-    Ok(())
 }
 
 /// Chooses the positions a scrub verifies.
@@ -558,9 +564,9 @@ pub fn scrub(
     let mut state = loaded.state;
     let positions = select(&state, plan, older_than_days, now());
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
-    let mut run = verify(config, &state, &positions, true, None, progress)?;
+    let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
     progress.finish();
-    set_aside_unopened_parity(config, &mut run)?;
+    set_aside_unopened_parity(&mut run, &unopened);
     let mut report = VerifyReport {
         notes: loaded.notes,
         ..VerifyReport::default()
@@ -628,11 +634,12 @@ pub fn check(
             Some(&unselected(&selected)),
             progress,
         )?
+        .0
     } else {
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
-        let mut run = verify(config, &state, &positions, true, None, progress)?;
-        set_aside_unopened_parity(config, &mut run)?;
+        let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
+        set_aside_unopened_parity(&mut run, &unopened);
         run
     };
     progress.finish();
