@@ -340,3 +340,104 @@ fn fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller() {
     assert_eq!(out.matches("refused").count(), 2, "{out}");
     assert_eq!(fs::read(b2.join("tt")).unwrap(), b"hidden");
 }
+
+#[test]
+fn fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden() {
+    let test = "fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden";
+    let (_tmp, b1, b2, mnt) = open_branches();
+    // The folder the pool shows is open to all (b1); its copy on b2 is root's own,
+    // and holds names, a file and a symlink the user may not see there.
+    fs::create_dir(b1.join("shared")).unwrap();
+    fs::set_permissions(b1.join("shared"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(b1.join("shared/a"), b"a").unwrap();
+    fs::create_dir(b2.join("shared")).unwrap();
+    fs::set_permissions(b2.join("shared"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(b2.join("shared/secret"), b"root's secret").unwrap();
+    fs::set_permissions(b2.join("shared/secret"), fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink("secret", b2.join("shared/link")).unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0") else {
+        return;
+    };
+    // As a plain folder would: the user lists and finds only what b1 holds.
+    let out = as_user(
+        &pool.mnt,
+        "ls -a shared | tr '\\n' ' '; echo; ls -l shared | grep -c secret; \
+         cat shared/secret; readlink -v shared/link; stat -c %s shared/secret; \
+         getfattr -n user.x shared/secret",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ". .. a ", "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    assert_eq!(
+        lines[2..],
+        ["No such file or directory"; 4],
+        "every name of the hidden copy is unknown to the user: {out}"
+    );
+    // Root sees the whole union, and requests of root and of the user, taken in
+    // turn by the same daemon threads, each get their own rights: a thread that
+    // served the user serves root as root, and the other way round.
+    fs::create_dir(b1.join("open")).unwrap();
+    fs::set_permissions(b1.join("open"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::create_dir(b1.join("rootonly")).unwrap();
+    fs::set_permissions(b1.join("rootonly"), fs::Permissions::from_mode(0o700)).unwrap();
+    for i in 0..12 {
+        let out = as_user(
+            &pool.mnt,
+            &format!(
+                "ls shared | tr '\n' ' '; echo; cat shared/a; echo; cat shared/secret;                  touch open/u{i} rootonly/u{i}"
+            ),
+        );
+        assert_eq!(
+            out, "a \na\nNo such file or directory\nPermission denied",
+            "round {i}"
+        );
+        let mut names: Vec<String> = fs::read_dir(pool.mnt.join("shared"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "link", "secret"], "round {i}");
+        assert_eq!(
+            fs::read(pool.mnt.join("shared/secret")).unwrap(),
+            b"root's secret"
+        );
+        fs::write(pool.mnt.join(format!("rootonly/r{i}")), b"r").unwrap();
+        fs::write(pool.mnt.join(format!("open/r{i}")), b"r").unwrap();
+        let owner = |name: String| fs::metadata(pool.mnt.join(name)).unwrap().uid();
+        assert_eq!(owner(format!("open/u{i}")), 12345);
+        assert_eq!(owner(format!("open/r{i}")), 0);
+        assert_eq!(owner(format!("rootonly/r{i}")), 0);
+    }
+}
+
+#[test]
+fn fuse_security_roots_work_on_a_thread_that_just_served_a_user() {
+    let test = "fuse_security_roots_work_on_a_thread_that_just_served_a_user";
+    let (_tmp, b1, b2, mnt) = open_branches();
+    // Root's rename of src/f into dst, a folder only b2 has: the pool clones dst onto
+    // b1 first, as root, so that the clone keeps root's owner and mode.
+    fs::create_dir(b1.join("src")).unwrap();
+    fs::set_permissions(b1.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(b1.join("src/f"), b"root's").unwrap();
+    fs::create_dir(b2.join("dst")).unwrap();
+    fs::set_permissions(b2.join("dst"), fs::Permissions::from_mode(0o700)).unwrap();
+    // Renamed over an existing name: the kernel looks a new name up again first.
+    fs::write(b2.join("dst/f"), b"old").unwrap();
+    fs::write(b1.join("a"), b"a").unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    // One thread, so that root's requests reach the very thread that served the user
+    // last.
+    let options = "minfreespace=0,threads=1,cache.entry=30,cache.attr=30";
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    assert!(fs::metadata(pool.mnt.join("src/f")).is_ok());
+    assert!(fs::metadata(pool.mnt.join("dst/f")).is_ok());
+    assert_eq!(as_user(&pool.mnt, "stat -c %s a"), "1");
+    fs::rename(pool.mnt.join("src/f"), pool.mnt.join("dst/f")).unwrap();
+    assert_eq!(fs::read(b1.join("dst/f")).unwrap(), b"root's");
+    assert!(!b2.join("dst/f").exists());
+    let clone = fs::metadata(b1.join("dst")).unwrap();
+    assert_eq!((clone.uid(), clone.mode() & 0o7777), (0, 0o700));
+}

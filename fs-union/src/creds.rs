@@ -5,14 +5,27 @@
 //! Linux keeps credentials per thread at the syscall level: `setfsuid`, `setfsgid`
 //! and the raw `setgroups` syscall change only the calling thread. The C library's
 //! `setgroups` wrapper is deliberately not used, because it changes every thread of
-//! the process. [`CredsGuard`] switches the thread and switches it back when
-//! dropped; it cannot be sent to another thread.
+//! the process.
+//!
+//! Each switch costs the kernel a new set of credentials per id changed, so the
+//! thread remembers whom it acts as and switches only when that changes:
+//! - [`Caller::run`] acts as the caller for one operation and then returns the
+//!   thread to whom it acted as before (the daemon's code between such operations,
+//!   such as cloning parent folders, runs with the daemon's own ids);
+//! - [`Caller::serve`] leaves the thread acting as the caller, for requests that do
+//!   nothing else on the branches: a user's next lookup, `stat` or open on that
+//!   thread then needs no switch at all, as in mergerfs;
+//! - [`as_daemon`] returns the thread to the daemon's own ids; every other request
+//!   starts with it.
 //!
 //! This module never changes the real or effective ids, so the daemon keeps its
-//! privileges for everything done outside a guard.
+//! privileges (`setfsuid` drops only the file-system capabilities, and only while
+//! it lasts).
 
+use std::cell::RefCell;
 use std::io;
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
 /// Who is asking: the ids a FUSE request carries plus the supplementary groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +43,22 @@ impl Caller {
     /// `/proc/PID/status`. A caller whose status cannot be read (it already exited)
     /// gets no supplementary groups, so it can only lose access, never gain it. Root
     /// needs no switch (see `is_root`), so its groups are not read at all.
+    ///
+    /// Every request of a non-root user needs the groups, so the answer is kept on
+    /// the thread for [`GROUPS_TTL`] per process and ids (see [`GroupsCache`]).
     pub fn from_process(uid: libc::uid_t, gid: libc::gid_t, pid: u32) -> Caller {
         let groups = if uid == 0 {
             Vec::new()
         } else {
-            read_status(pid)
-                .map(|status| groups_from_status(&status))
-                .unwrap_or_default()
+            GROUPS.with(|cache| {
+                cache
+                    .borrow_mut()
+                    .get_or_read(Instant::now(), (pid, uid, gid), || {
+                        read_status(pid)
+                            .map(|status| groups_from_status(&status))
+                            .unwrap_or_default()
+                    })
+            })
         };
         Caller { uid, gid, groups }
     }
@@ -46,13 +68,153 @@ impl Caller {
         self.uid == 0
     }
 
-    /// Runs `op` on the current thread acting as this caller (directly for root).
+    /// Runs `op` on the current thread acting as this caller (as the daemon for
+    /// root), then returns the thread to whom it acted as before.
     pub fn run<T, E: From<io::Error>>(&self, op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        if self.is_root() {
-            return op();
-        }
         let _guard = CredsGuard::enter(self)?;
         op()
+    }
+
+    /// Runs `op` acting as this caller and leaves the thread so (see the module
+    /// doc): for requests whose every access to the branches is the caller's.
+    pub fn serve<T, E: From<io::Error>>(&self, op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        switch_to(self.target())?;
+        op()
+    }
+
+    /// Whom the thread should act as for this caller: root's requests are served
+    /// with the daemon's own ids.
+    fn target(&self) -> Option<&Caller> {
+        (!self.is_root()).then_some(self)
+    }
+}
+
+thread_local! {
+    /// Whom the thread acts as; `None`: the daemon's own ids.
+    static ACTING: RefCell<Option<Caller>> = const { RefCell::new(None) };
+    /// The daemon's own filesystem ids and groups on this thread, read the first
+    /// time it acts as someone else.
+    static OWN: RefCell<Option<Caller>> = const { RefCell::new(None) };
+}
+
+/// Whom the current thread acts as (`None`: the daemon itself).
+fn acting() -> Option<Caller> {
+    ACTING.with(|a| a.borrow().clone())
+}
+
+/// Returns the current thread to the daemon's own ids, if it acts as a caller.
+pub fn as_daemon() {
+    // Going back to the daemon's ids cannot fail while the process has the
+    // privileges it had when it switched away from them.
+    let _ = switch_to(None);
+}
+
+/// Makes the current thread act as `target` (`None`: the daemon's own ids),
+/// changing only the ids that differ. On failure the thread is back to the
+/// daemon's own ids and the error is returned.
+fn switch_to(target: Option<&Caller>) -> io::Result<()> {
+    let now = acting();
+    if now.as_ref() == target {
+        return Ok(());
+    }
+    let own = OWN.with(|own| -> io::Result<Caller> {
+        let mut own = own.borrow_mut();
+        if let Some(ids) = &*own {
+            return Ok(ids.clone());
+        }
+        // Only read while the thread still acts as the daemon.
+        debug_assert!(now.is_none());
+        let ids = Caller {
+            uid: current_fsuid(),
+            gid: current_fsgid(),
+            groups: thread_groups()?,
+        };
+        *own = Some(ids.clone());
+        Ok(ids)
+    })?;
+    let from = now.as_ref().unwrap_or(&own);
+    let to = target.unwrap_or(&own);
+    let back = target.is_none();
+    let switched = (|| {
+        // Back to the daemon: the uid first, which brings back the file-system
+        // capabilities; away from it, the uid last.
+        if back && to.uid != from.uid {
+            set_fsuid(to.uid)?;
+        }
+        if to.groups != from.groups {
+            set_thread_groups(&to.groups)?;
+        }
+        if to.gid != from.gid {
+            set_fsgid(to.gid)?;
+        }
+        if !back && to.uid != from.uid {
+            set_fsuid(to.uid)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = switched {
+        // Part of the switch may have happened: set every id back.
+        let _ = set_fsuid(own.uid);
+        let _ = set_thread_groups(&own.groups);
+        let _ = set_fsgid(own.gid);
+        ACTING.with(|a| *a.borrow_mut() = None);
+        return Err(e);
+    }
+    ACTING.with(|a| *a.borrow_mut() = target.cloned());
+    Ok(())
+}
+
+/// How long a process's groups are trusted once read. A process's groups change
+/// only through `setgroups`, which needs a privilege that in practice comes with a
+/// change of uid or gid (part of the key), so a second is short enough; it matches
+/// how long the kernel keeps the pool's attributes by default.
+pub const GROUPS_TTL: Duration = Duration::from_secs(1);
+
+/// Entries a thread keeps; a full cache starts again from empty.
+const GROUPS_CACHE_SIZE: usize = 64;
+
+thread_local! {
+    static GROUPS: RefCell<GroupsCache> = const { RefCell::new(GroupsCache::new()) };
+}
+
+/// (pid, uid, gid) of a request.
+type GroupsKey = (u32, libc::uid_t, libc::gid_t);
+
+/// The supplementary groups of recent callers, per thread (no lock on the request
+/// path): reading `/proc/PID/status` costs more than the request it serves.
+#[derive(Debug, Default)]
+pub struct GroupsCache {
+    entries: Vec<(GroupsKey, Instant, Vec<libc::gid_t>)>,
+}
+
+impl GroupsCache {
+    pub const fn new() -> GroupsCache {
+        GroupsCache {
+            entries: Vec::new(),
+        }
+    }
+
+    /// The groups of `key` read at most [`GROUPS_TTL`] before `now`, or `read`'s
+    /// answer, kept from `now` on.
+    pub fn get_or_read(
+        &mut self,
+        now: Instant,
+        key: GroupsKey,
+        read: impl FnOnce() -> Vec<libc::gid_t>,
+    ) -> Vec<libc::gid_t> {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < GROUPS_TTL;
+        if let Some((_, at, groups)) = self.entries.iter().find(|(k, _, _)| *k == key) {
+            if fresh(at) {
+                return groups.clone();
+            }
+        }
+        self.entries.retain(|(k, at, _)| *k != key && fresh(at));
+        if self.entries.len() >= GROUPS_CACHE_SIZE {
+            self.entries.clear();
+        }
+        let groups = read();
+        self.entries.push((key, now, groups.clone()));
+        groups
     }
 }
 
@@ -78,13 +240,11 @@ pub fn groups_from_status(status: &str) -> Vec<libc::gid_t> {
         .unwrap_or_default()
 }
 
-/// The current thread acting as a [`Caller`]; dropping it restores the thread's
-/// previous filesystem ids and groups.
+/// The current thread acting as a [`Caller`] (the daemon itself for root); dropping
+/// it returns the thread to whom it acted as before.
 #[derive(Debug)]
 pub struct CredsGuard {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
+    before: Option<Caller>,
     /// The switch belongs to this thread: keep the guard from moving elsewhere.
     _thread: PhantomData<*const ()>,
 }
@@ -155,32 +315,24 @@ fn current_fsgid() -> libc::gid_t {
 }
 
 impl CredsGuard {
-    /// Makes the current thread act as `caller` for filesystem access until the guard
-    /// is dropped. Groups and gid change first, while the thread still has the
-    /// privilege to change them; on failure the thread is left as it was.
+    /// Makes the current thread act as `caller` until the guard is dropped. On
+    /// failure the thread acts as the daemon.
     pub fn enter(caller: &Caller) -> io::Result<CredsGuard> {
-        let guard = CredsGuard {
-            uid: current_fsuid(),
-            gid: current_fsgid(),
-            groups: thread_groups()?,
+        let before = acting();
+        switch_to(caller.target())?;
+        Ok(CredsGuard {
+            before,
             _thread: PhantomData,
-        };
-        set_thread_groups(&caller.groups)?;
-        // From here on dropping the guard undoes whatever part succeeded.
-        set_fsgid(caller.gid)?;
-        set_fsuid(caller.uid)?;
-        Ok(guard)
+        })
     }
 }
 
 impl Drop for CredsGuard {
     fn drop(&mut self) {
-        // The uid first: it brings back the capabilities the other two need. A
-        // failure cannot be reported from drop, and restoring the daemon's own ids
-        // only fails if the process lost its privileges altogether.
-        let _ = set_fsuid(self.uid);
-        let _ = set_fsgid(self.gid);
-        let _ = set_thread_groups(&self.groups);
+        // A failure cannot be reported from drop; switching back to the daemon's
+        // ids, or to a caller's it acted as a moment ago, only fails if the process
+        // lost its privileges altogether, and then the thread acts as the daemon.
+        let _ = switch_to(self.before.as_ref());
     }
 }
 
@@ -213,6 +365,62 @@ mod tests {
         assert_eq!(groups_from_status(status), vec![4, 24, 27, 1000]);
         assert_eq!(groups_from_status("Groups:\t\n"), Vec::<u32>::new());
         assert_eq!(groups_from_status("Name:\tx\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn groups_are_read_once_per_caller_until_they_expire() {
+        let mut cache = GroupsCache::new();
+        let t0 = Instant::now();
+        let reads = std::cell::Cell::new(0);
+        let read = |groups: Vec<u32>| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                groups
+            }
+        };
+        assert_eq!(
+            cache.get_or_read(t0, (7, 1000, 100), read(vec![4])),
+            vec![4]
+        );
+        // Same process and ids within the TTL: the kept answer.
+        let soon = t0 + GROUPS_TTL / 2;
+        assert_eq!(
+            cache.get_or_read(soon, (7, 1000, 100), read(vec![5])),
+            vec![4]
+        );
+        assert_eq!(reads.get(), 1);
+        // Another uid, gid or pid is another caller.
+        assert_eq!(
+            cache.get_or_read(soon, (7, 1001, 100), read(vec![6])),
+            vec![6]
+        );
+        assert_eq!(
+            cache.get_or_read(soon, (7, 1000, 101), read(vec![7])),
+            vec![7]
+        );
+        assert_eq!(
+            cache.get_or_read(soon, (8, 1000, 100), read(vec![8])),
+            vec![8]
+        );
+        assert_eq!(reads.get(), 4);
+        // Expired: read again, and the new answer is kept.
+        let later = t0 + GROUPS_TTL;
+        assert_eq!(
+            cache.get_or_read(later, (7, 1000, 100), read(vec![9])),
+            vec![9]
+        );
+        assert_eq!(
+            cache.get_or_read(later, (7, 1000, 100), read(vec![1])),
+            vec![9]
+        );
+        assert_eq!(reads.get(), 5);
+        // Expired entries are dropped, and the cache never grows past its size.
+        assert!(cache.entries.iter().all(|(_, at, _)| *at != t0));
+        for pid in 0..(GROUPS_CACHE_SIZE as u32 * 2) {
+            cache.get_or_read(later, (1000 + pid, 1, 1), Vec::new);
+        }
+        assert!(cache.entries.len() <= GROUPS_CACHE_SIZE);
     }
 
     #[test]
@@ -286,6 +494,55 @@ mod tests {
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o770)).unwrap();
         let _guard = CredsGuard::enter(&caller()).unwrap();
         fs::read_dir(&shared).unwrap();
+    }
+
+    #[test]
+    fn a_served_caller_stays_until_another_or_the_daemon_is_needed() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let private = dir.path().join("private");
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let denied = || {
+            fs::read_dir(&private)
+                .map(|_| ())
+                .map_err(|e| e.raw_os_error())
+        };
+        let root = Caller {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        };
+        let other = Caller {
+            uid: UID + 1,
+            gid: GID + 1,
+            groups: Vec::new(),
+        };
+        // serve: the thread keeps acting as the caller afterwards.
+        assert_eq!(
+            caller().serve(|| Ok::<_, io::Error>(denied())).unwrap(),
+            Err(Some(libc::EACCES))
+        );
+        assert_eq!((current_fsuid(), current_fsgid()), (UID, GID));
+        assert_eq!(thread_groups().unwrap(), vec![34567]);
+        // run as root from there: the daemon's rights for the operation, then the
+        // caller again.
+        assert_eq!(root.run(|| Ok::<_, io::Error>(denied())).unwrap(), Ok(()));
+        assert_eq!((current_fsuid(), current_fsgid()), (UID, GID));
+        // Another caller replaces the first, groups included.
+        other.serve(|| Ok::<_, io::Error>(())).unwrap();
+        assert_eq!((current_fsuid(), current_fsgid()), (UID + 1, GID + 1));
+        assert_eq!(thread_groups().unwrap(), Vec::<u32>::new());
+        // as_daemon: back to the daemon's own ids and groups.
+        as_daemon();
+        assert_eq!((current_fsuid(), current_fsgid()), (0, 0));
+        assert_eq!(denied(), Ok(()));
+        root.serve(|| Ok::<_, io::Error>(())).unwrap();
+        assert_eq!(current_fsuid(), 0);
     }
 
     #[test]

@@ -45,13 +45,12 @@ use fuser::{
 };
 
 use crate::control::{self, is_control_file};
-use crate::creds::Caller;
+use crate::creds::{self, Caller};
 use crate::daemon;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
 use crate::pin::Pinner;
-use crate::policy::{Function, Policy};
 use crate::union::{Attr, DirEntry, Errno, Renamed, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
@@ -192,6 +191,32 @@ fn fuse_errno(e: Errno) -> fuser::Errno {
 /// The thread's last errno as a reply error.
 fn last_errno() -> fuser::Errno {
     fuse_errno(Errno::from(io::Error::last_os_error()))
+}
+
+/// Requests whose every access to the branches is made with [`Caller::serve`] (or
+/// through a descriptor, or not at all): a thread serving them may keep acting as
+/// the caller of the request before (see [`crate::creds`]). Every other request
+/// starts with the daemon's own ids, and acts as its caller through
+/// [`Caller::run`] where it should.
+fn serves_as_caller(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Lookup
+            | Op::Forget
+            | Op::Getattr
+            | Op::Readlink
+            | Op::Open
+            | Op::Read
+            | Op::Flush
+            | Op::Release
+            | Op::Opendir
+            | Op::Readdir
+            | Op::Readdirplus
+            | Op::Releasedir
+            | Op::Getxattr
+            | Op::Listxattr
+            | Op::Access
+    )
 }
 
 fn caller(req: &Request) -> Caller {
@@ -636,9 +661,11 @@ impl UnionFs {
 
     /// The open directory `fh` and its merged listing: built anew when reading starts
     /// at offset 0, kept otherwise (offsets index it, so it stays as built until a
-    /// rewind).
+    /// rewind). Built as the caller of `req`: a branch's copy of the folder the caller
+    /// may not read adds nothing, as in mergerfs.
     fn listing(
         &self,
+        req: &Request,
         fh: FileHandle,
         offset: u64,
     ) -> Result<(Arc<OpenDir>, Arc<Vec<DirEntry>>), fuser::Errno> {
@@ -652,7 +679,9 @@ impl UnionFs {
                 Some(built) if offset > 0 => Arc::clone(built),
                 _ => {
                     let path = self.path(dir.node)?;
-                    let built = merged_listing(&self.union(), &path).map_err(fuse_errno)?;
+                    let union = self.union();
+                    let built = caller(req).serve(|| merged_listing(&union, &path));
+                    let built = built.map_err(fuse_errno)?;
                     Arc::clone(listing.insert(Arc::new(built)))
                 }
             }
@@ -881,6 +910,9 @@ impl UnionFs {
     /// Starts a request on this thread: pins the thread on its first request
     /// (`pin-threads`) and counts the request when metrics are on.
     fn begin(&self, op: Op) {
+        if !serves_as_caller(op) {
+            creds::as_daemon();
+        }
         if let Some(pinner) = &self.pinner {
             if let Err(e) = pinner.pin_current() {
                 daemon::log(&format!("pin-threads: setting a thread's CPUs: {e}"));
@@ -964,7 +996,7 @@ impl Filesystem for UnionFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.begin(Op::Lookup);
         let path = match self.child(parent, name) {
             Ok(path) => path,
@@ -974,7 +1006,7 @@ impl Filesystem for UnionFs {
             return self.reply_entry(reply, (parent, name), &path, &self.control_attr());
         }
         let union = self.union();
-        match union.getattr(&path) {
+        match caller(req).serve(|| union.getattr(&path)) {
             Ok(attr) => self.reply_entry(reply, (parent, name), &path, &attr),
             Err(Errno(libc::ENOENT)) if union.options().cache_negative_entry > 0 => {
                 // Node id 0 is a negative entry the kernel keeps for the entry timeout.
@@ -997,9 +1029,9 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         self.begin(Op::Getattr);
-        match self.attr_of(ino, fh) {
+        match caller(req).serve(|| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
             Err(e) => reply.error(self.failed(e)),
         }
@@ -1071,11 +1103,11 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         self.begin(Op::Readlink);
         match self
             .path(ino)
-            .and_then(|p| self.union().readlink(&p).map_err(fuse_errno))
+            .and_then(|p| caller(req).serve(|| self.union().readlink(&p).map_err(fuse_errno)))
         {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.failed(e)),
@@ -1236,34 +1268,22 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
-        // The kernel checked the caller's permissions on the copy the getattr policy
-        // shows. With the same policy for open (the default, ff), that is the copy
-        // opened, and root may open it for the caller as it is. Otherwise the open
-        // policy may pick another copy, which is opened as the caller (a switch of
-        // ids costs about as much as the open itself).
-        let policies = &union.options().policies;
-        let open_policy = policies.get(Function::Open);
-        let same_copy = open_policy == policies.get(Function::Getattr)
-            && !matches!(
-                open_policy,
-                Policy::Rand | Policy::Eprand | Policy::Pfrd | Policy::Eppfrd | Policy::Msppfrd
-            );
-        let open = |path: &Path| union.open(path, flags.0).map_err(fuse_errno);
-        let opened = self.path(ino).and_then(|path| {
-            if same_copy {
-                open(&path)
-            } else {
-                as_caller(req, || open(&path))
-            }
-        });
+        // As the caller, always: the kernel checked the caller's permissions on the
+        // copy its lookup found, but the open policy, run again now, may pick another
+        // copy (another policy, a random one, or a copy the caller cannot reach).
+        let opened = self
+            .path(ino)
+            .and_then(|path| caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(e)),
         };
         // A truncating open is a truncate (FUSE_ATOMIC_O_TRUNC): by anyone but root it
-        // clears set-user-ID and set-group-ID as Linux does, which lhfs, opening as
-        // root, has to do itself.
+        // clears set-user-ID and set-group-ID as Linux does. The branch's kernel did
+        // that for the caller; this also makes sure, and drops the kernel's view of
+        // the attributes when a bit went.
         if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+            creds::as_daemon();
             let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
             match kill_suid_sgid(&fd, in_group) {
                 Ok(true) => {
@@ -1485,14 +1505,14 @@ impl Filesystem for UnionFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         self.begin(Op::Readdir);
-        let (_, listing) = match self.listing(fh, offset) {
+        let (_, listing) = match self.listing(req, fh, offset) {
             Ok(listing) => listing,
             Err(e) => return reply.error(self.failed(e)),
         };
@@ -1511,14 +1531,14 @@ impl Filesystem for UnionFs {
     /// counts as a lookup of its node, as the kernel counts it.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         self.begin(Op::Readdirplus);
-        let (dir, listing) = match self.listing(fh, offset) {
+        let (dir, listing) = match self.listing(req, fh, offset) {
             Ok(listing) => listing,
             Err(e) => return reply.error(self.failed(e)),
         };
@@ -1530,46 +1550,53 @@ impl Filesystem for UnionFs {
         let union = self.union();
         let ttls = self.ttls();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (index, entry) in listing.iter().enumerate().skip(start) {
-            let next = index as u64 + 1;
-            if entry.name == "." || entry.name == ".." {
-                // `.` and `..`: the kernel takes only the name and inode number.
-                // SAFETY: libc::stat is plain integers, for which all zeroes is valid.
-                let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-                (stat.st_mode, stat.st_ino) = (libc::S_IFDIR, entry.ino);
-                let fa = file_attr(&stat);
-                let full = reply.add(
-                    fa.ino,
+        // Each entry's attributes as a lookup by the caller would find them.
+        let listed = caller(req).serve(|| -> io::Result<()> {
+            for (index, entry) in listing.iter().enumerate().skip(start) {
+                let next = index as u64 + 1;
+                if entry.name == "." || entry.name == ".." {
+                    // `.` and `..`: the kernel takes only the name and inode number.
+                    // SAFETY: libc::stat is plain integers, for which all zeroes is valid.
+                    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+                    (stat.st_mode, stat.st_ino) = (libc::S_IFDIR, entry.ino);
+                    let fa = file_attr(&stat);
+                    let full = reply.add(
+                        fa.ino,
+                        next,
+                        &entry.name,
+                        &Duration::ZERO,
+                        &fa,
+                        Generation(0),
+                    );
+                    if full {
+                        break;
+                    }
+                    continue;
+                }
+                let path = dir_path.join(&entry.name);
+                // An entry gone since the listing was built is left out, as a lookup
+                // would not find it either.
+                let Ok(attr) = union.getattr(&path) else {
+                    continue;
+                };
+                let e = self.listed_entry((dir.node, &entry.name), &path, &attr, ttls);
+                if reply.add(
+                    e.attr.ino,
                     next,
                     &entry.name,
-                    &Duration::ZERO,
-                    &fa,
+                    &e.ttl(),
+                    &e.attr,
                     Generation(0),
-                );
-                if full {
+                ) {
+                    // Not sent: the lookup just counted never reaches the kernel.
+                    lock(&self.nodes).forget(e.attr.ino.0, 1);
                     break;
                 }
-                continue;
             }
-            let path = dir_path.join(&entry.name);
-            // An entry gone since the listing was built is left out, as a lookup
-            // would not find it either.
-            let Ok(attr) = union.getattr(&path) else {
-                continue;
-            };
-            let e = self.listed_entry((dir.node, &entry.name), &path, &attr, ttls);
-            if reply.add(
-                e.attr.ino,
-                next,
-                &entry.name,
-                &e.ttl(),
-                &e.attr,
-                Generation(0),
-            ) {
-                // Not sent: the lookup just counted never reaches the kernel.
-                lock(&self.nodes).forget(e.attr.ino.0, 1);
-                break;
-            }
+            Ok(())
+        });
+        if let Err(e) = listed {
+            return reply.error(self.failed(fuser::Errno::from(e)));
         }
         reply.ok();
     }
@@ -1640,15 +1667,17 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.begin(Op::Getxattr);
         let value = self.path(ino).and_then(|path| {
             let union = self.union();
             let value = if is_control_file(&path) {
                 control::get(&union, name)
             } else {
-                control::file_xattr(&union, &path, name)
-                    .unwrap_or_else(|| union.getxattr(&path, name))
+                caller(req).serve(|| {
+                    control::file_xattr(&union, &path, name)
+                        .unwrap_or_else(|| union.getxattr(&path, name))
+                })
             };
             value.map_err(fuse_errno)
         });
@@ -1661,8 +1690,9 @@ impl Filesystem for UnionFs {
             if is_control_file(&path) {
                 return Ok(control::list());
             }
-            let names = self.union().listxattr(&path).map_err(fuse_errno)?;
-            // lhfs lists as root; Linux shows `trusted.*` names to root only.
+            let names = caller(req).serve(|| self.union().listxattr(&path).map_err(fuse_errno))?;
+            // Linux shows `trusted.*` names only to holders of CAP_SYS_ADMIN, which
+            // lhfs keeps while acting as the caller.
             Ok(if req.uid() == 0 {
                 names
             } else {
@@ -1688,11 +1718,11 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         self.begin(Op::Access);
         // With default_permissions the kernel checks the mode bits itself; what is
-        // left is whether the entry still exists.
-        match self.attr_of(ino, None) {
+        // left is whether the entry still exists for the caller.
+        match caller(req).serve(|| self.attr_of(ino, None)) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(self.failed(e)),
         }
