@@ -1009,6 +1009,8 @@ impl Union {
     /// Removes the non-directory `path` from every action branch; success if any
     /// branch succeeded, unless a copy may not be removed by the caller (EACCES,
     /// EPERM): the name would still be there, so that is the answer, as in mergerfs.
+    /// Removes the name `path` from every action branch: success if any branch
+    /// removed it and no copy stays (see [`refused`]).
     pub fn unlink(&self, path: &Path) -> Result<(), Errno> {
         let results = self.on_selected(Function::Unlink, path, |at| sys::unlinkat(at, 0))?;
         if let Some(e) = refused(&results) {
@@ -1022,8 +1024,8 @@ impl Union {
 
     /// Removes the directory `path` from every action branch. A copy that is not
     /// empty wins over everything (ENOTEMPTY), though empty copies elsewhere are
-    /// gone by then, then a copy the caller may not remove (EACCES, EPERM);
-    /// otherwise success if any branch succeeded.
+    /// gone by then, then a copy that stays (see [`refused`]); otherwise success
+    /// if any branch succeeded.
     pub fn rmdir(&self, path: &Path) -> Result<(), Errno> {
         let results: Vec<_> = self
             .select(Function::Rmdir, path)?
@@ -1399,11 +1401,13 @@ fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
     let _ = sys::utimens(dst, &times);
 }
 
-/// The first permission refusal (EACCES, EPERM) among per-branch results: a copy the
-/// caller may not touch, which a removal must not pass off as done.
+/// The first error among per-branch results that leaves a copy of the name in
+/// place, which a removal must not pass off as done: a copy the caller may not
+/// remove (EACCES, EPERM), or one of another kind (a folder where a file was
+/// removed, EISDIR; a file where a folder was, ENOTDIR). mergerfs answers these too.
 fn refused(results: &[(usize, Result<(), Errno>)]) -> Option<Errno> {
     results.iter().find_map(|(_, r)| match r {
-        Err(e @ Errno(libc::EACCES | libc::EPERM)) => Some(*e),
+        Err(e @ Errno(libc::EACCES | libc::EPERM | libc::EISDIR | libc::ENOTDIR)) => Some(*e),
         _ => None,
     })
 }

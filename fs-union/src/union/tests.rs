@@ -544,6 +544,21 @@ fn unlink_succeeds_if_any_branch_did_and_rmdir_prefers_enotempty() {
     assert_eq!(u.rmdir(p("/d")).unwrap_err(), Errno(libc::ENOENT));
 }
 
+#[test]
+fn a_removal_that_leaves_a_copy_of_another_kind_says_so() {
+    let pool = Pool::new(2);
+    // A file shown, a folder of the same name on the other branch: the file goes,
+    // the name stays, and the answer says why, as mergerfs's does.
+    pool.file(0, "n", "").dir(1, "n");
+    let u = pool.union("");
+    assert_eq!(u.unlink(p("/n")).unwrap_err(), Errno(libc::EISDIR));
+    assert!(!pool.path(0, "n").exists() && pool.path(1, "n").is_dir());
+    // And the other way round for rmdir.
+    pool.dir(0, "m").file(1, "m", "");
+    assert_eq!(u.rmdir(p("/m")).unwrap_err(), Errno(libc::ENOTDIR));
+    assert!(!pool.path(0, "m").exists() && pool.path(1, "m").is_file());
+}
+
 // ---- extended attributes ----
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) {
