@@ -101,6 +101,11 @@ pub fn get(union: &Union, name: &OsStr) -> Result<Vec<u8>, Errno> {
             .join(":"),
         "pid" => std::process::id().to_string(),
         "version" => env!("CARGO_PKG_VERSION").to_owned(),
+        // The threads serving the pool, as mergerfs reads back the count it runs
+        // (0, the default, means one per core).
+        _ if crate::options::canonical(key) == "read-thread-count" => {
+            crate::mount::thread_count(union.options().read_thread_count).to_string()
+        }
         _ => union.options().get(key).map_err(|e| Errno(e.errno()))?,
     };
     Ok(value.into_bytes())
@@ -270,6 +275,11 @@ mod tests {
             get(&union, &name("pid")).unwrap(),
             std::process::id().to_string().into_bytes()
         );
+        // The thread count is the one running: one per core (2 to 8) by default.
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let threads = cores.clamp(2, 8).to_string().into_bytes();
+        assert_eq!(get(&union, &name("threads")).unwrap(), threads);
+        assert_eq!(get(&union, &name("read-thread-count")).unwrap(), threads);
     }
 
     #[test]

@@ -609,7 +609,7 @@ impl Default for Options {
 }
 
 /// The canonical spelling of a key: `_` becomes `-`, aliases become their target.
-fn canonical(key: &str) -> String {
+pub(crate) fn canonical(key: &str) -> String {
     let key = key.replace('_', "-");
     match key.as_str() {
         "threads" => "read-thread-count".to_owned(),
