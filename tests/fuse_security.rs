@@ -441,3 +441,37 @@ fn fuse_security_roots_work_on_a_thread_that_just_served_a_user() {
     let clone = fs::metadata(b1.join("dst")).unwrap();
     assert_eq!((clone.uid(), clone.mode() & 0o7777), (0, 0o700));
 }
+
+#[test]
+fn fuse_security_folders_cloned_for_a_user_keep_their_owner() {
+    let test = "fuse_security_folders_cloned_for_a_user_keep_their_owner";
+    let (_tmp, b1, b2, mnt) = open_branches();
+    // A folder for everyone, root's, only on b2; ff creates on b1, so the folder is
+    // cloned there first.
+    for dir in ["drop", "drop/in"] {
+        fs::create_dir(b2.join(dir)).unwrap();
+        fs::set_permissions(b2.join(dir), fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let options = "minfreespace=0,category.create=ff";
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    let out = as_user(
+        &pool.mnt,
+        "echo u > drop/in/file && mkdir drop/in/dir && ln -s file drop/in/link && echo ok",
+    );
+    assert_eq!(out, "ok");
+    for dir in ["drop", "drop/in"] {
+        let clone = fs::metadata(b1.join(dir)).unwrap();
+        assert_eq!(
+            (clone.uid(), clone.gid(), clone.mode() & 0o7777),
+            (0, 0, 0o1777),
+            "{dir}"
+        );
+    }
+    for made in ["file", "dir", "link"] {
+        let meta = fs::symlink_metadata(b1.join("drop/in").join(made)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 12345), "{made}");
+    }
+}

@@ -102,6 +102,18 @@ fn acting() -> Option<Caller> {
     ACTING.with(|a| a.borrow().clone())
 }
 
+/// Runs `op` with the daemon's own ids, then returns the thread to whom it acted
+/// as before: for what the daemon does for itself in the middle of a caller's
+/// request (cloning parent folders with their owners).
+pub fn as_daemon_for<T, E: From<io::Error>>(op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let daemon = Caller {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
+    daemon.run(op)
+}
+
 /// Returns the current thread to the daemon's own ids, if it acts as a caller.
 pub fn as_daemon() {
     // Going back to the daemon's ids cannot fail while the process has the

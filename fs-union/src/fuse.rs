@@ -213,6 +213,12 @@ fn serves_as_caller(op: Op) -> bool {
             | Op::Readdir
             | Op::Readdirplus
             | Op::Releasedir
+            | Op::Unlink
+            | Op::Rmdir
+            | Op::Create
+            | Op::Mkdir
+            | Op::Mknod
+            | Op::Symlink
             | Op::Getxattr
             | Op::Listxattr
             | Op::Access
@@ -585,7 +591,7 @@ impl UnionFs {
         remove: fn(&Union, &Path) -> Result<(), Errno>,
     ) {
         let result = self.child(parent, name).and_then(|path| {
-            as_caller(req, || remove(&self.union(), &path).map_err(fuse_errno))?;
+            caller(req).serve(|| remove(&self.union(), &path).map_err(fuse_errno))?;
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, &path).into_owned();
             nodes.remove(&path);
@@ -597,17 +603,21 @@ impl UnionFs {
         }
     }
 
-    /// mknod, mkdir and symlink: make `name` in `parent` with `make`, then reply with
-    /// its new node.
+    /// mknod, mkdir and symlink: make `name` in `parent` with `make`, acting as the
+    /// caller, then reply with its new node.
     fn new_name(
         &self,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         reply: ReplyEntry,
-        make: impl FnOnce(&Union, &Path) -> Result<Attr, Errno>,
+        make: impl FnOnce(&Union, &Caller, &Path) -> Result<Attr, Errno>,
     ) {
         let result = self.child(parent, name).and_then(|path| {
-            let attr = make(&self.union(), &path).map_err(fuse_errno)?;
+            let caller = caller(req);
+            let attr = caller
+                .serve(|| make(&self.union(), &caller, &path))
+                .map_err(fuse_errno)?;
             Ok((path, attr))
         });
         match result {
@@ -1126,8 +1136,8 @@ impl Filesystem for UnionFs {
     ) {
         self.begin(Op::Mknod);
         let mode = mode & !(umask & 0o7777);
-        self.new_name(parent, name, reply, |union, path| {
-            union.mknod(&caller(req), path, mode, u64::from(rdev))
+        self.new_name(req, parent, name, reply, |union, caller, path| {
+            union.mknod(caller, path, mode, u64::from(rdev))
         });
     }
 
@@ -1142,8 +1152,8 @@ impl Filesystem for UnionFs {
     ) {
         self.begin(Op::Mkdir);
         let mode = mode & 0o7777 & !umask;
-        self.new_name(parent, name, reply, |union, path| {
-            union.mkdir(&caller(req), path, mode)
+        self.new_name(req, parent, name, reply, |union, caller, path| {
+            union.mkdir(caller, path, mode)
         });
     }
 
@@ -1166,8 +1176,8 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.begin(Op::Symlink);
-        self.new_name(parent, link_name, reply, |union, path| {
-            union.symlink(&caller(req), target.as_os_str(), path)
+        self.new_name(req, parent, link_name, reply, |union, caller, path| {
+            union.symlink(caller, target.as_os_str(), path)
         });
     }
 
@@ -1742,8 +1752,9 @@ impl Filesystem for UnionFs {
         let union = self.union();
         let created = self.child(parent, name).and_then(|path| {
             let mode = mode & 0o7777 & !umask;
-            let created = union
-                .create(&caller(req), &path, flags, mode)
+            let caller = caller(req);
+            let created = caller
+                .serve(|| union.create(&caller, &path, flags, mode))
                 .map_err(fuse_errno)?;
             Ok((path, created))
         });

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::branch::{Branch, BranchMode};
-use crate::creds::Caller;
+use crate::creds::{self, Caller};
 use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
@@ -795,8 +795,9 @@ impl Union {
     // ---- create functions ----
 
     /// Copies the directories of `dir` that are missing on branch `to` from branch
-    /// `from`: mode, owner, extended attributes and times, as root. Existing
-    /// directories are left alone; a non-directory in the way is ENOTDIR.
+    /// `from`: mode, owner, extended attributes and times, with the daemon's own ids
+    /// whoever the request is from. Existing directories are left alone; a
+    /// non-directory in the way is ENOTDIR.
     fn clone_path(&self, from: usize, to: usize, dir: &Path) -> Result<(), Errno> {
         if from == to {
             return Ok(());
@@ -807,6 +808,15 @@ impl Union {
     /// [`Union::clone_path`] between any two places: the directories of `dir` below
     /// `to.1` on branch `to.0` are made as those below `from.1` on branch `from.0`.
     fn clone_dirs(
+        &self,
+        from: (usize, &Path),
+        to: (usize, &Path),
+        dir: &Path,
+    ) -> Result<(), Errno> {
+        creds::as_daemon_for(|| self.clone_dirs_now(from, to, dir))
+    }
+
+    fn clone_dirs_now(
         &self,
         from: (usize, &Path),
         to: (usize, &Path),
@@ -840,7 +850,10 @@ impl Union {
 
     /// The create algorithm: the parent must exist somewhere (getattr policy), the
     /// create policy picks branches for the parent, the parent is cloned onto each,
-    /// and `make` runs there as the caller. `all_targets` runs on every branch picked
+    /// and `make` runs there as the caller. The policies look at the branches with
+    /// the ids the thread has: the FUSE layer calls this acting as the caller, so a
+    /// branch where the caller cannot reach the parent is not picked, as in mergerfs.
+    /// `all_targets` runs on every branch picked
     /// (mkdir, mknod, symlink), otherwise only on the first (create). Success if any
     /// branch succeeded, else the first error.
     fn create_with<T>(
@@ -881,10 +894,12 @@ impl Union {
         for branch in targets {
             // The folder is usually there already: opening it is then the whole check,
             // and only a branch without it has the path cloned first.
-            let at = self.at(branch, path).or_else(|_| {
-                self.clone_path(source()?, branch, dir)?;
-                self.at(branch, path)
-            });
+            let at = match self.at(branch, path) {
+                Err(Errno(libc::ENOENT)) => self
+                    .clone_path(source()?, branch, dir)
+                    .and_then(|()| self.at(branch, path)),
+                at => at,
+            };
             let result = at.and_then(|at| caller.run(|| make(&at)));
             match result {
                 Ok(value) => {
