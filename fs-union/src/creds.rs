@@ -468,17 +468,23 @@ mod tests {
         assert_eq!((current_fsuid(), current_fsgid()), (0, 0));
     }
 
+    /// A folder only root may enter, in a temporary folder anyone may enter.
+    fn private_folder() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let private = dir.path().join("private");
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        (dir, private)
+    }
+
     #[test]
     fn the_guard_denies_what_root_may_do_until_dropped() {
         if !is_root() {
             eprintln!("skipped: needs root");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let private = dir.path().join("private");
-        fs::create_dir(&private).unwrap();
-        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let (_dir, private) = private_folder();
         let groups_before = thread_groups().unwrap();
         {
             let _guard = CredsGuard::enter(&caller()).unwrap();
@@ -514,11 +520,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let private = dir.path().join("private");
-        fs::create_dir(&private).unwrap();
-        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let (_dir, private) = private_folder();
         let denied = || {
             fs::read_dir(&private)
                 .map(|_| ())
