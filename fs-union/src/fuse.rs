@@ -219,6 +219,7 @@ fn serves_as_caller(op: Op) -> bool {
             | Op::Mkdir
             | Op::Mknod
             | Op::Symlink
+            | Op::Setattr
             | Op::Getxattr
             | Op::Listxattr
             | Op::Access
@@ -1068,7 +1069,7 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
-        let result = as_caller(req, || match &self.open_file_of(ino, fh) {
+        let result = caller(req).serve(|| match &self.open_file_of(ino, fh) {
             // Through the open descriptor: works after the name is gone.
             Some(file) => (|| {
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);

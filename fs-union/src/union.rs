@@ -11,11 +11,12 @@
 //! therefore listed, stat'ed, read, renamed and removed as the link it is, but never
 //! used to reach another place. Paths with `..` are refused.
 //!
-//! **Credentials.** The daemon works as root, as mergerfs 2.42 does (the kernel's
-//! `default_permissions` checks access against the attributes shown). Only the calls
-//! that bring a new entry into being run as the [`Caller`], so it owns what it
-//! creates; cloning parent directories onto another branch runs as root and copies
-//! the source's owner and mode.
+//! **Credentials.** The pool works with the ids of the thread that calls it. The
+//! FUSE layer calls it acting as the requesting user (see [`crate::creds`]), so
+//! every branch checks that user's permissions on its own copy, as in mergerfs; the
+//! calls that take a [`Caller`] run the final step (making the entry, renaming,
+//! linking) as that caller. Cloning parent directories onto another branch always
+//! runs with the daemon's own ids and copies the source's owner and mode.
 
 mod sys;
 pub(crate) use sys::fstat;
