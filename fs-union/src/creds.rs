@@ -40,9 +40,13 @@ pub struct Caller {
 
 impl Caller {
     /// The caller as seen by the process `pid`: supplementary groups from
-    /// `/proc/PID/status`. A caller whose status cannot be read (it already exited)
-    /// gets no supplementary groups, so it can only lose access, never gain it. Root
-    /// needs no switch (see `is_root`), so its groups are not read at all.
+    /// `/proc/PID/status`. A caller whose status cannot be read (it already exited),
+    /// or whose status shows another filesystem uid (its pid was taken by another
+    /// process), gets no supplementary groups, so it can only lose access, never gain
+    /// it. Requests the kernel makes itself carry pid 0 (the NFS server exporting the
+    /// pool): their groups come from the user database, as mergerfs takes every
+    /// caller's. Root needs no switch (see `is_root`), so its groups are not read at
+    /// all.
     ///
     /// Every request of a non-root user needs the groups, so the answer is kept on
     /// the thread for [`GROUPS_TTL`] per process and ids (see [`GroupsCache`]).
@@ -54,7 +58,12 @@ impl Caller {
                 cache
                     .borrow_mut()
                     .get_or_read(Instant::now(), (pid, uid, gid), || {
+                        if pid == 0 {
+                            return groups_from_user_db(uid, gid);
+                        }
                         read_status(pid)
+                            .ok()
+                            .filter(|status| fsuid_from_status(status) == Some(uid))
                             .map(|status| groups_from_status(&status))
                             .unwrap_or_default()
                     })
@@ -237,6 +246,42 @@ fn read_status(pid: u32) -> io::Result<String> {
     let mut text = String::with_capacity(4096);
     std::fs::File::open(format!("/proc/{pid}/status"))?.read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// The filesystem uid of a `/proc/PID/status` text (the last of its `Uid:` line).
+pub fn fsuid_from_status(status: &str) -> Option<libc::uid_t> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(3))
+        .and_then(|id| id.parse().ok())
+}
+
+/// The groups the user database gives `uid` (with primary group `gid`), as
+/// `getgrouplist(3)` lists them; none for a uid it does not know.
+pub fn groups_from_user_db(uid: libc::uid_t, gid: libc::gid_t) -> Vec<libc::gid_t> {
+    // SAFETY (both blocks): getpwuid_r fills `pwd` with pointers into `buf`, which
+    // outlives every use of them; getgrouplist writes at most `count` entries into
+    // `groups` and sets `count` to how many it has.
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return Vec::new();
+    }
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    for _ in 0..4 {
+        let mut count = groups.len() as libc::c_int;
+        let rc = unsafe { libc::getgrouplist(pwd.pw_name, gid, groups.as_mut_ptr(), &mut count) };
+        let count = usize::try_from(count).unwrap_or(0);
+        if rc >= 0 {
+            groups.truncate(count);
+            return groups;
+        }
+        groups.resize(count.max(groups.len() * 2), 0);
+    }
+    Vec::new()
 }
 
 /// The supplementary groups of a `/proc/PID/status` text (its `Groups:` line).
@@ -436,13 +481,84 @@ mod tests {
     }
 
     #[test]
-    fn reads_our_own_groups() {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        // As a user other than root, whose groups are read: ours, from our status.
-        let me = Caller::from_process(uid.max(1), gid, std::process::id());
-        assert_eq!(me.groups, thread_groups().unwrap());
+    fn the_user_database_gives_the_groups_id_lists() {
+        // Every user the database lists, with `id -G` as the reference.
+        let passwd = fs::read_to_string("/etc/passwd").unwrap();
+        let mut checked = 0;
+        for line in passwd.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (Some(name), Some(uid), Some(gid)) = (fields.first(), fields.get(2), fields.get(3))
+            else {
+                continue;
+            };
+            let out = std::process::Command::new("id")
+                .arg("-G")
+                .arg(name)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                continue;
+            }
+            let mut want: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(|g| g.parse().unwrap())
+                .collect();
+            let mut got = groups_from_user_db(uid.parse().unwrap(), gid.parse().unwrap());
+            want.sort();
+            want.dedup();
+            got.sort();
+            got.dedup();
+            assert_eq!(got, want, "{name}");
+            checked += 1;
+        }
+        assert!(checked > 0);
+        // A uid the database does not know has no groups.
+        assert_eq!(groups_from_user_db(3_999_999_999, 1), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_status_of_another_user_gives_no_groups() {
+        let status = "Uid:\t1000\t1000\t1000\t1001\nGroups:\t4 24\n";
+        assert_eq!(fsuid_from_status(status), Some(1001));
+        assert_eq!(fsuid_from_status("Name:\tx\n"), None);
+        // Our own status read as another uid's: a pid taken by someone else.
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let other = Caller::from_process(me + 4242, 1, std::process::id());
+        assert!(other.groups.is_empty());
+    }
+
+    #[test]
+    fn reads_the_groups_of_the_calling_process() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // A process of another user with two supplementary groups.
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid=12345", "--regid=12345", "--groups=34567,45678"])
+            .args(["sleep", "10"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // setpriv switches its ids, then runs sleep: wait until it has.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read_status(pid).ok().and_then(|s| fsuid_from_status(&s)) != Some(12345)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let caller = Caller::from_process(12345, 12345, pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(caller.groups, vec![34567, 45678]);
+        // A process that is gone: no groups.
         assert!(Caller::from_process(1, 1, u32::MAX).groups.is_empty());
+        // The kernel's own requests (pid 0): the user database's groups.
+        assert_eq!(
+            Caller::from_process(1, 1, 0).groups,
+            groups_from_user_db(1, 1)
+        );
         // Root's groups are never needed, so never read.
         assert!(Caller::from_process(0, 0, std::process::id())
             .groups
