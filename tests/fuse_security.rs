@@ -475,3 +475,60 @@ fn fuse_security_folders_cloned_for_a_user_keep_their_owner() {
         assert_eq!((meta.uid(), meta.gid()), (12345, 12345), "{made}");
     }
 }
+
+#[test]
+fn fuse_security_passthrough_serves_each_open_its_own_rights() {
+    let test = "fuse_security_passthrough_serves_each_open_its_own_rights";
+    let (_tmp, b1, b2, mnt) = open_branches();
+    // Root's set-user-ID program, open for reading by a user while root appends.
+    fs::write(b1.join("prog"), b"x").unwrap();
+    fs::set_permissions(b1.join("prog"), fs::Permissions::from_mode(0o4755)).unwrap();
+    // func.open=newest: root opens its newer copy in its own folder on b2; the user,
+    // who cannot reach it, opens the older copy b1 shows.
+    fs::create_dir(b1.join("d")).unwrap();
+    fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(b1.join("d/f"), b"shown").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(b1.join("d/f"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    fs::create_dir(b2.join("d")).unwrap();
+    fs::set_permissions(b2.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(b2.join("d/f"), b"ROOT ONLY").unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let options = "minfreespace=0,passthrough.io=rw,func.open=newest";
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    let user = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<'{}'; sleep 2", pool.mnt.join("prog").display()))
+        .uid(12345)
+        .gid(12345)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut prog = fs::File::options()
+        .append(true)
+        .open(pool.mnt.join("prog"))
+        .unwrap();
+    std::io::Write::write_all(&mut prog, b"more").unwrap();
+    drop(prog);
+    // Root's write through the backing file the user's open registered kept the bit.
+    assert_eq!(
+        fs::metadata(b1.join("prog")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    // While root holds its copy open, the user's open of the other copy is refused,
+    // never served with root's bytes.
+    let held = fs::File::open(pool.mnt.join("d/f")).unwrap();
+    let out = as_user(&pool.mnt, "cat d/f");
+    assert_eq!(out, "Device or resource busy");
+    drop(held);
+    assert_eq!(as_user(&pool.mnt, "cat d/f"), "shown");
+    let mut user = user;
+    user.wait().unwrap();
+}

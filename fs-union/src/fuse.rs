@@ -92,6 +92,8 @@ struct OpenFile {
 #[derive(Default)]
 struct NodeIo {
     backing: Weak<BackingId>,
+    /// Device and inode of the branch file behind `backing`.
+    backing_file: (u64, u64),
     cached: usize,
 }
 
@@ -859,21 +861,31 @@ impl UnionFs {
         cache: FopenFlags,
         fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
-    ) -> (Option<Arc<BackingId>>, Option<CachedOpen>) {
+    ) -> Result<(Option<Arc<BackingId>>, Option<CachedOpen>), fuser::Errno> {
         if !self.passthrough.load(Ordering::Relaxed) {
-            return (None, None);
+            return Ok((None, None));
         }
+        let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
         if let Some(id) = entry.backing.upgrade() {
-            return (Some(id), None);
+            // Every open of the node must use the backing file already registered.
+            // Another copy (another policy's pick, or the only one this caller can
+            // reach) cannot be served: its bytes are not the backing file's.
+            if entry.backing_file != file {
+                return Err(fuser::Errno::EBUSY);
+            }
+            return Ok((Some(id), None));
         }
         if self.wants_passthrough(flags) && entry.cached == 0 {
-            match open_backing(fd) {
+            // Registered with the daemon's own ids, whoever opens: the kernel does
+            // the passthrough I/O of every later open with these credentials.
+            match creds::as_daemon_for(|| open_backing(fd)) {
                 Ok(id) => {
                     let id = Arc::new(id);
                     entry.backing = Arc::downgrade(&id);
-                    return (Some(id), None);
+                    entry.backing_file = file;
+                    return Ok((Some(id), None));
                 }
                 Err(e) => {
                     // Serve reads and writes ourselves from now on.
@@ -889,14 +901,14 @@ impl UnionFs {
             if entry.cached == 0 && entry.backing.strong_count() == 0 {
                 io.remove(&node);
             }
-            return (None, None);
+            return Ok((None, None));
         }
         entry.cached += 1;
         let counted = CachedOpen {
             node,
             io: Arc::clone(&self.node_io),
         };
-        (None, Some(counted))
+        Ok((None, Some(counted)))
     }
 
     /// Applies a `setxattr` on the control file by swapping in the changed pool.
@@ -1205,7 +1217,8 @@ impl Filesystem for UnionFs {
             let old = self.child(parent, name)?;
             let new = self.child(newparent, newname)?;
             let union = self.union();
-            if no_replace && union.getattr(&new).is_ok() {
+            // Looked up as the caller: a copy hidden from the caller is not revealed.
+            if no_replace && caller(req).run(|| union.getattr(&new)).is_ok() {
                 return Err(fuser::Errno::EEXIST);
             }
             let renamed = union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
@@ -1308,7 +1321,11 @@ impl Filesystem for UnionFs {
         }
         let cache = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
-        let (backing, cached) = self.io_for(ino.0, flags.0, cache, &fd, |f| reply.open_backing(f));
+        let (backing, cached) =
+            match self.io_for(ino.0, flags.0, cache, &fd, |f| reply.open_backing(f)) {
+                Ok(io) => io,
+                Err(e) => return reply.error(self.failed(e)),
+            };
         let file = OpenFile {
             node: ino.0,
             flags: flags.0,
@@ -1768,7 +1785,10 @@ impl Filesystem for UnionFs {
         let no_flush = no_flush(union.options(), flags, &created.file);
         let cache = self.cache_flags(node, &created.file);
         let (backing, cached) =
-            self.io_for(node, flags, cache, &created.file, |f| reply.open_backing(f));
+            match self.io_for(node, flags, cache, &created.file, |f| reply.open_backing(f)) {
+                Ok(io) => io,
+                Err(e) => return reply.error(self.failed(e)),
+            };
         let file = OpenFile {
             node,
             flags,
