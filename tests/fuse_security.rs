@@ -49,6 +49,7 @@ fn setup(root: &Path) {
         ("sgid-noexec", 0o2766),
         ("trunc-suid", 0o4777),
         ("trunc-sgid", 0o2777),
+        ("resize-suid", 0o4777),
     ] {
         fs::write(root.join("shared").join(name), b"s").unwrap();
         fs::set_permissions(
@@ -74,11 +75,30 @@ mv shared/mine shared/moved && cat shared/moved
 echo x >> shared/suid; echo x >> shared/sgid; echo x >> shared/sgid-noexec
 stat -c '%a' shared/suid shared/sgid shared/sgid-noexec
 : > shared/trunc-suid; : > shared/trunc-sgid
-stat -c '%a %s' shared/trunc-suid shared/trunc-sgid";
+stat -c '%a %s' shared/trunc-suid shared/trunc-sgid
+truncate -s 1 shared/resize-suid && stat -c '%a %s' shared/resize-suid";
 
 #[test]
 fn fuse_security_non_root_caller() {
-    let test = "fuse_security_non_root_caller";
+    non_root_caller("fuse_security_non_root_caller", "minfreespace=0", None);
+}
+
+/// The same through the page cache: the kernel then clears the set-ID bits of a file
+/// written by someone other than its owner with a mode change of its own. Its FUSE
+/// code leaves set-group-ID without group-execute alone, where ext4 clears it for a
+/// writer outside the group: that one line differs from a plain folder.
+#[test]
+fn fuse_security_non_root_caller_through_the_page_cache() {
+    non_root_caller(
+        "fuse_security_non_root_caller_through_the_page_cache",
+        "minfreespace=0,cache.files=partial",
+        Some(("777\n777\n766", "777\n777\n2766")),
+    );
+}
+
+/// Runs [`SCRIPT`] as a user in a plain folder and in a pool mounted with
+/// `options`; `known`: a (plain, pool) difference of the output to allow.
+fn non_root_caller(test: &str, options: &str, known: Option<(&str, &str)>) {
     let tmp = tempfile::tempdir().unwrap();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let (plain, a, mnt) = (
@@ -93,10 +113,14 @@ fn fuse_security_non_root_caller() {
     fs::remove_dir_all(mnt.join("shared")).unwrap();
     fs::remove_dir_all(mnt.join("private")).unwrap();
     fs::remove_file(mnt.join("rootfile")).unwrap();
-    let Some(pool) = Pool::mount(test, &a.display().to_string(), &mnt, "minfreespace=0") else {
+    let Some(pool) = Pool::mount(test, &a.display().to_string(), &mnt, options) else {
         return;
     };
-    let expected = as_user(&plain, SCRIPT);
+    let mut expected = as_user(&plain, SCRIPT);
+    if let Some((plain_says, pool_says)) = known {
+        assert!(expected.contains(plain_says), "{expected}");
+        expected = expected.replace(plain_says, pool_says);
+    }
     let got = as_user(&pool.mnt, SCRIPT);
     assert_eq!(
         got, expected,
@@ -105,8 +129,9 @@ fn fuse_security_non_root_caller() {
     for needle in [
         "12345:12345 644",
         "12345:12345 755",
-        "777\n777\n766",
+        "777\n777\n",
         "777 0\n777 0",
+        "777 1",
         "Permission denied",
         "Operation not permitted",
     ] {
@@ -505,7 +530,10 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     };
     let user = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec 3<'{}'; sleep 2", pool.mnt.join("prog").display()))
+        .arg(format!(
+            "exec 3<'{}'; sleep 2",
+            pool.mnt.join("prog").display()
+        ))
         .uid(12345)
         .gid(12345)
         .spawn()
