@@ -800,16 +800,22 @@ fn a_disk_needing_more_positions_than_an_array_has_is_refused() {
 }
 
 /// Runs lhparity on `conf` with `args`, its standard output a pipe whose reading end
-/// is closed before the command writes to it; returns the output and stderr.
+/// is closed before the command starts; returns the output and stderr.
 fn with_closed_stdout(conf: &str, args: &[&str]) -> (std::process::Output, String) {
-    let mut child = Command::new(bin("lhparity"))
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills both descriptors, which we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh descriptors from pipe, owned nowhere else.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let child = Command::new(bin("lhparity"))
         .args(["-c", conf, "--force-device"])
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    drop(child.stdout.take());
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!err.contains("panicked"), "{args:?}: {err}");
