@@ -693,6 +693,73 @@ fn fuse_daemon_waits_for_branches_to_be_mounted() {
     umount_and_reap(mnt.path(), pid);
 }
 
+/// Polls `done` every 50 ms for up to `limit`; whether it came true.
+fn within(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+#[test]
+fn fuse_daemon_follows_a_disk_mounted_on_a_branch_folder_later() {
+    let test = "fuse_daemon_follows_a_disk_mounted_on_a_branch_folder_later";
+    if !fuse_ready(test) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (disk, other, mnt) = (
+        root.path().join("disk"),
+        root.path().join("other"),
+        root.path().join("mnt"),
+    );
+    for dir in [&disk, &other, &mnt] {
+        fs::create_dir(dir).unwrap();
+    }
+    // What the folder holds before its disk is mounted on it.
+    fs::write(disk.join("below-the-disk"), b"0").unwrap();
+    let branches = format!("{}:{}", disk.display(), other.display());
+    let options = "minfreespace=0,category.create=ff";
+    let Some(pool) = common::fuse::Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    assert!(pool.path("below-the-disk").exists());
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{test}: cannot mount a tmpfs as root");
+    let _disk_unmount = Unmount(disk.clone());
+    fs::write(disk.join("on-the-disk"), b"1").unwrap();
+    // The pool follows within a few seconds, as mergerfs (which goes by path) does.
+    let shows = |name: &str| pool.path(name).exists();
+    assert!(
+        within(Duration::from_secs(5), || shows("on-the-disk")
+            && !shows("below-the-disk")),
+        "the pool still shows the folder below the disk"
+    );
+    // What is created through the pool now lands on the disk.
+    fs::write(pool.path("made"), b"2").unwrap();
+    assert_eq!(fs::read(disk.join("made")).unwrap(), b"2");
+    // The disk unmounted lazily: the pool lets it go and shows the folder again.
+    assert!(Command::new("umount")
+        .arg("-l")
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success()));
+    assert!(
+        within(Duration::from_secs(5), || shows("below-the-disk")
+            && !shows("on-the-disk")),
+        "the pool still shows the unmounted disk"
+    );
+    drop(pool);
+}
+
 #[test]
 fn systemd_units_verify() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {

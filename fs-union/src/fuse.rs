@@ -162,7 +162,7 @@ pub struct UnionFs {
     /// `pin-threads`, when set: gives each thread its CPUs on its first request.
     pinner: Option<Arc<Pinner>>,
     /// Serialises control-file changes, so none is lost to a concurrent one.
-    control: Mutex<()>,
+    control: Arc<Mutex<()>>,
     /// When the pool was mounted, as the control file's times.
     started: i64,
     nodes: Mutex<NodeTable>,
@@ -545,7 +545,7 @@ impl UnionFs {
             union: Arc::new(RwLock::new(union)),
             metrics: None,
             pinner: None,
-            control: Mutex::new(()),
+            control: Arc::new(Mutex::new(())),
             started,
             nodes: Mutex::new(NodeTable::new()),
             files: Mutex::new(HashMap::new()),
@@ -579,6 +579,45 @@ impl UnionFs {
     pub fn pool(&self) -> impl Fn() -> Arc<Union> + Send + Sync + 'static {
         let union = Arc::clone(&self.union);
         move || Arc::clone(&union.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The loop that follows disks mounted on (or lazily unmounted from) branch
+    /// folders while the pool runs: every `every`, a branch whose folder names
+    /// another directory than its held root gets its root opened again, as
+    /// mergerfs, which goes by path, sees such a disk at once. Ends when the pool
+    /// does.
+    pub fn branch_watcher(&self, every: Duration) -> impl FnOnce() + Send + 'static {
+        let union = Arc::downgrade(&self.union);
+        let control = Arc::clone(&self.control);
+        move || loop {
+            std::thread::sleep(every);
+            let Some(union) = union.upgrade() else {
+                return;
+            };
+            let current = || Arc::clone(&union.read().unwrap_or_else(PoisonError::into_inner));
+            if current().moved_roots().is_empty() {
+                continue;
+            }
+            // As a control-file change is made: one at a time, on the pool in force.
+            let _serial = lock(&control);
+            let pool = current();
+            let moved: Vec<String> = pool
+                .moved_roots()
+                .iter()
+                .map(|b| b.path.display().to_string())
+                .collect();
+            if moved.is_empty() {
+                continue;
+            }
+            let branches: Vec<_> = pool.branches().cloned().collect();
+            *union.write().unwrap_or_else(PoisonError::into_inner) =
+                Arc::new(pool.with_branches(&branches));
+            crate::daemon::log(&format!(
+                "branch folder {} now holds another filesystem (mounted or unmounted); \
+                 the pool uses it from now on",
+                moved.join(", ")
+            ));
+        }
     }
 
     /// Where the session's notifier goes once the session is made.

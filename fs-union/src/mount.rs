@@ -381,6 +381,10 @@ pub fn default_fsname(branches: &[Branch]) -> String {
     names.join(":").replace([',', ' '], "_")
 }
 
+/// How often the branch folders are checked for a disk mounted on them (or
+/// unmounted) since the pool started.
+const BRANCH_WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// How many threads serve requests: `read-thread-count` if positive, the cores
 /// divided by |n| if negative, and for 0 one per core, at least 2 and at most 8. On
 /// a 2-core machine two threads answered 4 KiB reads 4x faster than one and 20-40%
@@ -733,6 +737,11 @@ fn serve(
         server::spawn(listener, move || counters.render(&pool().branch_spaces()))
             .map_err(session_error)?;
     }
+    let watcher = fs.branch_watcher(BRANCH_WATCH_EVERY);
+    std::thread::Builder::new()
+        .name("lhfs-branches".into())
+        .spawn(watcher)
+        .map_err(session_error)?;
     let notifier = fs.notifier_slot();
     let session = Session::from_fd(fs, device, SessionACL::All, config).map_err(session_error)?;
     let _ = notifier.set(session.notifier());

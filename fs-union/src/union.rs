@@ -414,6 +414,26 @@ impl Union {
         }
     }
 
+    /// The branches whose folder now names another directory than the root the
+    /// pool holds open: a disk mounted on the folder after the pool started, or
+    /// unmounted from it (lazily: the held root keeps it busy otherwise). A folder
+    /// that cannot be looked up at the moment counts as unchanged.
+    pub fn moved_roots(&self) -> Vec<&Branch> {
+        self.roots
+            .iter()
+            .filter(|root| {
+                use std::os::unix::fs::MetadataExt;
+                let Ok(now) = std::fs::metadata(&root.branch.path) else {
+                    return false;
+                };
+                let held = root.fd.as_ref().and_then(|fd| sys::fstat(fd).ok());
+                now.is_dir()
+                    && held.is_none_or(|st| (st.st_dev, st.st_ino) != (now.dev(), now.ino()))
+            })
+            .map(|root| &root.branch)
+            .collect()
+    }
+
     /// The same options over another branch list; the roots of `branches` are opened
     /// afresh, while requests still using `self` keep the old ones.
     pub fn with_branches(&self, branches: &[Branch]) -> Union {

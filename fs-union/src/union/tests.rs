@@ -1034,3 +1034,24 @@ fn renames_and_links_of_symlinks_stay_inside() {
     assert_eq!(fs::read(pool.path(0, "file2")).unwrap(), b"real");
     assert_eq!(pool.outside_state(), before);
 }
+
+#[test]
+fn a_branch_folder_replaced_behind_the_pool_is_noticed() {
+    let pool = Pool::new(2);
+    let u = pool.union("");
+    assert!(u.moved_roots().is_empty());
+    // The folder moved away and another made in its place (as a mount over it does).
+    let away = pool.branches[1].with_extension("old");
+    fs::rename(&pool.branches[1], &away).unwrap();
+    assert!(
+        u.moved_roots().is_empty(),
+        "a folder that is not there counts as unchanged"
+    );
+    fs::create_dir(&pool.branches[1]).unwrap();
+    let moved: Vec<&Path> = u.moved_roots().iter().map(|b| b.path.as_path()).collect();
+    assert_eq!(moved, [pool.branches[1].as_path()]);
+    // Opened again, the pool holds the new folder.
+    let branches: Vec<Branch> = u.branches().cloned().collect();
+    let again = u.with_branches(&branches);
+    assert!(again.moved_roots().is_empty());
+}
