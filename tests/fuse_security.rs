@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fuse::{errno, Pool};
+use common::fuse::{errno, Pool, Tmpfs};
 
 /// Runs a shell script as uid/gid 12345 in `root` and returns its output, with each
 /// error message cut down to the reason.
@@ -559,4 +559,46 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     assert_eq!(as_user(&pool.mnt, "cat d/f"), "shown");
     let mut user = user;
     user.wait().unwrap();
+}
+
+#[test]
+fn fuse_security_a_file_moved_on_enospc_stays_where_its_writer_can_reach_it() {
+    let test = "fuse_security_a_file_moved_on_enospc_stays_where_its_writer_can_reach_it";
+    let (Some(small), Some(private), Some(open)) = (
+        Tmpfs::new(test, "2m"),
+        Tmpfs::new(test, "64m"),
+        Tmpfs::new(test, "32m"),
+    ) else {
+        return;
+    };
+    let b = [&small.path, &private.path, &open.path];
+    // The folder is open to all on the small branch, root's own on the branch with
+    // the most room, and missing on the third.
+    fs::create_dir(b[0].join("shared")).unwrap();
+    fs::set_permissions(b[0].join("shared"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::create_dir(b[1].join("shared")).unwrap();
+    fs::set_permissions(b[1].join("shared"), fs::Permissions::from_mode(0o700)).unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    fs::set_permissions(mnt.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let branches = b.map(|p| p.display().to_string()).join(":");
+    let options = "category.create=ff,minfreespace=0,moveonenospc=mfs";
+    let Some(pool) = Pool::mount(test, &branches, mnt.path(), options) else {
+        return;
+    };
+    // 8 MiB do not fit on the 2 MiB branch: the file moves on, to the branch with
+    // the most room that the user can enter.
+    let out = as_user(
+        &pool.mnt,
+        "head -c 8388608 /dev/zero > shared/big && wc -c < shared/big",
+    );
+    assert_eq!(out, "8388608");
+    assert!(
+        !b[1].join("shared/big").exists(),
+        "moved into root's folder"
+    );
+    let moved = fs::metadata(b[2].join("shared/big")).unwrap();
+    assert_eq!((moved.len(), moved.uid()), (8 << 20, 12345));
+    // The folder was cloned there from the one the user writes in.
+    let clone = fs::metadata(b[2].join("shared")).unwrap();
+    assert_eq!(clone.mode() & 0o7777, 0o777);
 }

@@ -1011,8 +1011,15 @@ impl UnionFs {
         fh
     }
 
-    /// `write` through the file's descriptor, with `moveonenospc`.
-    fn write_file(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+    /// `write` through the file's descriptor, with `moveonenospc` (the new branch
+    /// picked as the `caller` sees the branches; asked only then).
+    fn write_file(
+        &self,
+        caller: impl FnOnce() -> Caller,
+        file: &OpenFile,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, Errno> {
         let (written, result) = {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
             write_all(&state.1, data, offset)
@@ -1029,7 +1036,7 @@ impl UnionFs {
         let mut state = file.state.write().unwrap_or_else(PoisonError::into_inner);
         let moved = file
             .union
-            .relocate(&path, state.0, &state.1, file.flags, policy)
+            .relocate(&caller(), &path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
         if let Some(metrics) = &self.metrics {
@@ -1478,7 +1485,8 @@ impl Filesystem for UnionFs {
                     }
                 }
             }
-            self.write_file(&file, offset, data).map_err(fuse_errno)
+            self.write_file(|| caller(req), &file, offset, data)
+                .map_err(fuse_errno)
         });
         match result {
             Ok(n) => {

@@ -589,7 +589,7 @@ impl Union {
     /// The branches `function`'s policy picks for `path`.
     fn select(&self, function: Function, path: &Path) -> Result<Vec<usize>, Errno> {
         let policy = self.options.policies.get(function);
-        self.select_by(policy, function.category(), path, None)
+        self.select_by(policy, function.category(), path, &[])
     }
 
     /// The branches `policy` picks for `path` in `category`, never `excluded`.
@@ -598,7 +598,7 @@ impl Union {
         policy: Policy,
         category: Category,
         path: &Path,
-        excluded: Option<usize>,
+        excluded: &[usize],
     ) -> Result<Vec<usize>, Errno> {
         self.select_probed(policy, category, path, excluded, &Probe::stat_only(self))
     }
@@ -609,15 +609,17 @@ impl Union {
         policy: Policy,
         category: Category,
         path: &Path,
-        excluded: Option<usize>,
+        excluded: &[usize],
         probe: &Probe<'_>,
     ) -> Result<Vec<usize>, Errno> {
         // Refuse `..` before the policy's probes quietly find nothing.
         relative(path)?;
         let mut infos = self.branch_infos();
-        if let Some(info) = excluded.and_then(|b| infos.get_mut(b)) {
-            // Read-only is what create and action policies never pick.
-            info.mode = BranchMode::RO;
+        for &b in excluded {
+            if let Some(info) = infos.get_mut(b) {
+                // Read-only is what create and action policies never pick.
+                info.mode = BranchMode::RO;
+            }
         }
         let snapshot = Snapshot {
             branches: &infos,
@@ -672,7 +674,7 @@ impl Union {
         let policy = self.options.policies.get(function);
         let probe = Probe::stat_only(self);
         let branch = self
-            .select_probed(policy, function.category(), path, None, &probe)?
+            .select_probed(policy, function.category(), path, &[], &probe)?
             .first()
             .copied()
             .ok_or(Errno(libc::ENOENT))?;
@@ -755,18 +757,37 @@ impl Union {
     /// `from`), with its data, mode, owner, extended attributes and times; removes the
     /// original and returns the new branch with the copy reopened with open(2)
     /// `flags`. On failure the copy is removed and the original stays as it was.
+    ///
+    /// The branch is picked as `caller` sees the branches, passing over one whose
+    /// copy of the folder the caller cannot enter: the file must stay where its
+    /// writer can reach it. The copy itself is made with the thread's ids (the
+    /// daemon's), to keep the owner and mode.
     pub fn relocate(
         &self,
+        caller: &Caller,
         path: &Path,
         from: usize,
         file: &OwnedFd,
         flags: i32,
         policy: Policy,
     ) -> Result<(usize, OwnedFd), Errno> {
-        let to = *self
-            .select_by(policy, Category::Create, parent(path), Some(from))?
-            .first()
-            .ok_or(Errno(libc::ENOSPC))?;
+        let to = caller.run(|| {
+            // Looking the name up in the folder needs the right to enter it (the
+            // folder itself opens as a path whatever its mode).
+            let reachable = |branch| {
+                let looked_up = self.at(branch, path).and_then(|at| sys::lstat(&at));
+                !matches!(looked_up, Err(Errno(libc::EACCES | libc::EPERM)))
+            };
+            let mut passed_over = vec![from];
+            loop {
+                let picked = self.select_by(policy, Category::Create, parent(path), &passed_over);
+                match picked.map_err(|_| Errno(libc::ENOSPC))?.first() {
+                    Some(&branch) if reachable(branch) => return Ok::<_, Errno>(branch),
+                    Some(&branch) => passed_over.push(branch),
+                    None => return Err(Errno(libc::ENOSPC)),
+                }
+            }
+        })?;
         // The open file may be write-only: read through a fresh descriptor of the
         // same inode, which also proves the name still stands for it.
         let src_at = self.at(from, path)?;
@@ -988,7 +1009,7 @@ impl Union {
     ) -> Result<Vec<BranchResult>, Errno> {
         let policy = self.options.policies.get(function);
         let probe = Probe::new(self);
-        let chosen = self.select_probed(policy, function.category(), path, None, &probe)?;
+        let chosen = self.select_probed(policy, function.category(), path, &[], &probe)?;
         Ok(chosen
             .into_iter()
             .map(|b| (b, probe.take_at(b, path).and_then(|at| op(&at))))
