@@ -228,14 +228,6 @@ fn serves_as_caller(op: Op) -> bool {
     )
 }
 
-/// Whether changing a mode of `current` to `new` only drops set-user-ID and/or
-/// set-group-ID.
-fn only_clears_set_id(current: u32, new: u32) -> bool {
-    let set_id = libc::S_ISUID | libc::S_ISGID;
-    let (current, new) = (current & 0o7777, new & 0o7777);
-    new != current && new & !current == 0 && (current & !new) & !set_id == 0
-}
-
 fn caller(req: &Request) -> Caller {
     Caller::from_process(req.uid(), req.gid(), req.pid())
 }
@@ -307,6 +299,11 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
         // mergerfs; without it the kernel sends a truncate first, which the action
         // policy (epall) applies to every copy of the file on every branch.
         InitFlags::FUSE_ATOMIC_O_TRUNC,
+        // The set-ID bits a write or truncate by someone other than root clears are
+        // cleared here, on the copy written: the kernel flags such writes (written
+        // through, also with the page cache) and truncates instead of sending a mode
+        // change in the writer's name for the copy the pool shows.
+        InitFlags::FUSE_HANDLE_KILLPRIV_V2,
     ];
     for (on, flag) in [
         (options.async_read, InitFlags::FUSE_ASYNC_READ),
@@ -1135,64 +1132,44 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
-        let result = caller(req).serve(|| {
-            // A user's mode change that only drops set-user-ID/set-group-ID is the
-            // kernel clearing them for a write or truncate by someone other than the
-            // owner (default_permissions refuses anyone else's chmod before it gets
-            // here): done with the daemon's ids, as Linux does it whoever owns the file.
-            let clears_set_id = match mode {
-                Some(new) if req.uid() != 0 => self
-                    .attr_of(ino, fh)
-                    .is_ok_and(|attr| only_clears_set_id(attr.stat.st_mode, new)),
-                _ => false,
-            };
-            match &self.open_file_of(ino, fh) {
-                // Through the open descriptor: works after the name is gone.
-                Some(file) => (|| {
-                    let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
-                    let fd = state.1.as_raw_fd();
-                    // SAFETY (all four): plain syscalls on our open fd; `t` outlives the call.
-                    if let Some(mode) = mode {
-                        let fchmod = || check(unsafe { libc::fchmod(fd, mode & 0o7777) });
-                        if clears_set_id {
-                            creds::as_daemon_for(fchmod)?;
-                        } else {
-                            fchmod()?;
-                        }
-                    }
-                    if uid.is_some() || gid.is_some() {
-                        let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-                        check(unsafe { libc::fchown(fd, u, g) })?;
-                    }
-                    if let Some(size) = size {
-                        check(unsafe { libc::ftruncate(fd, size as libc::off_t) })?;
-                    }
-                    if let Some(t) = times {
-                        check(unsafe { libc::futimens(fd, t.as_ptr()) })?;
-                    }
-                    Ok(())
-                })(),
-                None => (|| {
-                    let path = self.path(ino)?;
-                    let union = &self.union();
-                    match mode {
-                        Some(mode) if clears_set_id => union.clear_set_id(&path, mode & 0o7777),
-                        Some(mode) => union.chmod(&path, mode & 0o7777),
-                        None => Ok(()),
-                    }
-                    .map_err(fuse_errno)?;
-                    if uid.is_some() || gid.is_some() {
-                        union.chown(&path, uid, gid).map_err(fuse_errno)?;
-                    }
-                    if let Some(size) = size {
-                        union.truncate(&path, size).map_err(fuse_errno)?;
-                    }
-                    if let Some(t) = times {
-                        union.utimens(&path, t).map_err(fuse_errno)?;
-                    }
-                    Ok(())
-                })(),
-            }
+        let result = caller(req).serve(|| match &self.open_file_of(ino, fh) {
+            // Through the open descriptor: works after the name is gone.
+            Some(file) => (|| {
+                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                let fd = state.1.as_raw_fd();
+                // SAFETY (all four): plain syscalls on our open fd; `t` outlives the call.
+                if let Some(mode) = mode {
+                    check(unsafe { libc::fchmod(fd, mode & 0o7777) })?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+                    check(unsafe { libc::fchown(fd, u, g) })?;
+                }
+                if let Some(size) = size {
+                    check(unsafe { libc::ftruncate(fd, size as libc::off_t) })?;
+                }
+                if let Some(t) = times {
+                    check(unsafe { libc::futimens(fd, t.as_ptr()) })?;
+                }
+                Ok(())
+            })(),
+            None => (|| {
+                let path = self.path(ino)?;
+                let union = &self.union();
+                if let Some(mode) = mode {
+                    union.chmod(&path, mode & 0o7777).map_err(fuse_errno)?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    union.chown(&path, uid, gid).map_err(fuse_errno)?;
+                }
+                if let Some(size) = size {
+                    union.truncate(&path, size).map_err(fuse_errno)?;
+                }
+                if let Some(t) = times {
+                    union.utimens(&path, t).map_err(fuse_errno)?;
+                }
+                Ok(())
+            })(),
         });
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
@@ -2086,21 +2063,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn set_id_clearing_is_told_from_other_mode_changes() {
-        assert!(only_clears_set_id(0o104777, 0o777));
-        assert!(only_clears_set_id(0o6755, 0o2755));
-        assert!(only_clears_set_id(0o6755, 0o755));
-        assert!(!only_clears_set_id(0o4755, 0o4755), "no change");
-        assert!(!only_clears_set_id(0o4755, 0o755 | 0o022), "adds write");
-        assert!(!only_clears_set_id(0o4755, 0o655), "drops more");
-        assert!(!only_clears_set_id(0o755, 0o4755), "adds the bit");
-        assert!(
-            !only_clears_set_id(0o1755, 0o755),
-            "sticky is not a set-id bit"
-        );
-    }
-
-    #[test]
     fn the_flag_ioctls_are_taken_in_the_form_the_caller_uses() {
         assert_eq!(FlagsIoctl::of(0x8008_6601, false), Some(FlagsIoctl::Get));
         assert_eq!(FlagsIoctl::of(0x4008_6602, false), Some(FlagsIoctl::Set));
@@ -2127,6 +2089,7 @@ mod tests {
         assert!(defaults.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(defaults.contains(&InitFlags::FUSE_DO_READDIRPLUS));
         assert!(defaults.contains(&InitFlags::FUSE_ATOMIC_O_TRUNC));
+        assert!(defaults.contains(&InitFlags::FUSE_HANDLE_KILLPRIV_V2));
         assert!(!defaults.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
         let o = Options::parse("async-read=false,direct-io-allow-mmap=false,cache.symlinks=true")
             .unwrap();

@@ -1046,16 +1046,6 @@ impl Union {
         self.act(Function::Chmod, path, |at| sys::chmod(at, mode))
     }
 
-    /// Sets `mode` on the copy of `path` the caller is shown (getattr policy, with
-    /// the thread's ids) using the daemon's own ids: for the kernel's clearing of
-    /// set-user-ID and set-group-ID when a user who is not the owner writes or
-    /// truncates the file, which Linux does whoever owns it.
-    pub fn clear_set_id(&self, path: &Path, mode: u32) -> Result<(), Errno> {
-        let branch = self.select_one(Function::Getattr, path)?;
-        let at = self.at(branch, path)?;
-        creds::as_daemon_for(|| sys::chmod(&at, mode))
-    }
-
     /// lchown on every action branch; `None` keeps the id.
     pub fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
         let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
