@@ -657,3 +657,44 @@ fn fuse_security_set_id_bits_go_where_a_write_or_chmod_puts_them() {
     assert!(out.contains("refused"), "{out}");
     assert_eq!(mode(b2.join("t/shown")), 0o4755);
 }
+
+#[test]
+fn fuse_security_renames_reveal_and_move_only_what_the_user_may() {
+    let test = "fuse_security_renames_reveal_and_move_only_what_the_user_may";
+    let (_tmp, b1, b2, mnt) = open_branches();
+    // pub/d is empty as the user sees it; root's copy on b2 holds a hidden entry.
+    for dir in ["pub", "pub/d", "share"] {
+        fs::create_dir(b1.join(dir)).unwrap();
+        fs::set_permissions(b1.join(dir), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::create_dir(b1.join("pub/a")).unwrap();
+    std::os::unix::fs::chown(b1.join("pub/a"), Some(12345), Some(12345)).unwrap();
+    fs::create_dir_all(b2.join("pub/d")).unwrap();
+    fs::write(b2.join("pub/d/secret"), b"s").unwrap();
+    fs::set_permissions(b2.join("pub"), fs::Permissions::from_mode(0o700)).unwrap();
+    // Root's file in root's folder on b2, below a folder open to all on b1.
+    fs::create_dir(b2.join("share")).unwrap();
+    fs::write(b2.join("share/victim"), b"root's").unwrap();
+    fs::set_permissions(b2.join("share/victim"), fs::Permissions::from_mode(0o666)).unwrap();
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let options = "minfreespace=0,category.create=epmfs,rename-exdev=rel-symlink";
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    // rename(2) itself (mv would fall back to copying): "done" or the errno's name.
+    let rename = |from: &str, to: &str| {
+        let script = format!(
+            "python3 -c \"import os, errno\ntry:\n    os.rename('{from}', '{to}'); \
+             print('done')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\""
+        );
+        as_user(&pool.mnt, &script)
+    };
+    // Over a folder that looks empty to the user: done, as on a plain folder.
+    assert_eq!(rename("pub/a", "pub/d"), "done");
+    assert!(b1.join("pub/d").is_dir() && !b1.join("pub/a").exists());
+    // Root's file in a folder the user may not write: refused, and not moved into
+    // the rename-exdev stash either.
+    assert_eq!(rename("share/victim", "pub/x"), "EACCES");
+    assert_eq!(fs::read(b2.join("share/victim")).unwrap(), b"root's");
+    assert!(!b2.join(".mergerfs_rename_exdev/share/victim").exists());
+}

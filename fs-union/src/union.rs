@@ -1192,10 +1192,14 @@ impl Union {
     /// A directory replacing a directory that is not empty in the pool's merged view
     /// is ENOTEMPTY, as on one filesystem, even where the branches would allow it.
     pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Renamed, Errno> {
-        if let Ok(target) = self.getattr(new) {
-            if sys::is_dir(&target.stat) && !self.readdir(new)?.is_empty() {
-                return Err(Errno(libc::ENOTEMPTY));
-            }
+        // As the caller sees the target: entries hidden from the caller are not
+        // revealed by the answer.
+        let non_empty = caller.run(|| match self.getattr(new) {
+            Ok(target) if sys::is_dir(&target.stat) => Ok(!self.readdir(new)?.is_empty()),
+            _ => Ok::<_, Errno>(false),
+        })?;
+        if non_empty {
+            return Err(Errno(libc::ENOTEMPTY));
         }
         match self.rename_in_place(caller, old, new) {
             Ok(()) => Ok(Renamed::InPlace),
@@ -1238,10 +1242,13 @@ impl Union {
             results.push((branch, result));
         }
         if !results.iter().any(|(_, r)| r.is_ok()) {
-            return Err(if preserve {
-                Errno(libc::EXDEV)
-            } else {
-                first_error(&results, Errno(libc::ENOENT))
+            // A copy the caller may not move is refused as such; only a missing
+            // parent is EXDEV under a path-preserving policy, which the rename-exdev
+            // fallback may then take up.
+            return Err(match refused(&results) {
+                Some(e @ Errno(libc::EACCES | libc::EPERM)) => e,
+                _ if preserve => Errno(libc::EXDEV),
+                _ => first_error(&results, Errno(libc::ENOENT)),
             });
         }
         for (branch, path) in leftovers {
@@ -1272,8 +1279,12 @@ impl Union {
             },
         };
         let mut moved = Vec::new();
+        // The copies the caller sees are moved, each as the caller: taking a file
+        // out of its folder needs the same rights as a rename. The stash folders
+        // are made with the daemon's ids and keep their sources' owners and modes.
+        let sources = caller.run(|| self.select(Function::Rename, old))?;
         let mut stashed = || -> Result<(), Errno> {
-            for branch in self.select(Function::Rename, old)? {
+            for &branch in &sources {
                 match sys::mkdirat(&self.at(branch, &stash_dir)?, 0o1777) {
                     // Open to everyone like /tmp; mkdir's mode was cut by the umask.
                     Ok(()) => sys::chmod(&self.at(branch, &stash_dir)?, 0o1777)?,
@@ -1281,7 +1292,7 @@ impl Union {
                     Err(e) => return Err(e),
                 }
                 self.clone_dirs((branch, Path::new("/")), (branch, &stash_dir), parent(old))?;
-                self.rename_on(branch, old, &stash)?;
+                caller.run(|| self.rename_on(branch, old, &stash))?;
                 moved.push(branch);
             }
             self.symlink(caller, target.as_os_str(), new).map(drop)
@@ -1289,7 +1300,7 @@ impl Union {
         let result = stashed();
         if result.is_err() {
             for branch in moved {
-                let _ = self.rename_on(branch, &stash, old);
+                let _ = caller.run(|| self.rename_on(branch, &stash, old));
             }
             return Err(exdev);
         }
