@@ -698,3 +698,51 @@ fn fuse_security_renames_reveal_and_move_only_what_the_user_may() {
     assert_eq!(fs::read(b2.join("share/victim")).unwrap(), b"root's");
     assert!(!b2.join(".mergerfs_rename_exdev/share/victim").exists());
 }
+
+#[test]
+fn fuse_security_the_page_cache_never_shows_a_user_another_copy() {
+    let test = "fuse_security_the_page_cache_never_shows_a_user_another_copy";
+    for cache in ["partial", "full", "auto-full"] {
+        let (_tmp, b1, b2, mnt) = open_branches();
+        // func.open=newest: root opens its newer copy in its own folder on b2, the
+        // user the older one on b1, the only one the user can reach.
+        fs::create_dir(b1.join("d")).unwrap();
+        fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(b1.join("d/f"), b"USERS COPY").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(b1.join("d/f"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::create_dir(b2.join("d")).unwrap();
+        fs::set_permissions(b2.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(b2.join("d/f"), b"ROOT ONLY!").unwrap();
+        fs::set_permissions(b2.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+        let branches = format!("{}:{}", b1.display(), b2.display());
+        let options = format!("minfreespace=0,func.open=newest,cache.files={cache}");
+        let Some(pool) = Pool::mount(test, &branches, &mnt, &options) else {
+            return;
+        };
+        // Root reads its copy into the page cache and keeps it open.
+        let mut held = fs::File::open(pool.path("d/f")).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut held, &mut bytes).unwrap();
+        assert_eq!(bytes, b"ROOT ONLY!");
+        assert_eq!(as_user(&pool.mnt, "cat d/f"), "USERS COPY", "{cache}, open");
+        drop(held);
+        // And once root has closed it (full and auto-full keep pages across opens).
+        assert_eq!(fs::read(pool.path("d/f")).unwrap(), b"ROOT ONLY!");
+        assert_eq!(
+            as_user(&pool.mnt, "cat d/f"),
+            "USERS COPY",
+            "{cache}, closed"
+        );
+        assert_eq!(
+            fs::read(pool.path("d/f")).unwrap(),
+            b"ROOT ONLY!",
+            "{cache}"
+        );
+    }
+}

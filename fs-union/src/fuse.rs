@@ -95,6 +95,17 @@ struct NodeIo {
     /// Device and inode of the branch file behind `backing`.
     backing_file: (u64, u64),
     cached: usize,
+    /// Device and inode of the branch file the `cached` opens read through the
+    /// node's page cache.
+    cached_file: (u64, u64),
+}
+
+/// What `cache.files=full`/`auto-full` remember of a node's last open: the copy
+/// (device, inode) and, for `auto-full`, its mtime and size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    copy: (u64, u64),
+    times: (i64, i64, i64),
 }
 
 /// Counts one open through the page cache in its node's [`NodeIo`] until dropped.
@@ -176,7 +187,7 @@ pub struct UnionFs {
     /// as the kernel requires), and how many of its opens use the page cache.
     node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
-    stamps: Mutex<HashMap<u64, (i64, i64, i64)>>,
+    stamps: Mutex<HashMap<u64, Stamp>>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -862,15 +873,25 @@ impl UnionFs {
         match union.options().cache_files {
             CacheFiles::Off => direct_io(union.options()),
             CacheFiles::Partial => FopenFlags::empty(),
-            CacheFiles::Full => FopenFlags::FOPEN_KEEP_CACHE,
-            CacheFiles::AutoFull => {
+            mode @ (CacheFiles::Full | CacheFiles::AutoFull) => {
                 let Ok(st) = crate::union::fstat(fd) else {
                     return FopenFlags::empty();
                 };
-                let stamp = (st.st_mtime, st.st_mtime_nsec, st.st_size);
-                match lock(&self.stamps).insert(node, stamp) {
-                    Some(old) if old == stamp => FopenFlags::FOPEN_KEEP_CACHE,
-                    _ => FopenFlags::empty(),
+                let stamp = Stamp {
+                    copy: (st.st_dev, st.st_ino),
+                    times: (st.st_mtime, st.st_mtime_nsec, st.st_size),
+                };
+                // Pages kept from another copy of the name are never shown: an open
+                // of another copy than the last one drops them.
+                let keep = match (mode, lock(&self.stamps).insert(node, stamp)) {
+                    (_, None) => mode == CacheFiles::Full,
+                    (CacheFiles::Full, Some(old)) => old.copy == stamp.copy,
+                    (_, Some(old)) => old == stamp,
+                };
+                if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
                 }
             }
         }
@@ -895,18 +916,22 @@ impl UnionFs {
     /// node must use it, whatever `passthrough.io` says of its mode), else a new one
     /// registered through `open_backing` when `passthrough.io` covers the open and
     /// no open of the node uses the page cache; else none, and an open through the
-    /// page cache is counted. The kernel opens a file of its own on the backing path
+    /// page cache is counted, or made a direct one (`cache` is changed) when opens
+    /// of another copy of the name use the page cache. An open of another copy than
+    /// the backing file's is refused (EBUSY). The kernel opens a file of its own on the backing path
     /// for every open, with that open's flags, so the descriptor of whichever open
     /// comes first serves later opens of any mode.
     fn io_for(
         &self,
         node: u64,
         flags: i32,
-        cache: FopenFlags,
+        cache: &mut FopenFlags,
         fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(Option<Arc<BackingId>>, Option<CachedOpen>), fuser::Errno> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        if !self.passthrough.load(Ordering::Relaxed) && cache.contains(FopenFlags::FOPEN_DIRECT_IO)
+        {
+            // Neither a backing file nor the page cache: nothing to keep track of.
             return Ok((None, None));
         }
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
@@ -941,6 +966,12 @@ impl UnionFs {
                 }
             }
         }
+        if entry.cached > 0 && entry.cached_file != file {
+            // The node's page cache holds another copy's bytes for opens still in
+            // use (another user's view, or another policy's pick): this open reads
+            // and writes its own copy directly, never those pages.
+            *cache = direct_io(self.union().options());
+        }
         if cache.contains(FopenFlags::FOPEN_DIRECT_IO) {
             if entry.cached == 0 && entry.backing.strong_count() == 0 {
                 io.remove(&node);
@@ -948,6 +979,7 @@ impl UnionFs {
             return Ok((None, None));
         }
         entry.cached += 1;
+        entry.cached_file = file;
         let counted = CachedOpen {
             node,
             io: Arc::clone(&self.node_io),
@@ -1370,10 +1402,10 @@ impl Filesystem for UnionFs {
                 Err(e) => return reply.error(self.failed(e)),
             }
         }
-        let cache = self.cache_flags(ino.0, &fd);
+        let mut cache = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
         let (backing, cached) =
-            match self.io_for(ino.0, flags.0, cache, &fd, |f| reply.open_backing(f)) {
+            match self.io_for(ino.0, flags.0, &mut cache, &fd, |f| reply.open_backing(f)) {
                 Ok(io) => io,
                 Err(e) => return reply.error(self.failed(e)),
             };
@@ -1835,12 +1867,13 @@ impl Filesystem for UnionFs {
         let e = self.entry_reply((parent, name), &path, &created.attr, self.ttls());
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags, &created.file);
-        let cache = self.cache_flags(node, &created.file);
-        let (backing, cached) =
-            match self.io_for(node, flags, cache, &created.file, |f| reply.open_backing(f)) {
-                Ok(io) => io,
-                Err(e) => return reply.error(self.failed(e)),
-            };
+        let mut cache = self.cache_flags(node, &created.file);
+        let (backing, cached) = match self.io_for(node, flags, &mut cache, &created.file, |f| {
+            reply.open_backing(f)
+        }) {
+            Ok(io) => io,
+            Err(e) => return reply.error(self.failed(e)),
+        };
         let file = OpenFile {
             node,
             flags,
