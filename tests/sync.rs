@@ -889,9 +889,16 @@ fn a_lost_or_damaged_content_copy_is_written_again_by_the_next_sync_or_fix() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     fs::write(&array.content[1], &bytes).expect("damage");
-    let out = array.lhparity(&["check"]);
-    expect_code(&out, 0);
-    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+    // Every command that reads the state says so, the read-only ones included.
+    for cmd in ["check", "status", "diff", "list", "dup"] {
+        let out = array.lhparity(&[cmd]);
+        expect_code(&out, 0);
+        assert!(
+            stderr(&out).contains("is damaged"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+    }
     let out = array.lhparity(&["fix"]);
     expect_code(&out, 0);
     assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));

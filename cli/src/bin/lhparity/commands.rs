@@ -160,12 +160,19 @@ pub struct DiffArgs {
     json: bool,
 }
 
-pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
-    let config = ctx.config()?;
-    let loaded = sync::load_state(&config)?;
+/// The state of the array for a command that only reads it, with a warning for
+/// each content copy that is damaged, missing or older than the one used.
+fn load_state_noted(config: &Config) -> Result<sync::Loaded> {
+    let loaded = sync::load_state(config).context("loading the content file")?;
     for note in &loaded.notes {
         eprintln!("lhparity: warning: {note}");
     }
+    Ok(loaded)
+}
+
+pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
+    let config = ctx.config()?;
+    let loaded = load_state_noted(&config)?;
     let state = &loaded.state;
     let scans = sync::scan_all(&config)?;
     for (disk, scan) in config.data.iter().zip(&scans) {
@@ -464,10 +471,7 @@ pub struct StatusArgs {
 
 pub fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let config = Config::load(&ctx.conf)?;
-    let loaded = sync::load_state(&config)?;
-    for note in &loaded.notes {
-        eprintln!("lhparity: warning: {note}");
-    }
+    let loaded = load_state_noted(&config)?;
     let s = array_status(&loaded.state, sync::now());
     if args.prometheus {
         let runs = metrics::recorded_runs(&config);
@@ -550,7 +554,7 @@ fn print_status(s: &Status, is_new: bool) {
 
 pub fn list(ctx: &Context) -> Result<ExitCode> {
     let config = Config::load(&ctx.conf)?;
-    let loaded = sync::load_state(&config).context("loading the content file")?;
+    let loaded = load_state_noted(&config)?;
     let (mut files, mut bytes, mut links, mut hardlinks) = (0usize, 0u64, 0usize, 0usize);
     for disk in &loaded.state.disks {
         for f in &disk.files {
@@ -584,7 +588,7 @@ pub fn list(ctx: &Context) -> Result<ExitCode> {
 /// summary; exit 0 whether or not there are any.
 pub fn dup(ctx: &Context) -> Result<ExitCode> {
     let config = Config::load(&ctx.conf)?;
-    let loaded = sync::load_state(&config).context("loading the content file")?;
+    let loaded = load_state_noted(&config)?;
     let groups = parity_core::dup::find(&loaded.state);
     let mut copies = 0usize;
     let mut redundant = 0u64;
