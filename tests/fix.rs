@@ -1574,3 +1574,41 @@ fn a_sync_that_meets_a_damaged_block_keeps_the_parity_that_can_rebuild_it() {
     expect_code(&array.lhparity(&["sync"]), 0);
     expect_code(&array.lhparity(&["check"]), 0);
 }
+
+#[test]
+fn fix_names_a_full_parity_disk_once() {
+    let (array, original) = synced_array(3, 2);
+    // Level 2 moves to a small disk with no room left, holding only the start of
+    // its file: fix must write the rest there.
+    let small = array.root.path().join("small");
+    fs::create_dir(&small).expect("mkdir");
+    let Some(_small) = SmallDisk::mount(&small, "1m") else {
+        return;
+    };
+    let p2 = small.join("parity2");
+    fs::write(&p2, &fs::read(&array.parity[1]).expect("parity 2")[..100]).expect("copy");
+    let mut filler = fs::File::create(small.join("filler")).expect("filler");
+    while std::io::Write::write_all(&mut filler, &[0u8; 65536]).is_ok() {}
+    drop(filler);
+    let conf = fs::read_to_string(&array.conf).expect("conf").replace(
+        &array.parity[1].display().to_string(),
+        &p2.display().to_string(),
+    );
+    fs::write(&array.conf, conf).expect("conf");
+
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let named: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("parity level 2"))
+        .collect();
+    assert_eq!(named.len(), 1, "{err}");
+    assert!(
+        named[0].contains(&p2.display().to_string())
+            && named[0].contains("No space left on device")
+            && named[0].contains("position(s)"),
+        "{err}"
+    );
+    assert!(snapshot(&array) == original, "a data file changed");
+}

@@ -302,6 +302,7 @@ pub fn fix(
         });
     }
     let write_errors = Mutex::new(Vec::new());
+    let parity_write_failures = Mutex::new(vec![None; paths.len()]);
     // Kept: the blocks in flight to the writer, and per stage thread a stripe's
     // worth of checked copies and rebuilt blocks.
     let stripe = state.disks.len() + paths.len();
@@ -331,8 +332,8 @@ pub fn fix(
             buffers,
             parity_files: &parity_files,
             read_only: &read_only,
-            parity_paths: &paths,
             write_errors,
+            parity_write_failures: &parity_write_failures,
             zero: vec![0u8; block_size],
             eager,
         };
@@ -365,6 +366,20 @@ pub fn fix(
     report.errors.extend(run.errors.iter().cloned());
     if let Ok(mut e) = write_errors.lock() {
         report.errors.append(&mut e);
+    }
+    let failures = parity_write_failures.into_inner().unwrap_or_default();
+    for (level, failure) in failures.into_iter().enumerate() {
+        if let Some((count, first, error)) = failure {
+            report.errors.push(format!(
+                "parity level {} ({}) could not be written at {count} position(s), the first \
+                 at position {first}: {error}; the rest of the fix is done: make room or \
+                 mend that disk, then run `lhparity fix` again",
+                level + 1,
+                paths
+                    .get(level)
+                    .map_or_else(String::new, |p| p.display().to_string())
+            ));
+        }
     }
 
     // Which target blocks came back, which parity positions were rewritten.
@@ -747,9 +762,10 @@ struct FixStage<'a> {
     parity_files: &'a [Option<File>],
     /// Per level, whether its file was opened for reading only.
     read_only: &'a [bool],
-    /// Per level, its file's path, for messages.
-    parity_paths: &'a [PathBuf],
     write_errors: &'a Mutex<Vec<String>>,
+    /// Per parity level, how many positions could not be written and the first
+    /// failure (position, error): reported once per level after the run.
+    parity_write_failures: &'a Mutex<Vec<Option<(u64, u32, String)>>>,
     zero: Vec<u8>,
     /// Parity levels the pipeline reads; the rest are read here when needed.
     eager: usize,
@@ -1251,13 +1267,13 @@ impl FixStage<'_> {
                     Ok(()) => any_written = true,
                     Err(e) => {
                         all_written = false;
-                        self.note(format!(
-                            "writing parity level {} ({}) at position {pos}: {e}",
-                            level + 1,
-                            self.parity_paths
-                                .get(level)
-                                .map_or_else(String::new, |p| p.display().to_string())
-                        ));
+                        if let Ok(mut failures) = self.parity_write_failures.lock() {
+                            if let Some(slot) = failures.get_mut(level) {
+                                let (count, _, _) =
+                                    slot.get_or_insert_with(|| (0, pos, e.to_string()));
+                                *count += 1;
+                            }
+                        }
                     }
                 }
             }
