@@ -765,11 +765,15 @@ struct FixStage<'a> {
     write_errors: &'a Mutex<Vec<String>>,
     /// Per parity level, how many positions could not be written and the first
     /// failure (position, error): reported once per level after the run.
-    parity_write_failures: &'a Mutex<Vec<Option<(u64, u32, String)>>>,
+    parity_write_failures: &'a Mutex<Vec<Option<ParityWriteFailure>>>,
     zero: Vec<u8>,
     /// Parity levels the pipeline reads; the rest are read here when needed.
     eager: usize,
 }
+
+/// Positions of one parity level that could not be written: how many, and the
+/// first position with its error.
+type ParityWriteFailure = (u64, u32, String);
 
 /// A rebuilt, verified block on its way to its target's temporary file.
 struct BlockWrite {
