@@ -558,6 +558,21 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     assert_eq!(as_user(&pool.mnt, "cat d/f"), "shown");
     let mut user = user;
     user.wait().unwrap();
+    // The other way round: the user holding their copy open never keeps root out.
+    let user = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<'{}'; sleep 2",
+            pool.mnt.join("d/f").display()
+        ))
+        .uid(12345)
+        .gid(12345)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(fs::read(pool.mnt.join("d/f")).unwrap(), b"ROOT ONLY");
+    let mut user = user;
+    user.wait().unwrap();
 }
 
 #[test]

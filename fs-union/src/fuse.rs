@@ -925,6 +925,7 @@ impl UnionFs {
         &self,
         node: u64,
         flags: i32,
+        by_root: bool,
         cache: &mut FopenFlags,
         fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
@@ -935,6 +936,12 @@ impl UnionFs {
             return Ok((None, None));
         }
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
+        // A backing file is registered only for the copy root would open: a user's
+        // open of a copy of their own, the only one they can reach, must not make
+        // root's later opens of the node fail (see EBUSY below).
+        let canonical = by_root
+            || !self.wants_passthrough(flags)
+            || self.copy_for_the_daemon(node) == Some(file);
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
         if let Some(id) = entry.backing.upgrade() {
@@ -946,7 +953,7 @@ impl UnionFs {
             }
             return Ok((Some(id), None));
         }
-        if self.wants_passthrough(flags) && entry.cached == 0 {
+        if canonical && self.wants_passthrough(flags) && entry.cached == 0 {
             // Registered with the daemon's own ids, whoever opens: the kernel does
             // the passthrough I/O of every later open with these credentials.
             match creds::as_daemon_for(|| open_backing(fd)) {
@@ -985,6 +992,16 @@ impl UnionFs {
             io: Arc::clone(&self.node_io),
         };
         Ok((None, Some(counted)))
+    }
+
+    /// Device and inode of the copy of `node` the open policy picks with the
+    /// daemon's own ids.
+    fn copy_for_the_daemon(&self, node: u64) -> Option<(u64, u64)> {
+        let path = self.path(INodeNo(node)).ok()?;
+        let union = self.union();
+        let (_, fd) = creds::as_daemon_for(|| union.open(&path, libc::O_PATH)).ok()?;
+        let st = crate::union::fstat(&fd).ok()?;
+        Some((st.st_dev, st.st_ino))
     }
 
     /// Applies a `setxattr` on the control file by swapping in the changed pool.
@@ -1405,7 +1422,9 @@ impl Filesystem for UnionFs {
         let mut cache = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
         let (backing, cached) =
-            match self.io_for(ino.0, flags.0, &mut cache, &fd, |f| reply.open_backing(f)) {
+            match self.io_for(ino.0, flags.0, req.uid() == 0, &mut cache, &fd, |f| {
+                reply.open_backing(f)
+            }) {
                 Ok(io) => io,
                 Err(e) => return reply.error(self.failed(e)),
             };
@@ -1868,12 +1887,14 @@ impl Filesystem for UnionFs {
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags, &created.file);
         let mut cache = self.cache_flags(node, &created.file);
-        let (backing, cached) = match self.io_for(node, flags, &mut cache, &created.file, |f| {
-            reply.open_backing(f)
-        }) {
-            Ok(io) => io,
-            Err(e) => return reply.error(self.failed(e)),
-        };
+        let by_root = req.uid() == 0;
+        let (backing, cached) =
+            match self.io_for(node, flags, by_root, &mut cache, &created.file, |f| {
+                reply.open_backing(f)
+            }) {
+                Ok(io) => io,
+                Err(e) => return reply.error(self.failed(e)),
+            };
         let file = OpenFile {
             node,
             flags,
