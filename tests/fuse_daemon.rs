@@ -678,19 +678,24 @@ fn fuse_daemon_waits_for_branches_to_be_mounted() {
     let _unmount = Unmount(mnt.path().to_path_buf());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(mount_type(mnt.path()), None, "mounted before its branch");
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{test}: cannot mount a tmpfs as root");
-    let _disk_unmount = Unmount(disk.clone());
+    let _disk_unmount = mount_disk(test, &disk);
     fs::write(disk.join("on-the-disk"), b"1").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "lhfs: {}", stderr(&out));
     assert!(mnt.path().join("on-the-disk").exists());
     let pid = daemon_pid(mnt.path());
     umount_and_reap(mnt.path(), pid);
+}
+
+/// Mounts a 4 MiB tmpfs on `disk` (a disk showing up), unmounted when dropped.
+fn mount_disk(test: &str, disk: &Path) -> Unmount {
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{test}: cannot mount a tmpfs as root");
+    Unmount(disk.to_path_buf())
 }
 
 /// Polls `done` every 50 ms for up to `limit`; whether it came true.
@@ -728,13 +733,7 @@ fn fuse_daemon_follows_a_disk_mounted_on_a_branch_folder_later() {
         return;
     };
     assert!(pool.path("below-the-disk").exists());
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{test}: cannot mount a tmpfs as root");
-    let _disk_unmount = Unmount(disk.clone());
+    let _disk_unmount = mount_disk(test, &disk);
     fs::write(disk.join("on-the-disk"), b"1").unwrap();
     // The pool follows within a few seconds, as mergerfs (which goes by path) does.
     let shows = |name: &str| pool.path(name).exists();

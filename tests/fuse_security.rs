@@ -344,13 +344,7 @@ fn fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller() {
     // func.open=newest opens, is root's and not.
     fs::write(b1.join("tt"), b"shown").unwrap();
     fs::set_permissions(b1.join("tt"), fs::Permissions::from_mode(0o666)).unwrap();
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(b1.join("tt"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    make_older(&b1.join("tt"));
     fs::write(b2.join("tt"), b"hidden").unwrap();
     fs::set_permissions(b2.join("tt"), fs::Permissions::from_mode(0o644)).unwrap();
     let branches = format!("{}:{}", b1.display(), b2.display());
@@ -500,6 +494,32 @@ fn fuse_security_folders_cloned_for_a_user_keep_their_owner() {
     }
 }
 
+/// Two copies of `d/f` for func.open=newest: an older one holding `users` in a
+/// folder open to all on `b1` (the copy the pool shows, and the only one a user can
+/// reach), and a newer one holding `roots` in root's own folder on `b2` (the one
+/// root opens).
+fn two_copies(b1: &Path, b2: &Path, users: &[u8], roots: &[u8]) {
+    fs::create_dir(b1.join("d")).unwrap();
+    fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(b1.join("d/f"), users).unwrap();
+    make_older(&b1.join("d/f"));
+    fs::create_dir(b2.join("d")).unwrap();
+    fs::set_permissions(b2.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(b2.join("d/f"), roots).unwrap();
+    fs::set_permissions(b2.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Sets a file's mtime an hour back, so that `newest` passes over it.
+fn make_older(path: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
 #[test]
 fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     let test = "fuse_security_passthrough_serves_each_open_its_own_rights";
@@ -507,21 +527,7 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     // Root's set-user-ID program, open for reading by a user while root appends.
     fs::write(b1.join("prog"), b"x").unwrap();
     fs::set_permissions(b1.join("prog"), fs::Permissions::from_mode(0o4755)).unwrap();
-    // func.open=newest: root opens its newer copy in its own folder on b2; the user,
-    // who cannot reach it, opens the older copy b1 shows.
-    fs::create_dir(b1.join("d")).unwrap();
-    fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(b1.join("d/f"), b"shown").unwrap();
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(b1.join("d/f"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-    fs::create_dir(b2.join("d")).unwrap();
-    fs::set_permissions(b2.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(b2.join("d/f"), b"ROOT ONLY").unwrap();
+    two_copies(&b1, &b2, b"shown", b"ROOT ONLY");
     let branches = format!("{}:{}", b1.display(), b2.display());
     let options = "minfreespace=0,passthrough.io=rw,func.open=newest";
     let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
@@ -637,13 +643,7 @@ fn fuse_security_set_id_bits_go_where_a_write_or_chmod_puts_them() {
         // The user's own set-user-ID program, on both branches.
         user_file(b.join("t/mine"), 0o4755);
     }
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(b1.join("t/w"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    make_older(&b1.join("t/w"));
     // The copy shown is the user's, a hidden one root's set-user-ID program.
     user_file(b1.join("t/shown"), 0o755);
     fs::write(b2.join("t/shown"), b"r").unwrap();
@@ -719,22 +719,7 @@ fn fuse_security_the_page_cache_never_shows_a_user_another_copy() {
     let test = "fuse_security_the_page_cache_never_shows_a_user_another_copy";
     for cache in ["partial", "full", "auto-full"] {
         let (_tmp, b1, b2, mnt) = open_branches();
-        // func.open=newest: root opens its newer copy in its own folder on b2, the
-        // user the older one on b1, the only one the user can reach.
-        fs::create_dir(b1.join("d")).unwrap();
-        fs::set_permissions(b1.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::write(b1.join("d/f"), b"USERS COPY").unwrap();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        fs::File::options()
-            .write(true)
-            .open(b1.join("d/f"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        fs::create_dir(b2.join("d")).unwrap();
-        fs::set_permissions(b2.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(b2.join("d/f"), b"ROOT ONLY!").unwrap();
-        fs::set_permissions(b2.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+        two_copies(&b1, &b2, b"USERS COPY", b"ROOT ONLY!");
         let branches = format!("{}:{}", b1.display(), b2.display());
         let options = format!("minfreespace=0,func.open=newest,cache.files={cache}");
         let Some(pool) = Pool::mount(test, &branches, &mnt, &options) else {
