@@ -898,3 +898,44 @@ fn fuse_daemon_sets_the_pool_readahead() {
     assert_eq!(value, "1024", "{setting}");
     umount_and_reap(mnt.path(), daemon_pid(mnt.path()));
 }
+
+#[test]
+fn fuse_daemon_a_file_moved_after_a_disk_went_lands_where_the_pool_now_is() {
+    let test = "fuse_daemon_a_file_moved_after_a_disk_went_lands_where_the_pool_now_is";
+    if !fuse_ready(test) {
+        return;
+    }
+    let Some(small) = common::fuse::Tmpfs::new(test, "2m") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (disk, mnt) = (root.path().join("disk"), root.path().join("mnt"));
+    fs::create_dir(&disk).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    fs::write(disk.join("bare-folder"), b"0").unwrap();
+    let mounted = mount_disk(test, &disk);
+    let branches = format!("{}:{}", small.path.display(), disk.display());
+    let options = "minfreespace=0,category.create=ff,moveonenospc=true";
+    let Some(pool) = common::fuse::Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut file = File::create(pool.path("big")).unwrap();
+    file.write_all(&data[..1 << 20]).unwrap();
+    // The second branch's disk goes (lazily) while the file is open on the first.
+    assert!(Command::new("umount")
+        .arg("-l")
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success()));
+    drop(mounted);
+    assert!(
+        within(Duration::from_secs(5), || pool.path("bare-folder").exists()),
+        "the pool did not follow the unmount"
+    );
+    // Past the 2 MiB branch: the file moves on, to the folder the pool now uses.
+    file.write_all(&data[1 << 20..]).unwrap();
+    drop(file);
+    assert_eq!(fs::read(pool.path("big")).unwrap(), data);
+    assert_eq!(fs::read(disk.join("big")).unwrap(), data);
+}

@@ -83,9 +83,9 @@ fn fuse_security_non_root_caller() {
     non_root_caller("fuse_security_non_root_caller", "minfreespace=0", None);
 }
 
-/// The same through the page cache, where the kernel would otherwise clear the
-/// set-ID bits of a file written by someone other than its owner with a mode change
-/// of its own, on the copy the pool shows.
+/// The same through the page cache: the kernel then clears the set-ID bits of a file
+/// written by someone other than its owner with a mode change of its own (which
+/// leaves set-group-ID without group-execute alone), and lhfs on the file written.
 #[test]
 fn fuse_security_non_root_caller_through_the_page_cache() {
     non_root_caller(
@@ -658,11 +658,9 @@ fn fuse_security_set_id_bits_go_where_a_write_or_chmod_puts_them() {
         "echo x >> t/w; chmod u-s t/mine; stat t/shown >/dev/null; rm -f t/shown; \
          chmod 755 t/shown || echo refused",
     );
-    // The copy written loses its bit, the other keeps it.
-    assert_eq!(
-        (mode(b2.join("t/w")), mode(b1.join("t/w"))),
-        (0o777, 0o4777)
-    );
+    // The copy written loses its bit (the kernel's own mode change also reaches the
+    // copy shown, which the user may write as well).
+    assert_eq!(mode(b2.join("t/w")), 0o777);
     // The owner's chmod reaches every copy.
     assert_eq!(
         (mode(b1.join("t/mine")), mode(b2.join("t/mine"))),
@@ -707,6 +705,14 @@ fn fuse_security_renames_reveal_and_move_only_what_the_user_may() {
     // Over a folder that looks empty to the user: done, as on a plain folder.
     assert_eq!(rename("pub/a", "pub/d"), "done");
     assert!(b1.join("pub/d").is_dir() && !b1.join("pub/a").exists());
+    // Over another user's empty folder the user may not list: done too, as on a
+    // plain folder (the rename needs the right to write `pub`, not to read `e`).
+    fs::create_dir(b1.join("pub/own")).unwrap();
+    std::os::unix::fs::chown(b1.join("pub/own"), Some(12345), Some(12345)).unwrap();
+    fs::create_dir(b1.join("pub/e")).unwrap();
+    std::os::unix::fs::chown(b1.join("pub/e"), Some(23456), Some(23456)).unwrap();
+    fs::set_permissions(b1.join("pub/e"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(rename("pub/own", "pub/e"), "done");
     // Root's file in a folder the user may not write: refused, and not moved into
     // the rename-exdev stash either.
     assert_eq!(rename("share/victim", "pub/x"), "EACCES");
@@ -744,5 +750,38 @@ fn fuse_security_the_page_cache_never_shows_a_user_another_copy() {
             b"ROOT ONLY!",
             "{cache}"
         );
+    }
+}
+
+#[test]
+fn fuse_security_every_kind_of_write_by_another_user_clears_set_id_bits() {
+    let test = "fuse_security_every_kind_of_write_by_another_user_clears_set_id_bits";
+    for options in [
+        "passthrough.io=rw",
+        "passthrough.io=off",
+        "passthrough.io=off,cache.files=partial",
+    ] {
+        let (_tmp, b1, b2, mnt) = open_branches();
+        for name in ["append", "fallocate", "copied"] {
+            fs::write(b1.join(name), b"abc").unwrap();
+            fs::set_permissions(b1.join(name), fs::Permissions::from_mode(0o6777)).unwrap();
+        }
+        fs::write(b1.join("mine"), b"data").unwrap();
+        let branches = format!("{}:{}", b1.display(), b2.display());
+        let Some(pool) = Pool::mount(test, &branches, &mnt, &format!("minfreespace=0,{options}"))
+        else {
+            return;
+        };
+        let out = as_user(
+            &pool.mnt,
+            "echo more >> append && fallocate -l 65536 fallocate && python3 -c \
+             \"import os; os.copy_file_range(os.open('mine', 0), os.open('copied', 1), 4)\" \
+             && echo done",
+        );
+        assert_eq!(out, "done", "{options}");
+        for name in ["append", "fallocate", "copied"] {
+            let mode = fs::metadata(b1.join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o777, "{options}: {name}");
+        }
     }
 }

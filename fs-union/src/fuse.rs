@@ -239,6 +239,14 @@ fn serves_as_caller(op: Op) -> bool {
     )
 }
 
+/// Whether changing a mode of `current` to `new` only drops set-user-ID and/or
+/// set-group-ID.
+fn only_clears_set_id(current: u32, new: u32) -> bool {
+    let set_id = libc::S_ISUID | libc::S_ISGID;
+    let (current, new) = (current & 0o7777, new & 0o7777);
+    new != current && new & !current == 0 && (current & !new) & !set_id == 0
+}
+
 fn caller(req: &Request) -> Caller {
     Caller::from_process(req.uid(), req.gid(), req.pid())
 }
@@ -310,11 +318,6 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
         // mergerfs; without it the kernel sends a truncate first, which the action
         // policy (epall) applies to every copy of the file on every branch.
         InitFlags::FUSE_ATOMIC_O_TRUNC,
-        // The set-ID bits a write or truncate by someone other than root clears are
-        // cleared here, on the copy written: the kernel flags such writes (written
-        // through, also with the page cache) and truncates instead of sending a mode
-        // change in the writer's name for the copy the pool shows.
-        InitFlags::FUSE_HANDLE_KILLPRIV_V2,
     ];
     for (on, flag) in [
         (options.async_read, InitFlags::FUSE_ASYNC_READ),
@@ -994,6 +997,16 @@ impl UnionFs {
         Ok((None, Some(counted)))
     }
 
+    /// Whether the caller the thread acts as may write `node`: through the open
+    /// handle `fh` if it was opened for writing, else the copy the pool shows.
+    fn caller_may_write(&self, node: INodeNo, fh: Option<FileHandle>) -> bool {
+        if let Some(file) = self.open_file_of(node, fh) {
+            return file.flags & libc::O_ACCMODE != libc::O_RDONLY;
+        }
+        self.path(node)
+            .is_ok_and(|path| self.union().may_write(&path).is_ok())
+    }
+
     /// Device and inode of the copy of `node` the open policy picks with the
     /// daemon's own ids.
     fn copy_for_the_daemon(&self, node: u64) -> Option<(u64, u64)> {
@@ -1080,8 +1093,10 @@ impl UnionFs {
             .map(Path::to_path_buf)
             .ok_or(Errno(libc::ENOSPC))?;
         let mut state = file.state.write().unwrap_or_else(PoisonError::into_inner);
-        let moved = file
-            .union
+        // The pool in force, not the one the file was opened under: a branch root
+        // may have been opened again since (a disk mounted or unmounted there).
+        let moved = self
+            .union()
             .relocate(&caller(), &path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
@@ -1181,44 +1196,67 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
-        let result = caller(req).serve(|| match &self.open_file_of(ino, fh) {
-            // Through the open descriptor: works after the name is gone.
-            Some(file) => (|| {
-                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
-                let fd = state.1.as_raw_fd();
-                // SAFETY (all four): plain syscalls on our open fd; `t` outlives the call.
-                if let Some(mode) = mode {
-                    check(unsafe { libc::fchmod(fd, mode & 0o7777) })?;
-                }
-                if uid.is_some() || gid.is_some() {
-                    let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-                    check(unsafe { libc::fchown(fd, u, g) })?;
-                }
-                if let Some(size) = size {
-                    check(unsafe { libc::ftruncate(fd, size as libc::off_t) })?;
-                }
-                if let Some(t) = times {
-                    check(unsafe { libc::futimens(fd, t.as_ptr()) })?;
-                }
-                Ok(())
-            })(),
-            None => (|| {
-                let path = self.path(ino)?;
-                let union = &self.union();
-                if let Some(mode) = mode {
-                    union.chmod(&path, mode & 0o7777).map_err(fuse_errno)?;
-                }
-                if uid.is_some() || gid.is_some() {
-                    union.chown(&path, uid, gid).map_err(fuse_errno)?;
-                }
-                if let Some(size) = size {
-                    union.truncate(&path, size).map_err(fuse_errno)?;
-                }
-                if let Some(t) = times {
-                    union.utimens(&path, t).map_err(fuse_errno)?;
-                }
-                Ok(())
-            })(),
+        let result = caller(req).serve(|| {
+            // A mode change by someone other than the owner that only drops
+            // set-user-ID/set-group-ID, from a caller who may write the file, is the
+            // kernel clearing them for that caller's write, truncate, fallocate or
+            // copy: done with the daemon's ids, as Linux does it whoever owns the
+            // file. (default_permissions refuses other chmods by non-owners.)
+            let clears_set_id = match mode {
+                Some(new) if req.uid() != 0 => self.attr_of(ino, fh).is_ok_and(|attr| {
+                    attr.stat.st_uid != req.uid()
+                        && only_clears_set_id(attr.stat.st_mode, new)
+                        && self.caller_may_write(ino, fh)
+                }),
+                _ => false,
+            };
+            match &self.open_file_of(ino, fh) {
+                // Through the open descriptor: works after the name is gone.
+                Some(file) => (|| {
+                    let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                    let fd = state.1.as_raw_fd();
+                    // SAFETY (all four): plain syscalls on our open fd; `t` outlives the call.
+                    if let Some(mode) = mode {
+                        let fchmod = || check(unsafe { libc::fchmod(fd, mode & 0o7777) });
+                        if clears_set_id {
+                            creds::as_daemon_for(fchmod)?;
+                        } else {
+                            fchmod()?;
+                        }
+                    }
+                    if uid.is_some() || gid.is_some() {
+                        let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+                        check(unsafe { libc::fchown(fd, u, g) })?;
+                    }
+                    if let Some(size) = size {
+                        check(unsafe { libc::ftruncate(fd, size as libc::off_t) })?;
+                    }
+                    if let Some(t) = times {
+                        check(unsafe { libc::futimens(fd, t.as_ptr()) })?;
+                    }
+                    Ok(())
+                })(),
+                None => (|| {
+                    let path = self.path(ino)?;
+                    let union = &self.union();
+                    match mode {
+                        Some(mode) if clears_set_id => union.clear_set_id(&path, mode & 0o7777),
+                        Some(mode) => union.chmod(&path, mode & 0o7777),
+                        None => Ok(()),
+                    }
+                    .map_err(fuse_errno)?;
+                    if uid.is_some() || gid.is_some() {
+                        union.chown(&path, uid, gid).map_err(fuse_errno)?;
+                    }
+                    if let Some(size) = size {
+                        union.truncate(&path, size).map_err(fuse_errno)?;
+                    }
+                    if let Some(t) = times {
+                        union.utimens(&path, t).map_err(fuse_errno)?;
+                    }
+                    Ok(())
+                })(),
+            }
         });
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
@@ -1501,7 +1539,12 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         self.begin(Op::Write);
-        let kill_suidgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        // Any write by someone other than root clears the set-ID bits of the file
+        // written, as Linux does; the kernel asks for it on direct writes, and its own
+        // mode change for cached writes goes to the copy the pool shows, which need
+        // not be the one open here (func.open other than func.getattr).
+        let kill_suidgid =
+            write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) || req.uid() != 0;
         let result = self.file(fh).and_then(|file| {
             if kill_suidgid {
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -2117,6 +2160,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn set_id_clearing_is_told_from_other_mode_changes() {
+        assert!(only_clears_set_id(0o104777, 0o777));
+        assert!(only_clears_set_id(0o6755, 0o2755));
+        assert!(only_clears_set_id(0o6755, 0o755));
+        assert!(!only_clears_set_id(0o4755, 0o4755), "no change");
+        assert!(!only_clears_set_id(0o4755, 0o755 | 0o022), "adds write");
+        assert!(!only_clears_set_id(0o4755, 0o655), "drops more");
+        assert!(!only_clears_set_id(0o755, 0o4755), "adds the bit");
+        assert!(
+            !only_clears_set_id(0o1755, 0o755),
+            "sticky is not a set-id bit"
+        );
+    }
+
+    #[test]
     fn the_flag_ioctls_are_taken_in_the_form_the_caller_uses() {
         assert_eq!(FlagsIoctl::of(0x8008_6601, false), Some(FlagsIoctl::Get));
         assert_eq!(FlagsIoctl::of(0x4008_6602, false), Some(FlagsIoctl::Set));
@@ -2143,7 +2201,9 @@ mod tests {
         assert!(defaults.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(defaults.contains(&InitFlags::FUSE_DO_READDIRPLUS));
         assert!(defaults.contains(&InitFlags::FUSE_ATOMIC_O_TRUNC));
-        assert!(defaults.contains(&InitFlags::FUSE_HANDLE_KILLPRIV_V2));
+        // Passthrough writes never reach the daemon, which then could not clear
+        // set-ID bits for them: the kernel's own mode change is taken instead.
+        assert!(!defaults.contains(&InitFlags::FUSE_HANDLE_KILLPRIV_V2));
         assert!(!defaults.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
         let o = Options::parse("async-read=false,direct-io-allow-mmap=false,cache.symlinks=true")
             .unwrap();

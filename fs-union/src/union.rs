@@ -1046,6 +1046,24 @@ impl Union {
         self.act(Function::Chmod, path, |at| sys::chmod(at, mode))
     }
 
+    /// Sets `mode` on the copy of `path` the caller is shown (getattr policy, with
+    /// the thread's ids) using the daemon's own ids: for the kernel's clearing of
+    /// set-user-ID and set-group-ID when a user who is not the owner writes or
+    /// truncates the file, which Linux does whoever owns it.
+    pub fn clear_set_id(&self, path: &Path, mode: u32) -> Result<(), Errno> {
+        let branch = self.select_one(Function::Getattr, path)?;
+        let at = self.at(branch, path)?;
+        creds::as_daemon_for(|| sys::chmod(&at, mode))
+    }
+
+    /// Whether the thread's ids may write the copy of `path` the pool shows
+    /// (getattr policy): `access(W_OK)` with those ids, ACLs included.
+    pub fn may_write(&self, path: &Path) -> Result<(), Errno> {
+        let branch = self.select_one(Function::Getattr, path)?;
+        let at = self.at(branch, path)?;
+        sys::may_write(&at)
+    }
+
     /// lchown on every action branch; `None` keeps the id.
     pub fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
         let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
@@ -1194,8 +1212,12 @@ impl Union {
     pub fn rename(&self, caller: &Caller, old: &Path, new: &Path) -> Result<Renamed, Errno> {
         // As the caller sees the target: entries hidden from the caller are not
         // revealed by the answer.
+        // A folder the caller may not list counts as empty, as its rename on a
+        // branch finds it.
         let non_empty = caller.run(|| match self.getattr(new) {
-            Ok(target) if sys::is_dir(&target.stat) => Ok(!self.readdir(new)?.is_empty()),
+            Ok(target) if sys::is_dir(&target.stat) => {
+                Ok(self.readdir(new).is_ok_and(|entries| !entries.is_empty()))
+            }
             _ => Ok::<_, Errno>(false),
         })?;
         if non_empty {

@@ -148,6 +148,21 @@ pub(super) fn openat(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether the thread's filesystem ids may write the entry (`faccessat` with
+/// `AT_EACCESS`, which checks those ids rather than the real ones).
+pub(super) fn may_write(at: &At) -> Result<(), Errno> {
+    // SAFETY: the name is NUL-terminated; the fd is ours.
+    check(unsafe {
+        libc::faccessat(
+            at.dir.as_raw_fd(),
+            at.name.as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 /// `lstat` of the entry.
 pub(super) fn lstat(at: &At) -> Result<libc::stat, Errno> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
