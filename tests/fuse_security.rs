@@ -564,7 +564,8 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
     assert_eq!(as_user(&pool.mnt, "cat d/f"), "shown");
     let mut user = user;
     user.wait().unwrap();
-    // The other way round: the user holding their copy open never keeps root out.
+    // The other way round: while the user holds their copy open, root's copy waits
+    // too, and is there once the user closes it.
     let user = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -576,9 +577,11 @@ fn fuse_security_passthrough_serves_each_open_its_own_rights() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(fs::read(pool.mnt.join("d/f")).unwrap(), b"ROOT ONLY");
+    let busy = fs::read(pool.mnt.join("d/f")).unwrap_err();
+    assert_eq!(busy.raw_os_error(), Some(libc::EBUSY));
     let mut user = user;
     user.wait().unwrap();
+    assert_eq!(fs::read(pool.mnt.join("d/f")).unwrap(), b"ROOT ONLY");
 }
 
 #[test]
@@ -731,20 +734,31 @@ fn fuse_security_the_page_cache_never_shows_a_user_another_copy() {
         let Some(pool) = Pool::mount(test, &branches, &mnt, &options) else {
             return;
         };
-        // Root reads its copy into the page cache and keeps it open.
+        // Root reads its copy into the page cache and keeps it open: the user's copy
+        // waits (a mapping of it would share root's pages).
         let mut held = fs::File::open(pool.path("d/f")).unwrap();
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut held, &mut bytes).unwrap();
         assert_eq!(bytes, b"ROOT ONLY!");
-        assert_eq!(as_user(&pool.mnt, "cat d/f"), "USERS COPY", "{cache}, open");
+        assert_eq!(
+            as_user(&pool.mnt, "cat d/f"),
+            "Device or resource busy",
+            "{cache}, open"
+        );
         drop(held);
-        // And once root has closed it (full and auto-full keep pages across opens).
-        assert_eq!(fs::read(pool.path("d/f")).unwrap(), b"ROOT ONLY!");
+        // Once root has closed it, the user reads their own copy, also where pages
+        // are kept across opens (full, auto-full), and mapped.
         assert_eq!(
             as_user(&pool.mnt, "cat d/f"),
             "USERS COPY",
             "{cache}, closed"
         );
+        let mapped = as_user(
+            &pool.mnt,
+            "python3 -c \"import mmap; f = open('d/f', 'rb'); \
+             print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:].decode())\"",
+        );
+        assert_eq!(mapped, "USERS COPY", "{cache}, mapped");
         assert_eq!(
             fs::read(pool.path("d/f")).unwrap(),
             b"ROOT ONLY!",

@@ -82,22 +82,36 @@ struct OpenFile {
     backing: Option<Arc<BackingId>>,
     /// Held by an open through the page cache, which keeps passthrough off the node
     /// until it is released.
-    _cached: Option<CachedOpen>,
+    _counted: CountedOpen,
 }
 
 /// How the opens of one node do their I/O. The kernel refuses (EIO) an open that
 /// does not use passthrough while the node has a backing file, and a passthrough
 /// open while the node has opens through the page cache (direct I/O opens count as
 /// neither).
+///
+/// All live opens of a node are of one copy of the name (`open_file`): the kernel
+/// keeps one page cache per node, which mmap uses even for direct I/O opens, and
+/// writes dirty pages back through any writable open of the node. Opens of two
+/// copies at once would let each read, and write into, the other's file.
 #[derive(Default)]
 struct NodeIo {
     backing: Weak<BackingId>,
     /// Device and inode of the branch file behind `backing`.
     backing_file: (u64, u64),
+    /// Opens through the page cache.
     cached: usize,
-    /// Device and inode of the branch file the `cached` opens read through the
-    /// node's page cache.
-    cached_file: (u64, u64),
+    /// Opens of any kind.
+    opens: usize,
+    /// Device and inode of the branch file those opens opened.
+    open_file: (u64, u64),
+}
+
+impl NodeIo {
+    /// Whether nothing about the node needs keeping.
+    fn unused(&self) -> bool {
+        self.opens == 0 && self.cached == 0 && self.backing.strong_count() == 0
+    }
 }
 
 /// What `cache.files=full`/`auto-full` remember of a node's last open: the copy
@@ -108,18 +122,23 @@ struct Stamp {
     times: (i64, i64, i64),
 }
 
-/// Counts one open through the page cache in its node's [`NodeIo`] until dropped.
-struct CachedOpen {
+/// Counts one open (and whether it goes through the page cache) in its node's
+/// [`NodeIo`] until dropped.
+struct CountedOpen {
     node: u64,
+    cached: bool,
     io: Arc<Mutex<HashMap<u64, NodeIo>>>,
 }
 
-impl Drop for CachedOpen {
+impl Drop for CountedOpen {
     fn drop(&mut self) {
         let mut io = lock(&self.io);
         if let Some(entry) = io.get_mut(&self.node) {
-            entry.cached = entry.cached.saturating_sub(1);
-            if entry.cached == 0 && entry.backing.strong_count() == 0 {
+            entry.opens = entry.opens.saturating_sub(1);
+            if self.cached {
+                entry.cached = entry.cached.saturating_sub(1);
+            }
+            if entry.unused() {
                 io.remove(&self.node);
             }
         }
@@ -871,32 +890,41 @@ impl UnionFs {
     }
 
     /// The `FOPEN_*` flags `cache.files` asks for on opening `node` as `fd`.
-    fn cache_flags(&self, node: u64, fd: &OwnedFd) -> FopenFlags {
+    fn cache_flags(&self, node: u64, fd: &OwnedFd) -> (FopenFlags, Option<Stamp>) {
         let union = self.union();
         match union.options().cache_files {
-            CacheFiles::Off => direct_io(union.options()),
-            CacheFiles::Partial => FopenFlags::empty(),
+            CacheFiles::Off => (direct_io(union.options()), None),
+            CacheFiles::Partial => (FopenFlags::empty(), None),
             mode @ (CacheFiles::Full | CacheFiles::AutoFull) => {
                 let Ok(st) = crate::union::fstat(fd) else {
-                    return FopenFlags::empty();
+                    return (FopenFlags::empty(), None);
                 };
                 let stamp = Stamp {
                     copy: (st.st_dev, st.st_ino),
                     times: (st.st_mtime, st.st_mtime_nsec, st.st_size),
                 };
                 // Pages kept from another copy of the name are never shown: an open
-                // of another copy than the last one drops them.
-                let keep = match (mode, lock(&self.stamps).insert(node, stamp)) {
+                // of another copy than the last one drops them. The stamp is kept
+                // (`keep_stamp`) only once the open succeeds.
+                let keep = match (mode, lock(&self.stamps).get(&node)) {
                     (_, None) => mode == CacheFiles::Full,
                     (CacheFiles::Full, Some(old)) => old.copy == stamp.copy,
-                    (_, Some(old)) => old == stamp,
+                    (_, Some(old)) => *old == stamp,
                 };
-                if keep {
+                let flags = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
-                }
+                };
+                (flags, Some(stamp))
             }
+        }
+    }
+
+    /// Remembers what an open that succeeded found (see [`UnionFs::cache_flags`]).
+    fn keep_stamp(&self, node: u64, stamp: Option<Stamp>) {
+        if let Some(stamp) = stamp {
+            lock(&self.stamps).insert(node, stamp);
         }
     }
 
@@ -919,9 +947,9 @@ impl UnionFs {
     /// node must use it, whatever `passthrough.io` says of its mode), else a new one
     /// registered through `open_backing` when `passthrough.io` covers the open and
     /// no open of the node uses the page cache; else none, and an open through the
-    /// page cache is counted, or made a direct one (`cache` is changed) when opens
-    /// of another copy of the name use the page cache. An open of another copy than
-    /// the backing file's is refused (EBUSY). The kernel opens a file of its own on the backing path
+    /// page cache is counted. Every open is counted with the copy it opened, and an
+    /// open of another copy than the live ones is refused (EBUSY, see [`NodeIo`]).
+    /// The kernel opens a file of its own on the backing path
     /// for every open, with that open's flags, so the descriptor of whichever open
     /// comes first serves later opens of any mode.
     fn io_for(
@@ -932,29 +960,41 @@ impl UnionFs {
         cache: &mut FopenFlags,
         fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
-    ) -> Result<(Option<Arc<BackingId>>, Option<CachedOpen>), fuser::Errno> {
-        if !self.passthrough.load(Ordering::Relaxed) && cache.contains(FopenFlags::FOPEN_DIRECT_IO)
-        {
-            // Neither a backing file nor the page cache: nothing to keep track of.
-            return Ok((None, None));
-        }
+    ) -> Result<(Option<Arc<BackingId>>, CountedOpen), fuser::Errno> {
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
-        // A backing file is registered only for the copy root would open: a user's
-        // open of a copy of their own, the only one they can reach, must not make
-        // root's later opens of the node fail (see EBUSY below).
+        // A backing file is registered only for the copy root would open.
         let canonical = by_root
             || !self.wants_passthrough(flags)
             || self.copy_for_the_daemon(node) == Some(file);
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
+        // Another copy of the name than the one the node's live opens (or its
+        // backing file) use: another policy's pick, or the only one this caller can
+        // reach. Its bytes must not meet theirs in the node's page cache (see
+        // [`NodeIo`]), so it waits until they are closed.
+        let alive = entry.backing.strong_count() > 0;
+        if (entry.opens > 0 && entry.open_file != file) || (alive && entry.backing_file != file) {
+            if entry.unused() {
+                io.remove(&node);
+            }
+            return Err(fuser::Errno::EBUSY);
+        }
+        let node_io = Arc::clone(&self.node_io);
+        let count = |entry: &mut NodeIo, cached: bool| {
+            entry.opens += 1;
+            entry.open_file = file;
+            if cached {
+                entry.cached += 1;
+            }
+            CountedOpen {
+                node,
+                cached,
+                io: Arc::clone(&node_io),
+            }
+        };
         if let Some(id) = entry.backing.upgrade() {
             // Every open of the node must use the backing file already registered.
-            // Another copy (another policy's pick, or the only one this caller can
-            // reach) cannot be served: its bytes are not the backing file's.
-            if entry.backing_file != file {
-                return Err(fuser::Errno::EBUSY);
-            }
-            return Ok((Some(id), None));
+            return Ok((Some(id), count(entry, false)));
         }
         if canonical && self.wants_passthrough(flags) && entry.cached == 0 {
             // Registered with the daemon's own ids, whoever opens: the kernel does
@@ -964,7 +1004,7 @@ impl UnionFs {
                     let id = Arc::new(id);
                     entry.backing = Arc::downgrade(&id);
                     entry.backing_file = file;
-                    return Ok((Some(id), None));
+                    return Ok((Some(id), count(entry, false)));
                 }
                 Err(e) => {
                     // Serve reads and writes ourselves from now on.
@@ -976,25 +1016,8 @@ impl UnionFs {
                 }
             }
         }
-        if entry.cached > 0 && entry.cached_file != file {
-            // The node's page cache holds another copy's bytes for opens still in
-            // use (another user's view, or another policy's pick): this open reads
-            // and writes its own copy directly, never those pages.
-            *cache = direct_io(self.union().options());
-        }
-        if cache.contains(FopenFlags::FOPEN_DIRECT_IO) {
-            if entry.cached == 0 && entry.backing.strong_count() == 0 {
-                io.remove(&node);
-            }
-            return Ok((None, None));
-        }
-        entry.cached += 1;
-        entry.cached_file = file;
-        let counted = CachedOpen {
-            node,
-            io: Arc::clone(&self.node_io),
-        };
-        Ok((None, Some(counted)))
+        let cached = !cache.contains(FopenFlags::FOPEN_DIRECT_IO);
+        Ok((None, count(entry, cached)))
     }
 
     /// Whether the caller the thread acts as may write `node`: through the open
@@ -1100,6 +1123,12 @@ impl UnionFs {
             .relocate(&caller(), &path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
+        // Later opens find the copy the file moved to.
+        if let Ok(st) = crate::union::fstat(&state.1) {
+            if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
+                entry.open_file = (st.st_dev, st.st_ino);
+            }
+        }
         if let Some(metrics) = &self.metrics {
             metrics.moved();
         }
@@ -1457,22 +1486,23 @@ impl Filesystem for UnionFs {
                 Err(e) => return reply.error(self.failed(e)),
             }
         }
-        let mut cache = self.cache_flags(ino.0, &fd);
+        let (mut cache, stamp) = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
-        let (backing, cached) =
+        let (backing, counted) =
             match self.io_for(ino.0, flags.0, req.uid() == 0, &mut cache, &fd, |f| {
                 reply.open_backing(f)
             }) {
                 Ok(io) => io,
                 Err(e) => return reply.error(self.failed(e)),
             };
+        self.keep_stamp(ino.0, stamp);
         let file = OpenFile {
             node: ino.0,
             flags: flags.0,
             union,
             state: RwLock::new((branch, fd)),
             backing: backing.clone(),
-            _cached: cached,
+            _counted: counted,
         };
         let fh = FileHandle(self.add_file(file));
         match backing {
@@ -1619,10 +1649,7 @@ impl Filesystem for UnionFs {
         drop(file);
         if let Some(node) = node {
             let mut io = lock(&self.node_io);
-            if io
-                .get(&node)
-                .is_some_and(|e| e.cached == 0 && e.backing.strong_count() == 0)
-            {
+            if io.get(&node).is_some_and(NodeIo::unused) {
                 io.remove(&node);
             }
         }
@@ -1929,22 +1956,23 @@ impl Filesystem for UnionFs {
         let e = self.entry_reply((parent, name), &path, &created.attr, self.ttls());
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags, &created.file);
-        let mut cache = self.cache_flags(node, &created.file);
+        let (mut cache, stamp) = self.cache_flags(node, &created.file);
         let by_root = req.uid() == 0;
-        let (backing, cached) =
+        let (backing, counted) =
             match self.io_for(node, flags, by_root, &mut cache, &created.file, |f| {
                 reply.open_backing(f)
             }) {
                 Ok(io) => io,
                 Err(e) => return reply.error(self.failed(e)),
             };
+        self.keep_stamp(node, stamp);
         let file = OpenFile {
             node,
             flags,
             union,
             state: RwLock::new((created.attr.branch, created.file)),
             backing: backing.clone(),
-            _cached: cached,
+            _counted: counted,
         };
         let fh = FileHandle(self.add_file(file));
         let (fa, ttl) = (e.attr, e.ttl());
