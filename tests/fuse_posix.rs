@@ -538,6 +538,15 @@ fn fuse_posix_files_changed_on_a_branch_behind_the_pool_are_what_they_are() {
     // A rename made on the branch: the new name reads its file.
     fs::rename(a.join("d/g"), a.join("d/h")).unwrap();
     assert_eq!(fs::read(pool.path("d/h")).unwrap(), b"written via g");
+    // Replaced on the branch (a new file renamed over it) while the pool has it
+    // open: the old open keeps reading the old file, a new open reads the new one.
+    let mut held = File::open(pool.path("d/h")).unwrap();
+    fs::write(a.join("d/h.tmp"), b"replaced").unwrap();
+    fs::rename(a.join("d/h.tmp"), a.join("d/h")).unwrap();
+    assert_eq!(fs::read(pool.path("d/h")).unwrap(), b"replaced");
+    let mut old_bytes = Vec::new();
+    held.read_to_end(&mut old_bytes).unwrap();
+    assert_eq!(old_bytes, b"written via g");
 }
 
 #[test]

@@ -90,10 +90,12 @@ struct OpenFile {
 /// open while the node has opens through the page cache (direct I/O opens count as
 /// neither).
 ///
-/// All live opens of a node are of one copy of the name (`open_file`): the kernel
-/// keeps one page cache per node, which mmap uses even for direct I/O opens, and
-/// writes dirty pages back through any writable open of the node. Opens of two
-/// copies at once would let each read, and write into, the other's file.
+/// All live opens of a node are of the copy of the name on one branch
+/// (`open_branch`): the kernel keeps one page cache per node, which mmap uses even
+/// for direct I/O opens, and writes dirty pages back through any writable open of
+/// the node. Opens of two branches' copies at once would let each read, and write
+/// into, the other's file. (A file replaced on the same branch behind the pool is
+/// let through, as mergerfs does: its writer could write the old one too.)
 #[derive(Default)]
 struct NodeIo {
     backing: Weak<BackingId>,
@@ -103,8 +105,8 @@ struct NodeIo {
     cached: usize,
     /// Opens of any kind.
     opens: usize,
-    /// Device and inode of the branch file those opens opened.
-    open_file: (u64, u64),
+    /// The branch whose copy those opens opened.
+    open_branch: usize,
 }
 
 impl NodeIo {
@@ -955,10 +957,10 @@ impl UnionFs {
     fn io_for(
         &self,
         node: u64,
+        (branch, fd): (usize, &OwnedFd),
         flags: i32,
         by_root: bool,
         cache: &mut FopenFlags,
-        fd: &OwnedFd,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(Option<Arc<BackingId>>, CountedOpen), fuser::Errno> {
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
@@ -973,7 +975,8 @@ impl UnionFs {
         // reach. Its bytes must not meet theirs in the node's page cache (see
         // [`NodeIo`]), so it waits until they are closed.
         let alive = entry.backing.strong_count() > 0;
-        if (entry.opens > 0 && entry.open_file != file) || (alive && entry.backing_file != file) {
+        if (entry.opens > 0 && entry.open_branch != branch) || (alive && entry.backing_file != file)
+        {
             if entry.unused() {
                 io.remove(&node);
             }
@@ -982,7 +985,7 @@ impl UnionFs {
         let node_io = Arc::clone(&self.node_io);
         let count = |entry: &mut NodeIo, cached: bool| {
             entry.opens += 1;
-            entry.open_file = file;
+            entry.open_branch = branch;
             if cached {
                 entry.cached += 1;
             }
@@ -1124,10 +1127,8 @@ impl UnionFs {
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
         // Later opens find the copy the file moved to.
-        if let Ok(st) = crate::union::fstat(&state.1) {
-            if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
-                entry.open_file = (st.st_dev, st.st_ino);
-            }
+        if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
+            entry.open_branch = state.0;
         }
         if let Some(metrics) = &self.metrics {
             metrics.moved();
@@ -1488,13 +1489,17 @@ impl Filesystem for UnionFs {
         }
         let (mut cache, stamp) = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
-        let (backing, counted) =
-            match self.io_for(ino.0, flags.0, req.uid() == 0, &mut cache, &fd, |f| {
-                reply.open_backing(f)
-            }) {
-                Ok(io) => io,
-                Err(e) => return reply.error(self.failed(e)),
-            };
+        let (backing, counted) = match self.io_for(
+            ino.0,
+            (branch, &fd),
+            flags.0,
+            req.uid() == 0,
+            &mut cache,
+            |f| reply.open_backing(f),
+        ) {
+            Ok(io) => io,
+            Err(e) => return reply.error(self.failed(e)),
+        };
         self.keep_stamp(ino.0, stamp);
         let file = OpenFile {
             node: ino.0,
@@ -1958,13 +1963,18 @@ impl Filesystem for UnionFs {
         let no_flush = no_flush(union.options(), flags, &created.file);
         let (mut cache, stamp) = self.cache_flags(node, &created.file);
         let by_root = req.uid() == 0;
-        let (backing, counted) =
-            match self.io_for(node, flags, by_root, &mut cache, &created.file, |f| {
-                reply.open_backing(f)
-            }) {
-                Ok(io) => io,
-                Err(e) => return reply.error(self.failed(e)),
-            };
+        let branch = created.attr.branch;
+        let (backing, counted) = match self.io_for(
+            node,
+            (branch, &created.file),
+            flags,
+            by_root,
+            &mut cache,
+            |f| reply.open_backing(f),
+        ) {
+            Ok(io) => io,
+            Err(e) => return reply.error(self.failed(e)),
+        };
         self.keep_stamp(node, stamp);
         let file = OpenFile {
             node,
