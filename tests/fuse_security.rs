@@ -797,5 +797,23 @@ fn fuse_security_every_kind_of_write_by_another_user_clears_set_id_bits() {
             let mode = fs::metadata(b1.join(name)).unwrap().mode() & 0o7777;
             assert_eq!(mode, 0o777, "{options}: {name}");
         }
+        // The bits set on the branch after the kernel cached the file's mode (so it
+        // asks for no mode change): cleared all the same.
+        for name in ["fallocate", "copied"] {
+            fs::set_permissions(b1.join(name), fs::Permissions::from_mode(0o666)).unwrap();
+            fs::metadata(pool.path(name)).unwrap();
+            fs::set_permissions(b1.join(name), fs::Permissions::from_mode(0o6777)).unwrap();
+        }
+        let out = as_user(
+            &pool.mnt,
+            "fallocate -l 131072 fallocate && python3 -c \
+             \"import os; os.copy_file_range(os.open('mine', 0), os.open('copied', 1), 4)\" \
+             && echo done",
+        );
+        assert_eq!(out, "done", "{options}");
+        for name in ["fallocate", "copied"] {
+            let mode = fs::metadata(b1.join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o777, "{options}: {name}, set behind the pool");
+        }
     }
 }

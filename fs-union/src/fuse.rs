@@ -1023,6 +1023,19 @@ impl UnionFs {
         Ok((None, count(entry, cached)))
     }
 
+    /// What a write into `fd` (of `node`) by `req`'s caller does to its mode when the
+    /// caller is not root, as Linux does on any filesystem: the set-ID bits go (see
+    /// [`kill_suid_sgid`]); the kernel then forgets the mode it had.
+    fn written_by(&self, req: &Request, node: INodeNo, fd: &OwnedFd) -> Result<(), fuser::Errno> {
+        let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+        if kill_suid_sgid(fd, in_group)? {
+            if let Some(notifier) = self.notifier.get() {
+                let _ = notifier.inval_inode(node, -1, 0);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the caller the thread acts as may write `node`: through the open
     /// handle `fh` if it was opened for writing, else the copy the pool shows.
     fn caller_may_write(&self, node: INodeNo, fh: Option<FileHandle>) -> bool {
@@ -1583,13 +1596,7 @@ impl Filesystem for UnionFs {
         let result = self.file(fh).and_then(|file| {
             if kill_suidgid {
                 let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
-                let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
-                if kill_suid_sgid(&state.1, in_group)? {
-                    // The kernel keeps the mode it has cached otherwise.
-                    if let Some(notifier) = self.notifier.get() {
-                        let _ = notifier.inval_inode(ino, -1, 0);
-                    }
-                }
+                self.written_by(req, ino, &state.1)?;
             }
             self.write_file(|| caller(req), &file, offset, data)
                 .map_err(fuse_errno)
@@ -2070,8 +2077,8 @@ impl Filesystem for UnionFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -2081,6 +2088,9 @@ impl Filesystem for UnionFs {
         self.begin(Op::Fallocate);
         let result = self.file(fh).and_then(|file| {
             let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+            if req.uid() != 0 {
+                self.written_by(req, ino, &state.1)?;
+            }
             // SAFETY: plain syscall on our open fd.
             check(unsafe {
                 libc::fallocate64(
@@ -2123,11 +2133,11 @@ impl Filesystem for UnionFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -2141,6 +2151,11 @@ impl Filesystem for UnionFs {
         };
         let src = src.state.read().unwrap_or_else(PoisonError::into_inner);
         let dst = dst.state.read().unwrap_or_else(PoisonError::into_inner);
+        if req.uid() != 0 {
+            if let Err(e) = self.written_by(req, ino_out, &dst.1) {
+                return reply.error(self.failed(e));
+            }
+        }
         let mut off_in = offset_in as libc::off64_t;
         let mut off_out = offset_out as libc::off64_t;
         // A reply counts at most u32::MAX bytes.
