@@ -949,25 +949,20 @@ impl UnionFs {
     /// node must use it, whatever `passthrough.io` says of its mode), else a new one
     /// registered through `open_backing` when `passthrough.io` covers the open and
     /// no open of the node uses the page cache; else none, and an open through the
-    /// page cache is counted. Every open is counted with the copy it opened, and an
-    /// open of another copy than the live ones is refused (EBUSY, see [`NodeIo`]).
-    /// The kernel opens a file of its own on the backing path
-    /// for every open, with that open's flags, so the descriptor of whichever open
-    /// comes first serves later opens of any mode.
+    /// page cache is counted. Every open is counted with the branch of the copy it
+    /// opened, and an open of another branch's copy than the live ones is refused
+    /// (EBUSY, see [`NodeIo`]). The kernel opens a file of its own on the backing
+    /// path for every open, with that open's flags, so the descriptor of whichever
+    /// open comes first serves later opens of any mode.
     fn io_for(
         &self,
         node: u64,
         (branch, fd): (usize, &OwnedFd),
         flags: i32,
-        by_root: bool,
-        cache: &mut FopenFlags,
+        cache: FopenFlags,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(Option<Arc<BackingId>>, CountedOpen), fuser::Errno> {
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
-        // A backing file is registered only for the copy root would open.
-        let canonical = by_root
-            || !self.wants_passthrough(flags)
-            || self.copy_for_the_daemon(node) == Some(file);
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
         // Another copy of the name than the one the node's live opens (or its
@@ -999,7 +994,7 @@ impl UnionFs {
             // Every open of the node must use the backing file already registered.
             return Ok((Some(id), count(entry, false)));
         }
-        if canonical && self.wants_passthrough(flags) && entry.cached == 0 {
+        if self.wants_passthrough(flags) && entry.cached == 0 {
             // Registered with the daemon's own ids, whoever opens: the kernel does
             // the passthrough I/O of every later open with these credentials.
             match creds::as_daemon_for(|| open_backing(fd)) {
@@ -1044,16 +1039,6 @@ impl UnionFs {
         }
         self.path(node)
             .is_ok_and(|path| self.union().may_write(&path).is_ok())
-    }
-
-    /// Device and inode of the copy of `node` the open policy picks with the
-    /// daemon's own ids.
-    fn copy_for_the_daemon(&self, node: u64) -> Option<(u64, u64)> {
-        let path = self.path(INodeNo(node)).ok()?;
-        let union = self.union();
-        let (_, fd) = creds::as_daemon_for(|| union.open(&path, libc::O_PATH)).ok()?;
-        let st = crate::union::fstat(&fd).ok()?;
-        Some((st.st_dev, st.st_ino))
     }
 
     /// Applies a `setxattr` on the control file by swapping in the changed pool.
@@ -1500,16 +1485,11 @@ impl Filesystem for UnionFs {
                 Err(e) => return reply.error(self.failed(e)),
             }
         }
-        let (mut cache, stamp) = self.cache_flags(ino.0, &fd);
+        let (cache, stamp) = self.cache_flags(ino.0, &fd);
         let no_flush = no_flush(union.options(), flags.0, &fd);
-        let (backing, counted) = match self.io_for(
-            ino.0,
-            (branch, &fd),
-            flags.0,
-            req.uid() == 0,
-            &mut cache,
-            |f| reply.open_backing(f),
-        ) {
+        let (backing, counted) = match self.io_for(ino.0, (branch, &fd), flags.0, cache, |f| {
+            reply.open_backing(f)
+        }) {
             Ok(io) => io,
             Err(e) => return reply.error(self.failed(e)),
         };
@@ -1968,20 +1948,15 @@ impl Filesystem for UnionFs {
         let e = self.entry_reply((parent, name), &path, &created.attr, self.ttls());
         let node = e.attr.ino.0;
         let no_flush = no_flush(union.options(), flags, &created.file);
-        let (mut cache, stamp) = self.cache_flags(node, &created.file);
-        let by_root = req.uid() == 0;
+        let (cache, stamp) = self.cache_flags(node, &created.file);
         let branch = created.attr.branch;
-        let (backing, counted) = match self.io_for(
-            node,
-            (branch, &created.file),
-            flags,
-            by_root,
-            &mut cache,
-            |f| reply.open_backing(f),
-        ) {
-            Ok(io) => io,
-            Err(e) => return reply.error(self.failed(e)),
-        };
+        let (backing, counted) =
+            match self.io_for(node, (branch, &created.file), flags, cache, |f| {
+                reply.open_backing(f)
+            }) {
+                Ok(io) => io,
+                Err(e) => return reply.error(self.failed(e)),
+            };
         self.keep_stamp(node, stamp);
         let file = OpenFile {
             node,
