@@ -547,6 +547,27 @@ fn fuse_posix_files_changed_on_a_branch_behind_the_pool_are_what_they_are() {
     let mut old_bytes = Vec::new();
     held.read_to_end(&mut old_bytes).unwrap();
     assert_eq!(old_bytes, b"written via g");
+    // Deleted on one branch and made again on the other while open: the same.
+    fs::create_dir(b.join("d")).unwrap();
+    fs::remove_file(a.join("d/h")).unwrap();
+    fs::write(b.join("d/h"), b"on the other branch").unwrap();
+    assert_eq!(fs::read(pool.path("d/h")).unwrap(), b"on the other branch");
+    drop(held);
+    // The branch list changed at runtime while a file is open: it still opens.
+    fs::write(a.join("d/kept"), b"kept").unwrap();
+    let held = File::open(pool.path("d/kept")).unwrap();
+    let other = tmp_branch(&a);
+    let list = format!("{}:{}:{}", other.display(), a.display(), b.display());
+    common::fuse::setx(&pool.path(".mergerfs"), "user.mergerfs.branches", &list).unwrap();
+    assert_eq!(fs::read(pool.path("d/kept")).unwrap(), b"kept");
+    drop(held);
+}
+
+/// An empty folder next to `branch`, to add as a branch.
+fn tmp_branch(branch: &Path) -> PathBuf {
+    let dir = branch.with_file_name("extra");
+    fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]

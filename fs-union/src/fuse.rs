@@ -91,11 +91,12 @@ struct OpenFile {
 /// neither).
 ///
 /// All live opens of a node are of the copy of the name on one branch
-/// (`open_branch`): the kernel keeps one page cache per node, which mmap uses even
-/// for direct I/O opens, and writes dirty pages back through any writable open of
-/// the node. Opens of two branches' copies at once would let each read, and write
-/// into, the other's file. (A file replaced on the same branch behind the pool is
-/// let through, as mergerfs does: its writer could write the old one too.)
+/// (`open_copy`) while that copy is still there: the kernel keeps one page cache
+/// per node, which mmap uses even for direct I/O opens, and writes dirty pages back
+/// through any writable open of the node. Opens of two branches' copies at once
+/// would let each read, and write into, the other's file. (A file replaced or
+/// deleted behind the pool, on any branch, is let through as mergerfs does: the
+/// live opens then hold a file that is gone from the branches.)
 #[derive(Default)]
 struct NodeIo {
     backing: Weak<BackingId>,
@@ -105,8 +106,16 @@ struct NodeIo {
     cached: usize,
     /// Opens of any kind.
     opens: usize,
-    /// The branch whose copy those opens opened.
-    open_branch: usize,
+    /// The copy those opens opened.
+    open_copy: Option<OpenCopy>,
+}
+
+/// A copy of a name: the branch (by path, which a runtime change of the branch
+/// list keeps, unlike its position) and the file (device, inode).
+#[derive(Clone, PartialEq, Eq)]
+struct OpenCopy {
+    branch: PathBuf,
+    file: (u64, u64),
 }
 
 impl NodeIo {
@@ -963,15 +972,36 @@ impl UnionFs {
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(Option<Arc<BackingId>>, CountedOpen), fuser::Errno> {
         let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
+        let union = self.union();
+        let copy = OpenCopy {
+            branch: union
+                .branches()
+                .nth(branch)
+                .map(|b| b.path.clone())
+                .unwrap_or_default(),
+            file,
+        };
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
+        // Whether the copy the live opens hold is still on its branch at the name
+        // (looked at with the daemon's ids: a copy hidden from this caller counts).
+        let still_there = |held: &OpenCopy| {
+            let Ok(path) = self.path(INodeNo(node)) else {
+                return true;
+            };
+            creds::as_daemon_for(|| Ok::<_, io::Error>(union.copy_on(&held.branch, &path)))
+                .map_or(true, |found| found == Some(held.file))
+        };
         // Another copy of the name than the one the node's live opens (or its
         // backing file) use: another policy's pick, or the only one this caller can
         // reach. Its bytes must not meet theirs in the node's page cache (see
         // [`NodeIo`]), so it waits until they are closed.
         let alive = entry.backing.strong_count() > 0;
-        if (entry.opens > 0 && entry.open_branch != branch) || (alive && entry.backing_file != file)
-        {
+        let other_copy = match &entry.open_copy {
+            Some(held) if entry.opens > 0 => held.branch != copy.branch && still_there(held),
+            _ => false,
+        };
+        if other_copy || (alive && entry.backing_file != file) {
             if entry.unused() {
                 io.remove(&node);
             }
@@ -980,7 +1010,7 @@ impl UnionFs {
         let node_io = Arc::clone(&self.node_io);
         let count = |entry: &mut NodeIo, cached: bool| {
             entry.opens += 1;
-            entry.open_branch = branch;
+            entry.open_copy = Some(copy.clone());
             if cached {
                 entry.cached += 1;
             }
@@ -1125,8 +1155,17 @@ impl UnionFs {
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
         // Later opens find the copy the file moved to.
+        let moved_to = OpenCopy {
+            branch: self
+                .union()
+                .branches()
+                .nth(state.0)
+                .map(|b| b.path.clone())
+                .unwrap_or_default(),
+            file: crate::union::fstat(&state.1).map_or((0, 0), |st| (st.st_dev, st.st_ino)),
+        };
         if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
-            entry.open_branch = state.0;
+            entry.open_copy = Some(moved_to);
         }
         if let Some(metrics) = &self.metrics {
             metrics.moved();

@@ -510,6 +510,14 @@ impl Union {
         sys::lstat(&self.at(branch, path)?)
     }
 
+    /// Device and inode of the entry at `path` on the branch whose folder is
+    /// `branch`, if the pool has that branch and the entry is there.
+    pub(crate) fn copy_on(&self, branch: &Path, path: &Path) -> Option<(u64, u64)> {
+        let index = self.roots.iter().position(|r| r.branch.path == branch)?;
+        let st = self.lstat(index, path).ok()?;
+        Some((st.st_dev, st.st_ino))
+    }
+
     /// [`Union::lstat`] by opening the entry itself inside the branch (a symlink as
     /// itself): one syscall when it is missing, instead of opening its folder first.
     fn lstat_whole(&self, branch: usize, path: &Path) -> Result<libc::stat, Errno> {
