@@ -134,10 +134,11 @@ pub fn as_daemon() {
 /// changing only the ids that differ. On failure the thread is back to the
 /// daemon's own ids and the error is returned.
 fn switch_to(target: Option<&Caller>) -> io::Result<()> {
-    let now = acting();
-    if now.as_ref() == target {
+    // The usual case, compared in place: the thread already acts as the target.
+    if ACTING.with(|a| a.borrow().as_ref() == target) {
         return Ok(());
     }
+    let now = acting();
     let own = OWN.with(|own| -> io::Result<Caller> {
         let mut own = own.borrow_mut();
         if let Some(ids) = &*own {

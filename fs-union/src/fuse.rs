@@ -118,6 +118,20 @@ struct OpenCopy {
     file: (u64, u64),
 }
 
+impl OpenCopy {
+    /// The copy open as `fd` on branch `branch` of `union`.
+    fn of(union: &Union, branch: usize, fd: &OwnedFd) -> OpenCopy {
+        OpenCopy {
+            branch: union
+                .branches()
+                .nth(branch)
+                .map(|b| b.path.clone())
+                .unwrap_or_default(),
+            file: crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino)),
+        }
+    }
+}
+
 impl NodeIo {
     /// Whether nothing about the node needs keeping.
     fn unused(&self) -> bool {
@@ -971,16 +985,9 @@ impl UnionFs {
         cache: FopenFlags,
         open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(Option<Arc<BackingId>>, CountedOpen), fuser::Errno> {
-        let file = crate::union::fstat(fd).map_or((0, 0), |st| (st.st_dev, st.st_ino));
         let union = self.union();
-        let copy = OpenCopy {
-            branch: union
-                .branches()
-                .nth(branch)
-                .map(|b| b.path.clone())
-                .unwrap_or_default(),
-            file,
-        };
+        let copy = OpenCopy::of(&union, branch, fd);
+        let file = copy.file;
         let mut io = lock(&self.node_io);
         let entry = io.entry(node).or_default();
         // Whether the copy the live opens hold is still on its branch at the name
@@ -1155,15 +1162,7 @@ impl UnionFs {
             .map_err(|_| Errno(libc::ENOSPC))?;
         *state = moved;
         // Later opens find the copy the file moved to.
-        let moved_to = OpenCopy {
-            branch: self
-                .union()
-                .branches()
-                .nth(state.0)
-                .map(|b| b.path.clone())
-                .unwrap_or_default(),
-            file: crate::union::fstat(&state.1).map_or((0, 0), |st| (st.st_dev, st.st_ino)),
-        };
+        let moved_to = OpenCopy::of(&self.union(), state.0, &state.1);
         if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
             entry.open_copy = Some(moved_to);
         }
