@@ -389,28 +389,83 @@ fn diff_reports_links_and_empty_folders_that_sync_records() {
 }
 
 #[test]
-fn a_name_that_is_not_utf8_is_left_out_with_a_warning_and_the_rest_synced() {
+fn names_that_are_not_utf8_are_protected_and_come_back_byte_for_byte() {
+    use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let array = Array::new(2, 1, 64, "exclude *.skip\n");
     let ok = array.write(0, "ok", 30_000, 1);
-    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
-    fs::write(array.disks[1].join(odd), b"x").expect("odd name");
-    fs::write(
-        array.disks[1].join(std::ffi::OsStr::from_bytes(b"b\xe9.skip")),
-        b"x",
-    )
-    .expect("excluded odd name");
+    // Latin-1 names, a folder of one, a character of the range the state uses for
+    // such bytes next to the byte it would stand for, and a link to a Latin-1 name.
+    let names: [&[u8]; 5] = [
+        b"caf\xe9.txt",
+        b"dossi\xe9r/\xff\xfe",
+        b"pua\xe9",
+        "pua\u{10FFE9}".as_bytes(),
+        b"new\nline\x80",
+    ];
+    let mut contents = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let path = array.disks[1].join(OsStr::from_bytes(name));
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let bytes = common::pseudo_random(20_000 + i * 7_000, 10 + i as u64);
+        fs::write(&path, &bytes).expect("odd name");
+        contents.push((path, bytes));
+    }
+    let link = array.disks[1].join(OsStr::from_bytes(b"lien\xe0"));
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9.txt"), &link).expect("link");
+    fs::write(array.disks[1].join(OsStr::from_bytes(b"b\xe9.skip")), b"x").expect("excluded");
+
     let out = array.lhparity(&["sync"]);
-    expect_code(&out, 1);
-    let err = stderr(&out);
-    assert!(
-        err.contains("disk 'd2': the name caf\u{fffd}.txt (or its link target) is not valid UTF-8"),
-        "{err}"
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+    let list = stdout(&array.lhparity(&["list"]));
+    for shown in [
+        "d2/caf\\xe9.txt",
+        "d2/dossi\\xe9r/\\xff\\xfe",
+        "d2/pua\\xe9",
+        "d2/lien\\xe0 -> caf\\xe9.txt",
+    ] {
+        assert!(list.contains(shown), "{shown} in {list}");
+    }
+    assert!(!list.contains(".skip"), "{list}");
+    expect_code(&array.lhparity(&["diff"]), 0);
+
+    // The whole disk is lost: every name comes back with its own bytes.
+    fs::remove_dir_all(&array.disks[1]).expect("wipe");
+    fs::create_dir_all(&array.disks[1]).expect("new disk");
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 0);
+    for (path, bytes) in &contents {
+        assert!(
+            fs::read(path).ok().as_ref() == Some(bytes),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(
+        fs::read_link(&link)
+            .expect("link back")
+            .as_os_str()
+            .as_bytes(),
+        b"caf\xe9.txt"
     );
-    assert!(!err.contains(".skip"), "{err}");
-    // The rest of the array is protected.
-    fs::remove_file(array.disks[0].join("ok")).expect("rm");
-    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    let mut back: Vec<Vec<u8>> = fs::read_dir(&array.disks[1])
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+        .collect();
+    back.sort();
+    let mut want: Vec<Vec<u8>> = vec![
+        b"caf\xe9.txt".to_vec(),
+        b"dossi\xe9r".to_vec(),
+        b"lien\xe0".to_vec(),
+        b"new\nline\x80".to_vec(),
+        b"pua\xe9".to_vec(),
+        "pua\u{10FFE9}".as_bytes().to_vec(),
+    ];
+    want.sort();
+    assert_eq!(back, want);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
     assert!(fs::read(array.disks[0].join("ok")).expect("ok") == ok);
 }
 

@@ -461,10 +461,10 @@ pub fn fix(
                             && (Some(m.ino()) == replaced
                                 || (m.ino() == recorded && pipeline::same_stamp(m, entry)))
                     };
-                    if let Err(e) = relink(&path, &root.join(&name.path), same_file) {
+                    if let Err(e) = relink(&path, &crate::name::join(root, &name.path), same_file) {
                         report.errors.push(format!(
                             "making {} a hard link to the repaired {} again: {e}",
-                            root.join(&name.path).display(),
+                            crate::name::join(root, &name.path).display(),
                             path.display()
                         ));
                     }
@@ -539,9 +539,7 @@ fn names_path(message: &str, path: &str) -> bool {
 }
 
 fn file_path(config: &Config, state: &State, slot: usize, file: usize) -> PathBuf {
-    config.data[slot]
-        .dir
-        .join(&state.disks[slot].files[file].path)
+    crate::name::join(&config.data[slot].dir, &state.disks[slot].files[file].path)
 }
 
 /// Finds the files to repair and their failed blocks.
@@ -578,7 +576,7 @@ fn find_targets(
             let blocks = f.hashes.len();
             // Blocks never synced cannot come back from parity.
             let synced = |b: &usize| !f.is_new(*b);
-            let path = config.data[slot].dir.join(&f.path);
+            let path = crate::name::join(&config.data[slot].dir, &f.path);
             let every_synced = || (0..blocks).filter(synced).collect::<Vec<usize>>();
             // A lost first name of a file whose other name survives is linked to it.
             if restoring
@@ -1664,7 +1662,7 @@ fn restore_deleted_names(
             disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
         let chosen = Chosen::new(filter, disk);
         for l in &disk.hardlinks {
-            let name = root.join(&l.path);
+            let name = crate::name::join(root, &l.path);
             let selected = chosen.file(&l.target);
             let Some(&file) = by_path.get(l.target.as_str()) else {
                 continue;
@@ -1672,7 +1670,7 @@ fn restore_deleted_names(
             if !selected || fs::symlink_metadata(&name).is_ok() {
                 continue;
             }
-            let target = root.join(&file.path);
+            let target = crate::name::join(root, &file.path);
             if !fs::symlink_metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
                 continue;
             }
@@ -1706,7 +1704,7 @@ fn link_from_survivor(
     f: &FileEntry,
     (key, block_size): (&[u8; 32], usize),
 ) -> bool {
-    let path = root.join(&f.path);
+    let path = crate::name::join(root, &f.path);
     // Its bytes too: a survivor with a damaged block is repaired through a rebuild.
     let intact = |name: &PathBuf| {
         fs::symlink_metadata(name).is_ok_and(|m| is_recorded(&m, f))
@@ -1715,7 +1713,7 @@ fn link_from_survivor(
     disk.hardlinks
         .iter()
         .filter(|l| l.target == f.path)
-        .map(|l| root.join(&l.path))
+        .map(|l| crate::name::join(root, &l.path))
         .find(intact)
         .is_some_and(|survivor| {
             path.parent()
@@ -1831,7 +1829,7 @@ fn restore_dirs_and_links(
     // file would be, and a hard link when its file is selected (by any name).
     let chosen = Chosen::new(filter, disk);
     for d in disk.dirs.iter().filter(|d| chosen.folder(&d.path)) {
-        let path = root.join(&d.path);
+        let path = crate::name::join(root, &d.path);
         let created = fs::symlink_metadata(&path).is_err();
         let made = fs::create_dir_all(&path)
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
@@ -1861,7 +1859,7 @@ fn restore_dirs_and_links(
         if !selected {
             continue;
         }
-        let path = root.join(&l.path);
+        let path = crate::name::join(root, &l.path);
         if fs::symlink_metadata(&path).is_ok() {
             continue;
         }
@@ -1870,9 +1868,11 @@ fn restore_dirs_and_links(
             .map_or(Ok(()), fs::create_dir_all)
             .and_then(|()| {
                 if kind == "link" {
-                    std::os::unix::fs::symlink(&l.target, &path)
-                } else if fs::symlink_metadata(root.join(&l.target)).is_ok_and(|m| m.is_file()) {
-                    fs::hard_link(root.join(&l.target), &path)
+                    std::os::unix::fs::symlink(crate::name::to_os(&l.target), &path)
+                } else if fs::symlink_metadata(crate::name::join(root, &l.target))
+                    .is_ok_and(|m| m.is_file())
+                {
+                    fs::hard_link(crate::name::join(root, &l.target), &path)
                 } else {
                     Err(std::io::Error::other(
                         "the file it names is not a regular file now",
@@ -1883,7 +1883,7 @@ fn restore_dirs_and_links(
             report.errors.push(format!(
                 "creating {kind} {} to {}: {e}",
                 path.display(),
-                l.target
+                crate::name::shown(&l.target)
             ));
         }
     }

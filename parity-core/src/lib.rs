@@ -7,6 +7,7 @@
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
 //! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
 //!   filter and the layout checks run before any command.
+//! - [`name`]: file names as the state holds them (any bytes, not only UTF-8).
 //! - [`scan`]: walking the data disks and comparing them with the state.
 //! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
 //! - [`sync`], [`scrub`] (and check), [`fix`], [`status`], [`dup`]: the commands.
@@ -20,6 +21,7 @@ pub mod hash;
 pub mod lock;
 mod mapped;
 pub mod metrics;
+pub mod name;
 pub mod pipeline;
 pub mod raid;
 pub mod scan;

@@ -488,7 +488,7 @@ impl Batch {
                         // The stage saw zeros there, which its hash check catches.
                         errors.push(format!(
                             "disk '{name}': reading {} block {block}: a cached page could not be read back; the disk may be failing (check it), and `lhparity fix -e` rebuilds the block",
-                            dir.join(&files[file].path).display()
+                            crate::name::join(dir, &files[file].path).display()
                         ));
                     } else {
                         self.changed.push(file);
@@ -849,7 +849,7 @@ impl Reader<'_, '_> {
                 } else {
                     out.errors.push(format!(
                         "disk '{name}': reading {} at byte {offset}: {e}",
-                        dir.join(&entry.path).display()
+                        crate::name::join(dir, &entry.path).display()
                     ));
                     out.status[j] = Status::Unreadable {
                         file: r.file,
@@ -869,7 +869,7 @@ impl Reader<'_, '_> {
             return Current::closed(file);
         };
         let entry = &files[file];
-        let path = dir.join(&entry.path);
+        let path = crate::name::join(dir, &entry.path);
         match File::open(&path) {
             Ok(h) if unchanged(&h, entry) => Current {
                 file,

@@ -39,9 +39,6 @@ pub struct DiskScan {
     /// Entries skipped because they are neither files, links nor folders (sockets,
     /// fifos, devices), for a warning.
     pub skipped: Vec<String>,
-    /// Entries skipped because their name (or a link's target) is not UTF-8, which
-    /// the state cannot hold yet; shown with the bad bytes replaced, for a warning.
-    pub unnamed: Vec<String>,
 }
 
 /// Why a disk could not be scanned.
@@ -77,7 +74,7 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             let entry = entry.map_err(|e| io(&dir, e))?;
             let path = entry.path();
             let raw = entry.file_name();
-            let name = raw.to_string_lossy();
+            let name = crate::name::from_os(&raw);
             let child = if rel.is_empty() {
                 name.to_string()
             } else {
@@ -93,11 +90,6 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
                 if !kind.is_dir() && config.is_content(disk, &child) {
                     entries += 1;
                 }
-                continue;
-            }
-            // One such name must not keep the rest of the array from being synced.
-            if raw.to_str().is_none() {
-                scan.unnamed.push(child);
                 continue;
             }
             entries += 1;
@@ -118,13 +110,9 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
                 });
             } else if kind.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| io(&path, e))?;
-                let Some(target) = target.to_str() else {
-                    scan.unnamed.push(child);
-                    continue;
-                };
                 scan.links.push(LinkEntry {
                     path: child,
-                    target: target.to_string(),
+                    target: crate::name::from_os(target.as_os_str()).into_owned(),
                 });
             } else {
                 scan.skipped.push(child);

@@ -398,7 +398,7 @@ fn summarize(
             report.errors.push(format!(
                 "disk '{}': {} block {block} (position {pos}) {}",
                 disk.name,
-                config.data[slot].dir.join(&disk.files[file].path).display(),
+                crate::name::join(&config.data[slot].dir, &disk.files[file].path).display(),
                 if f.bad_data.contains(&(slot, file, block)) {
                     "does not match its hash"
                 } else {
@@ -451,9 +451,7 @@ fn report_changed(
         if unopened.contains(key) || !chosen(slot, file) {
             continue;
         }
-        let path = config.data[slot]
-            .dir
-            .join(&state.disks[slot].files[file].path);
+        let path = crate::name::join(&config.data[slot].dir, &state.disks[slot].files[file].path);
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing[slot].push(file),
             _ => report.changed.push(path.display().to_string()),
@@ -468,7 +466,7 @@ fn report_changed(
                 .iter()
                 .enumerate()
                 .filter(|&(f, _)| chosen(slot, f))
-                .all(|(_, f)| std::fs::symlink_metadata(dir.join(&f.path)).is_err());
+                .all(|(_, f)| std::fs::symlink_metadata(crate::name::join(dir, &f.path)).is_err());
         if all_gone {
             report.errors.push(format!(
                 "disk '{}': all {} files are missing from {}; if the disk is not mounted there, mount it; if it was lost, `lhparity fix -d {}` rebuilds it (do not sync before that: a sync would drop their protection)",
@@ -483,7 +481,7 @@ fn report_changed(
             report.errors.push(format!(
                 "disk '{}': {} is missing (deleted or moved since the last sync); `lhparity fix -m` brings a deleted file back",
                 disk.name,
-                dir.join(&disk.files[file].path).display()
+                crate::name::join(dir, &disk.files[file].path).display()
             ));
         }
     }

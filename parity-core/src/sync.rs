@@ -351,15 +351,7 @@ pub fn sync(
             report.notes.push(format!(
                 "warning: disk '{}': ignoring {}: a socket, fifo or device, not a regular file, link or folder",
                 disk.name,
-                config.data[slot].dir.join(skipped).display()
-            ));
-        }
-        for unnamed in &scan.unnamed {
-            report.warnings.push(format!(
-                "disk '{}': the name {unnamed} (or its link target) is not valid UTF-8 and \
-                 is not protected (with a folder, nothing in it is); rename it, or exclude \
-                 it to silence this",
-                disk.name
+                crate::name::join(&config.data[slot].dir, skipped).display()
             ));
         }
         let next = scan::apply(&mut state, slot, scan, change);
@@ -489,9 +481,10 @@ pub fn sync(
             .iter()
             .filter(|f| outcome.unopened.binary_search(f).is_err());
         for (slot, file) in changed {
-            let path = config.data[*slot]
-                .dir
-                .join(&state.disks[*slot].files[*file].path);
+            let path = crate::name::join(
+                &config.data[*slot].dir,
+                &state.disks[*slot].files[*file].path,
+            );
             report.warnings.push(format!(
                 "disk '{}': {} changed while it was synced: what was read is protected, the change is left for the next sync",
                 state.disks[*slot].name,
@@ -830,7 +823,8 @@ fn commit(
             "disk '{}': {blocks} new block(s) of {} did not read back the same as in the \
              pre-hash pass (or could not be read then); their positions are left for the \
              next sync: check the disk, its cable and the memory, then sync again",
-            disk.name, disk.files[file].path
+            disk.name,
+            crate::name::shown(&disk.files[file].path)
         ));
     }
     // Deleted blocks at committed positions are no longer in the parity.
@@ -921,7 +915,9 @@ fn check_safety(
                 c.updated
                     .iter()
                     .filter(|&&(o, n)| disk.files[o].size > 0 && scan.files[n].size == 0)
-                    .map(|&(o, _)| format!("{}/{}", disk.name, disk.files[o].path))
+                    .map(|&(o, _)| {
+                        format!("{}/{}", disk.name, crate::name::shown(&disk.files[o].path))
+                    })
             })
             .collect();
         if !emptied.is_empty() {

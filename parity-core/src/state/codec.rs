@@ -26,8 +26,9 @@
 //! ```
 //!
 //! Integers in the body are LEB128 varints; strings are a byte length and UTF-8.
-//! `path*` is the length of the prefix shared with the previous path of the same list,
-//! then the rest as a string.
+//! Paths and link targets are a byte length and the name's bytes as they are on the
+//! disk, which need not be UTF-8 (see [`crate::name`]). `path*` is the length of the
+//! prefix shared with the previous path of the same list, then the rest.
 //!
 //! This module does no I/O. Decoding never panics, and it allocates at most a small
 //! multiple of the input's size: every count is checked against the bytes left.
@@ -36,7 +37,9 @@ use super::model::{
     BadBlock, DeletedBlock, DirEntry, Disk, Extent, FileEntry, Hash, LinkEntry, ParityInfo,
     Positions, State, HASH_BLAKE3_16,
 };
+use crate::name;
 use crate::raid::{BLOCK_MULTIPLE, MAX_DATA, MAX_PARITY};
+use std::borrow::Cow;
 
 /// The first 8 bytes of every content file.
 pub const MAGIC: [u8; 8] = *b"LHPSTATE";
@@ -385,15 +388,15 @@ impl Writer {
         self.0.extend_from_slice(b);
     }
 
-    /// `path` as the bytes it does not share with `previous`.
-    fn path(&mut self, previous: &str, path: &str) {
+    /// `path` as the bytes it does not share with `previous` (both as on the disk).
+    fn path(&mut self, previous: &[u8], path: &[u8]) {
         let shared = previous
-            .bytes()
-            .zip(path.bytes())
+            .iter()
+            .zip(path)
             .take_while(|(a, b)| a == b)
             .count();
         self.count(shared);
-        self.bytes(&path.as_bytes()[shared..]);
+        self.bytes(&path[shared..]);
     }
 
     fn body(&mut self, s: &State) {
@@ -439,11 +442,12 @@ impl Writer {
         self.bytes(d.uuid.as_bytes());
 
         self.count(d.files.len());
-        let mut previous = "";
+        let mut previous = Cow::Borrowed(&[][..]);
         let mut end = 0i64;
         for f in &d.files {
-            self.path(previous, &f.path);
-            previous = &f.path;
+            let path = name::to_bytes(&f.path);
+            self.path(&previous, &path);
+            previous = path;
             self.varint(f.size);
             self.signed(f.mtime_ns);
             self.varint(f.inode);
@@ -472,19 +476,21 @@ impl Writer {
         };
         for list in lists {
             self.count(list.len());
-            let mut previous = "";
+            let mut previous = Cow::Borrowed(&[][..]);
             for l in list.iter() {
-                self.path(previous, &l.path);
-                previous = &l.path;
-                self.bytes(l.target.as_bytes());
+                let path = name::to_bytes(&l.path);
+                self.path(&previous, &path);
+                previous = path;
+                self.bytes(&name::to_bytes(&l.target));
             }
         }
 
         self.count(d.dirs.len());
-        let mut previous = "";
+        let mut previous = Cow::Borrowed(&[][..]);
         for dir in &d.dirs {
-            self.path(previous, &dir.path);
-            previous = &dir.path;
+            let path = name::to_bytes(&dir.path);
+            self.path(&previous, &path);
+            previous = path;
             self.varint(dir.mode.into());
             self.signed(dir.mtime_ns);
         }
@@ -613,12 +619,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn path(&mut self, previous: &str, what: &'static str) -> Result<String, CodecError> {
-        let offset = self.at;
+    /// A path stored after the prefix it shares with `previous` (both as on the disk).
+    fn path(&mut self, previous: &[u8], what: &'static str) -> Result<Vec<u8>, CodecError> {
         let shared = self.varint(what)?;
         let prefix = usize::try_from(shared)
             .ok()
-            .and_then(|n| previous.as_bytes().get(..n))
+            .and_then(|n| previous.get(..n))
             .ok_or(CodecError::OutOfRange {
                 what: "shared path prefix",
                 value: shared.into(),
@@ -627,7 +633,7 @@ impl<'a> Reader<'a> {
         let mut path = Vec::with_capacity(prefix.len() + rest.len());
         path.extend_from_slice(prefix);
         path.extend_from_slice(rest);
-        String::from_utf8(path).map_err(|_| CodecError::InvalidUtf8 { what, offset })
+        Ok(path)
     }
 
     fn state(&mut self) -> Result<State, CodecError> {
@@ -708,9 +714,11 @@ impl<'a> Reader<'a> {
         let n = self.count("files", MIN_FILE)?;
         let mut files: Vec<FileEntry> = Vec::with_capacity(n);
         let mut end = 0i64;
+        let mut previous = Vec::new();
         for _ in 0..n {
-            let previous = files.last().map_or("", |f| f.path.as_str());
-            let file = self.file(previous, &mut end)?;
+            let raw = self.path(&previous, "file path")?;
+            let file = self.file(name::from_bytes(&raw).into_owned(), &mut end)?;
+            previous = raw;
             files.push(file);
         }
 
@@ -723,9 +731,11 @@ impl<'a> Reader<'a> {
 
         let n = self.count("dirs", MIN_DIR)?;
         let mut dirs: Vec<DirEntry> = Vec::with_capacity(n);
+        let mut previous = Vec::new();
         for _ in 0..n {
-            let previous = dirs.last().map_or("", |d| d.path.as_str());
-            let path = self.path(previous, "dir path")?;
+            let raw = self.path(&previous, "dir path")?;
+            let path = name::from_bytes(&raw).into_owned();
+            previous = raw;
             let mode = self.u32("dir mode")?;
             let mtime_ns = self.signed("dir mtime")?;
             dirs.push(DirEntry {
@@ -763,18 +773,19 @@ impl<'a> Reader<'a> {
     fn links(&mut self, what: &'static str) -> Result<Vec<LinkEntry>, CodecError> {
         let n = self.count(what, MIN_LINK)?;
         let mut links: Vec<LinkEntry> = Vec::with_capacity(n);
+        let mut previous = Vec::new();
         for _ in 0..n {
-            let previous = links.last().map_or("", |l| l.path.as_str());
-            let path = self.path(previous, "link path")?;
-            let target = self.string("link target")?;
+            let raw = self.path(&previous, "link path")?;
+            let path = name::from_bytes(&raw).into_owned();
+            previous = raw;
+            let target = name::from_bytes(self.bytes("link target")?).into_owned();
             links.push(LinkEntry { path, target });
         }
         Ok(links)
     }
 
-    /// One file; `end` is where the disk's previous extent ended.
-    fn file(&mut self, previous: &str, end: &mut i64) -> Result<FileEntry, CodecError> {
-        let path = self.path(previous, "file path")?;
+    /// One file after its path; `end` is where the disk's previous extent ended.
+    fn file(&mut self, path: String, end: &mut i64) -> Result<FileEntry, CodecError> {
         let size = self.varint("file size")?;
         let mtime_ns = self.signed("file mtime")?;
         let inode = self.varint("file inode")?;
@@ -1205,31 +1216,39 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_is_refused() {
+    fn names_are_stored_as_their_bytes_and_come_back_exactly() {
+        // Bytes that are not UTF-8 in a path and a link target, and a character of
+        // the range the state holds such bytes in, right after one of them.
+        let mut state = sample();
+        let disk = &mut state.disks[0];
+        let odd = crate::name::from_bytes(b"films/caf\xe9/\xff").into_owned();
+        let pua = crate::name::from_bytes("films/caf\u{10FFE9}".as_bytes()).into_owned();
+        disk.files[0].path = odd.clone();
+        disk.links[0].target = crate::name::from_bytes(b"/abs/\xfe").into_owned();
+        disk.dirs.push(DirEntry {
+            path: pua.clone(),
+            mode: 0o40755,
+            mtime_ns: 0,
+        });
+        disk.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+        let bytes = encode(&state);
+        let stored = |raw: &[u8]| bytes.windows(raw.len()).any(|w| w == raw);
+        assert!(stored(b"caf\xe9/\xff") && stored(b"/abs/\xfe"));
+        assert!(!stored(odd.as_bytes()));
+        assert_eq!(decode(&bytes).expect("decode"), state);
+    }
+
+    #[test]
+    fn a_disk_name_that_is_not_utf8_is_refused() {
         let good = body(&sample());
-        let target = "/abs/target/".as_bytes();
-        let at = good
-            .windows(target.len())
-            .position(|w| w == target)
-            .unwrap();
-        let mut bad = good.clone();
-        bad[at] = 0xff;
-        assert!(matches!(
-            decode(&file(&bad)),
-            Err(CodecError::InvalidUtf8 {
-                what: "link target",
-                ..
-            })
-        ));
-        // The second link's path shares "films/" with the first and adds "日本語".
-        let rest = "日本語".as_bytes();
-        let at = good.windows(rest.len()).position(|w| w == rest).unwrap();
+        let name = b"\x02d1";
+        let at = good.windows(name.len()).position(|w| w == name).unwrap();
         let mut bad = good;
-        bad[at + 1] = b'x';
+        bad[at + 1] = 0xff;
         assert!(matches!(
             decode(&file(&bad)),
             Err(CodecError::InvalidUtf8 {
-                what: "link path",
+                what: "disk name",
                 ..
             })
         ));

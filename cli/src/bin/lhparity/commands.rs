@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result};
 use parity_core::config::Config;
 use parity_core::fix::{self, FixOptions};
 use parity_core::lock::ArrayLock;
+use parity_core::name::shown;
 use parity_core::scan::{DiskChanges, EntryChanges};
 use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
 use parity_core::state::model::{DIRTY, UNSYNCED};
@@ -175,14 +176,6 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let loaded = load_state_noted(&config)?;
     let state = &loaded.state;
     let scans = sync::scan_all(&config)?;
-    for (disk, scan) in config.data.iter().zip(&scans) {
-        for unnamed in &scan.unnamed {
-            eprintln!(
-                "lhparity: warning: disk '{}': the name {unnamed} (or its link target) is not valid UTF-8; sync leaves it unprotected",
-                disk.name
-            );
-        }
-    }
     let changes = sync::compare_all(state, &scans);
     let unsynced = state
         .positions
@@ -217,7 +210,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                     let (was, now) = (&state.disks[slot].files[o], &scans[slot].files[n]);
                     (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid)
                 })
-                .map(|&(_, n)| scans[slot].files[n].path.clone())
+                .map(|&(_, n)| shown(&scans[slot].files[n].path).into_owned())
                 .collect()
         })
         .collect();
@@ -227,8 +220,8 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let needed =
         changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
 
-    let name_of = |slot: usize, i: usize| state.disks[slot].files[i].path.clone();
-    let found = |slot: usize, i: usize| scans[slot].files[i].path.clone();
+    let name_of = |slot: usize, i: usize| shown(&state.disks[slot].files[i].path).into_owned();
+    let found = |slot: usize, i: usize| shown(&scans[slot].files[i].path).into_owned();
     let mut disks_json = Vec::new();
     let mut totals = [0usize; 6];
     for (slot, c) in changes.iter().enumerate() {
@@ -245,7 +238,13 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         count(&mut totals, c);
         let [links, hardlinks, dirs] = &others[slot];
         if args.json {
-            let entries = |e: &EntryChanges| json!({"added": e.added, "removed": e.removed, "updated": e.updated});
+            let names = |paths: &[String]| {
+                paths
+                    .iter()
+                    .map(|p| shown(p).into_owned())
+                    .collect::<Vec<_>>()
+            };
+            let entries = |e: &EntryChanges| json!({"added": names(&e.added), "removed": names(&e.removed), "updated": names(&e.updated)});
             disks_json.push(json!({
                 "disk": disk,
                 "added": added,
@@ -267,7 +266,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                     ("update", &e.updated),
                 ] {
                     for p in paths {
-                        out!("{verb} {kind} {disk}/{p}");
+                        out!("{verb} {kind} {disk}/{}", shown(p));
                     }
                 }
             }
@@ -558,7 +557,7 @@ pub fn list(ctx: &Context) -> Result<ExitCode> {
     let (mut files, mut bytes, mut links, mut hardlinks) = (0usize, 0u64, 0usize, 0usize);
     for disk in &loaded.state.disks {
         for f in &disk.files {
-            out!("{:>14} {}/{}", f.size, disk.name, f.path);
+            out!("{:>14} {}/{}", f.size, disk.name, shown(&f.path));
             files += 1;
             bytes += f.size;
         }
@@ -569,14 +568,20 @@ pub fn list(ctx: &Context) -> Result<ExitCode> {
                 "{:>14} {}/{} -> {}/{}",
                 "hardlink",
                 disk.name,
-                l.path,
+                shown(&l.path),
                 disk.name,
-                l.target
+                shown(&l.target)
             );
             hardlinks += 1;
         }
         for l in &disk.links {
-            out!("{:>14} {}/{} -> {}", "symlink", disk.name, l.path, l.target);
+            out!(
+                "{:>14} {}/{} -> {}",
+                "symlink",
+                disk.name,
+                shown(&l.path),
+                shown(&l.target)
+            );
             links += 1;
         }
     }
@@ -594,7 +599,7 @@ pub fn dup(ctx: &Context) -> Result<ExitCode> {
     let mut redundant = 0u64;
     for group in &groups {
         for file in &group.files {
-            out!("{:>14} {}/{}", group.size, file.disk, file.path);
+            out!("{:>14} {}/{}", group.size, file.disk, shown(&file.path));
         }
         out!();
         copies += group.files.len() - 1;
