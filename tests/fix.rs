@@ -795,6 +795,49 @@ fn deleted_file_comes_back_with_fix_m() {
 }
 
 #[test]
+fn deleted_links_and_empty_folders_come_back_with_fix_m_and_others_stay_as_they_are() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "f", 10_000, 1);
+    std::os::unix::fs::symlink("f", array.disks[0].join("link")).expect("link");
+    for d in ["gone", "kept"] {
+        fs::create_dir(array.disks[1].join(d)).expect("mkdir");
+        fs::set_permissions(array.disks[1].join(d), fs::Permissions::from_mode(0o750))
+            .expect("chmod");
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::remove_file(array.disks[0].join("link")).expect("rm link");
+    fs::remove_dir(array.disks[1].join("gone")).expect("rmdir");
+    // A folder still there keeps the mode it has now.
+    fs::set_permissions(
+        array.disks[1].join("kept"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    let diff = stdout(&array.lhparity(&["diff"]));
+    assert!(
+        diff.contains("remove link d1/link") && diff.contains("remove dir d2/gone"),
+        "{diff}"
+    );
+    // Without -m they are changes, not damage.
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(!exists(&array.disks[0].join("link")));
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    assert_eq!(
+        fs::read_link(array.disks[0].join("link")).expect("link back"),
+        std::path::Path::new("f")
+    );
+    let mode = |d: &str| {
+        fs::metadata(array.disks[1].join(d))
+            .expect("dir")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("gone"), 0o750);
+    assert_eq!(mode("kept"), 0o700);
+}
+
+#[test]
 fn truncated_and_overwritten_files_are_repaired_and_mtime_alone_is_no_error() {
     let (array, original) = synced_array(2, 1);
     let truncated = array.disks[0].join("dir0/big.bin");

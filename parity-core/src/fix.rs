@@ -511,11 +511,18 @@ pub fn fix(
     }
     for name in &options.disks {
         if let Some(slot) = state.disks.iter().position(|d| &d.name == name) {
-            restore_dirs_and_links(config, &state, slot, filter.as_ref(), &mut report);
+            restore_dirs_and_links(config, &state, slot, filter.as_ref(), false, &mut report);
         }
     }
     if options.missing && !options.bad_only {
         restore_deleted_names(config, &state, options, filter.as_ref(), &mut report);
+        // Deleted symbolic links and empty folders come back too (the disks of -d
+        // had theirs above); folders that are there are left as they are.
+        if options.disks.is_empty() {
+            for slot in 0..state.disks.len() {
+                restore_dirs_and_links(config, &state, slot, filter.as_ref(), true, &mut report);
+            }
+        }
     }
     // Like SnapRAID, a fix that changed nothing the state must remember leaves the
     // content files alone.
@@ -1815,12 +1822,15 @@ fn set_mtime(c: &CString, mtime_ns: i64) -> std::io::Result<()> {
 }
 
 /// Recreates the empty folders, the symbolic links and the hard links of a rebuilt
-/// disk.
+/// disk; folders that are there get their recorded mode. With `missing_only`
+/// (`fix -m` on a disk that was not lost) it makes only the folders and symbolic
+/// links that are gone: [`restore_deleted_names`] does the hard links.
 fn restore_dirs_and_links(
     config: &Config,
     state: &State,
     slot: usize,
     filter: Option<&crate::config::Filter>,
+    missing_only: bool,
     report: &mut FixReport,
 ) {
     let root = &config.data[slot].dir;
@@ -1831,6 +1841,9 @@ fn restore_dirs_and_links(
     for d in disk.dirs.iter().filter(|d| chosen.folder(&d.path)) {
         let path = crate::name::join(root, &d.path);
         let created = fs::symlink_metadata(&path).is_err();
+        if missing_only && !created {
+            continue;
+        }
         let made = fs::create_dir_all(&path)
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
             .and_then(|()| {
@@ -1849,7 +1862,11 @@ fn restore_dirs_and_links(
     }
     // Hard links last: the files they name are in place by now.
     let symlinks = disk.links.iter().map(|l| (l, "link"));
-    let hardlinks = disk.hardlinks.iter().map(|l| (l, "hard link"));
+    let hardlinks = disk
+        .hardlinks
+        .iter()
+        .filter(|_| !missing_only)
+        .map(|l| (l, "hard link"));
     for (l, kind) in symlinks.chain(hardlinks) {
         let selected = if kind == "link" {
             chosen.path(&l.path)
