@@ -87,17 +87,24 @@ pub fn join(root: &Path, name: &str) -> PathBuf {
     root.join(to_os(name))
 }
 
-/// A name the state holds as text for people: bytes that are not UTF-8 as `\xNN`.
+/// A name the state holds as one line of text for people and scripts: bytes that
+/// are not UTF-8 as `\xNN`, control characters as `\n`, `\t`, `\r` or `\xNN`,
+/// and a backslash as `\\`, so that every name reads back one way.
 pub fn shown(name: &str) -> Cow<'_, str> {
-    if !name.as_bytes().contains(&LEAD) || !name.chars().any(holds_byte) {
+    let plain = |b: &u8| *b != LEAD && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
+    if name.bytes().all(|b| plain(&b)) {
         return Cow::Borrowed(name);
     }
     let mut text = String::with_capacity(name.len() + 8);
     for c in name.chars() {
-        if holds_byte(c) {
-            text.push_str(&format!("\\x{:02x}", u32::from(c) as u8));
-        } else {
-            text.push(c);
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '\n' => text.push_str("\\n"),
+            '\t' => text.push_str("\\t"),
+            '\r' => text.push_str("\\r"),
+            c if holds_byte(c) => text.push_str(&format!("\\x{:02x}", u32::from(c) as u8)),
+            c if c.is_ascii_control() => text.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => text.push(c),
         }
     }
     Cow::Owned(text)
@@ -119,7 +126,7 @@ mod tests {
         ] {
             assert!(matches!(from_bytes(name.as_bytes()), Cow::Borrowed(n) if n == name));
             assert!(matches!(to_bytes(name), Cow::Borrowed(b) if b == name.as_bytes()));
-            assert_eq!(shown(name), name);
+            assert_eq!(shown(name) == name, !name.contains('\n'), "{name:?}");
         }
     }
 
@@ -160,8 +167,16 @@ mod tests {
     }
 
     #[test]
-    fn bytes_are_shown_as_escapes() {
+    fn names_are_shown_on_one_line_and_read_back_one_way() {
         assert_eq!(shown(&from_bytes(b"caf\xe9.txt")), "caf\\xe9.txt");
         assert_eq!(shown(&from_bytes(b"\xff/\xfe")), "\\xff/\\xfe");
+        assert_eq!(
+            shown("new\nline\ttab\r\x01\x7f"),
+            "new\\nline\\ttab\\r\\x01\\x7f"
+        );
+        // A real backslash cannot be taken for an escape.
+        assert_eq!(shown("caf\\xe9.txt"), "caf\\\\xe9.txt");
+        assert_ne!(shown("caf\\xe9.txt"), shown(&from_bytes(b"caf\xe9.txt")));
+        assert!(matches!(shown("plain é 😀"), Cow::Borrowed(_)));
     }
 }
