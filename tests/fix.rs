@@ -838,6 +838,46 @@ fn deleted_links_and_empty_folders_come_back_with_fix_m_and_others_stay_as_they_
 }
 
 #[test]
+fn files_with_the_longest_names_are_repaired_and_restored() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let array = Array::new(2, 1, 64, "");
+    array.write(1, "other", 50_000, 9);
+    let names = [vec![b'a'; 255], vec![0xe9; 255]];
+    let mut files = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let path = array.disks[0].join(OsStr::from_bytes(name));
+        let bytes = pseudo_random(100_000 + i, 3 + i as u64);
+        fs::write(&path, &bytes).expect("long name");
+        files.push((path, bytes));
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // Damaged in place: plain fix repairs both.
+    for (path, _) in &files {
+        let mut f = fs::OpenOptions::new().write(true).open(path).expect("open");
+        std::io::Write::write_all(&mut f, b"damage").expect("damage");
+    }
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    for (path, bytes) in &files {
+        assert!(
+            fs::read(path).ok().as_ref() == Some(bytes),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The whole disk lost: fix -d brings both back.
+    for (path, _) in &files {
+        fs::remove_file(path).expect("rm");
+    }
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    for (path, bytes) in &files {
+        assert!(fs::read(path).ok().as_ref() == Some(bytes));
+    }
+    assert_eq!(fs::read_dir(&array.disks[0]).expect("list").count(), 2);
+}
+
+#[test]
 fn truncated_and_overwritten_files_are_repaired_and_mtime_alone_is_no_error() {
     let (array, original) = synced_array(2, 1);
     let truncated = array.disks[0].join("dir0/big.bin");

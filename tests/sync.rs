@@ -430,6 +430,16 @@ fn names_that_are_not_utf8_are_protected_and_come_back_byte_for_byte() {
     assert!(!list.contains(".skip"), "{list}");
     expect_code(&array.lhparity(&["diff"]), 0);
 
+    // A pattern names them as `list` prints them: `\xNN` is a byte, and a character
+    // of the range the state holds bytes in is that character.
+    for i in [2, 3] {
+        fs::remove_file(&contents[i].0).expect("rm");
+    }
+    expect_code(&array.lhparity(&["fix", "-m", "-f", "pua\\xe9"]), 0);
+    assert!(exists(&contents[2].0) && !exists(&contents[3].0));
+    expect_code(&array.lhparity(&["fix", "-m", "-f", "pua\u{10FFE9}"]), 0);
+    assert!(fs::read(&contents[3].0).ok().as_ref() == Some(&contents[3].1));
+
     // The whole disk is lost: every name comes back with its own bytes.
     fs::remove_dir_all(&array.disks[1]).expect("wipe");
     fs::create_dir_all(&array.disks[1]).expect("new disk");

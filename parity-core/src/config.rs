@@ -189,9 +189,35 @@ pub struct Config {
 impl Config {
     /// Reads and parses the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bytes = e.as_bytes();
+            let bad = e.utf8_error().valid_up_to();
+            let line = bytes[..bad].iter().filter(|&&b| b == b'\n').count() + 1;
+            let start = bytes[..bad]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let end = bytes[bad..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| bad + i);
+            ConfigError::Invalid {
+                at: Location {
+                    file: path.to_owned(),
+                    line,
+                },
+                what: "line",
+                text: String::from_utf8_lossy(&bytes[start..end])
+                    .trim()
+                    .to_owned(),
+                expected: "UTF-8 text; in `exclude`/`include` patterns write a name's other \
+                           bytes as `\\xNN`, as `lhparity list` prints them"
+                    .to_owned(),
+            }
         })?;
         Config::parse(&text, path)
     }
@@ -1194,5 +1220,13 @@ metrics-file /var/lib/node_exporter/lhparity.prom
         let e = Config::load(&missing).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
         assert!(e.to_string().contains("missing.conf"), "{e}");
+        let odd = dir.path().join("odd.conf");
+        std::fs::write(&odd, b"blocksize 256\n\nexclude caf\xe9.txt\n").unwrap();
+        let e = Config::load(&odd).unwrap_err().to_string();
+        assert!(
+            e.contains("odd.conf:3: invalid line 'exclude caf\u{fffd}.txt'"),
+            "{e}"
+        );
+        assert!(e.contains("\\xNN"), "{e}");
     }
 }

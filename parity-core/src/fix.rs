@@ -733,10 +733,31 @@ fn create_temp(path: &Path, size: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// The longest file name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+
+/// `path` with `suffix` added to its file name. A name too long for that is cut
+/// and given a hash of the whole name, so that it stays distinct and is found again
+/// by the next run.
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = path.file_name().map_or(&[][..], |n| n.as_bytes());
+    let mut new = if name.len() + suffix.len() <= NAME_MAX {
+        name.to_vec()
+    } else {
+        let hash = blake3::hash(name);
+        let tag: String = hash.as_bytes()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let keep = NAME_MAX - suffix.len() - tag.len() - 1;
+        let mut cut = name[..keep.min(name.len())].to_vec();
+        cut.push(b'~');
+        cut.extend_from_slice(tag.as_bytes());
+        cut
+    };
+    new.extend_from_slice(suffix.as_bytes());
+    path.with_file_name(std::ffi::OsString::from_vec(new))
 }
 
 /// What the fix stage did at one position.
@@ -1909,6 +1930,32 @@ fn restore_dirs_and_links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suffixed_names_stay_within_the_longest_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let short = with_suffix(Path::new("/d/film.mkv"), FIX_SUFFIX);
+        assert_eq!(short, Path::new("/d/film.mkv.lhparity-fix"));
+        let long = |last: u8| {
+            let mut name = vec![b'a'; NAME_MAX - 1];
+            name.push(last);
+            Path::new("/d").join(std::ffi::OsStr::from_bytes(&name))
+        };
+        let (a, b) = (
+            with_suffix(&long(b'x'), FIX_SUFFIX),
+            with_suffix(&long(b'y'), FIX_SUFFIX),
+        );
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().as_bytes();
+            assert!(
+                name.len() <= NAME_MAX && name.ends_with(FIX_SUFFIX.as_bytes()),
+                "{p:?}"
+            );
+            assert_eq!(p.parent(), Some(Path::new("/d")));
+        }
+        assert_ne!(a, b);
+        assert_eq!(a, with_suffix(&long(b'x'), FIX_SUFFIX));
+    }
 
     #[test]
     fn a_message_names_a_path_only_where_the_path_ends() {

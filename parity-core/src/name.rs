@@ -22,11 +22,13 @@ const BASE: u32 = 0x10_FF00;
 /// The first UTF-8 byte of every character of that range (and of a few others).
 const LEAD: u8 = 0xF4;
 
-fn holds_byte(c: char) -> bool {
+/// Whether `c` is one of the characters that hold a single byte.
+pub(crate) fn holds_byte(c: char) -> bool {
     u32::from(c) & !0xFF == BASE
 }
 
-fn byte_char(b: u8) -> char {
+/// The character that holds byte `b`.
+pub(crate) fn byte_char(b: u8) -> char {
     char::from_u32(BASE | u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
@@ -88,10 +90,12 @@ pub fn join(root: &Path, name: &str) -> PathBuf {
 }
 
 /// A name the state holds as one line of text for people and scripts: bytes that
-/// are not UTF-8 as `\xNN`, control characters as `\n`, `\t`, `\r` or `\xNN`,
-/// and a backslash as `\\`, so that every name reads back one way.
+/// are not UTF-8 as `\xNN`, control characters as `\n`, `\t`, `\r` or `\xNN`
+/// (each byte of their UTF-8), and a backslash as `\\`, so that every name reads
+/// back one way.
 pub fn shown(name: &str) -> Cow<'_, str> {
-    let plain = |b: &u8| *b != LEAD && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
+    // C1 control characters (U+0080..U+009F) start with 0xC2.
+    let plain = |b: &u8| *b != LEAD && *b != 0xC2 && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
     if name.bytes().all(|b| plain(&b)) {
         return Cow::Borrowed(name);
     }
@@ -103,7 +107,12 @@ pub fn shown(name: &str) -> Cow<'_, str> {
             '\t' => text.push_str("\\t"),
             '\r' => text.push_str("\\r"),
             c if holds_byte(c) => text.push_str(&format!("\\x{:02x}", u32::from(c) as u8)),
-            c if c.is_ascii_control() => text.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    text.push_str(&format!("\\x{b:02x}"));
+                }
+            }
             c => text.push(c),
         }
     }
@@ -178,5 +187,7 @@ mod tests {
         assert_eq!(shown("caf\\xe9.txt"), "caf\\\\xe9.txt");
         assert_ne!(shown("caf\\xe9.txt"), shown(&from_bytes(b"caf\xe9.txt")));
         assert!(matches!(shown("plain é 😀"), Cow::Borrowed(_)));
+        assert_eq!(shown("a\u{85}b\u{9b}2J"), "a\\xc2\\x85b\\xc2\\x9b2J");
+        assert_eq!(shown("\u{a0}x"), "\u{a0}x");
     }
 }

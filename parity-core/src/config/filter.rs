@@ -15,6 +15,9 @@
 //!   `[abc]`, `[a-z]` and `[!abc]` (also `[^abc]`) are character classes, which never
 //!   match `/`; `**` next to a `/` crosses `/`, and `**/` also matches no directory at
 //!   all, so `/**/x` is `x` at any depth; `\` makes the next character literal.
+//! - Names are matched as `lhparity list` prints them (see [`crate::name`]): in a
+//!   pattern, `\xNN` is the byte NN of a name that is not UTF-8 (or a control
+//!   character below `\x80`), and `\n`, `\t`, `\r` are those control characters.
 //! - Rules are tried in config order and the **first match wins**. When none matches,
 //!   a file is excluded if the last rule is an `include` and included otherwise, while
 //!   a directory is always walked (its files may still be included).
@@ -179,8 +182,9 @@ fn compile(body: &str) -> Result<Vec<Token>, PatternError> {
     while i < chars.len() {
         match chars[i] {
             '\\' if i + 1 < chars.len() => {
-                tokens.push(Token::Literal(chars[i + 1]));
-                i += 2;
+                let (c, used) = escaped(&chars[i + 1..]);
+                tokens.push(Token::Literal(c));
+                i += 1 + used;
             }
             '?' => {
                 tokens.push(Token::One);
@@ -205,12 +209,43 @@ fn compile(body: &str) -> Result<Vec<Token>, PatternError> {
                 i += 1 + len;
             }
             c => {
-                tokens.push(Token::Literal(c));
+                // A character of the range names hold single bytes in stands for
+                // itself, which a name holds as its UTF-8 bytes.
+                if crate::name::holds_byte(c) {
+                    let mut utf8 = [0u8; 4];
+                    for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                        tokens.push(Token::Literal(crate::name::byte_char(b)));
+                    }
+                } else {
+                    tokens.push(Token::Literal(c));
+                }
                 i += 1;
             }
         }
     }
     Ok(tokens)
+}
+
+/// The character an escape after a `\` stands for, and how many characters it took:
+/// `xNN` (two hex digits) a byte of a name, `n`, `t` and `r` those control
+/// characters, and anything else itself.
+fn escaped(rest: &[char]) -> (char, usize) {
+    match rest {
+        ['x', hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+            let byte = (hi.to_digit(16).unwrap_or(0) * 16 + lo.to_digit(16).unwrap_or(0)) as u8;
+            let c = if byte < 0x80 {
+                char::from(byte)
+            } else {
+                crate::name::byte_char(byte)
+            };
+            (c, 3)
+        }
+        ['n', ..] => ('\n', 1),
+        ['t', ..] => ('\t', 1),
+        ['r', ..] => ('\r', 1),
+        [c, ..] => (*c, 1),
+        [] => ('\\', 0),
+    }
 }
 
 /// Compiles the class after a `[`; returns the token and how many characters it used,
@@ -330,6 +365,20 @@ mod tests {
 
     fn glob(pattern: &str, text: &str) -> bool {
         glob_match(&compile(pattern).unwrap(), text, false, false)
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_matched_as_list_prints_them() {
+        use crate::name::from_bytes;
+        let raw = from_bytes(b"caf\xe9.txt");
+        let genuine = from_bytes("caf\u{10FFE9}.txt".as_bytes());
+        assert!(glob("caf\\xe9.txt", &raw) && !glob("caf\\xe9.txt", &genuine));
+        assert!(glob("caf?.txt", &raw) && glob("caf*.txt", &genuine));
+        // A character of the byte range in a pattern is that character, not a byte.
+        assert!(glob("caf\u{10FFE9}.txt", &genuine) && !glob("caf\u{10FFE9}.txt", &raw));
+        assert!(glob("new\\nline\\t", "new\nline\t"));
+        assert!(glob("a\\x41", "aA") && glob("a\\\\x41", "a\\x41"));
+        assert!(!glob("caf\\xe9.txt", "café.txt"));
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub enum StoreError {
         /// The paths that now hold the new state.
         written: Vec<PathBuf>,
     },
+    #[error(
+        "content file {} was written by a newer lhparity (format version {found}; this one \
+         reads up to {}): it may hold the newest state, so it is neither used nor replaced; \
+         run the newer lhparity",
+        path.display(),
+        codec::FORMAT_VERSION
+    )]
+    Newer { path: PathBuf, found: u32 },
     #[error("{}", all_damaged(.details))]
     AllDamaged {
         /// Every existing copy with the reason it cannot be used.
@@ -189,6 +197,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, StoreError> {
                 {
                     best = Some(state);
                 }
+            }
+            // A newer program's copy is not damage: an older one must not take the
+            // state from another copy and then write over it.
+            Err(CodecError::UnsupportedVersion { found }) if found > codec::FORMAT_VERSION => {
+                return Err(StoreError::Newer {
+                    path: path.clone(),
+                    found,
+                });
             }
             Err(e) => damaged.push((path.clone(), e.to_string())),
         }
@@ -344,6 +360,26 @@ mod tests {
         let loaded = load(&paths).unwrap();
         assert_eq!(loaded.state, Some(state));
         assert!(loaded.damaged.is_empty() && loaded.missing.is_empty() && loaded.stale.is_empty());
+    }
+
+    #[test]
+    fn a_copy_of_a_newer_format_stops_the_load_and_is_left_alone() {
+        let (_dir, paths) = three_copies();
+        let mut state = sample();
+        save(&mut state, &paths).unwrap();
+        let mut newer = fs::read(&paths[1]).unwrap();
+        newer[8..12].copy_from_slice(&(codec::FORMAT_VERSION + 1).to_le_bytes());
+        fs::write(&paths[1], &newer).unwrap();
+        let err = load(&paths).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Newer { path, found } if *path == paths[1] && *found == codec::FORMAT_VERSION + 1),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("written by a newer lhparity"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&paths[1]).unwrap(), newer);
     }
 
     #[test]
