@@ -182,6 +182,27 @@ fn fuse_control_options_read_set_and_refuse() {
         Err(libc::EINVAL),
         "a branch inside the pool"
     );
+    let holder = mnt.path().parent().unwrap().canonicalize().unwrap();
+    assert_eq!(
+        setx(
+            &control,
+            "user.mergerfs.branches",
+            &format!("+>{}", holder.display())
+        ),
+        Err(libc::EINVAL),
+        "a branch that holds the pool"
+    );
+    for no_branch in [
+        "",
+        "=",
+        &format!("-{}/*", real(a.path()).parent().unwrap().display()),
+    ] {
+        assert_eq!(
+            setx(&control, "user.mergerfs.branches", no_branch),
+            Err(libc::EINVAL),
+            "{no_branch:?} leaves no branch"
+        );
+    }
     // A new branch must be a folder, as at mount time.
     let file = a.path().join("a-file");
     fs::write(&file, b"x").unwrap();

@@ -663,7 +663,9 @@ fn lhfs_refuses_bad_input_without_mounting() {
     let dev = fs::metadata(&mnt).unwrap().dev();
     let (a, m) = (a.to_str().unwrap(), mnt.to_str().unwrap());
     let inside = format!("{m}/sub");
+    let holder = tmp.path().to_str().unwrap();
     for (args, needle) in [
+        (vec![holder, m, "-f"], "is inside branch"),
         (vec![a, m, "-f", "-o", "cache.files=maybe"], "cache.files"),
         (
             vec![a, m, "-f", "-o", "minfreespace=1G", "-o", "no_such_option"],

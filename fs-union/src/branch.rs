@@ -159,6 +159,15 @@ pub enum BranchError {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// A mountpoint inside a branch: the pool would list itself inside itself, and
+    /// a walk of it (find, du, a backup) would have the pool wait on its own answers.
+    #[error("the mountpoint `{mountpoint}` is inside branch `{branch}`, so the pool would contain itself; mount it outside every branch")]
+    ContainsMountpoint {
+        /// The branch that holds the mountpoint.
+        branch: PathBuf,
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
     /// `-<` or `->` followed by more text.
     #[error("`{op}` takes no argument but got `{extra}`; write `{op}` alone")]
     EditArgument {
@@ -289,11 +298,18 @@ fn expand(spec: BranchSpec, expander: &dyn GlobExpander) -> Vec<Branch> {
         .collect()
 }
 
-/// Refuses any branch that is `mountpoint` or lies below it. Both sides are compared
-/// component by component as given, so callers pass resolved (canonical) paths.
+/// Refuses any branch that is `mountpoint` or lies below it, and any branch that
+/// holds the mountpoint. Both sides are compared component by component as given, so
+/// callers pass resolved (canonical) paths.
 pub fn check_mountpoint(branches: &[Branch], mountpoint: &Path) -> Result<(), BranchError> {
-    match branches.iter().find(|b| b.path.starts_with(mountpoint)) {
-        Some(branch) => Err(BranchError::InsideMountpoint {
+    if let Some(branch) = branches.iter().find(|b| b.path.starts_with(mountpoint)) {
+        return Err(BranchError::InsideMountpoint {
+            branch: branch.path.clone(),
+            mountpoint: mountpoint.to_path_buf(),
+        });
+    }
+    match branches.iter().find(|b| mountpoint.starts_with(&b.path)) {
+        Some(branch) => Err(BranchError::ContainsMountpoint {
             branch: branch.path.clone(),
             mountpoint: mountpoint.to_path_buf(),
         }),
@@ -574,6 +590,28 @@ mod tests {
         let err = check_mountpoint(&list("/pool/sub/dir"), pool).unwrap_err();
         assert!(
             matches!(err, BranchError::InsideMountpoint { branch, .. } if branch == Path::new("/pool/sub/dir"))
+        );
+    }
+
+    #[test]
+    fn a_branch_that_holds_the_mountpoint_is_refused() {
+        let pool = Path::new("/mnt/disk1/pool");
+        let err = check_mountpoint(&list("/mnt/disk2:/mnt/disk1"), pool).unwrap_err();
+        assert_eq!(
+            err,
+            BranchError::ContainsMountpoint {
+                branch: PathBuf::from("/mnt/disk1"),
+                mountpoint: pool.to_path_buf()
+            }
+        );
+        assert!(
+            err.to_string().contains("inside branch `/mnt/disk1`"),
+            "{err}"
+        );
+        assert!(check_mountpoint(&list("/"), pool).is_err());
+        assert_eq!(
+            check_mountpoint(&list("/mnt/disk1/poo:/mnt/disk2"), pool),
+            Ok(())
         );
     }
 

@@ -132,11 +132,15 @@ pub fn set(union: &Union, name: &OsStr, value: &[u8]) -> Result<Union, Errno> {
 }
 
 /// Applies a branch-list edit (`=LIST`, `+<LIST`, `-PATTERN`, ...). A branch that is
-/// the mountpoint or inside it is refused: the pool would serve itself.
+/// the mountpoint, inside it or holding it is refused: the pool would serve itself.
+/// So is an edit that leaves no branch, which a mount refuses too.
 fn edit_branches(union: &Union, value: &str) -> Result<Union, Errno> {
     let edit = BranchEdit::parse(value, &FsGlob).map_err(|_| Errno(libc::EINVAL))?;
     let current: Vec<Branch> = union.branches().cloned().collect();
     let next = edit.apply(&current);
+    if next.is_empty() {
+        return Err(Errno(libc::EINVAL));
+    }
     if let Some(mountpoint) = &union.options().mountpoint {
         let resolved: Vec<Branch> = next
             .iter()

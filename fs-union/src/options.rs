@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -28,6 +28,8 @@ use crate::policy::{Category, Function, FunctionPolicies, Policy};
 
 /// How deep `config=` files may include further `config=` files.
 pub const MAX_CONFIG_DEPTH: usize = 4;
+/// The largest `config=` file read, in bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Defines an option value that is one of a fixed set of names.
 macro_rules! choice {
@@ -181,6 +183,15 @@ pub enum OptionError {
     /// A key that is neither an lhfs/mergerfs option nor a standard mount word.
     #[error("unknown option `{key}`; check the spelling against the mergerfs option names")]
     Unknown {
+        /// The key as given.
+        key: String,
+    },
+    /// `umask`, `uid` and `gid`: they would change who may access what.
+    #[error(
+        "option `{key}` is not supported: it would change who may access what; lhfs shows \
+         every file with the owner and mode it has on its branch (use chown/chmod there)"
+    )]
+    Refused {
         /// The key as given.
         key: String,
     },
@@ -718,6 +729,11 @@ impl Options {
             let file = PathBuf::from(value.unwrap_or_default());
             return self.read_config(&file, depth + 1);
         }
+        if ["umask", "uid", "gid"].contains(&key.as_str()) {
+            return Err(OptionError::Refused {
+                key: raw_key.to_owned(),
+            });
+        }
         self.set_value(&key, value)
             .map_err(|refusal| match refusal {
                 Refusal::Unknown => OptionError::Unknown {
@@ -739,9 +755,29 @@ impl Options {
                 file: file.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(file).map_err(|source| OptionError::ReadConfig {
+        let unreadable = |source| OptionError::ReadConfig {
             file: file.to_path_buf(),
             source,
+        };
+        // A few lines of `key=value`: a device or a huge file given by mistake is
+        // refused rather than read into memory.
+        let mut bytes = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(unreadable(io::Error::other(format!(
+                "it is larger than {} KiB, which no config file needs; is it the right file?",
+                MAX_CONFIG_BYTES >> 10
+            ))));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            unreadable(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {line} is not UTF-8 text"),
+            ))
         })?;
         self.config = Some(file.to_path_buf());
         for (index, line) in text.lines().enumerate() {
@@ -753,11 +789,15 @@ impl Options {
                 Some((k, v)) => format!("{}={}", k.trim(), v.trim()),
                 None => line.to_owned(),
             };
+            // A nested file's error already names its own file and line.
             self.apply_word(&word, depth)
-                .map_err(|source| OptionError::InConfig {
-                    file: file.to_path_buf(),
-                    line: index + 1,
-                    source: Box::new(source),
+                .map_err(|source| match source {
+                    nested @ OptionError::InConfig { .. } => nested,
+                    source => OptionError::InConfig {
+                        file: file.to_path_buf(),
+                        line: index + 1,
+                        source: Box::new(source),
+                    },
                 })?;
         }
         Ok(())
@@ -1083,7 +1123,10 @@ mod tests {
         assert_eq!(Options::parse("moveonenospc=0").unwrap().moveonenospc, None);
         // Options that would change who may access what are refused, not ignored.
         for word in ["umask=077", "uid=1000", "gid=1000"] {
-            assert!(err(word).contains("unknown option"), "{word}");
+            assert!(
+                err(word).contains("is not supported: it would change who may access what"),
+                "{word}"
+            );
         }
         assert!(err("func.readdir=bogus").contains("seq, cosr or cor"));
         assert!(err("fuse-msg-size=banana").contains("a number of pages or a size"));
@@ -1353,7 +1396,25 @@ mod tests {
             "loop.ini",
             &format!("config={}\n", looped.display()),
         );
-        assert!(err(&format!("config={}", looped.display())).contains("nested"));
+        let e = err(&format!("config={}", looped.display()));
+        assert!(e.contains("nested"), "{e}");
+        // Named once, at the line that goes one level too deep.
+        assert_eq!(
+            e.matches(&format!("{}:1:", looped.display())).count(),
+            1,
+            "{e}"
+        );
+
+        // A device or a huge file is refused, not read into memory.
+        let e = err("config=/dev/zero");
+        assert!(
+            e.contains("/dev/zero") && e.contains("larger than 1024 KiB"),
+            "{e}"
+        );
+        let odd = dir.path().join("odd.ini");
+        std::fs::write(&odd, b"cache.attr=1\nfsname=caf\xe9\n").unwrap();
+        let e = err(&format!("config={}", odd.display()));
+        assert!(e.contains("odd.ini`: line 2 is not UTF-8 text"), "{e}");
     }
 
     #[test]
