@@ -91,17 +91,24 @@ pub fn join(root: &Path, name: &str) -> PathBuf {
 
 /// A name the state holds as one line of text for people and scripts: bytes that
 /// are not UTF-8 as `\xNN`, control characters as `\n`, `\t`, `\r` or `\xNN`
-/// (each byte of their UTF-8), and a backslash as `\\`, so that every name reads
-/// back one way.
+/// (each byte of their UTF-8), a backslash as `\\`, and the `>` of ` -> ` (which
+/// listings put between a link and its target) as `\x3e`, so that every name and
+/// every listing line reads back one way.
 pub fn shown(name: &str) -> Cow<'_, str> {
     // C1 control characters (U+0080..U+009F) start with 0xC2.
     let plain = |b: &u8| *b != LEAD && *b != 0xC2 && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
-    if name.bytes().all(|b| plain(&b)) {
+    if name.bytes().all(|b| plain(&b)) && !name.contains(" -> ") {
         return Cow::Borrowed(name);
     }
+    // Overlapping too: in `a -> -> b` both arrows are escaped.
+    let arrows: Vec<usize> = (0..name.len())
+        .filter(|&i| name.as_bytes()[i..].starts_with(b" -> "))
+        .map(|i| i + 2)
+        .collect();
     let mut text = String::with_capacity(name.len() + 8);
-    for c in name.chars() {
+    for (at, c) in name.char_indices() {
         match c {
+            '>' if arrows.contains(&at) => text.push_str("\\x3e"),
             '\\' => text.push_str("\\\\"),
             '\n' => text.push_str("\\n"),
             '\t' => text.push_str("\\t"),
@@ -189,5 +196,8 @@ mod tests {
         assert!(matches!(shown("plain é 😀"), Cow::Borrowed(_)));
         assert_eq!(shown("a\u{85}b\u{9b}2J"), "a\\xc2\\x85b\\xc2\\x9b2J");
         assert_eq!(shown("\u{a0}x"), "\u{a0}x");
+        assert_eq!(shown("a -> b -> c"), "a -\\x3e b -\\x3e c");
+        assert_eq!(shown("a->b"), "a->b");
+        assert!(!shown("a -> -> b").contains(" -> "));
     }
 }
