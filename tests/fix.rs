@@ -878,6 +878,52 @@ fn files_with_the_longest_names_are_repaired_and_restored() {
 }
 
 #[test]
+fn a_file_elsewhere_whose_mtime_alone_changed_still_serves_the_rebuild() {
+    let array = Array::new(2, 1, 64, "");
+    let lost = array.write(0, "lost", 300_000, 1);
+    let other = array.write(1, "other", 200_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let touch = |p: &std::path::Path| {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .expect("open")
+            .set_modified(later)
+            .expect("mtime")
+    };
+    touch(&array.disks[1].join("other"));
+    fs::remove_file(array.disks[0].join("lost")).expect("rm");
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 0);
+    assert!(
+        fs::read(array.disks[0].join("lost")).ok().as_ref() == Some(&lost),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::read(array.disks[1].join("other")).ok().as_ref() == Some(&other));
+
+    // Changed bytes (same size) are not used: what they cover is not rebuilt wrong.
+    let mut changed = other.clone();
+    changed[1000] ^= 0xff;
+    fs::write(array.disks[1].join("other"), &changed).expect("change");
+    fs::remove_file(array.disks[0].join("lost")).expect("rm");
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 1);
+    assert!(!exists(&array.disks[0].join("lost")), "{}", stdout(&out));
+    let kept = fs::read(array.disks[0].join("lost.unrecoverable")).expect("kept");
+    // Only the block beside the changed one is missing (zeros); the rest is right.
+    assert_eq!(kept.len(), lost.len());
+    assert!(kept[..64 << 10] != lost[..64 << 10] && kept[64 << 10..] == lost[64 << 10..]);
+    // What a fix kept of a file is never synced.
+    let diff = stdout(&array.lhparity(&["diff"]));
+    assert!(
+        diff.contains("remove d1/lost") && !diff.contains("unrecoverable"),
+        "{diff}"
+    );
+}
+
+#[test]
 fn truncated_and_overwritten_files_are_repaired_and_mtime_alone_is_no_error() {
     let (array, original) = synced_array(2, 1);
     let truncated = array.disks[0].join("dir0/big.bin");

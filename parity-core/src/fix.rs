@@ -288,6 +288,14 @@ pub fn fix(
         })
         .collect();
     let mut sources = pipeline::data_sources(&state.disks, &config.data, Some(&skip));
+    // A file changed since the sync still serves the others: its blocks are used
+    // only as far as they match their hashes (a rebuild that fails its check has the
+    // survivors checked), so one whose mtime alone changed costs nothing.
+    for source in &mut sources {
+        if let Source::Data { read_changed, .. } = source {
+            *read_changed = true;
+        }
+    }
     // Rebuilding n disks needs n parity levels: the others are read only where a
     // rebuild fails its hash check (or their parity needs rewriting).
     let eager = if options.disks.is_empty() {

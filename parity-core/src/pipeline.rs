@@ -87,6 +87,7 @@ pub fn data_sources<'a>(
             dir: &c.dir,
             files: &d.files,
             skip: skip.and_then(|s| s.get(slot)).map(Vec::as_slice),
+            read_changed: false,
         })
         .collect()
 }
@@ -100,6 +101,11 @@ pub enum Source<'a> {
         files: &'a [FileEntry],
         /// Files not to read (their blocks show as `Skipped`); `None` reads all.
         skip: Option<&'a [bool]>,
+        /// Read a file whose size, inode or mtime changed since the state was saved
+        /// too (it is still reported as changed), for a caller that checks what it
+        /// uses against the hashes: `fix`, where a file whose mtime alone changed
+        /// still serves to rebuild the others. Otherwise its blocks are `Skipped`.
+        read_changed: bool,
     },
     /// A parity file: its block at each position (`None`: the file is missing, every
     /// block is absent).
@@ -765,6 +771,7 @@ impl Reader<'_, '_> {
             dir,
             files,
             skip,
+            ..
         } = self.source
         else {
             return;
@@ -863,7 +870,11 @@ impl Reader<'_, '_> {
     /// Opens a file and checks it is still what the state says.
     fn open(&self, file: usize, out: &mut Batch) -> Current {
         let Source::Data {
-            name, dir, files, ..
+            name,
+            dir,
+            files,
+            read_changed,
+            ..
         } = self.source
         else {
             return Current::closed(file);
@@ -876,6 +887,14 @@ impl Reader<'_, '_> {
                 handle: Some(Arc::new(h)),
                 maps: Maps::default(),
             },
+            Ok(h) if *read_changed => {
+                out.changed.push(file);
+                Current {
+                    file,
+                    handle: Some(Arc::new(h)),
+                    maps: Maps::default(),
+                }
+            }
             Ok(_) => {
                 out.changed.push(file);
                 Current::closed(file)
@@ -1383,6 +1402,7 @@ mod reads {
             dir: dir.path(),
             files: &files,
             skip: None,
+            read_changed: false,
         }];
         // The first position the stage sees cuts file a to one block: its later
         // blocks are still mapped, and reading them faults.
@@ -1511,6 +1531,7 @@ mod reads {
             dir: dir.path(),
             files: &files,
             skip: None,
+            read_changed: false,
         };
         let batch_with = |window: &Arc<Window>| {
             let mut batch = Batch::new(BS);

@@ -82,8 +82,11 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             };
             let meta = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
             let kind = meta.file_type();
-            // The temporary file of an interrupted fix is never data.
-            let fix_temp = kind.is_file() && name.ends_with(crate::fix::FIX_SUFFIX);
+            // The temporary file of an interrupted fix is never data, nor what a fix
+            // kept of a file it could not rebuild.
+            let fix_temp = kind.is_file()
+                && (name.ends_with(crate::fix::FIX_SUFFIX)
+                    || name.ends_with(crate::fix::UNRECOVERABLE_SUFFIX));
             if fix_temp || config.is_excluded(disk, &child, kind.is_dir()) {
                 // A folder holding a content copy is not an empty folder: it changes
                 // on every save, and `diff` would never be done with it.
