@@ -654,6 +654,83 @@ fn fuse_posix_passthrough_io_keeps_bytes() {
     assert_eq!(errno(File::open(pool.path("missing"))), libc::ENOENT);
 }
 
+/// Runs `writer` on another thread while this one calls `reader` `rounds` times;
+/// returns the errno of every failed call.
+fn race(
+    rounds: usize,
+    writer: impl Fn() + Send + 'static,
+    reader: impl Fn() -> std::io::Result<()>,
+) -> Vec<i32> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                writer();
+            }
+        })
+    };
+    let failed = (0..rounds)
+        .filter_map(|_| reader().err())
+        .map(|e| e.raw_os_error().unwrap_or(0))
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    other.join().unwrap();
+    failed
+}
+
+#[test]
+fn fuse_posix_names_replaced_or_removed_meanwhile_do_not_fail_with_enoent() {
+    let test = "fuse_posix_names_replaced_or_removed_meanwhile_do_not_fail_with_enoent";
+    let (_tmp, a, b, mnt) = two_branches();
+    let list = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &list, &mnt, "category.create=ff") else {
+        return;
+    };
+    // A file replaced by `rename(tmp, name)` again and again, as editors and
+    // downloaders save: a plain directory never answers ENOENT for the name. The
+    // kernel retries once on ESTALE, which a fast enough writer can still beat.
+    let name = pool.path("saved");
+    fs::write(&name, b"first").unwrap();
+    let (dir, target) = (pool.mnt.clone(), name.clone());
+    let writer = move || {
+        let tmp = dir.join("saved.tmp");
+        fs::write(&tmp, b"again").unwrap();
+        fs::rename(&tmp, &target).unwrap();
+    };
+    let failed = race(20_000, writer, || {
+        File::open(&name)?;
+        fs::metadata(&name).map(drop)
+    });
+    let count = |errno: i32| failed.iter().filter(|&&e| e == errno).count();
+    assert_eq!(count(libc::ENOENT), 0, "ENOENT");
+    assert_eq!(count(libc::ESTALE), failed.len(), "only ESTALE: {failed:?}");
+    assert!(failed.len() < 200, "{} of 20000 failed", failed.len());
+
+    // open(O_CREAT | O_TRUNC) while another unlinks the name: it creates.
+    let name = pool.path("created");
+    let target = name.clone();
+    let writer = move || {
+        let _ = fs::remove_file(&target);
+    };
+    let failed = race(20_000, writer, || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&name)
+            .map(drop)
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of 20000 failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
 #[test]
 fn lhfs_refuses_bad_input_without_mounting() {
     let tmp = tempfile::tempdir().unwrap();

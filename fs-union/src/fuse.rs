@@ -241,6 +241,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// ENOENT for a node the kernel holds (an open or a getattr by node id) means its
+/// name was unlinked or renamed over, behind the kernel's cached entry or in a race
+/// with it: ESTALE makes the kernel look the name up again and retry once, as it
+/// would have found it gone or replaced on a local file system.
+fn stale(e: fuser::Errno) -> fuser::Errno {
+    if e == fuser::Errno::ENOENT {
+        fuser::Errno::ESTALE
+    } else {
+        e
+    }
+}
+
 fn fuse_errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.0)
 }
@@ -754,17 +766,22 @@ impl UnionFs {
         )
     }
 
+    /// The path of a node. A node without one lost its name through the pool (an
+    /// unlink, or a rename over it) while the kernel still had it cached: ESTALE
+    /// makes the kernel look the name up again and retry, so a reader racing a
+    /// `rename(tmp, name)` opens the new file instead of failing with ENOENT, and an
+    /// `open(O_CREAT)` racing an unlink creates the file.
     fn path(&self, node: INodeNo) -> Result<PathBuf, fuser::Errno> {
         lock(&self.nodes)
             .path(node.0)
             .map(Path::to_path_buf)
-            .ok_or(fuser::Errno::ENOENT)
+            .ok_or(fuser::Errno::ESTALE)
     }
 
     fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, fuser::Errno> {
         lock(&self.nodes)
             .child_path(parent.0, name)
-            .ok_or(fuser::Errno::ENOENT)
+            .ok_or(fuser::Errno::ESTALE)
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, fuser::Errno> {
@@ -1237,7 +1254,8 @@ impl Filesystem for UnionFs {
         self.begin(Op::Getattr);
         match caller(req).serve(|| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
-            Err(e) => reply.error(self.failed(e)),
+            // The name the kernel knows is gone (see `stale`).
+            Err(e) => reply.error(self.failed(stale(e))),
         }
     }
 
@@ -1504,7 +1522,7 @@ impl Filesystem for UnionFs {
             .and_then(|path| caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
-            Err(e) => return reply.error(self.failed(e)),
+            Err(e) => return reply.error(self.failed(stale(e))),
         };
         // A truncating open is a truncate (FUSE_ATOMIC_O_TRUNC): by anyone but root it
         // clears set-user-ID and set-group-ID as Linux does. The branch's kernel did

@@ -1268,6 +1268,7 @@ mod reads {
                 dir,
                 files,
                 skip: None,
+                read_changed: false,
             },
             Source::Parity {
                 path: &parity_path,
