@@ -732,6 +732,47 @@ fn fuse_posix_names_replaced_or_removed_meanwhile_do_not_fail_with_enoent() {
 }
 
 #[test]
+fn fuse_posix_o_direct_opens_read_and_write() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let test = "fuse_posix_o_direct_opens_read_and_write";
+    // An aligned buffer, as O_DIRECT asks of every transfer on a plain file system.
+    let layout = std::alloc::Layout::from_size_align(1 << 20, 4096).unwrap();
+    // SAFETY: the layout has a non-zero size; the buffer is freed below.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: `ptr` points to `layout.size()` bytes we own.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, layout.size()) };
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    let want = buf.to_vec();
+    for passthrough in ["off", "rw"] {
+        let (_tmp, a, b, mnt) = two_branches();
+        let list = format!("{}:{}", a.display(), b.display());
+        let options = format!("category.create=ff,passthrough.io={passthrough}");
+        let Some(pool) = Pool::mount(test, &list, &mnt, &options) else {
+            break;
+        };
+        let direct = |write: bool| {
+            OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .create(write)
+                .truncate(write)
+                .custom_flags(libc::O_DIRECT)
+                .open(pool.path("direct"))
+        };
+        direct(true).unwrap().write_all_at(buf, 0).unwrap();
+        buf.fill(0);
+        direct(false).unwrap().read_exact_at(buf, 0).unwrap();
+        assert!(*buf == want[..], "passthrough.io={passthrough}");
+        assert_eq!(fs::read(a.join("direct")).unwrap(), want);
+    }
+    // SAFETY: allocated above with the same layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+}
+
+#[test]
 fn lhfs_refuses_bad_input_without_mounting() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, mnt) = (tmp.path().join("a"), tmp.path().join("mnt"));

@@ -702,11 +702,11 @@ impl Union {
 
     /// Opens the existing file at `path` on the branch the open policy picks. `flags`
     /// are open(2) flags; creation flags are dropped and the final name is never
-    /// followed if it is a symlink.
+    /// followed if it is a symlink. `O_DIRECT` is dropped too (see [`branch_flags`]).
     pub fn open(&self, path: &Path, flags: i32) -> Result<(usize, OwnedFd), Errno> {
         let branch = self.select_one(Function::Open, path)?;
         let at = self.at(branch, path)?;
-        let flags = (flags & !(libc::O_CREAT | libc::O_EXCL)) | libc::O_NOFOLLOW;
+        let flags = (branch_flags(flags) & !(libc::O_CREAT | libc::O_EXCL)) | libc::O_NOFOLLOW;
         Ok((branch, sys::openat(&at.dir, &at.name, flags, 0)?))
     }
 
@@ -970,7 +970,7 @@ impl Union {
         flags: i32,
         mode: u32,
     ) -> Result<Created, Errno> {
-        let flags = flags | libc::O_CREAT | libc::O_NOFOLLOW;
+        let flags = branch_flags(flags) | libc::O_CREAT | libc::O_NOFOLLOW;
         let (branch, file) = self.create_with(Function::Create, caller, path, false, |at| {
             sys::openat(&at.dir, &at.name, flags, mode)
         })?;
@@ -1510,5 +1510,13 @@ fn refused(results: &[(usize, Result<(), Errno>)]) -> Option<Errno> {
     })
 }
 
+/// The open(2) flags lhfs opens a branch file with, for a caller's `flags`. Without
+/// `O_DIRECT`: the data lhfs reads and writes itself passes through its own buffers,
+/// which need not meet the alignment `O_DIRECT` asks of every transfer, so such
+/// opens would fail with EINVAL. With passthrough the kernel opens the backing file
+/// with the caller's flags, `O_DIRECT` included.
+fn branch_flags(flags: i32) -> i32 {
+    flags & !libc::O_DIRECT
+}
 #[cfg(test)]
 mod tests;
