@@ -773,6 +773,32 @@ fn fuse_posix_o_direct_opens_read_and_write() {
 }
 
 #[test]
+fn fuse_posix_times_before_1970_keep_their_fraction() {
+    let test = "fuse_posix_times_before_1970_keep_their_fraction";
+    let (_tmp, a, b, mnt) = two_branches();
+    let list = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &list, &mnt, "category.create=ff") else {
+        return;
+    };
+    fs::write(pool.path("old"), b"x").unwrap();
+    // 1969-12-31 23:59:58.5 and 1969-12-31 23:59:59.000000001 as the kernel has them.
+    for (sec, nsec) in [(-2i64, 500_000_000i64), (-1, 1), (5, 7)] {
+        let times = [libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        }; 2];
+        let path = cpath(&pool.path("old"));
+        // SAFETY: a NUL-terminated path and two valid timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) };
+        assert_eq!(rc, 0);
+        let meta = fs::metadata(a.join("old")).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (sec, nsec));
+        let meta = fs::metadata(pool.path("old")).unwrap();
+        assert_eq!((meta.atime(), meta.atime_nsec()), (sec, nsec));
+    }
+}
+
+#[test]
 fn lhfs_refuses_bad_input_without_mounting() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, mnt) = (tmp.path().join("a"), tmp.path().join("mnt"));

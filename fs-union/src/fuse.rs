@@ -559,7 +559,13 @@ fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
         Some(TimeOrNow::Now) => (0, libc::UTIME_NOW),
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
-            Err(e) => (-(e.duration().as_secs() as i64), 0),
+            // Before 1970, fuser 0.18 hands the kernel's (seconds, nanoseconds) over
+            // as the epoch minus (-seconds, nanoseconds), so that is what is taken
+            // apart here: the kernel's own pair, fraction included.
+            Err(e) => {
+                let d = e.duration();
+                (-(d.as_secs() as i64), i64::from(d.subsec_nanos()))
+            }
         },
     };
     libc::timespec { tv_sec, tv_nsec }
@@ -2314,5 +2320,25 @@ mod tests {
         );
         let o = Options::parse("parallel-direct-writes=false").unwrap();
         assert_eq!(direct_io(&o), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    #[test]
+    fn times_before_1970_keep_their_fraction() {
+        use std::time::Duration;
+        // The kernel's (seconds, nanoseconds) as fuser 0.18 turns them into a time.
+        let at = |secs: i64, nanos: u32| {
+            let t = timespec(Some(TimeOrNow::SpecificTime(
+                UNIX_EPOCH - Duration::new(secs.unsigned_abs(), nanos),
+            )));
+            (t.tv_sec, t.tv_nsec)
+        };
+        // 1969-12-31 23:59:58.5 is (-2, 500000000).
+        assert_eq!(at(-2, 500_000_000), (-2, 500_000_000));
+        assert_eq!(at(-1, 1), (-1, 1));
+        assert_eq!(at(-86_400, 0), (-86_400, 0));
+        let after = timespec(Some(TimeOrNow::SpecificTime(
+            UNIX_EPOCH + Duration::new(5, 7),
+        )));
+        assert_eq!((after.tv_sec, after.tv_nsec), (5, 7));
     }
 }
