@@ -12,9 +12,9 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -897,6 +897,48 @@ fn fuse_daemon_sets_the_pool_readahead() {
     }
     assert_eq!(value, "1024", "{setting}");
     umount_and_reap(mnt.path(), daemon_pid(mnt.path()));
+}
+
+#[test]
+fn fuse_daemon_every_descriptor_of_a_moved_file_follows_it() {
+    let test = "fuse_daemon_every_descriptor_of_a_moved_file_follows_it";
+    if !fuse_ready(test) {
+        return;
+    }
+    let (Some(small), Some(large)) = (
+        common::fuse::Tmpfs::new(test, "2m"),
+        common::fuse::Tmpfs::new(test, "8m"),
+    ) else {
+        return;
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let branches = format!("{}:{}", small.path.display(), large.path.display());
+    let options = "minfreespace=0,category.create=ff,moveonenospc=true,passthrough.io=off";
+    let Some(pool) = common::fuse::Pool::mount(test, &branches, mnt.path(), options) else {
+        return;
+    };
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut writer = File::create(pool.path("big")).unwrap();
+    let other = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pool.path("big"))
+        .unwrap();
+    let reader = File::open(pool.path("big")).unwrap();
+    // Past the 2 MiB branch: the file moves to the large one.
+    writer.write_all(&data).unwrap();
+    assert!(large.path.join("big").exists() && !small.path.join("big").exists());
+    // The other descriptors see and change the file that moved.
+    let mut tail = vec![0u8; 4];
+    reader.read_exact_at(&mut tail, (3 << 20) - 4).unwrap();
+    assert_eq!(tail, data[(3 << 20) - 4..]);
+    other.write_all_at(b"ZZZZ", 0).unwrap();
+    other.set_len(4 << 20).unwrap();
+    drop((writer, other, reader));
+    let mut want = data.clone();
+    want[..4].copy_from_slice(b"ZZZZ");
+    want.resize(4 << 20, 0);
+    assert!(fs::read(pool.path("big")).unwrap() == want);
 }
 
 #[test]

@@ -1183,7 +1183,8 @@ impl UnionFs {
             .union()
             .relocate(&caller(), &path, state.0, &state.1, file.flags, policy)
             .map_err(|_| Errno(libc::ENOSPC))?;
-        *state = moved;
+        let from = std::mem::replace(&mut *state, moved);
+        self.follow_move(file, &path, &from.1, state.0);
         // Later opens find the copy the file moved to.
         let moved_to = OpenCopy::of(&self.union(), state.0, &state.1);
         if let Some(entry) = lock(&self.node_io).get_mut(&file.node) {
@@ -1195,6 +1196,40 @@ impl UnionFs {
         let rest = offset.saturating_add(written as u64);
         let (more, result) = write_all(&state.1, &data[written..], rest);
         result.map(|()| written + more)
+    }
+}
+
+impl UnionFs {
+    /// After `moved` went to `branch`, the other descriptors of its node that were
+    /// on the file it left (`old`, now deleted) are opened again on the new copy, so
+    /// that their reads and writes reach the file everyone sees. One being moved by
+    /// another request meanwhile is left to that request. Opened with the daemon's
+    /// ids: each descriptor's open was checked when it was made, and the copy has
+    /// the owner and mode of the original.
+    fn follow_move(&self, moved: &OpenFile, path: &Path, old: &OwnedFd, branch: usize) {
+        let Ok(left) = crate::union::fstat(old) else {
+            return;
+        };
+        let others: Vec<Arc<OpenFile>> = lock(&self.files)
+            .values()
+            .filter(|f| f.node == moved.node && !std::ptr::eq(f.as_ref(), moved))
+            .cloned()
+            .collect();
+        let union = self.union();
+        for other in others {
+            let Ok(mut state) = other.state.try_write() else {
+                continue;
+            };
+            let same = crate::union::fstat(&state.1)
+                .is_ok_and(|st| (st.st_dev, st.st_ino) == (left.st_dev, left.st_ino));
+            if !same {
+                continue;
+            }
+            creds::as_daemon();
+            if let Ok(fd) = union.reopen(branch, path, other.flags) {
+                *state = (branch, fd);
+            }
+        }
     }
 }
 

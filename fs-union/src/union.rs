@@ -824,11 +824,7 @@ impl Union {
             copy_metadata(&src_at, &dst, &st);
             sys::fsync(&copy)
         });
-        let reopened = copied.and_then(|()| {
-            let flags =
-                (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC)) | libc::O_NOFOLLOW;
-            sys::openat(&dst.dir, &dst.name, flags, 0)
-        });
+        let reopened = copied.and_then(|()| self.reopen(to, path, flags));
         match reopened {
             Ok(fd) => {
                 // The copy is complete: a leftover original would only shadow it.
@@ -840,6 +836,15 @@ impl Union {
                 Err(e)
             }
         }
+    }
+
+    /// Opens the copy of `path` on `branch` again, as a file opened with `flags` was:
+    /// for the other open descriptors of a file `relocate` moved.
+    pub fn reopen(&self, branch: usize, path: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+        let at = self.at(branch, path)?;
+        let flags = (branch_flags(flags) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC))
+            | libc::O_NOFOLLOW;
+        sys::openat(&at.dir, &at.name, flags, 0)
     }
 
     // ---- create functions ----
