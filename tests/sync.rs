@@ -151,6 +151,32 @@ fn unmounted_disk_is_refused_and_nothing_changes() {
 }
 
 #[test]
+fn a_disk_whose_files_are_all_replaced_is_refused_even_when_inode_numbers_repeat() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    for i in 0..3 {
+        array.write(1, &format!("g{i}"), 50_000, 10 + i);
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // Another disk in d2's place: other names, while a new filesystem (or this one,
+    // reusing freed numbers) hands out the same inode numbers.
+    for i in 0..3 {
+        fs::remove_file(array.disks[1].join(format!("g{i}"))).expect("rm");
+    }
+    for i in 0..3 {
+        array.write(1, &format!("other{i}"), 40_000, 20 + i);
+    }
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("all 3 files of disk 'd2'") && err.contains("--force-empty"),
+        "{err}"
+    );
+    expect_code(&array.lhparity(&["sync", "--force-empty"]), 0);
+}
+
+#[test]
 fn delete_threshold_needs_force_delete() {
     let array = Array::new(1, 1, 64, "delete-threshold 1\n");
     for i in 0..3 {

@@ -871,11 +871,18 @@ fn check_safety(
             )));
         }
         // A different filesystem mounted in the disk's place keeps none of its files:
-        // no inode, and no path with its size and mtime (a disk put back from a
-        // backup keeps those).
-        let inodes: HashSet<u64> = scan.files.iter().map(|f| f.inode).collect();
-        let same_inode = protected.iter().any(|f| inodes.contains(&f.inode));
-        if !same_inode && changes.get(slot).is_some_and(|c| c.kept() == 0) {
+        // no path with its inode (files rewritten in place keep both), and no path
+        // with its size and mtime (a disk put back from a backup keeps those). Inode
+        // numbers alone prove nothing: a new filesystem hands out the same ones.
+        let inodes: HashMap<&str, u64> = scan
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.inode))
+            .collect();
+        let same_file = protected
+            .iter()
+            .any(|f| inodes.get(f.path.as_str()) == Some(&f.inode));
+        if !same_file && changes.get(slot).is_some_and(|c| c.kept() == 0) {
             return Err(SyncError::Refused(format!(
                 "all {} files of disk '{}' at {dir} are missing or rewritten: is another \
                  disk mounted there? Fix the mount and retry; if this is intended, pass \
