@@ -871,17 +871,24 @@ fn check_safety(
             )));
         }
         // A different filesystem mounted in the disk's place keeps none of its files:
-        // no path with its inode (files rewritten in place keep both), and no path
+        // no path with its inode (files rewritten in place keep both), no inode with
+        // its size and mtime (files renamed, even swapped, keep those), and no path
         // with its size and mtime (a disk put back from a backup keeps those). Inode
         // numbers alone prove nothing: a new filesystem hands out the same ones.
-        let inodes: HashMap<&str, u64> = scan
+        let by_path: HashMap<&str, u64> = scan
             .files
             .iter()
             .map(|f| (f.path.as_str(), f.inode))
             .collect();
-        let same_file = protected
+        let by_inode: HashMap<u64, (u64, i64)> = scan
+            .files
             .iter()
-            .any(|f| inodes.get(f.path.as_str()) == Some(&f.inode));
+            .map(|f| (f.inode, (f.size, f.mtime_ns)))
+            .collect();
+        let same_file = protected.iter().any(|f| {
+            by_path.get(f.path.as_str()) == Some(&f.inode)
+                || by_inode.get(&f.inode) == Some(&(f.size, f.mtime_ns))
+        });
         if !same_file && changes.get(slot).is_some_and(|c| c.kept() == 0) {
             return Err(SyncError::Refused(format!(
                 "all {} files of disk '{}' at {dir} are missing or rewritten: is another \
