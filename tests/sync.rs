@@ -177,6 +177,34 @@ fn a_disk_whose_files_are_all_replaced_is_refused_even_when_inode_numbers_repeat
 }
 
 #[test]
+fn check_scrub_and_fix_refuse_an_array_whose_content_files_are_all_missing() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    // Never synced: nothing is protected, and said so.
+    let out = array.lhparity(&["check"]);
+    assert!(
+        stderr(&out).contains("never been synced"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // The content disks unmounted: parity holds data no content file describes.
+    for c in &array.content {
+        fs::remove_file(c).expect("rm content");
+    }
+    for args in [&["check"][..], &["scrub", "-p", "100"], &["fix"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("no content file was found") && err.contains("mount the disks"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(array.content.iter().all(|c| !c.exists()));
+}
+
+#[test]
 fn delete_threshold_needs_force_delete() {
     let array = Array::new(1, 1, 64, "delete-threshold 1\n");
     for i in 0..3 {

@@ -102,7 +102,8 @@ pub fn fix(
 ) -> Result<FixReport, SyncError> {
     let started = Instant::now();
     let kernel = Kernel::selected()?;
-    let loaded = load_state(config)?;
+    let mut loaded = load_state(config)?;
+    crate::sync::require_state(config, &mut loaded)?;
     let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;

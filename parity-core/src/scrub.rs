@@ -558,7 +558,8 @@ pub fn scrub(
     progress: &dyn Progress,
 ) -> Result<VerifyReport, SyncError> {
     let started = Instant::now();
-    let loaded = load_state(config)?;
+    let mut loaded = load_state(config)?;
+    crate::sync::require_state(config, &mut loaded)?;
     let mut state = loaded.state;
     let positions = select(&state, plan, older_than_days, now());
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
@@ -616,7 +617,8 @@ pub fn check(
     progress: &dyn Progress,
 ) -> Result<VerifyReport, SyncError> {
     let started = Instant::now();
-    let loaded = load_state(config)?;
+    let mut loaded = load_state(config)?;
+    crate::sync::require_state(config, &mut loaded)?;
     let state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;

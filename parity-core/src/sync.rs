@@ -222,6 +222,38 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     })
 }
 
+/// For the commands that verify or repair an array: with no content file at all, an
+/// array whose parity holds data is refused (the disks holding the content files
+/// are most likely not mounted, and a check would report nothing wrong), and one
+/// never synced gets a note saying that nothing is protected yet.
+pub fn require_state(config: &Config, loaded: &mut Loaded) -> Result<(), SyncError> {
+    if !loaded.is_new {
+        return Ok(());
+    }
+    let looked: Vec<String> = config
+        .content
+        .iter()
+        .map(|c| c.path.display().to_string())
+        .collect();
+    let looked = looked.join(", ");
+    let parity = parity_paths(config)?;
+    if let Some(path) = parity
+        .iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+    {
+        return Err(SyncError::Refused(format!(
+            "no content file was found ({looked}), but parity file {} holds data: mount the \
+             disks that hold the content files and retry",
+            path.display()
+        )));
+    }
+    loaded.notes.push(format!(
+        "no content file was found ({looked}): the array has never been synced, so \
+         nothing is protected yet; run `lhparity sync`"
+    ));
+    Ok(())
+}
+
 /// Refuses `-d` names that are not data disks of the array.
 pub fn check_disk_names(config: &Config, state: &State, names: &[String]) -> Result<(), SyncError> {
     match names.iter().find(|n| state.disk(n).is_none()) {
