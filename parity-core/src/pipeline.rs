@@ -168,7 +168,7 @@ pub struct Run<R> {
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("writing parity file {} (level {level}): {source}", path.display())]
+    #[error("writing parity file {} (level {level}): {source}{}", path.display(), full_hint(source))]
     ParityWrite {
         level: usize,
         path: PathBuf,
@@ -176,6 +176,19 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Raid(#[from] crate::raid::RaidError),
+}
+
+/// What to do about a full parity disk.
+fn full_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            "; the parity disk is full: a parity file grows as large as the fullest data \
+             disk's files (rounded up to whole blocks per file), so give it a disk at least \
+             that large, or free space on it; what was synced before is still protected \
+             (run `lhparity sync` again then)"
+        }
+        _ => "",
+    }
 }
 
 /// Parity files the stage's outputs are written to, level 1 first.
@@ -1592,5 +1605,32 @@ mod reads {
         };
         let positions = [1u32, 2, 4, 10, 12];
         assert_eq!(run.touched_by_changes(&[disk], &positions), vec![0, 1, 3]);
+    }
+}
+
+#[cfg(test)]
+mod messages {
+    use super::*;
+
+    #[test]
+    fn a_full_parity_disk_says_what_to_do() {
+        let error = |errno| PipelineError::ParityWrite {
+            level: 1,
+            path: PathBuf::from("/mnt/parity/p"),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let full = error(libc::ENOSPC).to_string();
+        assert!(
+            full.starts_with(
+                "writing parity file /mnt/parity/p (level 1): No space left on device"
+            ),
+            "{full}"
+        );
+        assert!(
+            full.contains("the parity disk is full")
+                && full.contains("as large as the fullest data disk"),
+            "{full}"
+        );
+        assert!(!error(libc::EIO).to_string().contains("full"));
     }
 }
