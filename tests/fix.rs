@@ -924,6 +924,70 @@ fn a_file_elsewhere_whose_mtime_alone_changed_still_serves_the_rebuild() {
 }
 
 #[test]
+fn a_disk_too_small_for_the_rebuilt_files_leaves_no_unrecoverable_files() {
+    let array = Array::new(2, 1, 64, "");
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("f{i}"),
+                array.write(0, &format!("f{i}"), 150_000, 30 + i),
+            )
+        })
+        .collect();
+    array.write(1, "other", 100_000, 9);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    for (name, _) in &files {
+        fs::remove_file(array.disks[0].join(name)).expect("rm");
+    }
+    // The replacement disk holds two of the three files.
+    let disk = &array.disks[0];
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=320k,mode=0755", "tmpfs"])
+        .arg(disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED a_disk_too_small_for_the_rebuilt_files_leaves_no_unrecoverable_files: mounting a tmpfs needs root");
+        return;
+    }
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    let names: Vec<String> = fs::read_dir(disk)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let unmounted = Command::new("umount")
+        .arg(disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(unmounted);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("No space left on device") && err.contains("free space on the disk"),
+        "{err}"
+    );
+    assert!(
+        !stdout(&out).contains("unrecoverable: "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.ends_with(".unrecoverable") && !n.ends_with(".lhparity-fix")),
+        "{names:?}"
+    );
+    // On a disk with room, the same fix brings every file back.
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    for (name, bytes) in &files {
+        assert!(
+            fs::read(disk.join(name)).ok().as_ref() == Some(bytes),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn truncated_and_overwritten_files_are_repaired_and_mtime_alone_is_no_error() {
     let (array, original) = synced_array(2, 1);
     let truncated = array.disks[0].join("dir0/big.bin");

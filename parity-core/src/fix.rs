@@ -416,9 +416,18 @@ pub fn fix(
 
     let mut new_inodes = Vec::new();
     let mut placed = vec![false; targets.len()];
+    // A file the writer could not write (a full disk, say) is not unrecoverable: its
+    // blocks were rebuilt. Its temporary file goes, and the writer's error (naming the
+    // disk and what to do) stands; a fix after that rebuilds it.
+    let write_failed: HashSet<usize> = unwritten.iter().map(|u| u.0).collect();
     for ((t, target), temp) in targets.iter().enumerate().zip(temps) {
         let Some(temp) = temp else { continue };
         let path = file_path(config, &state, target.slot, target.file);
+        if write_failed.contains(&t) {
+            drop(temp);
+            let _ = fs::remove_file(with_suffix(&path, FIX_SUFFIX));
+            continue;
+        }
         let entry = &state.disks[target.slot].files[target.file];
         let mut lost = recovered[t].iter().filter(|&&r| !r).count();
         if !target.has_original {
