@@ -1197,9 +1197,7 @@ impl UnionFs {
         let (more, result) = write_all(&state.1, &data[written..], rest);
         result.map(|()| written + more)
     }
-}
 
-impl UnionFs {
     /// After `moved` went to `branch`, the other descriptors of its node that were
     /// on the file it left (`old`, now deleted) are opened again on the new copy, so
     /// that their reads and writes reach the file everyone sees. One being moved by

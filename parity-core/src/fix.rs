@@ -763,11 +763,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut new = if name.len() + suffix.len() <= NAME_MAX {
         name.to_vec()
     } else {
-        let hash = blake3::hash(name);
-        let tag: String = hash.as_bytes()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = blake3::hash(name).to_hex();
+        let tag = &hex[..16];
         let keep = NAME_MAX - suffix.len() - tag.len() - 1;
         let mut cut = name[..keep.min(name.len())].to_vec();
         cut.push(b'~');

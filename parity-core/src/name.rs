@@ -32,10 +32,16 @@ pub(crate) fn byte_char(b: u8) -> char {
     char::from_u32(BASE | u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
+/// Whether `text` has a character of the range that holds single bytes (the byte
+/// search first: almost no name has one of their lead bytes).
+fn has_byte_chars(text: &str) -> bool {
+    text.as_bytes().contains(&LEAD) && text.chars().any(holds_byte)
+}
+
 /// The name the state holds for the bytes of a name (or link target) on a disk.
 pub fn from_bytes(raw: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(raw) {
-        if !raw.contains(&LEAD) || !text.chars().any(holds_byte) {
+        if !has_byte_chars(text) {
             return Cow::Borrowed(text);
         }
     }
@@ -61,7 +67,7 @@ pub fn from_os(raw: &OsStr) -> Cow<'_, str> {
 
 /// The bytes of a name the state holds, as they are on the disk.
 pub fn to_bytes(name: &str) -> Cow<'_, [u8]> {
-    if !name.as_bytes().contains(&LEAD) || !name.chars().any(holds_byte) {
+    if !has_byte_chars(name) {
         return Cow::Borrowed(name.as_bytes());
     }
     let mut raw = Vec::with_capacity(name.len());
@@ -95,29 +101,29 @@ pub fn join(root: &Path, name: &str) -> PathBuf {
 /// listings put between a link and its target) as `\x3e`, so that every name and
 /// every listing line reads back one way.
 pub fn shown(name: &str) -> Cow<'_, str> {
+    use std::fmt::Write;
     // C1 control characters (U+0080..U+009F) start with 0xC2.
-    let plain = |b: &u8| *b != LEAD && *b != 0xC2 && *b != b'\\' && *b >= 0x20 && *b != 0x7f;
-    if name.bytes().all(|b| plain(&b)) && !name.contains(" -> ") {
+    let plain = |b: u8| b != LEAD && b != 0xC2 && b != b'\\' && b >= 0x20 && b != 0x7f;
+    if name.bytes().all(plain) && !name.contains(" -> ") {
         return Cow::Borrowed(name);
     }
     // Overlapping too: in `a -> -> b` both arrows are escaped.
-    let arrows: Vec<usize> = (0..name.len())
-        .filter(|&i| name.as_bytes()[i..].starts_with(b" -> "))
-        .map(|i| i + 2)
-        .collect();
+    let arrow = |at: usize| at >= 2 && name.as_bytes()[at - 2..].starts_with(b" -> ");
     let mut text = String::with_capacity(name.len() + 8);
     for (at, c) in name.char_indices() {
         match c {
-            '>' if arrows.contains(&at) => text.push_str("\\x3e"),
+            '>' if arrow(at) => text.push_str("\\x3e"),
             '\\' => text.push_str("\\\\"),
             '\n' => text.push_str("\\n"),
             '\t' => text.push_str("\\t"),
             '\r' => text.push_str("\\r"),
-            c if holds_byte(c) => text.push_str(&format!("\\x{:02x}", u32::from(c) as u8)),
+            c if holds_byte(c) => {
+                let _ = write!(text, "\\x{:02x}", u32::from(c) as u8);
+            }
             c if c.is_control() => {
                 let mut utf8 = [0u8; 4];
                 for b in c.encode_utf8(&mut utf8).bytes() {
-                    text.push_str(&format!("\\x{b:02x}"));
+                    let _ = write!(text, "\\x{b:02x}");
                 }
             }
             c => text.push(c),

@@ -84,10 +84,10 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             let kind = meta.file_type();
             // The temporary file of an interrupted fix is never data, nor what a fix
             // kept of a file it could not rebuild.
-            let fix_temp = kind.is_file()
+            let fix_output = kind.is_file()
                 && (name.ends_with(crate::fix::FIX_SUFFIX)
                     || name.ends_with(crate::fix::UNRECOVERABLE_SUFFIX));
-            if fix_temp || config.is_excluded(disk, &child, kind.is_dir()) {
+            if fix_output || config.is_excluded(disk, &child, kind.is_dir()) {
                 // A folder holding a content copy is not an empty folder: it changes
                 // on every save, and `diff` would never be done with it.
                 if !kind.is_dir() && config.is_content(disk, &child) {
