@@ -131,6 +131,66 @@ fn flipped_bits_are_found_by_scrub_and_repaired_by_fix() {
     expect_code(&array.lhparity(&["diff"]), 0);
 }
 
+#[test]
+fn damage_over_many_positions_is_named_per_stretch() {
+    let (array, original) = synced_array(3, 2);
+    // Blocks 3 to 6 of one file rot, and parity level 1 is cut short after one block.
+    let big = array.disks[1].join("dir1/big.bin");
+    for block in 3..=6 {
+        flip(&big, block * 65536 + 11);
+    }
+    let parity = &array.parity[0];
+    let full = fs::metadata(parity).expect("parity").len();
+    assert!(full > 3 * 65536, "parity of {full} bytes");
+    let f = fs::File::options()
+        .write(true)
+        .open(parity)
+        .expect("open parity");
+    f.set_len(65536).expect("truncate parity");
+    let positions = full / 65536;
+
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("dir1/big.bin blocks 3-6 (positions ")
+            && lines[0].ends_with(") do not match their hashes"),
+        "{err}"
+    );
+    // Where the data is damaged too, the data is blamed, not the parity.
+    let cut = format!(
+        "parity level 1 differs from the parity of the data at {} positions: 1-2, 7-{}; {} \
+         is 65536 bytes long, shorter than the {full} the synced positions need, so it was \
+         cut short and holds no parity from position 1 on: `lhparity fix` rebuilds it",
+        positions - 5,
+        positions - 1,
+        parity.display()
+    );
+    assert!(lines[1].contains(&cut), "{err}");
+
+    // A scrub records the same, and status lists one line per disk and stretch.
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let out = array.lhparity(&["status"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "  positions 7-{} on parity ({})",
+            positions - 1,
+            positions - 7
+        )) && text.contains("  positions 1-2 on parity (2)")
+            && text.contains("  positions 3-6 on d2 (4)"),
+        "{text}"
+    );
+
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(snapshot(&array) == original, "fixed files differ");
+    assert_eq!(fs::metadata(parity).expect("parity").len(), full);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
 /// Every file of the array and its parity, written back and dropped from the page
 /// cache (cold), or read in full (cached), or only their first half read.
 fn cache(array: &Array, how: &str) {

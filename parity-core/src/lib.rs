@@ -8,6 +8,7 @@
 //! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
 //!   filter and the layout checks run before any command.
 //! - [`name`]: file names as the state holds them (any bytes, not only UTF-8).
+//! - [`runs`]: stretches of consecutive positions or blocks, for reports.
 //! - [`scan`]: walking the data disks and comparing them with the state.
 //! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
 //! - [`sync`], [`scrub`] (and check), [`fix`], [`status`], [`dup`]: the commands.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod name;
 pub mod pipeline;
 pub mod raid;
+pub mod runs;
 pub mod scan;
 pub mod scrub;
 pub mod speedtest;

@@ -7,15 +7,16 @@
 //! fully synced as bad, and a file that changed since the last sync is reported as
 //! changed, not as damage.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::{Config, Filter};
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
+use crate::runs;
 use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
@@ -387,6 +388,10 @@ fn summarize(
     report.errors.extend(run.errors.iter().cloned());
     report_changed(config, state, run, selected, report);
     report.bytes = run.bytes;
+    // Damage is gathered first and named per stretch: a disk or parity file damaged
+    // or cut short over thousands of positions gets a line per stretch, not per block.
+    let mut data: BTreeMap<(usize, usize, bool), Vec<(u32, u32)>> = BTreeMap::new();
+    let mut parity: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
         let verified = !f.incomplete && !f.changed;
@@ -394,27 +399,18 @@ fn summarize(
             report.verified += 1;
         }
         for &(slot, file, block) in f.bad_data.iter().chain(&f.unreadable) {
-            let disk = &state.disks[slot];
-            report.errors.push(format!(
-                "disk '{}': {} block {block} (position {pos}) {}",
-                disk.name,
-                crate::name::join(&config.data[slot].dir, &disk.files[file].path).display(),
-                if f.bad_data.contains(&(slot, file, block)) {
-                    "does not match its hash"
-                } else {
-                    "cannot be read"
-                }
-            ));
+            let unreadable = !f.bad_data.contains(&(slot, file, block));
+            let block = u32::try_from(block).unwrap_or(u32::MAX);
+            data.entry((slot, file, unreadable))
+                .or_default()
+                .push((block, pos));
             report.bad.push(BadBlock {
                 pos,
-                disk: disk.index,
+                disk: state.disks[slot].index,
             });
         }
         for &level in &f.bad_parity {
-            report.errors.push(format!(
-                "parity level {} at position {pos} differs from the parity of the data",
-                level + 1
-            ));
+            parity.entry(level).or_default().push(pos);
         }
         if !f.bad_parity.is_empty() {
             report.bad.push(BadBlock {
@@ -425,6 +421,71 @@ fn summarize(
         if verified && f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty() {
             report.good_positions += 1;
         }
+    }
+    for ((slot, file, unreadable), mut blocks) in data {
+        let disk = &state.disks[slot];
+        let path = crate::name::join(&config.data[slot].dir, &disk.files[file].path);
+        blocks.sort_unstable();
+        for (block, pos, n) in runs::paired_runs(blocks) {
+            let (what, many) = if unreadable {
+                ("cannot be read", "cannot be read")
+            } else {
+                ("does not match its hash", "do not match their hashes")
+            };
+            report.errors.push(if n == 1 {
+                format!(
+                    "disk '{}': {} block {block} (position {pos}) {what}",
+                    disk.name,
+                    path.display()
+                )
+            } else {
+                format!(
+                    "disk '{}': {} blocks {} (positions {}) {many}",
+                    disk.name,
+                    path.display(),
+                    runs::shown(block, block + (n - 1)),
+                    runs::shown(pos, pos + (n - 1))
+                )
+            });
+        }
+    }
+    let paths = parity_paths(config).unwrap_or_default();
+    for (level, found) in parity {
+        let stretches = runs::runs(found.iter().copied());
+        let mut message = match stretches.as_slice() {
+            [(a, b)] if a == b => format!(
+                "parity level {} at position {a} differs from the parity of the data",
+                level + 1
+            ),
+            _ => format!(
+                "parity level {} differs from the parity of the data at {} positions: {}",
+                level + 1,
+                found.len(),
+                runs::listed(&stretches, 10)
+            ),
+        };
+        if let (Some(path), Some(&last)) = (paths.get(level), found.last()) {
+            message += &short_parity_note(path, last, state.block_size);
+        }
+        report.errors.push(message);
+    }
+}
+
+/// When the parity file at `path` ends before position `last`, what that means:
+/// the file was cut short (a copy stopped, a full disk, a file system repair), and
+/// every position past its end reads as zeros.
+fn short_parity_note(path: &Path, last: u32, block_size: u32) -> String {
+    let needed = (u64::from(last) + 1) * u64::from(block_size);
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() < needed => format!(
+            "; {} is {} bytes long, shorter than the {needed} the synced positions need, so it \
+             was cut short and holds no parity from position {} on: `lhparity fix` rebuilds it \
+             from the data",
+            path.display(),
+            meta.len(),
+            meta.len() / u64::from(block_size.max(1))
+        ),
+        _ => String::new(),
     }
 }
 

@@ -545,8 +545,24 @@ fn print_status(s: &Status, is_new: bool) {
         out!("No bad blocks.");
     } else {
         out!("{} bad blocks: run `lhparity fix -e`.", s.bad.len());
+        // One line per disk and stretch of consecutive positions.
+        let mut by_disk: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
         for (pos, disk) in &s.bad {
-            out!("  position {pos} on {disk}");
+            by_disk.entry(disk.as_str()).or_default().push(*pos);
+        }
+        for (disk, mut positions) in by_disk {
+            positions.sort_unstable();
+            for (first, last) in parity_core::runs::runs(positions) {
+                if first == last {
+                    out!("  position {first} on {disk}");
+                } else {
+                    out!(
+                        "  positions {} on {disk} ({})",
+                        parity_core::runs::shown(first, last),
+                        last - first + 1
+                    );
+                }
+            }
         }
     }
 }
