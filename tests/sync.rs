@@ -484,6 +484,33 @@ fn names_that_are_not_utf8_are_protected_and_come_back_byte_for_byte() {
     assert!(!list.contains(".skip"), "{list}");
     expect_code(&array.lhparity(&["diff"]), 0);
 
+    // Messages name them on one line, as `list` does: a byte that is not UTF-8 as
+    // itself, a newline escaped.
+    for i in [0, 4] {
+        let (path, bytes) = &contents[i];
+        let mtime = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let mut rotten = bytes.clone();
+        rotten[5] ^= 1;
+        fs::write(path, &rotten).expect("rot");
+        let f = fs::File::options().write(true).open(path).expect("open");
+        f.set_modified(mtime).expect("mtime back");
+    }
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("/caf\\xe9.txt block 0 (position ")
+            && err.contains("/new\\nline\\x80 block 0 (position ")
+            && !err.contains('\u{FFFD}'),
+        "{err}"
+    );
+    expect_code(&array.lhparity(&["fix"]), 0);
+    for i in [0, 4] {
+        assert!(fs::read(&contents[i].0).ok().as_ref() == Some(&contents[i].1));
+    }
+
     // A pattern names them as `list` prints them: `\xNN` is a byte, and a character
     // of the range the state holds bytes in is that character.
     for i in [2, 3] {

@@ -126,7 +126,7 @@ pub fn fix(
         let again: Vec<String> = damage
             .unverified
             .iter()
-            .map(|&(slot, file)| file_path(config, &state, slot, file).display().to_string())
+            .map(|&(slot, file)| crate::name::shown_path(&file_path(config, &state, slot, file)))
             .collect();
         report.warnings.extend(
             damage
@@ -166,7 +166,7 @@ pub fn fix(
                 *read_only = true;
                 report.warnings.push(format!(
                     "parity file {} cannot be written ({e}): it is read to rebuild data, but no parity is rewritten in it; make it writable (remount its disk read-write) and run `lhparity fix` again",
-                    p.display()
+                    crate::name::shown_path(&p)
                 ));
                 Some(f)
             }
@@ -244,9 +244,10 @@ pub fn fix(
             match create_temp(&path, state.disks[target.slot].files[target.file].size) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    report
-                        .errors
-                        .push(format!("creating {}{FIX_SUFFIX}: {e}", path.display()));
+                    report.errors.push(format!(
+                        "creating {}{FIX_SUFFIX}: {e}",
+                        crate::name::shown_path(&path)
+                    ));
                     None
                 }
             },
@@ -386,7 +387,7 @@ pub fn fix(
                 level + 1,
                 paths
                     .get(level)
-                    .map_or_else(String::new, |p| p.display().to_string())
+                    .map_or_else(String::new, |p| crate::name::shown_path(&p))
             ));
         }
     }
@@ -482,22 +483,22 @@ pub fn fix(
                     if let Err(e) = relink(&path, &crate::name::join(root, &name.path), same_file) {
                         report.errors.push(format!(
                             "making {} a hard link to the repaired {} again: {e}",
-                            crate::name::join(root, &name.path).display(),
-                            path.display()
+                            crate::name::shown_path(&crate::name::join(root, &name.path)),
+                            crate::name::shown_path(&path)
                         ));
                     }
                 }
-                report.fixed.push(path.display().to_string());
+                report.fixed.push(crate::name::shown_path(&path));
             }
             (Ok(kept), n) => report.unrecoverable.push(format!(
                 "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}",
-                path.display(),
+                crate::name::shown_path(&path),
                 FileEntry::block_count(entry.size, state.block_size),
-                kept.display()
+                crate::name::shown_path(&kept)
             )),
             (Err(e), _) => report
                 .errors
-                .push(format!("writing {}: {e}", path.display())),
+                .push(format!("writing {}: {e}", crate::name::shown_path(&path))),
         }
     }
     for (slot, file, inode) in new_inodes {
@@ -614,7 +615,7 @@ fn find_targets(
                     (&state.hash_key, state.block_size as usize),
                 )
             {
-                report.fixed.push(path.display().to_string());
+                report.fixed.push(crate::name::shown_path(&path));
                 continue;
             }
             // A whole disk's file that cannot be opened (lost with the disk) comes
@@ -639,7 +640,7 @@ fn find_targets(
                     Ok(handle) if !pipeline::unchanged(&handle, f) => {
                         report.warnings.push(format!(
                             "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
-                            path.display()
+                            crate::name::shown_path(&path)
                         ));
                         continue;
                     }
@@ -670,7 +671,7 @@ fn find_targets(
                     Err(e) => {
                         report
                             .errors
-                            .push(format!("opening {}: {e}", path.display()));
+                            .push(format!("opening {}: {e}", crate::name::shown_path(&path)));
                         Vec::new()
                     }
                     Ok(handle) => {
@@ -690,7 +691,7 @@ fn find_targets(
             if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
                 report.warnings.push(format!(
                     "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix` again to restore it",
-                    path.display()
+                    crate::name::shown_path(&path)
                 ));
                 continue;
             }
@@ -911,7 +912,7 @@ fn write_blocks(
                 };
                 errors.push(format!(
                     "disk '{disk}': writing {}{FIX_SUFFIX}: {e}{hint}",
-                    path.display()
+                    crate::name::shown_path(&path)
                 ));
             }
             failed.push((w.target, w.block, w.len as u64));
@@ -1615,7 +1616,10 @@ fn finish_file(
         }
         Err(e) => Err(std::io::Error::new(
             e.kind(),
-            format!("{e}; what could be rebuilt is in {}", temp_path.display()),
+            format!(
+                "{e}; what could be rebuilt is in {}",
+                crate::name::shown_path(&temp_path)
+            ),
         )),
         ok => ok,
     }
@@ -1681,7 +1685,7 @@ fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
         std::io::ErrorKind::AlreadyExists,
         format!(
             "{}{UNRECOVERABLE_SUFFIX} and 999 numbered names beside it are taken; move them away",
-            path.display()
+            crate::name::shown_path(&path)
         ),
     ))
 }
@@ -1722,11 +1726,11 @@ fn restore_deleted_names(
                 .map_or(Ok(()), fs::create_dir_all)
                 .and_then(|()| fs::hard_link(&target, &name));
             match made {
-                Ok(()) => report.fixed.push(name.display().to_string()),
+                Ok(()) => report.fixed.push(crate::name::shown_path(&name)),
                 Err(e) => report.errors.push(format!(
                     "making hard link {} to {}: {e}",
-                    name.display(),
-                    target.display()
+                    crate::name::shown_path(&name),
+                    crate::name::shown_path(&target)
                 )),
             }
         }
@@ -1891,9 +1895,10 @@ fn restore_dirs_and_links(
                 set_mtime(&c_path(&path)?, d.mtime_ns)
             });
         if let Err(e) = made {
-            report
-                .errors
-                .push(format!("creating folder {}: {e}", path.display()));
+            report.errors.push(format!(
+                "creating folder {}: {e}",
+                crate::name::shown_path(&path)
+            ));
         }
     }
     // Hard links last: the files they name are in place by now.
@@ -1935,7 +1940,7 @@ fn restore_dirs_and_links(
         if let Err(e) = made {
             report.errors.push(format!(
                 "creating {kind} {} to {}: {e}",
-                path.display(),
+                crate::name::shown_path(&path),
                 crate::name::shown(&l.target)
             ));
         }

@@ -132,6 +132,13 @@ pub fn shown(name: &str) -> Cow<'_, str> {
     Cow::Owned(text)
 }
 
+/// A path (a data disk's folder joined with a name the state holds) as [`shown`]
+/// shows the name, for messages: every path prints on one line, and a byte that is
+/// not UTF-8 shows as itself (`\xe9`) instead of a replacement character.
+pub fn shown_path<P: AsRef<Path> + ?Sized>(path: &P) -> String {
+    shown(&from_os(path.as_ref().as_os_str())).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,7 +168,7 @@ pub struct Run<R> {
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("writing parity file {} (level {level}): {source}{}", path.display(), full_hint(source))]
+    #[error("writing parity file {} (level {level}): {source}{}", crate::name::shown_path(&path), full_hint(source))]
     ParityWrite {
         level: usize,
         path: PathBuf,
@@ -507,7 +507,7 @@ impl Batch {
                         // The stage saw zeros there, which its hash check catches.
                         errors.push(format!(
                             "disk '{name}': reading {} block {block}: a cached page could not be read back; the disk may be failing (check it), and `lhparity fix -e` rebuilds the block",
-                            crate::name::join(dir, &files[file].path).display()
+                            crate::name::shown_path(&crate::name::join(dir, &files[file].path))
                         ));
                     } else {
                         self.changed.push(file);
@@ -515,7 +515,7 @@ impl Batch {
                 }
                 (Source::Parity { path, .. }, _) => errors.push(format!(
                     "reading parity file {} at position {}: it shrank or could not be read while it was read; nothing else may write it during a scrub or fix, and if no one did, check the parity disk",
-                    path.display(),
+                    crate::name::shown_path(&path),
                     batch.get(j).copied().unwrap_or_default()
                 )),
                 _ => {}
@@ -762,7 +762,7 @@ impl Reader<'_, '_> {
                     out.status[j] = Status::Unreadable { file: 0, block: 0 };
                     out.errors.push(format!(
                         "reading parity file {} at position {pos}: {e}",
-                        path.display()
+                        crate::name::shown_path(&path)
                     ));
                 }
             }
@@ -869,7 +869,7 @@ impl Reader<'_, '_> {
                 } else {
                     out.errors.push(format!(
                         "disk '{name}': reading {} at byte {offset}: {e}",
-                        crate::name::join(dir, &entry.path).display()
+                        crate::name::shown_path(&crate::name::join(dir, &entry.path))
                     ));
                     out.status[j] = Status::Unreadable {
                         file: r.file,
@@ -914,8 +914,10 @@ impl Reader<'_, '_> {
             }
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    out.errors
-                        .push(format!("disk '{name}': opening {}: {e}", path.display()));
+                    out.errors.push(format!(
+                        "disk '{name}': opening {}: {e}",
+                        crate::name::shown_path(&path)
+                    ));
                     out.unopened.push(file);
                 }
                 out.changed.push(file);

@@ -46,7 +46,7 @@ pub struct DiskScan {
 pub enum ScanError {
     #[error(
         "disk '{disk}': cannot read {}: {source}; check that the disk is mounted and readable",
-        path.display()
+        crate::name::shown_path(&path)
     )]
     Io {
         disk: String,

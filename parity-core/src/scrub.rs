@@ -436,13 +436,13 @@ fn summarize(
                 format!(
                     "disk '{}': {} block {block} (position {pos}) {what}",
                     disk.name,
-                    path.display()
+                    crate::name::shown_path(&path)
                 )
             } else {
                 format!(
                     "disk '{}': {} blocks {} (positions {}) {many}",
                     disk.name,
-                    path.display(),
+                    crate::name::shown_path(&path),
                     runs::shown(block, block + (n - 1)),
                     runs::shown(pos, pos + (n - 1))
                 )
@@ -481,7 +481,7 @@ fn short_parity_note(path: &Path, last: u32, block_size: u32) -> String {
             "; {} is {} bytes long, shorter than the {needed} the synced positions need, so it \
              was cut short and holds no parity from position {} on: `lhparity fix` rebuilds it \
              from the data",
-            path.display(),
+            crate::name::shown_path(&path),
             meta.len(),
             meta.len() / u64::from(block_size.max(1))
         ),
@@ -515,7 +515,7 @@ fn report_changed(
         let path = crate::name::join(&config.data[slot].dir, &state.disks[slot].files[file].path);
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing[slot].push(file),
-            _ => report.changed.push(path.display().to_string()),
+            _ => report.changed.push(crate::name::shown_path(&path)),
         }
     }
     for (slot, files) in missing.iter().enumerate().filter(|(_, f)| !f.is_empty()) {
@@ -542,7 +542,7 @@ fn report_changed(
             report.errors.push(format!(
                 "disk '{}': {} is missing (deleted or moved since the last sync); `lhparity fix -m` brings a deleted file back",
                 disk.name,
-                crate::name::join(dir, &disk.files[file].path).display()
+                crate::name::shown_path(&crate::name::join(dir, &disk.files[file].path))
             ));
         }
     }
@@ -556,7 +556,7 @@ fn set_aside_unopened_parity(run: &mut pipeline::Run<Found>, unopened: &[Unopene
     for (level, path, e) in unopened {
         run.errors.push(format!(
             "parity file {} (level {}) cannot be opened: {e}; nothing was verified against it: mount its disk if it is not mounted, or run `lhparity fix` to rebuild it",
-            path.display(),
+            crate::name::shown_path(&path),
             level + 1
         ));
     }

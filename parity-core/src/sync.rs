@@ -55,7 +55,7 @@ pub enum SyncError {
     Raid(#[from] crate::raid::RaidError),
     #[error("{0}")]
     Refused(String),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {source}", crate::name::shown_path(&path))]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -130,13 +130,13 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     for (path, reason) in &loaded.damaged {
         notes.push(format!(
             "content file {} is damaged ({reason}); using another copy, it will be rewritten at the next save",
-            path.display()
+            crate::name::shown_path(&path)
         ));
     }
     for path in &loaded.stale {
         notes.push(format!(
             "content file {} is older than another copy; it will be rewritten at the next save",
-            path.display()
+            crate::name::shown_path(&path)
         ));
     }
     // With another copy loaded, a missing one is news: its disk may not be mounted,
@@ -145,7 +145,7 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         for path in &loaded.missing {
             notes.push(format!(
                 "content file {} is missing; it will be written again at the next save: if its disk is not mounted, mount it first",
-                path.display()
+                crate::name::shown_path(&path)
             ));
         }
     }
@@ -244,7 +244,7 @@ pub fn require_state(config: &Config, loaded: &mut Loaded) -> Result<(), SyncErr
         return Err(SyncError::Refused(format!(
             "no content file was found ({looked}), but parity file {} holds data: mount the \
              disks that hold the content files and retry",
-            path.display()
+            crate::name::shown_path(&path)
         )));
     }
     loaded.notes.push(format!(
@@ -325,7 +325,7 @@ pub fn sync(
             return Err(SyncError::Refused(format!(
                 "parity path {} is a folder; a `parity` line names the parity file itself \
                  (for example {}), on a disk of its own",
-                path.display(),
+                crate::name::shown_path(&path),
                 path.join("lhparity.parity").display()
             )));
         }
@@ -337,7 +337,7 @@ pub fn sync(
                     "parity file {} already holds data but no content file knows it; \
                      if it belongs to an array whose content files are lost, restore them; \
                      to overwrite it with a full sync, pass --force-full",
-                    path.display()
+                    crate::name::shown_path(&path)
                 )));
             }
         }
@@ -383,7 +383,7 @@ pub fn sync(
             report.notes.push(format!(
                 "warning: disk '{}': ignoring {}: a socket, fifo or device, not a regular file, link or folder",
                 disk.name,
-                crate::name::join(&config.data[slot].dir, skipped).display()
+                crate::name::shown_path(&crate::name::join(&config.data[slot].dir, skipped))
             ));
         }
         let next = scan::apply(&mut state, slot, scan, change);
@@ -520,7 +520,7 @@ pub fn sync(
             report.warnings.push(format!(
                 "disk '{}': {} changed while it was synced: what was read is protected, the change is left for the next sync",
                 state.disks[*slot].name,
-                path.display()
+                crate::name::shown_path(&path)
             ));
         }
         report.warnings.extend(outcome.errors.iter().cloned());
@@ -1022,7 +1022,7 @@ fn check_parity_files(
                 "parity file {}: {problem}; if its disk is not mounted, mount it; if the file \
                  is lost or damaged, `lhparity fix` rebuilds it; to build all parity again \
                  with a full sync, pass --force-full",
-                path.display()
+                crate::name::shown_path(&path)
             )));
         }
         state
@@ -1032,7 +1032,7 @@ fn check_parity_files(
             .for_each(|f| *f |= UNSYNCED);
         report.notes.push(format!(
             "parity file {}: {problem}; --force-full: every position is synced again",
-            path.display()
+            crate::name::shown_path(&path)
         ));
         break;
     }
