@@ -1147,3 +1147,58 @@ fn a_content_copy_in_a_folder_of_a_data_disk_lets_diff_settle() {
         expect_code(&array.lhparity(&["diff"]), 0);
     }
 }
+
+#[test]
+fn a_content_copy_of_another_array_is_refused_and_nothing_is_overwritten() {
+    let ours = Array::new(2, 1, 64, "");
+    ours.write(0, "ours.bin", 90_000, 1);
+    expect_code(&ours.lhparity(&["sync"]), 0);
+    // Another array, saved more often than ours.
+    let theirs = Array::new(2, 1, 64, "");
+    for i in 0..3 {
+        theirs.write(0, &format!("theirs{i}.bin"), 10_000, 10 + i);
+        expect_code(&theirs.lhparity(&["sync"]), 0);
+    }
+    fs::copy(&theirs.content[0], &ours.content[1]).expect("stray copy");
+    let before: Vec<Vec<u8>> = ours
+        .content
+        .iter()
+        .map(|p| fs::read(p).expect("copy"))
+        .collect();
+
+    for command in [&["scrub"][..], &["sync"], &["fix"], &["status"], &["list"]] {
+        let out = ours.lhparity(command);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("the content files hold the states of different arrays")
+                && err.contains(&format!(
+                    "  array 1:\n    {}: save ",
+                    ours.content[0].display()
+                ))
+                && err.contains(&format!(
+                    "  array 2:\n    {}: save ",
+                    ours.content[1].display()
+                ))
+                && err.contains(", disks d1 d2, 1 files, last sync just now")
+                && err.contains(", disks d1 d2, 3 files, last sync just now"),
+            "{command:?}: {err}"
+        );
+    }
+    let after: Vec<Vec<u8>> = ours
+        .content
+        .iter()
+        .map(|p| fs::read(p).expect("copy"))
+        .collect();
+    assert!(before == after, "a content copy was written");
+
+    // With the stray copy moved away, our state is back and the copy is rewritten.
+    fs::remove_file(&ours.content[1]).expect("move away");
+    let out = ours.lhparity(&["list"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("d1/ours.bin"), "{}", stdout(&out));
+    expect_code(&ours.lhparity(&["sync"]), 0);
+    assert!(
+        fs::read(&ours.content[1]).expect("rewritten") == fs::read(&ours.content[0]).expect("copy")
+    );
+}

@@ -97,6 +97,11 @@ pub enum StoreError {
         codec::FORMAT_VERSION
     )]
     Newer { path: PathBuf, found: u32 },
+    #[error("{}", other_arrays(.copies))]
+    OtherArrays {
+        /// Every valid copy, grouped by array (copies sharing a hash key together).
+        copies: Vec<Vec<CopySummary>>,
+    },
     #[error("{}", all_damaged(.details))]
     AllDamaged {
         /// Every existing copy with the reason it cannot be used.
@@ -126,6 +131,71 @@ fn write_failures(failures: &[WriteFailure], written: &[PathBuf]) -> String {
     }
     msg += "\nthe command stopped there; run it again once every content location can be written";
     msg
+}
+
+/// What a valid copy holds, to tell the copies of different arrays apart.
+#[derive(Debug, Clone)]
+pub struct CopySummary {
+    pub path: PathBuf,
+    pub generation: u64,
+    /// The data disks' names, in index order.
+    pub disks: Vec<String>,
+    pub files: usize,
+    /// Unix time of the last sync, 0 = never.
+    pub last_sync: u64,
+}
+
+impl CopySummary {
+    fn of(path: &Path, state: &State) -> CopySummary {
+        CopySummary {
+            path: path.to_owned(),
+            generation: state.generation,
+            disks: state.disks.iter().map(|d| d.name.clone()).collect(),
+            files: state.disks.iter().map(|d| d.files.len()).sum(),
+            last_sync: state.last_sync,
+        }
+    }
+}
+
+fn other_arrays(groups: &[Vec<CopySummary>]) -> String {
+    let mut msg = String::from(
+        "the content files hold the states of different arrays (each array has a key of its \
+         own, made at its first sync), so none of them is used or written:",
+    );
+    for (n, group) in groups.iter().enumerate() {
+        msg += &format!("\n  array {}:", n + 1);
+        for copy in group {
+            msg += &format!(
+                "\n    {}: save {}, disks {}, {} files, last sync {}",
+                copy.path.display(),
+                copy.generation,
+                copy.disks.join(" "),
+                copy.files,
+                ago(copy.last_sync)
+            );
+        }
+    }
+    msg += "\nA copy of another array's content file is at one of this config's `content` paths \
+            (a stray backup, or two configs sharing a path). Move away the copies that do not \
+            belong to this array (its files and disks tell which) and run the command again.";
+    msg
+}
+
+/// How long ago the Unix time `t` was, coarsely: "never" for 0.
+fn ago(t: u64) -> String {
+    if t == 0 {
+        return "never".to_string();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let secs = now.saturating_sub(t);
+    match secs {
+        0..60 => "just now".to_string(),
+        60..3600 => format!("{} minutes ago", secs / 60),
+        3600..172_800 => format!("{} hours ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
 }
 
 fn all_damaged(details: &[(PathBuf, String)]) -> String {
@@ -174,6 +244,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, StoreError> {
     }
     let mut best: Option<State> = None;
     let mut generations = Vec::new();
+    // Valid copies by array key, in the order first seen.
+    let mut arrays: Vec<([u8; 32], Vec<CopySummary>)> = Vec::new();
     let mut damaged = Vec::new();
     let mut missing = Vec::new();
     for path in paths {
@@ -191,6 +263,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, StoreError> {
         match codec::decode(&bytes) {
             Ok(state) => {
                 generations.push((path.clone(), state.generation));
+                let summary = CopySummary::of(path, &state);
+                match arrays.iter_mut().find(|(key, _)| *key == state.hash_key) {
+                    Some((_, copies)) => copies.push(summary),
+                    None => arrays.push((state.hash_key, vec![summary])),
+                }
                 if best
                     .as_ref()
                     .is_none_or(|b| state.generation > b.generation)
@@ -208,6 +285,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, StoreError> {
             }
             Err(e) => damaged.push((path.clone(), e.to_string())),
         }
+    }
+    // The newest copy of another array would replace this one's state at the next
+    // save: the user decides which copies belong here.
+    if arrays.len() > 1 {
+        return Err(StoreError::OtherArrays {
+            copies: arrays.into_iter().map(|(_, copies)| copies).collect(),
+        });
     }
     let Some(state) = best else {
         if damaged.is_empty() {
@@ -444,6 +528,38 @@ mod tests {
         assert!(msg.contains(&paths[1].display().to_string()));
         assert!(msg.contains("backup"));
 
+        let after: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn copies_of_different_arrays_are_refused_and_left_alone() {
+        let (_dir, paths) = three_copies();
+        let mut ours = sample();
+        save(&mut ours, &paths[..2]).unwrap();
+        // Another array's copy, saved more often than ours.
+        let mut theirs = sample();
+        theirs.hash_key[0] ^= 1;
+        theirs.generation = 40;
+        save(&mut theirs, &paths[2..]).unwrap();
+        let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+
+        let err = load(&paths).unwrap_err();
+        let StoreError::OtherArrays { copies } = &err else {
+            panic!("{err}");
+        };
+        let groups: Vec<Vec<&PathBuf>> = copies
+            .iter()
+            .map(|g| g.iter().map(|c| &c.path).collect())
+            .collect();
+        assert_eq!(groups, vec![vec![&paths[0], &paths[1]], vec![&paths[2]]]);
+        assert_eq!(copies[1][0].generation, 41);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{}: save 41, disks ", paths[2].display()))
+                && msg.contains("Move away the copies that do not belong"),
+            "{msg}"
+        );
         let after: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
         assert_eq!(before, after);
     }
