@@ -154,6 +154,12 @@ fn damage_over_many_positions_is_named_per_stretch() {
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(lines.len(), 2, "{err}");
+    // A check records nothing: the way out is a plain fix, not `fix -e`.
+    assert!(
+        stdout(&out).contains("Run `lhparity fix` to repair the bad blocks"),
+        "{}",
+        stdout(&out)
+    );
     assert!(
         lines[0].contains("dir1/big.bin blocks 3-6 (positions ")
             && lines[0].ends_with(") do not match their hashes"),
@@ -171,7 +177,9 @@ fn damage_over_many_positions_is_named_per_stretch() {
     assert!(lines[1].contains(&cut), "{err}");
 
     // A scrub records the same, and status lists one line per disk and stretch.
-    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 1);
+    assert!(stdout(&out).contains("Run `lhparity fix -e` to repair the bad blocks."));
     let out = array.lhparity(&["status"]);
     expect_code(&out, 0);
     let text = stdout(&out);
@@ -699,7 +707,23 @@ fn check_and_scrub_call_a_missing_file_an_error_and_a_missing_disk_by_its_name()
             stderr(&out)
         );
     }
-    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    // A plain fix leaves it deleted, and says so.
+    for cmd in [&["fix"][..], &["fix", "-f", "small.txt"]] {
+        let out = array.lhparity(cmd);
+        expect_code(&out, 0);
+        assert!(
+            stderr(&out).contains(&format!(
+                "warning: 1 file(s) deleted since the last sync were left deleted, the first {}: \
+                 `lhparity fix -m` brings them back",
+                gone.display()
+            )) && !gone.exists(),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = array.lhparity(&["fix", "-m"]);
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("left deleted"), "{}", stderr(&out));
     expect_code(&array.lhparity(&["check"]), 0);
 
     // A disk that is not mounted: every file of it gone, named once by its disk.

@@ -578,6 +578,8 @@ fn find_targets(
     report: &mut FixReport,
 ) -> Result<Vec<Target>, SyncError> {
     let mut targets = Vec::new();
+    // Files deleted since the sync and left alone (no `-m`): named in a warning.
+    let mut left_deleted: Vec<PathBuf> = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
         let chosen = Chosen::new(filter, disk);
         let wanted = |path: &str| chosen.file(path);
@@ -665,6 +667,7 @@ fn find_targets(
                         if options.missing {
                             every_synced()
                         } else {
+                            left_deleted.push(path.clone());
                             Vec::new()
                         }
                     }
@@ -703,6 +706,15 @@ fn find_targets(
                 unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }
+    }
+    if let Some(first) = left_deleted.first() {
+        report.warnings.push(format!(
+            "{} file(s) deleted since the last sync were left deleted, the first {}: `lhparity \
+             fix -m` brings them back (with `-f` for some of them), `lhparity sync` drops them \
+             from the parity",
+            left_deleted.len(),
+            crate::name::shown_path(first)
+        ));
     }
     Ok(targets)
 }

@@ -348,7 +348,12 @@ pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<Outcome> {
     let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("scrub", ctx.quiet);
     let report = scrub::scrub(&config, args.plan, args.older_than, &display)?;
-    print_verify("Scrubbed", &report, ctx.quiet);
+    print_verify(
+        "Scrubbed",
+        &report,
+        ctx.quiet,
+        "Run `lhparity fix -e` to repair the bad blocks.",
+    );
     Ok(Outcome::of(report.bytes, report.errors.len()))
 }
 
@@ -374,11 +379,19 @@ pub fn check(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         files: args.files.clone(),
     };
     let report = scrub::check(&config, &options, &display)?;
-    print_verify("Checked", &report, ctx.quiet);
+    // A check records nothing, so `fix -e` would find no marks to work on.
+    print_verify(
+        "Checked",
+        &report,
+        ctx.quiet,
+        "Run `lhparity fix` to repair the bad blocks (a check does not record them, so \
+         `fix -e` would not find them; a scrub does).",
+    );
     Ok(Outcome::of(report.bytes, report.errors.len()))
 }
 
-fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
+/// The report of a scrub or check, ending with `hint` when blocks were bad.
+fn print_verify(what: &str, report: &VerifyReport, quiet: bool, hint: &str) {
     for n in &report.notes {
         eprintln!("lhparity: {n}");
     }
@@ -398,7 +411,7 @@ fn print_verify(what: &str, report: &VerifyReport, quiet: bool) {
             report.bad.len()
         );
         if !report.bad.is_empty() {
-            out!("Run `lhparity fix -e` to repair the bad blocks.");
+            out!("{hint}");
         }
     }
 }
