@@ -192,7 +192,17 @@ fn check_scrub_and_fix_refuse_an_array_whose_content_files_are_all_missing() {
     for c in &array.content {
         fs::remove_file(c).expect("rm content");
     }
-    for args in [&["check"][..], &["scrub", "-p", "100"], &["fix"]] {
+    // Read-only commands too: an empty array shown would say nothing is lost.
+    for args in [
+        &["check"][..],
+        &["scrub", "-p", "100"],
+        &["fix"],
+        &["status"],
+        &["status", "--json"],
+        &["diff"],
+        &["list"],
+        &["dup"],
+    ] {
         let out = array.lhparity(args);
         expect_code(&out, 1);
         let err = stderr(&out);

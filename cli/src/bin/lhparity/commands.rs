@@ -162,9 +162,12 @@ pub struct DiffArgs {
 }
 
 /// The state of the array for a command that only reads it, with a warning for
-/// each content copy that is damaged, missing or older than the one used.
+/// each content copy that is damaged, missing or older than the one used. With no
+/// copy at all while a parity file holds data (the content disks not mounted), it
+/// stops, as `check` does, rather than show an empty array.
 fn load_state_noted(config: &Config) -> Result<sync::Loaded> {
-    let loaded = sync::load_state(config).context("loading the content file")?;
+    let mut loaded = sync::load_state(config).context("loading the content file")?;
+    sync::require_state(config, &mut loaded)?;
     for note in &loaded.notes {
         eprintln!("lhparity: warning: {note}");
     }
