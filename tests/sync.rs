@@ -1077,13 +1077,21 @@ fn a_lost_or_damaged_content_copy_is_written_again_by_the_next_sync_or_fix() {
     array.write(0, "c", 1000, 3);
     expect_code(&array.lhparity(&["sync"]), 0);
     fs::remove_file(cdisk.join("lhparity.content")).expect("rm");
-    let out = array.lhparity(&["sync"]);
-    expect_code(&out, 0);
-    assert!(stderr(&out).contains("mount it first"), "{}", stderr(&out));
-    assert!(
-        !cdisk.join("lhparity.content").exists(),
-        "written into an empty folder"
-    );
+    // Nor by a fix or a scrub that finds nothing to do.
+    for cmd in [
+        &["sync"][..],
+        &["fix"],
+        &["scrub", "-p", "0"],
+        &["scrub", "-p", "bad"],
+    ] {
+        let out = array.lhparity(cmd);
+        expect_code(&out, 0);
+        assert!(stderr(&out).contains("mount it first"), "{}", stderr(&out));
+        assert!(
+            !cdisk.join("lhparity.content").exists(),
+            "{cmd:?} wrote into an empty folder"
+        );
+    }
     // Mounted again (something in it): written.
     fs::write(cdisk.join("other"), b"x").expect("write");
     expect_code(&array.lhparity(&["sync"]), 0);

@@ -656,8 +656,13 @@ pub fn scrub(
     if report.errors.is_empty() {
         state.last_scrub = now();
     }
-    let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
-    store::save(&mut state, &content)?;
+    // A scrub with no position to verify has nothing to record: the copies are
+    // written only if some need it (not into the empty mountpoint of a content disk
+    // that is not mounted; see `copies_to_rewrite`).
+    if !positions.is_empty() || loaded.copies_to_rewrite {
+        let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
+        store::save(&mut state, &content)?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
