@@ -92,7 +92,8 @@ pub enum StoreError {
     #[error(
         "content file {} was written by a newer lhparity (format version {found}; this one \
          reads up to {}): it may hold the newest state, so it is neither used nor replaced; \
-         run the newer lhparity",
+         run the newer lhparity. If no newer lhparity ever ran on this array, the copy is \
+         damaged: move it away, and the other copies are used and it is written again",
         path.display(),
         codec::FORMAT_VERSION
     )]
@@ -460,7 +461,10 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.to_string().contains("written by a newer lhparity"),
+            err.to_string().contains("written by a newer lhparity")
+                && err
+                    .to_string()
+                    .contains("the copy is damaged: move it away"),
             "{err}"
         );
         assert_eq!(fs::read(&paths[1]).unwrap(), newer);
