@@ -145,6 +145,24 @@ fn fuse_control_options_read_set_and_refuse() {
         setx(&control, "user.mergerfs.minfreespace", "lots"),
         Err(libc::EINVAL)
     );
+    // An option lhfs accepts without acting on it keeps its default.
+    assert_eq!(
+        setx(&control, "user.mergerfs.follow-symlinks", "directory"),
+        Err(libc::ENOTSUP)
+    );
+    assert_eq!(getfattr(&control, "follow-symlinks"), "never");
+    assert_eq!(
+        setx(&control, "user.mergerfs.follow-symlinks", "never"),
+        Ok(())
+    );
+    // It has no bytes to open: ENOENT, as in mergerfs (not a stale name).
+    for write in [false, true] {
+        let opened = fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(&control);
+        assert_eq!(common::fuse::errno(opened), libc::ENOENT, "write {write}");
+    }
     // Every key exists: creating one is EEXIST, as in mergerfs.
     let (c, n) = (
         cpath(&control),

@@ -1556,9 +1556,16 @@ impl Filesystem for UnionFs {
         // As the caller, always: the kernel checked the caller's permissions on the
         // copy its lookup found, but the open policy, run again now, may pick another
         // copy (another policy, a random one, or a copy the caller cannot reach).
-        let opened = self
-            .path(ino)
-            .and_then(|path| caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)));
+        let path = match self.path(ino) {
+            Ok(path) => path,
+            Err(e) => return reply.error(self.failed(stale(e))),
+        };
+        // The control file has no bytes: it is on no branch, and saying its name went
+        // stale would only make the kernel ask again. ENOENT, as mergerfs answers.
+        if is_control_file(&path) {
+            return reply.error(self.failed(fuser::Errno::ENOENT));
+        }
+        let opened = caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(stale(e))),

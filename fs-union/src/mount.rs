@@ -453,6 +453,13 @@ impl Drop for DetachOnError {
 /// made: the starting process returns when the pool answers (or with the daemon's
 /// error), and the daemon serves. Needs root, and a single thread when daemonising.
 pub fn run(mut plan: Plan, foreground: bool) -> Result<(), MountError> {
+    let ignored = plan.options.without_effect();
+    if !ignored.is_empty() {
+        daemon::log(&format!(
+            "warning: lhfs accepts these mergerfs options but does not act on them yet: {}",
+            ignored.join(", ")
+        ));
+    }
     if plan.options.branches_mount_timeout > 0 {
         let seconds = plan.options.branches_mount_timeout;
         let missing = wait_for_branches(&plan.branches, Duration::from_secs(seconds));

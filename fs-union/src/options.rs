@@ -242,6 +242,15 @@ pub enum ControlError {
     /// The key cannot change while mounted (EROFS).
     #[error("`{0}` can only be set at mount time")]
     ReadOnly(String),
+    /// A mergerfs option lhfs accepts but does not act on yet, set to anything but
+    /// its default while mounted (ENOTSUP): read back, it would claim an effect.
+    #[error("`{key}`: lhfs does not act on this option yet, so it stays `{default}`")]
+    NoEffect {
+        /// The key.
+        key: String,
+        /// The value it keeps.
+        default: &'static str,
+    },
     /// The value is not valid for the key (EINVAL).
     #[error("`{key}`: `{value}` is not valid; expected {expected}")]
     BadValue {
@@ -261,6 +270,7 @@ impl ControlError {
             // Linux spells ENOATTR as ENODATA.
             ControlError::UnknownKey(_) => libc::ENODATA,
             ControlError::ReadOnly(_) => libc::EROFS,
+            ControlError::NoEffect { .. } => libc::ENOTSUP,
             ControlError::BadValue { .. } => libc::EINVAL,
         }
     }
@@ -461,6 +471,10 @@ const IGNORED: &[&str] = &[
     "log.metrics",
     "max-background",
     "max-read",
+    "max-readahead",
+    "no-remote-flock",
+    "no-remote-lock",
+    "no-remote-posix-lock",
     "no-splice-move",
     "no-splice-read",
     "no-splice-write",
@@ -1056,7 +1070,9 @@ impl Options {
             Some(false) => return Err(ControlError::ReadOnly(key)),
             Some(true) => {}
         }
-        self.set_value(&key, Some(value))
+        let mut changed = self.clone();
+        changed
+            .set_value(&key, Some(value))
             .map_err(|refusal| match refusal {
                 Refusal::Unknown => ControlError::UnknownKey(key.clone()),
                 Refusal::Bad(expected) => ControlError::BadValue {
@@ -1064,7 +1080,29 @@ impl Options {
                     value: value.to_owned(),
                     expected,
                 },
+            })?;
+        if let Some(spec) = ACCEPTED.iter().find(|a| a.name == key) {
+            if changed.accepted.get(spec.name).map(String::as_str) != Some(spec.default) {
+                return Err(ControlError::NoEffect {
+                    key,
+                    default: spec.default,
+                });
+            }
+        }
+        *self = changed;
+        Ok(())
+    }
+
+    /// The mergerfs options given a value other than their default that lhfs accepts
+    /// but does not act on yet, as `key=value`: worth a warning at mount time.
+    pub fn without_effect(&self) -> Vec<String> {
+        ACCEPTED
+            .iter()
+            .filter_map(|spec| {
+                let value = self.accepted.get(spec.name)?;
+                (value != spec.default).then(|| format!("{}={value}", spec.name))
             })
+            .collect()
     }
 }
 
@@ -1094,6 +1132,10 @@ mod tests {
     fn mergerfs_and_libfuse_options_of_fstab_lines_are_accepted() {
         for word in [
             "debug",
+            "max_readahead=131072",
+            "no_remote_lock",
+            "no_remote_flock",
+            "no_remote_posix_lock",
             "sync_read",
             "log.metrics=true",
             "readdirplus=true",
@@ -1329,6 +1371,38 @@ mod tests {
         assert_eq!(o.get("never-forget-nodes").unwrap(), "true");
         assert!(o.mount_words.is_empty());
         assert!(err("follow-symlinks=sometimes").contains("never, directory, regular, all"));
+        // Given values other than their defaults, they are named for a warning.
+        assert_eq!(
+            o.without_effect(),
+            ["follow-symlinks=directory", "never-forget-nodes=true"]
+        );
+        assert!(Options::parse("follow-symlinks=never,symlinkify=false")
+            .unwrap()
+            .without_effect()
+            .is_empty());
+    }
+
+    #[test]
+    fn options_without_effect_keep_their_default_while_mounted() {
+        let mut o = Options::default();
+        for (key, value, default) in [
+            ("follow-symlinks", "directory", "never"),
+            ("symlinkify", "true", "false"),
+            ("func.readdir", "cor:4", "seq"),
+            ("link_cow", "1", "false"),
+        ] {
+            let e = o.set(key, value).unwrap_err();
+            assert_eq!(e.errno(), libc::ENOTSUP, "{key}: {e}");
+            assert!(
+                e.to_string().contains("does not act on this option yet"),
+                "{e}"
+            );
+            assert_eq!(o.get(key).unwrap(), default, "{key}");
+            // The default itself is fine, and a bad value is still a bad value.
+            o.set(key, default).unwrap();
+            assert_eq!(o.set(key, "bogus").unwrap_err().errno(), libc::EINVAL);
+        }
+        assert_eq!(o, Options::default());
     }
 
     #[test]
