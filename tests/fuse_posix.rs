@@ -108,6 +108,7 @@ fn scenario(root: &Path) -> Vec<String> {
         "unlinked ftruncate: {}",
         un.metadata().unwrap().len()
     ));
+    log.push(format!("unlinked xattrs: {}", fd_xattrs(&un)));
     drop(un);
 
     // Hard links.
@@ -300,6 +301,10 @@ fn fuse_posix_same_results_as_plain_directory() {
         format!("rmdir non-empty: errno {}", libc::ENOTEMPTY),
         "hard link: same ino true nlink 2 2".to_owned(),
         "unlinked: \"still here\" size 10".to_owned(),
+        format!(
+            "unlinked xattrs: set 0 get \"v1\" listed true removed 0 then errno {}",
+            libc::ENODATA
+        ),
         format!("sparse: size {}", (5u64 << 30) + 4),
         format!("noreplace over a file: errno {}", libc::EEXIST),
         "noreplace to a free name: ok".to_owned(),
@@ -829,4 +834,35 @@ fn lhfs_refuses_bad_input_without_mounting() {
     }
     let out = common::run("lhfs", &["--version"], &[]);
     assert!(common::stdout(&out).starts_with("lhfs "));
+}
+
+/// Sets, reads, lists and removes a `user.` attribute through `file`'s descriptor
+/// (f*xattr), as one log line.
+fn fd_xattrs(file: &fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    let (fd, name) = (file.as_raw_fd(), c"user.un");
+    let last = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: plain syscalls on an open descriptor with NUL-terminated names and
+    // buffers passed with their lengths.
+    unsafe {
+        let set = libc::fsetxattr(fd, name.as_ptr(), b"v1".as_ptr().cast(), 2, 0);
+        let mut buf = [0u8; 64];
+        let got = libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        let value = String::from_utf8_lossy(&buf[..got.max(0) as usize]).into_owned();
+        let mut names = [0u8; 256];
+        let n = libc::flistxattr(fd, names.as_mut_ptr().cast(), names.len());
+        let listed = names[..n.max(0) as usize]
+            .split(|&b| b == 0)
+            .any(|n| n == b"user.un");
+        let removed = libc::fremovexattr(fd, name.as_ptr());
+        let again = libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        format!(
+            "set {set} get {value:?} listed {listed} removed {removed} then {}",
+            if again < 0 {
+                format!("errno {}", last())
+            } else {
+                "found".to_owned()
+            }
+        )
+    }
 }

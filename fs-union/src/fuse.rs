@@ -900,6 +900,29 @@ impl UnionFs {
             .cloned()
     }
 
+    /// `result` of a request about `node` that came without a handle (the xattr
+    /// calls), or, when it failed because the name is gone while a file of the node
+    /// is still open (unlinked while open), `op` on that file's descriptor: a plain
+    /// filesystem serves attributes through such a descriptor too.
+    fn or_detached<T>(
+        &self,
+        node: INodeNo,
+        result: Result<T, fuser::Errno>,
+        op: impl FnOnce(&Union, &OwnedFd) -> Result<T, Errno>,
+    ) -> Result<T, fuser::Errno> {
+        match result {
+            Err(e) if e == fuser::Errno::ESTALE || e == fuser::Errno::ENOENT => {
+                let Some(file) = self.open_file_of(node, None) else {
+                    return Err(e);
+                };
+                let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                // The options in force now (`xattr` may have changed since the open).
+                op(&self.union(), &state.1).map_err(fuse_errno)
+            }
+            other => other,
+        }
+    }
+
     /// A descriptor for an ioctl on `node`: the open file `fh` serves, or for a
     /// folder (or a handle the kernel opened itself) the entry the open policy finds.
     fn ioctl_fd(&self, node: INodeNo, fh: FileHandle) -> Result<OwnedFd, fuser::Errno> {
@@ -1956,6 +1979,17 @@ impl Filesystem for UnionFs {
                     .map_err(fuse_errno)
             })
         });
+        let result = self.or_detached(ino, result, |union, fd| {
+            if control::is_file_key(name) {
+                return Err(Errno(libc::ENOTSUP));
+            }
+            as_caller(req, || {
+                union
+                    .fd_setxattr(fd, name, value, flags)
+                    .map_err(fuse_errno)
+            })
+            .map_err(|e| Errno(e.code()))
+        });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.failed(e)),
@@ -1976,6 +2010,9 @@ impl Filesystem for UnionFs {
             };
             value.map_err(fuse_errno)
         });
+        let value = self.or_detached(ino, value, |union, fd| {
+            caller(req).serve(|| union.fd_getxattr(fd, name))
+        });
         self.reply_xattr(reply, value, size);
     }
 
@@ -1985,15 +2022,21 @@ impl Filesystem for UnionFs {
             if is_control_file(&path) {
                 return Ok(control::list());
             }
-            let names = caller(req).serve(|| self.union().listxattr(&path).map_err(fuse_errno))?;
+            caller(req).serve(|| self.union().listxattr(&path).map_err(fuse_errno))
+        });
+        let names = self
+            .or_detached(ino, names, |union, fd| {
+                caller(req).serve(|| union.fd_listxattr(fd))
+            })
             // Linux shows `trusted.*` names only to holders of CAP_SYS_ADMIN, which
             // lhfs keeps while acting as the caller.
-            Ok(if req.uid() == 0 {
-                names
-            } else {
-                without_trusted(&names)
-            })
-        });
+            .map(|names| {
+                if req.uid() == 0 {
+                    names
+                } else {
+                    without_trusted(&names)
+                }
+            });
         self.reply_xattr(reply, names, size);
     }
 
@@ -2006,6 +2049,13 @@ impl Filesystem for UnionFs {
             as_caller(req, || {
                 self.union().removexattr(&path, name).map_err(fuse_errno)
             })
+        });
+        let result = self.or_detached(ino, result, |union, fd| {
+            if control::is_file_key(name) {
+                return Err(Errno(libc::ENOTSUP));
+            }
+            as_caller(req, || union.fd_removexattr(fd, name).map_err(fuse_errno))
+                .map_err(|e| Errno(e.code()))
         });
         match result {
             Ok(()) => reply.ok(),

@@ -1193,6 +1193,44 @@ impl Union {
         })
     }
 
+    /// The attribute calls on the descriptor of an open file whose name is gone
+    /// (unlinked while open, so no policy can find it): the same option rules as by
+    /// path, on that one file.
+    pub fn fd_getxattr(&self, fd: &OwnedFd, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        self.xattr_refusal()?;
+        if !self.options.security_capability && name.as_bytes() == b"security.capability" {
+            return Err(Errno(libc::ENODATA));
+        }
+        sys::fgetxattr(fd, &sys::cstring(name)?)
+    }
+
+    /// See [`Union::fd_getxattr`].
+    pub fn fd_listxattr(&self, fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
+        if self.options.xattr == XattrMode::Noattr {
+            return Ok(Vec::new());
+        }
+        self.xattr_refusal()?;
+        sys::flistxattr(fd)
+    }
+
+    /// See [`Union::fd_getxattr`].
+    pub fn fd_setxattr(
+        &self,
+        fd: &OwnedFd,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        self.xattr_refusal()?;
+        sys::fsetxattr(fd, &sys::cstring(name)?, value, flags)
+    }
+
+    /// See [`Union::fd_getxattr`].
+    pub fn fd_removexattr(&self, fd: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
+        self.xattr_refusal()?;
+        sys::fremovexattr(fd, &sys::cstring(name)?)
+    }
+
     // ---- rename and link ----
 
     fn rename_on(&self, branch: usize, old: &Path, new: &Path) -> Result<(), Errno> {

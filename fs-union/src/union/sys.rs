@@ -461,6 +461,42 @@ pub(super) fn removexattr(at: &At, name: &CStr) -> Result<(), Errno> {
     check(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
+/// The attribute calls on an open descriptor, for a file whose name is gone
+/// (unlinked while open): `fgetxattr`, `flistxattr`, `fsetxattr`, `fremovexattr`.
+pub(super) fn fgetxattr(fd: &OwnedFd, name: &CStr) -> Result<Vec<u8>, Errno> {
+    // SAFETY: the name is NUL-terminated; the buffer and its length come as a pair.
+    read_sized(|buf, len| unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buf, len) })
+}
+
+pub(super) fn flistxattr(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
+    // SAFETY: the buffer and its length come as a pair.
+    read_sized(|buf, len| unsafe { libc::flistxattr(fd.as_raw_fd(), buf.cast(), len) })
+}
+
+pub(super) fn fsetxattr(
+    fd: &OwnedFd,
+    name: &CStr,
+    value: &[u8],
+    flags: libc::c_int,
+) -> Result<(), Errno> {
+    // SAFETY: the name is NUL-terminated; the value and its length come as a pair.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub(super) fn fremovexattr(fd: &OwnedFd, name: &CStr) -> Result<(), Errno> {
+    // SAFETY: the name is NUL-terminated.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
 /// Opens a branch root. The configured branch path itself may go through symlinks:
 /// it is the administrator's choice of where the branch is.
 pub(super) fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
