@@ -817,3 +817,89 @@ fn fuse_security_every_kind_of_write_by_another_user_clears_set_id_bits() {
         }
     }
 }
+
+/// A user who may write in a folder on a branch swaps a folder the pool is copying
+/// there (to create a file below it) for a hard link to a file of root's, again and
+/// again: the copy's owner, mode and attributes, set with the daemon's ids, must
+/// never land on root's file.
+#[test]
+fn fuse_security_a_folder_swapped_while_copied_never_passes_its_owner_on() {
+    let test = "fuse_security_a_folder_swapped_while_copied_never_passes_its_owner_on";
+    const ROUNDS: usize = 60;
+    let (tmp, b1, b2, mnt) = open_branches();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, b"root's").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o666)).unwrap();
+    for b in [&b1, &b2] {
+        fs::create_dir(b.join("home")).unwrap();
+        std::os::unix::fs::chown(b.join("home"), Some(12345), Some(12345)).unwrap();
+    }
+    for i in 0..ROUNDS {
+        let d = b2.join(format!("home/d{i}"));
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(&d, Some(12345), Some(12345)).unwrap();
+    }
+    // `ff` creates on b1, which has no copy of home/dN yet: the pool copies it.
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0,category.create=ff") else {
+        return;
+    };
+    let script = format!(
+        "python3 -c \"
+import ctypes, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+made = 0
+for i in range({ROUNDS}):
+    d, l = b'{b1}/home/d%d' % i, b'{b1}/home/l%d' % i
+    os.link('{victim}', l)
+    stop = []
+    def swap():
+        while not stop:
+            libc.renameat2(-100, d, -100, l, 2)
+    t = threading.Thread(target=swap)
+    t.start()
+    try:
+        os.close(os.open('{mnt}/home/d%d/new' % i, os.O_CREAT | os.O_WRONLY, 0o644))
+        made += 1
+    except OSError:
+        pass
+    stop.append(1)
+    t.join()
+print(made)
+\"",
+        b1 = b1.display(),
+        victim = victim.display(),
+        mnt = pool.mnt.display(),
+    );
+    let made: usize = as_user(tmp.path(), &script)
+        .trim()
+        .parse()
+        .expect("the script's count");
+    assert!(made > 0, "no create succeeded at all");
+    let meta = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o666),
+        "root's file took the copied folder's owner or mode"
+    );
+    assert!(
+        xattr_names(&victim).is_empty(),
+        "root's file got attributes: {:?}",
+        xattr_names(&victim)
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"root's");
+}
+
+/// The extended attribute names of `path`.
+fn xattr_names(path: &Path) -> Vec<String> {
+    let c = common::fuse::cpath(path);
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path and a buffer passed with its length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    buf[..n.max(0) as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}

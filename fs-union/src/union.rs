@@ -821,10 +821,19 @@ impl Union {
             0o600,
         )?;
         let copied = sys::copy_data(&src, &copy).and_then(|()| {
-            copy_metadata(&src_at, &dst, &st);
+            copy_metadata(&src, &copy, &st);
             sys::fsync(&copy)
         });
-        let reopened = copied.and_then(|()| self.reopen(to, path, flags));
+        // The name must still be the copy: its folder may belong to a user, who
+        // could have put another file of theirs there to take the writer's data.
+        let reopened = copied.and_then(|()| {
+            let fd = self.reopen(to, path, flags)?;
+            let (made, now) = (sys::fstat(&copy)?, sys::fstat(&fd)?);
+            if (made.st_dev, made.st_ino) != (now.st_dev, now.st_ino) {
+                return Err(Errno(libc::EIO));
+            }
+            Ok(fd)
+        });
         match reopened {
             Ok(fd) => {
                 // The copy is complete: a leftover original would only shadow it.
@@ -889,12 +898,17 @@ impl Union {
                 Err(e) => return Err(e),
             }
             let src = self.at(from.0, &src_path)?;
-            let st = sys::lstat(&src)?;
-            if !sys::is_dir(&st) {
-                return Err(Errno(libc::ENOTDIR));
-            }
-            match sys::mkdirat(&dst, st.st_mode & 0o7777) {
-                Ok(()) => copy_metadata(&src, &dst, &st),
+            let src = match sys::openat(&src.dir, &src.name, DIR_NOFOLLOW, 0) {
+                Err(Errno(libc::ELOOP)) => return Err(Errno(libc::ENOTDIR)),
+                opened => opened?,
+            };
+            let st = sys::fstat(&src)?;
+            // Made private first and set up through a descriptor, never by name: the
+            // folder it is made in may belong to a user, who could otherwise swap the
+            // new name for a link to another file while the daemon's ids set the
+            // owner, mode and attributes.
+            match sys::mkdirat(&dst, 0o700) {
+                Ok(()) => copy_metadata(&src, &made_dir(&dst)?, &st),
                 // Made meanwhile by another request: theirs is as good as ours.
                 Err(Errno(libc::EEXIST)) => {}
                 Err(e) => return Err(e),
@@ -1515,20 +1529,40 @@ impl Union {
 /// Best-effort copy of a cloned directory's or moved file's extended attributes,
 /// owner, mode and times; the entry itself is what matters, so failures are ignored
 /// (a branch filesystem without xattrs, a mode the umask cut).
-fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
-    if let Ok(names) = sys::listxattr(src) {
+/// Opening a folder to read it, never through a symlink.
+const DIR_NOFOLLOW: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+/// The folder the daemon just made at `at` with mode 0700, opened: it must be a
+/// folder of the daemon's with no access for others, or someone swapped the name
+/// meanwhile (EIO: nothing is done to what is there now).
+fn made_dir(at: &At) -> Result<OwnedFd, Errno> {
+    let fd = sys::openat(&at.dir, &at.name, DIR_NOFOLLOW, 0).map_err(|_| Errno(libc::EIO))?;
+    let st = sys::fstat(&fd)?;
+    // SAFETY: geteuid cannot fail. The folder was made with the effective (file
+    // system) ids of the daemon, which lhfs keeps equal while cloning.
+    let euid = unsafe { libc::geteuid() };
+    if !sys::is_dir(&st) || st.st_uid != euid || st.st_mode & 0o077 != 0 {
+        return Err(Errno(libc::EIO));
+    }
+    Ok(fd)
+}
+
+/// Gives `dst` the extended attributes, owner, group, mode and times of `src`
+/// (described by `st`), both open descriptors, so nothing is done by name.
+fn copy_metadata(src: &OwnedFd, dst: &OwnedFd, st: &libc::stat) {
+    if let Ok(names) = sys::flistxattr(src) {
         for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             let Ok(name) = std::ffi::CString::new(name) else {
                 continue;
             };
-            if let Ok(value) = sys::getxattr(src, &name) {
-                let _ = sys::setxattr(dst, &name, &value, 0);
+            if let Ok(value) = sys::fgetxattr(src, &name) {
+                let _ = sys::fsetxattr(dst, &name, &value, 0);
             }
         }
     }
-    let _ = sys::chown(dst, st.st_uid, st.st_gid);
+    let _ = sys::fchown(dst, st.st_uid, st.st_gid);
     // After chown, which clears set-id bits, and to undo the umask.
-    let _ = sys::chmod(dst, st.st_mode & 0o7777);
+    let _ = sys::fchmod(dst, st.st_mode & 0o7777);
     let times = [
         libc::timespec {
             tv_sec: st.st_atime,
@@ -1539,7 +1573,7 @@ fn copy_metadata(src: &At, dst: &At, st: &libc::stat) {
             tv_nsec: st.st_mtime_nsec,
         },
     ];
-    let _ = sys::utimens(dst, &times);
+    let _ = sys::futimens(dst, &times);
 }
 
 /// The first error among per-branch results that leaves a copy of the name in

@@ -497,6 +497,21 @@ pub(super) fn fremovexattr(fd: &OwnedFd, name: &CStr) -> Result<(), Errno> {
     check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }).map(drop)
 }
 
+pub(super) fn fchown(fd: &OwnedFd, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), Errno> {
+    // SAFETY: a plain syscall on our open descriptor.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+pub(super) fn fchmod(fd: &OwnedFd, mode: libc::mode_t) -> Result<(), Errno> {
+    // SAFETY: a plain syscall on our open descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+pub(super) fn futimens(fd: &OwnedFd, times: &[libc::timespec; 2]) -> Result<(), Errno> {
+    // SAFETY: `times` holds two timespecs; the descriptor is ours.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
 /// Opens a branch root. The configured branch path itself may go through symlinks:
 /// it is the administrator's choice of where the branch is.
 pub(super) fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
