@@ -1889,3 +1889,55 @@ fn fix_names_a_full_parity_disk_once() {
     );
     assert!(snapshot(&array) == original, "a data file changed");
 }
+
+#[test]
+fn a_disk_of_more_files_than_may_be_open_comes_back_in_one_run() {
+    use std::os::unix::process::CommandExt;
+    const FILES: usize = 400;
+    const LIMIT: libc::rlim_t = 128;
+    let array = Array::new(2, 1, 64, "");
+    let mut written = Vec::new();
+    for i in 0..FILES {
+        written.push(array.write(0, &format!("many/f{i}"), 100 + i * 37, i as u64));
+    }
+    array.write(1, "other", 300_000, 7);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    wipe(&array, 0);
+    for args in [&["fix", "-d", "d1"][..], &["fix", "-m"]] {
+        let conf = array.conf.to_string_lossy().into_owned();
+        let mut cmd = Command::new(bin("lhparity"));
+        cmd.args(["-c", conf.as_str(), "--force-device"]).args(args);
+        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run lhparity");
+        expect_code(&out, 0);
+        for (i, bytes) in written.iter().enumerate() {
+            let path = array.disks[0].join(format!("many/f{i}"));
+            assert!(
+                fs::read(&path).ok().as_ref() == Some(bytes),
+                "{args:?}: {} not restored: {}",
+                path.display(),
+                stderr(&out)
+            );
+        }
+        let left: Vec<_> = fs::read_dir(array.disks[0].join("many"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.to_string_lossy().contains('.'))
+            .collect();
+        assert!(left.is_empty(), "{args:?}: left behind {left:?}");
+        wipe(&array, 0);
+        fs::create_dir_all(&array.disks[0]).expect("disk");
+    }
+}

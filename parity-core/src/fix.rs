@@ -237,7 +237,7 @@ pub fn fix(
     positions.dedup();
 
     // Temporary files for the targets.
-    let mut temps: Vec<Option<File>> = Vec::with_capacity(targets.len());
+    let mut temps: Vec<Option<TempFile>> = Vec::with_capacity(targets.len());
     for target in &targets {
         let path = file_path(config, &state, target.slot, target.file);
         temps.push(
@@ -425,8 +425,7 @@ pub fn fix(
         let Some(temp) = temp else { continue };
         let path = file_path(config, &state, target.slot, target.file);
         if write_failed.contains(&t) {
-            drop(temp);
-            let _ = fs::remove_file(with_suffix(&path, FIX_SUFFIX));
+            let _ = fs::remove_file(&temp.path);
             continue;
         }
         let entry = &state.disks[target.slot].files[target.file];
@@ -440,14 +439,16 @@ pub fn fix(
             .has_original
             .then(|| fs::symlink_metadata(&path).ok().map(|m| m.ino()))
             .flatten();
-        let finished = finish_file(
-            &path,
-            entry,
-            target,
-            &temp,
-            (block_size, &state.hash_key),
-            lost == 0,
-        );
+        let finished = temp.open().and_then(|temp| {
+            finish_file(
+                &path,
+                entry,
+                target,
+                &temp,
+                (block_size, &state.hash_key),
+                lost == 0,
+            )
+        });
         match (finished, lost) {
             (Ok(_), 0) => {
                 placed[t] = true;
@@ -743,7 +744,35 @@ fn damaged_blocks(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: usiz
     damaged
 }
 
-fn create_temp(path: &Path, size: u64) -> std::io::Result<File> {
+/// A target's temporary file. It is made for every target before the rebuild, but
+/// held open only while blocks are written to it (see [`OpenTemps`]): a disk of
+/// more files than the process may open must still come back in one run.
+struct TempFile {
+    path: PathBuf,
+    /// Its inode, to tell it from anything put at its name meanwhile.
+    ino: u64,
+}
+
+impl TempFile {
+    /// The temporary file, opened again to read and write it.
+    fn open(&self) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        if file.metadata()?.ino() != self.ino {
+            return Err(std::io::Error::other(format!(
+                "{} was replaced by another file while the fix ran",
+                crate::name::shown_path(&self.path)
+            )));
+        }
+        Ok(file)
+    }
+}
+
+fn create_temp(path: &Path, size: u64) -> std::io::Result<TempFile> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -761,7 +790,8 @@ fn create_temp(path: &Path, size: u64) -> std::io::Result<File> {
         .create_new(true)
         .open(&temp)?;
     file.set_len(size)?;
-    Ok(file)
+    let ino = file.metadata()?.ino();
+    Ok(TempFile { path: temp, ino })
 }
 
 /// The longest file name Linux file systems take, in bytes.
@@ -896,7 +926,7 @@ const WRITE_QUEUE: usize = 64;
 /// target's first write error is reported in `errors`, naming the disk and file.
 fn write_blocks(
     blocks: Receiver<BlockWrite>,
-    temps: &[Option<File>],
+    temps: &[Option<TempFile>],
     names: &[(String, PathBuf)],
     block_size: usize,
     buffers: &BufferPool,
@@ -904,13 +934,16 @@ fn write_blocks(
 ) -> Vec<(usize, usize, u64)> {
     let mut failed: Vec<(usize, usize, u64)> = Vec::new();
     let mut release = Release::default();
+    let mut open = OpenTemps::default();
     for w in blocks {
-        let Some(file) = temps.get(w.target).and_then(Option::as_ref) else {
+        let Some(temp) = temps.get(w.target).and_then(Option::as_ref) else {
             failed.push((w.target, w.block, w.len as u64));
             continue;
         };
         let offset = w.block as u64 * block_size as u64;
-        let written = file.write_all_at(&w.bytes[..w.len], offset);
+        let written = open
+            .get(w.target, temp, &mut release)
+            .and_then(|file| file.write_all_at(&w.bytes[..w.len], offset));
         buffers.give_all([w.bytes]);
         if let Err(e) = written {
             let first = !failed.iter().any(|&(t, _, _)| t == w.target);
@@ -930,9 +963,51 @@ fn write_blocks(
             failed.push((w.target, w.block, w.len as u64));
             continue;
         }
-        release.written(temps, w.target, offset, w.len as u64);
+        release.written(&open, w.target, offset, w.len as u64);
     }
     failed
+}
+
+/// At most this many temporary files are open at once while rebuilt blocks are
+/// written; blocks come in position order, so a file is mostly written in one go.
+const MAX_OPEN_TEMPS: usize = 64;
+
+/// The temporary files the writer has open, the most recently used last.
+#[derive(Default)]
+struct OpenTemps {
+    open: Vec<(usize, File)>,
+}
+
+impl OpenTemps {
+    /// Target `target`'s temporary file `temp`, opened if it is not; the least
+    /// recently used one is closed past [`MAX_OPEN_TEMPS`], after `release` let its
+    /// written blocks go.
+    fn get(
+        &mut self,
+        target: usize,
+        temp: &TempFile,
+        release: &mut Release,
+    ) -> std::io::Result<&File> {
+        if let Some(i) = self.open.iter().position(|(t, _)| *t == target) {
+            let entry = self.open.remove(i);
+            self.open.push(entry);
+        } else {
+            if self.open.len() >= MAX_OPEN_TEMPS {
+                let (old, file) = self.open.remove(0);
+                release.let_go(old, &file);
+            }
+            self.open.push((target, temp.open()?));
+        }
+        // Just pushed or moved there.
+        self.open
+            .last()
+            .map(|(_, file)| file)
+            .ok_or_else(|| std::io::Error::other("no open temporary file"))
+    }
+
+    fn file(&self, target: usize) -> Option<&File> {
+        self.open.iter().find(|(t, _)| *t == target).map(|(_, f)| f)
+    }
 }
 
 /// How many written bytes stay in the page cache behind the newest write.
@@ -953,8 +1028,8 @@ struct Release {
 }
 
 impl Release {
-    fn written(&mut self, temps: &[Option<File>], target: usize, offset: u64, len: u64) {
-        let Some(file) = temps.get(target).and_then(Option::as_ref) else {
+    fn written(&mut self, open: &OpenTemps, target: usize, offset: u64, len: u64) {
+        let Some(file) = open.file(target) else {
             return;
         };
         range_op(file, offset, len, libc::SYNC_FILE_RANGE_WRITE, false);
@@ -965,15 +1040,30 @@ impl Release {
                 break;
             };
             self.bytes -= len;
-            if let Some(file) = temps.get(target).and_then(Option::as_ref) {
-                let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                range_op(file, offset, len, wait, true);
+            if let Some(file) = open.file(target) {
+                range_op(file, offset, len, WAIT_WRITTEN, true);
             }
         }
     }
+
+    /// Lets go of the pending ranges of `target` (`file`), which is being closed.
+    fn let_go(&mut self, target: usize, file: &File) {
+        let bytes = &mut self.bytes;
+        self.pending.retain(|&(t, offset, len)| {
+            if t != target {
+                return true;
+            }
+            range_op(file, offset, len, WAIT_WRITTEN, true);
+            *bytes -= len;
+            false
+        });
+    }
 }
+
+/// `sync_file_range` flags that start writing a range and wait until it is written.
+const WAIT_WRITTEN: libc::c_uint = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+    | libc::SYNC_FILE_RANGE_WRITE
+    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
 
 /// `sync_file_range` with `flags` over a range, then with `drop` the advice that
 /// its pages are not needed.
@@ -1483,15 +1573,11 @@ fn record_missing_inodes(
     config: &Config,
     state: &mut State,
     targets: &[Target],
-    temps: &[Option<File>],
+    temps: &[Option<TempFile>],
 ) -> Vec<(usize, u64)> {
     let mut changed = Vec::new();
     for (t, (target, temp)) in targets.iter().zip(temps).enumerate() {
-        let Some(ino) = temp
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.ino())
-        else {
+        let Some(ino) = temp.as_ref().map(|temp| temp.ino) else {
             continue;
         };
         let path = file_path(config, state, target.slot, target.file);
