@@ -13,8 +13,9 @@
 //!   path component.
 //! - Globs: `?` is one character and `*` any run of characters, neither crossing `/`;
 //!   `[abc]`, `[a-z]` and `[!abc]` (also `[^abc]`) are character classes, which never
-//!   match `/`; `**` next to a `/` crosses `/`, and `**/` also matches no directory at
-//!   all, so `/**/x` is `x` at any depth; `\` makes the next character literal.
+//!   match `/`; `**` is `*` (SnapRAID has no pattern that crosses `/`, so
+//!   `/sub/**.iso` is an ISO file right in `sub`, as there); `\` makes the next
+//!   character literal.
 //! - Names are matched as `lhparity list` prints them (see [`crate::name`]): in a
 //!   pattern, `\xNN` is the byte NN of a name that is not UTF-8 (or a control
 //!   character below `\x80`), and `\n`, `\t`, `\r` are those control characters.
@@ -161,14 +162,8 @@ enum Token {
     Literal(char),
     /// `?`: one character other than `/`.
     One,
-    /// `*`: any run of characters other than `/`.
+    /// `*` (or `**`): any run of characters other than `/`.
     Star,
-    /// `**` next to a `/`: any run of characters. Written `**/` at the start of a
-    /// component it may also skip itself and the `/` that follows, matching zero
-    /// directories. Elsewhere `**` is just `*`.
-    Globstar {
-        may_skip_slash: bool,
-    },
     Class {
         negated: bool,
         ranges: Vec<(char, char)>,
@@ -191,17 +186,9 @@ fn compile(body: &str) -> Result<Vec<Token>, PatternError> {
                 i += 1;
             }
             '*' => {
-                let run = chars[i..].iter().take_while(|&&c| c == '*').count();
-                let after_slash = i > 0 && chars[i - 1] == '/';
-                let slash_follows = chars.get(i + run) == Some(&'/');
-                if run == 1 || !(after_slash || slash_follows) {
-                    tokens.push(Token::Star);
-                } else {
-                    tokens.push(Token::Globstar {
-                        may_skip_slash: slash_follows && (i == 0 || after_slash),
-                    });
-                }
-                i += run;
+                // `**` as SnapRAID reads it: two stars, which match what one does.
+                tokens.push(Token::Star);
+                i += chars[i..].iter().take_while(|&&c| c == '*').count();
             }
             '[' => {
                 let (token, len) = compile_class(&chars[i + 1..])?;
@@ -301,7 +288,6 @@ fn glob_match(glob: &[Token], text: &str, any_component: bool, stop_at_slash: bo
                     }
                 }
                 Token::Star if c != '/' => stay(glob, &mut next, pos),
-                Token::Globstar { .. } => stay(glob, &mut next, pos),
                 _ => {}
             }
         }
@@ -317,23 +303,12 @@ fn glob_match(glob: &[Token], text: &str, any_component: bool, stop_at_slash: bo
 /// reachable from there without reading a character.
 fn enter(glob: &[Token], live: &mut [bool], pos: usize) {
     let seen = std::mem::replace(&mut live[pos], true);
-    match glob.get(pos) {
-        Some(Token::Globstar {
-            may_skip_slash: true,
-        }) => {
-            // Zero directories: past the `/` that follows. Only a fresh entry may skip,
-            // so this ignores `seen`, which `stay` may have set.
-            enter(glob, live, pos + 2);
-            if !seen {
-                enter(glob, live, pos + 1);
-            }
-        }
-        Some(Token::Star | Token::Globstar { .. }) if !seen => enter(glob, live, pos + 1),
-        _ => {}
+    if !seen && matches!(glob.get(pos), Some(Token::Star)) {
+        enter(glob, live, pos + 1);
     }
 }
 
-/// Marks a `*` or `**` at `pos` live after it read a character.
+/// Marks a `*` at `pos` live after it read a character.
 fn stay(glob: &[Token], live: &mut [bool], pos: usize) {
     if !std::mem::replace(&mut live[pos], true) {
         enter(glob, live, pos + 1);
@@ -416,25 +391,24 @@ mod tests {
     }
 
     #[test]
-    fn glob_escapes_and_globstar() {
+    fn glob_escapes_and_double_stars() {
         assert!(glob("\\*", "*"));
         assert!(!glob("\\*", "a"));
         assert!(glob("\\[x]", "[x]"));
         assert!(glob("a\\", "a\\"));
-        assert!(glob("a/**/b", "a/b"));
+        // `**` is `*`, as in SnapRAID 12.2 (checked against it): it never crosses `/`.
         assert!(glob("a/**/b", "a/x/b"));
-        assert!(glob("a/**/b", "a/x/y/b"));
+        assert!(!glob("a/**/b", "a/b"));
+        assert!(!glob("a/**/b", "a/x/y/b"));
         assert!(!glob("a/**/b", "a/xb"));
-        assert!(glob("**/b", "b"));
-        assert!(glob("**/b", "x/y/b"));
-        assert!(glob("a/**", "a/b/c"));
-        assert!(glob("**/b/**", "x/b/y/z"));
-        // Away from a slash, `**` is `*`.
+        assert!(glob("**/b", "x/b"));
+        assert!(!glob("**/b", "x/y/b"));
+        assert!(glob("a/**", "a/b"));
+        assert!(!glob("a/**", "a/b/c"));
+        assert!(glob("sub/**.iso", "sub/x.iso"));
+        assert!(!glob("sub/**.iso", "sub/deep/x.iso"));
         assert!(!glob("a**", "a/b/c"));
         assert!(glob("a**", "abc"));
-        assert!(!glob("x**/b", "xb"));
-        assert!(glob("x**/b", "xy/b"));
-        assert!(glob("x**/b", "xy/z/b"));
         assert!(!glob("a*", "a/b"));
     }
 
@@ -498,9 +472,10 @@ mod tests {
         assert!(!f.is_excluded("appcache/x.db", false));
         assert!(!f.is_excluded("cache/sub/x.db", false));
         let f = filter(&["exclude /media/**/*.part"]);
-        assert!(f.is_excluded("media/x.part", false));
-        assert!(f.is_excluded("media/a/b/x.part", false));
-        assert!(!f.is_excluded("other/media/x.part", false));
+        assert!(f.is_excluded("media/a/x.part", false));
+        assert!(!f.is_excluded("media/x.part", false));
+        assert!(!f.is_excluded("media/a/b/x.part", false));
+        assert!(!f.is_excluded("other/media/a/x.part", false));
     }
 
     #[test]
