@@ -1220,3 +1220,96 @@ fn a_content_copy_of_another_array_is_refused_and_nothing_is_overwritten() {
         fs::read(&ours.content[1]).expect("rewritten") == fs::read(&ours.content[0]).expect("copy")
     );
 }
+
+#[test]
+fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
+    const MIB: usize = 1 << 20;
+    let array = Array::new(3, 1, 64, "");
+    for d in 0..3 {
+        array.write(d, "big.bin", 96 * MIB + d * 999, 40 + d as u64);
+    }
+    let conf = array.conf.to_string_lossy().into_owned();
+    // Runs a command and sends SIGINT once `busy` says it is in the middle of its work.
+    let interrupted = |args: &[&str], busy: &dyn Fn(u32) -> Option<bool>| {
+        let child = Command::new(bin("lhparity"))
+            .args(["-c", conf.as_str(), "--force-device"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lhparity");
+        let started = std::time::Instant::now();
+        while busy(child.id()) == Some(false) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: a plain kill(2) of our child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        child.wait_with_output().expect("wait for lhparity")
+    };
+    // Sync copies what it reads: 40 MiB read (`rchar`) is well into the first pass.
+    let read_40_mib = |pid: u32| {
+        let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar: "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(n >= 40 << 20)
+    };
+    // Scrub maps what is cached, so it shows in CPU time instead: 40 ms.
+    let busy_40_ms = |pid: u32| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(ticks * 1000 / hz >= 40)
+    };
+    let number_after = |text: &str, words: &str| -> usize {
+        text.split(words)
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number before `{words}` in: {text}"))
+    };
+
+    let out = interrupted(&["sync"], &read_40_mib);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("stopped by SIGINT: "), "{err}");
+    let synced = number_after(&err, " positions synced and saved");
+    let left = number_after(&err, " left; run `lhparity sync` again to finish");
+    assert!(synced > 0 && left > 0, "{err}");
+    let status = {
+        let out = array.lhparity(&["status", "--json"]);
+        expect_code(&out, 0);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status JSON")
+    };
+    assert_eq!(status["positions_awaiting_sync"], left as u64, "{status}");
+    assert_eq!(status["positions"], (synced + left) as u64, "{status}");
+    // The next sync does the rest, and the parity is right.
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("Synced {left} block positions")),
+        "{}",
+        stdout(&out)
+    );
+    verify_parity(&array);
+
+    // A scrub stopped the same way records what it verified.
+    let out = interrupted(&["scrub", "-p", "100", "-o", "0"], &busy_40_ms);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let verified = number_after(&err, " positions verified so far are recorded");
+    assert!(verified > 0 && verified < synced + left, "{err}");
+    let out = array.lhparity(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(
+        status["last_scrub"], 0,
+        "an unfinished scrub is no scrub: {status}"
+    );
+    expect_code(&array.lhparity(&["check"]), 0);
+}

@@ -19,6 +19,7 @@ pub mod config;
 pub mod dup;
 pub mod fix;
 pub mod hash;
+pub mod interrupt;
 pub mod lock;
 mod mapped;
 pub mod metrics;

@@ -163,6 +163,10 @@ pub struct Run<R> {
     pub bytes: u64,
     /// Blocks read in place (`Reads::Map`), data and parity.
     pub mapped: u64,
+    /// How many of the positions, from the first, the stage saw: all of them,
+    /// unless a signal asked the run to stop (see [`crate::interrupt`]). The
+    /// results past these are defaults and mean nothing.
+    pub done: usize,
 }
 
 /// Why the pipeline stopped.
@@ -247,6 +251,7 @@ pub fn run<R: Send + Default + Clone>(
     let mut errors = Vec::new();
     let mut bytes = 0u64;
     let mut mapped = 0u64;
+    let mut done = 0usize;
 
     std::thread::scope(|scope| -> Result<(), PipelineError> {
         let mut from_readers: Vec<Receiver<Batch>> = Vec::new();
@@ -307,6 +312,10 @@ pub fn run<R: Send + Default + Clone>(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+            if crate::interrupt::requested().is_some() {
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
             let inputs: Vec<Batch> = from_readers.iter().map_while(|rx| rx.recv().ok()).collect();
             let mut outs: Vec<AlignedBuf> =
                 writer_pools.iter().map_while(|p| p.recv().ok()).collect();
@@ -320,6 +329,7 @@ pub fn run<R: Send + Default + Clone>(
                 stop.store(true, Ordering::Relaxed);
                 break;
             }
+            done = base + batch.len();
             let batch_bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
             bytes += batch_bytes;
             mapped += inputs
@@ -366,6 +376,7 @@ pub fn run<R: Send + Default + Clone>(
         errors,
         bytes,
         mapped,
+        done,
     })
 }
 
@@ -1604,6 +1615,7 @@ mod reads {
             errors: Vec::new(),
             bytes: 0,
             mapped: 0,
+            done: 0,
         };
         let positions = [1u32, 2, 4, 10, 12];
         assert_eq!(run.touched_by_changes(&[disk], &positions), vec![0, 1, 3]);

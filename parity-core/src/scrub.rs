@@ -72,6 +72,8 @@ pub struct VerifyReport {
     pub bad: Vec<BadBlock>,
     /// About the content copies (one damaged, missing or older, and what is done).
     pub notes: Vec<String>,
+    /// The signal that stopped a scrub before the end; what was verified is saved.
+    pub interrupted: Option<i32>,
 }
 
 /// What verification found at one position.
@@ -622,13 +624,20 @@ pub fn scrub(
     let mut loaded = load_state(config)?;
     crate::sync::require_state(config, &mut loaded)?;
     let mut state = loaded.state;
-    let positions = select(&state, plan, older_than_days, now());
+    let mut positions = select(&state, plan, older_than_days, now());
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
     let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
     progress.finish();
+    // Stopped by a signal: what was verified counts, the rest waits for the next scrub.
+    let interrupted = (run.done < positions.len())
+        .then(crate::interrupt::requested)
+        .flatten();
+    positions.truncate(run.done);
+    run.results.truncate(run.done);
     set_aside_unopened_parity(&mut run, &unopened);
     let mut report = VerifyReport {
         notes: loaded.notes,
+        interrupted,
         ..VerifyReport::default()
     };
     summarize(config, &state, &positions, &run, &mut report, None);
@@ -653,7 +662,7 @@ pub fn scrub(
         }
     }
     state.bad.sort_unstable_by_key(|b| (b.pos, b.disk));
-    if report.errors.is_empty() {
+    if report.errors.is_empty() && interrupted.is_none() {
         state.last_scrub = now();
     }
     // A scrub with no position to verify has nothing to record: the copies are

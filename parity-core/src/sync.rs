@@ -87,6 +87,8 @@ pub struct SyncReport {
     /// Things worth saying that need no action (a damaged content copy this sync
     /// rewrote, for example).
     pub notes: Vec<String>,
+    /// The signal that stopped the sync before the end; what was synced is saved.
+    pub interrupted: Option<i32>,
 }
 
 /// Progress callbacks for the command line.
@@ -438,6 +440,10 @@ pub fn sync(
     // The parity as it is, for positions whose new parity cannot be computed.
     let old_parity: Vec<Option<File>> = parity_paths.iter().map(|p| File::open(p).ok()).collect();
     for segment in work.chunks(segment_len) {
+        if let Some(signal) = crate::interrupt::requested() {
+            report.interrupted = Some(signal);
+            break;
+        }
         let prior: Vec<u8> = segment
             .iter()
             .map(|&p| state.positions.flags[p as usize])
@@ -489,10 +495,21 @@ pub fn sync(
             &|bytes| progress.advance(bytes),
             Reads::Copy,
         );
-        let outcome = match run {
+        let (segment, outcome) = match run {
             Ok(mut run) => {
+                // Stopped by a signal: the positions the stage did not see keep
+                // their flags, and the parity there was not touched.
+                let full = segment;
+                let segment = &full[..run.done.min(full.len())];
+                if segment.len() < full.len() {
+                    for (j, &p) in full.iter().enumerate().skip(segment.len()) {
+                        state.positions.flags[p as usize] = prior[j];
+                    }
+                    run.results.truncate(segment.len());
+                    report.interrupted = crate::interrupt::requested();
+                }
                 exclude_changed(&mut run, &state.disks, segment);
-                run
+                (segment, run)
             }
             Err(e) => {
                 failure = Some(SyncError::from(e));
@@ -525,8 +542,19 @@ pub fn sync(
         }
         report.warnings.extend(outcome.errors.iter().cloned());
         commit(&mut state, segment, &prior, &outcome, &mut report);
+        if report.interrupted.is_some() {
+            break;
+        }
     }
     progress.finish();
+    if report.interrupted.is_some() {
+        report.positions_left = state
+            .positions
+            .flags
+            .iter()
+            .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+            .count();
+    }
     if failure.is_none() {
         // Positions past the last used one were trimmed: give the space back.
         let len = state.positions.len() as u64 * block_size as u64;

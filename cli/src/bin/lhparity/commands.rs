@@ -102,6 +102,7 @@ pub struct SyncArgs {
 pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
     let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("sync", ctx.quiet);
+    parity_core::interrupt::install();
     let options = SyncOptions {
         force_empty: args.force_empty,
         force_delete: args.force_delete,
@@ -144,12 +145,22 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                 mb / report.seconds.max(1e-9)
             );
         }
-        if report.positions_left > 0 {
+        if report.positions_left > 0 && report.interrupted.is_none() {
             out!(
                 "{} positions are left for the next sync (see the warnings above).",
                 report.positions_left
             );
         }
+    }
+    if let Some(signal) = report.interrupted {
+        eprintln!(
+            "lhparity: stopped by {}: {} positions synced and saved, {} left; run `lhparity \
+             sync` again to finish",
+            parity_core::interrupt::name(signal),
+            report.positions_synced,
+            report.positions_left
+        );
+        return Ok(Outcome::of(report.bytes, report.warnings.len() + 1));
     }
     Ok(Outcome::of(report.bytes, report.warnings.len()))
 }
@@ -350,6 +361,7 @@ pub struct ScrubArgs {
 pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<Outcome> {
     let (config, _lock) = ctx.locked_config()?;
     let display = Display::new("scrub", ctx.quiet);
+    parity_core::interrupt::install();
     let report = scrub::scrub(&config, args.plan, args.older_than, &display)?;
     print_verify(
         "Scrubbed",
@@ -357,6 +369,15 @@ pub fn scrub(ctx: &Context, args: &ScrubArgs) -> Result<Outcome> {
         ctx.quiet,
         "Run `lhparity fix -e` to repair the bad blocks.",
     );
+    if let Some(signal) = report.interrupted {
+        eprintln!(
+            "lhparity: stopped by {}: the {} positions verified so far are recorded; the \
+             next scrub goes on with the others",
+            parity_core::interrupt::name(signal),
+            report.verified
+        );
+        return Ok(Outcome::of(report.bytes, report.errors.len() + 1));
+    }
     Ok(Outcome::of(report.bytes, report.errors.len()))
 }
 
