@@ -118,6 +118,21 @@ fn sync_diff_and_incremental_changes() {
     assert_eq!(status["disks"][1]["bytes"], 1_000_001);
     assert_eq!(status["disks"][0]["files"], 3);
     assert_eq!(status["bad_blocks"], serde_json::json!([]));
+    // The age buckets: bounded ones, then "older" and "never" without a bound.
+    let ages = status["scrub_age_days"].as_array().expect("age buckets");
+    assert_eq!(ages[0]["max_days"], 1);
+    assert_eq!(ages[0]["bucket"], "<= 1 days");
+    let tail: Vec<(serde_json::Value, serde_json::Value)> = ages[ages.len() - 2..]
+        .iter()
+        .map(|b| (b["max_days"].clone(), b["bucket"].clone()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (serde_json::Value::Null, "older".into()),
+            (serde_json::Value::Null, "never".into())
+        ]
+    );
 }
 
 #[test]

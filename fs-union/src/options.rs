@@ -1070,6 +1070,18 @@ impl Options {
             Some(false) => return Err(ControlError::ReadOnly(key)),
             Some(true) => {}
         }
+        // The kernel stops sending every attribute request once one answers ENOSYS,
+        // the control file's included: the pool could never be set back.
+        if key == "xattr" && value.trim() == "nosys" {
+            return Err(ControlError::BadValue {
+                key,
+                value: value.to_owned(),
+                expected: "passthrough or noattr while mounted (nosys only at mount time: \
+                           once the kernel sees ENOSYS it sends no attribute request again, \
+                           to the control file neither)"
+                    .to_owned(),
+            });
+        }
         let mut changed = self.clone();
         changed
             .set_value(&key, Some(value))
@@ -1380,6 +1392,21 @@ mod tests {
             .unwrap()
             .without_effect()
             .is_empty());
+    }
+
+    #[test]
+    fn xattr_nosys_is_for_mount_time_only() {
+        let mut o = Options::default();
+        let e = o.set("xattr", "nosys").unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL);
+        assert!(e.to_string().contains("only at mount time"), "{e}");
+        assert_eq!(o.get("xattr").unwrap(), "passthrough");
+        o.set("xattr", "noattr").unwrap();
+        assert_eq!(o.get("xattr").unwrap(), "noattr");
+        assert_eq!(
+            Options::parse("xattr=nosys").unwrap().get("xattr").unwrap(),
+            "nosys"
+        );
     }
 
     #[test]

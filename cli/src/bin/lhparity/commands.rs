@@ -529,8 +529,14 @@ fn status_json(s: &Status) -> serde_json::Value {
         "block_size": s.block_size,
         "positions": s.positions,
         "positions_awaiting_sync": s.awaiting_sync,
+        // The last two buckets have no upper bound: verified long ago, and never.
         "scrub_age_days": s.scrub_age.iter().map(|&(bound, n)| json!({
-            "max_days": if bound == u32::MAX { None } else { Some(bound) },
+            "max_days": if bound >= u32::MAX - 1 { None } else { Some(bound) },
+            "bucket": match bound {
+                u32::MAX => "never".to_string(),
+                b if b == u32::MAX - 1 => "older".to_string(),
+                b => format!("<= {b} days"),
+            },
             "positions": n,
         })).collect::<Vec<_>>(),
         "oldest_scrub_days": s.oldest_days,
