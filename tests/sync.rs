@@ -1135,7 +1135,13 @@ fn a_mode_or_owner_changed_alone_is_recorded_and_restored_by_fix() {
             && text.contains("update mode/owner d1/shared"),
         "{text}"
     );
-    expect_code(&array.lhparity(&["sync"]), 0);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("No parity to compute; the changes are recorded"),
+        "{}",
+        stdout(&out)
+    );
     assert_ne!(
         fs::read(&array.content[0]).expect("content"),
         before,

@@ -89,6 +89,8 @@ pub struct SyncReport {
     pub notes: Vec<String>,
     /// The signal that stopped the sync before the end; what was synced is saved.
     pub interrupted: Option<i32>,
+    /// Whether the state changed (files, links, folders, modes), parity or not.
+    pub recorded: bool,
 }
 
 /// Progress callbacks for the command line.
@@ -399,6 +401,7 @@ pub fn sync(
     let work: Vec<u32> = (0..state.positions.len() as u32)
         .filter(|&p| state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0)
         .collect();
+    report.recorded = touched;
     if work.is_empty() {
         if touched || is_new || copies_to_rewrite {
             state.last_sync = now();

@@ -134,7 +134,10 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                 );
             }
         }
-        if report.positions_synced == 0 && report.positions_left == 0 {
+        if report.positions_synced == 0 && report.positions_left == 0 && report.recorded {
+            // Removed files, links, folders, modes or owners: no parity to compute.
+            out!("No parity to compute; the changes are recorded ({files} files).");
+        } else if report.positions_synced == 0 && report.positions_left == 0 {
             out!("Nothing to do: the parity is up to date ({files} files).");
         } else {
             out!(
