@@ -1941,3 +1941,69 @@ fn a_disk_of_more_files_than_may_be_open_comes_back_in_one_run() {
         fs::create_dir_all(&array.disks[0]).expect("disk");
     }
 }
+
+#[test]
+fn fix_d_refuses_a_disk_holding_another_disks_files() {
+    let (array, original) = synced_array(3, 2);
+    // The mounts of d1 and d2 swapped: each folder holds the other disk's files.
+    let spare = array.root.path().join("spare");
+    fs::rename(&array.disks[0], &spare).expect("swap");
+    fs::rename(&array.disks[1], &array.disks[0]).expect("swap");
+    fs::rename(&spare, &array.disks[1]).expect("swap");
+    let swapped = snapshot(&array);
+    for disk in ["d1", "d2"] {
+        let out = array.lhparity(&["fix", "-d", disk]);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("-d {disk}: ")) && err.contains("the disks look swapped"),
+            "{err}"
+        );
+        assert!(
+            snapshot(&array) == swapped,
+            "fix -d {disk} wrote over the swapped disk"
+        );
+    }
+    // Mounted right again: nothing to refuse, nothing to fix.
+    let spare = array.root.path().join("spare");
+    fs::rename(&array.disks[0], &spare).expect("swap back");
+    fs::rename(&array.disks[1], &array.disks[0]).expect("swap back");
+    fs::rename(&spare, &array.disks[1]).expect("swap back");
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert!(snapshot(&array) == original);
+    // An empty replacement disk is what -d is for.
+    wipe(&array, 0);
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert!(snapshot(&array) == original);
+}
+
+#[test]
+fn a_sparse_file_comes_back_sparse() {
+    let array = Array::new(2, 1, 64, "");
+    // 32 MiB with data only in its first and last 100 KB.
+    let path = array.disks[0].join("disk.img");
+    let size = 32u64 << 20;
+    let head = pseudo_random(100_000, 5);
+    let tail = pseudo_random(100_000, 6);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(&path).expect("create");
+        f.set_len(size).expect("size");
+        f.write_all_at(&head, 0).expect("head");
+        f.write_all_at(&tail, size - 100_000).expect("tail");
+    }
+    array.write(1, "other", 500_000, 7);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let before = fs::read(&path).expect("read");
+    wipe(&array, 0);
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert!(fs::read(&path).expect("restored") == before);
+    let meta = fs::metadata(&path).expect("meta");
+    assert_eq!(meta.len(), size);
+    // Allocated: the data blocks, not 32 MiB (filesystems round up a little).
+    assert!(
+        meta.blocks() * 512 < 4 << 20,
+        "{} bytes allocated",
+        meta.blocks() * 512
+    );
+}

@@ -106,6 +106,7 @@ pub fn fix(
     crate::sync::require_state(config, &mut loaded)?;
     let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
+    refuse_swapped_disks(config, &state, &options.disks)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport {
         warnings: loaded.notes,
@@ -553,6 +554,56 @@ pub fn fix(
     Ok(report)
 }
 
+/// Refuses `-d` of a disk whose folder holds another data disk's files and none of
+/// its own intact (two mounts swapped): rebuilding there would write over them.
+/// An empty disk, or one with some of its own files left, is what `-d` is for.
+fn refuse_swapped_disks(config: &Config, state: &State, names: &[String]) -> Result<(), SyncError> {
+    let stamps = |files: &[FileEntry]| -> HashMap<String, (u64, i64)> {
+        files
+            .iter()
+            .map(|f| (f.path.clone(), (f.size, f.mtime_ns)))
+            .collect()
+    };
+    for name in names {
+        let Some(slot) = state.disks.iter().position(|d| &d.name == name) else {
+            continue;
+        };
+        // A disk that cannot be scanned is met by the fix's own errors.
+        let Ok(scan) = crate::scan::scan_disk(config, &config.data[slot]) else {
+            continue;
+        };
+        let own = stamps(&state.disks[slot].files);
+        let same = |f: &crate::scan::Found, map: &HashMap<String, (u64, i64)>| {
+            map.get(&f.path) == Some(&(f.size, f.mtime_ns))
+        };
+        if scan.files.is_empty() || scan.files.iter().any(|f| same(f, &own)) {
+            continue;
+        }
+        for (_, disk) in state.disks.iter().enumerate().filter(|&(o, _)| o != slot) {
+            let theirs = stamps(&disk.files);
+            let found: Vec<&crate::scan::Found> =
+                scan.files.iter().filter(|f| same(f, &theirs)).collect();
+            if let Some(first) = found
+                .first()
+                .filter(|_| found.len() * 2 >= scan.files.len())
+            {
+                return Err(SyncError::Refused(format!(
+                    "-d {name}: {} holds files of disk '{}' ({} of its {} files, e.g. {}) and \
+                     none of its own: the disks look swapped, and a rebuild there would write \
+                     over them; mount each disk at the folder of its `data` line in {} and retry",
+                    crate::name::shown_path(&config.data[slot].dir),
+                    disk.name,
+                    found.len(),
+                    scan.files.len(),
+                    crate::name::shown(&first.path),
+                    config.source.display(),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a read error's message is about `path` itself: the path followed by
 /// the `:` or ` ` that ends it in the messages, not a longer path that starts
 /// with it (`movie.mkv` is not `movie.mkv.bak`).
@@ -941,6 +992,12 @@ fn write_blocks(
             continue;
         };
         let offset = w.block as u64 * block_size as u64;
+        // A block of zeros stays a hole of the temporary file (made at its full size):
+        // a sparse file comes back sparse, and nothing is written for it.
+        if all_zero(&w.bytes[..w.len]) {
+            buffers.give_all([w.bytes]);
+            continue;
+        }
         let written = open
             .get(w.target, temp, &mut release)
             .and_then(|file| file.write_all_at(&w.bytes[..w.len], offset));
@@ -966,6 +1023,13 @@ fn write_blocks(
         release.written(&open, w.target, offset, w.len as u64);
     }
     failed
+}
+
+/// Whether `bytes` are all zero: 64 bytes at a time, which the compiler vectorizes.
+fn all_zero(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(64);
+    chunks.all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// At most this many temporary files are open at once while rebuilt blocks are
@@ -1751,7 +1815,9 @@ fn copy_good_blocks(
                     "it changed while it was being repaired (block {b} no longer matches its hash), so it was left as it is; run `lhparity fix` again, or `lhparity sync` to keep the change"
                 )));
             }
-            temp.write_all_at(&buf[..len], offset)?;
+            if !all_zero(&buf[..len]) {
+                temp.write_all_at(&buf[..len], offset)?;
+            }
         }
     }
     // No fsync: the rename makes the repaired file visible at once (a kill leaves the
