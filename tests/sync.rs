@@ -1334,3 +1334,63 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     );
     expect_code(&array.lhparity(&["check"]), 0);
 }
+
+#[test]
+fn a_new_parity_level_needs_a_sync_and_a_lost_parity_file_is_named_by_status() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 300_000, 1);
+    array.write(1, "b", 200_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // A second level added to the config: diff says a sync is needed.
+    let second = array.root.path().join("parity/parity2");
+    let conf = fs::read_to_string(&array.conf).expect("conf");
+    fs::write(
+        &array.conf,
+        format!("{conf}\n2-parity {}\n", second.display()),
+    )
+    .expect("conf");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    let new = format!(
+        "parity level 2 ({}) is new: `lhparity sync` builds it",
+        second.display()
+    );
+    assert!(stderr(&out).contains(&new), "{}", stderr(&out));
+    let out = array.lhparity(&["status"]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains(&new), "{}", stderr(&out));
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("is new"), "{}", stderr(&out));
+
+    // The first level's file lost, then cut short: status names it and the way out.
+    let first = &array.parity[0];
+    let bytes = fs::read(first).expect("parity");
+    fs::remove_file(first).expect("rm parity");
+    let out = array.lhparity(&["status", "--json"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!(
+            "parity file {} (level 1) cannot be read",
+            first.display()
+        )) && stderr(&out).contains("`lhparity fix` rebuilds it"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(first, &bytes[..bytes.len() / 2]).expect("short parity");
+    let out = array.lhparity(&["status"]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "parity file {} (level 1) holds {} bytes where the synced positions need {}",
+            first.display(),
+            bytes.len() / 2,
+            bytes.len()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(fs::read(first).expect("rebuilt") == bytes);
+    assert!(!stderr(&array.lhparity(&["status"])).contains("parity file"));
+}

@@ -107,6 +107,58 @@ pub fn status(state: &State, now: u64) -> Status {
     }
 }
 
+/// What is wrong with the parity files of `config` for `state`, one message each:
+/// a file missing or shorter than the synced positions need (its disk not mounted,
+/// or the file lost or cut short), and a level in the config the state has not
+/// built yet (added since the last sync).
+pub fn parity_problems(config: &crate::config::Config, state: &State) -> Vec<ParityProblem> {
+    let Ok(paths) = crate::sync::parity_paths(config) else {
+        return Vec::new();
+    };
+    let needed = state.positions.len() as u64 * u64::from(state.block_size);
+    let mut problems = Vec::new();
+    for (level, path) in paths.iter().enumerate() {
+        let shown = crate::name::shown_path(path);
+        if level >= state.parity.len() {
+            problems.push(ParityProblem {
+                new_level: true,
+                message: format!(
+                    "parity level {} ({shown}) is new: `lhparity sync` builds it",
+                    level + 1
+                ),
+            });
+            continue;
+        }
+        let message = match std::fs::metadata(path) {
+            Err(e) if needed > 0 => format!(
+                "parity file {shown} (level {}) cannot be read ({e}): if its disk is not \
+                 mounted, mount it; if the file is lost, `lhparity fix` rebuilds it",
+                level + 1
+            ),
+            Ok(meta) if meta.len() < needed => format!(
+                "parity file {shown} (level {}) holds {} bytes where the synced positions \
+                 need {needed}: `lhparity fix` rebuilds it",
+                level + 1,
+                meta.len()
+            ),
+            _ => continue,
+        };
+        problems.push(ParityProblem {
+            new_level: false,
+            message,
+        });
+    }
+    problems
+}
+
+/// One of [`parity_problems`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParityProblem {
+    /// A level the config names and no sync has built yet.
+    pub new_level: bool,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

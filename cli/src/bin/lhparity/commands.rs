@@ -234,8 +234,19 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let changed = changes.iter().any(|c| !c.is_empty())
         || others.iter().flatten().any(|e| !e.is_empty())
         || attributes.iter().any(|a| !a.is_empty());
-    let needed =
-        changed || unsynced > 0 || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
+    // A parity level added to the config since the last sync needs a sync too.
+    let new_levels: Vec<String> = parity_core::status::parity_problems(&config, state)
+        .into_iter()
+        .filter(|p| p.new_level)
+        .map(|p| p.message)
+        .collect();
+    for level in &new_levels {
+        eprintln!("lhparity: {level}");
+    }
+    let needed = changed
+        || unsynced > 0
+        || !new_levels.is_empty()
+        || (loaded.is_new && scans.iter().any(|s| !s.files.is_empty()));
 
     let name_of = |slot: usize, i: usize| shown(&state.disks[slot].files[i].path).into_owned();
     let found = |slot: usize, i: usize| shown(&scans[slot].files[i].path).into_owned();
@@ -512,6 +523,9 @@ pub fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let config = Config::load(&ctx.conf)?;
     let loaded = load_state_noted(&config)?;
     let s = array_status(&loaded.state, sync::now());
+    for problem in parity_core::status::parity_problems(&config, &loaded.state) {
+        eprintln!("lhparity: warning: {}", problem.message);
+    }
     if args.prometheus {
         let runs = metrics::recorded_runs(&config);
         print!("{}", metrics::text(&config, Some(&s), &runs));
