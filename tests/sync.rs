@@ -1394,3 +1394,52 @@ fn a_new_parity_level_needs_a_sync_and_a_lost_parity_file_is_named_by_status() {
     assert!(fs::read(first).expect("rebuilt") == bytes);
     assert!(!stderr(&array.lhparity(&["status"])).contains("parity file"));
 }
+
+#[test]
+fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
+    let array = Array::new(3, 1, 64, "");
+    let bytes = array.write(1, "dir/kept.bin", 250_000, 3);
+    array.write(0, "a", 100_000, 1);
+    array.write(2, "c", 150_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let conf = fs::read_to_string(&array.conf).expect("conf");
+    fs::write(&array.conf, conf.replace("data d2 ", "data media ")).expect("conf");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("disk 'd2' is now named 'media' (same `data` line)"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let out = array.lhparity(&["list"]);
+    assert!(
+        stdout(&out).contains("media/dir/kept.bin"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stderr(&out).contains("now named"),
+        "recorded: {}",
+        stderr(&out)
+    );
+    fs::remove_dir_all(&array.disks[1]).expect("lose the disk");
+    fs::create_dir(&array.disks[1]).expect("new disk");
+    expect_code(&array.lhparity(&["fix", "-d", "media"]), 0);
+    assert!(fs::read(array.disks[1].join("dir/kept.bin")).expect("back") == bytes);
+    // Dropping a line is still refused, and says how to retire a disk.
+    let conf = fs::read_to_string(&array.conf).expect("conf");
+    let without: String = conf
+        .lines()
+        .filter(|l| !l.starts_with("data d3 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&array.conf, without).expect("conf");
+    let out = array.lhparity(&["status"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("lhparity sync -E"),
+        "{}",
+        stderr(&out)
+    );
+}

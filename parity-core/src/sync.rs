@@ -187,13 +187,34 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         )));
     }
     let mut disks = Vec::with_capacity(config.data.len());
+    let mut renamed = false;
     for (index, data) in config.data.iter().enumerate() {
+        // A name the state does not know, on the line of a disk whose name the config
+        // no longer has: that disk, renamed (SnapRAID allows renaming in the config).
+        let old_name =
+            |d: &Disk| d.index as usize == index && !config.data.iter().any(|c| c.name == d.name);
         let disk = match state.disks.iter().position(|d| d.name == data.name) {
             Some(i) => state.disks.swap_remove(i),
-            None => Disk {
-                name: data.name.clone(),
-                index: index as u32,
-                ..Disk::default()
+            None => match state.disks.iter().position(old_name) {
+                Some(i) => {
+                    let mut disk = state.disks.swap_remove(i);
+                    notes.push(format!(
+                        "{}:{}: disk '{}' is now named '{}' (same `data` line); the next \
+                         sync, scrub or fix records the new name",
+                        config.source.display(),
+                        data.line,
+                        disk.name,
+                        data.name
+                    ));
+                    disk.name = data.name.clone();
+                    renamed = true;
+                    disk
+                }
+                None => Disk {
+                    name: data.name.clone(),
+                    index: index as u32,
+                    ..Disk::default()
+                },
             },
         };
         if disk.index as usize != index {
@@ -212,7 +233,8 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     if let Some(gone) = state.disks.first() {
         return Err(SyncError::Refused(format!(
             "disk '{}' is in the content file but not in {}; put its `data` line back \
-             (removing a disk from an array is not supported yet)",
+             (removing a disk from an array is not supported yet: to retire one, point its \
+             `data` line at an empty folder and run `lhparity sync -E`)",
             gone.name,
             config.source.display()
         )));
@@ -220,7 +242,7 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     state.disks = disks;
     Ok(Loaded {
         state,
-        copies_to_rewrite,
+        copies_to_rewrite: copies_to_rewrite || renamed,
         notes,
         is_new,
     })
