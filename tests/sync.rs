@@ -154,7 +154,10 @@ fn unmounted_disk_is_refused_and_nothing_changes() {
         err.contains("disk 'd2'") && err.contains("is now empty"),
         "{err}"
     );
-    assert!(err.contains("--force-empty"), "{err}");
+    assert!(
+        err.contains("--force-empty") && err.contains("`lhparity fix -d d2` brings its files back"),
+        "{err}"
+    );
     let after: Vec<Vec<u8>> = array
         .content
         .iter()

@@ -950,9 +950,12 @@ fn check_safety(
         if scan.files.is_empty() {
             return Err(SyncError::Refused(format!(
                 "disk '{}' at {dir} had {} files and is now empty: is it unmounted? \
-                 Mount it and retry; if the files were really deleted, pass --force-empty",
+                 Mount it and retry; if it is a new disk in place of a failed one, `lhparity \
+                 fix -d {}` brings its files back; if the files were really deleted, pass \
+                 --force-empty",
                 disk.name,
-                protected.len()
+                protected.len(),
+                disk.name
             )));
         }
         // A different filesystem mounted in the disk's place keeps none of its files:
