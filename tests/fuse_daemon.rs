@@ -981,3 +981,74 @@ fn fuse_daemon_a_file_moved_after_a_disk_went_lands_where_the_pool_now_is() {
     assert_eq!(fs::read(pool.path("big")).unwrap(), data);
     assert_eq!(fs::read(disk.join("big")).unwrap(), data);
 }
+
+#[test]
+fn fuse_daemon_sighup_is_ignored_detached_and_ends_a_foreground_pool() {
+    let test = "fuse_daemon_sighup_is_ignored_detached_and_ends_a_foreground_pool";
+    if !fuse_ready(test) {
+        return;
+    }
+    become_subreaper();
+    let (a, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(a.path().join("f"), b"here").unwrap();
+    let (branch, target) = (a.path().to_str().unwrap(), mnt.path().to_str().unwrap());
+
+    // Detached: SIGHUP changes nothing, and a low soft limit of open files is raised.
+    let mut cmd = Command::new(bin("lhfs"));
+    cmd.args([branch, target]).stdin(Stdio::null());
+    // SAFETY: only getrlimit and setrlimit, async-signal-safe, run in the child.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = limit.rlim_max.min(256);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    assert!(out.status.success(), "lhfs: {}", stderr(&out));
+    let pid = daemon_pid(mnt.path());
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit not raised: {limits}"
+    );
+    assert_ne!(open_files[3], "256", "{limits}");
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"here");
+    umount_and_reap(mnt.path(), pid);
+
+    // In the foreground: SIGHUP ends the pool cleanly, as SIGTERM does.
+    let mut child = Command::new(bin("lhfs"))
+        .args([branch, target, "-f"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mount_type(mnt.path()).is_none() {
+        assert!(Instant::now() < deadline, "not mounted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"here");
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(mount_type(mnt.path()).is_none(), "left mounted");
+    assert!(fs::read_dir(mnt.path()).is_ok(), "a dead mount is left");
+}

@@ -414,7 +414,8 @@ fn cstring(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and in every thread started after it.
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and in every thread started
+/// after it; the signal thread waits for them.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the
     // calls only change this thread's signal mask.
@@ -423,8 +424,28 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: the daemon holds one
+/// descriptor per file open through the pool (and per branch), and the usual soft
+/// limit of 1024 (a systemd service's default too) would cap the whole pool at about
+/// a thousand open files. mergerfs does the same. Best effort.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 
@@ -682,6 +703,11 @@ fn serve(
     let mountpoint = plan.mountpoint;
     let target = guard.mountpoint.clone();
     let signals = block_signals();
+    // A detached daemon has no terminal to lose: SIGHUP is ignored there, as mergerfs
+    // does. In the foreground it ends the pool like SIGTERM (a closed terminal or
+    // session), instead of killing the process and leaving a dead mount behind.
+    let foreground = ready.is_none();
+    raise_open_file_limit();
     // Files are made with the caller's mode as sent, which already lost the caller's
     // umask; the daemon's own must not cut it again.
     // SAFETY: umask cannot fail.
@@ -698,7 +724,9 @@ fn serve(
         .spawn(move || loop {
             let mut signal = 0;
             // SAFETY: `signals` is a valid set and `signal` receives the number.
-            if unsafe { libc::sigwait(&signals, &mut signal) } == 0 {
+            if unsafe { libc::sigwait(&signals, &mut signal) } == 0
+                && (signal != libc::SIGHUP || foreground)
+            {
                 detach(&target);
             }
         })
