@@ -903,3 +903,100 @@ fn xattr_names(path: &Path) -> Vec<String> {
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect()
 }
+
+/// The same race against a folder of root's instead of a file: a user who may write
+/// in `pub` on the branch (mode 0777, not sticky) keeps exchanging the folder the
+/// pool is copying there with root's private folder `secret` next to it. Root's
+/// folder must never get the user as its owner or lose its mode.
+#[test]
+fn fuse_security_a_folder_of_roots_swapped_in_while_copied_stays_roots() {
+    let test = "fuse_security_a_folder_of_roots_swapped_in_while_copied_stays_roots";
+    const ROUNDS: usize = 100;
+    let (tmp, b1, b2, mnt) = open_branches();
+    // Branch roots as on a real disk: root's, not writable by others.
+    for b in [&b1, &b2] {
+        fs::set_permissions(b, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(b.join("pub")).unwrap();
+        fs::set_permissions(b.join("pub"), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::create_dir(b1.join("pub/sub")).unwrap();
+    std::os::unix::fs::chown(b1.join("pub/sub"), Some(12345), Some(12345)).unwrap();
+    let secret = b2.join("pub/secret");
+    fs::create_dir(&secret).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(secret.join("s.txt"), b"root's").unwrap();
+    let secret_ino = fs::metadata(&secret).unwrap().ino();
+    // `ff` creates on b2 first, which has no pub/sub: the pool copies it there.
+    let branches = format!("{}:{}", b2.display(), b1.display());
+    let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0,category.create=ff") else {
+        return;
+    };
+    // The user watches `pub` and exchanges `sub` with root's folder the moment it
+    // appears, then puts root's folder back and removes the copy, round after round.
+    let script = format!(
+        "python3 -c \"
+import ctypes, os, threading, struct
+libc = ctypes.CDLL(None, use_errno=True)
+sub, sec = b'{b2}/pub/sub', b'{b2}/pub/secret'
+root_ino = os.lstat(sec).st_ino
+ino = libc.inotify_init1(0)
+libc.inotify_add_watch(ino, b'{b2}/pub', 0x100)
+def swap():
+    while True:
+        events = os.read(ino, 4096)
+        at = 0
+        while at + 16 <= len(events):
+            length = struct.unpack_from('iIII', events, at)[3]
+            name = events[at + 16:at + 16 + length].rstrip(bytes(1))
+            at += 16 + length
+            if name == b'sub':
+                libc.renameat2(-100, sub, -100, sec, 2)
+threading.Thread(target=swap, daemon=True).start()
+made = 0
+for i in range({ROUNDS}):
+    try:
+        if os.lstat(sub).st_ino == root_ino:
+            libc.renameat2(-100, sub, -100, sec, 2)
+    except OSError:
+        pass
+    try:
+        for n in os.listdir(sub):
+            os.unlink(sub + b'/' + n)
+        os.rmdir(sub)
+    except OSError:
+        pass
+    try:
+        os.close(os.open('{mnt}/pub/sub/x%d' % i, os.O_CREAT | os.O_WRONLY, 0o644))
+        made += 1
+    except OSError:
+        pass
+print(made)
+\"",
+        b2 = b2.display(),
+        mnt = pool.mnt.display(),
+    );
+    let made: usize = as_user(tmp.path(), &script)
+        .trim()
+        .parse()
+        .expect("the script's count");
+    assert!(made > 0, "no create succeeded at all");
+    // Root's folder, wherever the user left it, is still root's and private.
+    let mut found = Vec::new();
+    for e in fs::read_dir(b2.join("pub")).unwrap() {
+        let e = e.unwrap();
+        let meta = fs::symlink_metadata(e.path()).unwrap();
+        if meta.ino() == secret_ino {
+            found.push((e.file_name(), meta.uid(), meta.mode() & 0o7777));
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].1, found[0].2), (0, 0o700), "{found:?}");
+    assert!(xattr_names(&b2.join("pub").join(&found[0].0)).is_empty());
+    // No staging folder is left at the branch root.
+    let left: Vec<_> = fs::read_dir(&b2)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".lhfs-clone"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

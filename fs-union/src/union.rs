@@ -903,17 +903,67 @@ impl Union {
                 opened => opened?,
             };
             let st = sys::fstat(&src)?;
-            // Made private first and set up through a descriptor, never by name: the
-            // folder it is made in may belong to a user, who could otherwise swap the
-            // new name for a link to another file while the daemon's ids set the
-            // owner, mode and attributes.
-            match sys::mkdirat(&dst, 0o700) {
-                Ok(()) => copy_metadata(&src, &made_dir(&dst)?, &st),
+            match self.make_dir_copy(to.0, &dst, &src, &st) {
                 // Made meanwhile by another request: theirs is as good as ours.
-                Err(Errno(libc::EEXIST)) => {}
+                Ok(()) | Err(Errno(libc::EEXIST)) => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// Makes the missing folder `dst` on `branch` as a copy of the folder `src`
+    /// (whose status is `st`), with the daemon's ids. The folder `dst` goes in may
+    /// be writable by a user, who could swap a new name there for another file or
+    /// folder of root's while its owner, mode and attributes are set. So the copy is
+    /// made and set up inside a private folder the daemon makes at the branch root
+    /// (mode 0700, there for the moment of the copy), and then renamed into place
+    /// complete. Where the branch root is open to others, or `dst`'s folder is on
+    /// another filesystem, it is made in place, private, and set up through a
+    /// descriptor checked to be the daemon's. EEXIST when `dst` exists.
+    fn make_dir_copy(
+        &self,
+        branch: usize,
+        dst: &At,
+        src: &OwnedFd,
+        st: &libc::stat,
+    ) -> Result<(), Errno> {
+        static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let root = self.root(branch)?;
+        let root_st = sys::fstat(root)?;
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if root_st.st_uid == euid && root_st.st_mode & 0o022 == 0 {
+            let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let stage = At {
+                dir: root.try_clone().map_err(Errno::from)?,
+                name: sys::cstring(OsStr::new(&format!(
+                    ".lhfs-clone.{}.{n}",
+                    std::process::id()
+                )))?,
+            };
+            sys::mkdirat(&stage, 0o700)?;
+            let staged = made_dir(&stage).and_then(|dir| {
+                let inner = At {
+                    dir,
+                    name: sys::cstring(OsStr::new("d"))?,
+                };
+                sys::mkdirat(&inner, 0o700)?;
+                copy_metadata(src, &made_dir(&inner)?, st);
+                let moved = sys::rename_noreplace(&inner, dst);
+                if moved.is_err() {
+                    let _ = sys::unlinkat(&inner, libc::AT_REMOVEDIR);
+                }
+                moved
+            });
+            let _ = sys::unlinkat(&stage, libc::AT_REMOVEDIR);
+            match staged {
+                Err(Errno(libc::EXDEV)) => {}
+                done => return done,
+            }
+        }
+        sys::mkdirat(dst, 0o700)?;
+        copy_metadata(src, &made_dir(dst)?, st);
         Ok(())
     }
 
