@@ -1094,7 +1094,12 @@ impl Options {
                 },
             })?;
         if let Some(spec) = ACCEPTED.iter().find(|a| a.name == key) {
-            if changed.accepted.get(spec.name).map(String::as_str) != Some(spec.default) {
+            let value = changed.accepted.get(spec.name);
+            // Set to what it is (given at mount, say): nothing changes.
+            if value == self.accepted.get(spec.name) {
+                return Ok(());
+            }
+            if value.map(String::as_str) != Some(spec.default) {
                 return Err(ControlError::NoEffect {
                     key,
                     default: spec.default,
@@ -1430,6 +1435,15 @@ mod tests {
             assert_eq!(o.set(key, "bogus").unwrap_err().errno(), libc::EINVAL);
         }
         assert_eq!(o, Options::default());
+        // Given at mount, it may be set to what it is (nothing changes), not further.
+        let mut o = Options::parse("follow-symlinks=directory").unwrap();
+        o.set("follow-symlinks", "directory").unwrap();
+        assert_eq!(
+            o.set("follow-symlinks", "all").unwrap_err().errno(),
+            libc::ENOTSUP
+        );
+        o.set("follow-symlinks", "never").unwrap();
+        assert_eq!(o.get("follow-symlinks").unwrap(), "never");
     }
 
     #[test]
