@@ -1944,7 +1944,18 @@ fn a_disk_of_more_files_than_may_be_open_comes_back_in_one_run() {
 
 #[test]
 fn fix_d_refuses_a_disk_holding_another_disks_files() {
-    let (array, original) = synced_array(3, 2);
+    let (array, _) = synced_array(3, 2);
+    // A file both disks hold alike (copied with its mtime) counts for neither.
+    let shared = pseudo_random(5_000, 77);
+    for d in [0, 1] {
+        let path = array.disks[d].join("shared.txt");
+        fs::write(&path, &shared).expect("shared");
+        let f = fs::File::options().write(true).open(&path).expect("open");
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000))
+            .expect("mtime");
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
     // The mounts of d1 and d2 swapped: each folder holds the other disk's files.
     let spare = array.root.path().join("spare");
     fs::rename(&array.disks[0], &spare).expect("swap");
@@ -1971,10 +1982,31 @@ fn fix_d_refuses_a_disk_holding_another_disks_files() {
     fs::rename(&spare, &array.disks[1]).expect("swap back");
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
     assert!(snapshot(&array) == original);
-    // An empty replacement disk is what -d is for.
+    // An empty replacement disk is what -d is for, and so is one where a stray file
+    // of another disk landed.
     wipe(&array, 0);
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
     assert!(snapshot(&array) == original);
+    wipe(&array, 0);
+    let stray = array.disks[0].join("dir1");
+    fs::create_dir(&stray).expect("mkdir");
+    let from = array.disks[1].join("dir1/big.bin");
+    fs::copy(&from, stray.join("big.bin")).expect("stray copy");
+    let mtime = fs::metadata(&from)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    fs::File::options()
+        .write(true)
+        .open(stray.join("big.bin"))
+        .and_then(|f| f.set_modified(mtime))
+        .expect("mtime");
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    fs::remove_dir_all(&stray).expect("rm stray");
+    let mut expected = original.clone();
+    expected.retain(|p, _| !p.starts_with(&stray));
+    let mut now = snapshot(&array);
+    now.retain(|p, _| !p.starts_with(&stray));
+    assert!(now == expected);
 }
 
 #[test]

@@ -1323,14 +1323,65 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     );
     verify_parity(&array);
 
+    // A second signal of another kind ends the run at once; a hangup the caller
+    // ignores (`nohup`) stays ignored.
+    let more = array.disks[0].join("more.bin");
+    fs::write(&more, pseudo_random(48 * MIB, 90)).expect("more data");
+    let spawn = |ignore_hup: bool| {
+        let mut cmd = Command::new(bin("lhparity"));
+        cmd.args(["-c", conf.as_str(), "--force-device", "sync"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if ignore_hup {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only signal(2), async-signal-safe, runs in the child.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start lhparity");
+        let started = std::time::Instant::now();
+        while read_40_mib(child.id()) == Some(false) && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        child
+    };
+    let child = spawn(false);
+    // SAFETY: plain kill(2) of our child; SIGINT is taken first (lower number).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGTERM),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let child = spawn(true);
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    let out = child.wait_with_output().expect("wait");
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("stopped by"), "{}", stderr(&out));
+    verify_parity(&array);
+
     // A scrub stopped the same way records what it verified.
     let out = interrupted(&["scrub", "-p", "100", "-o", "0"], &busy_40_ms);
     expect_code(&out, 1);
     let err = stderr(&out);
     let verified = number_after(&err, " positions verified so far are recorded");
-    assert!(verified > 0 && verified < synced + left, "{err}");
     let out = array.lhparity(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let positions = status["positions"].as_u64().expect("positions") as usize;
+    assert!(verified > 0 && verified < positions, "{err}");
     assert_eq!(
         status["last_scrub"], 0,
         "an unfinished scrub is no scrub: {status}"

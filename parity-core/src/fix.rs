@@ -554,9 +554,12 @@ pub fn fix(
     Ok(report)
 }
 
-/// Refuses `-d` of a disk whose folder holds another data disk's files and none of
-/// its own intact (two mounts swapped): rebuilding there would write over them.
-/// An empty disk, or one with some of its own files left, is what `-d` is for.
+/// Refuses `-d` of a disk whose folder holds another data disk's files rather than
+/// its own (two mounts swapped): rebuilding there would write over them. A file
+/// that matches both disks (the same path, size and mtime on each, as after a
+/// `cp -a`) counts for neither. It takes at least half of the other disk's files,
+/// and more of them than of the disk's own: an empty disk, one with some of its own
+/// files left, or one holding a stray file is what `-d` is for.
 fn refuse_swapped_disks(config: &Config, state: &State, names: &[String]) -> Result<(), SyncError> {
     let stamps = |files: &[FileEntry]| -> HashMap<String, (u64, i64)> {
         files
@@ -576,26 +579,29 @@ fn refuse_swapped_disks(config: &Config, state: &State, names: &[String]) -> Res
         let same = |f: &crate::scan::Found, map: &HashMap<String, (u64, i64)>| {
             map.get(&f.path) == Some(&(f.size, f.mtime_ns))
         };
-        if scan.files.is_empty() || scan.files.iter().any(|f| same(f, &own)) {
-            continue;
-        }
-        for (_, disk) in state.disks.iter().enumerate().filter(|&(o, _)| o != slot) {
+        for (other, disk) in state.disks.iter().enumerate() {
+            if other == slot || disk.files.is_empty() {
+                continue;
+            }
             let theirs = stamps(&disk.files);
-            let found: Vec<&crate::scan::Found> =
-                scan.files.iter().filter(|f| same(f, &theirs)).collect();
-            if let Some(first) = found
-                .first()
-                .filter(|_| found.len() * 2 >= scan.files.len())
-            {
+            let (mut own_only, mut theirs_only) = (0usize, Vec::new());
+            for f in &scan.files {
+                match (same(f, &own), same(f, &theirs)) {
+                    (true, false) => own_only += 1,
+                    (false, true) => theirs_only.push(f),
+                    _ => {}
+                }
+            }
+            if theirs_only.len() * 2 >= disk.files.len() && theirs_only.len() > own_only {
                 return Err(SyncError::Refused(format!(
-                    "-d {name}: {} holds files of disk '{}' ({} of its {} files, e.g. {}) and \
-                     none of its own: the disks look swapped, and a rebuild there would write \
-                     over them; mount each disk at the folder of its `data` line in {} and retry",
+                    "-d {name}: {} holds {} of the {} files of disk '{}' (e.g. {}) and {own_only} \
+                     of its own: the disks look swapped, and a rebuild there would write over \
+                     them; mount each disk at the folder of its `data` line in {} and retry",
                     crate::name::shown_path(&config.data[slot].dir),
+                    theirs_only.len(),
+                    disk.files.len(),
                     disk.name,
-                    found.len(),
-                    scan.files.len(),
-                    crate::name::shown(&first.path),
+                    crate::name::shown(&theirs_only[0].path),
                     config.source.display(),
                 )));
             }

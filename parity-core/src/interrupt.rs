@@ -1,27 +1,53 @@
 //! Stopping `sync` and `scrub` cleanly on SIGINT, SIGTERM or SIGHUP, as SnapRAID
 //! does: the pipeline finishes the batch in hand and stops, and the command saves
-//! what was done. A second signal ends the process at once (the handler resets
-//! itself), which the state is safe against too.
+//! what was done. A second signal, of any of the three, ends the process at once
+//! (the first puts all three back to their default action), which the state is safe
+//! against too. A signal the caller ignores (`nohup`, a background job) stays
+//! ignored.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The signal that asked to stop, 0 while none did.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    SIGNAL.store(signal, Ordering::Relaxed);
-}
+/// The signals that ask a run to stop.
+const STOPPING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// Catches SIGINT, SIGTERM and SIGHUP from now on (once each).
-pub fn install() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic.
+extern "C" fn on_signal(signal: libc::c_int) {
+    // The first signal is the one named; the next of any kind ends the process.
+    // Only an atomic and sigaction: both async-signal-safe.
+    let _ = SIGNAL.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
+    for other in STOPPING {
+        // SAFETY: a zeroed sigaction with SIG_DFL is valid.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(other, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP from now on, each unless it is ignored.
+pub fn install() {
+    for signal in STOPPING {
+        // SAFETY: zeroed sigactions are valid; the handler only stores an atomic and
+        // resets the actions.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+            action.sa_flags = libc::SA_RESTART;
+            // The others wait while the handler runs, so that one arriving meanwhile
+            // meets the default action it sets, not the handler again.
             libc::sigemptyset(&mut action.sa_mask);
+            for other in STOPPING {
+                libc::sigaddset(&mut action.sa_mask, other);
+            }
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
     }
