@@ -1894,7 +1894,7 @@ fn fix_names_a_full_parity_disk_once() {
 fn a_disk_of_more_files_than_may_be_open_comes_back_in_one_run() {
     use std::os::unix::process::CommandExt;
     const FILES: usize = 400;
-    const LIMIT: libc::rlim_t = 128;
+    const LIMIT: libc::rlim_t = 48;
     let array = Array::new(2, 1, 64, "");
     let mut written = Vec::new();
     for i in 0..FILES {

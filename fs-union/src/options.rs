@@ -736,6 +736,20 @@ impl Options {
             self.mount_words.push(word.to_owned());
             return Ok(());
         }
+        // libfuse's numeric session knobs are checked as libfuse checks them.
+        let numeric = [
+            "max-readahead",
+            "max-background",
+            "congestion-threshold",
+            "max-read",
+        ];
+        if numeric.contains(&key.as_str()) && value.is_none_or(|v| v.parse::<u64>().is_err()) {
+            return Err(OptionError::BadValue {
+                key: raw_key.to_owned(),
+                value: value.unwrap_or_default().to_owned(),
+                expected: "a whole number".to_owned(),
+            });
+        }
         if IGNORED.contains(&key.as_str()) || key.starts_with("gid-cache.") {
             return Ok(());
         }
@@ -1147,6 +1161,9 @@ mod tests {
 
     #[test]
     fn mergerfs_and_libfuse_options_of_fstab_lines_are_accepted() {
+        for bad in ["max_readahead=abc", "max_readahead", "max_background=-1"] {
+            assert!(err(bad).contains("expected a whole number"), "{bad}");
+        }
         for word in [
             "debug",
             "max_readahead=131072",

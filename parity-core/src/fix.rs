@@ -1040,15 +1040,47 @@ fn all_zero(bytes: &[u8]) -> bool {
 
 /// At most this many temporary files are open at once while rebuilt blocks are
 /// written; blocks come in position order, so a file is mostly written in one go.
+/// Fewer under a low open-file limit (see [`OpenTemps::new`]).
 const MAX_OPEN_TEMPS: usize = 64;
 
 /// The temporary files the writer has open, the most recently used last.
-#[derive(Default)]
 struct OpenTemps {
     open: Vec<(usize, File)>,
+    /// How many may be open at once.
+    cap: usize,
+}
+
+impl Default for OpenTemps {
+    fn default() -> OpenTemps {
+        OpenTemps::new()
+    }
 }
 
 impl OpenTemps {
+    /// With room for [`MAX_OPEN_TEMPS`] files, or a quarter of the descriptors the
+    /// open-file limit leaves free now (readers open files too), at least one.
+    fn new() -> OpenTemps {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only `limit`.
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        let used = fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        let free = usize::try_from(limit.rlim_cur)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(used);
+        let cap = if got {
+            (free / 4).clamp(1, MAX_OPEN_TEMPS)
+        } else {
+            MAX_OPEN_TEMPS
+        };
+        OpenTemps {
+            open: Vec::new(),
+            cap,
+        }
+    }
+
     /// Target `target`'s temporary file `temp`, opened if it is not; the least
     /// recently used one is closed past [`MAX_OPEN_TEMPS`], after `release` let its
     /// written blocks go.
@@ -1062,7 +1094,7 @@ impl OpenTemps {
             let entry = self.open.remove(i);
             self.open.push(entry);
         } else {
-            if self.open.len() >= MAX_OPEN_TEMPS {
+            if self.open.len() >= self.cap {
                 let (old, file) = self.open.remove(0);
                 release.let_go(old, &file);
             }
