@@ -1481,7 +1481,36 @@ fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
     fs::create_dir(&array.disks[1]).expect("new disk");
     expect_code(&array.lhparity(&["fix", "-d", "media"]), 0);
     assert!(fs::read(array.disks[1].join("dir/kept.bin")).expect("back") == bytes);
-    // Dropping a line is still refused, and says how to retire a disk.
+    // A name moved to another line is refused, naming the rule.
+    let conf = fs::read_to_string(&array.conf).expect("conf");
+    let moved = conf
+        .replace("data d1 ", "data first ")
+        .replace("data d3 ", "data d1 ");
+    fs::write(&array.conf, &moved).expect("conf");
+    let out = array.lhparity(&["status"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("but not to the name another line had"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&array.conf, &conf).expect("conf");
+    // Dropping a middle line is refused too, with the likely cause.
+    let middle: String = conf
+        .lines()
+        .filter(|l| !l.starts_with("data media "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&array.conf, middle).expect("conf");
+    let out = array.lhparity(&["status"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("was a `data` line before it removed?"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&array.conf, &conf).expect("conf");
+    // Dropping the last line is still refused, and says how to retire a disk.
     let conf = fs::read_to_string(&array.conf).expect("conf");
     let without: String = conf
         .lines()

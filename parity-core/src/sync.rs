@@ -218,9 +218,18 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
             },
         };
         if disk.index as usize != index {
+            // What else would explain it: a line dropped before this one, or a name
+            // moved to another line.
+            let cause = if disk.index as usize > index {
+                "; was a `data` line before it removed? (removing a disk is not supported \
+                 yet: keep its line, pointing at an empty folder)"
+            } else {
+                "; new disks go at the end, and a disk may be renamed on its own line, but \
+                 not to the name another line had"
+            };
             return Err(SyncError::Refused(format!(
                 "{}:{}: disk '{}' was data disk number {} when the array was synced and is \
-                 now number {}; keep the `data` lines in their original order",
+                 now number {}; keep the `data` lines in their original order{cause}",
                 config.source.display(),
                 data.line,
                 data.name,
