@@ -948,9 +948,8 @@ impl Union {
                     dir,
                     name: sys::cstring(OsStr::new("d"))?,
                 };
-                sys::mkdirat(&inner, 0o700)?;
-                copy_metadata(src, &made_dir(&inner)?, st);
-                let moved = sys::rename_noreplace(&inner, dst);
+                make_private_copy(&inner, src, st)?;
+                let moved = sys::rename(&inner, dst, libc::RENAME_NOREPLACE);
                 if moved.is_err() {
                     let _ = sys::unlinkat(&inner, libc::AT_REMOVEDIR);
                 }
@@ -962,9 +961,7 @@ impl Union {
                 done => return done,
             }
         }
-        sys::mkdirat(dst, 0o700)?;
-        copy_metadata(src, &made_dir(dst)?, st);
-        Ok(())
+        make_private_copy(dst, src, st)
     }
 
     /// The create algorithm: the parent must exist somewhere (getattr policy), the
@@ -1298,7 +1295,7 @@ impl Union {
     // ---- rename and link ----
 
     fn rename_on(&self, branch: usize, old: &Path, new: &Path) -> Result<(), Errno> {
-        sys::renameat(&self.at(branch, old)?, &self.at(branch, new)?)
+        sys::rename(&self.at(branch, old)?, &self.at(branch, new)?, 0)
     }
 
     /// Quietly removes `path` from `branch`, whatever kind of entry it is; used for
@@ -1595,6 +1592,14 @@ fn made_dir(at: &At) -> Result<OwnedFd, Errno> {
         return Err(Errno(libc::EIO));
     }
     Ok(fd)
+}
+
+/// Makes the folder `at` (mode 0700) and gives it what `src` has (see
+/// [`copy_metadata`]) through its descriptor, checked to be the daemon's.
+fn make_private_copy(at: &At, src: &OwnedFd, st: &libc::stat) -> Result<(), Errno> {
+    sys::mkdirat(at, 0o700)?;
+    copy_metadata(src, &made_dir(at)?, st);
+    Ok(())
 }
 
 /// Gives `dst` the extended attributes, owner, group, mode and times of `src`

@@ -991,7 +991,7 @@ fn write_blocks(
 ) -> Vec<(usize, usize, u64)> {
     let mut failed: Vec<(usize, usize, u64)> = Vec::new();
     let mut release = Release::default();
-    let mut open = OpenTemps::default();
+    let mut open = OpenTemps::new();
     for w in blocks {
         let Some(temp) = temps.get(w.target).and_then(Option::as_ref) else {
             failed.push((w.target, w.block, w.len as u64));
@@ -1048,12 +1048,6 @@ struct OpenTemps {
     open: Vec<(usize, File)>,
     /// How many may be open at once.
     cap: usize,
-}
-
-impl Default for OpenTemps {
-    fn default() -> OpenTemps {
-        OpenTemps::new()
-    }
 }
 
 impl OpenTemps {

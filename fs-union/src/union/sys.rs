@@ -244,29 +244,17 @@ pub(super) fn unlinkat(at: &At, flags: libc::c_int) -> Result<(), Errno> {
     check(unsafe { libc::unlinkat(at.dir.as_raw_fd(), at.name.as_ptr(), flags) }).map(drop)
 }
 
-/// `renameat2(RENAME_NOREPLACE)`: EEXIST when `to` exists.
-pub(super) fn rename_noreplace(from: &At, to: &At) -> Result<(), Errno> {
-    // SAFETY: both names are NUL-terminated; the flag is a plain integer.
+/// `renameat2` with `flags` (0 is plain `renameat`; `RENAME_NOREPLACE` answers
+/// EEXIST when `to` exists).
+pub(super) fn rename(from: &At, to: &At, flags: libc::c_uint) -> Result<(), Errno> {
+    // SAFETY: both names are NUL-terminated; the flags are a plain integer.
     check(unsafe {
         libc::renameat2(
             from.dir.as_raw_fd(),
             from.name.as_ptr(),
             to.dir.as_raw_fd(),
             to.name.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    })
-    .map(drop)
-}
-
-pub(super) fn renameat(from: &At, to: &At) -> Result<(), Errno> {
-    // SAFETY: both names are NUL-terminated.
-    check(unsafe {
-        libc::renameat(
-            from.dir.as_raw_fd(),
-            from.name.as_ptr(),
-            to.dir.as_raw_fd(),
-            to.name.as_ptr(),
+            flags,
         )
     })
     .map(drop)

@@ -134,11 +134,13 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                 );
             }
         }
-        if report.positions_synced == 0 && report.positions_left == 0 && report.recorded {
-            // Removed files, links, folders, modes or owners: no parity to compute.
-            out!("No parity to compute; the changes are recorded ({files} files).");
-        } else if report.positions_synced == 0 && report.positions_left == 0 {
-            out!("Nothing to do: the parity is up to date ({files} files).");
+        if report.positions_synced == 0 && report.positions_left == 0 {
+            if report.recorded {
+                // Removed files, links, folders, modes or owners: no parity to compute.
+                out!("No parity to compute; the changes are recorded ({files} files).");
+            } else {
+                out!("Nothing to do: the parity is up to date ({files} files).");
+            }
         } else {
             out!(
                 "Synced {} block positions, {:.1} MB of data from {files} files in {:.2} s ({:.0} MB/s).",
@@ -549,11 +551,7 @@ fn status_json(s: &Status) -> serde_json::Value {
         // The last two buckets have no upper bound: verified long ago, and never.
         "scrub_age_days": s.scrub_age.iter().map(|&(bound, n)| json!({
             "max_days": if bound >= u32::MAX - 1 { None } else { Some(bound) },
-            "bucket": match bound {
-                u32::MAX => "never".to_string(),
-                b if b == u32::MAX - 1 => "older".to_string(),
-                b => format!("<= {b} days"),
-            },
+            "bucket": age_bucket(bound),
             "positions": n,
         })).collect::<Vec<_>>(),
         "oldest_scrub_days": s.oldest_days,
@@ -562,6 +560,16 @@ fn status_json(s: &Status) -> serde_json::Value {
         "last_sync": s.last_sync,
         "last_scrub": s.last_scrub,
     })
+}
+
+/// The name of a scrub-age bucket by its bound: `u32::MAX` never verified,
+/// `u32::MAX - 1` verified longer ago than the last bound.
+fn age_bucket(bound: u32) -> String {
+    match bound {
+        u32::MAX => "never".to_string(),
+        b if b == u32::MAX - 1 => "older".to_string(),
+        b => format!("<= {b} days"),
+    }
 }
 
 fn print_status(s: &Status, is_new: bool) {
@@ -594,11 +602,7 @@ fn print_status(s: &Status, is_new: bool) {
     );
     out!("Scrub age of the used positions:");
     for &(bound, n) in &s.scrub_age {
-        let label = match bound {
-            u32::MAX => "never".to_string(),
-            b if b >= u32::MAX - 1 => "older".to_string(),
-            b => format!("<= {b} days"),
-        };
+        let label = age_bucket(bound);
         out!("  {label:>12}: {n}");
     }
     if s.bad.is_empty() {
