@@ -2039,3 +2039,135 @@ fn a_sparse_file_comes_back_sparse() {
         meta.blocks() * 512
     );
 }
+
+/// The config with the paths of parity levels `a` and `b` (1-based) exchanged.
+fn swap_parity_lines(array: &Array, a: usize, b: usize) -> String {
+    let name = |l: usize| {
+        if l == 1 {
+            "parity".to_string()
+        } else {
+            format!("{l}-parity")
+        }
+    };
+    let original = fs::read_to_string(&array.conf).expect("config");
+    let swapped: Vec<String> = original
+        .lines()
+        .map(|line| {
+            for (this, other) in [(a, b), (b, a)] {
+                if line == format!("{} {}", name(this), array.parity[this - 1].display()) {
+                    return format!("{} {}", name(this), array.parity[other - 1].display());
+                }
+            }
+            line.to_string()
+        })
+        .collect();
+    assert_ne!(swapped.join("\n") + "\n", original, "no line swapped");
+    fs::write(&array.conf, swapped.join("\n") + "\n").expect("config");
+    original
+}
+
+#[test]
+fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
+    let (array, original) = synced_array(3, 3);
+    let config = swap_parity_lines(&array, 1, 3);
+    let stamps: BTreeMap<PathBuf, SystemTime> = array
+        .parity
+        .iter()
+        .chain(&array.content)
+        .map(|p| {
+            (
+                p.clone(),
+                fs::metadata(p).expect("file").modified().expect("mtime"),
+            )
+        })
+        .collect();
+    let untouched = |what: &str| {
+        for p in array.parity.iter().chain(&array.content) {
+            assert_eq!(
+                fs::metadata(p).expect("file").modified().expect("mtime"),
+                *stamps.get(p).expect("stamp"),
+                "{what} changed {}",
+                p.display()
+            );
+        }
+    };
+    let parity_bytes: Vec<Vec<u8>> = array
+        .parity
+        .iter()
+        .map(|p| fs::read(p).expect("parity"))
+        .collect();
+    let expect_refusal = |args: &[&str]| {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        let (p1, p3) = (array.parity[0].display(), array.parity[2].display());
+        assert!(
+            err.contains("the parity files are not where the config says")
+                && err.contains(&format!(
+                    "{p3} (the `parity` line) holds the parity of `3-parity`"
+                ))
+                && err.contains(&format!(
+                    "{p1} (the `3-parity` line) holds the parity of `parity`"
+                ))
+                && !err.contains("the `2-parity` line")
+                && err.contains("Nothing was changed"),
+            "{args:?}: {err}"
+        );
+    };
+    // A sync with something to do would write level 1's parity into level 3's file.
+    array.write(1, "new.txt", 3000, 5);
+    expect_refusal(&["sync"]);
+    fs::remove_file(array.disks[1].join("new.txt")).expect("rm");
+    // A lost disk: the probe rebuilds its block from each file as each level.
+    wipe(&array, 0);
+    for args in [
+        &["fix", "-d", "d1"][..],
+        &["fix"],
+        &["check"],
+        &["scrub", "-p", "full"],
+    ] {
+        expect_refusal(args);
+        assert_eq!(
+            fs::read_dir(&array.disks[0]).expect("d1").count(),
+            0,
+            "{args:?} wrote to d1"
+        );
+    }
+    untouched("a refused command");
+    for (p, bytes) in array.parity.iter().zip(&parity_bytes) {
+        assert!(
+            fs::read(p).expect("parity") == *bytes,
+            "{} changed",
+            p.display()
+        );
+    }
+    // In order again: the disk comes back, and a damaged parity block is damage, not
+    // a swap.
+    fs::write(&array.conf, config).expect("config");
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert!(snapshot(&array) == original);
+    let mut p1 = fs::read(&array.parity[0]).expect("parity");
+    p1[10] ^= 1;
+    fs::write(&array.parity[0], &p1).expect("damage");
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("not where the config says") && err.contains("parity level 1"),
+        "{err}"
+    );
+    expect_code(&array.lhparity(&["fix"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+    // Swapped on purpose: a full sync builds every level into the file its line names
+    // now, and the array is whole again.
+    swap_parity_lines(&array, 1, 3);
+    array.write(1, "new.txt", 3000, 5);
+    expect_refusal(&["sync"]);
+    expect_code(&array.lhparity(&["sync", "--force-full"]), 0);
+    fs::remove_file(array.disks[1].join("new.txt")).expect("rm");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+    wipe(&array, 0);
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert!(snapshot(&array) == original);
+}

@@ -825,6 +825,32 @@ fn a_missing_or_short_parity_file_is_refused_until_force_full() {
 }
 
 #[test]
+fn force_full_computes_the_parity_of_every_position_again() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a", 900_000, 1);
+    array.write(1, "b", 500_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let parity = &array.parity[0];
+    let good = fs::read(parity).expect("parity");
+    // Parity damaged silently: a sync with nothing to do leaves it, a full sync
+    // (SnapRAID's `sync -F`) computes it again.
+    let mut bytes = good.clone();
+    bytes[3 * 65536 + 7] ^= 0x40;
+    fs::write(parity, &bytes).expect("damage");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert!(fs::read(parity).expect("parity") == bytes);
+    let out = array.lhparity(&["sync", "--force-full"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("Synced 14 block positions"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(fs::read(parity).expect("parity") == good);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
 fn unwritable_parity_path_names_the_file() {
     let array = Array::new(1, 1, 64, "");
     array.write(0, "a", 1000, 1);

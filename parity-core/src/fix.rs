@@ -107,6 +107,7 @@ pub fn fix(
     let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     refuse_swapped_disks(config, &state, &options.disks)?;
+    crate::parity_order::check(config, &state, &parity_paths(config)?)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport {
         warnings: loaded.notes,

@@ -24,6 +24,7 @@ pub mod lock;
 mod mapped;
 pub mod metrics;
 pub mod name;
+pub mod parity_order;
 pub mod pipeline;
 pub mod raid;
 pub mod runs;

@@ -625,6 +625,9 @@ pub fn scrub(
     crate::sync::require_state(config, &mut loaded)?;
     let mut state = loaded.state;
     let mut positions = select(&state, plan, older_than_days, now());
+    if !positions.is_empty() {
+        crate::parity_order::check(config, &state, &parity_paths(config)?)?;
+    }
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
     let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
     progress.finish();
@@ -711,6 +714,7 @@ pub fn check(
         )?
         .0
     } else {
+        crate::parity_order::check(config, &state, &parity_paths(config)?)?;
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
         let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;

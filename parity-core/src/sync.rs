@@ -32,7 +32,8 @@ pub struct SyncOptions {
     pub force_empty: bool,
     /// `--force-delete`: accept more removed files than `delete-threshold`.
     pub force_delete: bool,
-    /// `--force-full`: accept overwriting parity files the state does not know.
+    /// `--force-full`: compute the parity of every position again, and accept
+    /// overwriting parity files the state does not know.
     pub force_full: bool,
     /// `--pre-hash`: read and hash every new block in a pass of its own first, and
     /// sync a position only if the second read gives the same hashes.
@@ -380,6 +381,7 @@ pub fn sync(
     if !is_new {
         check_parity_files(&mut state, &parity_paths, options, &mut report)?;
     }
+
     // More parity levels than last time: the new levels need every position.
     if state.parity.len() < config.levels() {
         state.parity.resize(config.levels(), Default::default());
@@ -429,8 +431,14 @@ pub fn sync(
     }
 
     trim_positions(&mut state);
+    // A full sync, as SnapRAID's `sync -F`, computes the parity of every position
+    // again from the data (a block that fails its hash still keeps the parity
+    // there). The positions are only marked a segment at a time, as they are
+    // written: until then their parity still serves a fix.
     let work: Vec<u32> = (0..state.positions.len() as u32)
-        .filter(|&p| state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0)
+        .filter(|&p| {
+            options.force_full || state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0
+        })
         .collect();
     report.recorded = touched;
     if work.is_empty() {
@@ -442,6 +450,10 @@ pub fn sync(
         return Ok(report);
     }
 
+    // Positions whose parity stays as it is show which level each file holds.
+    if !options.force_full {
+        crate::parity_order::check(config, &state, &parity_paths)?;
+    }
     let block_size = state.block_size as usize;
     let parity_files = open_parity(&parity_paths, block_size)?;
     let disk_count = config.data.len().max(1) as u64;
