@@ -2096,7 +2096,7 @@ fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
         .iter()
         .map(|p| fs::read(p).expect("parity"))
         .collect();
-    let expect_refusal = |args: &[&str]| {
+    let expect_refusal = |args: &[&str]| -> String {
         let out = array.lhparity(args);
         expect_code(&out, 1);
         let err = stderr(&out);
@@ -2104,21 +2104,22 @@ fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
         assert!(
             err.contains("the parity files are not where the config says")
                 && err.contains(&format!(
-                    "{p3} (the `parity` line) holds the parity of `3-parity`"
+                    "{p3} (line 2, `parity`) holds the parity of `3-parity`"
                 ))
                 && err.contains(&format!(
-                    "{p1} (the `3-parity` line) holds the parity of `parity`"
+                    "{p1} (line 4, `3-parity`) holds the parity of `parity`"
                 ))
-                && !err.contains("the `2-parity` line")
+                && !err.contains("`2-parity`)")
                 && err.contains("Nothing was changed"),
             "{args:?}: {err}"
         );
+        err
     };
     // A sync with something to do would write level 1's parity into level 3's file.
     array.write(1, "new.txt", 3000, 5);
-    expect_refusal(&["sync"]);
+    assert!(expect_refusal(&["sync"]).contains("on purpose"));
     fs::remove_file(array.disks[1].join("new.txt")).expect("rm");
-    // A lost disk: the probe rebuilds its block from each file as each level.
+    // Lost disks: the probe rebuilds their blocks reading the files each way.
     wipe(&array, 0);
     for args in [
         &["fix", "-d", "d1"][..],
@@ -2126,13 +2127,20 @@ fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
         &["check"],
         &["scrub", "-p", "full"],
     ] {
-        expect_refusal(args);
+        assert!(!expect_refusal(args).contains("on purpose"));
         assert_eq!(
             fs::read_dir(&array.disks[0]).expect("d1").count(),
             0,
             "{args:?} wrote to d1"
         );
     }
+    let aside = array.root.path().join("d2-aside");
+    fs::rename(&array.disks[1], &aside).expect("d2 aside");
+    fs::create_dir(&array.disks[1]).expect("empty d2");
+    expect_refusal(&["fix", "-d", "d1", "-d", "d2"]);
+    assert_eq!(fs::read_dir(&array.disks[1]).expect("d2").count(), 0);
+    fs::remove_dir(&array.disks[1]).expect("rm d2");
+    fs::rename(&aside, &array.disks[1]).expect("d2 back");
     untouched("a refused command");
     for (p, bytes) in array.parity.iter().zip(&parity_bytes) {
         assert!(
@@ -2158,11 +2166,13 @@ fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
     );
     expect_code(&array.lhparity(&["fix"]), 0);
     expect_code(&array.lhparity(&["check"]), 0);
-    // Swapped on purpose: a full sync builds every level into the file its line names
-    // now, and the array is whole again.
+    // Swapped on purpose: a full sync is refused too, and does what the message
+    // says once the files of the changed lines are gone.
     swap_parity_lines(&array, 1, 3);
     array.write(1, "new.txt", 3000, 5);
-    expect_refusal(&["sync"]);
+    expect_refusal(&["sync", "--force-full"]);
+    fs::remove_file(&array.parity[0]).expect("rm parity");
+    fs::remove_file(&array.parity[2]).expect("rm parity");
     expect_code(&array.lhparity(&["sync", "--force-full"]), 0);
     fs::remove_file(array.disks[1].join("new.txt")).expect("rm");
     expect_code(&array.lhparity(&["sync"]), 0);

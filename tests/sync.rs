@@ -851,6 +851,34 @@ fn force_full_computes_the_parity_of_every_position_again() {
 }
 
 #[test]
+fn a_parity_file_of_another_array_is_named_in_a_warning() {
+    let make = |seed: u64| {
+        let array = Array::new(2, 2, 64, "");
+        array.write(0, "a", 600_000, seed);
+        array.write(1, "b", 500_000, seed + 1);
+        expect_code(&array.lhparity(&["sync"]), 0);
+        array
+    };
+    let (ours, theirs) = (make(1), make(50));
+    fs::copy(&theirs.parity[1], &ours.parity[1]).expect("copy parity");
+    ours.write(1, "c", 10_000, 3);
+    let out = ours.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    let path = ours.parity[1].display().to_string();
+    assert!(
+        err.contains(&format!(
+            "warning: parity file {path} (line 3, `2-parity`) equals no level's parity of the data at any of the"
+        )) && !err.contains("(line 2, `parity`) equals"),
+        "{err}"
+    );
+    // The warning was right: check finds level 2 wrong, fix rewrites it.
+    expect_code(&ours.lhparity(&["check"]), 1);
+    expect_code(&ours.lhparity(&["fix"]), 0);
+    expect_code(&ours.lhparity(&["check"]), 0);
+}
+
+#[test]
 fn unwritable_parity_path_names_the_file() {
     let array = Array::new(1, 1, 64, "");
     array.write(0, "a", 1000, 1);

@@ -107,10 +107,10 @@ pub fn fix(
     let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     refuse_swapped_disks(config, &state, &options.disks)?;
-    crate::parity_order::check(config, &state, &parity_paths(config)?)?;
+    let order_warnings = crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport {
-        warnings: loaded.notes,
+        warnings: loaded.notes.into_iter().chain(order_warnings).collect(),
         ..FixReport::default()
     };
     // A damaged, missing or older content copy is written again.

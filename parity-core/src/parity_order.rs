@@ -10,12 +10,13 @@
 //!
 //! So a few positions whose parity is synced are read before such a run: with every
 //! data block known (read and matching its hash, or absent), each stored parity
-//! block is compared with the parity of all six levels; with one data block unknown
-//! (a lost disk), that block is rebuilt from the stored block as if it were each
-//! level in turn, and the level whose rebuilt block matches its hash is the one the
-//! file holds. A file found holding another level stops the run before anything is
-//! written. A block equal to no level (damage, which a scrub finds) or to several
-//! (zeros) tells nothing, and the next position is asked.
+//! block is compared with the parity of all six levels. Unknown data blocks (lost
+//! disks, up to three) are first rebuilt reading the stored blocks as their own
+//! levels, then every other way, until the rebuilt blocks match their hashes; the
+//! way that does gives the data, and the comparison goes on as before. A file found
+//! holding another level stops the run before anything is written. A block equal to
+//! no level (damage, which a scrub finds, or another array's file: a warning) or to
+//! several (zeros) tells nothing, and the next position is asked.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -43,6 +44,24 @@ enum Held {
     Other { levels: Vec<usize>, pos: u32 },
 }
 
+/// What the positions read told of one parity file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Verdict {
+    held: Held,
+    /// Positions whose data was all known where its block equals no level's parity.
+    unmatched: u32,
+    /// Whether its block equalled some level's parity anywhere.
+    matched: bool,
+}
+
+/// At most this many unknown data blocks in a position read: every way of reading
+/// that many stored blocks as levels may be tried (120 for three).
+const MAX_UNKNOWN: usize = 3;
+
+/// What one position told of each parity file: `None` where its block is not there,
+/// else the levels (0-based) whose parity of the data its block equals.
+type Matches = Vec<Option<Vec<usize>>>;
+
 /// A data block of the stripe that could not be used as read: its length and the
 /// hash it must have.
 #[derive(Copy, Clone)]
@@ -53,12 +72,19 @@ struct Unknown {
 }
 
 /// Refuses when a parity file holds the parity of another level than its config line
-/// says. `paths` are the files of levels 1, 2, ... as configured.
-pub fn check(config: &Config, state: &State, paths: &[PathBuf]) -> Result<(), SyncError> {
+/// says. `paths` are the files of levels 1, 2, ... as configured; `sync` adds what to
+/// do when levels were moved on purpose. Returns warnings for files that equal no
+/// level's parity wherever the data was known (damaged, or of another array).
+pub fn check(
+    config: &Config,
+    state: &State,
+    paths: &[PathBuf],
+    sync: bool,
+) -> Result<Vec<String>, SyncError> {
     let levels = paths.len().min(state.parity.len());
     let probes = probe_positions(state, PROBES);
     if levels == 0 || probes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let kernel = Kernel::selected()?;
     let files: Vec<Option<File>> = paths[..levels].iter().map(|p| File::open(p).ok()).collect();
@@ -74,7 +100,7 @@ pub fn check(config: &Config, state: &State, paths: &[PathBuf]) -> Result<(), Sy
     let stage = |_j: usize,
                  blocks: &[Block],
                  _out: &mut [&mut [u8]]|
-     -> Result<Option<Vec<Vec<usize>>>, PipelineError> {
+     -> Result<Option<Matches>, PipelineError> {
         let Some((data, unknown)) = stripe(state, blocks, &zero) else {
             return Ok(None);
         };
@@ -82,15 +108,22 @@ pub fn check(config: &Config, state: &State, paths: &[PathBuf]) -> Result<(), Sy
             .iter()
             .map(|b| matches!(b.status, Status::Present { .. }).then_some(b.bytes))
             .collect();
-        Ok(Some(levels_held(
+        Ok(levels_held(
             kernel,
             &data,
-            unknown,
+            &unknown,
             &stored,
             &state.hash_key,
-        )?))
+        )?)
     };
-    let mut held = vec![Held::Undecided; levels];
+    let mut verdicts = vec![
+        Verdict {
+            held: Held::Undecided,
+            unmatched: 0,
+            matched: false,
+        };
+        levels
+    ];
     for pos in probes {
         // A probe is a handful of blocks; its read errors are the business of the
         // commands that read everything. Blocks are private copies, checked against
@@ -105,16 +138,28 @@ pub fn check(config: &Config, state: &State, paths: &[PathBuf]) -> Result<(), Sy
             Reads::Copy,
         )?;
         if let Some(Some(matches)) = run.results.first() {
-            judge(&mut held, matches, pos);
+            judge(&mut verdicts, matches, pos);
         }
-        if !held.contains(&Held::Undecided) {
+        if verdicts.iter().all(|v| v.held != Held::Undecided) {
             break;
         }
     }
-    match refusal(config, paths, &held) {
-        Some(message) => Err(SyncError::Refused(message)),
-        None => Ok(()),
+    if let Some(message) = refusal(config, paths, &verdicts, sync) {
+        return Err(SyncError::Refused(message));
     }
+    Ok(verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.matched && v.unmatched >= 2)
+        .map(|(level, v)| {
+            format!(
+                "parity file {} ({}) equals no level's parity of the data at any of the {}                  positions read: it may be damaged, or belong to another array; `lhparity                  check` lists the positions where it is wrong",
+                crate::name::shown_path(&paths[level]),
+                line_of(config, level),
+                v.unmatched
+            )
+        })
+        .collect())
 }
 
 /// Up to `count` positions spread over the array whose parity is synced and holds
@@ -142,17 +187,17 @@ fn probe_positions(state: &State, count: usize) -> Vec<u32> {
     chosen
 }
 
-/// The data of one stripe by column (zeros where a disk has no block), and the one
-/// block that is unknown, if any; `None` when the position cannot tell (more than
-/// one unknown block, or one whose hash is not known).
+/// The data of one stripe by column (zeros where a disk has no block), and the
+/// blocks that are unknown, in column order; `None` when the position cannot tell
+/// (more unknown blocks than `MAX_UNKNOWN`, or one whose hash is not known).
 fn stripe<'b>(
     state: &State,
     blocks: &[Block<'b>],
     zero: &'b [u8],
-) -> Option<(Vec<&'b [u8]>, Option<Unknown>)> {
+) -> Option<(Vec<&'b [u8]>, Vec<Unknown>)> {
     let block_size = state.block_size as usize;
     let mut data: Vec<&[u8]> = vec![zero; state.columns()];
-    let mut unknown: Option<Unknown> = None;
+    let mut unknown: Vec<Unknown> = Vec::new();
     for (slot, block) in blocks[..state.disks.len()].iter().enumerate() {
         let disk = &state.disks[slot];
         let column = disk.index as usize;
@@ -176,81 +221,127 @@ fn stripe<'b>(
             data[column] = block.bytes;
             continue;
         }
-        if unknown.is_some() {
+        if unknown.len() == MAX_UNKNOWN {
             return None;
         }
-        unknown = Some(Unknown { column, len, hash });
+        unknown.push(Unknown { column, len, hash });
     }
+    unknown.sort_by_key(|u| u.column);
     Some((data, unknown))
 }
 
 /// For each stored parity block (`None`: not there), the levels (0-based) whose
-/// parity of the stripe it is. With an `unknown` data block, a level counts when the
-/// block rebuilt from the stored one as that level matches its hash.
+/// parity of the stripe it is; `None` when the position tells nothing.
+///
+/// Unknown data blocks are rebuilt first, from as many stored blocks taken as some
+/// levels: the files in config order as their own levels first, then every other
+/// way of reading them, until the rebuilt blocks match their hashes. Nothing is
+/// told when no way does, or there are fewer stored blocks than unknown ones.
 fn levels_held(
     kernel: Kernel,
     data: &[&[u8]],
-    unknown: Option<Unknown>,
+    unknown: &[Unknown],
     stored: &[Option<&[u8]>],
     key: &[u8; 32],
-) -> Result<Vec<Vec<usize>>, RaidError> {
+) -> Result<Option<Matches>, RaidError> {
     let len = data.first().map_or(0, |b| b.len());
-    let Some(u) = unknown else {
-        let mut parity = vec![vec![0u8; len]; MAX_PARITY];
-        let mut outputs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
-        raid::generate_with(kernel, data, &mut outputs)?;
-        return Ok(stored
-            .iter()
-            .map(|s| {
-                s.map_or_else(Vec::new, |s| {
-                    (0..MAX_PARITY).filter(|&m| parity[m] == s).collect()
-                })
-            })
-            .collect());
-    };
-    let zero = vec![0u8; len];
-    let mut rebuilt = vec![0u8; len];
-    let mut held = Vec::with_capacity(stored.len());
-    for s in stored {
-        let mut levels = Vec::new();
-        for m in 0..MAX_PARITY {
-            let Some(s) = s else { break };
-            // The stripe with the unknown block lost and the stored block standing as
-            // level m; lower levels are placeholders that the rebuild does not use.
+    let mut complete: Vec<&[u8]> = data.to_vec();
+    let mut rebuilt = vec![vec![0u8; len]; unknown.len()];
+    if !unknown.is_empty() {
+        // The first stored blocks there are stand for the unknown ones.
+        let files: Vec<usize> = (0..stored.len())
+            .filter(|&f| stored[f].is_some())
+            .take(unknown.len())
+            .collect();
+        if files.len() < unknown.len() {
+            return Ok(None);
+        }
+        let zero = vec![0u8; len];
+        let mut found = false;
+        for levels in readings(&files) {
             let mut blocks: Vec<Option<&[u8]>> = data.iter().map(|&b| Some(b)).collect();
-            blocks[u.column] = None;
-            blocks.extend(std::iter::repeat_n(Some(zero.as_slice()), m));
-            blocks.push(Some(s));
-            raid::rebuild_with(
-                kernel,
-                data.len(),
-                &blocks,
-                Some(&[m]),
-                &mut [rebuilt.as_mut_slice()],
-            )?;
-            if rebuilt[u.len..].iter().all(|&b| b == 0)
-                && block_hash(key, &rebuilt[..u.len]) == u.hash
-            {
-                levels.push(m);
+            for u in unknown {
+                blocks[u.column] = None;
+            }
+            // Every level's slot, the chosen ones holding the stored blocks; the others
+            // are placeholders the rebuild does not use.
+            let mut slots: Vec<Option<&[u8]>> = vec![Some(zero.as_slice()); MAX_PARITY];
+            for (&f, &m) in files.iter().zip(&levels) {
+                slots[m] = stored[f];
+            }
+            blocks.extend(slots);
+            let mut used = levels.clone();
+            used.sort_unstable();
+            let mut outputs: Vec<&mut [u8]> = rebuilt.iter_mut().map(Vec::as_mut_slice).collect();
+            raid::rebuild_with(kernel, data.len(), &blocks, Some(&used), &mut outputs)?;
+            let right = unknown.iter().zip(&rebuilt).all(|(u, b)| {
+                b[u.len..].iter().all(|&x| x == 0) && block_hash(key, &b[..u.len]) == u.hash
+            });
+            if right {
+                found = true;
+                break;
             }
         }
-        held.push(levels);
+        if !found {
+            return Ok(None);
+        }
+        for (u, b) in unknown.iter().zip(&rebuilt) {
+            complete[u.column] = b;
+        }
     }
-    Ok(held)
+    let mut parity = vec![vec![0u8; len]; MAX_PARITY];
+    let mut outputs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+    raid::generate_with(kernel, &complete, &mut outputs)?;
+    Ok(Some(
+        stored
+            .iter()
+            .map(|s| s.map(|s| (0..MAX_PARITY).filter(|&m| parity[m] == s).collect()))
+            .collect(),
+    ))
+}
+
+/// The ways of reading `files` as levels, as lists of their levels: first each as its
+/// own, then every other choice of distinct levels.
+fn readings(files: &[usize]) -> Vec<Vec<usize>> {
+    fn extend(prefix: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+        if prefix.len() == k {
+            out.push(prefix.clone());
+            return;
+        }
+        for m in 0..MAX_PARITY {
+            if !prefix.contains(&m) {
+                prefix.push(m);
+                extend(prefix, k, out);
+                prefix.pop();
+            }
+        }
+    }
+    let own = files.to_vec();
+    let mut all = vec![own.clone()];
+    extend(&mut Vec::new(), files.len(), &mut all);
+    all.retain(|r| r != &own);
+    all.insert(0, own);
+    all
 }
 
 /// Takes what one position told: a file whose block is its own level's alone is
 /// confirmed; one whose block is only other levels' holds those. Files already
 /// decided keep their verdict.
-fn judge(held: &mut [Held], matches: &[Vec<usize>], pos: u32) {
-    for (level, (h, m)) in held.iter_mut().zip(matches).enumerate() {
-        if *h != Held::Undecided || m.is_empty() {
+fn judge(verdicts: &mut [Verdict], matches: &Matches, pos: u32) {
+    for (level, (v, m)) in verdicts.iter_mut().zip(matches).enumerate() {
+        let Some(m) = m else { continue };
+        if m.is_empty() {
+            v.unmatched += 1;
+            continue;
+        }
+        v.matched = true;
+        if v.held != Held::Undecided {
             continue;
         }
         if m == &[level] {
-            *h = Held::Own;
+            v.held = Held::Own;
         } else if !m.contains(&level) {
-            *h = Held::Other {
+            v.held = Held::Other {
                 levels: m.clone(),
                 pos,
             };
@@ -259,17 +350,17 @@ fn judge(held: &mut [Held], matches: &[Vec<usize>], pos: u32) {
 }
 
 /// The refusal for files found holding other levels, or `None`.
-fn refusal(config: &Config, paths: &[PathBuf], held: &[Held]) -> Option<String> {
-    let wrong: Vec<String> = held
+fn refusal(config: &Config, paths: &[PathBuf], verdicts: &[Verdict], sync: bool) -> Option<String> {
+    let wrong: Vec<String> = verdicts
         .iter()
         .enumerate()
-        .filter_map(|(level, h)| match h {
+        .filter_map(|(level, v)| match &v.held {
             Held::Other { levels, pos } => {
                 let holds: Vec<String> = levels.iter().map(|&m| line_name(m)).collect();
                 Some(format!(
-                    "{} (the `{}` line) holds the parity of `{}` (seen at block position {pos})",
+                    "{} ({}) holds the parity of `{}` (seen at block position {pos})",
                     crate::name::shown_path(&paths[level]),
-                    line_name(level),
+                    line_of(config, level),
                     holds.join("` or `")
                 ))
             }
@@ -279,15 +370,31 @@ fn refusal(config: &Config, paths: &[PathBuf], held: &[Held]) -> Option<String> 
     if wrong.is_empty() {
         return None;
     }
+    let on_purpose = if sync {
+        " If parity levels were removed or moved on purpose: a parity file serves only \
+         as the level it was built as, so delete the file of each line that changed and \
+         run `lhparity sync --force-full`, which builds it again (only while every data \
+         disk is whole: `lhparity check -a` passes; a lost disk needs `lhparity fix` with \
+         the old config first)."
+    } else {
+        ""
+    };
     Some(format!(
         "{}: the parity files are not where the config says: {}. Their disks may be \
-         mounted at each other's mountpoints, or the paths swapped in the config; put each \
+         mounted at each other's mountpoints, or the paths swapped in the config: put each \
          file back on its own line (or mount the disks where they were) and run this again. \
-         Nothing was changed. To build all parity again from the data instead, run \
-         `lhparity sync --force-full`",
+         Nothing was changed.{on_purpose}",
         config.source.display(),
         wrong.join("; ")
     ))
+}
+
+/// Where the config names a level (0-based): `line 2, `2-parity``.
+fn line_of(config: &Config, level: usize) -> String {
+    match config.parity.iter().find(|p| p.level == level + 1) {
+        Some(p) => format!("line {}, `{}`", p.line, line_name(level)),
+        None => format!("`{}`", line_name(level)),
+    }
 }
 
 /// The config line of a level (0-based): `parity`, `2-parity`, ...
@@ -321,87 +428,131 @@ mod tests {
         parity
     }
 
+    fn held(levels: &[&[usize]]) -> Option<Matches> {
+        Some(levels.iter().map(|l| Some(l.to_vec())).collect())
+    }
+
     #[test]
     fn full_stripes_tell_each_file_its_level() {
         let (a, b, c) = (block(1), block(2), block(3));
         let data: Vec<&[u8]> = vec![&a, &b, &c];
         let p = parity_of(&data, 3);
         let stored = [Some(&p[0][..]), Some(&p[1][..]), Some(&p[2][..])];
-        let held = levels_held(kernel(), &data, None, &stored, &[7; 32]).expect("held");
-        assert_eq!(held, vec![vec![0], vec![1], vec![2]]);
+        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32]).expect("held");
+        assert_eq!(found, held(&[&[0], &[1], &[2]]));
         // Swapped files, a damaged one and a missing one.
         let mut damaged = p[2].clone();
         damaged[5] ^= 1;
         let stored = [Some(&p[1][..]), Some(&p[0][..]), Some(&damaged[..]), None];
-        let held = levels_held(kernel(), &data, None, &stored, &[7; 32]).expect("held");
-        assert_eq!(held, vec![vec![1], vec![0], vec![], vec![]]);
+        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32]).expect("held");
+        assert_eq!(
+            found,
+            Some(vec![Some(vec![1]), Some(vec![0]), Some(vec![]), None])
+        );
     }
 
     #[test]
-    fn a_lost_block_is_rebuilt_as_each_level_and_its_hash_tells() {
+    fn lost_blocks_are_rebuilt_reading_the_files_each_way_until_their_hashes_match() {
         let key = [9u8; 32];
-        let (a, mut b, c) = (block(1), block(2), block(3));
+        let (a, mut b, c, d) = (block(1), block(2), block(3), block(4));
         // A last, partial block: zeros past its length.
         let len = BS - 10;
         b[len..].fill(0);
-        let p = parity_of(&[&a, &b, &c], 2);
+        let p = parity_of(&[&a, &b, &c, &d], 3);
         let zero = vec![0u8; BS];
-        let known: Vec<&[u8]> = vec![&a, &zero, &c];
-        let unknown = Unknown {
-            column: 1,
+        let lost = |column: usize, bytes: &[u8], len: usize| Unknown {
+            column,
             len,
-            hash: block_hash(&key, &b[..len]),
+            hash: block_hash(&key, &bytes[..len]),
         };
-        let lost = Some(unknown);
-        let held = levels_held(
+        // One lost block, files in order and swapped.
+        let known: Vec<&[u8]> = vec![&a, &zero, &c, &d];
+        let one = [lost(1, &b, len)];
+        let found = levels_held(
             kernel(),
             &known,
-            lost,
+            &one,
             &[Some(&p[0][..]), Some(&p[1][..])],
             &key,
-        )
-        .expect("held");
-        assert_eq!(held, vec![vec![0], vec![1]]);
-        let held = levels_held(
+        );
+        assert_eq!(found.expect("held"), held(&[&[0], &[1]]));
+        let found = levels_held(
             kernel(),
             &known,
-            lost,
+            &one,
             &[Some(&p[1][..]), Some(&p[0][..])],
             &key,
-        )
-        .expect("held");
-        assert_eq!(held, vec![vec![1], vec![0]]);
-        // A wrong hash (the block was damaged since): no level fits.
-        let other = Some(Unknown {
+        );
+        assert_eq!(found.expect("held"), held(&[&[1], &[0]]));
+        // Two lost blocks with two files swapped, and three with three rotated.
+        let known: Vec<&[u8]> = vec![&a, &zero, &zero, &d];
+        let two = [lost(1, &b, len), lost(2, &c, BS)];
+        let found = levels_held(
+            kernel(),
+            &known,
+            &two,
+            &[Some(&p[1][..]), Some(&p[0][..])],
+            &key,
+        );
+        assert_eq!(found.expect("held"), held(&[&[1], &[0]]));
+        let known: Vec<&[u8]> = vec![&zero, &zero, &zero, &d];
+        let three = [lost(0, &a, BS), lost(1, &b, len), lost(2, &c, BS)];
+        let stored = [Some(&p[2][..]), Some(&p[0][..]), Some(&p[1][..])];
+        let found = levels_held(kernel(), &known, &three, &stored, &key);
+        assert_eq!(found.expect("held"), held(&[&[2], &[0], &[1]]));
+        // More lost blocks than files there, or a hash no way matches: nothing told.
+        let found = levels_held(kernel(), &known, &three, &stored[..2], &key);
+        assert_eq!(found.expect("held"), None);
+        let wrong = [Unknown {
             hash: block_hash(&key, &a[..len]),
-            ..unknown
-        });
-        let held = levels_held(kernel(), &known, other, &[Some(&p[0][..])], &key).expect("held");
-        assert_eq!(held, vec![Vec::<usize>::new()]);
+            ..one[0]
+        }];
+        let known: Vec<&[u8]> = vec![&a, &zero, &c, &d];
+        let found = levels_held(kernel(), &known, &wrong, &[Some(&p[0][..])], &key);
+        assert_eq!(found.expect("held"), None);
+    }
+
+    #[test]
+    fn readings_start_with_each_file_as_its_own_level() {
+        let r = readings(&[0, 1]);
+        assert_eq!(r[0], vec![0, 1]);
+        assert_eq!(r.len(), 30);
+        assert!(r.contains(&vec![1, 0]) && r.contains(&vec![5, 4]));
+        assert_eq!(readings(&[0, 1, 2]).len(), 120);
     }
 
     #[test]
     fn verdicts_come_from_the_first_position_that_tells() {
-        let mut held = vec![Held::Undecided; 3];
+        let undecided = Verdict {
+            held: Held::Undecided,
+            unmatched: 0,
+            matched: false,
+        };
+        let mut v = vec![undecided; 4];
         // Zeros: every file equals every level; nothing is decided.
-        judge(&mut held, &[vec![0, 1, 2], vec![0, 1, 2], vec![0, 1, 2]], 4);
-        assert_eq!(held, vec![Held::Undecided; 3]);
-        judge(&mut held, &[vec![0], vec![2], vec![]], 9);
-        assert_eq!(
-            held,
-            vec![
-                Held::Own,
-                Held::Other {
-                    levels: vec![2],
-                    pos: 9
-                },
-                Held::Undecided
-            ]
+        let all = [0, 1, 2, 3, 4, 5];
+        judge(&mut v, &held(&[&all, &all, &all, &all]).expect("m"), 4);
+        assert!(v.iter().all(|v| v.held == Held::Undecided && v.matched));
+        judge(
+            &mut v,
+            &vec![Some(vec![0]), Some(vec![2]), Some(vec![]), None],
+            9,
         );
+        assert_eq!(v[0].held, Held::Own);
+        assert_eq!(
+            v[1].held,
+            Held::Other {
+                levels: vec![2],
+                pos: 9
+            }
+        );
+        assert_eq!((v[2].held.clone(), v[2].unmatched), (Held::Undecided, 1));
+        assert_eq!((v[3].held.clone(), v[3].unmatched), (Held::Undecided, 0));
         // A later position does not overturn a verdict.
-        judge(&mut held, &[vec![1], vec![1], vec![2]], 12);
-        assert_eq!(held[0], Held::Own);
-        assert_eq!(held[2], Held::Own);
+        judge(&mut v, &held(&[&[1], &[1], &[2], &[3]]).expect("m"), 12);
+        assert_eq!(v[0].held, Held::Own);
+        assert_eq!(v[2].held, Held::Own);
+        assert_eq!(v[3].held, Held::Own);
     }
 
     #[test]

@@ -626,7 +626,8 @@ pub fn scrub(
     let mut state = loaded.state;
     let mut positions = select(&state, plan, older_than_days, now());
     if !positions.is_empty() {
-        crate::parity_order::check(config, &state, &parity_paths(config)?)?;
+        // What is wrong in the parity files is what this reports anyway.
+        crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
     }
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
     let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
@@ -714,7 +715,8 @@ pub fn check(
         )?
         .0
     } else {
-        crate::parity_order::check(config, &state, &parity_paths(config)?)?;
+        // What is wrong in the parity files is what this reports anyway.
+        crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
         let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;

@@ -451,8 +451,8 @@ pub fn sync(
     }
 
     // Positions whose parity stays as it is show which level each file holds.
-    if !options.force_full {
-        crate::parity_order::check(config, &state, &parity_paths)?;
+    for warning in crate::parity_order::check(config, &state, &parity_paths, true)? {
+        report.notes.push(format!("warning: {warning}"));
     }
     let block_size = state.block_size as usize;
     let parity_files = open_parity(&parity_paths, block_size)?;
