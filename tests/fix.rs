@@ -2181,3 +2181,31 @@ fn parity_files_of_swapped_levels_are_refused_before_anything_is_written() {
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
     assert!(snapshot(&array) == original);
 }
+
+#[test]
+fn a_swap_behind_a_damaged_first_parity_file_is_found_with_a_disk_lost() {
+    let (array, _) = synced_array(3, 3);
+    // Level 1 damaged at every block, levels 2 and 3 swapped, d1 lost: only levels 2
+    // and 3 can rebuild d1, and only read as what they hold.
+    let mut p1 = fs::read(&array.parity[0]).expect("parity");
+    for block in p1.chunks_mut(65536) {
+        block[0] ^= 0xff;
+        block[1] ^= 0x0f;
+    }
+    fs::write(&array.parity[0], &p1).expect("damage");
+    swap_parity_lines(&array, 2, 3);
+    wipe(&array, 0);
+    let out = array.lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let (p2, p3) = (array.parity[1].display(), array.parity[2].display());
+    assert!(
+        err.contains(&format!(
+            "{p3} (line 3, `2-parity`) holds the parity of `3-parity`"
+        )) && err.contains(&format!(
+            "{p2} (line 4, `3-parity`) holds the parity of `2-parity`"
+        )),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&array.disks[0]).expect("d1").count(), 0);
+}

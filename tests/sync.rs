@@ -851,7 +851,7 @@ fn force_full_computes_the_parity_of_every_position_again() {
 }
 
 #[test]
-fn a_parity_file_of_another_array_is_named_in_a_warning() {
+fn a_parity_file_of_another_array_stops_sync_and_fix_rebuilds_it() {
     let make = |seed: u64| {
         let array = Array::new(2, 2, 64, "");
         array.write(0, "a", 600_000, seed);
@@ -861,21 +861,59 @@ fn a_parity_file_of_another_array_is_named_in_a_warning() {
     };
     let (ours, theirs) = (make(1), make(50));
     fs::copy(&theirs.parity[1], &ours.parity[1]).expect("copy parity");
+    let foreign = fs::read(&ours.parity[1]).expect("parity");
     ours.write(1, "c", 10_000, 3);
     let out = ours.lhparity(&["sync"]);
-    expect_code(&out, 0);
+    expect_code(&out, 1);
     let err = stderr(&out);
     let path = ours.parity[1].display().to_string();
     assert!(
         err.contains(&format!(
-            "warning: parity file {path} (line 3, `2-parity`) equals no level's parity of the data at any of the"
-        )) && !err.contains("(line 2, `parity`) equals"),
+            "parity file {path} (line 3, `2-parity`) equals no level's parity of the data at \
+             any of the"
+        )) && err.contains("A sync would only add to it; nothing was changed")
+            && !err.contains("(line 2, `parity`) equals")
+            && !err.contains("  "),
         "{err}"
     );
-    // The warning was right: check finds level 2 wrong, fix rewrites it.
-    expect_code(&ours.lhparity(&["check"]), 1);
-    expect_code(&ours.lhparity(&["fix"]), 0);
+    assert!(fs::read(&ours.parity[1]).expect("parity") == foreign);
+    // fix names it too, and rewrites it from the data.
+    let out = ours.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("equals no level's parity"),
+        "{}",
+        stderr(&out)
+    );
     expect_code(&ours.lhparity(&["check"]), 0);
+    expect_code(&ours.lhparity(&["sync"]), 0);
+}
+
+#[test]
+fn a_zeroed_parity_block_where_a_level_is_zero_is_damage_not_a_swap() {
+    // Two disks holding the same file: level 1 (their XOR) is zeros everywhere, and a
+    // zeroed level-2 block then equals level 1.
+    let array = Array::new(2, 2, 64, "");
+    let same = array.write(0, "same.bin", 300_000, 9);
+    fs::write(array.disks[1].join("same.bin"), &same).expect("copy");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let mut p2 = fs::read(&array.parity[1]).expect("parity");
+    p2[..65536].fill(0);
+    fs::write(&array.parity[1], &p2).expect("zero a block");
+    for args in [&["check"][..], &["scrub", "-p", "full", "-o", "0"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            !err.contains("not where the config says") && err.contains("parity level 2"),
+            "{args:?}: {err}"
+        );
+    }
+    fs::remove_file(array.disks[1].join("same.bin")).expect("lose it");
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    assert!(fs::read(array.disks[1].join("same.bin")).expect("back") == same);
+    expect_code(&array.lhparity(&["fix"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
 }
 
 #[test]

@@ -33,25 +33,34 @@ use crate::sync::SyncError;
 /// positions that tell nothing (zeros, a block of a file changed since the sync).
 const PROBES: usize = 8;
 
-/// What the probe found of one parity file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Held {
-    /// Nothing seen yet that tells.
-    Undecided,
-    /// Its own level.
-    Own,
-    /// Only these other levels (0-based), at `pos`.
-    Other { levels: Vec<usize>, pos: u32 },
-}
-
 /// What the positions read told of one parity file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Verdict {
-    held: Held,
+    /// Positions where its block is its own level's parity alone.
+    own: u32,
+    /// Positions where its block is only other levels' parity, and the first of
+    /// them: those levels (0-based) and the position.
+    other: u32,
+    first_other: Option<(Vec<usize>, u32)>,
     /// Positions whose data was all known where its block equals no level's parity.
     unmatched: u32,
     /// Whether its block equalled some level's parity anywhere.
     matched: bool,
+}
+
+impl Verdict {
+    /// Whether more positions would tell no more: it was seen as its own level, or
+    /// as another twice.
+    fn decided(&self) -> bool {
+        self.own > 0 || self.other >= 2
+    }
+
+    /// The other levels it holds: seen as such and never as its own.
+    fn holds_other(&self) -> Option<&(Vec<usize>, u32)> {
+        (self.own == 0)
+            .then_some(self.first_other.as_ref())
+            .flatten()
+    }
 }
 
 /// At most this many unknown data blocks in a position read: every way of reading
@@ -72,9 +81,10 @@ struct Unknown {
 }
 
 /// Refuses when a parity file holds the parity of another level than its config line
-/// says. `paths` are the files of levels 1, 2, ... as configured; `sync` adds what to
-/// do when levels were moved on purpose. Returns warnings for files that equal no
-/// level's parity wherever the data was known (damaged, or of another array).
+/// says. `paths` are the files of levels 1, 2, ... as configured. A file that equals
+/// no level's parity wherever the data was known (damaged, or of another array) is
+/// refused by a `sync`, which would only add to it, and returned as a warning
+/// otherwise; `sync` also says what to do when levels were moved on purpose.
 pub fn check(
     config: &Config,
     state: &State,
@@ -97,6 +107,8 @@ pub fn check(
     }
     let block_size = state.block_size as usize;
     let zero = vec![0u8; block_size];
+    // The levels a file may hold: those configured, and those of the last sync.
+    let known = paths.len().max(state.parity.len());
     let stage = |_j: usize,
                  blocks: &[Block],
                  _out: &mut [&mut [u8]]|
@@ -114,16 +126,10 @@ pub fn check(
             &unknown,
             &stored,
             &state.hash_key,
+            known,
         )?)
     };
-    let mut verdicts = vec![
-        Verdict {
-            held: Held::Undecided,
-            unmatched: 0,
-            matched: false,
-        };
-        levels
-    ];
+    let mut verdicts = vec![Verdict::default(); levels];
     for pos in probes {
         // A probe is a handful of blocks; its read errors are the business of the
         // commands that read everything. Blocks are private copies, checked against
@@ -140,25 +146,38 @@ pub fn check(
         if let Some(Some(matches)) = run.results.first() {
             judge(&mut verdicts, matches, pos);
         }
-        if verdicts.iter().all(|v| v.held != Held::Undecided) {
+        if verdicts.iter().all(Verdict::decided) {
             break;
         }
     }
     if let Some(message) = refusal(config, paths, &verdicts, sync) {
         return Err(SyncError::Refused(message));
     }
-    Ok(verdicts
+    let unmatched: Vec<String> = verdicts
         .iter()
         .enumerate()
         .filter(|(_, v)| !v.matched && v.unmatched >= 2)
         .map(|(level, v)| {
             format!(
-                "parity file {} ({}) equals no level's parity of the data at any of the {}                  positions read: it may be damaged, or belong to another array; `lhparity                  check` lists the positions where it is wrong",
+                "parity file {} ({}) equals no level's parity of the data at any of the {} \
+                 positions read: it may be damaged, or belong to another array",
                 crate::name::shown_path(&paths[level]),
                 line_of(config, level),
                 v.unmatched
             )
         })
+        .collect();
+    if sync && !unmatched.is_empty() {
+        return Err(SyncError::Refused(format!(
+            "{}. A sync would only add to it; nothing was changed. If its disk is not the \
+             right one, mount the right one; else `lhparity check` lists the positions \
+             where it is wrong and `lhparity fix` rebuilds it from the data",
+            unmatched.join("; ")
+        )));
+    }
+    Ok(unmatched
+        .into_iter()
+        .map(|w| w + "; `lhparity check` lists the positions where it is wrong")
         .collect())
 }
 
@@ -230,35 +249,45 @@ fn stripe<'b>(
     Some((data, unknown))
 }
 
-/// For each stored parity block (`None`: not there), the levels (0-based) whose
-/// parity of the stripe it is; `None` when the position tells nothing.
+/// For each stored parity block (`None`: not there, or all zeros, which tells
+/// nothing), the levels (0-based) whose parity of the stripe it is; `None` when the
+/// position tells nothing.
 ///
 /// Unknown data blocks are rebuilt first, from as many stored blocks taken as some
-/// levels: the files in config order as their own levels first, then every other
-/// way of reading them, until the rebuilt blocks match their hashes. Nothing is
-/// told when no way does, or there are fewer stored blocks than unknown ones.
+/// levels, until the rebuilt blocks match their hashes: each group of that many
+/// files as their own levels, then each group read as other levels among the first
+/// `known` (within `SEARCH_BUDGET`). Nothing is told when no reading matches, or
+/// there are fewer stored blocks than unknown ones.
 fn levels_held(
     kernel: Kernel,
     data: &[&[u8]],
     unknown: &[Unknown],
     stored: &[Option<&[u8]>],
     key: &[u8; 32],
+    known: usize,
 ) -> Result<Option<Matches>, RaidError> {
     let len = data.first().map_or(0, |b| b.len());
     let mut complete: Vec<&[u8]> = data.to_vec();
     let mut rebuilt = vec![vec![0u8; len]; unknown.len()];
     if !unknown.is_empty() {
-        // The first stored blocks there are stand for the unknown ones.
-        let files: Vec<usize> = (0..stored.len())
-            .filter(|&f| stored[f].is_some())
-            .take(unknown.len())
-            .collect();
-        if files.len() < unknown.len() {
-            return Ok(None);
-        }
+        let present: Vec<usize> = (0..stored.len()).filter(|&f| stored[f].is_some()).collect();
+        let groups = subsets(&present, unknown.len());
         let zero = vec![0u8; len];
+        let rebuild_cost = (data.len() * len).max(1);
+        let mut spent = 0usize;
         let mut found = false;
-        for levels in readings(&files) {
+        let own = groups.iter().map(|g| (g, g.clone()));
+        let others = groups.iter().flat_map(|g| {
+            orders(known.max(g.len()), g.len())
+                .into_iter()
+                .filter(move |levels| levels != g)
+                .map(move |levels| (g, levels))
+        });
+        for (files, levels) in own.chain(others) {
+            if spent > SEARCH_BUDGET {
+                break;
+            }
+            spent += rebuild_cost;
             let mut blocks: Vec<Option<&[u8]>> = data.iter().map(|&b| Some(b)).collect();
             for u in unknown {
                 blocks[u.column] = None;
@@ -295,38 +324,65 @@ fn levels_held(
     Ok(Some(
         stored
             .iter()
-            .map(|s| s.map(|s| (0..MAX_PARITY).filter(|&m| parity[m] == s).collect()))
+            .map(|s| {
+                s.filter(|s| s.iter().any(|&b| b != 0))
+                    .map(|s| (0..MAX_PARITY).filter(|&m| parity[m] == s).collect())
+            })
             .collect(),
     ))
 }
 
-/// The ways of reading `files` as levels, as lists of their levels: first each as its
-/// own, then every other choice of distinct levels.
-fn readings(files: &[usize]) -> Vec<Vec<usize>> {
-    fn extend(prefix: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
-        if prefix.len() == k {
-            out.push(prefix.clone());
+/// Bytes of parity math one position may spend on readings of the stored blocks
+/// (each costs the stripe's width times the block size): bounds the search when
+/// none matches, with several disks lost and a damaged parity file.
+const SEARCH_BUDGET: usize = 512 << 20;
+
+/// The groups of `k` of `items`, in order.
+fn subsets(items: &[usize], k: usize) -> Vec<Vec<usize>> {
+    fn walk(
+        items: &[usize],
+        k: usize,
+        from: usize,
+        cur: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) {
+        if cur.len() == k {
+            out.push(cur.clone());
             return;
         }
-        for m in 0..MAX_PARITY {
-            if !prefix.contains(&m) {
-                prefix.push(m);
-                extend(prefix, k, out);
-                prefix.pop();
+        for i in from..items.len() {
+            cur.push(items[i]);
+            walk(items, k, i + 1, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(items, k, 0, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Every list of `k` distinct levels below `levels`.
+fn orders(levels: usize, k: usize) -> Vec<Vec<usize>> {
+    fn walk(levels: usize, k: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for m in 0..levels {
+            if !cur.contains(&m) {
+                cur.push(m);
+                walk(levels, k, cur, out);
+                cur.pop();
             }
         }
     }
-    let own = files.to_vec();
-    let mut all = vec![own.clone()];
-    extend(&mut Vec::new(), files.len(), &mut all);
-    all.retain(|r| r != &own);
-    all.insert(0, own);
-    all
+    let mut out = Vec::new();
+    walk(levels.min(MAX_PARITY), k, &mut Vec::new(), &mut out);
+    out
 }
 
 /// Takes what one position told: a file whose block is its own level's alone is
-/// confirmed; one whose block is only other levels' holds those. Files already
-/// decided keep their verdict.
+/// seen as its own; one whose block is only other levels' is seen as those.
 fn judge(verdicts: &mut [Verdict], matches: &Matches, pos: u32) {
     for (level, (v, m)) in verdicts.iter_mut().zip(matches).enumerate() {
         let Some(m) = m else { continue };
@@ -335,16 +391,11 @@ fn judge(verdicts: &mut [Verdict], matches: &Matches, pos: u32) {
             continue;
         }
         v.matched = true;
-        if v.held != Held::Undecided {
-            continue;
-        }
         if m == &[level] {
-            v.held = Held::Own;
+            v.own += 1;
         } else if !m.contains(&level) {
-            v.held = Held::Other {
-                levels: m.clone(),
-                pos,
-            };
+            v.other += 1;
+            v.first_other.get_or_insert_with(|| (m.clone(), pos));
         }
     }
 }
@@ -354,8 +405,8 @@ fn refusal(config: &Config, paths: &[PathBuf], verdicts: &[Verdict], sync: bool)
     let wrong: Vec<String> = verdicts
         .iter()
         .enumerate()
-        .filter_map(|(level, v)| match &v.held {
-            Held::Other { levels, pos } => {
+        .filter_map(|(level, v)| match v.holds_other() {
+            Some((levels, pos)) => {
                 let holds: Vec<String> = levels.iter().map(|&m| line_name(m)).collect();
                 Some(format!(
                     "{} ({}) holds the parity of `{}` (seen at block position {pos})",
@@ -438,17 +489,31 @@ mod tests {
         let data: Vec<&[u8]> = vec![&a, &b, &c];
         let p = parity_of(&data, 3);
         let stored = [Some(&p[0][..]), Some(&p[1][..]), Some(&p[2][..])];
-        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32]).expect("held");
+        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32], 3).expect("held");
         assert_eq!(found, held(&[&[0], &[1], &[2]]));
         // Swapped files, a damaged one and a missing one.
         let mut damaged = p[2].clone();
         damaged[5] ^= 1;
         let stored = [Some(&p[1][..]), Some(&p[0][..]), Some(&damaged[..]), None];
-        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32]).expect("held");
+        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32], 3).expect("held");
         assert_eq!(
             found,
             Some(vec![Some(vec![1]), Some(vec![0]), Some(vec![]), None])
         );
+    }
+
+    #[test]
+    fn a_block_of_zeros_tells_nothing_even_where_a_level_is_zero() {
+        // Two disks holding the same bytes: level 1 (their XOR) is all zeros, and a
+        // zeroed level-2 block (a hole, a bad sector read as zeros) equals it.
+        let a = block(1);
+        let data: Vec<&[u8]> = vec![&a, &a];
+        let p = parity_of(&data, 2);
+        assert!(p[0].iter().all(|&b| b == 0));
+        let zero = vec![0u8; BS];
+        let stored = [Some(&p[0][..]), Some(&zero[..])];
+        let found = levels_held(kernel(), &data, &[], &stored, &[7; 32], 2).expect("held");
+        assert_eq!(found, Some(vec![None, None]));
     }
 
     #[test]
@@ -458,101 +523,92 @@ mod tests {
         // A last, partial block: zeros past its length.
         let len = BS - 10;
         b[len..].fill(0);
-        let p = parity_of(&[&a, &b, &c, &d], 3);
+        let p = parity_of(&[&a, &b, &c, &d], 4);
         let zero = vec![0u8; BS];
         let lost = |column: usize, bytes: &[u8], len: usize| Unknown {
             column,
             len,
             hash: block_hash(&key, &bytes[..len]),
         };
+        let held_by = |known: &[&[u8]], unknown: &[Unknown], stored: &[Option<&[u8]>]| {
+            levels_held(kernel(), known, unknown, stored, &key, 4).expect("held")
+        };
         // One lost block, files in order and swapped.
         let known: Vec<&[u8]> = vec![&a, &zero, &c, &d];
         let one = [lost(1, &b, len)];
-        let found = levels_held(
-            kernel(),
-            &known,
-            &one,
-            &[Some(&p[0][..]), Some(&p[1][..])],
-            &key,
+        let found = held_by(&known, &one, &[Some(&p[0][..]), Some(&p[1][..])]);
+        assert_eq!(found, held(&[&[0], &[1]]));
+        let found = held_by(&known, &one, &[Some(&p[1][..]), Some(&p[0][..])]);
+        assert_eq!(found, held(&[&[1], &[0]]));
+        // The first file damaged and the next two swapped: other groups are read.
+        let mut bad = p[0].clone();
+        bad[0] ^= 1;
+        let stored = [Some(&bad[..]), Some(&p[2][..]), Some(&p[1][..])];
+        let found = held_by(&known, &one, &stored);
+        assert_eq!(
+            found,
+            Some(vec![Some(vec![]), Some(vec![2]), Some(vec![1])])
         );
-        assert_eq!(found.expect("held"), held(&[&[0], &[1]]));
-        let found = levels_held(
-            kernel(),
-            &known,
-            &one,
-            &[Some(&p[1][..]), Some(&p[0][..])],
-            &key,
-        );
-        assert_eq!(found.expect("held"), held(&[&[1], &[0]]));
         // Two lost blocks with two files swapped, and three with three rotated.
         let known: Vec<&[u8]> = vec![&a, &zero, &zero, &d];
         let two = [lost(1, &b, len), lost(2, &c, BS)];
-        let found = levels_held(
-            kernel(),
-            &known,
-            &two,
-            &[Some(&p[1][..]), Some(&p[0][..])],
-            &key,
-        );
-        assert_eq!(found.expect("held"), held(&[&[1], &[0]]));
+        let found = held_by(&known, &two, &[Some(&p[1][..]), Some(&p[0][..])]);
+        assert_eq!(found, held(&[&[1], &[0]]));
         let known: Vec<&[u8]> = vec![&zero, &zero, &zero, &d];
         let three = [lost(0, &a, BS), lost(1, &b, len), lost(2, &c, BS)];
         let stored = [Some(&p[2][..]), Some(&p[0][..]), Some(&p[1][..])];
-        let found = levels_held(kernel(), &known, &three, &stored, &key);
-        assert_eq!(found.expect("held"), held(&[&[2], &[0], &[1]]));
-        // More lost blocks than files there, or a hash no way matches: nothing told.
-        let found = levels_held(kernel(), &known, &three, &stored[..2], &key);
-        assert_eq!(found.expect("held"), None);
+        let found = held_by(&known, &three, &stored);
+        assert_eq!(found, held(&[&[2], &[0], &[1]]));
+        // More lost blocks than files there, or a hash no reading matches: nothing.
+        assert_eq!(held_by(&known, &three, &stored[..2]), None);
         let wrong = [Unknown {
             hash: block_hash(&key, &a[..len]),
             ..one[0]
         }];
         let known: Vec<&[u8]> = vec![&a, &zero, &c, &d];
-        let found = levels_held(kernel(), &known, &wrong, &[Some(&p[0][..])], &key);
-        assert_eq!(found.expect("held"), None);
+        assert_eq!(held_by(&known, &wrong, &[Some(&p[0][..])]), None);
     }
 
     #[test]
-    fn readings_start_with_each_file_as_its_own_level() {
-        let r = readings(&[0, 1]);
-        assert_eq!(r[0], vec![0, 1]);
-        assert_eq!(r.len(), 30);
-        assert!(r.contains(&vec![1, 0]) && r.contains(&vec![5, 4]));
-        assert_eq!(readings(&[0, 1, 2]).len(), 120);
+    fn groups_and_orders_are_complete() {
+        assert_eq!(
+            subsets(&[0, 2, 3], 2),
+            vec![vec![0, 2], vec![0, 3], vec![2, 3]]
+        );
+        assert_eq!(subsets(&[1], 2), Vec::<Vec<usize>>::new());
+        let o = orders(3, 2);
+        assert_eq!(o.len(), 6);
+        assert!(o.contains(&vec![1, 0]) && o.contains(&vec![2, 1]));
+        assert_eq!(orders(6, 3).len(), 120);
+        assert_eq!(orders(9, 1).len(), MAX_PARITY);
     }
 
     #[test]
-    fn verdicts_come_from_the_first_position_that_tells() {
-        let undecided = Verdict {
-            held: Held::Undecided,
-            unmatched: 0,
-            matched: false,
-        };
-        let mut v = vec![undecided; 4];
-        // Zeros: every file equals every level; nothing is decided.
+    fn a_file_holds_another_level_only_when_never_seen_as_its_own() {
+        let mut v = vec![Verdict::default(); 4];
+        // Zeros left aside, every file equal to every level: nothing is decided.
         let all = [0, 1, 2, 3, 4, 5];
         judge(&mut v, &held(&[&all, &all, &all, &all]).expect("m"), 4);
-        assert!(v.iter().all(|v| v.held == Held::Undecided && v.matched));
+        assert!(v.iter().all(|v| !v.decided() && v.matched));
         judge(
             &mut v,
             &vec![Some(vec![0]), Some(vec![2]), Some(vec![]), None],
             9,
         );
-        assert_eq!(v[0].held, Held::Own);
-        assert_eq!(
-            v[1].held,
-            Held::Other {
-                levels: vec![2],
-                pos: 9
-            }
-        );
-        assert_eq!((v[2].held.clone(), v[2].unmatched), (Held::Undecided, 1));
-        assert_eq!((v[3].held.clone(), v[3].unmatched), (Held::Undecided, 0));
-        // A later position does not overturn a verdict.
-        judge(&mut v, &held(&[&[1], &[1], &[2], &[3]]).expect("m"), 12);
-        assert_eq!(v[0].held, Held::Own);
-        assert_eq!(v[2].held, Held::Own);
-        assert_eq!(v[3].held, Held::Own);
+        assert!(v[0].decided() && v[0].holds_other().is_none());
+        assert!(!v[1].decided());
+        assert_eq!(v[1].holds_other(), Some(&(vec![2], 9)));
+        assert_eq!((v[2].unmatched, v[3].unmatched), (1, 0));
+        // Seen as another level twice: decided, and the first sighting is named.
+        judge(&mut v, &held(&[&[0], &[3], &[2], &[3]]).expect("m"), 12);
+        assert!(v[1].decided());
+        assert_eq!(v[1].holds_other(), Some(&(vec![2], 9)));
+        assert!(v[2].decided() && v[3].decided());
+        // Seen as its own once: never refused.
+        let mut w = vec![Verdict::default()];
+        judge(&mut w, &held(&[&[1]]).expect("m"), 0);
+        judge(&mut w, &held(&[&[0]]).expect("m"), 5);
+        assert_eq!(w[0].holds_other(), None);
     }
 
     #[test]

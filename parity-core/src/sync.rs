@@ -594,12 +594,16 @@ pub fn sync(
     }
     progress.finish();
     if report.interrupted.is_some() {
-        report.positions_left = state
-            .positions
-            .flags
-            .iter()
-            .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
-            .count();
+        report.positions_left = if options.force_full {
+            work.len().saturating_sub(report.positions_synced)
+        } else {
+            state
+                .positions
+                .flags
+                .iter()
+                .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+                .count()
+        };
     }
     if failure.is_none() {
         // Positions past the last used one were trimmed: give the space back.

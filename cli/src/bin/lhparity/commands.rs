@@ -159,9 +159,15 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         }
     }
     if let Some(signal) = report.interrupted {
+        // A full sync marks nothing ahead, so a plain sync would not finish it.
+        let again = if args.force_full {
+            "sync --force-full"
+        } else {
+            "sync"
+        };
         eprintln!(
             "lhparity: stopped by {}: {} positions synced and saved, {} left; run `lhparity \
-             sync` again to finish",
+             {again}` again to finish",
             parity_core::interrupt::name(signal),
             report.positions_synced,
             report.positions_left
