@@ -877,6 +877,16 @@ fn a_parity_file_of_another_array_stops_sync_and_fix_rebuilds_it() {
         "{err}"
     );
     assert!(fs::read(&ours.parity[1]).expect("parity") == foreign);
+    // A full sync rewrites every position: it warns and goes on.
+    let out = ours.lhparity(&["sync", "--force-full"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("equals no level's parity"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&ours.lhparity(&["check"]), 0);
+    fs::copy(&theirs.parity[1], &ours.parity[1]).expect("copy parity again");
     // fix names it too, and rewrites it from the data.
     let out = ours.lhparity(&["fix"]);
     expect_code(&out, 0);

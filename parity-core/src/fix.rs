@@ -37,6 +37,7 @@ use crossbeam::channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::hash::block_hash;
+use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::scrub::{file_filter, find_damage, select_files, Chosen, Damage};
@@ -107,7 +108,8 @@ pub fn fix(
     let mut state = loaded.state;
     check_disk_names(config, &state, &options.disks)?;
     refuse_swapped_disks(config, &state, &options.disks)?;
-    let order_warnings = crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
+    let order_warnings =
+        parity_order::check(config, &state, &parity_paths(config)?, Before::Reading)?;
     let filter = file_filter(&options.files)?;
     let mut report = FixReport {
         warnings: loaded.notes.into_iter().chain(order_warnings).collect(),
@@ -1640,7 +1642,7 @@ impl FixStage<'_> {
 }
 
 /// Every `k`-element subset of `items`, in lexicographic order.
-fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
+pub(crate) fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
     let mut pick = Vec::with_capacity(k);
     fn walk(

@@ -80,16 +80,29 @@ struct Unknown {
     hash: Hash,
 }
 
+/// What runs after the probe.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Before {
+    /// A sync of what changed: it writes only some positions.
+    Sync,
+    /// A full sync (`--force-full`): it writes every position, so a file that is
+    /// wrong everywhere is no reason to stop it, but one of another level is (a
+    /// stopped full sync would leave both levels mixed).
+    FullSync,
+    /// A command that reads the parity (fix, check, scrub).
+    Reading,
+}
+
 /// Refuses when a parity file holds the parity of another level than its config line
 /// says. `paths` are the files of levels 1, 2, ... as configured. A file that equals
 /// no level's parity wherever the data was known (damaged, or of another array) is
-/// refused by a `sync`, which would only add to it, and returned as a warning
-/// otherwise; `sync` also says what to do when levels were moved on purpose.
+/// refused by a sync of what changed, which would only add to it, and returned as a
+/// warning otherwise; a sync also says what to do when levels were moved on purpose.
 pub fn check(
     config: &Config,
     state: &State,
     paths: &[PathBuf],
-    sync: bool,
+    before: Before,
 ) -> Result<Vec<String>, SyncError> {
     let levels = paths.len().min(state.parity.len());
     let probes = probe_positions(state, PROBES);
@@ -150,7 +163,7 @@ pub fn check(
             break;
         }
     }
-    if let Some(message) = refusal(config, paths, &verdicts, sync) {
+    if let Some(message) = refusal(config, paths, &verdicts, before != Before::Reading) {
         return Err(SyncError::Refused(message));
     }
     let unmatched: Vec<String> = verdicts
@@ -167,7 +180,7 @@ pub fn check(
             )
         })
         .collect();
-    if sync && !unmatched.is_empty() {
+    if before == Before::Sync && !unmatched.is_empty() {
         return Err(SyncError::Refused(format!(
             "{}. A sync would only add to it; nothing was changed. If its disk is not the \
              right one, mount the right one; else `lhparity check` lists the positions \
@@ -271,7 +284,7 @@ fn levels_held(
     let mut rebuilt = vec![vec![0u8; len]; unknown.len()];
     if !unknown.is_empty() {
         let present: Vec<usize> = (0..stored.len()).filter(|&f| stored[f].is_some()).collect();
-        let groups = subsets(&present, unknown.len());
+        let groups = crate::fix::combinations(&present, unknown.len());
         let zero = vec![0u8; len];
         let rebuild_cost = (data.len() * len).max(1);
         let mut spent = 0usize;
@@ -336,30 +349,6 @@ fn levels_held(
 /// (each costs the stripe's width times the block size): bounds the search when
 /// none matches, with several disks lost and a damaged parity file.
 const SEARCH_BUDGET: usize = 512 << 20;
-
-/// The groups of `k` of `items`, in order.
-fn subsets(items: &[usize], k: usize) -> Vec<Vec<usize>> {
-    fn walk(
-        items: &[usize],
-        k: usize,
-        from: usize,
-        cur: &mut Vec<usize>,
-        out: &mut Vec<Vec<usize>>,
-    ) {
-        if cur.len() == k {
-            out.push(cur.clone());
-            return;
-        }
-        for i in from..items.len() {
-            cur.push(items[i]);
-            walk(items, k, i + 1, cur, out);
-            cur.pop();
-        }
-    }
-    let mut out = Vec::new();
-    walk(items, k, 0, &mut Vec::new(), &mut out);
-    out
-}
 
 /// Every list of `k` distinct levels below `levels`.
 fn orders(levels: usize, k: usize) -> Vec<Vec<usize>> {
@@ -570,12 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_and_orders_are_complete() {
-        assert_eq!(
-            subsets(&[0, 2, 3], 2),
-            vec![vec![0, 2], vec![0, 3], vec![2, 3]]
-        );
-        assert_eq!(subsets(&[1], 2), Vec::<Vec<usize>>::new());
+    fn orders_are_complete() {
         let o = orders(3, 2);
         assert_eq!(o.len(), 6);
         assert!(o.contains(&vec![1, 0]) && o.contains(&vec![2, 1]));

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::config::{Config, Filter};
 use crate::hash::block_hash;
+use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::runs;
@@ -627,7 +628,7 @@ pub fn scrub(
     let mut positions = select(&state, plan, older_than_days, now());
     if !positions.is_empty() {
         // What is wrong in the parity files is what this reports anyway.
-        crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
+        parity_order::check(config, &state, &parity_paths(config)?, Before::Reading)?;
     }
     progress.start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
     let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
@@ -716,7 +717,7 @@ pub fn check(
         .0
     } else {
         // What is wrong in the parity files is what this reports anyway.
-        crate::parity_order::check(config, &state, &parity_paths(config)?, false)?;
+        parity_order::check(config, &state, &parity_paths(config)?, Before::Reading)?;
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
         let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;

@@ -19,6 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::hash::random_key;
+use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, ParityOutput, PipelineError, Reads, Status};
 use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
@@ -451,7 +452,12 @@ pub fn sync(
     }
 
     // Positions whose parity stays as it is show which level each file holds.
-    for warning in crate::parity_order::check(config, &state, &parity_paths, true)? {
+    let before = if options.force_full {
+        Before::FullSync
+    } else {
+        Before::Sync
+    };
+    for warning in parity_order::check(config, &state, &parity_paths, before)? {
         report.notes.push(format!("warning: {warning}"));
     }
     let block_size = state.block_size as usize;
