@@ -14,9 +14,11 @@
 //! disks, up to three) are first rebuilt reading the stored blocks as their own
 //! levels, then every other way, until the rebuilt blocks match their hashes; the
 //! way that does gives the data, and the comparison goes on as before. A file found
-//! holding another level stops the run before anything is written. A block equal to
-//! no level (damage, which a scrub finds, or another array's file: a warning) or to
-//! several (zeros) tells nothing, and the next position is asked.
+//! holding another level, and never its own, stops the run before anything is
+//! written. A block of zeros, or one equal to several levels, tells nothing, and
+//! the next position is asked; a file equal to no level wherever the data was known
+//! (damaged, or another array's) stops a sync of what changed, which would only add
+//! to it, and is a warning for the other commands.
 
 use std::collections::HashSet;
 use std::fs::File;
