@@ -382,7 +382,6 @@ pub fn sync(
     if !is_new {
         check_parity_files(&mut state, &parity_paths, options, &mut report)?;
     }
-
     // More parity levels than last time: the new levels need every position.
     if state.parity.len() < config.levels() {
         state.parity.resize(config.levels(), Default::default());
@@ -434,8 +433,8 @@ pub fn sync(
     trim_positions(&mut state);
     // A full sync, as SnapRAID's `sync -F`, computes the parity of every position
     // again from the data (a block that fails its hash still keeps the parity
-    // there). The positions are only marked a segment at a time, as they are
-    // written: until then their parity still serves a fix.
+    // there). Its positions are marked a segment at a time, as in any sync: one
+    // that is stopped leaves the parity it did not reach as it was, for `fix`.
     let work: Vec<u32> = (0..state.positions.len() as u32)
         .filter(|&p| {
             options.force_full || state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0

@@ -85,8 +85,8 @@ pub struct SyncArgs {
     /// Sync even if more files are removed than delete-threshold allows.
     #[arg(short = 'D', long)]
     force_delete: bool,
-    /// A full sync: compute all parity again from the data, and overwrite parity
-    /// files that no content file knows or that hold other levels' parity.
+    /// A full sync: compute all parity again from the data (also over parity files
+    /// that no content file knows, or that are damaged everywhere).
     #[arg(short = 'F', long)]
     force_full: bool,
     /// Read and hash all new data in a pass of its own first, and sync only what
