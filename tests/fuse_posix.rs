@@ -866,3 +866,112 @@ fn fd_xattrs(file: &fs::File) -> String {
         )
     }
 }
+
+/// What calls through a descriptor of a folder removed meanwhile answer, in `base`.
+fn in_a_removed_folder(base: &Path) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    let dir = base.join("gone");
+    fs::create_dir(&dir).unwrap();
+    let handle = File::open(&dir).unwrap();
+    fs::remove_dir(&dir).unwrap();
+    let fd = handle.as_raw_fd();
+    let name = |n: &str| cpath(Path::new(n));
+    let errno = |r: libc::c_int| {
+        if r < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    // SAFETY: plain syscalls on a descriptor this function owns and C strings it made.
+    let mut out = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        vec![
+            format!(
+                "unlinkat {}",
+                errno(libc::unlinkat(fd, name("x").as_ptr(), 0))
+            ),
+            format!(
+                "mkdirat {}",
+                errno(libc::mkdirat(fd, name("y").as_ptr(), 0o755))
+            ),
+            format!(
+                "openat creat {}",
+                errno(libc::openat(
+                    fd,
+                    name("z").as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o644
+                ))
+            ),
+            format!(
+                "fstatat {}",
+                errno(libc::fstatat(fd, name("x").as_ptr(), &mut st, 0))
+            ),
+            format!(
+                "fstat {} nlink {}",
+                errno(libc::fstat(fd, &mut st)),
+                st.st_nlink
+            ),
+        ]
+    };
+    let listed: Vec<_> = fs::read_dir(format!("/proc/self/fd/{fd}"))
+        .map(|r| r.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_else(|e| vec![format!("error {e}").into()]);
+    out.push(format!("listed {listed:?}"));
+    out
+}
+
+#[test]
+fn fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_finishes() {
+    let test =
+        "fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_finishes";
+    let (tmp, a, b, mnt) = two_branches();
+    let list = format!("{}:{}", a.display(), b.display());
+    let Some(pool) = Pool::mount(test, &list, &mnt, "category.create=rand") else {
+        return;
+    };
+    let plain = tmp.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    let want = in_a_removed_folder(&plain);
+    assert_eq!(in_a_removed_folder(&pool.mnt), want);
+    assert!(want[0] == format!("unlinkat {}", libc::ENOENT), "{want:?}");
+
+    // Two `rm -rf` of one tree: each name goes once, and nothing fails or stays.
+    for round in 0..3 {
+        let tree = pool.path("tree");
+        for d in 0..40 {
+            let sub = tree.join(format!("d{d}/e"));
+            fs::create_dir_all(&sub).unwrap();
+            for f in 0..25 {
+                fs::write(tree.join(format!("d{d}/f{f}")), b"x").unwrap();
+                fs::write(sub.join(format!("g{f}")), b"y").unwrap();
+            }
+        }
+        let rm = || {
+            std::process::Command::new("rm")
+                .arg("-rf")
+                .arg(&tree)
+                .output()
+                .unwrap()
+        };
+        let (first, second) = std::thread::scope(|s| {
+            let other = s.spawn(rm);
+            (rm(), other.join().unwrap())
+        });
+        for out in [&first, &second] {
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for root in [&a, &b, &pool.mnt] {
+            assert_eq!(
+                fs::read_dir(root).unwrap().count(),
+                0,
+                "round {round}: {root:?}"
+            );
+        }
+    }
+}

@@ -232,6 +232,11 @@ pub struct UnionFs {
     node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, Stamp>>,
+    /// Folders removed through the pool that the kernel still holds (a descriptor,
+    /// a working directory, a parallel `rm -rf` inside): their last attributes with
+    /// no links. As on a local file system, they still answer `fstat`, list as
+    /// empty, and hold no names (ENOENT), instead of failing with ESTALE.
+    removed_folders: Mutex<HashMap<u64, libc::stat>>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -627,6 +632,7 @@ impl UnionFs {
             passthrough: AtomicBool::new(false),
             node_io: Arc::new(Mutex::new(HashMap::new())),
             stamps: Mutex::new(HashMap::new()),
+            removed_folders: Mutex::new(HashMap::new()),
             notifier: Arc::new(OnceLock::new()),
         }
     }
@@ -703,20 +709,27 @@ impl UnionFs {
         Arc::clone(&self.union.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// unlink and rmdir: remove `name` from the branches, then its node (and a
-    /// folder's subtree) from the table.
+    /// unlink and rmdir (`folder`): remove `name` from the branches, then its node
+    /// (and a folder's subtree) from the table.
     fn remove_name(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
         reply: ReplyEmpty,
-        remove: fn(&Union, &Path) -> Result<(), Errno>,
+        folder: bool,
     ) {
+        let remove = if folder { Union::rmdir } else { Union::unlink };
         let result = self.child(parent, name).and_then(|path| {
+            // A folder's last attributes, for the kernel's inode of it that outlives it.
+            let last = folder.then(|| self.union().getattr(&path).ok()).flatten();
             caller(req).serve(|| remove(&self.union(), &path).map_err(fuse_errno))?;
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, &path).into_owned();
+            if let (Some(mut attr), Some(id)) = (last, nodes.id(&path)) {
+                attr.stat.st_nlink = 0;
+                lock(&self.removed_folders).insert(id, attr.stat);
+            }
             nodes.remove(&path);
             Ok(())
         });
@@ -784,10 +797,18 @@ impl UnionFs {
             .ok_or(fuser::Errno::ESTALE)
     }
 
+    /// The path of `name` in the folder node `parent`; in a folder removed through
+    /// the pool there is no name (ENOENT, as in a removed folder on a local file
+    /// system; see `removed_folders`).
     fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, fuser::Errno> {
-        lock(&self.nodes)
-            .child_path(parent.0, name)
-            .ok_or(fuser::Errno::ESTALE)
+        let found = lock(&self.nodes).child_path(parent.0, name);
+        found.ok_or_else(|| {
+            if lock(&self.removed_folders).contains_key(&parent.0) {
+                fuser::Errno::ENOENT
+            } else {
+                fuser::Errno::ESTALE
+            }
+        })
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, fuser::Errno> {
@@ -815,6 +836,9 @@ impl UnionFs {
             let mut listing = lock(&dir.listing);
             match &*listing {
                 Some(built) if offset > 0 => Arc::clone(built),
+                _ if lock(&self.removed_folders).contains_key(&dir.node.0) => {
+                    Arc::clone(listing.insert(Arc::new(Vec::new())))
+                }
                 _ => {
                     let path = self.path(dir.node)?;
                     let union = self.union();
@@ -1310,10 +1334,17 @@ impl Filesystem for UnionFs {
         if nodes.path(ino.0).is_none() {
             lock(&self.stamps).remove(&ino.0);
         }
+        if !nodes.holds(ino.0) {
+            lock(&self.removed_folders).remove(&ino.0);
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         self.begin(Op::Getattr);
+        let removed = lock(&self.removed_folders).get(&ino.0).copied();
+        if let Some(stat) = removed {
+            return reply.attr(&self.attr_ttl(), &file_attr(&stat));
+        }
         match caller(req).serve(|| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
             // The name the kernel knows is gone (see `stale`).
@@ -1456,12 +1487,12 @@ impl Filesystem for UnionFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.begin(Op::Unlink);
-        self.remove_name(req, parent, name, reply, Union::unlink);
+        self.remove_name(req, parent, name, reply, false);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.begin(Op::Rmdir);
-        self.remove_name(req, parent, name, reply, Union::rmdir);
+        self.remove_name(req, parent, name, reply, true);
     }
 
     fn symlink(
@@ -1803,7 +1834,10 @@ impl Filesystem for UnionFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Opendir);
         if let Err(e) = self.path(ino) {
-            return reply.error(self.failed(e));
+            // A removed folder still opens (through `/proc/self/fd`), and lists empty.
+            if !lock(&self.removed_folders).contains_key(&ino.0) {
+                return reply.error(self.failed(e));
+            }
         }
         let fh = self.handle();
         let dir = OpenDir {

@@ -195,6 +195,16 @@ impl NodeTable {
         }
     }
 
+    /// The node id `path` resolves to, if the kernel was told of one.
+    pub fn id(&self, path: &Path) -> Option<u64> {
+        self.by_path.get(path.as_os_str()).copied()
+    }
+
+    /// Whether node `id` is still held by the kernel (with or without a path).
+    pub fn holds(&self, id: u64) -> bool {
+        self.nodes.contains_key(&id)
+    }
+
     /// The pool path of node `id`, or `None` if the id is unknown or its entry is gone.
     pub fn path(&self, id: u64) -> Option<&Path> {
         self.nodes.get(&id)?.paths.first().map(PathBuf::as_path)
