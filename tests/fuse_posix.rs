@@ -913,6 +913,14 @@ fn in_a_removed_folder(base: &Path) -> Vec<String> {
                 errno(libc::fstat(fd, &mut st)),
                 st.st_nlink
             ),
+            format!(
+                "fgetxattr {}",
+                errno(libc::fgetxattr(fd, name("user.x").as_ptr(), std::ptr::null_mut(), 0) as i32)
+            ),
+            format!(
+                "flistxattr {}",
+                libc::flistxattr(fd, std::ptr::null_mut(), 0)
+            ),
         ]
     };
     let listed: Vec<_> = fs::read_dir(format!("/proc/self/fd/{fd}"))
@@ -937,15 +945,17 @@ fn fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_f
     assert_eq!(in_a_removed_folder(&pool.mnt), want);
     assert!(want[0] == format!("unlinkat {}", libc::ENOENT), "{want:?}");
 
-    // Two `rm -rf` of one tree: each name goes once, and nothing fails or stays.
+    // Three `rm -rf` of one tree: each name goes once, and nothing fails or stays.
     for round in 0..3 {
         let tree = pool.path("tree");
-        for d in 0..40 {
-            let sub = tree.join(format!("d{d}/e"));
+        for d in 0..60 {
+            let sub = tree.join(format!("a{}/b{d}/c", d % 6));
             fs::create_dir_all(&sub).unwrap();
-            for f in 0..25 {
-                fs::write(tree.join(format!("d{d}/f{f}")), b"x").unwrap();
-                fs::write(sub.join(format!("g{f}")), b"y").unwrap();
+            for f in 0..30 {
+                fs::write(sub.join(format!("f{f}")), b"x").unwrap();
+            }
+            for f in 0..5 {
+                fs::write(tree.join(format!("a{}/b{d}/g{f}", d % 6)), b"y").unwrap();
             }
         }
         let rm = || {
@@ -955,11 +965,13 @@ fn fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_f
                 .output()
                 .unwrap()
         };
-        let (first, second) = std::thread::scope(|s| {
-            let other = s.spawn(rm);
-            (rm(), other.join().unwrap())
+        let outs: Vec<_> = std::thread::scope(|s| {
+            let others: Vec<_> = (0..2).map(|_| s.spawn(rm)).collect();
+            let mut outs = vec![rm()];
+            outs.extend(others.into_iter().map(|o| o.join().unwrap()));
+            outs
         });
-        for out in [&first, &second] {
+        for out in &outs {
             assert!(
                 out.status.success() && out.stderr.is_empty(),
                 "round {round}: {}",
@@ -974,4 +986,31 @@ fn fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_f
             );
         }
     }
+    drop(pool);
+
+    // The attributes of a folder asked for while it is being removed (no attribute
+    // cache, as a permission check of another `rm` finds it): never ESTALE.
+    let Some(pool) = Pool::mount(test, &list, &mnt, "cache.attr=0") else {
+        return;
+    };
+    let mut failed = 0;
+    for _ in 0..300 {
+        let dir = pool.path("d");
+        fs::create_dir(&dir).unwrap();
+        let handle = File::open(&dir).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let asker = s.spawn(|| {
+                let mut failed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    failed += usize::from(handle.metadata().is_err());
+                }
+                failed
+            });
+            fs::remove_dir(&dir).unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            failed += asker.join().unwrap();
+        });
+    }
+    assert_eq!(failed, 0, "fstat of a folder being removed failed");
 }

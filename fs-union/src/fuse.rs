@@ -721,15 +721,21 @@ impl UnionFs {
     ) {
         let remove = if folder { Union::rmdir } else { Union::unlink };
         let result = self.child(parent, name).and_then(|path| {
-            // A folder's last attributes, for the kernel's inode of it that outlives it.
-            let last = folder.then(|| self.union().getattr(&path).ok()).flatten();
-            caller(req).serve(|| remove(&self.union(), &path).map_err(fuse_errno))?;
+            // A folder's last attributes, for the kernel's inode of it that outlives
+            // it: recorded before the branches lose it, since another request can ask
+            // for them (a permission check of a parallel `rm -rf`) the moment they do.
+            let recorded = if folder {
+                self.record_removal(&path)
+            } else {
+                None
+            };
+            let removed = caller(req).serve(|| remove(&self.union(), &path).map_err(fuse_errno));
+            if let (Err(_), Some(id)) = (&removed, recorded) {
+                lock(&self.removed_folders).remove(&id);
+            }
+            removed?;
             let mut nodes = lock(&self.nodes);
             let path = nodes.current(parent.0, name, &path).into_owned();
-            if let (Some(mut attr), Some(id)) = (last, nodes.id(&path)) {
-                attr.stat.st_nlink = 0;
-                lock(&self.removed_folders).insert(id, attr.stat);
-            }
             nodes.remove(&path);
             Ok(())
         });
@@ -737,6 +743,23 @@ impl UnionFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.failed(e)),
         }
+    }
+
+    /// Records the folder at `path`, about to be removed, as removed (its attributes
+    /// with no links) if the kernel holds a node of it; returns the node.
+    fn record_removal(&self, path: &Path) -> Option<u64> {
+        let id = lock(&self.nodes).id(path)?;
+        let mut attr = self.union().getattr(path).ok()?;
+        attr.stat.st_nlink = 0;
+        lock(&self.removed_folders).insert(id, attr.stat);
+        Some(id)
+    }
+
+    /// The recorded attributes of node `ino` if it is a folder removed through the
+    /// pool. The record is made just before the removal, which may yet fail: it only
+    /// answers where the folder itself no longer does.
+    fn removed_folder(&self, ino: INodeNo) -> Option<libc::stat> {
+        lock(&self.removed_folders).get(&ino.0).copied()
     }
 
     /// mknod, mkdir and symlink: make `name` in `parent` with `make`, acting as the
@@ -836,14 +859,19 @@ impl UnionFs {
             let mut listing = lock(&dir.listing);
             match &*listing {
                 Some(built) if offset > 0 => Arc::clone(built),
-                _ if lock(&self.removed_folders).contains_key(&dir.node.0) => {
-                    Arc::clone(listing.insert(Arc::new(Vec::new())))
-                }
                 _ => {
-                    let path = self.path(dir.node)?;
-                    let union = self.union();
-                    let built = caller(req).serve(|| merged_listing(&union, &path));
-                    let built = built.map_err(fuse_errno)?;
+                    let built = self.path(dir.node).and_then(|path| {
+                        let union = self.union();
+                        caller(req)
+                            .serve(|| merged_listing(&union, &path))
+                            .map_err(fuse_errno)
+                    });
+                    // A folder removed through the pool lists empty, as on a local
+                    // file system.
+                    let built = match built {
+                        Err(_) if self.removed_folder(dir.node).is_some() => Vec::new(),
+                        other => other?,
+                    };
                     Arc::clone(listing.insert(Arc::new(built)))
                 }
             }
@@ -1341,14 +1369,14 @@ impl Filesystem for UnionFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         self.begin(Op::Getattr);
-        let removed = lock(&self.removed_folders).get(&ino.0).copied();
-        if let Some(stat) = removed {
-            return reply.attr(&self.attr_ttl(), &file_attr(&stat));
-        }
-        match caller(req).serve(|| self.attr_of(ino, fh)) {
-            Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
+        let attr = caller(req).serve(|| self.attr_of(ino, fh));
+        match attr
+            .map(|a| a.stat)
+            .map_err(|e| (e, self.removed_folder(ino)))
+        {
+            Ok(stat) | Err((_, Some(stat))) => reply.attr(&self.attr_ttl(), &file_attr(&stat)),
             // The name the kernel knows is gone (see `stale`).
-            Err(e) => reply.error(self.failed(stale(e))),
+            Err((e, None)) => reply.error(self.failed(stale(e))),
         }
     }
 
@@ -2047,6 +2075,11 @@ impl Filesystem for UnionFs {
         let value = self.or_detached(ino, value, |union, fd| {
             caller(req).serve(|| union.fd_getxattr(fd, name))
         });
+        // A removed folder holds no attributes any more (`ls -l` asks through it).
+        let value = value.map_err(|e| match self.removed_folder(ino) {
+            Some(_) => fuser::Errno::ENODATA,
+            None => e,
+        });
         self.reply_xattr(reply, value, size);
     }
 
@@ -2061,6 +2094,10 @@ impl Filesystem for UnionFs {
         let names = self
             .or_detached(ino, names, |union, fd| {
                 caller(req).serve(|| union.fd_listxattr(fd))
+            })
+            .or_else(|e| match self.removed_folder(ino) {
+                Some(_) => Ok(Vec::new()),
+                None => Err(e),
             })
             // Linux shows `trusted.*` names only to holders of CAP_SYS_ADMIN, which
             // lhfs keeps while acting as the caller.
