@@ -921,6 +921,31 @@ fn in_a_removed_folder(base: &Path) -> Vec<String> {
                 "flistxattr {}",
                 libc::flistxattr(fd, std::ptr::null_mut(), 0)
             ),
+            format!("fchmod {}", errno(libc::fchmod(fd, 0o700))),
+            format!(
+                "futimens {}",
+                errno(libc::futimens(
+                    fd,
+                    [
+                        libc::timespec {
+                            tv_sec: 0,
+                            tv_nsec: libc::UTIME_OMIT
+                        },
+                        libc::timespec {
+                            tv_sec: 1_000_000_000,
+                            tv_nsec: 500
+                        },
+                    ]
+                    .as_ptr()
+                ))
+            ),
+            {
+                libc::fstat(fd, &mut st);
+                format!(
+                    "mode {:o} mtime {}.{}",
+                    st.st_mode, st.st_mtime, st.st_mtime_nsec
+                )
+            },
         ]
     };
     let listed: Vec<_> = fs::read_dir(format!("/proc/self/fd/{fd}"))

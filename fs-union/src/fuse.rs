@@ -762,6 +762,43 @@ impl UnionFs {
         lock(&self.removed_folders).get(&ino.0).copied()
     }
 
+    /// Applies a setattr to the record of node `ino` if it is a removed folder, and
+    /// returns the record.
+    fn change_removed_folder(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        times: Option<[libc::timespec; 2]>,
+    ) -> Option<libc::stat> {
+        let mut folders = lock(&self.removed_folders);
+        let st = folders.get_mut(&ino.0)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (now_sec, now_nsec) = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
+        if let Some(mode) = mode {
+            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
+        }
+        st.st_uid = uid.unwrap_or(st.st_uid);
+        st.st_gid = gid.unwrap_or(st.st_gid);
+        for (i, t) in times.iter().flatten().enumerate() {
+            let (sec, nsec) = match t.tv_nsec {
+                libc::UTIME_OMIT => continue,
+                libc::UTIME_NOW => (now_sec, now_nsec),
+                _ => (t.tv_sec, t.tv_nsec),
+            };
+            if i == 0 {
+                (st.st_atime, st.st_atime_nsec) = (sec, nsec);
+            } else {
+                (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
+            }
+        }
+        (st.st_ctime, st.st_ctime_nsec) = (now_sec, now_nsec);
+        Some(*st)
+    }
+
     /// mknod, mkdir and symlink: make `name` in `parent` with `make`, acting as the
     /// caller, then reply with its new node.
     fn new_name(
@@ -1465,7 +1502,16 @@ impl Filesystem for UnionFs {
         });
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
-            Err(e) => reply.error(self.failed(e)),
+            // A removed folder keeps its changes in its record, as a local file
+            // system keeps them on the inode (`fchmod` through a descriptor).
+            Err(e) => match size
+                .is_none()
+                .then(|| self.change_removed_folder(ino, mode, uid, gid, times))
+                .flatten()
+            {
+                Some(stat) => reply.attr(&self.attr_ttl(), &file_attr(&stat)),
+                None => reply.error(self.failed(e)),
+            },
         }
     }
 
