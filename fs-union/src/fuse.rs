@@ -232,11 +232,6 @@ pub struct UnionFs {
     node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, Stamp>>,
-    /// Folders removed through the pool that the kernel still holds (a descriptor,
-    /// a working directory, a parallel `rm -rf` inside): their last attributes with
-    /// no links. As on a local file system, they still answer `fstat`, list as
-    /// empty, and hold no names (ENOENT), instead of failing with ESTALE.
-    removed_folders: Mutex<HashMap<u64, libc::stat>>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -632,7 +627,6 @@ impl UnionFs {
             passthrough: AtomicBool::new(false),
             node_io: Arc::new(Mutex::new(HashMap::new())),
             stamps: Mutex::new(HashMap::new()),
-            removed_folders: Mutex::new(HashMap::new()),
             notifier: Arc::new(OnceLock::new()),
         }
     }
@@ -731,7 +725,7 @@ impl UnionFs {
             };
             let removed = caller(req).serve(|| remove(&self.union(), &path).map_err(fuse_errno));
             if let (Err(_), Some(id)) = (&removed, recorded) {
-                lock(&self.removed_folders).remove(&id);
+                lock(&self.nodes).set_removed(id, None);
             }
             removed?;
             let mut nodes = lock(&self.nodes);
@@ -746,20 +740,21 @@ impl UnionFs {
     }
 
     /// Records the folder at `path`, about to be removed, as removed (its attributes
-    /// with no links) if the kernel holds a node of it; returns the node.
+    /// with no links) if the kernel holds a node of it; returns the node. As on a
+    /// local file system, a removed folder still answers `fstat`, lists empty and
+    /// holds no names (ENOENT) through a descriptor, instead of failing with ESTALE.
     fn record_removal(&self, path: &Path) -> Option<u64> {
         let id = lock(&self.nodes).id(path)?;
         let mut attr = self.union().getattr(path).ok()?;
         attr.stat.st_nlink = 0;
-        lock(&self.removed_folders).insert(id, attr.stat);
+        lock(&self.nodes).set_removed(id, Some(attr.stat));
         Some(id)
     }
 
-    /// The recorded attributes of node `ino` if it is a folder removed through the
-    /// pool. The record is made just before the removal, which may yet fail: it only
-    /// answers where the folder itself no longer does.
+    /// The attributes of node `ino` if it is a folder removed through the pool
+    /// (see [`NodeTable::removed`]).
     fn removed_folder(&self, ino: INodeNo) -> Option<libc::stat> {
-        lock(&self.removed_folders).get(&ino.0).copied()
+        lock(&self.nodes).removed(ino.0)
     }
 
     /// Applies a setattr to the record of node `ino` if it is a removed folder, and
@@ -772,31 +767,30 @@ impl UnionFs {
         gid: Option<u32>,
         times: Option<[libc::timespec; 2]>,
     ) -> Option<libc::stat> {
-        let mut folders = lock(&self.removed_folders);
-        let st = folders.get_mut(&ino.0)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let (now_sec, now_nsec) = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
-        if let Some(mode) = mode {
-            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
-        }
-        st.st_uid = uid.unwrap_or(st.st_uid);
-        st.st_gid = gid.unwrap_or(st.st_gid);
-        for (i, t) in times.iter().flatten().enumerate() {
-            let (sec, nsec) = match t.tv_nsec {
-                libc::UTIME_OMIT => continue,
-                libc::UTIME_NOW => (now_sec, now_nsec),
-                _ => (t.tv_sec, t.tv_nsec),
-            };
-            if i == 0 {
-                (st.st_atime, st.st_atime_nsec) = (sec, nsec);
-            } else {
-                (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
+        lock(&self.nodes).change_removed(ino.0, |st| {
+            if let Some(mode) = mode {
+                st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
             }
-        }
-        (st.st_ctime, st.st_ctime_nsec) = (now_sec, now_nsec);
-        Some(*st)
+            st.st_uid = uid.unwrap_or(st.st_uid);
+            st.st_gid = gid.unwrap_or(st.st_gid);
+            for (i, t) in times.iter().flatten().enumerate() {
+                let (sec, nsec) = match t.tv_nsec {
+                    libc::UTIME_OMIT => continue,
+                    libc::UTIME_NOW => (now_sec, now_nsec),
+                    _ => (t.tv_sec, t.tv_nsec),
+                };
+                if i == 0 {
+                    (st.st_atime, st.st_atime_nsec) = (sec, nsec);
+                } else {
+                    (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
+                }
+            }
+            (st.st_ctime, st.st_ctime_nsec) = (now_sec, now_nsec);
+        })
     }
 
     /// mknod, mkdir and symlink: make `name` in `parent` with `make`, acting as the
@@ -859,11 +853,11 @@ impl UnionFs {
 
     /// The path of `name` in the folder node `parent`; in a folder removed through
     /// the pool there is no name (ENOENT, as in a removed folder on a local file
-    /// system; see `removed_folders`).
+    /// system; see [`NodeTable::removed`]).
     fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, fuser::Errno> {
-        let found = lock(&self.nodes).child_path(parent.0, name);
-        found.ok_or_else(|| {
-            if lock(&self.removed_folders).contains_key(&parent.0) {
+        let nodes = lock(&self.nodes);
+        nodes.child_path(parent.0, name).ok_or_else(|| {
+            if nodes.removed(parent.0).is_some() {
                 fuser::Errno::ENOENT
             } else {
                 fuser::Errno::ESTALE
@@ -1399,9 +1393,6 @@ impl Filesystem for UnionFs {
         if nodes.path(ino.0).is_none() {
             lock(&self.stamps).remove(&ino.0);
         }
-        if !nodes.holds(ino.0) {
-            lock(&self.removed_folders).remove(&ino.0);
-        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1909,7 +1900,7 @@ impl Filesystem for UnionFs {
         self.begin(Op::Opendir);
         if let Err(e) = self.path(ino) {
             // A removed folder still opens (through `/proc/self/fd`), and lists empty.
-            if !lock(&self.removed_folders).contains_key(&ino.0) {
+            if self.removed_folder(ino).is_none() {
                 return reply.error(self.failed(e));
             }
         }

@@ -155,6 +155,10 @@ struct Node {
     /// still holds the old one while a subtree moves); lookups never do.
     paths: Vec<PathBuf>,
     lookups: u64,
+    /// For a folder removed through the pool (or being removed): its last
+    /// attributes with no links, which it answers with until the kernel forgets it,
+    /// as a removed folder on a local file system does through a descriptor.
+    removed: Option<libc::stat>,
 }
 
 /// FUSE node ids and the pool paths they stand for.
@@ -187,6 +191,7 @@ impl NodeTable {
                 Node {
                     paths: vec![root.clone()],
                     lookups: 1,
+                    removed: None,
                 },
             )]),
             by_path: HashMap::from([(root.clone().into_os_string(), ROOT_ID)]),
@@ -200,9 +205,32 @@ impl NodeTable {
         self.by_path.get(path.as_os_str()).copied()
     }
 
-    /// Whether node `id` is still held by the kernel (with or without a path).
-    pub fn holds(&self, id: u64) -> bool {
-        self.nodes.contains_key(&id)
+    /// Sets (or with `None` clears) the attributes node `id` answers with as a
+    /// removed folder; see [`NodeTable::removed`].
+    pub fn set_removed(&mut self, id: u64, stat: Option<libc::stat>) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.removed = stat;
+        }
+    }
+
+    /// The attributes of node `id` if it is a folder removed through the pool: they
+    /// are set just before the removal, which may yet fail, so they only answer
+    /// where the folder itself no longer does. They go with the node when the
+    /// kernel forgets it.
+    pub fn removed(&self, id: u64) -> Option<libc::stat> {
+        self.nodes.get(&id)?.removed
+    }
+
+    /// Applies `change` to the attributes of node `id` as a removed folder, if it is
+    /// one, and returns them.
+    pub fn change_removed(
+        &mut self,
+        id: u64,
+        change: impl FnOnce(&mut libc::stat),
+    ) -> Option<libc::stat> {
+        let stat = self.nodes.get_mut(&id)?.removed.as_mut()?;
+        change(stat);
+        Some(*stat)
     }
 
     /// The pool path of node `id`, or `None` if the id is unknown or its entry is gone.
@@ -269,6 +297,7 @@ impl NodeTable {
             Node {
                 paths: vec![path.to_path_buf()],
                 lookups: 1,
+                removed: None,
             },
         );
         self.index(path.as_os_str(), id);

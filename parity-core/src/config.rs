@@ -703,8 +703,8 @@ fn parity_level(directive: &str) -> Option<usize> {
     }
 }
 
-/// The canonical directive of a parity level.
-fn level_name(level: usize) -> String {
+/// The canonical directive of parity level `level` (1 for `parity`).
+pub fn level_name(level: usize) -> String {
     if level == 1 {
         "parity".to_owned()
     } else {

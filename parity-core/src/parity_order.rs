@@ -24,11 +24,12 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{level_name, Config};
 use crate::hash::block_hash;
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel, RaidError, MAX_PARITY};
-use crate::state::model::{Hash, State, DIRTY, UNSYNCED};
+use crate::scrub::Plan;
+use crate::state::model::{Hash, State};
 use crate::sync::SyncError;
 
 /// Positions read at most: one is enough when it is a full one; the others cover
@@ -196,23 +197,18 @@ pub fn check(
         .collect())
 }
 
-/// Up to `count` positions spread over the array whose parity is synced and holds
-/// no block of a deleted file.
+/// Up to `count` positions spread over the array whose parity is synced (what a
+/// full scrub verifies) and holds no block of a deleted file and no bad block.
 fn probe_positions(state: &State, count: usize) -> Vec<u32> {
-    let deleted: HashSet<u32> = state
+    let unsure: HashSet<u32> = state
         .disks
         .iter()
         .flat_map(|d| d.deleted.iter().map(|b| b.pos))
         .chain(state.bad.iter().map(|b| b.pos))
         .collect();
-    let used = state.used_positions();
-    let synced: Vec<u32> = (0..state.positions.len())
-        .filter(|&p| {
-            used.get(p).copied().unwrap_or(false)
-                && state.positions.flags[p] & (UNSYNCED | DIRTY) == 0
-        })
-        .map(|p| p as u32)
-        .filter(|p| !deleted.contains(p))
+    let synced: Vec<u32> = crate::scrub::select(state, Plan::Full, 0, 0)
+        .into_iter()
+        .filter(|p| !unsure.contains(p))
         .collect();
     let mut chosen: Vec<u32> = (0..count)
         .filter_map(|i| synced.get(i * synced.len() / count).copied())
@@ -398,7 +394,7 @@ fn refusal(config: &Config, paths: &[PathBuf], verdicts: &[Verdict], sync: bool)
         .enumerate()
         .filter_map(|(level, v)| match v.holds_other() {
             Some((levels, pos)) => {
-                let holds: Vec<String> = levels.iter().map(|&m| line_name(m)).collect();
+                let holds: Vec<String> = levels.iter().map(|&m| level_name(m + 1)).collect();
                 Some(format!(
                     "{} ({}) holds the parity of `{}` (seen at block position {pos})",
                     crate::name::shown_path(&paths[level]),
@@ -434,16 +430,8 @@ fn refusal(config: &Config, paths: &[PathBuf], verdicts: &[Verdict], sync: bool)
 /// Where the config names a level (0-based): `line 2, `2-parity``.
 fn line_of(config: &Config, level: usize) -> String {
     match config.parity.iter().find(|p| p.level == level + 1) {
-        Some(p) => format!("line {}, `{}`", p.line, line_name(level)),
-        None => format!("`{}`", line_name(level)),
-    }
-}
-
-/// The config line of a level (0-based): `parity`, `2-parity`, ...
-fn line_name(level: usize) -> String {
-    match level {
-        0 => "parity".to_owned(),
-        l => format!("{}-parity", l + 1),
+        Some(p) => format!("line {}, `{}`", p.line, level_name(level + 1)),
+        None => format!("`{}`", level_name(level + 1)),
     }
 }
 
@@ -595,12 +583,5 @@ mod tests {
         judge(&mut w, &held(&[&[1]]).expect("m"), 0);
         judge(&mut w, &held(&[&[0]]).expect("m"), 5);
         assert_eq!(w[0].holds_other(), None);
-    }
-
-    #[test]
-    fn line_names_follow_the_config() {
-        assert_eq!(line_name(0), "parity");
-        assert_eq!(line_name(1), "2-parity");
-        assert_eq!(line_name(5), "6-parity");
     }
 }
