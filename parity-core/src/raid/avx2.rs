@@ -23,4 +23,5 @@ super::simd::simd_kernel! {
         _mm256_broadcastsi128_si256(_mm_loadu_si128((*t).as_ptr().add(16).cast())),
     ),
     mul: |s, t| _mm256_xor_si256(_mm256_shuffle_epi8(t.0, s.0), _mm256_shuffle_epi8(t.1, s.1)),
+    pairs: false,
 }

@@ -23,4 +23,5 @@ super::simd::simd_kernel! {
         _mm512_broadcast_i32x4(_mm_loadu_si128((*t).as_ptr().add(16).cast())),
     ),
     mul: |s, t| _mm512_xor_si512(_mm512_shuffle_epi8(t.0, s.0), _mm512_shuffle_epi8(t.1, s.1)),
+    pairs: true,
 }

@@ -18,4 +18,5 @@ super::simd::simd_kernel! {
     split: |x| x,
     table: |t| _mm512_set1_epi64(*t as i64),
     mul: |s, t| _mm512_gf2p8affine_epi64_epi8::<0>(s, t),
+    pairs: true,
 }

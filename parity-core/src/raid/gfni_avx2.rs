@@ -19,4 +19,5 @@ super::simd::simd_kernel! {
     split: |x| x,
     table: |t| _mm256_set1_epi64x(*t as i64),
     mul: |s, t| _mm256_gf2p8affine_epi64_epi8::<0>(s, t),
+    pairs: false,
 }

@@ -17,6 +17,8 @@
 /// - `split(x)`: per-input work shared by all rows (for example the nibbles).
 /// - `table(ptr)`: loads the table of one coefficient.
 /// - `mul(split, table)`: the product.
+/// - `pairs`: walk the inputs two at a time. Worth it with AVX-512's 32 registers
+///   and three-way XOR; with 16 registers the second input's values spill.
 macro_rules! simd_kernel {
     (
         feature: $feature:literal,
@@ -31,7 +33,8 @@ macro_rules! simd_kernel {
         zero: $zero:expr,
         split: |$x:ident| $split:expr,
         table: |$tp:ident| $table:expr,
-        mul: |$s:ident, $t:ident| $mul:expr $(,)?
+        mul: |$s:ident, $t:ident| $mul:expr,
+        pairs: $pairs:expr $(,)?
     ) => {
         use super::kernel::{dispatch_rows, Args};
         use super::simd::STREAM_MIN;
@@ -118,7 +121,56 @@ macro_rules! simd_kernel {
                     }
                 }
                 let tab = tables.as_ptr();
-                for (i, &p) in a.ins.iter().enumerate() {
+                // With `pairs`, inputs two at a time: each row then adds both
+                // products at once, a three-way XOR that AVX-512 does in one
+                // instruction (`vpternlog`).
+                let pairs = if $pairs { a.ins.len() / 2 } else { 0 };
+                for k in 0..pairs {
+                    let (i, j) = (2 * k, 2 * k + 1);
+                    let (p, q) = (a.ins[i], a.ins[j]);
+                    let mut xs: [$V; U] = [$zero; U];
+                    let mut ys: [$V; U] = [$zero; U];
+                    for u in 0..U {
+                        xs[u] = unsafe { load!(p.add(off + u * $W)) };
+                        ys[u] = unsafe { load!(q.add(off + u * $W)) };
+                    }
+                    for r in 0..R {
+                        if X && r == 0 {
+                            for u in 0..U {
+                                acc[0][u] = xor!(acc[0][u], xor!(xs[u], ys[u]));
+                            }
+                            continue;
+                        }
+                        let tx = {
+                            let $tp = unsafe { tab.add(i * R + r) };
+                            unsafe { $table }
+                        };
+                        let ty = {
+                            let $tp = unsafe { tab.add(j * R + r) };
+                            unsafe { $table }
+                        };
+                        for u in 0..U {
+                            let px = {
+                                let $s = {
+                                    let $x = xs[u];
+                                    $split
+                                };
+                                let $t = tx;
+                                $mul
+                            };
+                            let py = {
+                                let $s = {
+                                    let $x = ys[u];
+                                    $split
+                                };
+                                let $t = ty;
+                                $mul
+                            };
+                            acc[r][u] = xor!(acc[r][u], xor!(px, py));
+                        }
+                    }
+                }
+                for (i, &p) in a.ins.iter().enumerate().skip(2 * pairs) {
                     let mut xs: [$V; U] = [$zero; U];
                     for u in 0..U {
                         xs[u] = unsafe { load!(p.add(off + u * $W)) };

@@ -22,4 +22,5 @@ super::simd::simd_kernel! {
         _mm_loadu_si128((*t).as_ptr().add(16).cast()),
     ),
     mul: |s, t| _mm_xor_si128(_mm_shuffle_epi8(t.0, s.0), _mm_shuffle_epi8(t.1, s.1)),
+    pairs: false,
 }
