@@ -37,7 +37,7 @@ macro_rules! simd_kernel {
         pairs: $pairs:expr $(,)?
     ) => {
         use super::kernel::{dispatch_rows, Args};
-        use super::simd::STREAM_MIN;
+        use super::simd::{prefetch_line, PREFETCH, STREAM_MIN};
 
         // The operations, expanded in place (closures would not be compiled with the
         // target features, and the intrinsics would not inline into them).
@@ -73,6 +73,20 @@ macro_rules! simd_kernel {
                 let $oa = $a;
                 let $ob = $b;
                 $or
+            }};
+        }
+
+        // Asks for the `$n` vectors `PREFETCH` bytes past `$from` of input `$p`
+        // (within `$end`), so that they arrive from L3 or memory while this step
+        // computes: the hardware prefetcher alone falls behind with many inputs.
+        macro_rules! prefetch {
+            ($p:expr, $from:expr, $end:expr, $n:expr) => {{
+                let (p, from, end): (*const u8, usize, usize) = ($p, $from, $end);
+                if from + PREFETCH + $n * $W <= end {
+                    for u in 0..$n {
+                        unsafe { prefetch_line(p.add(from + PREFETCH + u * $W)) };
+                    }
+                }
             }};
         }
 
@@ -134,6 +148,8 @@ macro_rules! simd_kernel {
                         xs[u] = unsafe { load!(p.add(off + u * $W)) };
                         ys[u] = unsafe { load!(q.add(off + u * $W)) };
                     }
+                    prefetch!(p, off + U * $W, a.end, U);
+                    prefetch!(q, off + U * $W, a.end, U);
                     for r in 0..R {
                         if X && r == 0 {
                             for u in 0..U {
@@ -175,6 +191,7 @@ macro_rules! simd_kernel {
                     for u in 0..U {
                         xs[u] = unsafe { load!(p.add(off + u * $W)) };
                     }
+                    prefetch!(p, off + U * $W, a.end, U);
                     for r in 0..R {
                         if X && r == 0 {
                             for u in 0..U {
@@ -318,6 +335,22 @@ macro_rules! simd_kernel {
     };
 }
 pub(crate) use simd_kernel;
+
+/// How far ahead of the vectors being computed the inputs are prefetched, in bytes.
+/// 512 and 768 measured best of 256 to 4096 on 8 x 256 KiB stripes (L3-resident).
+pub(crate) const PREFETCH: usize = 512;
+
+/// Prefetches the cache line at `p` into all cache levels. A hint: any address is
+/// allowed, nothing is read if the line is not mapped.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is part of SSE, present on every x86_64 CPU, and a
+    // prefetch never faults.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+}
 
 /// Outputs at least this long are written with non-temporal stores when aligned.
 pub(crate) const STREAM_MIN: usize = 64 * 1024;
