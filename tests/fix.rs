@@ -644,6 +644,9 @@ fn damaged_parity_is_reported_by_scrub_and_rebuilt_by_fix() {
 #[test]
 fn check_names_exactly_the_parity_levels_that_are_missing_or_short() {
     let (array, _) = synced_array(3, 3);
+    let positions = positions_in_summary(&stdout(&array.lhparity(&["check"])))
+        .filter(|&n| n > 0)
+        .expect("a check of the whole array counts its positions");
     // Level 1 gone entirely (its disk not mounted, say): named once, as a file that
     // cannot be opened, not as wrong parity at every position; levels 2 and 3 are
     // right everywhere.
@@ -659,11 +662,30 @@ fn check_names_exactly_the_parity_levels_that_are_missing_or_short() {
         );
         assert_eq!(err.matches(&named).count(), 1, "{cmd:?}: {err}");
         assert!(!err.contains(" at position"), "{cmd:?}: {err}");
+        // The summary counts the positions verified against the other levels and
+        // names the one left out.
+        let summary = stdout(&out);
+        assert_eq!(
+            positions_in_summary(&summary),
+            Some(positions),
+            "{cmd:?}: {summary}"
+        );
+        assert!(
+            summary.contains(
+                " block positions (not against parity level 1, whose file cannot be opened), "
+            ),
+            "{cmd:?}: {summary}"
+        );
     }
-    // The scrub marked nothing bad.
+    // The scrub marked nothing bad, and recorded no position as verified.
     assert_eq!(status(&array)["bad_blocks"], serde_json::json!([]));
     fs::write(&array.parity[0], &first).expect("put parity back");
-    expect_code(&array.lhparity(&["check"]), 0);
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 0);
+    assert_eq!(positions_in_summary(&stdout(&out)), Some(positions));
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    assert_eq!(positions_in_summary(&stdout(&out)), Some(positions));
     // Level 2 one block short: its last position only.
     let second = fs::read(&array.parity[1]).expect("parity");
     fs::write(&array.parity[1], &second[..second.len() - 65536]).expect("shorten");
@@ -2208,4 +2230,14 @@ fn a_swap_behind_a_damaged_first_parity_file_is_found_with_a_disk_lost() {
         "{err}"
     );
     assert_eq!(fs::read_dir(&array.disks[0]).expect("d1").count(), 0);
+}
+
+/// N of a `check`/`scrub` summary line `Checked N block positions...`.
+fn positions_in_summary(out: &str) -> Option<usize> {
+    out.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("Checked ")
+            .or_else(|| line.strip_prefix("Scrubbed "))?;
+        rest.split(' ').next()?.parse().ok()
+    })
 }

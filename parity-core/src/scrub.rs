@@ -60,6 +60,11 @@ impl std::str::FromStr for Plan {
 pub struct VerifyReport {
     /// Positions verified completely.
     pub verified: usize,
+    /// Positions verified except against the parity levels in `levels_set_aside`.
+    pub verified_without_levels: usize,
+    /// Parity levels (1-based) nothing was verified against: their files could not
+    /// be opened.
+    pub levels_set_aside: Vec<usize>,
     /// Data bytes read.
     pub bytes: u64,
     pub seconds: f64,
@@ -91,6 +96,9 @@ struct Found {
     /// A file with a block here changed since the sync or while it was read: the
     /// position is not verified, though other files' blocks found bad still count.
     changed: bool,
+    /// A parity level could not be verified here (its file could not be opened):
+    /// the rest was, but the position does not count as verified.
+    parity_set_aside: bool,
 }
 
 /// A parity file `verify` could not open: its level (0-based), path and the error.
@@ -397,9 +405,11 @@ fn summarize(
     let mut parity: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for (j, f) in run.results.iter().enumerate() {
         let pos = positions[j];
-        let verified = !f.incomplete && !f.changed;
+        let verified = !f.incomplete && !f.changed && !f.parity_set_aside;
         if verified {
             report.verified += 1;
+        } else if !f.incomplete && !f.changed {
+            report.verified_without_levels += 1;
         }
         for &(slot, file, block) in f.bad_data.iter().chain(&f.unreadable) {
             let unreadable = !f.bad_data.contains(&(slot, file, block));
@@ -554,8 +564,12 @@ fn report_changed(
 /// A parity file that cannot be opened (its disk not mounted, or the file deleted)
 /// is one error naming it, not a wrong parity block at every position: nothing is
 /// verified against that level, so the positions stay unverified and a scrub marks
-/// none of them bad.
-fn set_aside_unopened_parity(run: &mut pipeline::Run<Found>, unopened: &[Unopened]) {
+/// none of them bad. The levels set aside go into the report.
+fn set_aside_unopened_parity(
+    run: &mut pipeline::Run<Found>,
+    unopened: &[Unopened],
+    report: &mut VerifyReport,
+) {
     for (level, path, e) in unopened {
         run.errors.push(format!(
             "parity file {} (level {}) cannot be opened: {e}; nothing was verified against it: mount its disk if it is not mounted, or run `lhparity fix` to rebuild it",
@@ -566,9 +580,10 @@ fn set_aside_unopened_parity(run: &mut pipeline::Run<Found>, unopened: &[Unopene
     if !unopened.is_empty() {
         for f in &mut run.results {
             f.bad_parity.retain(|l| !unopened.iter().any(|u| u.0 == *l));
-            f.incomplete = true;
+            f.parity_set_aside = true;
         }
     }
+    report.levels_set_aside = unopened.iter().map(|u| u.0 + 1).collect();
 }
 
 /// Chooses the positions a scrub verifies.
@@ -639,18 +654,18 @@ pub fn scrub(
         .flatten();
     positions.truncate(run.done);
     run.results.truncate(run.done);
-    set_aside_unopened_parity(&mut run, &unopened);
     let mut report = VerifyReport {
         notes: loaded.notes,
         interrupted,
         ..VerifyReport::default()
     };
+    set_aside_unopened_parity(&mut run, &unopened, &mut report);
     summarize(config, &state, &positions, &run, &mut report, None);
 
     let stamp = now() as u32;
     for (j, f) in run.results.iter().enumerate() {
         let p = positions[j] as usize;
-        if f.incomplete || f.changed {
+        if f.incomplete || f.changed || f.parity_set_aside {
             continue;
         }
         let clean = f.bad_data.is_empty() && f.unreadable.is_empty() && f.bad_parity.is_empty();
@@ -704,7 +719,7 @@ pub fn check(
     let filter = file_filter(&options.files)?;
     let selected = select_files(&state, &options.disks, filter.as_ref());
     let positions = positions_of(&state, &selected);
-    let mut run = if options.hashes_only {
+    let (mut run, unopened) = if options.hashes_only {
         progress.start(0);
         verify(
             config,
@@ -714,15 +729,12 @@ pub fn check(
             Some(&unselected(&selected)),
             progress,
         )?
-        .0
     } else {
         // What is wrong in the parity files is what this reports anyway.
         parity_order::check(config, &state, &parity_paths(config)?, Before::Reading)?;
         progress
             .start(positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64);
-        let (mut run, unopened) = verify(config, &state, &positions, true, None, progress)?;
-        set_aside_unopened_parity(&mut run, &unopened);
-        run
+        verify(config, &state, &positions, true, None, progress)?
     };
     progress.finish();
     for (j, f) in run.results.iter_mut().enumerate() {
@@ -739,6 +751,7 @@ pub fn check(
         notes: loaded.notes,
         ..VerifyReport::default()
     };
+    set_aside_unopened_parity(&mut run, &unopened, &mut report);
     summarize(
         config,
         &state,

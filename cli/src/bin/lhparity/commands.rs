@@ -450,9 +450,21 @@ fn print_verify(what: &str, report: &VerifyReport, quiet: bool, hint: &str) {
     }
     if !quiet {
         let mb = report.bytes as f64 / 1e6;
+        let without = match report.levels_set_aside.as_slice() {
+            [] => String::new(),
+            [level] => format!(" (not against parity level {level}, whose file cannot be opened)"),
+            [first @ .., last] => format!(
+                " (not against parity levels {} and {last}, whose files cannot be opened)",
+                first
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         out!(
-            "{what} {} block positions, {mb:.1} MB of data in {:.2} s ({:.0} MB/s): {} bad blocks.",
-            report.verified,
+            "{what} {} block positions{without}, {mb:.1} MB of data in {:.2} s ({:.0} MB/s): {} bad blocks.",
+            report.verified + report.verified_without_levels,
             report.seconds,
             mb / report.seconds.max(1e-9),
             report.bad.len()
