@@ -944,6 +944,43 @@ fn deleted_links_and_empty_folders_come_back_with_fix_m_and_others_stay_as_they_
 }
 
 #[test]
+fn fix_restores_set_user_and_group_id_bits_with_the_owner() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "other", 100_000, 3);
+    let files = [("suid", 0o4755), ("sgid", 0o2755), ("both", 0o6750)];
+    for (i, (name, mode)) in files.iter().enumerate() {
+        array.write(1, name, 100_000 + i, 10 + i as u64);
+        let path = array.disks[1].join(name);
+        chown(&path, Some(4242), Some(4343)).expect("chown");
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
+    let check = |what: &str| {
+        for (name, mode) in files {
+            let m = fs::metadata(array.disks[1].join(name)).expect("meta");
+            assert_eq!(
+                (m.mode() & 0o7777, m.uid(), m.gid()),
+                (mode, 4242, 4343),
+                "{what}: {name}"
+            );
+        }
+        assert!(snapshot(&array) == original, "{what}: files differ");
+        let diff = array.lhparity(&["diff"]);
+        expect_code(&diff, 0);
+    };
+    // Damaged in place, deleted, and the whole disk lost.
+    flip(&array.disks[1].join("suid"), 5);
+    fs::remove_file(array.disks[1].join("sgid")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    check("fix -m");
+    wipe(&array, 1);
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    check("fix -d");
+}
+
+#[test]
 fn files_with_the_longest_names_are_repaired_and_restored() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;

@@ -2027,14 +2027,15 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     fs::rename(from, to)
 }
 
-/// Mode, owner and mtime as the state recorded them.
+/// Owner, mode and mtime as the state recorded them. The owner first: changing it
+/// clears the set-user-ID and set-group-ID bits, which the mode then sets.
 fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
     let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the calls.
     if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
     set_mtime(&c, entry.mtime_ns)
 }
 
