@@ -981,6 +981,45 @@ fn fix_restores_set_user_and_group_id_bits_with_the_owner() {
 }
 
 #[test]
+fn a_sync_that_rewrites_a_bad_block_clears_its_mark_and_one_that_cannot_keeps_it() {
+    use std::os::unix::fs::MetadataExt;
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "f", 1_000_000, 1);
+    array.write(1, "g", 1_000_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let f = array.disks[0].join("f");
+    flip(&f, 100_000);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 1);
+    let marks = || status(&array)["bad_blocks"].as_array().map(Vec::len);
+    assert_eq!(marks(), Some(1));
+    // Another file's change at that position: the damaged block is still there,
+    // so the position is not synced and the mark stays.
+    array.write(1, "g", 1_000_000, 3);
+    let out = array.lhparity(&["sync"]);
+    assert!(
+        stderr(&out).contains("does not match its hash"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(marks(), Some(1));
+    // The damaged file itself rewritten: its new bytes are synced, nothing is bad.
+    let mut bytes = fs::read(&f).expect("read");
+    bytes.extend_from_slice(b"more");
+    fs::write(&f, &bytes).expect("rewrite");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert_eq!(marks(), Some(0));
+    let inode = fs::metadata(&f).expect("meta").ino();
+    expect_code(&array.lhparity(&["fix", "-e"]), 0);
+    assert_eq!(
+        fs::metadata(&f).expect("meta").ino(),
+        inode,
+        "fix -e rewrote it"
+    );
+    assert_eq!(fs::read(&f).expect("read"), bytes);
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
+}
+
+#[test]
 fn files_with_the_longest_names_are_repaired_and_restored() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;

@@ -942,14 +942,14 @@ fn commit(
             crate::name::shown(&disk.files[file].path)
         ));
     }
+    let committed_pos = |pos: &u32| segment.binary_search(pos).is_ok_and(|j| committed[j]);
     // Deleted blocks at committed positions are no longer in the parity.
     for disk in &mut state.disks {
-        disk.deleted.retain(|d| {
-            segment
-                .binary_search(&d.pos)
-                .map_or(true, |j| !committed[j])
-        });
+        disk.deleted.retain(|d| !committed_pos(&d.pos));
     }
+    // Nor is a bad block a scrub marked there: every block of a committed position
+    // matched its hash or was hashed anew, and its parity was computed from them.
+    state.bad.retain(|b| !committed_pos(&b.pos));
 }
 
 /// Refuses what looks like an accident rather than a change.
