@@ -232,6 +232,13 @@ pub struct UnionFs {
     node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, Stamp>>,
+    /// Held shared by an open from finding its copy to counting it, and exclusively
+    /// by a rename over its branches. A rename that replaces a name with a copy on
+    /// another branch is two steps (the rename there, then the old copy's unlink);
+    /// an open in between would find both copies and, with the old one held open,
+    /// meet the one-copy rule of [`NodeIo`] (EBUSY). On a local file system the
+    /// replacement is atomic.
+    renaming: RwLock<()>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -627,6 +634,7 @@ impl UnionFs {
             passthrough: AtomicBool::new(false),
             node_io: Arc::new(Mutex::new(HashMap::new())),
             stamps: Mutex::new(HashMap::new()),
+            renaming: RwLock::new(()),
             notifier: Arc::new(OnceLock::new()),
         }
     }
@@ -1251,6 +1259,15 @@ impl UnionFs {
     }
 
     /// Registers an open file and returns its handle.
+    /// The branch and a descriptor of the file a live open of `node` holds, if any.
+    fn held_copy(&self, node: u64) -> Option<(usize, OwnedFd)> {
+        let files = lock(&self.files);
+        let open = files.values().find(|f| f.node == node)?;
+        let state = open.state.read().unwrap_or_else(PoisonError::into_inner);
+        let fd = state.1.try_clone().ok()?;
+        Some((state.0, fd))
+    }
+
     fn add_file(&self, file: OpenFile) -> u64 {
         if let Some(metrics) = &self.metrics {
             metrics.opened(file.backing.is_some());
@@ -1601,6 +1618,10 @@ impl Filesystem for UnionFs {
             if no_replace && caller(req).run(|| union.getattr(&new)).is_ok() {
                 return Err(fuser::Errno::EEXIST);
             }
+            let _renaming = self
+                .renaming
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             let renamed = union.rename(&caller(req), &old, &new).map_err(fuse_errno)?;
             let mut nodes = lock(&self.nodes);
             let old = nodes.current(parent.0, name, &old).into_owned();
@@ -1672,19 +1693,29 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
+        // Until the open is counted (see `renaming`).
+        let renaming = self.renaming.read().unwrap_or_else(PoisonError::into_inner);
         // As the caller, always: the kernel checked the caller's permissions on the
         // copy its lookup found, but the open policy, run again now, may pick another
         // copy (another policy, a random one, or a copy the caller cannot reach).
-        let path = match self.path(ino) {
-            Ok(path) => path,
-            Err(e) => return reply.error(self.failed(stale(e))),
+        let opened = match self.path(ino) {
+            // The control file has no bytes: it is on no branch, and saying its name
+            // went stale would only make the kernel ask again. ENOENT, as mergerfs
+            // answers.
+            Ok(path) if is_control_file(&path) => {
+                return reply.error(self.failed(fuser::Errno::ENOENT));
+            }
+            Ok(path) => caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)),
+            // The name was replaced or removed since the kernel found the node: the
+            // file a live open of the node holds, or ESTALE (the kernel looks the
+            // name up again and retries).
+            Err(e) => match self.held_copy(ino.0) {
+                Some((branch, held)) => caller(req)
+                    .serve(|| union.open_again(&held, flags.0).map_err(fuse_errno))
+                    .map(|fd| (branch, fd)),
+                None => Err(stale(e)),
+            },
         };
-        // The control file has no bytes: it is on no branch, and saying its name went
-        // stale would only make the kernel ask again. ENOENT, as mergerfs answers.
-        if is_control_file(&path) {
-            return reply.error(self.failed(fuser::Errno::ENOENT));
-        }
-        let opened = caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno));
         let (branch, fd) = match opened {
             Ok(opened) => opened,
             Err(e) => return reply.error(self.failed(stale(e))),
@@ -1714,6 +1745,7 @@ impl Filesystem for UnionFs {
             Ok(io) => io,
             Err(e) => return reply.error(self.failed(e)),
         };
+        drop(renaming);
         self.keep_stamp(ino.0, stamp);
         let file = OpenFile {
             node: ino.0,

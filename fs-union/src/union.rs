@@ -710,6 +710,18 @@ impl Union {
         Ok((branch, sys::openat(&at.dir, &at.name, flags, 0)?))
     }
 
+    /// The file `held` (a descriptor of an open that is still live) opened again with
+    /// `flags`, for an open of a name that was replaced or removed since the kernel
+    /// found it: a local file system opens the old file then, even unlinked. Opened
+    /// through `/proc/self/fd`, so the open is checked against the caller's ids as
+    /// any other.
+    pub fn open_again(&self, held: &OwnedFd, flags: i32) -> Result<OwnedFd, Errno> {
+        let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", held.as_raw_fd()))
+            .map_err(|_| Errno(libc::EINVAL))?;
+        let flags = branch_flags(flags) & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW);
+        sys::open(&proc, flags)
+    }
+
     /// The merged listing of the directory `path`: every branch in pool order, each
     /// name once, the first branch listing it supplying its type and inode number.
     /// `.` and `..` are left to the caller. Fails only if no branch could list it.

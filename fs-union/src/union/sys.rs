@@ -128,6 +128,14 @@ pub(super) fn open_walk(root: &OwnedFd, rel: &[u8], flags: libc::c_int) -> Resul
     )
 }
 
+/// `open(2)` of an absolute path.
+pub(super) fn open(path: &CStr, flags: libc::c_int) -> Result<OwnedFd, Errno> {
+    // SAFETY: `path` is NUL-terminated; no mode argument is read without O_CREAT.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: a successful open returns a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `openat(2)`; callers add `O_NOFOLLOW` where the name may be a symlink.
 pub(super) fn openat(
     dir: &OwnedFd,
