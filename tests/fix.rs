@@ -1020,6 +1020,73 @@ fn a_sync_that_rewrites_a_bad_block_clears_its_mark_and_one_that_cannot_keeps_it
 }
 
 #[test]
+fn fix_takes_the_inode_of_a_file_whose_bytes_match_so_check_verifies_it_again() {
+    // A repaired copy renamed over the file by a fix killed before it saved the
+    // state, or a restore from a backup that kept the mtime: the same bytes under a
+    // new inode. Check and scrub skipped it as changed until the next sync.
+    let (array, original) = synced_array(2, 1);
+    let path = array.disks[1].join("dir1/big.bin");
+    let copy = array.disks[1].join("copy.tmp");
+    fs::copy(&path, &copy).expect("copy");
+    let mtime = fs::metadata(&path)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    fs::File::options()
+        .write(true)
+        .open(&copy)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("mtime");
+    fs::rename(&copy, &path).expect("rename");
+    let out = array.lhparity(&["check"]);
+    assert!(
+        stderr(&out).contains("changed since the last sync"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(snapshot(&array) == original, "files differ");
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("changed"), "{}", stderr(&out));
+    expect_code(&array.lhparity(&["diff"]), 0);
+    // So damage to it is found again.
+    flip(&path, 70_000);
+    let out = array.lhparity(&["scrub", "-p", "full"]);
+    expect_code(&out, 1);
+    assert!(stderr(&out).contains("big.bin"), "{}", stderr(&out));
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(
+        snapshot(&array) == original,
+        "files differ after the repair"
+    );
+
+    // Different bytes under a new inode are not taken: the file is repaired.
+    let copy = array.disks[1].join("copy.tmp");
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[5] ^= 1;
+    fs::write(&copy, &bytes).expect("write");
+    let mtime = fs::metadata(&path)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    fs::File::options()
+        .write(true)
+        .open(&copy)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("mtime");
+    fs::rename(&copy, &path).expect("rename");
+    expect_code(&array.lhparity(&["fix"]), 0);
+    assert!(
+        snapshot(&array) == original,
+        "files differ after the second repair"
+    );
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
 fn files_with_the_longest_names_are_repaired_and_restored() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;

@@ -143,6 +143,7 @@ pub fn fix(
     } else {
         (None, Vec::new())
     };
+    let mut adopted = Vec::new();
     let targets = find_targets(
         config,
         &state,
@@ -150,7 +151,12 @@ pub fn fix(
         filter.as_ref(),
         damage.as_ref(),
         &mut report,
+        &mut adopted,
     )?;
+    for &(slot, file, inode) in &adopted {
+        state.disks[slot].files[file].inode = inode;
+        must_save = true;
+    }
     let block_size = state.block_size as usize;
 
     // Failed parity: levels shorter than the array, and positions marked bad.
@@ -629,7 +635,9 @@ fn file_path(config: &Config, state: &State, slot: usize, file: usize) -> PathBu
     crate::name::join(&config.data[slot].dir, &state.disks[slot].files[file].path)
 }
 
-/// Finds the files to repair and their failed blocks.
+/// Finds the files to repair and their failed blocks. Files whose bytes all match
+/// their hashes under another inode than the recorded one go into `adopted`
+/// (disk slot, file, inode).
 fn find_targets(
     config: &Config,
     state: &State,
@@ -637,6 +645,7 @@ fn find_targets(
     filter: Option<&crate::config::Filter>,
     damage: Option<&Damage>,
     report: &mut FixReport,
+    adopted: &mut Vec<(usize, usize, u64)>,
 ) -> Result<Vec<Target>, SyncError> {
     let mut targets = Vec::new();
     // Files deleted since the sync and left alone (no `-m`): named in a warning.
@@ -739,10 +748,22 @@ fn find_targets(
                         Vec::new()
                     }
                     Ok(handle) => {
-                        damaged_blocks(&handle, f, &state.hash_key, state.block_size as usize)
-                            .into_iter()
-                            .filter(synced)
-                            .collect()
+                        let damaged =
+                            damaged_blocks(&handle, f, &state.hash_key, state.block_size as usize);
+                        // Every byte is what the state records, under another inode:
+                        // a repaired copy renamed over it by a fix stopped before it
+                        // saved, or a restore that kept the mtime. The state takes the
+                        // inode, so check and scrub verify the file again.
+                        let same = damaged.is_empty()
+                            && handle.metadata().is_ok_and(|m| {
+                                m.is_file() && m.ino() != f.inode && pipeline::same_stamp(&m, f)
+                            });
+                        if same && (0..blocks).all(|b| synced(&b)) {
+                            if let Ok(m) = handle.metadata() {
+                                adopted.push((slot, i, m.ino()));
+                            }
+                        }
+                        damaged.into_iter().filter(synced).collect()
                     }
                 }
             };
