@@ -1087,6 +1087,66 @@ fn fix_takes_the_inode_of_a_file_whose_bytes_match_so_check_verifies_it_again() 
 }
 
 #[test]
+fn folders_made_again_by_fix_get_their_owner_mode_and_time() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "other", 100_000, 3);
+    array.write(1, "priv/inner/x", 100_000, 4);
+    array.write(1, "shared/y", 50_000, 5);
+    fs::create_dir(array.disks[1].join("shared/empty")).expect("mkdir");
+    // (folder, mode, uid, gid, mtime in seconds)
+    let folders = [
+        ("priv", 0o750, 4242, 4343, 1_000_000_000),
+        ("priv/inner", 0o2770, 4242, 4343, 1_100_000_000),
+        ("shared", 0o1777, 0, 0, 1_200_000_000),
+        ("shared/empty", 0o700, 4242, 0, 1_300_000_000),
+    ];
+    for (folder, mode, uid, gid, _) in folders {
+        let path = array.disks[1].join(folder);
+        chown(&path, Some(uid), Some(gid)).expect("chown");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    // Times last, deepest first: setting a folder's time does not change its parent's.
+    for (folder, .., secs) in folders.iter().rev() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*secs);
+        fs::File::open(array.disks[1].join(folder))
+            .expect("open folder")
+            .set_modified(time)
+            .expect("mtime");
+    }
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
+    let check = |what: &str| {
+        for (folder, mode, uid, gid, secs) in folders {
+            let m = fs::metadata(array.disks[1].join(folder)).expect("folder back");
+            assert_eq!(
+                (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+                (mode, uid, gid, secs as i64),
+                "{what}: {folder}"
+            );
+        }
+        assert!(snapshot(&array) == original, "{what}: files differ");
+        expect_code(&array.lhparity(&["diff"]), 0);
+    };
+    wipe(&array, 1);
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    check("fix -d");
+    fs::remove_dir_all(array.disks[1].join("priv")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    check("fix -m");
+    // A folder that is there keeps what it has.
+    fs::set_permissions(
+        array.disks[1].join("shared"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    fs::remove_file(array.disks[1].join("shared/y")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    let m = fs::metadata(array.disks[1].join("shared")).expect("meta");
+    assert_eq!(m.mode() & 0o7777, 0o755);
+}
+
+#[test]
 fn files_with_the_longest_names_are_repaired_and_restored() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;

@@ -41,7 +41,7 @@ use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::scrub::{file_filter, find_damage, select_files, Chosen, Damage};
-use crate::state::model::{BadBlock, FileEntry, Hash, State, DIRTY};
+use crate::state::model::{BadBlock, FileEntry, FolderEntry, Hash, State, DIRTY};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
@@ -157,6 +157,13 @@ pub fn fix(
         state.disks[slot].files[file].inode = inode;
         must_save = true;
     }
+    // Folders that are gone now and that this fix may make again, as the parents of
+    // files and links it restores: they get their recorded attributes at the end.
+    let gone_folders = if options.bad_only {
+        Vec::new()
+    } else {
+        missing_folders(config, &state, options)
+    };
     let block_size = state.block_size as usize;
 
     // Failed parity: levels shorter than the array, and positions marked bad.
@@ -554,6 +561,7 @@ pub fn fix(
             }
         }
     }
+    restore_folder_attributes(config, &state, &gone_folders, &mut report);
     // Like SnapRAID, a fix that changed nothing the state must remember leaves the
     // content files alone.
     if must_save {
@@ -2080,6 +2088,64 @@ fn set_mtime(c: &CString, mtime_ns: i64) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The recorded folders (disk slot, index in `folders`) that are not there, on the
+/// disks of `-d` and, with `-m`, on every disk.
+fn missing_folders(config: &Config, state: &State, options: &FixOptions) -> Vec<(usize, usize)> {
+    let mut gone = Vec::new();
+    for (slot, disk) in state.disks.iter().enumerate() {
+        if !options.missing && !options.disks.contains(&disk.name) {
+            continue;
+        }
+        for (i, folder) in disk.folders.iter().enumerate() {
+            let path = crate::name::join(&config.data[slot].dir, &folder.path);
+            if fs::symlink_metadata(&path).is_err() {
+                gone.push((slot, i));
+            }
+        }
+    }
+    gone
+}
+
+/// Gives the folders in `gone` that are there again (made by this fix) their recorded
+/// owner, mode and mtime: the owner before the mode, whose set-group-ID bit a change
+/// of owner could clear, and all after their contents are in place, which changed
+/// their mtimes. Deepest first, so that a folder closed to its owner is closed last.
+fn restore_folder_attributes(
+    config: &Config,
+    state: &State,
+    gone: &[(usize, usize)],
+    report: &mut FixReport,
+) {
+    let mut folders: Vec<(PathBuf, &FolderEntry)> = gone
+        .iter()
+        .map(|&(slot, i)| {
+            let folder = &state.disks[slot].folders[i];
+            (
+                crate::name::join(&config.data[slot].dir, &folder.path),
+                folder,
+            )
+        })
+        .filter(|(path, _)| fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()))
+        .collect();
+    folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+    for (path, folder) in folders {
+        let set = c_path(&path).and_then(|c| {
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+            if unsafe { libc::lchown(c.as_ptr(), folder.uid, folder.gid) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(folder.mode & 0o7777))?;
+            set_mtime(&c, folder.mtime_ns)
+        });
+        if let Err(e) = set {
+            report.warnings.push(format!(
+                "folder {}: its recorded owner, mode or time could not be set: {e}",
+                crate::name::shown_path(&path)
+            ));
+        }
+    }
 }
 
 /// Recreates the empty folders, the symbolic links and the hard links of a rebuilt

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DataDisk};
 use crate::state::model::{
-    DeletedBlock, DirEntry, Disk, Extent, FileEntry, LinkEntry, State, UNSYNCED,
+    DeletedBlock, DirEntry, Disk, Extent, FileEntry, FolderEntry, LinkEntry, State, UNSYNCED,
 };
 
 /// A regular file as found on a disk.
@@ -36,6 +36,8 @@ pub struct DiskScan {
     /// Other names of files in `files` (see [`group_hard_links`]).
     pub hardlinks: Vec<LinkEntry>,
     pub dirs: Vec<DirEntry>,
+    /// Every folder below the root, with its attributes.
+    pub folders: Vec<FolderEntry>,
     /// Entries skipped because they are neither files, links nor folders (sockets,
     /// fifos, devices), for a warning.
     pub skipped: Vec<String>,
@@ -97,6 +99,13 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
             }
             entries += 1;
             if kind.is_dir() {
+                scan.folders.push(FolderEntry {
+                    path: child.clone(),
+                    mode: meta.mode(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    mtime_ns: crate::state::model::mtime_ns(meta.mtime(), meta.mtime_nsec()),
+                });
                 stack.push((path, child));
             } else if kind.is_file() {
                 if meta.nlink() > 1 {
@@ -141,6 +150,7 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
     scan.links.sort_by(|a, b| a.path.cmp(&b.path));
     scan.hardlinks.sort_by(|a, b| a.path.cmp(&b.path));
     scan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.folders.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(scan)
 }
 
@@ -435,6 +445,7 @@ pub fn apply(state: &mut State, disk_slot: usize, scan: &DiskScan, changes: &Dis
         links: scan.links.clone(),
         hardlinks: scan.hardlinks.clone(),
         dirs: scan.dirs.clone(),
+        folders: scan.folders.clone(),
         deleted,
     }
 }

@@ -23,7 +23,7 @@ use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, ParityOutput, PipelineError, Reads, Status};
 use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
-use crate::state::model::{Disk, FileEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
+use crate::state::model::{Disk, FileEntry, FolderEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
 use crate::state::store;
 
 /// Overrides of the safety checks, each named after its flag.
@@ -408,7 +408,8 @@ pub fn sync(
         touched |= !change.is_empty()
             || disk.links != scan.links
             || disk.hardlinks != scan.hardlinks
-            || disk.dirs != scan.dirs;
+            || disk.dirs != scan.dirs
+            || !same_folders(&disk.folders, &scan.folders);
         report.disks.push(DiskSummary {
             name: disk.name.clone(),
             changes: change.clone(),
@@ -950,6 +951,17 @@ fn commit(
     // Nor is a bad block a scrub marked there: every block of a committed position
     // matched its hash or was hashed anew, and its parity was computed from them.
     state.bad.retain(|b| !committed_pos(&b.pos));
+}
+
+/// Whether two lists of folders have the same paths, modes and owners. Their
+/// mtimes alone are no change to save: a folder's follows the changes of its
+/// entries, which are saved on their own, and a folder holding a content copy
+/// changes at every save.
+fn same_folders(a: &[FolderEntry], b: &[FolderEntry]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (&x.path, x.mode, x.uid, x.gid) == (&y.path, y.mode, y.uid, y.gid))
 }
 
 /// Refuses what looks like an accident rather than a change.

@@ -21,6 +21,7 @@
 //!            links: count, then (path*, target)
 //!            hard links (version 2): count, then (path*, path of the file it names)
 //!            dirs: count, then (path*, mode, mtime (zigzag))
+//!            folders (version 3): count, then (path*, mode, uid, gid, mtime (zigzag))
 //!            deleted: count, then (zigzag position minus the previous one, hash)
 //! trailer  BLAKE3 of header and body (32 bytes)
 //! ```
@@ -34,8 +35,8 @@
 //! multiple of the input's size: every count is checked against the bytes left.
 
 use super::model::{
-    BadBlock, DeletedBlock, DirEntry, Disk, Extent, FileEntry, Hash, LinkEntry, ParityInfo,
-    Positions, State, HASH_BLAKE3_16,
+    BadBlock, DeletedBlock, DirEntry, Disk, Extent, FileEntry, FolderEntry, Hash, LinkEntry,
+    ParityInfo, Positions, State, HASH_BLAKE3_16,
 };
 use crate::name;
 use crate::raid::{BLOCK_MULTIPLE, MAX_DATA, MAX_PARITY};
@@ -43,9 +44,9 @@ use std::borrow::Cow;
 
 /// The first 8 bytes of every content file.
 pub const MAGIC: [u8; 8] = *b"LHPSTATE";
-/// The format version this code writes. It reads this one and version 1, which had
-/// no hard links.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this code writes. It reads this one, version 2, which had no
+/// folder attributes, and version 1, which had no hard links either.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this code reads.
 pub const OLDEST_VERSION: u32 = 1;
 
@@ -62,6 +63,8 @@ const MIN_FILE: usize = 11;
 const MIN_EXTENT: usize = 2;
 const MIN_LINK: usize = 3;
 const MIN_DIR: usize = 4;
+/// Smallest encoded folder: prefix, suffix length, mode, uid, gid, mtime.
+const MIN_FOLDER: usize = 6;
 const MIN_DELETED: usize = 1 + 16;
 
 /// Why bytes are not a usable content file.
@@ -351,6 +354,11 @@ fn size_hint(state: &State) -> usize {
             size += 24 + l.path.len() + l.target.len();
         }
         size += disk.dirs.iter().map(|d| 32 + d.path.len()).sum::<usize>();
+        size += disk
+            .folders
+            .iter()
+            .map(|d| 48 + d.path.len())
+            .sum::<usize>();
     }
     size
 }
@@ -493,6 +501,20 @@ impl Writer {
             previous = path;
             self.varint(dir.mode.into());
             self.signed(dir.mtime_ns);
+        }
+
+        if self.1 >= 3 {
+            self.count(d.folders.len());
+            let mut previous = Cow::Borrowed(&[][..]);
+            for folder in &d.folders {
+                let path = name::to_bytes(&folder.path);
+                self.path(&previous, &path);
+                previous = path;
+                self.varint(folder.mode.into());
+                self.varint(folder.uid.into());
+                self.varint(folder.gid.into());
+                self.signed(folder.mtime_ns);
+            }
         }
 
         self.count(d.deleted.len());
@@ -745,6 +767,25 @@ impl<'a> Reader<'a> {
             });
         }
 
+        let mut folders: Vec<FolderEntry> = Vec::new();
+        if self.version >= 3 {
+            let n = self.count("folders", MIN_FOLDER)?;
+            folders.reserve(n);
+            let mut previous = Vec::new();
+            for _ in 0..n {
+                let raw = self.path(&previous, "folder path")?;
+                let path = name::from_bytes(&raw).into_owned();
+                previous = raw;
+                folders.push(FolderEntry {
+                    path,
+                    mode: self.u32("folder mode")?,
+                    uid: self.u32("folder uid")?,
+                    gid: self.u32("folder gid")?,
+                    mtime_ns: self.signed("folder mtime")?,
+                });
+            }
+        }
+
         let n = self.count("deleted blocks", MIN_DELETED)?;
         let mut deleted = Vec::with_capacity(n);
         let mut pos = 0i64;
@@ -765,6 +806,7 @@ impl<'a> Reader<'a> {
             links,
             hardlinks,
             dirs,
+            folders,
             deleted,
         })
     }
@@ -880,10 +922,22 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_file_reads_with_no_folder_attributes() {
+        let mut state = sample();
+        assert!(!state.disks[0].folders.is_empty());
+        for d in &mut state.disks {
+            d.folders.clear();
+        }
+        assert_eq!(decode(&encode_as(&sample(), 2)), Ok(state));
+        assert_eq!(decode(&encode(&sample())), Ok(sample()));
+    }
+
+    #[test]
     fn a_version_1_file_reads_with_no_hard_links() {
         let mut state = sample();
         for d in &mut state.disks {
             d.hardlinks.clear();
+            d.folders.clear();
         }
         assert_eq!(decode(&encode_as(&state, 1)), Ok(state.clone()));
         // Version 2 keeps them.
@@ -910,10 +964,11 @@ mod tests {
         assert_eq!(decode(b"SNAPCNT3\n\x03\0\0"), Err(CodecError::BadMagic));
 
         let mut bad = good.clone();
-        bad[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let newer = FORMAT_VERSION + 1;
+        bad[8..12].copy_from_slice(&newer.to_le_bytes());
         assert_eq!(
             decode(&bad),
-            Err(CodecError::UnsupportedVersion { found: 3 })
+            Err(CodecError::UnsupportedVersion { found: newer })
         );
         bad[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(
@@ -970,7 +1025,11 @@ mod tests {
                 let err = decode(&bad).expect_err("a flipped bit must be detected");
                 let fits = match i {
                     0..8 => err == CodecError::BadMagic,
-                    8..12 => matches!(err, CodecError::UnsupportedVersion { .. }),
+                    // Into another version this code reads, the checksum tells.
+                    8..12 => matches!(
+                        err,
+                        CodecError::UnsupportedVersion { .. } | CodecError::ChecksumMismatch
+                    ),
                     12..HEADER_LEN => matches!(
                         err,
                         CodecError::Truncated { .. } | CodecError::TrailingBytes { .. }

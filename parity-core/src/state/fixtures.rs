@@ -1,8 +1,8 @@
 //! A small state that sets every field of the model, for the codec and store tests.
 
 use super::model::{
-    BadBlock, DeletedBlock, DirEntry, Disk, Extent, FileEntry, LinkEntry, ParityInfo, State, DIRTY,
-    UNSYNCED,
+    BadBlock, DeletedBlock, DirEntry, Disk, Extent, FileEntry, FolderEntry, LinkEntry, ParityInfo,
+    State, DIRTY, UNSYNCED,
 };
 
 /// Every field set, including links, empty dirs, deleted and bad blocks, new-block
@@ -78,6 +78,29 @@ pub fn sample() -> State {
             mode: 0o40755,
             mtime_ns: i64::MIN,
         }],
+        folders: vec![
+            FolderEntry {
+                path: "empty".into(),
+                mode: 0o40700,
+                uid: u32::MAX,
+                gid: 0,
+                mtime_ns: -1,
+            },
+            FolderEntry {
+                path: "empty/δir".into(),
+                mode: 0o42770,
+                uid: 1000,
+                gid: 100,
+                mtime_ns: i64::MIN,
+            },
+            FolderEntry {
+                path: "films".into(),
+                mode: 0o40755,
+                uid: 0,
+                gid: 0,
+                mtime_ns: i64::MAX,
+            },
+        ],
         deleted: vec![
             DeletedBlock {
                 pos: 150,

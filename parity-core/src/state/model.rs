@@ -73,6 +73,9 @@ pub struct Disk {
     pub hardlinks: Vec<LinkEntry>,
     /// Empty directories, so that fix can recreate them.
     pub dirs: Vec<DirEntry>,
+    /// Every folder below the disk root, empty or not, with its owner, mode and
+    /// mtime, which `fix` gives the folders it has to make again. Sorted by path.
+    pub folders: Vec<FolderEntry>,
     /// Blocks of removed or rewritten files whose old content parity still includes.
     pub deleted: Vec<DeletedBlock>,
 }
@@ -119,6 +122,17 @@ pub struct LinkEntry {
 pub struct DirEntry {
     pub path: String,
     pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+/// A folder's attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FolderEntry {
+    pub path: String,
+    /// Permission bits and file type as `st_mode`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
     pub mtime_ns: i64,
 }
 
