@@ -1147,6 +1147,40 @@ fn folders_made_again_by_fix_get_their_owner_mode_and_time() {
 }
 
 #[test]
+fn fix_follows_no_symbolic_link_put_where_a_synced_folder_was() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "user/sub/file", 100_000, 1);
+    array.write(0, "user/sub/deeper/other", 50_000, 2);
+    array.write(1, "o", 100_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let sub = array.disks[0].join("user/sub");
+    fs::remove_dir_all(&sub).expect("rm");
+    std::os::unix::fs::symlink(outside.path(), &sub).expect("symlink");
+    for args in [&["fix", "-m"][..], &["fix", "-d", "d1"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{} is a symbolic link where the last sync saw a folder; it is not followed",
+                sub.display()
+            )),
+            "{args:?}: {err}"
+        );
+        let written: Vec<_> = fs::read_dir(outside.path()).expect("list").collect();
+        assert!(
+            written.is_empty(),
+            "{args:?} wrote outside the disk: {written:?}"
+        );
+    }
+    // With the folder back, everything is restored.
+    fs::remove_file(&sub).expect("rm link");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
 fn files_with_the_longest_names_are_repaired_and_restored() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;

@@ -257,8 +257,13 @@ pub fn fix(
     let mut temps: Vec<Option<TempFile>> = Vec::with_capacity(targets.len());
     for target in &targets {
         let path = file_path(config, &state, target.slot, target.file);
+        let root = &config.data[target.slot].dir;
         temps.push(
-            match create_temp(&path, state.disks[target.slot].files[target.file].size) {
+            match create_temp(
+                root,
+                &path,
+                state.disks[target.slot].files[target.file].size,
+            ) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     report.errors.push(format!(
@@ -861,9 +866,9 @@ impl TempFile {
     }
 }
 
-fn create_temp(path: &Path, size: u64) -> std::io::Result<TempFile> {
+fn create_temp(root: &Path, path: &Path, size: u64) -> std::io::Result<TempFile> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+        make_folders_beneath(root, parent)?;
     }
     let temp = with_suffix(path, FIX_SUFFIX);
     // What a killed run left there, or anything else of that name, goes first: a
@@ -1951,7 +1956,7 @@ fn restore_deleted_names(
             }
             let made = name
                 .parent()
-                .map_or(Ok(()), fs::create_dir_all)
+                .map_or(Ok(()), |p| make_folders_beneath(root, p))
                 .and_then(|()| fs::hard_link(&target, &name));
             match made {
                 Ok(()) => report.fixed.push(crate::name::shown_path(&name)),
@@ -1992,7 +1997,7 @@ fn link_from_survivor(
         .find(intact)
         .is_some_and(|survivor| {
             path.parent()
-                .map_or(Ok(()), fs::create_dir_all)
+                .map_or(Ok(()), |p| make_folders_beneath(root, p))
                 .and_then(|()| fs::hard_link(&survivor, &path))
                 .is_ok()
         })
@@ -2054,6 +2059,54 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
         return Err(std::io::ErrorKind::AlreadyExists.into());
     }
     fs::rename(from, to)
+}
+
+/// Makes the folder `path` and those above it up to the data disk's `root`, as
+/// `create_dir_all` does, but follows no symbolic link below `root`: one put where a
+/// synced folder was would have the restored files written wherever it points,
+/// outside the disk. Such a link, or a file where a folder belongs, is an error
+/// naming it.
+fn make_folders_beneath(root: &Path, path: &Path) -> std::io::Result<()> {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Err(std::io::Error::other(format!(
+            "{} is not inside the data disk {}",
+            crate::name::shown_path(path),
+            crate::name::shown_path(root)
+        )));
+    };
+    // The disk's own folder may be reached through links (a mount point's path).
+    fs::create_dir_all(root)?;
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "{} is a symbolic link where the last sync saw a folder; it is not followed: remove the link (or put the folder back) and run `lhparity fix` again",
+                    crate::name::shown_path(&at)
+                )));
+            }
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is a file where the last sync saw a folder; move it away and run `lhparity fix` again",
+                    crate::name::shown_path(&at)
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                Ok(()) => {}
+                // Made meanwhile: looked at again on the next round.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Owner, mode and mtime as the state recorded them. The owner first: changing it
@@ -2118,16 +2171,23 @@ fn restore_folder_attributes(
     gone: &[(usize, usize)],
     report: &mut FixReport,
 ) {
+    // Only folders reached through folders: never one a symbolic link leads to.
     let mut folders: Vec<(PathBuf, &FolderEntry)> = gone
         .iter()
-        .map(|&(slot, i)| {
+        .filter_map(|&(slot, i)| {
             let folder = &state.disks[slot].folders[i];
-            (
-                crate::name::join(&config.data[slot].dir, &folder.path),
-                folder,
-            )
+            let root = &config.data[slot].dir;
+            let path = crate::name::join(root, &folder.path);
+            let rel = path.strip_prefix(root).ok()?;
+            let mut at = root.clone();
+            for part in rel.components() {
+                at.push(part);
+                if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                    return None;
+                }
+            }
+            Some((path, folder))
         })
-        .filter(|(path, _)| fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()))
         .collect();
     folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
     for (path, folder) in folders {
@@ -2171,7 +2231,7 @@ fn restore_dirs_and_links(
         if missing_only && !created {
             continue;
         }
-        let made = fs::create_dir_all(&path)
+        let made = make_folders_beneath(root, &path)
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
             .and_then(|()| {
                 // A folder made here gets its recorded time too; one that was there
@@ -2210,7 +2270,7 @@ fn restore_dirs_and_links(
         }
         let made = path
             .parent()
-            .map_or(Ok(()), fs::create_dir_all)
+            .map_or(Ok(()), |p| make_folders_beneath(root, p))
             .and_then(|()| {
                 if kind == "link" {
                     std::os::unix::fs::symlink(crate::name::to_os(&l.target), &path)
