@@ -1144,6 +1144,38 @@ fn folders_made_again_by_fix_get_their_owner_mode_and_time() {
     expect_code(&array.lhparity(&["fix", "-m"]), 0);
     let m = fs::metadata(array.disks[1].join("shared")).expect("meta");
     assert_eq!(m.mode() & 0o7777, 0o755);
+
+    // A folder's new mode is a difference a sync records; its mtime alone is not.
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    assert!(
+        stdout(&out).contains("update mode/owner dir d2/shared\n"),
+        "{}",
+        stdout(&out)
+    );
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["diff"]), 0);
+    let content = &array.content[0];
+    let saved = fs::metadata(content)
+        .expect("content")
+        .modified()
+        .expect("mtime");
+    fs::write(array.disks[1].join("priv/tmp"), b"x").expect("write");
+    fs::remove_file(array.disks[1].join("priv/tmp")).expect("rm");
+    expect_code(&array.lhparity(&["diff"]), 0);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    assert_eq!(
+        fs::metadata(content)
+            .expect("content")
+            .modified()
+            .expect("mtime"),
+        saved,
+        "a sync with only a folder's mtime changed saved the state"
+    );
+    wipe(&array, 1);
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    let m = fs::metadata(array.disks[1].join("shared")).expect("meta");
+    assert_eq!(m.mode() & 0o7777, 0o755);
 }
 
 #[test]

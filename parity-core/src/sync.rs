@@ -408,8 +408,7 @@ pub fn sync(
         touched |= !change.is_empty()
             || disk.links != scan.links
             || disk.hardlinks != scan.hardlinks
-            || disk.dirs != scan.dirs
-            || !same_folders(&disk.folders, &scan.folders);
+            || disk.dirs != scan.dirs;
         report.disks.push(DiskSummary {
             name: disk.name.clone(),
             changes: change.clone(),
@@ -424,10 +423,14 @@ pub fn sync(
                 crate::name::shown_path(&crate::name::join(&config.data[slot].dir, skipped))
             ));
         }
-        let next = scan::apply(&mut state, slot, scan, change);
+        let mut next = scan::apply(&mut state, slot, scan, change);
         // A mode or owner changed alone changes no parity, but is worth saving:
-        // `fix` gives restored files what the state records.
-        touched |= next != state.disks[slot];
+        // `fix` gives restored files and folders what the state records. Folders
+        // are compared apart, without their mtimes (see `same_folders`).
+        let folders = std::mem::take(&mut next.folders);
+        let before = std::mem::take(&mut state.disks[slot].folders);
+        touched |= next != state.disks[slot] || !same_folders(&before, &folders);
+        next.folders = folders;
         state.disks[slot] = next;
     }
 

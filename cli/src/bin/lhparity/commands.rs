@@ -240,9 +240,28 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 .collect()
         })
         .collect();
+    // Folders whose mode or owner changed: sync records them for `fix` too.
+    let folder_attributes: Vec<Vec<String>> = state
+        .disks
+        .iter()
+        .zip(&scans)
+        .map(|(disk, scan)| {
+            let now: std::collections::HashMap<&str, &parity_core::state::model::FolderEntry> =
+                scan.folders.iter().map(|f| (f.path.as_str(), f)).collect();
+            disk.folders
+                .iter()
+                .filter(|was| {
+                    now.get(was.path.as_str())
+                        .is_some_and(|n| (was.mode, was.uid, was.gid) != (n.mode, n.uid, n.gid))
+                })
+                .map(|was| shown(&was.path).into_owned())
+                .collect()
+        })
+        .collect();
     let changed = changes.iter().any(|c| !c.is_empty())
         || others.iter().flatten().any(|e| !e.is_empty())
-        || attributes.iter().any(|a| !a.is_empty());
+        || attributes.iter().any(|a| !a.is_empty())
+        || folder_attributes.iter().any(|a| !a.is_empty());
     // A parity level added to the config since the last sync needs a sync too.
     let new_levels: Vec<String> = parity_core::status::parity_problems(&config, state)
         .into_iter()
@@ -291,6 +310,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 "restored": restored,
                 "equal": c.unchanged.len(),
                 "attributes": attributes[slot],
+                "folder_attributes": folder_attributes[slot],
                 "links": entries(links),
                 "hardlinks": entries(hardlinks),
                 "dirs": entries(dirs),
@@ -324,6 +344,9 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             }
             for p in &attributes[slot] {
                 out!("update mode/owner {disk}/{p}");
+            }
+            for p in &folder_attributes[slot] {
+                out!("update mode/owner dir {disk}/{p}");
             }
         }
     }
