@@ -1026,19 +1026,23 @@ fn fix_takes_the_inode_of_a_file_whose_bytes_match_so_check_verifies_it_again() 
     // new inode. Check and scrub skipped it as changed until the next sync.
     let (array, original) = synced_array(2, 1);
     let path = array.disks[1].join("dir1/big.bin");
-    let copy = array.disks[1].join("copy.tmp");
-    fs::copy(&path, &copy).expect("copy");
-    let mtime = fs::metadata(&path)
-        .expect("meta")
-        .modified()
-        .expect("mtime");
-    fs::File::options()
-        .write(true)
-        .open(&copy)
-        .expect("open")
-        .set_modified(mtime)
-        .expect("mtime");
-    fs::rename(&copy, &path).expect("rename");
+    // `bytes` put at `path` as a new file with its mtime.
+    let replace = |bytes: &[u8]| {
+        let copy = array.disks[1].join("copy.tmp");
+        fs::write(&copy, bytes).expect("write");
+        let mtime = fs::metadata(&path)
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        fs::File::options()
+            .write(true)
+            .open(&copy)
+            .expect("open")
+            .set_modified(mtime)
+            .expect("mtime");
+        fs::rename(&copy, &path).expect("rename");
+    };
+    replace(&fs::read(&path).expect("read"));
     let out = array.lhparity(&["check"]);
     assert!(
         stderr(&out).contains("changed since the last sync"),
@@ -1063,21 +1067,9 @@ fn fix_takes_the_inode_of_a_file_whose_bytes_match_so_check_verifies_it_again() 
     );
 
     // Different bytes under a new inode are not taken: the file is repaired.
-    let copy = array.disks[1].join("copy.tmp");
     let mut bytes = fs::read(&path).expect("read");
     bytes[5] ^= 1;
-    fs::write(&copy, &bytes).expect("write");
-    let mtime = fs::metadata(&path)
-        .expect("meta")
-        .modified()
-        .expect("mtime");
-    fs::File::options()
-        .write(true)
-        .open(&copy)
-        .expect("open")
-        .set_modified(mtime)
-        .expect("mtime");
-    fs::rename(&copy, &path).expect("rename");
+    replace(&bytes);
     expect_code(&array.lhparity(&["fix"]), 0);
     assert!(
         snapshot(&array) == original,

@@ -2109,6 +2109,19 @@ fn make_folders_beneath(root: &Path, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is a folder reached from `root` through folders only, no
+/// symbolic link.
+fn folder_beneath(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    rel.components().all(|part| {
+        at.push(part);
+        fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir())
+    })
+}
+
 /// Owner, mode and mtime as the state recorded them. The owner first: changing it
 /// clears the set-user-ID and set-group-ID bits, which the mode then sets.
 fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
@@ -2178,15 +2191,7 @@ fn restore_folder_attributes(
             let folder = &state.disks[slot].folders[i];
             let root = &config.data[slot].dir;
             let path = crate::name::join(root, &folder.path);
-            let rel = path.strip_prefix(root).ok()?;
-            let mut at = root.clone();
-            for part in rel.components() {
-                at.push(part);
-                if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                    return None;
-                }
-            }
-            Some((path, folder))
+            folder_beneath(root, &path).then_some((path, folder))
         })
         .collect();
     folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
