@@ -1154,6 +1154,11 @@ fn folders_made_again_by_fix_get_their_owner_mode_and_time() {
         .expect("mtime");
     fs::write(array.disks[1].join("priv/tmp"), b"x").expect("write");
     fs::remove_file(array.disks[1].join("priv/tmp")).expect("rm");
+    // An empty folder's too.
+    fs::File::open(array.disks[1].join("shared/empty"))
+        .expect("open folder")
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))
+        .expect("mtime");
     expect_code(&array.lhparity(&["diff"]), 0);
     expect_code(&array.lhparity(&["sync"]), 0);
     assert_eq!(
@@ -1202,6 +1207,44 @@ fn fix_follows_no_symbolic_link_put_where_a_synced_folder_was() {
     fs::remove_file(&sub).expect("rm link");
     expect_code(&array.lhparity(&["fix", "-m"]), 0);
     expect_code(&array.lhparity(&["check"]), 0);
+
+    // Folders holding only a hard link's other name, a symbolic link or an empty
+    // folder, replaced by links to folders where those names exist: reported, not
+    // taken for the names being there.
+    let d1 = &array.disks[0];
+    for folder in ["m", "s", "e/ee"] {
+        fs::create_dir_all(d1.join(folder)).expect("mkdir");
+    }
+    fs::hard_link(d1.join("user/sub/file"), d1.join("m/f2")).expect("link");
+    std::os::unix::fs::symlink("../user/sub/file", d1.join("s/sl")).expect("symlink");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    for folder in ["m", "s", "e"] {
+        let there = outside.path().join(folder);
+        fs::remove_dir_all(d1.join(folder)).expect("rm");
+        fs::create_dir(&there).expect("mkdir");
+        std::os::unix::fs::symlink(&there, d1.join(folder)).expect("symlink");
+    }
+    fs::write(outside.path().join("m/f2"), b"other").expect("write");
+    std::os::unix::fs::symlink("elsewhere", outside.path().join("s/sl")).expect("symlink");
+    fs::create_dir(outside.path().join("e/ee")).expect("mkdir");
+    for args in [&["fix", "-m"][..], &["fix", "-d", "d1"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        for folder in ["m", "s", "e"] {
+            assert!(
+                err.contains(&format!(
+                    "{} is a symbolic link where the last sync saw a folder",
+                    d1.join(folder).display()
+                )),
+                "{args:?} {folder}: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        fs::read(outside.path().join("m/f2")).expect("read"),
+        b"other"
+    );
 }
 
 #[test]

@@ -1947,7 +1947,7 @@ fn restore_deleted_names(
             let Some(&file) = by_path.get(l.target.as_str()) else {
                 continue;
             };
-            if !selected || fs::symlink_metadata(&name).is_ok() {
+            if !selected || exists_beneath(root, &name) {
                 continue;
             }
             let target = crate::name::join(root, &file.path);
@@ -2122,6 +2122,13 @@ fn folder_beneath(root: &Path, path: &Path) -> bool {
     })
 }
 
+/// Whether something is at `path` below `root` with no symbolic link on the way: a
+/// name seen through a link put where a folder was is not on the disk (restoring it
+/// reports the link, see [`make_folders_beneath`]).
+fn exists_beneath(root: &Path, path: &Path) -> bool {
+    path.parent().is_none_or(|p| folder_beneath(root, p)) && fs::symlink_metadata(path).is_ok()
+}
+
 /// Owner, mode and mtime as the state recorded them. The owner first: changing it
 /// clears the set-user-ID and set-group-ID bits, which the mode then sets.
 fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
@@ -2232,7 +2239,7 @@ fn restore_dirs_and_links(
     let chosen = Chosen::new(filter, disk);
     for d in disk.dirs.iter().filter(|d| chosen.folder(&d.path)) {
         let path = crate::name::join(root, &d.path);
-        let created = fs::symlink_metadata(&path).is_err();
+        let created = !exists_beneath(root, &path);
         if missing_only && !created {
             continue;
         }
@@ -2270,7 +2277,7 @@ fn restore_dirs_and_links(
             continue;
         }
         let path = crate::name::join(root, &l.path);
-        if fs::symlink_metadata(&path).is_ok() {
+        if exists_beneath(root, &path) {
             continue;
         }
         let made = path

@@ -405,10 +405,8 @@ pub fn sync(
     let mut touched = false;
     for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
         let disk = &state.disks[slot];
-        touched |= !change.is_empty()
-            || disk.links != scan.links
-            || disk.hardlinks != scan.hardlinks
-            || disk.dirs != scan.dirs;
+        touched |=
+            !change.is_empty() || disk.links != scan.links || disk.hardlinks != scan.hardlinks;
         report.disks.push(DiskSummary {
             name: disk.name.clone(),
             changes: change.clone(),
@@ -426,11 +424,20 @@ pub fn sync(
         let mut next = scan::apply(&mut state, slot, scan, change);
         // A mode or owner changed alone changes no parity, but is worth saving:
         // `fix` gives restored files and folders what the state records. Folders
-        // are compared apart, without their mtimes (see `same_folders`).
+        // and empty folders are compared apart, without their mtimes (see
+        // `same_folders`); an empty folder's mode is among the folders'.
         let folders = std::mem::take(&mut next.folders);
         let before = std::mem::take(&mut state.disks[slot].folders);
-        touched |= next != state.disks[slot] || !same_folders(&before, &folders);
+        let dirs = std::mem::take(&mut next.dirs);
+        let dirs_before = std::mem::take(&mut state.disks[slot].dirs);
+        touched |= next != state.disks[slot]
+            || !same_folders(&before, &folders)
+            || !dirs
+                .iter()
+                .map(|d| &d.path)
+                .eq(dirs_before.iter().map(|d| &d.path));
         next.folders = folders;
+        next.dirs = dirs;
         state.disks[slot] = next;
     }
 

@@ -21,7 +21,7 @@ use parity_core::lock::ArrayLock;
 use parity_core::name::shown;
 use parity_core::scan::{DiskChanges, EntryChanges};
 use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
-use parity_core::state::model::{DIRTY, UNSYNCED};
+use parity_core::state::model::{DirEntry, FolderEntry, DIRTY, UNSYNCED};
 use parity_core::status::{status as array_status, Status};
 use parity_core::sync::{self, SyncOptions};
 use serde_json::json;
@@ -197,6 +197,16 @@ fn load_state_noted(config: &Config) -> Result<sync::Loaded> {
     Ok(loaded)
 }
 
+/// Empty folders with their paths alone.
+fn paths_only(dirs: &[DirEntry]) -> Vec<DirEntry> {
+    dirs.iter()
+        .map(|d| DirEntry {
+            path: d.path.clone(),
+            ..DirEntry::default()
+        })
+        .collect()
+}
+
 pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let loaded = load_state_noted(&config)?;
@@ -218,7 +228,11 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             [
                 EntryChanges::of(&disk.links, &scan.links, |l| l.path.as_str()),
                 EntryChanges::of(&disk.hardlinks, &scan.hardlinks, |l| l.path.as_str()),
-                EntryChanges::of(&disk.dirs, &scan.dirs, |d| d.path.as_str()),
+                // Added or removed only: a folder's mode or owner is among the
+                // folders' attributes below, and its mtime alone is no change.
+                EntryChanges::of(&paths_only(&disk.dirs), &paths_only(&scan.dirs), |d| {
+                    d.path.as_str()
+                }),
             ]
         })
         .collect();
@@ -246,7 +260,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         .iter()
         .zip(&scans)
         .map(|(disk, scan)| {
-            let now: std::collections::HashMap<&str, &parity_core::state::model::FolderEntry> =
+            let now: std::collections::HashMap<&str, &FolderEntry> =
                 scan.folders.iter().map(|f| (f.path.as_str(), f)).collect();
             disk.folders
                 .iter()
