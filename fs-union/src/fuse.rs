@@ -232,11 +232,11 @@ pub struct UnionFs {
     node_io: Arc<Mutex<HashMap<u64, NodeIo>>>,
     /// `cache.files=auto-full`: each node's (mtime, mtime ns, size) at its last open.
     stamps: Mutex<HashMap<u64, Stamp>>,
-    /// Held shared by an open from finding its copy to counting it, and exclusively
-    /// by a rename over its branches. A rename that replaces a name with a copy on
-    /// another branch is two steps (the rename there, then the old copy's unlink);
-    /// an open in between would find both copies and, with the old one held open,
-    /// meet the one-copy rule of [`NodeIo`] (EBUSY). On a local file system the
+    /// Held exclusively by a rename over its branches, and shared by an open that
+    /// tries again after meeting the one-copy rule of [`NodeIo`] (EBUSY). A rename
+    /// that replaces a name with a copy on another branch is two steps (the rename
+    /// there, then the old copy's unlink); an open in between finds both copies.
+    /// Once the rename is done, the name has one. On a local file system the
     /// replacement is atomic.
     renaming: RwLock<()>,
     /// Tells the kernel about changes it cannot see; set once the session exists.
@@ -1693,57 +1693,68 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
-        // Until the open is counted (see `renaming`).
-        let renaming = self.renaming.read().unwrap_or_else(PoisonError::into_inner);
-        // As the caller, always: the kernel checked the caller's permissions on the
-        // copy its lookup found, but the open policy, run again now, may pick another
-        // copy (another policy, a random one, or a copy the caller cannot reach).
-        let opened = match self.path(ino) {
-            // The control file has no bytes: it is on no branch, and saying its name
-            // went stale would only make the kernel ask again. ENOENT, as mergerfs
-            // answers.
-            Ok(path) if is_control_file(&path) => {
-                return reply.error(self.failed(fuser::Errno::ENOENT));
-            }
-            Ok(path) => caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)),
-            // The name was replaced or removed since the kernel found the node: the
-            // file a live open of the node holds, or ESTALE (the kernel looks the
-            // name up again and retries).
-            Err(e) => match self.held_copy(ino.0) {
-                Some((branch, held)) => caller(req)
-                    .serve(|| union.open_again(&held, flags.0).map_err(fuse_errno))
-                    .map(|fd| (branch, fd)),
-                None => Err(stale(e)),
-            },
-        };
-        let (branch, fd) = match opened {
-            Ok(opened) => opened,
-            Err(e) => return reply.error(self.failed(stale(e))),
-        };
-        // A truncating open is a truncate (FUSE_ATOMIC_O_TRUNC): by anyone but root it
-        // clears set-user-ID and set-group-ID as Linux does. The branch's kernel did
-        // that for the caller; this also makes sure, and drops the kernel's view of
-        // the attributes when a bit went.
-        if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
-            creds::as_daemon();
-            let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
-            match kill_suid_sgid(&fd, in_group) {
-                Ok(true) => {
-                    if let Some(notifier) = self.notifier.get() {
-                        let _ = notifier.inval_inode(ino, -1, 0);
-                    }
+        // Held (see `renaming`) only to try again after an open met another copy of
+        // the name than its live opens hold: a rename in progress may have made it,
+        // and once it is done the name has one copy. A normal open never waits, so a
+        // branch that hangs an open holds up no other open.
+        let mut renaming = None;
+        let (branch, fd, cache, stamp, no_flush, backing, counted) = loop {
+            // As the caller, always: the kernel checked the caller's permissions on
+            // the copy its lookup found, but the open policy, run again now, may pick
+            // another copy (another policy, a random one, or a copy the caller cannot
+            // reach).
+            let opened = match self.path(ino) {
+                // The control file has no bytes: it is on no branch, and saying its
+                // name went stale would only make the kernel ask again. ENOENT, as
+                // mergerfs answers.
+                Ok(path) if is_control_file(&path) => {
+                    return reply.error(self.failed(fuser::Errno::ENOENT));
                 }
-                Ok(false) => {}
+                Ok(path) => caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)),
+                // The name was replaced or removed since the kernel found the node:
+                // the file a live open of the node holds, or ESTALE (the kernel looks
+                // the name up again and retries).
+                Err(e) => match self.held_copy(ino.0) {
+                    Some((branch, held)) => caller(req)
+                        .serve(|| union.open_again(&held, flags.0).map_err(fuse_errno))
+                        .map(|fd| (branch, fd)),
+                    None => Err(stale(e)),
+                },
+            };
+            let (branch, fd) = match opened {
+                Ok(opened) => opened,
+                Err(e) => return reply.error(self.failed(stale(e))),
+            };
+            // A truncating open is a truncate (FUSE_ATOMIC_O_TRUNC): by anyone but
+            // root it clears set-user-ID and set-group-ID as Linux does. The branch's
+            // kernel did that for the caller; this also makes sure, and drops the
+            // kernel's view of the attributes when a bit went.
+            if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+                creds::as_daemon();
+                let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+                match kill_suid_sgid(&fd, in_group) {
+                    Ok(true) => {
+                        if let Some(notifier) = self.notifier.get() {
+                            let _ = notifier.inval_inode(ino, -1, 0);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => return reply.error(self.failed(e)),
+                }
+            }
+            let (cache, stamp) = self.cache_flags(ino.0, &fd);
+            let no_flush = no_flush(union.options(), flags.0, &fd);
+            match self.io_for(ino.0, (branch, &fd), flags.0, cache, |f| {
+                reply.open_backing(f)
+            }) {
+                Ok((backing, counted)) => {
+                    break (branch, fd, cache, stamp, no_flush, backing, counted);
+                }
+                Err(fuser::Errno::EBUSY) if renaming.is_none() => {
+                    renaming = Some(self.renaming.read().unwrap_or_else(PoisonError::into_inner));
+                }
                 Err(e) => return reply.error(self.failed(e)),
             }
-        }
-        let (cache, stamp) = self.cache_flags(ino.0, &fd);
-        let no_flush = no_flush(union.options(), flags.0, &fd);
-        let (backing, counted) = match self.io_for(ino.0, (branch, &fd), flags.0, cache, |f| {
-            reply.open_backing(f)
-        }) {
-            Ok(io) => io,
-            Err(e) => return reply.error(self.failed(e)),
         };
         drop(renaming);
         self.keep_stamp(ino.0, stamp);
