@@ -1455,9 +1455,10 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     }
     let out = child.wait_with_output().expect("wait");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGTERM),
+    // Usually SIGINT is taken first and SIGTERM ends the run; two threads may also
+    // take both at once, and then either is the second.
+    assert!(
+        matches!(out.status.signal(), Some(libc::SIGTERM | libc::SIGINT)),
         "{:?}: {}",
         out.status,
         stderr(&out)

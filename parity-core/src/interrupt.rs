@@ -15,8 +15,10 @@ const STOPPING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn on_signal(signal: libc::c_int) {
     // The first signal is the one named; the next of any kind ends the process.
-    // Only an atomic and sigaction: both async-signal-safe.
-    let _ = SIGNAL.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
+    // Only an atomic, sigaction and raise: all async-signal-safe.
+    let first = SIGNAL
+        .compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok();
     for other in STOPPING {
         // SAFETY: a zeroed sigaction with SIG_DFL is valid.
         unsafe {
@@ -24,6 +26,13 @@ extern "C" fn on_signal(signal: libc::c_int) {
             action.sa_sigaction = libc::SIG_DFL;
             libc::sigaction(other, &action, std::ptr::null_mut());
         }
+    }
+    // Two signals at once, each taken by another thread: the one that came second
+    // here ends the process with its default action, once this handler returns
+    // (it is blocked until then). raise(3) is async-signal-safe.
+    if !first {
+        // SAFETY: raise of a signal whose action was just set to the default.
+        unsafe { libc::raise(signal) };
     }
 }
 
