@@ -767,12 +767,11 @@ fn find_targets(
                         // a repaired copy renamed over it by a fix stopped before it
                         // saved, or a restore that kept the mtime. The state takes the
                         // inode, so check and scrub verify the file again.
-                        let same = damaged.is_empty()
-                            && handle.metadata().is_ok_and(|m| {
-                                m.is_file() && m.ino() != f.inode && pipeline::same_stamp(&m, f)
-                            });
-                        if same && (0..blocks).all(|b| synced(&b)) {
-                            if let Ok(m) = handle.metadata() {
+                        let moved = handle.metadata().ok().filter(|m| {
+                            m.is_file() && m.ino() != f.inode && pipeline::same_stamp(m, f)
+                        });
+                        if let Some(m) = moved {
+                            if damaged.is_empty() && (0..blocks).all(|b| synced(&b)) {
                                 adopted.push((slot, i, m.ino()));
                             }
                         }
@@ -1833,7 +1832,12 @@ fn finish_file(
     let temp_path = with_suffix(path, FIX_SUFFIX);
     let finished = copy_good_blocks(path, entry, target, temp, block, complete).and_then(|()| {
         if complete {
-            set_attributes(&temp_path, entry)?;
+            set_attributes(
+                &temp_path,
+                (entry.uid, entry.gid),
+                entry.mode,
+                entry.mtime_ns,
+            )?;
             fs::rename(&temp_path, path)?;
             Ok(path.to_path_buf())
         } else {
@@ -2129,16 +2133,22 @@ fn exists_beneath(root: &Path, path: &Path) -> bool {
     path.parent().is_none_or(|p| folder_beneath(root, p)) && fs::symlink_metadata(path).is_ok()
 }
 
-/// Owner, mode and mtime as the state recorded them. The owner first: changing it
-/// clears the set-user-ID and set-group-ID bits, which the mode then sets.
-fn set_attributes(path: &Path, entry: &FileEntry) -> std::io::Result<()> {
+/// Owner (`uid`, `gid`), `mode` and `mtime_ns` as the state recorded them, of a file
+/// or folder. The owner first: changing it clears the set-user-ID and set-group-ID
+/// bits, which the mode then sets.
+fn set_attributes(
+    path: &Path,
+    (uid, gid): (u32, u32),
+    mode: u32,
+    mtime_ns: i64,
+) -> std::io::Result<()> {
     let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the calls.
-    if unsafe { libc::lchown(c.as_ptr(), entry.uid, entry.gid) } != 0 {
+    if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
-    set_mtime(&c, entry.mtime_ns)
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))?;
+    set_mtime(&c, mtime_ns)
 }
 
 /// Sets the modification time of the file or folder at `c` (following symbolic
@@ -2203,14 +2213,12 @@ fn restore_folder_attributes(
         .collect();
     folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
     for (path, folder) in folders {
-        let set = c_path(&path).and_then(|c| {
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            if unsafe { libc::lchown(c.as_ptr(), folder.uid, folder.gid) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            fs::set_permissions(&path, fs::Permissions::from_mode(folder.mode & 0o7777))?;
-            set_mtime(&c, folder.mtime_ns)
-        });
+        let set = set_attributes(
+            &path,
+            (folder.uid, folder.gid),
+            folder.mode,
+            folder.mtime_ns,
+        );
         if let Err(e) = set {
             report.warnings.push(format!(
                 "folder {}: its recorded owner, mode or time could not be set: {e}",

@@ -405,8 +405,8 @@ pub fn sync(
     let mut touched = false;
     for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
         let disk = &state.disks[slot];
-        touched |=
-            !change.is_empty() || disk.links != scan.links || disk.hardlinks != scan.hardlinks;
+        // Links, hard links and the rest are compared below, in the disk entry.
+        touched |= !change.is_empty();
         report.disks.push(DiskSummary {
             name: disk.name.clone(),
             changes: change.clone(),

@@ -197,14 +197,9 @@ fn load_state_noted(config: &Config) -> Result<sync::Loaded> {
     Ok(loaded)
 }
 
-/// Empty folders with their paths alone.
-fn paths_only(dirs: &[DirEntry]) -> Vec<DirEntry> {
-    dirs.iter()
-        .map(|d| DirEntry {
-            path: d.path.clone(),
-            ..DirEntry::default()
-        })
-        .collect()
+/// The paths of empty folders.
+fn paths(dirs: &[DirEntry]) -> Vec<&str> {
+    dirs.iter().map(|d| d.path.as_str()).collect()
 }
 
 pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
@@ -230,9 +225,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 EntryChanges::of(&disk.hardlinks, &scan.hardlinks, |l| l.path.as_str()),
                 // Added or removed only: a folder's mode or owner is among the
                 // folders' attributes below, and its mtime alone is no change.
-                EntryChanges::of(&paths_only(&disk.dirs), &paths_only(&scan.dirs), |d| {
-                    d.path.as_str()
-                }),
+                EntryChanges::of(&paths(&disk.dirs), &paths(&scan.dirs), |p| p),
             ]
         })
         .collect();
