@@ -2545,3 +2545,89 @@ fn positions_in_summary(out: &str) -> Option<usize> {
         rest.split(' ').next()?.parse().ok()
     })
 }
+
+#[test]
+fn check_and_scrub_read_no_file_through_a_symbolic_link_put_where_a_folder_was() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "user/sub/file", 100_000, 1);
+    array.write(0, "user/sub/deeper/other", 50_000, 2);
+    array.write(0, "user/kept", 70_000, 4);
+    array.write(1, "o", 100_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // The folder moved elsewhere, bytes intact, a link left in its place: reading
+    // through it would pass every check.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let sub = array.disks[0].join("user/sub");
+    let moved = outside.path().join("sub");
+    fs::create_dir_all(moved.join("deeper")).expect("mkdir");
+    for name in ["file", "deeper/other"] {
+        fs::copy(sub.join(name), moved.join(name)).expect("copy");
+    }
+    fs::remove_dir_all(&sub).expect("rm");
+    std::os::unix::fs::symlink(&moved, &sub).expect("symlink");
+    let before = fs::read(moved.join("file")).expect("read");
+    for args in [&["check"][..], &["check", "-a"], &["scrub", "-p", "full"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        let said = format!(
+            "disk 'd1': {} is a symbolic link where the last sync saw a folder; it is not \
+             followed, and the files below it were not read",
+            sub.display()
+        );
+        assert_eq!(err.matches(&said).count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("file is missing"), "{args:?}: {err}");
+    }
+    // A plain fix names the link once, as an error; with -m or -d it restores
+    // nothing through it.
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches(&format!("{} is a symbolic link", sub.display()))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("error: ") && err.contains("were neither checked nor restored"),
+        "{err}"
+    );
+    for args in [&["fix", "-m"][..], &["fix", "-d", "d1"]] {
+        let out = array.lhparity(args);
+        expect_code(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{} is a symbolic link where the last sync saw a folder; it is not followed",
+                sub.display()
+            )),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        fs::read_dir(&moved).expect("list").count(),
+        2,
+        "something was written through the link"
+    );
+    // The scrub marked nothing bad: what is below the link was never looked at.
+    let out = array.lhparity(&["status"]);
+    assert!(stdout(&out).contains("No bad blocks."), "{}", stdout(&out));
+    assert_eq!(fs::read(moved.join("file")).expect("read"), before);
+    // A file replaced by a link to a copy of itself is named as such.
+    fs::remove_file(&sub).expect("rm link");
+    fs::create_dir(&sub).expect("mkdir");
+    let kept = array.disks[0].join("user/kept");
+    fs::rename(&kept, outside.path().join("kept")).expect("mv");
+    std::os::unix::fs::symlink(outside.path().join("kept"), &kept).expect("symlink");
+    let out = array.lhparity(&["check", "-d", "d1"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "disk 'd1': {} is a symbolic link where the last sync saw a file; it is not followed",
+            kept.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

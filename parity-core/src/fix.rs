@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender};
 
+use crate::beneath::{self, Root};
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::parity_order::{self, Before};
@@ -126,12 +127,20 @@ pub fn fix(
         let selected = select_files(&state, &options.disks, filter.as_ref());
         let whole_array = options.disks.is_empty() && filter.is_none();
         let damage = find_damage(config, &state, &selected, whole_array, progress)?;
-        // Problems of files read one by one below are reported there.
-        let again: Vec<String> = damage
-            .unverified
-            .iter()
-            .map(|&(slot, file)| crate::name::shown_path(&file_path(config, &state, slot, file)))
-            .collect();
+        // Problems of files read one by one below are reported there, as are links
+        // put where folders above them were.
+        let mut again: Vec<String> = Vec::new();
+        for &(slot, file) in &damage.unverified {
+            let path = file_path(config, &state, slot, file);
+            let root = &config.data[slot].dir;
+            again.extend(
+                path.ancestors()
+                    .take_while(|a| a.starts_with(root) && *a != root.as_path())
+                    .map(crate::name::shown_path),
+            );
+        }
+        again.sort_unstable();
+        again.dedup();
         report.warnings.extend(
             damage
                 .errors
@@ -663,6 +672,8 @@ fn find_targets(
     let mut targets = Vec::new();
     // Files deleted since the sync and left alone (no `-m`): named in a warning.
     let mut left_deleted: Vec<PathBuf> = Vec::new();
+    // Links found where folders were, each reported once.
+    let mut linked_folders: Vec<PathBuf> = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
         let chosen = Chosen::new(filter, disk);
         let wanted = |path: &str| chosen.file(path);
@@ -680,6 +691,16 @@ fn find_targets(
         // linked back to.
         let linked: HashSet<&str> = disk.hardlinks.iter().map(|l| l.target.as_str()).collect();
         let restoring = whole_disk || (options.missing && !options.bad_only);
+        let dir = &config.data[slot].dir;
+        // Recorded files are opened from the disk's root through folders only.
+        let root = Root::open(dir).ok();
+        let open = |f: &FileEntry| {
+            let rel = crate::name::to_os(&f.path);
+            match &root {
+                Some(root) => root.open_file(Path::new(&*rel)),
+                None => File::open(dir.join(&*rel)),
+            }
+        };
         for (i, f) in disk.files.iter().enumerate() {
             if !wanted(&f.path) {
                 continue;
@@ -705,7 +726,7 @@ fn find_targets(
             }
             // A whole disk's file that cannot be opened (lost with the disk) comes
             // back in full; one still there is checked like any other.
-            let lost = whole_disk && File::open(&path).is_err();
+            let lost = whole_disk && open(f).is_err();
             let failed: Vec<usize> = if lost {
                 every_synced()
             } else if options.bad_only {
@@ -721,7 +742,7 @@ fn find_targets(
                 // Bad blocks are put back into the file the sync saw: one changed
                 // since is left to `sync` (or a plain `fix`), and without the file
                 // there is nothing to copy good blocks from, so all come back.
-                match File::open(&path) {
+                match open(f) {
                     Ok(handle) if !pipeline::unchanged(&handle, f) => {
                         report.warnings.push(format!(
                             "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
@@ -745,8 +766,28 @@ fn find_targets(
                     .collect()
             } else {
                 // Missing, or changed since the sync: its bytes decide, one by one.
-                match File::open(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match open(f) {
+                    // Through a link put where a folder was, the file is not on
+                    // the disk: restoring it names the link (nothing is written).
+                    Err(e) if beneath::is_link(&e) && !options.missing => {
+                        let link =
+                            beneath::first_link(dir, Path::new(&*crate::name::to_os(&f.path)));
+                        match link.filter(|l| *l != path) {
+                            // The file itself is a link: reported below.
+                            None => every_synced(),
+                            Some(link) => {
+                                if !linked_folders.contains(&link) {
+                                    report.errors.push(format!(
+                                        "{} is a symbolic link where the last sync saw a folder; it is not followed, and the files below it were neither checked nor restored: remove the link (or put the folder back) and run `lhparity fix` again, or run `lhparity sync` if the link is meant",
+                                        crate::name::shown_path(&link)
+                                    ));
+                                    linked_folders.push(link);
+                                }
+                                Vec::new()
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound || beneath::is_link(&e) => {
                         if options.missing {
                             every_synced()
                         } else {
@@ -780,7 +821,8 @@ fn find_targets(
                 }
             };
             // An empty file has no block to rebuild, but a lost one still comes back.
-            let empty_lost = blocks == 0 && (lost || (options.missing && !path.exists()));
+            let there = || exists_beneath(dir, &path);
+            let empty_lost = blocks == 0 && (lost || (options.missing && !there()));
             if failed.is_empty() && !empty_lost {
                 continue;
             }
@@ -796,7 +838,7 @@ fn find_targets(
                 slot,
                 file: i,
                 failed,
-                has_original: !lost && path.exists(),
+                has_original: !lost && there(),
                 unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }

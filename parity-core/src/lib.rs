@@ -7,6 +7,7 @@
 //! - [`speedtest`]: kernel throughput as `lhparity speedtest` reports it.
 //! - [`config`]: the array config in `snapraid.conf` syntax, its exclude/include
 //!   filter and the layout checks run before any command.
+//! - [`beneath`]: opening recorded files below a disk's root without following links.
 //! - [`name`]: file names as the state holds them (any bytes, not only UTF-8).
 //! - [`runs`]: stretches of consecutive positions or blocks, for reports.
 //! - [`scan`]: walking the data disks and comparing them with the state.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: the array and the last command runs as Prometheus text.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod beneath;
 pub mod config;
 pub mod dup;
 pub mod fix;

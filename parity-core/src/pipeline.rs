@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam::channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
+use crate::beneath::{self, Root};
 use crate::config::DataDisk;
 use crate::mapped::Window;
 use crate::state::model::{Disk, FileEntry};
@@ -273,6 +274,8 @@ pub fn run<R: Send + Default + Clone>(
                     stop,
                     reads,
                     live: Arc::new(AtomicUsize::new(0)),
+                    root: std::cell::OnceCell::new(),
+                    links: std::cell::RefCell::new(Vec::new()),
                 };
                 reader.run(positions, batches, tx, pool_rx)
             });
@@ -560,6 +563,11 @@ struct Reader<'a, 'r> {
     reads: Reads,
     /// This reader's windows alive (`Reads::Map`).
     live: Arc<AtomicUsize>,
+    /// A data disk's root, from which its files are opened (`None`: it could not
+    /// be opened; files are then opened by their paths, which fail as it did).
+    root: std::cell::OnceCell<Option<Root>>,
+    /// Symbolic links found in the way of files, each reported once.
+    links: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 /// The file a data reader has open (`None`: could not be opened, changed or skipped).
@@ -905,7 +913,11 @@ impl Reader<'_, '_> {
         };
         let entry = &files[file];
         let path = crate::name::join(dir, &entry.path);
-        match File::open(&path) {
+        let opened = match self.root.get_or_init(|| Root::open(dir).ok()) {
+            Some(root) => root.open_file(Path::new(&*crate::name::to_os(&entry.path))),
+            None => File::open(&path),
+        };
+        match opened {
             Ok(h) if unchanged(&h, entry) => Current {
                 file,
                 handle: Some(Arc::new(h)),
@@ -920,6 +932,29 @@ impl Reader<'_, '_> {
                 }
             }
             Ok(_) => {
+                out.changed.push(file);
+                Current::closed(file)
+            }
+            Err(e) if beneath::is_link(&e) => {
+                // Named once per link, whatever number of files is below it.
+                let link = beneath::first_link(dir, Path::new(&*crate::name::to_os(&entry.path)))
+                    .unwrap_or_else(|| path.clone());
+                let mut links = self.links.borrow_mut();
+                if !links.contains(&link) {
+                    out.errors.push(if link == path {
+                        format!(
+                            "disk '{name}': {} is a symbolic link where the last sync saw a file; it is not followed: put the file back (`lhparity fix -m` once the link is gone), or run `lhparity sync` if the link is meant",
+                            crate::name::shown_path(&path)
+                        )
+                    } else {
+                        format!(
+                            "disk '{name}': {} is a symbolic link where the last sync saw a folder; it is not followed, and the files below it were not read: put the folder back, or run `lhparity sync` if the link is meant",
+                            crate::name::shown_path(&link)
+                        )
+                    });
+                    links.push(link);
+                }
+                out.unopened.push(file);
                 out.changed.push(file);
                 Current::closed(file)
             }
