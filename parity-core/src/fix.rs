@@ -25,9 +25,8 @@
 //!    on disk, or the new inode of a file repaired in place.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,7 +34,7 @@ use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender};
 
-use crate::beneath::{self, Root};
+use crate::beneath::{self, Folder, Root};
 use crate::config::Config;
 use crate::hash::block_hash;
 use crate::parity_order::{self, Before};
@@ -456,7 +455,7 @@ pub fn fix(
         let Some(temp) = temp else { continue };
         let path = file_path(config, &state, target.slot, target.file);
         if write_failed.contains(&t) {
-            let _ = fs::remove_file(&temp.path);
+            temp.remove();
             continue;
         }
         let entry = &state.disks[target.slot].files[target.file];
@@ -470,12 +469,12 @@ pub fn fix(
             .has_original
             .then(|| fs::symlink_metadata(&path).ok().map(|m| m.ino()))
             .flatten();
-        let finished = temp.open().and_then(|temp| {
+        let finished = temp.open().and_then(|file| {
             finish_file(
-                &path,
+                &temp,
                 entry,
                 target,
-                &temp,
+                &file,
                 (block_size, &state.hash_key),
                 lost == 0,
             )
@@ -512,7 +511,9 @@ pub fn fix(
                             && (Some(m.ino()) == replaced
                                 || (m.ino() == recorded && pipeline::same_stamp(m, entry)))
                     };
-                    if let Err(e) = relink(&path, &crate::name::join(root, &name.path), same_file) {
+                    if let Err(e) =
+                        relink(root, &path, &crate::name::join(root, &name.path), same_file)
+                    {
                         report.errors.push(format!(
                             "making {} a hard link to the repaired {} again: {e}",
                             crate::name::shown_path(&crate::name::join(root, &name.path)),
@@ -883,20 +884,19 @@ fn damaged_blocks(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: usiz
 /// held open only while blocks are written to it (see [`OpenTemps`]): a disk of
 /// more files than the process may open must still come back in one run.
 struct TempFile {
+    /// The data disk's root, and the file's path below it.
+    root: PathBuf,
+    rel: PathBuf,
     path: PathBuf,
     /// Its inode, to tell it from anything put at its name meanwhile.
     ino: u64,
 }
 
 impl TempFile {
-    /// The temporary file, opened again to read and write it.
+    /// The temporary file, opened again to read and write it (from the disk's root,
+    /// through folders only).
     fn open(&self) -> std::io::Result<File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)?;
+        let file = Root::open(&self.root)?.open_rw(&self.rel)?;
         if file.metadata()?.ino() != self.ino {
             return Err(std::io::Error::other(format!(
                 "{} was replaced by another file while the fix ran",
@@ -905,28 +905,48 @@ impl TempFile {
         }
         Ok(file)
     }
+
+    /// Removes it, when it is still there; best effort.
+    fn remove(&self) {
+        if let Ok((folder, name)) = folder_of(&self.root, &self.path) {
+            let _ = folder.remove_file(name);
+        }
+    }
 }
 
 fn create_temp(root: &Path, path: &Path, size: u64) -> std::io::Result<TempFile> {
-    if let Some(parent) = path.parent() {
-        make_folders_beneath(root, parent)?;
-    }
     let temp = with_suffix(path, FIX_SUFFIX);
+    let (Some(parent), Some(name), Ok(rel)) =
+        (temp.parent(), temp.file_name(), temp.strip_prefix(root))
+    else {
+        return Err(outside(root, path));
+    };
+    let folder = make_folders_beneath(root, parent)?;
     // What a killed run left there, or anything else of that name, goes first: a
     // new file is made (never opened through a symlink or a hard link of another
     // file, which it would overwrite).
-    match fs::remove_file(&temp) {
+    match folder.remove_file(name) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
+    let file = folder.create_new(name)?;
     file.set_len(size)?;
     let ino = file.metadata()?.ino();
-    Ok(TempFile { path: temp, ino })
+    Ok(TempFile {
+        root: root.to_path_buf(),
+        rel: rel.to_path_buf(),
+        path: temp,
+        ino,
+    })
+}
+
+/// The error of a path that is not below its disk's root.
+fn outside(root: &Path, path: &Path) -> std::io::Error {
+    std::io::Error::other(format!(
+        "{} is not inside the data disk {}",
+        crate::name::shown_path(path),
+        crate::name::shown_path(root)
+    ))
 }
 
 /// The longest file name Linux file systems take, in bytes.
@@ -1864,38 +1884,38 @@ fn clear_found_good(state: &mut State, checked: &[Vec<bool>], damage: &Damage) -
 /// rebuilt again. A partial one that cannot be renamed stays as `NAME.lhparity-fix`,
 /// which the error names, since it may hold blocks nothing else can give back.
 fn finish_file(
-    path: &Path,
+    temp: &TempFile,
     entry: &FileEntry,
     target: &Target,
-    temp: &File,
+    file: &File,
     block: (usize, &[u8; 32]),
     complete: bool,
 ) -> std::io::Result<PathBuf> {
-    let temp_path = with_suffix(path, FIX_SUFFIX);
-    let finished = copy_good_blocks(path, entry, target, temp, block, complete).and_then(|()| {
+    let path = crate::name::join(&temp.root, &entry.path);
+    let finished = copy_good_blocks(temp, entry, target, file, block, complete).and_then(|()| {
+        // Owner, mode and time go on the open file, and the rename is made in the
+        // folder reached from the disk's root: neither can be sent elsewhere by a
+        // link put on the way meanwhile.
+        let (folder, temp_name) = folder_of(&temp.root, &temp.path)?;
+        let name = path.file_name().ok_or_else(|| outside(&temp.root, &path))?;
         if complete {
-            set_attributes(
-                &temp_path,
-                (entry.uid, entry.gid),
-                entry.mode,
-                entry.mtime_ns,
-            )?;
-            fs::rename(&temp_path, path)?;
-            Ok(path.to_path_buf())
+            beneath::set_attributes(file, (entry.uid, entry.gid), entry.mode, entry.mtime_ns)?;
+            folder.rename(temp_name, name, false)?;
+            Ok(path.clone())
         } else {
-            keep_unrecoverable(&temp_path, path)
+            keep_unrecoverable(&folder, temp_name, &path)
         }
     });
     match finished {
         Err(e) if complete => {
-            let _ = fs::remove_file(&temp_path);
+            temp.remove();
             Err(e)
         }
         Err(e) => Err(std::io::Error::new(
             e.kind(),
             format!(
                 "{e}; what could be rebuilt is in {}",
-                crate::name::shown_path(&temp_path)
+                crate::name::shown_path(&temp.path)
             ),
         )),
         ok => ok,
@@ -1904,7 +1924,7 @@ fn finish_file(
 
 /// Copies the blocks of a target that did not fail from its original into `temp`.
 fn copy_good_blocks(
-    path: &Path,
+    temp_file: &TempFile,
     entry: &FileEntry,
     target: &Target,
     temp: &File,
@@ -1916,7 +1936,8 @@ fn copy_good_blocks(
         // complete, whatever was rebuilt. Each is checked again as copied, so that
         // a file changed since it was checked is never mixed with the rebuilt
         // blocks and passed off as repaired.
-        let original = File::open(path)?;
+        let original =
+            Root::open(&temp_file.root)?.open_file(Path::new(&*crate::name::to_os(&entry.path)))?;
         let mut buf = vec![0u8; block_size];
         for b in 0..entry.hashes.len() {
             if target.failed.binary_search(&b).is_ok() {
@@ -1947,14 +1968,15 @@ fn copy_good_blocks(
 /// `NAME.3.unrecoverable`, ... when that name is taken: a file already there (an
 /// earlier fix's partial result, or anything else) is never replaced. Every name
 /// keeps the suffix that the default `exclude *.unrecoverable` leaves out of syncs.
-fn keep_unrecoverable(temp: &Path, path: &Path) -> std::io::Result<PathBuf> {
+fn keep_unrecoverable(folder: &Folder, temp: &OsStr, path: &Path) -> std::io::Result<PathBuf> {
     for n in 1..=1000u32 {
         let suffix = match n {
             1 => UNRECOVERABLE_SUFFIX.to_owned(),
             n => format!(".{n}{UNRECOVERABLE_SUFFIX}"),
         };
         let to = with_suffix(path, &suffix);
-        match rename_noreplace(temp, &to) {
+        let Some(name) = to.file_name() else { break };
+        match rename_noreplace(folder, temp, name) {
             Ok(()) => return Ok(to),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -2000,10 +2022,7 @@ fn restore_deleted_names(
             if !fs::symlink_metadata(&target).is_ok_and(|m| is_recorded(&m, file)) {
                 continue;
             }
-            let made = name
-                .parent()
-                .map_or(Ok(()), |p| make_folders_beneath(root, p))
-                .and_then(|()| fs::hard_link(&target, &name));
+            let made = hard_link_beneath(root, &target, &name);
             match made {
                 Ok(()) => report.fixed.push(crate::name::shown_path(&name)),
                 Err(e) => report.errors.push(format!(
@@ -2041,12 +2060,7 @@ fn link_from_survivor(
         .filter(|l| l.target == f.path)
         .map(|l| crate::name::join(root, &l.path))
         .find(intact)
-        .is_some_and(|survivor| {
-            path.parent()
-                .map_or(Ok(()), |p| make_folders_beneath(root, p))
-                .and_then(|()| fs::hard_link(&survivor, &path))
-                .is_ok()
-        })
+        .is_some_and(|survivor| hard_link_beneath(root, &survivor, &path).is_ok())
 }
 
 /// Makes `name` a hard link to `file` when what it names now is still the file that
@@ -2054,6 +2068,7 @@ fn link_from_survivor(
 /// alone). The new link replaces the old name in one rename, so the name never goes
 /// missing.
 fn relink(
+    root: &Path,
     file: &Path,
     name: &Path,
     same_file: impl Fn(&fs::Metadata) -> bool,
@@ -2062,49 +2077,33 @@ fn relink(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
         Ok(meta) if same_file(&meta) && meta.ino() != fs::metadata(file)?.ino() => {
+            let (folder, leaf) = folder_of(root, name)?;
             let temp = with_suffix(name, FIX_SUFFIX);
-            let _ = fs::remove_file(&temp);
-            fs::hard_link(file, &temp)?;
-            fs::rename(&temp, name).inspect_err(|_| {
-                let _ = fs::remove_file(&temp);
+            let temp_leaf = temp.file_name().ok_or_else(|| outside(root, name))?;
+            let _ = folder.remove_file(temp_leaf);
+            let (from, from_leaf) = folder_of(root, file)?;
+            folder.hard_link(temp_leaf, (&from, from_leaf))?;
+            folder.rename(temp_leaf, leaf, false).inspect_err(|_| {
+                let _ = folder.remove_file(temp_leaf);
             })
         }
         Ok(_) => Ok(()),
     }
 }
 
-/// A path for a system call (InvalidInput if it holds a NUL byte).
-fn c_path(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-}
-
-/// `rename` that fails with `AlreadyExists` instead of replacing `to`. Filesystems
-/// without `RENAME_NOREPLACE` get a check before the rename (racy, but nothing else
-/// renames into a data disk during a fix).
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    let (f, t) = (c_path(from)?, c_path(to)?);
-    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
+/// `rename` within `folder` that fails with `AlreadyExists` instead of replacing
+/// `to`. Filesystems without `RENAME_NOREPLACE` get a check before the rename
+/// (racy, but nothing else renames into a data disk during a fix).
+fn rename_noreplace(folder: &Folder, from: &OsStr, to: &OsStr) -> std::io::Result<()> {
+    match folder.rename(from, to, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            if folder.kind(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            folder.rename(from, to, false)
+        }
+        other => other,
     }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EINVAL) {
-        return Err(e);
-    }
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(std::io::ErrorKind::AlreadyExists.into());
-    }
-    fs::rename(from, to)
 }
 
 /// Makes the folder `path` and those above it up to the data disk's `root`, as
@@ -2112,47 +2111,79 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// synced folder was would have the restored files written wherever it points,
 /// outside the disk. Such a link, or a file where a folder belongs, is an error
 /// naming it.
-fn make_folders_beneath(root: &Path, path: &Path) -> std::io::Result<()> {
+fn make_folders_beneath(root: &Path, path: &Path) -> std::io::Result<Folder> {
     let Ok(rel) = path.strip_prefix(root) else {
-        return Err(std::io::Error::other(format!(
-            "{} is not inside the data disk {}",
-            crate::name::shown_path(path),
-            crate::name::shown_path(root)
-        )));
+        return Err(outside(root, path));
     };
     // The disk's own folder may be reached through links (a mount point's path).
     fs::create_dir_all(root)?;
+    let mut folder = Root::open(root)?.folder(Path::new(""))?;
     let mut at = root.to_path_buf();
     for part in rel.components() {
-        at.push(part);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(std::io::Error::other(format!(
-                    "{} is a symbolic link where the last sync saw a folder; it is not followed: remove the link (or put the folder back) and run `lhparity fix` again",
-                    crate::name::shown_path(&at)
-                )));
-            }
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is a file where the last sync saw a folder; move it away and run `lhparity fix` again",
-                    crate::name::shown_path(&at)
-                )));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&at) {
-                Ok(()) => {}
-                // Made meanwhile: looked at again on the next round.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                        return Err(e);
-                    }
+        let std::path::Component::Normal(name) = part else {
+            continue;
+        };
+        at.push(name);
+        folder = match folder.child(name) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match folder.make_folder(name) {
+                    // Made meanwhile: opened below, as any folder that is there.
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
                 }
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
+                folder.child(name)
+            }
+            other => other,
         }
+        .map_err(|e| in_the_way(&at, e))?;
     }
-    Ok(())
+    Ok(folder)
+}
+
+/// An error met opening the folder `at`, told as what is in its place: a symbolic
+/// link or a file.
+fn in_the_way(at: &Path, e: std::io::Error) -> std::io::Error {
+    if beneath::is_link(&e) {
+        std::io::Error::other(format!(
+            "{} is a symbolic link where the last sync saw a folder; it is not followed: remove the link (or put the folder back) and run `lhparity fix` again",
+            crate::name::shown_path(at)
+        ))
+    } else if e.raw_os_error() == Some(libc::ENOTDIR) {
+        std::io::Error::other(format!(
+            "{} is a file where the last sync saw a folder; move it away and run `lhparity fix` again",
+            crate::name::shown_path(at)
+        ))
+    } else {
+        e
+    }
+}
+
+/// The folder holding `path` below the disk `root`, reached through folders only,
+/// and the name of `path` in it. A link on the way is an error naming it.
+fn folder_of<'p>(root: &Path, path: &'p Path) -> std::io::Result<(Folder, &'p OsStr)> {
+    let (Ok(rel), Some(name)) = (path.strip_prefix(root), path.file_name()) else {
+        return Err(outside(root, path));
+    };
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let folder =
+        Root::open(root)?
+            .folder(parent)
+            .map_err(|e| match beneath::first_link(root, parent) {
+                Some(link) => in_the_way(&link, std::io::Error::from_raw_os_error(libc::ELOOP)),
+                None => e,
+            })?;
+    Ok((folder, name))
+}
+
+/// Makes `name` a hard link to `target`, both below the disk `root`, with the
+/// folders above `name`; both reached through folders only.
+fn hard_link_beneath(root: &Path, target: &Path, name: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(leaf)) = (name.parent(), name.file_name()) else {
+        return Err(outside(root, name));
+    };
+    let folder = make_folders_beneath(root, parent)?;
+    let (from, from_leaf) = folder_of(root, target)?;
+    folder.hard_link(leaf, (&from, from_leaf))
 }
 
 /// Whether `path` is a folder reached from `root` through folders only, no
@@ -2173,46 +2204,6 @@ fn folder_beneath(root: &Path, path: &Path) -> bool {
 /// reports the link, see [`make_folders_beneath`]).
 fn exists_beneath(root: &Path, path: &Path) -> bool {
     path.parent().is_none_or(|p| folder_beneath(root, p)) && fs::symlink_metadata(path).is_ok()
-}
-
-/// Owner (`uid`, `gid`), `mode` and `mtime_ns` as the state recorded them, of a file
-/// or folder. The owner first: changing it clears the set-user-ID and set-group-ID
-/// bits, which the mode then sets.
-fn set_attributes(
-    path: &Path,
-    (uid, gid): (u32, u32),
-    mode: u32,
-    mtime_ns: i64,
-) -> std::io::Result<()> {
-    let c = c_path(path)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the calls.
-    if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))?;
-    set_mtime(&c, mtime_ns)
-}
-
-/// Sets the modification time of the file or folder at `c` (following symbolic
-/// links) to `mtime_ns`, leaving its access time.
-fn set_mtime(c: &CString, mtime_ns: i64) -> std::io::Result<()> {
-    let secs = mtime_ns.div_euclid(1_000_000_000);
-    let nanos = mtime_ns.rem_euclid(1_000_000_000);
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: nanos,
-        },
-    ];
-    // SAFETY: as above; `times` is two valid timespecs.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The recorded folders (disk slot, index in `folders`) that are not there, on the
@@ -2243,24 +2234,31 @@ fn restore_folder_attributes(
     gone: &[(usize, usize)],
     report: &mut FixReport,
 ) {
-    // Only folders reached through folders: never one a symbolic link leads to.
-    let mut folders: Vec<(PathBuf, &FolderEntry)> = gone
+    let mut folders: Vec<(&Path, PathBuf, &FolderEntry)> = gone
         .iter()
-        .filter_map(|&(slot, i)| {
+        .map(|&(slot, i)| {
             let folder = &state.disks[slot].folders[i];
-            let root = &config.data[slot].dir;
-            let path = crate::name::join(root, &folder.path);
-            folder_beneath(root, &path).then_some((path, folder))
+            let root = config.data[slot].dir.as_path();
+            (root, crate::name::join(root, &folder.path), folder)
         })
         .collect();
-    folders.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
-    for (path, folder) in folders {
-        let set = set_attributes(
-            &path,
-            (folder.uid, folder.gid),
-            folder.mode,
-            folder.mtime_ns,
-        );
+    folders.sort_by_key(|(_, path, _)| std::cmp::Reverse(path.components().count()));
+    for (root, path, folder) in folders {
+        // Only folders reached through folders, set on the open folder: never one
+        // a symbolic link leads to.
+        let opened = Root::open(root)
+            .and_then(|r| r.open_folder(Path::new(&*crate::name::to_os(&folder.path))));
+        let set = match opened {
+            Err(e) if beneath::is_link(&e) || e.kind() == std::io::ErrorKind::NotFound => continue,
+            opened => opened.and_then(|dir| {
+                beneath::set_attributes(
+                    &dir,
+                    (folder.uid, folder.gid),
+                    folder.mode,
+                    folder.mtime_ns,
+                )
+            }),
+        };
         if let Err(e) = set {
             report.warnings.push(format!(
                 "folder {}: its recorded owner, mode or time could not be set: {e}",
@@ -2293,16 +2291,17 @@ fn restore_dirs_and_links(
         if missing_only && !created {
             continue;
         }
-        let made = make_folders_beneath(root, &path)
-            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(d.mode & 0o7777)))
-            .and_then(|()| {
-                // A folder made here gets its recorded time too; one that was there
-                // keeps its own.
-                if !created {
-                    return Ok(());
-                }
-                set_mtime(&c_path(&path)?, d.mtime_ns)
-            });
+        let made = make_folders_beneath(root, &path).and_then(|_| {
+            let rel = path.strip_prefix(root).map_err(|_| outside(root, &path))?;
+            let folder = Root::open(root)?.open_folder(rel)?;
+            folder.set_permissions(fs::Permissions::from_mode(d.mode & 0o7777))?;
+            // A folder made here gets its recorded time too; one that was there
+            // keeps its own.
+            if created {
+                beneath::set_mtime(&folder, d.mtime_ns)?;
+            }
+            Ok(())
+        });
         if let Err(e) = made {
             report.errors.push(format!(
                 "creating folder {}: {e}",
@@ -2330,22 +2329,22 @@ fn restore_dirs_and_links(
         if exists_beneath(root, &path) {
             continue;
         }
-        let made = path
-            .parent()
-            .map_or(Ok(()), |p| make_folders_beneath(root, p))
-            .and_then(|()| {
-                if kind == "link" {
-                    std::os::unix::fs::symlink(crate::name::to_os(&l.target), &path)
-                } else if fs::symlink_metadata(crate::name::join(root, &l.target))
-                    .is_ok_and(|m| m.is_file())
-                {
-                    fs::hard_link(crate::name::join(root, &l.target), &path)
-                } else {
-                    Err(std::io::Error::other(
-                        "the file it names is not a regular file now",
-                    ))
-                }
-            });
+        let made = if kind == "link" {
+            match (path.parent(), path.file_name()) {
+                (Some(parent), Some(name)) => make_folders_beneath(root, parent)
+                    .and_then(|folder| folder.symlink(name, &crate::name::to_os(&l.target))),
+                _ => Err(outside(root, &path)),
+            }
+        } else {
+            let target = crate::name::join(root, &l.target);
+            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
+                hard_link_beneath(root, &target, &path)
+            } else {
+                Err(std::io::Error::other(
+                    "the file it names is not a regular file now",
+                ))
+            }
+        };
         if let Err(e) = made {
             report.errors.push(format!(
                 "creating {kind} {} to {}: {e}",
