@@ -2596,14 +2596,13 @@ fn check_and_scrub_read_no_file_through_a_symbolic_link_put_where_a_folder_was()
     for args in [&["fix", "-m"][..], &["fix", "-d", "d1"]] {
         let out = array.lhparity(args);
         expect_code(&out, 1);
-        assert!(
-            stderr(&out).contains(&format!(
-                "{} is a symbolic link where the last sync saw a folder; it is not followed",
-                sub.display()
-            )),
-            "{args:?}: {}",
-            stderr(&out)
+        let err = stderr(&out);
+        let said = format!(
+            "{} is a symbolic link where the last sync saw a folder; it is not followed",
+            sub.display()
         );
+        // Once, not once per file below it.
+        assert_eq!(err.matches(&said).count(), 1, "{args:?}: {err}");
     }
     assert_eq!(
         fs::read_dir(&moved).expect("list").count(),
@@ -2630,4 +2629,145 @@ fn check_and_scrub_read_no_file_through_a_symbolic_link_put_where_a_folder_was()
         "{}",
         stderr(&out)
     );
+    // Fix leaves the user's link, and says the file is not back (exit 1) and how
+    // to bring it back.
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} is a symbolic link now, so the file synced there was not restored; remove \
+             the link and run `lhparity fix -m` to restore it",
+            kept.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::symlink_metadata(&kept).expect("link").is_symlink());
+    fs::remove_file(&kept).expect("rm link");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn fix_d_gives_a_replaced_disks_root_folder_its_owner_and_mode() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "other", 100_000, 3);
+    array.write(1, "media/film", 200_000, 4);
+    let root = &array.disks[1];
+    chown(root, Some(4242), Some(4343)).expect("chown");
+    fs::set_permissions(root, fs::Permissions::from_mode(0o2775)).expect("chmod");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let original = snapshot(&array);
+    // A change of the root's mode is one a sync records.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o2770)).expect("chmod");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    assert!(
+        stdout(&out).contains("update mode/owner dir d2/\n"),
+        "{}",
+        stdout(&out)
+    );
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // The disk replaced by a new file system: its root is root's, mode 755. A fix
+    // killed before the end made a folder without its recorded owner and mode.
+    let media = root.join("media");
+    chown(&media, Some(77), Some(78)).expect("chown");
+    fs::set_permissions(&media, fs::Permissions::from_mode(0o2750)).expect("chmod");
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::open(&media)
+        .expect("open")
+        .set_modified(old)
+        .expect("mtime");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    wipe(&array, 1);
+    chown(root, Some(0), Some(0)).expect("chown");
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::create_dir(&media).expect("mkdir");
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    let m = fs::metadata(root).expect("root");
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o2770, 4242, 4343));
+    let m = fs::metadata(&media).expect("media");
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o2750, 77, 78));
+    assert_eq!(m.mtime(), 1_000_000_000);
+    assert!(snapshot(&array) == original, "files differ");
+    expect_code(&array.lhparity(&["diff"]), 0);
+    // `fix -m` and a fix of chosen files leave the root as it is.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::remove_file(root.join("media/film")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-m"]), 0);
+    fs::remove_file(root.join("media/film")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "d2", "-f", "media/"]), 0);
+    assert_eq!(fs::metadata(root).expect("root").mode() & 0o7777, 0o755);
+    assert!(snapshot(&array) == original, "files differ");
+}
+
+#[test]
+fn a_fix_run_by_a_user_restores_what_it_may_and_says_which_owner_it_could_not_give() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    use std::os::unix::process::CommandExt;
+    const USER: u32 = 23456;
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a/mine", 100_000, 1);
+    array.write(0, "a/theirs", 80_000, 2);
+    array.write(1, "other", 100_000, 3);
+    let d1 = &array.disks[0];
+    fs::create_dir(d1.join("closed")).expect("mkdir");
+    fs::set_permissions(d1.join("closed"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+    // Everything the user's, but one file whose group is root's.
+    for entry in walk(array.root.path()) {
+        chown(&entry, Some(USER), Some(USER)).expect("chown");
+    }
+    chown(array.root.path(), Some(USER), Some(USER)).expect("chown");
+    chown(d1.join("a/theirs"), Some(USER), Some(0)).expect("chown");
+    let as_user = |args: &[&str]| {
+        let conf = array.conf.to_string_lossy().into_owned();
+        Command::new(bin("lhparity"))
+            .args(["-c", conf.as_str(), "--force-device", "-q"])
+            .args(args)
+            .uid(USER)
+            .gid(USER)
+            .output()
+            .expect("run lhparity")
+    };
+    expect_code(&as_user(&["sync"]), 0);
+    // A folder the user closed to itself, and both files lost.
+    fs::set_permissions(d1.join("closed"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    fs::remove_file(d1.join("a/mine")).expect("rm");
+    fs::remove_file(d1.join("a/theirs")).expect("rm");
+    let out = as_user(&["fix", "-d", "d1"]);
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{} is back, but owned by {USER}:{USER}, not {USER}:0 as recorded",
+            d1.join("a/theirs").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("is back, but owned").count(), 1, "{err}");
+    assert_eq!(
+        fs::metadata(d1.join("closed")).expect("closed").mode() & 0o7777,
+        0o1777
+    );
+    for (name, seed, len) in [("a/mine", 1, 100_000), ("a/theirs", 2, 80_000)] {
+        assert_eq!(
+            fs::read(d1.join(name)).expect(name),
+            pseudo_random(len, seed),
+            "{name}"
+        );
+    }
+}
+
+/// Every file and folder below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).expect("list") {
+        let p = e.expect("entry").path();
+        if fs::symlink_metadata(&p).expect("meta").is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

@@ -57,6 +57,9 @@ impl Root {
     }
 
     fn open_beneath(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+        if rel.components().all(|c| !matches!(c, Component::Normal(_))) {
+            return open_at(self.fd.as_raw_fd(), b".", flags);
+        }
         let rel = relative(rel)?;
         if !NO_OPENAT2.load(Ordering::Relaxed) {
             match self.openat2(&rel, flags) {
@@ -118,17 +121,55 @@ impl Root {
     /// reached through folders only.
     pub fn folder(&self, rel: &Path) -> io::Result<Folder> {
         let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        if rel.components().all(|c| !matches!(c, Component::Normal(_))) {
-            return open_at(self.fd.as_raw_fd(), b".", flags).map(|fd| Folder { fd });
-        }
         self.open_beneath(rel, flags).map(|fd| Folder { fd })
     }
 
-    /// The folder `rel` opened to read, for its owner, mode and times to be set on
-    /// the descriptor; a link in its place or on the way is `ELOOP`.
-    pub fn open_folder(&self, rel: &Path) -> io::Result<File> {
+    /// Sets what is given of the owner (`uid`, `gid`), mode and mtime of the folder
+    /// `rel` (the root itself when empty), on the folder itself: opened without
+    /// following a link, in its place or on the way (`ELOOP`). The owner first, as
+    /// in [`set_attributes`]. A folder the caller may not read (mode 000 of a user
+    /// who owns it) is held by an `O_PATH` descriptor and changed through
+    /// `/proc/self/fd`, which names exactly that folder.
+    pub fn set_folder(
+        &self,
+        rel: &Path,
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+        mtime_ns: Option<i64>,
+    ) -> io::Result<()> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        self.open_beneath(rel, flags).map(File::from)
+        match self.open_beneath(rel, flags) {
+            Ok(fd) => {
+                let dir = File::from(fd);
+                let raw = dir.as_raw_fd();
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: a plain call on an open descriptor.
+                    owner_set(unsafe { libc::fchown(raw, uid, gid) })?;
+                }
+                if let Some(mode) = mode {
+                    // SAFETY: as above.
+                    check(unsafe { libc::fchmod(raw, (mode & 0o7777) as libc::mode_t) })?;
+                }
+                mtime_ns.map_or(Ok(()), |t| set_mtime(&dir, t))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                let held = self.folder(rel)?;
+                let c = c_string(format!("/proc/self/fd/{}", held.fd.as_raw_fd()).as_bytes())?;
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: a NUL-terminated path of a descriptor held above.
+                    owner_set(unsafe { libc::chown(c.as_ptr(), uid, gid) })?;
+                }
+                if let Some(mode) = mode {
+                    // SAFETY: as above.
+                    check(unsafe { libc::chmod(c.as_ptr(), (mode & 0o7777) as libc::mode_t) })?;
+                }
+                let Some(t) = mtime_ns else { return Ok(()) };
+                let times = mtime_only(t);
+                // SAFETY: as above; `times` is two valid timespecs.
+                check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -230,7 +271,8 @@ impl Folder {
 
 /// Sets the owner (`uid`, `gid`), `mode` and `mtime_ns` of an open file or folder.
 /// The owner first: changing it clears the set-user-ID and set-group-ID bits, which
-/// the mode then sets. The access time is left as it is.
+/// the mode then sets. The access time is left as it is. An owner the caller may
+/// not give is left as it is (see [`owner_set`]).
 pub fn set_attributes(
     file: &File,
     (uid, gid): (u32, u32),
@@ -239,7 +281,7 @@ pub fn set_attributes(
 ) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: plain calls on an open descriptor.
-    check(unsafe { libc::fchown(fd, uid, gid) })?;
+    owner_set(unsafe { libc::fchown(fd, uid, gid) })?;
     // SAFETY: as above.
     check(unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) })?;
     set_mtime(file, mtime_ns)
@@ -247,7 +289,14 @@ pub fn set_attributes(
 
 /// Sets the modification time of an open file or folder, leaving its access time.
 pub fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
-    let times = [
+    let times = mtime_only(mtime_ns);
+    // SAFETY: an open descriptor and two valid timespecs.
+    check(unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) })
+}
+
+/// The times that set the modification time and leave the access time.
+fn mtime_only(mtime_ns: i64) -> [libc::timespec; 2] {
+    [
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
@@ -256,9 +305,17 @@ pub fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
             tv_sec: mtime_ns.div_euclid(1_000_000_000),
             tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
         },
-    ];
-    // SAFETY: an open descriptor and two valid timespecs.
-    check(unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) })
+    ]
+}
+
+/// The result of a change of owner. Not permitted (`EPERM`: a user who is not root
+/// giving a file to another user or group) is no error: the mode and time are still
+/// set, and callers that care compare the owner afterwards.
+fn owner_set(r: libc::c_int) -> io::Result<()> {
+    match check(r) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+        other => other,
+    }
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -486,7 +543,7 @@ mod tests {
             .expect_err("followed");
         assert!(is_link(&e), "{e}");
         let e = r
-            .open_folder(Path::new("a/b"))
+            .set_folder(Path::new("a/b"), None, Some(0o777), None)
             .expect_err("followed a link");
         assert!(is_link(&e), "{e}");
         let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;

@@ -27,7 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -166,11 +166,12 @@ pub fn fix(
         must_save = true;
     }
     // Folders that are gone now and that this fix may make again, as the parents of
-    // files and links it restores: they get their recorded attributes at the end.
+    // files and links it restores, and with -d those that differ from the record:
+    // they get their recorded attributes at the end.
     let gone_folders = if options.bad_only {
         Vec::new()
     } else {
-        missing_folders(config, &state, options)
+        missing_folders(config, &state, options, filter.is_none())
     };
     let block_size = state.block_size as usize;
 
@@ -263,6 +264,8 @@ pub fn fix(
 
     // Temporary files for the targets.
     let mut temps: Vec<Option<TempFile>> = Vec::with_capacity(targets.len());
+    // A link in the way of many files is named once.
+    let mut links_named: HashSet<String> = HashSet::new();
     for target in &targets {
         let path = file_path(config, &state, target.slot, target.file);
         let root = &config.data[target.slot].dir;
@@ -273,6 +276,15 @@ pub fn fix(
                 state.disks[target.slot].files[target.file].size,
             ) {
                 Ok(f) => Some(f),
+                Err(e) if is_in_the_way(&e) => {
+                    if links_named.insert(e.to_string()) {
+                        report.errors.push(format!(
+                            "{e}; the files below it were not restored, the first {}",
+                            crate::name::shown_path(&path)
+                        ));
+                    }
+                    None
+                }
                 Err(e) => {
                     report.errors.push(format!(
                         "creating {}{FIX_SUFFIX}: {e}",
@@ -484,10 +496,11 @@ pub fn fix(
                 placed[t] = true;
                 // The repaired file is a new inode: record it, so that the next diff
                 // sees the file the state describes.
-                if let Ok(meta) = fs::metadata(&path) {
+                if let Ok(meta) = fs::symlink_metadata(&path) {
                     if meta.ino() != entry.inode {
                         new_inodes.push((target.slot, target.file, meta.ino()));
                     }
+                    note_owner(&path, &meta, (entry.uid, entry.gid), &mut report);
                 }
                 // Its other names still on the damaged inode, or on the recorded one
                 // (the first name was replaced or lost), name the repaired file from
@@ -827,10 +840,11 @@ fn find_targets(
             if failed.is_empty() && !empty_lost {
                 continue;
             }
-            // A symbolic link made where the file was is the user's: left alone.
+            // A symbolic link made where the file was is the user's: left alone, and
+            // the file is not back (an error, as `check` says).
             if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                report.warnings.push(format!(
-                    "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix` again to restore it",
+                report.errors.push(format!(
+                    "{} is a symbolic link now, so the file synced there was not restored; remove the link and run `lhparity fix -m` to restore it, or `lhparity sync` if the link is meant",
                     crate::name::shown_path(&path)
                 ));
                 continue;
@@ -896,7 +910,13 @@ impl TempFile {
     /// The temporary file, opened again to read and write it (from the disk's root,
     /// through folders only).
     fn open(&self) -> std::io::Result<File> {
-        let file = Root::open(&self.root)?.open_rw(&self.rel)?;
+        let file =
+            Root::open(&self.root)?.open_rw(&self.rel).map_err(|e| {
+                match beneath::first_link(&self.root, &self.rel) {
+                    Some(link) if beneath::is_link(&e) => in_the_way(&link, e),
+                    _ => e,
+                }
+            })?;
         if file.metadata()?.ino() != self.ino {
             return Err(std::io::Error::other(format!(
                 "{} was replaced by another file while the fix ran",
@@ -2144,18 +2164,34 @@ fn make_folders_beneath(root: &Path, path: &Path) -> std::io::Result<Folder> {
 /// link or a file.
 fn in_the_way(at: &Path, e: std::io::Error) -> std::io::Error {
     if beneath::is_link(&e) {
-        std::io::Error::other(format!(
+        std::io::Error::other(InTheWay(format!(
             "{} is a symbolic link where the last sync saw a folder; it is not followed: remove the link (or put the folder back) and run `lhparity fix` again",
             crate::name::shown_path(at)
-        ))
+        )))
     } else if e.raw_os_error() == Some(libc::ENOTDIR) {
-        std::io::Error::other(format!(
+        std::io::Error::other(InTheWay(format!(
             "{} is a file where the last sync saw a folder; move it away and run `lhparity fix` again",
             crate::name::shown_path(at)
-        ))
+        )))
     } else {
         e
     }
+}
+
+/// What [`in_the_way`] tells: the same for every file below that name.
+#[derive(Debug)]
+struct InTheWay(String);
+
+impl std::fmt::Display for InTheWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InTheWay {}
+
+fn is_in_the_way(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<InTheWay>())
 }
 
 /// The folder holding `path` below the disk `root`, reached through folders only,
@@ -2206,17 +2242,37 @@ fn exists_beneath(root: &Path, path: &Path) -> bool {
     path.parent().is_none_or(|p| folder_beneath(root, p)) && fs::symlink_metadata(path).is_ok()
 }
 
-/// The recorded folders (disk slot, index in `folders`) that are not there, on the
-/// disks of `-d` and, with `-m`, on every disk.
-fn missing_folders(config: &Config, state: &State, options: &FixOptions) -> Vec<(usize, usize)> {
+/// The recorded folders (disk slot, index in `folders`) to give their recorded
+/// owner, mode and mtime at the end: those that are not there, on the disks of `-d`
+/// and, with `-m`, on every disk. On a disk of `-d` without `-f` (`whole`), also
+/// those whose owner or mode is not the recorded one, its root folder included: a
+/// replaced disk's new root, and folders a fix killed earlier made before it could
+/// set them. Folders that have them already are left as they are.
+fn missing_folders(
+    config: &Config,
+    state: &State,
+    options: &FixOptions,
+    whole: bool,
+) -> Vec<(usize, usize)> {
     let mut gone = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
-        if !options.missing && !options.disks.contains(&disk.name) {
+        let rebuilt = options.disks.contains(&disk.name);
+        if !options.missing && !rebuilt {
             continue;
         }
         for (i, folder) in disk.folders.iter().enumerate() {
             let path = crate::name::join(&config.data[slot].dir, &folder.path);
-            if fs::symlink_metadata(&path).is_err() {
+            let wrong = match fs::symlink_metadata(&path) {
+                Err(_) => true,
+                Ok(m) => {
+                    rebuilt
+                        && whole
+                        && m.is_dir()
+                        && (m.uid(), m.gid(), m.mode() & 0o7777)
+                            != (folder.uid, folder.gid, folder.mode & 0o7777)
+                }
+            };
+            if wrong {
                 gone.push((slot, i));
             }
         }
@@ -2246,25 +2302,39 @@ fn restore_folder_attributes(
     for (root, path, folder) in folders {
         // Only folders reached through folders, set on the open folder: never one
         // a symbolic link leads to.
-        let opened = Root::open(root)
-            .and_then(|r| r.open_folder(Path::new(&*crate::name::to_os(&folder.path))));
-        let set = match opened {
-            Err(e) if beneath::is_link(&e) || e.kind() == std::io::ErrorKind::NotFound => continue,
-            opened => opened.and_then(|dir| {
-                beneath::set_attributes(
-                    &dir,
-                    (folder.uid, folder.gid),
-                    folder.mode,
-                    folder.mtime_ns,
-                )
-            }),
-        };
-        if let Err(e) = set {
-            report.warnings.push(format!(
+        let set = Root::open(root).and_then(|r| {
+            r.set_folder(
+                Path::new(&*crate::name::to_os(&folder.path)),
+                Some((folder.uid, folder.gid)),
+                Some(folder.mode),
+                Some(folder.mtime_ns),
+            )
+        });
+        match set {
+            Ok(()) => {
+                if let Ok(meta) = fs::symlink_metadata(&path) {
+                    note_owner(&path, &meta, (folder.uid, folder.gid), report);
+                }
+            }
+            Err(e) if beneath::is_link(&e) || e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => report.warnings.push(format!(
                 "folder {}: its recorded owner, mode or time could not be set: {e}",
                 crate::name::shown_path(&path)
-            ));
+            )),
         }
+    }
+}
+
+/// A warning when `path` (restored) does not have the recorded owner: a fix run by
+/// a user who is not root may not give files to others.
+fn note_owner(path: &Path, meta: &fs::Metadata, (uid, gid): (u32, u32), report: &mut FixReport) {
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        report.warnings.push(format!(
+            "{} is back, but owned by {}:{}, not {uid}:{gid} as recorded: only root may give it to that owner (run `chown {uid}:{gid}` on it as root)",
+            crate::name::shown_path(path),
+            meta.uid(),
+            meta.gid()
+        ));
     }
 }
 
@@ -2293,14 +2363,10 @@ fn restore_dirs_and_links(
         }
         let made = make_folders_beneath(root, &path).and_then(|_| {
             let rel = path.strip_prefix(root).map_err(|_| outside(root, &path))?;
-            let folder = Root::open(root)?.open_folder(rel)?;
-            folder.set_permissions(fs::Permissions::from_mode(d.mode & 0o7777))?;
             // A folder made here gets its recorded time too; one that was there
             // keeps its own.
-            if created {
-                beneath::set_mtime(&folder, d.mtime_ns)?;
-            }
-            Ok(())
+            let mtime = created.then_some(d.mtime_ns);
+            Root::open(root)?.set_folder(rel, None, Some(d.mode), mtime)
         });
         if let Err(e) = made {
             report.errors.push(format!(

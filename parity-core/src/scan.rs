@@ -66,7 +66,16 @@ pub fn scan_disk(config: &Config, disk: &DataDisk) -> Result<DiskScan, ScanError
         path: path.to_owned(),
         source,
     };
-    fs::metadata(&disk.dir).map_err(|e| io(&disk.dir, e))?;
+    let root = fs::metadata(&disk.dir).map_err(|e| io(&disk.dir, e))?;
+    // The disk's root folder too (path ""): a replaced disk's new root is root's
+    // with mode 755, and `fix -d` gives it back the owner and mode it had.
+    scan.folders.push(FolderEntry {
+        path: String::new(),
+        mode: root.mode(),
+        uid: root.uid(),
+        gid: root.gid(),
+        mtime_ns: crate::state::model::mtime_ns(root.mtime(), root.mtime_nsec()),
+    });
     let mut stack = vec![(disk.dir.clone(), String::new())];
     // Files with more than one name: (device, inode, index in `scan.files`).
     let mut linked: Vec<(u64, u64, usize)> = Vec::new();
