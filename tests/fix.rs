@@ -2684,7 +2684,17 @@ fn fix_d_gives_a_replaced_disks_root_folder_its_owner_and_mode() {
     chown(root, Some(0), Some(0)).expect("chown");
     fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod");
     fs::create_dir(&media).expect("mkdir");
-    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!(
+            "folder {}/: owner and mode set back to the recorded 4242:4343 2770 (they were 0:0 \
+             755)",
+            root.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     let m = fs::metadata(root).expect("root");
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o2770, 4242, 4343));
     let m = fs::metadata(&media).expect("media");
@@ -2740,12 +2750,12 @@ fn a_fix_run_by_a_user_restores_what_it_may_and_says_which_owner_it_could_not_gi
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
-            "{} is back, but owned by {USER}:{USER}, not {USER}:0 as recorded",
+            "{} is owned by {USER}:{USER}, not by {USER}:0 as recorded",
             d1.join("a/theirs").display()
         )),
         "{err}"
     );
-    assert_eq!(err.matches("is back, but owned").count(), 1, "{err}");
+    assert_eq!(err.matches(" as recorded: only root").count(), 1, "{err}");
     assert_eq!(
         fs::metadata(d1.join("closed")).expect("closed").mode() & 0o7777,
         0o1777
@@ -2757,6 +2767,32 @@ fn a_fix_run_by_a_user_restores_what_it_may_and_says_which_owner_it_could_not_gi
             "{name}"
         );
     }
+    // Files the user may not open (a folder closed since) are not lost: named as
+    // such, never rebuilt over.
+    fs::set_permissions(d1.join("a"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    let out = as_user(&["fix", "-d", "d1"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "opening {}: Permission denied",
+            d1.join("a/mine").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("creating"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "folder {}: owner and mode set back to the recorded {USER}:{USER} 755 (they were \
+             {USER}:{USER} 0)",
+            d1.join("a").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(d1.join("a/mine")).expect("mine"),
+        pseudo_random(100_000, 1)
+    );
 }
 
 /// Every file and folder below `dir`.

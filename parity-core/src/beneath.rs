@@ -153,6 +153,11 @@ impl Root {
                 mtime_ns.map_or(Ok(()), |t| set_mtime(&dir, t))
             }
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                // Without /proc (a chroot), the folder cannot be changed this way
+                // either: the reason stays that it could not be opened.
+                if !Path::new("/proc/self/fd").is_dir() {
+                    return Err(e);
+                }
                 let held = self.folder(rel)?;
                 let c = c_string(format!("/proc/self/fd/{}", held.fd.as_raw_fd()).as_bytes())?;
                 if let Some((uid, gid)) = owner {

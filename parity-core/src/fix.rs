@@ -279,7 +279,7 @@ pub fn fix(
                 Err(e) if is_in_the_way(&e) => {
                     if links_named.insert(e.to_string()) {
                         report.errors.push(format!(
-                            "{e}; the files below it were not restored, the first {}",
+                            "{e}; the files below it were not restored (the first: {})",
                             crate::name::shown_path(&path)
                         ));
                     }
@@ -740,7 +740,12 @@ fn find_targets(
             }
             // A whole disk's file that cannot be opened (lost with the disk) comes
             // back in full; one still there is checked like any other.
-            let lost = whole_disk && open(f).is_err();
+            // Gone, or behind a link or a file where a folder was; a file that is
+            // there but cannot be opened (permissions) is reported below instead.
+            let lost = whole_disk
+                && matches!(open(f), Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR)
+                    || beneath::is_link(&e));
             let failed: Vec<usize> = if lost {
                 every_synced()
             } else if options.bad_only {
@@ -2253,7 +2258,7 @@ fn missing_folders(
     state: &State,
     options: &FixOptions,
     whole: bool,
-) -> Vec<(usize, usize)> {
+) -> Vec<GoneFolder> {
     let mut gone = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
         let rebuilt = options.disks.contains(&disk.name);
@@ -2262,23 +2267,24 @@ fn missing_folders(
         }
         for (i, folder) in disk.folders.iter().enumerate() {
             let path = crate::name::join(&config.data[slot].dir, &folder.path);
-            let wrong = match fs::symlink_metadata(&path) {
-                Err(_) => true,
+            let recorded = (folder.uid, folder.gid, folder.mode & 0o7777);
+            match fs::symlink_metadata(&path) {
+                Err(_) => gone.push((slot, i, None)),
                 Ok(m) => {
-                    rebuilt
-                        && whole
-                        && m.is_dir()
-                        && (m.uid(), m.gid(), m.mode() & 0o7777)
-                            != (folder.uid, folder.gid, folder.mode & 0o7777)
+                    let now = (m.uid(), m.gid(), m.mode() & 0o7777);
+                    if rebuilt && whole && m.is_dir() && now != recorded {
+                        gone.push((slot, i, Some(now)));
+                    }
                 }
-            };
-            if wrong {
-                gone.push((slot, i));
             }
         }
     }
     gone
 }
+
+/// A recorded folder to give its attributes (disk slot, index in `folders`), with
+/// the owner and mode it had when it was there with others.
+type GoneFolder = (usize, usize, Option<(u32, u32, u32)>);
 
 /// Gives the folders in `gone` that are there again (made by this fix) their recorded
 /// owner, mode and mtime: the owner before the mode, whose set-group-ID bit a change
@@ -2287,19 +2293,19 @@ fn missing_folders(
 fn restore_folder_attributes(
     config: &Config,
     state: &State,
-    gone: &[(usize, usize)],
+    gone: &[GoneFolder],
     report: &mut FixReport,
 ) {
-    let mut folders: Vec<(&Path, PathBuf, &FolderEntry)> = gone
+    let mut folders: Vec<(&Path, PathBuf, &FolderEntry, _)> = gone
         .iter()
-        .map(|&(slot, i)| {
+        .map(|&(slot, i, before)| {
             let folder = &state.disks[slot].folders[i];
             let root = config.data[slot].dir.as_path();
-            (root, crate::name::join(root, &folder.path), folder)
+            (root, crate::name::join(root, &folder.path), folder, before)
         })
         .collect();
-    folders.sort_by_key(|(_, path, _)| std::cmp::Reverse(path.components().count()));
-    for (root, path, folder) in folders {
+    folders.sort_by_key(|(_, path, ..)| std::cmp::Reverse(path.components().count()));
+    for (root, path, folder, before) in folders {
         // Only folders reached through folders, set on the open folder: never one
         // a symbolic link leads to.
         let set = Root::open(root).and_then(|r| {
@@ -2312,6 +2318,15 @@ fn restore_folder_attributes(
         });
         match set {
             Ok(()) => {
+                if let Some((uid, gid, mode)) = before {
+                    report.warnings.push(format!(
+                        "folder {}: owner and mode set back to the recorded {}:{} {:o} (they were {uid}:{gid} {mode:o}); run `lhparity sync` before `fix -d` to keep such a change",
+                        crate::name::shown_path(&path),
+                        folder.uid,
+                        folder.gid,
+                        folder.mode & 0o7777
+                    ));
+                }
                 if let Ok(meta) = fs::symlink_metadata(&path) {
                     note_owner(&path, &meta, (folder.uid, folder.gid), report);
                 }
@@ -2325,12 +2340,13 @@ fn restore_folder_attributes(
     }
 }
 
-/// A warning when `path` (restored) does not have the recorded owner: a fix run by
-/// a user who is not root may not give files to others.
+/// A warning when `path`, restored or given its recorded attributes, does not have
+/// the recorded owner: a fix run by a user who is not root may not give files to
+/// others.
 fn note_owner(path: &Path, meta: &fs::Metadata, (uid, gid): (u32, u32), report: &mut FixReport) {
     if (meta.uid(), meta.gid()) != (uid, gid) {
         report.warnings.push(format!(
-            "{} is back, but owned by {}:{}, not {uid}:{gid} as recorded: only root may give it to that owner (run `chown {uid}:{gid}` on it as root)",
+            "{} is owned by {}:{}, not by {uid}:{gid} as recorded: only root may give it that owner (run `chown {uid}:{gid}` on it as root)",
             crate::name::shown_path(path),
             meta.uid(),
             meta.gid()
