@@ -101,22 +101,14 @@ impl Root {
         let Some((last, folders)) = parts.split_last() else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
-        let mut at: Option<Folder> = None;
+        let mut at = self.folder(Path::new(""))?;
         for part in folders {
-            let next = match &at {
-                Some(folder) => folder.child(part),
-                None => self.folder(Path::new(""))?.child(part),
-            }?;
-            at = Some(next);
+            at = at.child(part)?;
         }
-        let dirfd = at
-            .as_ref()
-            .map_or(self.fd.as_raw_fd(), |f| f.fd.as_raw_fd());
+        let dirfd = at.fd.as_raw_fd();
         open_at(dirfd, last.as_bytes(), flags).map_err(|e| link_as_loop(dirfd, last.as_bytes(), e))
     }
-}
 
-impl Root {
     /// The folder `rel` below the root (the root itself when `rel` is empty),
     /// reached through folders only.
     pub fn folder(&self, rel: &Path) -> io::Result<Folder> {

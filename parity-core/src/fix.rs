@@ -2202,7 +2202,11 @@ fn is_in_the_way(e: &std::io::Error) -> bool {
 /// The folder holding `path` below the disk `root`, reached through folders only,
 /// and the name of `path` in it. A link on the way is an error naming it.
 fn folder_of<'p>(root: &Path, path: &'p Path) -> std::io::Result<(Folder, &'p OsStr)> {
-    let (Ok(rel), Some(name)) = (path.strip_prefix(root), path.file_name()) else {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Err(outside(root, path));
+    };
+    // The root itself has no name in a folder of the disk.
+    let Some(name) = rel.file_name() else {
         return Err(outside(root, path));
     };
     let parent = rel.parent().unwrap_or(Path::new(""));
@@ -2227,24 +2231,11 @@ fn hard_link_beneath(root: &Path, target: &Path, name: &Path) -> std::io::Result
     folder.hard_link(leaf, (&from, from_leaf))
 }
 
-/// Whether `path` is a folder reached from `root` through folders only, no
-/// symbolic link.
-fn folder_beneath(root: &Path, path: &Path) -> bool {
-    let Ok(rel) = path.strip_prefix(root) else {
-        return false;
-    };
-    let mut at = root.to_path_buf();
-    rel.components().all(|part| {
-        at.push(part);
-        fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir())
-    })
-}
-
 /// Whether something is at `path` below `root` with no symbolic link on the way: a
 /// name seen through a link put where a folder was is not on the disk (restoring it
 /// reports the link, see [`make_folders_beneath`]).
 fn exists_beneath(root: &Path, path: &Path) -> bool {
-    path.parent().is_none_or(|p| folder_beneath(root, p)) && fs::symlink_metadata(path).is_ok()
+    folder_of(root, path).is_ok_and(|(folder, name)| folder.kind(name).is_ok())
 }
 
 /// The recorded folders (disk slot, index in `folders`) to give their recorded
