@@ -1624,3 +1624,79 @@ fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
         stderr(&out)
     );
 }
+
+/// tmpfs file systems mounted on folders, unmounted when dropped.
+struct Mounts(Vec<std::path::PathBuf>);
+
+impl Mounts {
+    fn tmpfs(&mut self, dir: &std::path::Path) {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount tmpfs: {}", stderr(&out));
+        self.0.push(dir.to_path_buf());
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let _ = Command::new("umount").arg(dir).status();
+        }
+    }
+}
+
+#[test]
+fn a_data_disk_that_is_not_mounted_where_the_others_are_is_refused_before_anything_is_done() {
+    let top = tempfile::tempdir().expect("tempdir");
+    let dir = |name: &str| {
+        let d = top.path().join(name);
+        fs::create_dir(&d).expect("mkdir");
+        d
+    };
+    let (d1, d2, d3, p) = (dir("d1"), dir("d2"), dir("d3"), dir("p"));
+    let mut mounts = Mounts(Vec::new());
+    for m in [&d1, &d2, &p] {
+        mounts.tmpfs(m);
+    }
+    let conf = top.path().join("array.conf");
+    fs::write(
+        &conf,
+        format!(
+            "parity {p}/parity\ncontent {p}/content\ncontent {d1}/content\n\
+             data d1 {d1}\ndata d2 {d2}\ndata d3 {d3}\n",
+            p = p.display(),
+            d1 = d1.display(),
+            d2 = d2.display(),
+            d3 = d3.display()
+        ),
+    )
+    .expect("config");
+    fs::write(d1.join("f"), pseudo_random(10_000, 1)).expect("write");
+    let conf = conf.to_string_lossy().into_owned();
+    let said = format!(
+        "data disk 'd3' ({}) is not a mount point, while every other data disk is: its disk \
+         is most likely not mounted",
+        d3.display()
+    );
+    for cmd in ["sync", "check", "fix"] {
+        let out = run("lhparity", &["-c", &conf, cmd], &[]);
+        assert_ne!(out.status.code(), Some(0), "{cmd}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&said) && err.contains("--force-device"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!p.join("parity").exists(), "a refused sync wrote parity");
+    // Meant so: a warning, and the command runs.
+    let out = run("lhparity", &["-c", &conf, "--force-device", "sync"], &[]);
+    expect_code(&out, 0);
+    assert!(stderr(&out).contains(&said), "{}", stderr(&out));
+    // Mounted: nothing to say.
+    mounts.tmpfs(&d3);
+    let out = run("lhparity", &["-c", &conf, "status"], &[]);
+    assert!(!stderr(&out).contains("mount point"), "{}", stderr(&out));
+}
