@@ -1649,7 +1649,7 @@ impl Drop for Mounts {
 }
 
 #[test]
-fn a_data_disk_that_is_not_mounted_where_the_others_are_is_refused_before_anything_is_done() {
+fn fix_restores_nothing_into_an_empty_folder_where_a_disk_is_not_mounted() {
     let top = tempfile::tempdir().expect("tempdir");
     let dir = |name: &str| {
         let d = top.path().join(name);
@@ -1666,7 +1666,7 @@ fn a_data_disk_that_is_not_mounted_where_the_others_are_is_refused_before_anythi
         &conf,
         format!(
             "parity {p}/parity\ncontent {p}/content\ncontent {d1}/content\n\
-             data d1 {d1}\ndata d2 {d2}\ndata d3 {d3}\n",
+             data d1 {d1}\ndata d2 {d2}\ndata d3 {d3}\nblocksize 64\n",
             p = p.display(),
             d1 = d1.display(),
             d2 = d2.display(),
@@ -1674,29 +1674,44 @@ fn a_data_disk_that_is_not_mounted_where_the_others_are_is_refused_before_anythi
         ),
     )
     .expect("config");
-    fs::write(d1.join("f"), pseudo_random(10_000, 1)).expect("write");
+    fs::write(d1.join("f"), pseudo_random(100_000, 1)).expect("write");
+    // The third disk is a folder of this file system, on purpose: it holds files.
+    fs::create_dir(d3.join("sub")).expect("mkdir");
+    let bytes = pseudo_random(200_000, 3);
+    fs::write(d3.join("sub/g"), &bytes).expect("write");
     let conf = conf.to_string_lossy().into_owned();
+    expect_code(&run("lhparity", &["-c", &conf, "sync"], &[]), 0);
+    // Now empty, as the folder of a disk that is not mounted looks.
+    fs::remove_dir_all(d3.join("sub")).expect("rm");
     let said = format!(
-        "data disk 'd3' ({}) is not a mount point, while every other data disk is: its disk \
-         is most likely not mounted",
+        "disk 'd3': {} is an empty folder, not a mount point, while every other data disk is \
+         a mount point: its disk is most likely not mounted",
         d3.display()
     );
-    for cmd in ["sync", "check", "fix"] {
-        let out = run("lhparity", &["-c", &conf, cmd], &[]);
-        assert_ne!(out.status.code(), Some(0), "{cmd}");
-        let err = stderr(&out);
-        assert!(
-            err.contains(&said) && err.contains("--force-device"),
-            "{cmd}: {err}"
+    for args in [&["fix", "-d", "d3"][..], &["fix", "-m"]] {
+        let out = run(
+            "lhparity",
+            &[&["-c", conf.as_str()][..], args].concat(),
+            &[],
+        );
+        expect_code(&out, 1);
+        assert!(stderr(&out).contains(&said), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            fs::read_dir(&d3).expect("list").count(),
+            0,
+            "{args:?} wrote"
         );
     }
-    assert!(!p.join("parity").exists(), "a refused sync wrote parity");
-    // Meant so: a warning, and the command runs.
-    let out = run("lhparity", &["-c", &conf, "--force-device", "sync"], &[]);
+    // Meant so: the folder is restored into.
+    let out = run(
+        "lhparity",
+        &["-c", &conf, "--force-device", "fix", "-d", "d3"],
+        &[],
+    );
     expect_code(&out, 0);
-    assert!(stderr(&out).contains(&said), "{}", stderr(&out));
-    // Mounted: nothing to say.
-    mounts.tmpfs(&d3);
-    let out = run("lhparity", &["-c", &conf, "status"], &[]);
-    assert!(!stderr(&out).contains("mount point"), "{}", stderr(&out));
+    assert_eq!(fs::read(d3.join("sub/g")).expect("restored"), bytes);
+    // A folder that holds something is not taken for a missing disk.
+    fs::remove_file(d3.join("sub/g")).expect("rm");
+    expect_code(&run("lhparity", &["-c", &conf, "fix", "-m"], &[]), 0);
+    assert_eq!(fs::read(d3.join("sub/g")).expect("restored"), bytes);
 }

@@ -61,6 +61,9 @@ pub struct FixOptions {
     pub missing: bool,
     /// `-e`: only blocks marked bad.
     pub bad_only: bool,
+    /// `--force-device`: restore into a disk's folder even when it looks like an
+    /// empty mount point whose disk is not mounted (see [`refuse_unmounted`]).
+    pub force_device: bool,
 }
 
 /// What a fix did.
@@ -262,6 +265,9 @@ pub fn fix(
     positions.sort_unstable();
     positions.dedup();
 
+    if !options.force_device {
+        refuse_unmounted(config, &state, &targets)?;
+    }
     // Temporary files for the targets.
     let mut temps: Vec<Option<TempFile>> = Vec::with_capacity(targets.len());
     // A link in the way of many files is named once.
@@ -972,6 +978,48 @@ fn outside(root: &Path, path: &Path) -> std::io::Error {
         crate::name::shown_path(path),
         crate::name::shown_path(root)
     ))
+}
+
+/// Refuses to restore files into a data disk whose folder is empty and not a mount
+/// point while every other data disk is a mount point: its new disk is most likely
+/// not mounted there, and the whole disk would be restored into the file system the
+/// folder sits on (often the system's).
+fn refuse_unmounted(config: &Config, state: &State, targets: &[Target]) -> Result<(), SyncError> {
+    let mounted: Vec<Option<bool>> = config.data.iter().map(|d| is_mount_point(&d.dir)).collect();
+    for (slot, data) in config.data.iter().enumerate() {
+        let receives = targets.iter().any(|t| t.slot == slot && !t.has_original);
+        let others_mounted = mounted
+            .iter()
+            .enumerate()
+            .all(|(j, m)| j == slot || *m == Some(true));
+        if receives
+            && config.data.len() > 1
+            && mounted[slot] == Some(false)
+            && others_mounted
+            && is_empty(&data.dir)
+        {
+            return Err(SyncError::Refused(format!(
+                "disk '{}': {} is an empty folder, not a mount point, while every other data disk is a mount point: its disk is most likely not mounted, and its {} files would be restored into the file system below; mount it and run the fix again (pass --force-device if the folder is meant)",
+                state.disks[slot].name,
+                data.dir.display(),
+                state.disks[slot].files.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the folder `dir` is where a file system is mounted: on another device
+/// than its parent, or the top of the tree. `None` when either cannot be looked at.
+fn is_mount_point(dir: &Path) -> Option<bool> {
+    let here = fs::metadata(dir).ok()?;
+    let parent = fs::metadata(dir.join("..")).ok()?;
+    Some(here.dev() != parent.dev() || here.ino() == parent.ino())
+}
+
+/// Whether the folder `dir` holds nothing (`false` when it cannot be listed).
+fn is_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 /// The longest file name Linux file systems take, in bytes.

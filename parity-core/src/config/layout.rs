@@ -23,15 +23,6 @@ struct Found<'a> {
     dev: u64,
 }
 
-/// Whether the folder `dir` (symbolic links resolved) is where a file system is
-/// mounted: on another device than its parent, or the top of the tree. `None` when
-/// either cannot be looked at.
-fn is_mount_point(dir: &Path) -> Option<bool> {
-    let here = std::fs::metadata(dir).ok()?;
-    let parent = std::fs::metadata(dir.join("..")).ok()?;
-    Some(here.dev() != parent.dev() || here.ino() == parent.ino())
-}
-
 impl Config {
     /// Checks the array's paths on the filesystem and returns the warnings of things
     /// that are allowed but worth a look.
@@ -41,8 +32,7 @@ impl Config {
     /// disk that the scan would read as data. Refused unless `force_device` (then
     /// reported as warnings): two data disks on one device, a parity file on the device
     /// of a data disk or of another parity level, and fewer devices holding content
-    /// files than parity levels plus one, and a data disk that is not a mount point
-    /// while every other one is. With `force_device` these come back as one
+    /// files than parity levels plus one. With `force_device` these come back as one
     /// warning per kind: its first case and how many more there are.
     pub fn check_layout(&self, force_device: bool) -> Result<Vec<Warning>, ConfigError> {
         let disks = self
@@ -132,29 +122,6 @@ impl Config {
                         p.path.display(),
                         q.what,
                         q.path.display()
-                    ),
-                ));
-            }
-        }
-        // A data disk whose folder is not a mount point, where every other one is:
-        // its disk is most likely not mounted, and a `fix` would restore the whole
-        // disk into the file system the empty folder sits on.
-        let mounted: Vec<Option<bool>> = disks.iter().map(|d| is_mount_point(&d.real)).collect();
-        for (i, d) in disks.iter().enumerate() {
-            let others_mounted = mounted
-                .iter()
-                .enumerate()
-                .all(|(j, m)| j == i || *m == Some(true));
-            if disks.len() > 1 && mounted[i] == Some(false) && others_mounted {
-                shared.push((
-                    4,
-                    self.at(d.line),
-                    format!(
-                        "{} ({}) is not a mount point, while every other data disk is: its \
-                         disk is most likely not mounted (mount it and retry; a fix would \
-                         restore it into the file system below)",
-                        d.what,
-                        d.path.display()
                     ),
                 ));
             }

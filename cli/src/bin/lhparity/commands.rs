@@ -529,6 +529,7 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
         files: args.files.clone(),
         missing: args.missing,
         bad_only: args.bad_only,
+        force_device: ctx.force_device,
     };
     let report = fix::fix(&config, &options, &display)?;
     for w in &report.warnings {
