@@ -1715,3 +1715,62 @@ fn fix_restores_nothing_into_an_empty_folder_where_a_disk_is_not_mounted() {
     expect_code(&run("lhparity", &["-c", &conf, "fix", "-m"], &[]), 0);
     assert_eq!(fs::read(d3.join("sub/g")).expect("restored"), bytes);
 }
+
+#[test]
+fn an_emptied_last_data_disk_leaves_the_array_when_its_line_is_removed() {
+    let array = Array::new(3, 2, 64, "");
+    let kept = array.write(0, "a", 300_000, 1);
+    array.write(1, "b", 200_000, 2);
+    array.write(2, "c", 250_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let drop_line = |name: &str| {
+        let text = fs::read_to_string(&array.conf).expect("config");
+        let without: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("data {name} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&array.conf, without).expect("config");
+    };
+    let config = fs::read_to_string(&array.conf).expect("config");
+    // Refused while it holds files, and for a disk before the last.
+    drop_line("d3");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("disk 'd3' is in the content file but not in")
+            && stderr(&out).contains("run `lhparity sync -E`, then remove the line"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&array.conf, &config).expect("config");
+    fs::remove_file(array.disks[1].join("b")).expect("rm");
+    expect_code(&array.lhparity(&["sync", "-E"]), 0);
+    drop_line("d2");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("only the last `data` lines can go"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&array.conf, &config).expect("config");
+    // Emptied and synced: its line can go, and the parity still serves the others.
+    fs::remove_file(array.disks[2].join("c")).expect("rm");
+    expect_code(&array.lhparity(&["sync", "-E"]), 0);
+    drop_line("d3");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("disk 'd3' is no longer in")
+            && stderr(&out).contains("it leaves the array"),
+        "{}",
+        stderr(&out)
+    );
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    assert!(!stderr(&out).contains("d3"), "{}", stderr(&out));
+    fs::remove_file(array.disks[0].join("a")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    assert_eq!(fs::read(array.disks[0].join("a")).expect("a"), kept);
+}

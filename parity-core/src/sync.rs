@@ -223,8 +223,8 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
             // What else would explain it: a line dropped before this one, or a name
             // moved to another line.
             let cause = if disk.index as usize > index {
-                "; was a `data` line before it removed? (removing a disk is not supported \
-                 yet: keep its line, pointing at an empty folder)"
+                "; was a `data` line before it removed? (only the last `data` lines can \
+                 go: keep this one, pointing at an empty folder)"
             } else {
                 "; new disks go at the end, and a disk may be renamed on its own line, but \
                  not to the name another line had"
@@ -241,19 +241,41 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         }
         disks.push(disk);
     }
-    if let Some(gone) = state.disks.first() {
+    // Disks the config no longer has. One that held nothing at the last sync
+    // (emptied and synced with -E, as SnapRAID asks) and whose line came after every
+    // remaining one leaves the array: its parity column holds only zeros, and no
+    // other disk's column moves. Anything else is refused.
+    let remaining = disks.len();
+    let (leaving, kept): (Vec<Disk>, Vec<Disk>) = state.disks.drain(..).partition(|d| {
+        d.index as usize >= remaining
+            && d.files.is_empty()
+            && d.deleted.is_empty()
+            && d.links.is_empty()
+            && d.hardlinks.is_empty()
+            && d.dirs.is_empty()
+    });
+    if let Some(gone) = kept.first() {
         return Err(SyncError::Refused(format!(
             "disk '{}' is in the content file but not in {}; put its `data` line back \
-             (removing a disk from an array is not supported yet: to retire one, point its \
-             `data` line at an empty folder and run `lhparity sync -E`)",
+             (to retire a disk, point its `data` line at an empty folder, run `lhparity \
+             sync -E`, then remove the line; only the last `data` lines can go)",
             gone.name,
             config.source.display()
         )));
     }
+    for gone in &leaving {
+        notes.push(format!(
+            "disk '{}' is no longer in {} and held no files at the last sync: it leaves the \
+             array (the next sync, scrub or fix records that)",
+            gone.name,
+            config.source.display()
+        ));
+        state.bad.retain(|b| b.disk != gone.index);
+    }
     state.disks = disks;
     Ok(Loaded {
         state,
-        copies_to_rewrite: copies_to_rewrite || renamed,
+        copies_to_rewrite: copies_to_rewrite || renamed || !leaving.is_empty(),
         notes,
         is_new,
     })
