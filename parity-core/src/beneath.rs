@@ -131,19 +131,7 @@ impl Root {
     ) -> io::Result<()> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         match self.open_beneath(rel, flags) {
-            Ok(fd) => {
-                let dir = File::from(fd);
-                let raw = dir.as_raw_fd();
-                if let Some((uid, gid)) = owner {
-                    // SAFETY: a plain call on an open descriptor.
-                    owner_set(unsafe { libc::fchown(raw, uid, gid) })?;
-                }
-                if let Some(mode) = mode {
-                    // SAFETY: as above.
-                    check(unsafe { libc::fchmod(raw, (mode & 0o7777) as libc::mode_t) })?;
-                }
-                mtime_ns.map_or(Ok(()), |t| set_mtime(&dir, t))
-            }
+            Ok(fd) => set_open(&File::from(fd), owner, mode, mtime_ns),
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
                 // Without /proc (a chroot), the folder cannot be changed this way
                 // either: the reason stays that it could not be opened.
@@ -270,25 +258,30 @@ impl Folder {
 /// The owner first: changing it clears the set-user-ID and set-group-ID bits, which
 /// the mode then sets. The access time is left as it is. An owner the caller may
 /// not give is left as it is (see [`owner_set`]).
-pub fn set_attributes(
-    file: &File,
-    (uid, gid): (u32, u32),
-    mode: u32,
-    mtime_ns: i64,
-) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: plain calls on an open descriptor.
-    owner_set(unsafe { libc::fchown(fd, uid, gid) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) })?;
-    set_mtime(file, mtime_ns)
+pub fn set_attributes(file: &File, owner: (u32, u32), mode: u32, mtime_ns: i64) -> io::Result<()> {
+    set_open(file, Some(owner), Some(mode), Some(mtime_ns))
 }
 
-/// Sets the modification time of an open file or folder, leaving its access time.
-pub fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
-    let times = mtime_only(mtime_ns);
+/// What is given of [`set_attributes`], on an open file or folder.
+fn set_open(
+    file: &File,
+    owner: Option<(u32, u32)>,
+    mode: Option<u32>,
+    mtime_ns: Option<i64>,
+) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    if let Some((uid, gid)) = owner {
+        // SAFETY: a plain call on an open descriptor.
+        owner_set(unsafe { libc::fchown(fd, uid, gid) })?;
+    }
+    if let Some(mode) = mode {
+        // SAFETY: as above.
+        check(unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) })?;
+    }
+    let Some(t) = mtime_ns else { return Ok(()) };
+    let times = mtime_only(t);
     // SAFETY: an open descriptor and two valid timespecs.
-    check(unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) })
+    check(unsafe { libc::futimens(fd, times.as_ptr()) })
 }
 
 /// The times that set the modification time and leave the access time.

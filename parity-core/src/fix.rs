@@ -912,7 +912,6 @@ struct TempFile {
     /// The data disk's root, and the file's path below it.
     root: PathBuf,
     rel: PathBuf,
-    path: PathBuf,
     /// Its inode, to tell it from anything put at its name meanwhile.
     ino: u64,
 }
@@ -931,15 +930,20 @@ impl TempFile {
         if file.metadata()?.ino() != self.ino {
             return Err(std::io::Error::other(format!(
                 "{} was replaced by another file while the fix ran",
-                crate::name::shown_path(&self.path)
+                crate::name::shown_path(&self.path())
             )));
         }
         Ok(file)
     }
 
+    /// Where it is.
+    fn path(&self) -> PathBuf {
+        self.root.join(&self.rel)
+    }
+
     /// Removes it, when it is still there; best effort.
     fn remove(&self) {
-        if let Ok((folder, name)) = folder_of(&self.root, &self.path) {
+        if let Ok((folder, name)) = folder_of(&self.root, &self.path()) {
             let _ = folder.remove_file(name);
         }
     }
@@ -966,7 +970,6 @@ fn create_temp(root: &Path, path: &Path, size: u64) -> std::io::Result<TempFile>
     Ok(TempFile {
         root: root.to_path_buf(),
         rel: rel.to_path_buf(),
-        path: temp,
         ino,
     })
 }
@@ -1969,7 +1972,8 @@ fn finish_file(
         // Owner, mode and time go on the open file, and the rename is made in the
         // folder reached from the disk's root: neither can be sent elsewhere by a
         // link put on the way meanwhile.
-        let (folder, temp_name) = folder_of(&temp.root, &temp.path)?;
+        let temp_path = temp.path();
+        let (folder, temp_name) = folder_of(&temp.root, &temp_path)?;
         let name = path.file_name().ok_or_else(|| outside(&temp.root, &path))?;
         if complete {
             beneath::set_attributes(file, (entry.uid, entry.gid), entry.mode, entry.mtime_ns)?;
@@ -1988,7 +1992,7 @@ fn finish_file(
             e.kind(),
             format!(
                 "{e}; what could be rebuilt is in {}",
-                crate::name::shown_path(&temp.path)
+                crate::name::shown_path(&temp.path())
             ),
         )),
         ok => ok,
