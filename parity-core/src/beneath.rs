@@ -30,6 +30,15 @@ pub struct Root {
     fd: OwnedFd,
 }
 
+/// Opens a recorded file `rel` of the disk at `dir` for reading: from its root
+/// through folders only, or by path when the root itself could not be opened.
+pub fn open_recorded(root: Option<&Root>, dir: &Path, rel: &Path) -> io::Result<File> {
+    match root {
+        Some(root) => root.open_file(rel),
+        None => File::open(dir.join(rel)),
+    }
+}
+
 /// Set once `openat2` was found missing: every later open walks.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 

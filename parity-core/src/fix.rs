@@ -125,8 +125,16 @@ pub fn fix(
     // of every position against its data. With -d, the files of those disks that are
     // still there are checked the same way, so only what is damaged or missing is
     // rebuilt (a lost file costs one failed open here).
+    // A file of a disk given with -d that is lost comes back in full, so nothing of
+    // it is read first (a disk wiped whole costs one failed open per file).
+    let lost = lost_files(config, &state, &options.disks, filter.as_ref());
     let (damage, checked_files) = if !options.bad_only {
-        let selected = select_files(&state, &options.disks, filter.as_ref());
+        let mut selected = select_files(&state, &options.disks, filter.as_ref());
+        for (selected, lost) in selected.iter_mut().zip(&lost) {
+            for (s, &l) in selected.iter_mut().zip(lost) {
+                *s &= !l;
+            }
+        }
         let whole_array = options.disks.is_empty() && filter.is_none();
         let damage = find_damage(config, &state, &selected, whole_array, progress)?;
         // Problems of files read one by one below are reported there, as are links
@@ -154,15 +162,14 @@ pub fn fix(
     } else {
         (None, Vec::new())
     };
-    let mut adopted = Vec::new();
-    let targets = find_targets(
+    let (targets, adopted) = find_targets(
         config,
         &state,
         options,
         filter.as_ref(),
         damage.as_ref(),
+        &lost,
         &mut report,
-        &mut adopted,
     )?;
     for &(slot, file, inode) in &adopted {
         state.disks[slot].files[file].inode = inode;
@@ -677,19 +684,60 @@ fn file_path(config: &Config, state: &State, slot: usize, file: usize) -> PathBu
     crate::name::join(&config.data[slot].dir, &state.disks[slot].files[file].path)
 }
 
-/// Finds the files to repair and their failed blocks. Files whose bytes all match
-/// their hashes under another inode than the recorded one go into `adopted`
-/// (disk slot, file, inode).
+/// Per data disk, which of its recorded files are lost, for the disks in `disks`
+/// (all `false` on the others): gone, or behind a link or a file where a folder
+/// was. A file that is there but cannot be opened (permissions) is not lost: it is
+/// reported where it is read.
+fn lost_files(
+    config: &Config,
+    state: &State,
+    disks: &[String],
+    filter: Option<&crate::config::Filter>,
+) -> Vec<Vec<bool>> {
+    let gone = |e: std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound
+            || e.raw_os_error() == Some(libc::ENOTDIR)
+            || beneath::is_link(&e)
+    };
+    state
+        .disks
+        .iter()
+        .zip(&config.data)
+        .map(|(disk, data)| {
+            if !disks.contains(&disk.name) {
+                return vec![false; disk.files.len()];
+            }
+            let chosen = Chosen::new(filter, disk);
+            let root = Root::open(&data.dir).ok();
+            disk.files
+                .iter()
+                .map(|f| {
+                    let rel = crate::name::to_os(&f.path);
+                    chosen.file(&f.path)
+                        && beneath::open_recorded(root.as_ref(), &data.dir, Path::new(&*rel))
+                            .is_err_and(gone)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A file whose bytes all match their hashes under another inode than the recorded
+/// one: disk slot, file, inode.
+type Adopted = (usize, usize, u64);
+
+/// Finds the files to repair and their failed blocks, and the files to adopt.
 fn find_targets(
     config: &Config,
     state: &State,
     options: &FixOptions,
     filter: Option<&crate::config::Filter>,
     damage: Option<&Damage>,
+    lost: &[Vec<bool>],
     report: &mut FixReport,
-    adopted: &mut Vec<(usize, usize, u64)>,
-) -> Result<Vec<Target>, SyncError> {
+) -> Result<(Vec<Target>, Vec<Adopted>), SyncError> {
     let mut targets = Vec::new();
+    let mut adopted = Vec::new();
     // Files deleted since the sync and left alone (no `-m`): named in a warning.
     let mut left_deleted: Vec<PathBuf> = Vec::new();
     // Links found where folders were, each reported once.
@@ -715,11 +763,7 @@ fn find_targets(
         // Recorded files are opened from the disk's root through folders only.
         let root = Root::open(dir).ok();
         let open = |f: &FileEntry| {
-            let rel = crate::name::to_os(&f.path);
-            match &root {
-                Some(root) => root.open_file(Path::new(&*rel)),
-                None => File::open(dir.join(&*rel)),
-            }
+            beneath::open_recorded(root.as_ref(), dir, Path::new(&*crate::name::to_os(&f.path)))
         };
         for (i, f) in disk.files.iter().enumerate() {
             if !wanted(&f.path) {
@@ -744,14 +788,9 @@ fn find_targets(
                 report.fixed.push(crate::name::shown_path(&path));
                 continue;
             }
-            // A whole disk's file that cannot be opened (lost with the disk) comes
-            // back in full; one still there is checked like any other.
-            // Gone, or behind a link or a file where a folder was; a file that is
-            // there but cannot be opened (permissions) is reported below instead.
-            let lost = whole_disk
-                && matches!(open(f), Err(e) if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ENOTDIR)
-                    || beneath::is_link(&e));
+            // A whole disk's file lost with the disk comes back in full; one still
+            // there is checked like any other.
+            let lost = lost[slot][i];
             let failed: Vec<usize> = if lost {
                 every_synced()
             } else if options.bad_only {
@@ -878,7 +917,7 @@ fn find_targets(
             crate::name::shown_path(first)
         ));
     }
-    Ok(targets)
+    Ok((targets, adopted))
 }
 
 /// Reads a file and returns the blocks whose bytes do not match their hashes

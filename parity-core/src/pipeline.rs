@@ -913,10 +913,11 @@ impl Reader<'_, '_> {
         };
         let entry = &files[file];
         let path = crate::name::join(dir, &entry.path);
-        let opened = match self.root.get_or_init(|| Root::open(dir).ok()) {
-            Some(root) => root.open_file(Path::new(&*crate::name::to_os(&entry.path))),
-            None => File::open(&path),
-        };
+        let opened = beneath::open_recorded(
+            self.root.get_or_init(|| Root::open(dir).ok()).as_ref(),
+            dir,
+            Path::new(&*crate::name::to_os(&entry.path)),
+        );
         match opened {
             Ok(h) if unchanged(&h, entry) => Current {
                 file,
