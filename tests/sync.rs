@@ -1774,3 +1774,109 @@ fn an_emptied_last_data_disk_leaves_the_array_when_its_line_is_removed() {
     expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
     assert_eq!(fs::read(array.disks[0].join("a")).expect("a"), kept);
 }
+
+/// Moves `rel` from disk `from` to disk `to` as a move between file systems does
+/// (copy, keep the mtime, remove), with the byte at `damage` flipped in the copy.
+fn move_between_disks(array: &Array, rel: &str, (from, to): (usize, usize), damage: Option<usize>) {
+    let source = array.disks[from].join(rel);
+    let mut bytes = fs::read(&source).expect("read original");
+    let mtime = fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    if let Some(at) = damage {
+        bytes[at] ^= 0x20;
+    }
+    let target = array.disks[to].join(rel);
+    fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+    fs::write(&target, &bytes).expect("write copy");
+    fs::File::options()
+        .write(true)
+        .open(&target)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+    fs::remove_file(&source).expect("rm original");
+}
+
+#[test]
+fn files_moved_to_another_disk_are_compared_with_the_originals_before_the_sync() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "m/a.mkv", 300_000, 1);
+    let c = array.write(0, "m/c.mkv", 200_000, 2);
+    array.write(0, "keep.bin", 100_000, 3);
+    array.write(1, "b.bin", 100_000, 4);
+    expect_code(&array.lhparity(&["sync"]), 0);
+
+    // Both files move to d2; one arrives with a byte changed in its third block.
+    move_between_disks(&array, "m/a.mkv", (0, 1), None);
+    move_between_disks(&array, "m/c.mkv", (0, 1), Some(150_000));
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 2);
+    let text = stdout(&out);
+    for name in ["a", "c"] {
+        assert!(
+            text.contains(&format!("copy d1/m/{name}.mkv -> d2/m/{name}.mkv")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("remove d1/m/{name}.mkv")), "{text}");
+        assert!(!text.contains(&format!("add d2/m/{name}.mkv")), "{text}");
+    }
+    assert!(text.contains("       2 copied"), "{text}");
+    assert!(text.contains("       0 added"), "{text}");
+
+    // The damaged copy stops the sync before anything changes: the parity still
+    // holds the original, which fix -m brings back.
+    let content = fs::read(&array.content[0]).expect("content");
+    let parity = fs::read(&array.parity[0]).expect("parity");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    let shown = |disk: usize, rel: &str| array.disks[disk].join(rel).display().to_string();
+    assert!(
+        err.contains(&format!(
+            "disk 'd2': {} differs from {} (disk 'd1') in the block at byte 131072",
+            shown(1, "m/c.mkv"),
+            shown(0, "m/c.mkv")
+        )),
+        "{err}"
+    );
+    assert!(err.contains("1 file(s) copied or moved"), "{err}");
+    assert!(!err.contains("a.mkv"), "{err}");
+    assert!(err.contains("lhparity sync --force-nocopy"), "{err}");
+    assert_eq!(fs::read(&array.content[0]).expect("content"), content);
+    assert_eq!(fs::read(&array.parity[0]).expect("parity"), parity);
+    expect_code(&array.lhparity(&["fix", "-m", "-f", "m/c.mkv"]), 0);
+    assert_eq!(
+        fs::read(array.disks[0].join("m/c.mkv")).expect("restored"),
+        c
+    );
+
+    // Moved again, whole: the sync checks it and goes ahead.
+    move_between_disks(&array, "m/c.mkv", (0, 1), None);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out)
+            .contains("2 file(s) copied or moved from another disk have their originals' bytes"),
+        "{}",
+        stdout(&out)
+    );
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["check"]), 0);
+
+    // Another file that only looks like a copy (same path, size and mtime, other
+    // bytes) is refused too, and synced as a new file with --force-nocopy.
+    let x = array.write(0, "x.bin", 70_000, 5);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    move_between_disks(&array, "x.bin", (0, 1), Some(0));
+    expect_code(&array.lhparity(&["sync"]), 1);
+    let out = array.lhparity(&["sync", "--force-nocopy"]);
+    expect_code(&out, 0);
+    assert!(
+        !stdout(&out).contains("copied or moved"),
+        "{}",
+        stdout(&out)
+    );
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["check"]), 0);
+    assert_ne!(fs::read(array.disks[1].join("x.bin")).expect("x"), x);
+}

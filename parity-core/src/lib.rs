@@ -11,6 +11,7 @@
 //! - [`name`]: file names as the state holds them (any bytes, not only UTF-8).
 //! - [`runs`]: stretches of consecutive positions or blocks, for reports.
 //! - [`scan`]: walking the data disks and comparing them with the state.
+//! - [`copied`]: files copied or moved between data disks, verified by their hashes.
 //! - [`pipeline`]: per-disk readers, hashing and parity on all cores, per-level writers.
 //! - [`sync`], [`scrub`] (and check), [`fix`], [`status`], [`dup`]: the commands.
 //! - [`metrics`]: the array and the last command runs as Prometheus text.
@@ -18,6 +19,7 @@
 
 pub mod beneath;
 pub mod config;
+pub mod copied;
 pub mod dup;
 pub mod fix;
 pub mod hash;

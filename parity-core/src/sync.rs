@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::copied;
 use crate::hash::block_hash;
 use crate::hash::random_key;
 use crate::parity_order::{self, Before};
@@ -41,6 +42,9 @@ pub struct SyncOptions {
     pub pre_hash: bool,
     /// `--force-zero`: accept files that had data and are now empty.
     pub force_zero: bool,
+    /// `--force-nocopy`: take files copied or moved from another disk for new files,
+    /// without comparing them with the originals' hashes first.
+    pub force_nocopy: bool,
 }
 
 /// Why a sync did not run or stopped. Every message names the disk, file or path and
@@ -93,6 +97,9 @@ pub struct SyncReport {
     pub interrupted: Option<i32>,
     /// Whether the state changed (files, links, folders, modes), parity or not.
     pub recorded: bool,
+    /// Files copied or moved from another disk whose bytes were found to be the
+    /// originals' before the sync (see [`crate::copied`]).
+    pub copies_verified: usize,
 }
 
 /// Progress callbacks for the command line.
@@ -424,6 +431,33 @@ pub fn sync(
         parity.uuid = path.parent().map(fs_uuid).unwrap_or_default();
     }
     check_safety(config, options, &state, &scans, &changes)?;
+    // Files copied or moved here from another disk are compared with the originals'
+    // hashes before anything changes: one that differs stops the sync while the
+    // parity still holds the original.
+    if !options.force_nocopy {
+        let copies = copied::find(&state.disks, &scans, &changes);
+        if !copies.is_empty() {
+            let differs = copied::verify(config, &state, &scans, &copies, progress);
+            // Stopped before every copy was read: nothing is recorded, since the
+            // state saved would no longer list the originals.
+            if let Some(signal) = crate::interrupt::requested() {
+                report.interrupted = Some(signal);
+                report.positions_left = state
+                    .positions
+                    .flags
+                    .iter()
+                    .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+                    .count();
+                return Ok(report);
+            }
+            if !differs.is_empty() {
+                return Err(SyncError::Refused(copies_differ(
+                    config, &state, &scans, &differs,
+                )));
+            }
+            report.copies_verified = copies.len();
+        }
+    }
     let mut touched = false;
     for (slot, (scan, change)) in scans.iter().zip(&changes).enumerate() {
         let disk = &state.disks[slot];
@@ -665,6 +699,49 @@ pub fn sync(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The refusal of a sync that found copies differing from their originals, naming
+/// the first few, and the ways out.
+fn copies_differ(
+    config: &Config,
+    state: &State,
+    scans: &[DiskScan],
+    differs: &[copied::Differs],
+) -> String {
+    const SHOWN: usize = 10;
+    let block_size = u64::from(state.block_size);
+    let mut message = format!(
+        "{} file(s) copied or moved from another data disk differ from the originals the \
+         last sync protected (same path, size and mtime, other bytes):",
+        differs.len()
+    );
+    for d in differs.iter().take(SHOWN) {
+        let c = d.copy;
+        let copy = crate::name::join(&config.data[c.slot].dir, &scans[c.slot].files[c.found].path);
+        let original = crate::name::join(
+            &config.data[c.from_slot].dir,
+            &state.disks[c.from_slot].files[c.from].path,
+        );
+        message.push_str(&format!(
+            "\n  disk '{}': {} differs from {} (disk '{}') in the block at byte {}",
+            state.disks[c.slot].name,
+            crate::name::shown_path(&copy),
+            crate::name::shown_path(&original),
+            state.disks[c.from_slot].name,
+            d.block as u64 * block_size
+        ));
+    }
+    if differs.len() > SHOWN {
+        message.push_str(&format!("\n  and {} more", differs.len() - SHOWN));
+    }
+    message.push_str(
+        "\nNothing was synced, so the parity still holds the originals. Copy each file \
+         again from its original; an original that is gone comes back with `lhparity fix -m \
+         -f PATH`. Files meant to differ are synced with \
+         `lhparity sync --force-nocopy`.",
+    );
+    message
 }
 
 /// Drops the positions past the last one a file uses: their parity protects nothing

@@ -98,6 +98,11 @@ pub struct SyncArgs {
     /// failing program can empty files).
     #[arg(short = 'Z', long)]
     force_zero: bool,
+    /// Take files copied or moved from another data disk (same path, size and
+    /// mtime as a file synced there) for new files, instead of first checking that
+    /// their bytes are the originals'.
+    #[arg(short = 'N', long)]
+    force_nocopy: bool,
 }
 
 pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
@@ -110,6 +115,7 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         force_full: args.force_full,
         pre_hash: args.pre_hash,
         force_zero: args.force_zero,
+        force_nocopy: args.force_nocopy,
     };
     let report = sync::sync(&config, &options, &display)?;
     for n in &report.notes {
@@ -134,6 +140,12 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                     c.restored.len()
                 );
             }
+        }
+        if report.copies_verified > 0 {
+            out!(
+                "{} file(s) copied or moved from another disk have their originals' bytes.",
+                report.copies_verified
+            );
         }
         if report.positions_synced == 0 && report.positions_left == 0 {
             if report.recorded {
@@ -208,6 +220,9 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let state = &loaded.state;
     let scans = sync::scan_all(&config)?;
     let changes = sync::compare_all(state, &scans);
+    // Files copied or moved from another disk: a sync compares them with the
+    // originals' hashes first.
+    let copies = parity_core::copied::find(&state.disks, &scans, &changes);
     let unsynced = state
         .positions
         .flags
@@ -286,10 +301,28 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let name_of = |slot: usize, i: usize| shown(&state.disks[slot].files[i].path).into_owned();
     let found = |slot: usize, i: usize| shown(&scans[slot].files[i].path).into_owned();
     let mut disks_json = Vec::new();
-    let mut totals = [0usize; 6];
+    let mut totals = [0usize; 7];
     for (slot, c) in changes.iter().enumerate() {
         let disk = &state.disks[slot].name;
-        let added: Vec<String> = c.added.iter().map(|&n| found(slot, n)).collect();
+        let here: Vec<&parity_core::copied::Copied> =
+            copies.iter().filter(|c| c.slot == slot).collect();
+        let added: Vec<String> = c
+            .added
+            .iter()
+            .filter(|&&n| !here.iter().any(|c| c.found == n))
+            .map(|&n| found(slot, n))
+            .collect();
+        // (disk of the original, its path, the copy's path)
+        let copied: Vec<(&str, String, String)> = here
+            .iter()
+            .map(|c| {
+                (
+                    state.disks[c.from_slot].name.as_str(),
+                    name_of(c.from_slot, c.from),
+                    found(slot, c.found),
+                )
+            })
+            .collect();
         let removed: Vec<String> = c.removed.iter().map(|&o| name_of(slot, o)).collect();
         let updated: Vec<String> = c.updated.iter().map(|&(_, n)| found(slot, n)).collect();
         let moved: Vec<(String, String)> = c
@@ -299,6 +332,8 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             .collect();
         let restored: Vec<String> = c.restored.iter().map(|&(_, n)| found(slot, n)).collect();
         count(&mut totals, c);
+        totals[1] -= copied.len();
+        totals[6] += copied.len();
         let [links, hardlinks, dirs] = &others[slot];
         if args.json {
             let names = |paths: &[String]| {
@@ -314,6 +349,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 "removed": removed,
                 "updated": updated,
                 "moved": moved.iter().map(|(f, t)| json!({"from": f, "to": t})).collect::<Vec<_>>(),
+                "copied": copied.iter().map(|(d, f, t)| json!({"from_disk": d, "from": f, "to": t})).collect::<Vec<_>>(),
                 "restored": restored,
                 "equal": c.unchanged.len(),
                 "attributes": attributes[slot],
@@ -346,6 +382,9 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             for (f, t) in &moved {
                 out!("move {disk}/{f} -> {disk}/{t}");
             }
+            for (from_disk, f, t) in &copied {
+                out!("copy {from_disk}/{f} -> {disk}/{t}");
+            }
             for p in &restored {
                 out!("restore {disk}/{p}");
             }
@@ -365,13 +404,14 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         });
         out!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        let [equal, added, removed, updated, moved, restored] = totals;
+        let [equal, added, removed, updated, moved, restored, copied] = totals;
         out!();
         out!("{equal:8} equal");
         out!("{added:8} added");
         out!("{removed:8} removed");
         out!("{updated:8} updated");
         out!("{moved:8} moved");
+        out!("{copied:8} copied");
         out!("{restored:8} restored");
         if unsynced > 0 {
             out!("{unsynced:8} block positions awaiting sync");
@@ -392,7 +432,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     })
 }
 
-fn count(totals: &mut [usize; 6], c: &DiskChanges) {
+fn count(totals: &mut [usize; 7], c: &DiskChanges) {
     totals[0] += c.unchanged.len();
     totals[1] += c.added.len();
     totals[2] += c.removed.len();
