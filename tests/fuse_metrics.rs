@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fuse::{getx, setx, Pool, Tmpfs};
-use common::{bin, lhfs_contract_table, must, promtool_check_metrics};
+use common::{bin, forking, lhfs_contract_table, must, no_forks, promtool_check_metrics};
 
 /// The address the pool's metrics endpoint listens on, from its control file.
 fn listen_address(pool: &Pool) -> String {
@@ -332,6 +332,7 @@ fn fuse_metrics_busy_address_stops_the_mount() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let (branch, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spawning = forking();
     let mut child = Command::new(bin("lhfs"))
         .arg(branch.path())
         .arg(mnt.path())
@@ -342,9 +343,11 @@ fn fuse_metrics_busy_address_stops_the_mount() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    drop(spawning);
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
+            let _forking = forking();
             let _ = Command::new("umount").arg("-l").arg(mnt.path()).status();
             let _ = child.kill();
             panic!("lhfs kept running with a busy metrics address");
@@ -479,6 +482,8 @@ fn fuse_metrics_show_which_closes_flush() {
     let flushes = || must(&scrape(&address), "lhfs_operations_total{op=\"flush\"}");
     let read_close = || assert_eq!(fs::read(pool.path("f")).unwrap(), b"after!"[..].to_vec());
     let write_close = || fs::write(pool.path("f"), b"after!").unwrap();
+    // Each close of a copy of a descriptor is a flush: no child may inherit one.
+    let _no_forks = no_forks();
 
     // opened-for-write (the default), on a local filesystem (ext4 or tmpfs here),
     // whose close reports nothing: no flush at all.
@@ -520,6 +525,8 @@ fn fuse_closes_of_files_written_on_a_network_or_fuse_branch_flush() {
     };
     let address = listen_address(&pool);
     let flushes = || must(&scrape(&address), "lhfs_operations_total{op=\"flush\"}");
+    // Each close of a copy of a descriptor is a flush: no child may inherit one.
+    let _no_forks = no_forks();
     let start = flushes();
     fs::write(pool.path("f"), b"after!").unwrap();
     assert_eq!(flushes(), start + 1.0);

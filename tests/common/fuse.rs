@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::bin;
+use super::{bin, forking};
 
 /// Skips the calling test (returns `None`) or fails it when FUSE is required.
 pub fn skip<T>(test: &str, why: &str) -> Option<T> {
@@ -43,11 +43,13 @@ impl Pool {
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
         }
+        let forking = forking();
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start lhfs");
+        drop(forking);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if std::fs::metadata(mnt).map(|m| m.dev()).unwrap_or(before) != before {
@@ -80,7 +82,9 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        let forking = forking();
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        drop(forking);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -107,6 +111,7 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (`mount -o size=...` syntax); `None` to skip.
     pub fn new(test: &str, size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("tempdir");
+        let forking = forking();
         let ok = Command::new("mount")
             .args([
                 "-t",
@@ -119,6 +124,7 @@ impl Tmpfs {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
+        drop(forking);
         if !ok {
             return skip(test, "cannot mount a tmpfs (not root?)");
         }
@@ -131,6 +137,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        let _forking = forking();
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

@@ -9,6 +9,24 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Every child process a test starts is forked (cloned) from this multi-threaded
+/// process with a copy of its whole descriptor table, open files of other tests
+/// included; until the child's exec closes those copies (O_CLOEXEC), each close is
+/// one more FUSE `flush` to the pool of that file. Starting a child holds this
+/// shared; a test counting flushes holds it exclusively while its files are open.
+static FORKS: RwLock<()> = RwLock::new(());
+
+/// Held while starting a child process (and until it has started).
+pub fn forking() -> RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held while a test's counted opens are open: no child inherits them.
+pub fn no_forks() -> RwLockWriteGuard<'static, ()> {
+    FORKS.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {
@@ -26,6 +44,7 @@ pub fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    let _forking = forking();
     cmd.output()
         .unwrap_or_else(|e| panic!("running {name}: {e}"))
 }
@@ -274,6 +293,7 @@ pub mod fuse;
 /// `promtool`, or `None` after a loud notice when it is missing (unless
 /// `LHFS_REQUIRE_PROMTOOL=1`, which makes that a failure).
 pub fn promtool() -> Option<&'static str> {
+    let _forking = forking();
     let found = Command::new("promtool")
         .arg("--version")
         .stdout(Stdio::null())
@@ -293,6 +313,7 @@ pub fn promtool() -> Option<&'static str> {
 
 pub fn promtool_check_metrics(text: &str) {
     let Some(promtool) = promtool() else { return };
+    let forking = forking();
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -300,6 +321,7 @@ pub fn promtool_check_metrics(text: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run promtool");
+    drop(forking);
     child
         .stdin
         .take()
