@@ -1593,7 +1593,7 @@ fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
         stderr(&out)
     );
     fs::write(&array.conf, &conf).expect("conf");
-    // Dropping a middle line is refused too, with the likely cause.
+    // Dropping the line of a disk that holds files is refused, naming it.
     let middle: String = conf
         .lines()
         .filter(|l| !l.starts_with("data media "))
@@ -1603,7 +1603,8 @@ fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
     let out = array.lhparity(&["status"]);
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("was a `data` line before it removed?"),
+        stderr(&out).contains("disk 'media' is in the content file but not in")
+            && stderr(&out).contains("put its `data` line back"),
         "{}",
         stderr(&out)
     );
@@ -1717,61 +1718,98 @@ fn fix_restores_nothing_into_an_empty_folder_where_a_disk_is_not_mounted() {
 }
 
 #[test]
-fn an_emptied_last_data_disk_leaves_the_array_when_its_line_is_removed() {
+fn an_emptied_data_disk_leaves_the_array_when_its_line_is_removed() {
     let array = Array::new(3, 2, 64, "");
     let kept = array.write(0, "a", 300_000, 1);
     array.write(1, "b", 200_000, 2);
-    array.write(2, "c", 250_000, 3);
+    let last = array.write(2, "c", 250_000, 3);
     expect_code(&array.lhparity(&["sync"]), 0);
-    let drop_line = |name: &str| {
-        let text = fs::read_to_string(&array.conf).expect("config");
-        let without: String = text
+    let config = fs::read_to_string(&array.conf).expect("config");
+    let set_lines = |lines: &[&str]| {
+        let mut text: String = config
             .lines()
-            .filter(|l| !l.starts_with(&format!("data {name} ")))
+            .filter(|l| !l.starts_with("data "))
             .map(|l| format!("{l}\n"))
             .collect();
-        fs::write(&array.conf, without).expect("config");
+        for name in lines {
+            let line = config
+                .lines()
+                .find(|l| l.starts_with(&format!("data {name} ")))
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    let dir = array.root.path().join(name);
+                    fs::create_dir_all(&dir).expect("new disk");
+                    format!("data {name} {}", dir.display())
+                });
+            text += &format!("{line}\n");
+        }
+        fs::write(&array.conf, text).expect("config");
     };
-    let config = fs::read_to_string(&array.conf).expect("config");
-    // Refused while it holds files, and for a disk before the last.
-    drop_line("d3");
+    // Refused while it holds files, and with the lines in another order.
+    set_lines(&["d1", "d3"]);
     let out = array.lhparity(&["sync"]);
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("disk 'd3' is in the content file but not in")
+        stderr(&out).contains("disk 'd2' is in the content file but not in")
             && stderr(&out).contains("run `lhparity sync -E`, then remove the line"),
         "{}",
         stderr(&out)
     );
-    fs::write(&array.conf, &config).expect("config");
-    fs::remove_file(array.disks[1].join("b")).expect("rm");
-    expect_code(&array.lhparity(&["sync", "-E"]), 0);
-    drop_line("d2");
+    set_lines(&["d1", "d3", "d2"]);
     let out = array.lhparity(&["sync"]);
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("only the last `data` lines can go"),
+        stderr(&out).contains("disk 'd2' is out of order"),
         "{}",
         stderr(&out)
     );
-    fs::write(&array.conf, &config).expect("config");
-    // Emptied and synced: its line can go, and the parity still serves the others.
-    fs::remove_file(array.disks[2].join("c")).expect("rm");
+    // Emptied and synced, the disk in the middle leaves: no other disk's column
+    // moves, so the parity still serves the others.
+    set_lines(&["d1", "d2", "d3"]);
+    fs::remove_file(array.disks[1].join("b")).expect("rm");
     expect_code(&array.lhparity(&["sync", "-E"]), 0);
-    drop_line("d3");
+    set_lines(&["d1", "d3"]);
     let out = array.lhparity(&["sync"]);
     expect_code(&out, 0);
     assert!(
-        stderr(&out).contains("disk 'd3' is no longer in")
+        stderr(&out).contains("disk 'd2' is no longer in")
             && stderr(&out).contains("it leaves the array"),
         "{}",
         stderr(&out)
     );
+    verify_parity(&array);
     let out = array.lhparity(&["check"]);
     expect_code(&out, 0);
-    assert!(!stderr(&out).contains("d3"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("d2"), "{}", stderr(&out));
+    fs::remove_file(array.disks[2].join("c")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "d3"]), 0);
+    assert_eq!(fs::read(array.disks[2].join("c")).expect("c"), last);
+
+    // A new disk put where the old one was takes its free column; the parity of
+    // every level covers it.
+    set_lines(&["d1", "d9", "d3"]);
+    let new = array.write(0, "../d9/n", 180_000, 4);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    verify_parity(&array);
+    let columns: Vec<(String, u32)> = layout(&array)
+        .state
+        .disks
+        .iter()
+        .map(|d| (d.name.clone(), d.index))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("d1".to_string(), 0),
+            ("d9".to_string(), 1),
+            ("d3".to_string(), 2)
+        ]
+    );
+    let d9 = array.root.path().join("d9/n");
+    fs::remove_file(&d9).expect("rm");
     fs::remove_file(array.disks[0].join("a")).expect("rm");
-    expect_code(&array.lhparity(&["fix", "-d", "d1"]), 0);
+    expect_code(&array.lhparity(&["fix", "-d", "d1", "-d", "d9"]), 0);
+    assert_eq!(fs::read(&d9).expect("n"), new);
     assert_eq!(fs::read(array.disks[0].join("a")).expect("a"), kept);
 }
 

@@ -195,13 +195,17 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
             state.block_size / 1024
         )));
     }
-    let mut disks = Vec::with_capacity(config.data.len());
+    // Each disk keeps its column (`index`) for life; the `data` lines list the disks
+    // in column order, and a column whose disk left is a hole of zeros.
+    let mut disks: Vec<Disk> = Vec::with_capacity(config.data.len());
     let mut renamed = false;
-    for (index, data) in config.data.iter().enumerate() {
+    for data in &config.data {
+        // The column right after the previous line's disk.
+        let next = disks.last().map_or(0, |d| d.index as usize + 1);
         // A name the state does not know, on the line of a disk whose name the config
         // no longer has: that disk, renamed (SnapRAID allows renaming in the config).
         let old_name =
-            |d: &Disk| d.index as usize == index && !config.data.iter().any(|c| c.name == d.name);
+            |d: &Disk| d.index as usize == next && !config.data.iter().any(|c| c.name == d.name);
         let disk = match state.disks.iter().position(|d| d.name == data.name) {
             Some(i) => state.disks.swap_remove(i),
             None => match state.disks.iter().position(old_name) {
@@ -221,41 +225,35 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
                 }
                 None => Disk {
                     name: data.name.clone(),
-                    index: index as u32,
+                    index: next as u32,
                     ..Disk::default()
                 },
             },
         };
-        if disk.index as usize != index {
-            // What else would explain it: a line dropped before this one, or a name
-            // moved to another line.
-            let cause = if disk.index as usize > index {
-                "; was a `data` line before it removed? (only the last `data` lines can \
-                 go: keep this one, pointing at an empty folder)"
-            } else {
-                "; new disks go at the end, and a disk may be renamed on its own line, but \
-                 not to the name another line had"
-            };
+        let taken = disks
+            .iter()
+            .chain(&state.disks)
+            .any(|d| d.index == disk.index);
+        if (disk.index as usize) < next || taken {
+            // What else would explain it: a name moved to another line, lines
+            // swapped, or a new disk put before others.
             return Err(SyncError::Refused(format!(
-                "{}:{}: disk '{}' was data disk number {} when the array was synced and is \
-                 now number {}; keep the `data` lines in their original order{cause}",
+                "{}:{}: disk '{}' is out of order: the `data` lines must stay in the order \
+                 the array was synced with; new disks go at the end, and a disk may be \
+                 renamed on its own line, but not to the name another line had",
                 config.source.display(),
                 data.line,
-                data.name,
-                disk.index + 1,
-                index + 1
+                data.name
             )));
         }
         disks.push(disk);
     }
     // Disks the config no longer has. One that held nothing at the last sync
-    // (emptied and synced with -E, as SnapRAID asks) and whose line came after every
-    // remaining one leaves the array: its parity column holds only zeros, and no
-    // other disk's column moves. Anything else is refused.
-    let remaining = disks.len();
+    // (emptied and synced with -E, as SnapRAID asks) leaves the array: its parity
+    // column holds only zeros, and no other disk's column moves. Anything else is
+    // refused.
     let (leaving, kept): (Vec<Disk>, Vec<Disk>) = state.disks.drain(..).partition(|d| {
-        d.index as usize >= remaining
-            && d.files.is_empty()
+        d.files.is_empty()
             && d.deleted.is_empty()
             && d.links.is_empty()
             && d.hardlinks.is_empty()
@@ -265,7 +263,7 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         return Err(SyncError::Refused(format!(
             "disk '{}' is in the content file but not in {}; put its `data` line back \
              (to retire a disk, point its `data` line at an empty folder, run `lhparity \
-             sync -E`, then remove the line; only the last `data` lines can go)",
+             sync -E`, then remove the line)",
             gone.name,
             config.source.display()
         )));

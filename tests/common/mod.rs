@@ -181,8 +181,16 @@ pub fn layout(array: &Array) -> Layout {
     let columns = state.columns();
     let mut stripes = vec![vec![0u8; positions * bs]; columns];
     for (slot, disk) in state.disks.iter().enumerate() {
+        // The folder named as the disk (one added by the test is not in
+        // `array.disks`), or else the one of its line (a disk renamed in the config).
+        let named = array.root.path().join(&disk.name);
+        let dir = if named.is_dir() {
+            named
+        } else {
+            array.disks[slot].clone()
+        };
         for f in &disk.files {
-            let bytes = fs::read(array.disks[slot].join(&f.path)).expect("data file");
+            let bytes = fs::read(dir.join(&f.path)).expect("data file");
             for (i, pos) in f.positions().enumerate() {
                 let start = i * bs;
                 let end = (start + bs).min(bytes.len());
