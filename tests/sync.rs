@@ -1871,7 +1871,8 @@ fn files_moved_to_another_disk_are_compared_with_the_originals_before_the_sync()
     let shown = |disk: usize, rel: &str| array.disks[disk].join(rel).display().to_string();
     assert!(
         err.contains(&format!(
-            "disk 'd2': {} differs from {} (disk 'd1') in the block at byte 131072",
+            "disk 'd2': {} differs from {} in the block at byte 131072; if the original is \
+             gone: `lhparity fix -m -f /m/c.mkv`",
             shown(1, "m/c.mkv"),
             shown(0, "m/c.mkv")
         )),
@@ -1917,4 +1918,41 @@ fn files_moved_to_another_disk_are_compared_with_the_originals_before_the_sync()
     verify_parity(&array);
     expect_code(&array.lhparity(&["check"]), 0);
     assert_ne!(fs::read(array.disks[1].join("x.bin")).expect("x"), x);
+}
+
+#[test]
+fn fix_reads_files_moved_to_another_disk_since_the_sync_where_they_are_now() {
+    // Files of two disks share parity positions; both move to a third disk, one of
+    // them damaged on the way. The original of that one is gone, and bringing it
+    // back needs the other's blocks, which are now on the third disk.
+    let array = Array::new(3, 1, 64, "");
+    let x = array.write(0, "x", 200_000, 1);
+    array.write(1, "y", 200_000, 2);
+    array.write(0, "k", 10, 3);
+    array.write(1, "k", 10, 4);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    move_between_disks(&array, "y", (1, 2), None);
+    move_between_disks(&array, "x", (0, 2), Some(5));
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("if the original is gone: `lhparity fix -m -f /x`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = array.lhparity(&["fix", "-m", "-f", "/x"]);
+    expect_code(&out, 0);
+    assert_eq!(fs::read(array.disks[0].join("x")).expect("x is back"), x);
+    // With the damaged copy replaced by the original, the sync goes ahead.
+    fs::remove_file(array.disks[2].join("x")).expect("rm");
+    move_between_disks(&array, "x", (0, 2), None);
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("d3: 0 added, 0 removed, 0 updated, 0 moved, 2 copied, 0 restored"),
+        "{}",
+        stdout(&out)
+    );
+    verify_parity(&array);
+    expect_code(&array.lhparity(&["check"]), 0);
 }

@@ -10,7 +10,7 @@
 //!
 //! [`find`] is pure; [`verify`] is the I/O edge, one thread per disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -20,25 +20,27 @@ use rayon::prelude::*;
 use crate::beneath::{self, Root};
 use crate::config::Config;
 use crate::hash::block_hash;
-use crate::scan::{DiskChanges, DiskScan};
-use crate::state::model::{mtime_ns, Disk, State};
+use crate::scan::{DiskChanges, DiskScan, Found};
+use crate::state::model::{mtime_ns, Disk, Hash, State};
 use crate::sync::Progress;
 
 /// A file found new on one disk that is a copy of a file the state holds on another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Copied {
     /// The disk slot of the copy and its index in that disk's scan.
     pub slot: usize,
     pub found: usize,
-    /// The disk slot of the original and its index in that state disk's files.
-    pub from_slot: usize,
-    pub from: usize,
+    /// The files it may be a copy of: disk slot and index in that state disk's
+    /// files, those gone from their disk first (moved), then by disk. Several disks
+    /// may hold a file of that path, size and mtime; the copy must have the bytes of
+    /// one of them.
+    pub from: Vec<(usize, usize)>,
 }
 
 /// The files added on each disk (`changes[slot].added`, indexes into
 /// `scans[slot].files`) that have the path, size and mtime of a file of another disk
 /// in `disks` whose blocks are all synced. Empty files are left out: they have
-/// nothing to compare. With several such files, the first disk's is taken.
+/// nothing to compare, and are new files to the sync.
 pub fn find(disks: &[Disk], scans: &[DiskScan], changes: &[DiskChanges]) -> Vec<Copied> {
     let mut by_path: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for (slot, disk) in disks.iter().enumerate() {
@@ -48,81 +50,93 @@ pub fn find(disks: &[Disk], scans: &[DiskScan], changes: &[DiskChanges]) -> Vec<
             }
         }
     }
+    // Originals gone from their disk come first: a move names where it came from.
+    let removed: HashSet<(usize, usize)> = changes
+        .iter()
+        .enumerate()
+        .flat_map(|(slot, c)| c.removed.iter().map(move |&i| (slot, i)))
+        .collect();
     let mut copies = Vec::new();
     for (slot, (scan, change)) in scans.iter().zip(changes).enumerate() {
         for &found in &change.added {
             let new = &scan.files[found];
-            let original = by_path.get(new.path.as_str()).and_then(|candidates| {
-                candidates.iter().find(|&&(s, i)| {
+            let mut from: Vec<(usize, usize)> = by_path
+                .get(new.path.as_str())
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&(s, i)| {
                     let f = &disks[s].files[i];
                     s != slot && f.size == new.size && f.mtime_ns == new.mtime_ns
                 })
-            });
-            if let Some(&(from_slot, from)) = original {
-                copies.push(Copied {
-                    slot,
-                    found,
-                    from_slot,
-                    from,
-                });
+                .collect();
+            from.sort_by_key(|original| !removed.contains(original));
+            if !from.is_empty() {
+                copies.push(Copied { slot, found, from });
             }
         }
     }
     copies
 }
 
-/// A copy whose bytes are not the original's.
+/// Why a copy could not be taken for its original's bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Differs {
-    pub copy: Copied,
-    /// The first block that differs.
-    pub block: usize,
+pub enum Problem {
+    /// Block `block` is not the original's (the first original's, when several).
+    Differs { block: usize },
+    /// Reading the block at `block` failed.
+    Unreadable { block: usize, error: String },
+    /// Opening it failed.
+    Unopened(String),
+    /// Its size or mtime changed while it was compared.
+    Changed,
 }
 
-/// Reads every copy and compares each block with the original's hash. A copy that
-/// cannot be read, or that changed since the scan, is not judged here: the sync reads
-/// it as a new file and reports what it finds. Returns the copies that differ. A stop
-/// signal (see [`crate::interrupt`]) ends it early, with what was found so far.
+/// A copy that could not be taken for its original's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unverified {
+    /// Its index in the list given to [`verify`].
+    pub copy: usize,
+    pub problem: Problem,
+}
+
+/// Reads every copy and compares each block with the hashes of its possible
+/// originals. Returns the copies that are not block for block one of them, or could
+/// not be read whole as the scan found them. A stop signal (see [`crate::interrupt`])
+/// ends it early, with what was found so far.
 pub fn verify(
     config: &Config,
     state: &State,
     scans: &[DiskScan],
     copies: &[Copied],
     progress: &dyn Progress,
-) -> Vec<Differs> {
-    let block_size = state.block_size as usize;
-    let mut per_disk: Vec<Vec<Copied>> = vec![Vec::new(); scans.len()];
-    for c in copies {
-        per_disk[c.slot].push(*c);
+) -> Vec<Unverified> {
+    let mut per_disk: Vec<Vec<usize>> = vec![Vec::new(); scans.len()];
+    for (i, c) in copies.iter().enumerate() {
+        per_disk[c.slot].push(i);
     }
     let total: u64 = copies
         .iter()
         .map(|c| scans[c.slot].files[c.found].size)
         .sum();
     progress.start(total);
-    let differs = per_disk
+    let mut unverified: Vec<Unverified> = per_disk
         .par_iter()
         .enumerate()
         .flat_map_iter(|(slot, list)| {
             let dir = &config.data[slot].dir;
             let root = Root::open(dir).ok();
-            let mut buf = vec![0u8; block_size];
+            let mut buf = vec![0u8; state.block_size as usize];
             let mut found = Vec::new();
-            for c in list {
+            for &i in list {
                 if crate::interrupt::requested().is_some() {
                     break;
                 }
+                let c = &copies[i];
                 let new = &scans[slot].files[c.found];
-                let rel = crate::name::to_os(&new.path);
-                let Ok(file) = beneath::open_recorded(root.as_ref(), dir, Path::new(&*rel)) else {
-                    continue;
-                };
-                let hashes = &state.disks[c.from_slot].files[c.from].hashes;
-                if let Some(block) = first_difference(&file, &mut buf, new.size, hashes, state) {
-                    // Changed since the scan: a new file to the sync, not a copy.
-                    if still_as_found(&file, new.size, new.mtime_ns) {
-                        found.push(Differs { copy: *c, block });
-                    }
+                let problem = compare(root.as_ref(), dir, new, &c.from, state, &mut buf);
+                if let Some(problem) = problem {
+                    found.push(Unverified { copy: i, problem });
                 }
                 progress.advance(new.size);
             }
@@ -130,30 +144,71 @@ pub fn verify(
         })
         .collect();
     progress.finish();
-    differs
+    unverified.sort_by_key(|u| u.copy);
+    unverified
 }
 
-/// The first block of `file` (`size` bytes) whose hash is not in `hashes` at its
-/// index, or that cannot be read.
-fn first_difference(
-    file: &File,
-    buf: &mut [u8],
-    size: u64,
-    hashes: &[crate::state::model::Hash],
+/// Compares one copy with its possible originals: `None` when it has the bytes of
+/// one of them and did not change meanwhile.
+fn compare(
+    root: Option<&Root>,
+    dir: &Path,
+    new: &Found,
+    from: &[(usize, usize)],
     state: &State,
-) -> Option<usize> {
+    buf: &mut [u8],
+) -> Option<Problem> {
+    let rel = crate::name::to_os(&new.path);
+    let file = match beneath::open_recorded(root, dir, Path::new(&*rel)) {
+        Ok(file) => file,
+        Err(e) => return Some(Problem::Unopened(e.to_string())),
+    };
+    let hashes: Vec<&[Hash]> = from
+        .iter()
+        .map(|&(s, i)| state.disks[s].files[i].hashes.as_slice())
+        .collect();
+    // Per original, whether every block so far matched it; the first that does not
+    // match the first original is the one named.
+    let mut alike = vec![true; hashes.len()];
+    let mut first_differs = None;
     let block_size = buf.len() as u64;
-    for (b, expected) in hashes.iter().enumerate() {
+    for b in 0..hashes[0].len() {
+        if crate::interrupt::requested().is_some() {
+            return None;
+        }
         let offset = b as u64 * block_size;
-        let len = (size.saturating_sub(offset)).min(block_size) as usize;
+        let len = new.size.saturating_sub(offset).min(block_size) as usize;
         let data = &mut buf[..len];
-        if file.read_exact_at(data, offset).is_err()
-            || block_hash(&state.hash_key, data) != *expected
-        {
-            return Some(b);
+        if let Err(e) = file.read_exact_at(data, offset) {
+            return Some(if still_as_found(&file, new.size, new.mtime_ns) {
+                Problem::Unreadable {
+                    block: b,
+                    error: e.to_string(),
+                }
+            } else {
+                Problem::Changed
+            });
+        }
+        let hash = block_hash(&state.hash_key, data);
+        for (alike, hashes) in alike.iter_mut().zip(&hashes) {
+            *alike &= hashes.get(b) == Some(&hash);
+        }
+        if !alike[0] && first_differs.is_none() {
+            first_differs = Some(b);
+        }
+        if !alike.contains(&true) {
+            break;
         }
     }
-    None
+    if !still_as_found(&file, new.size, new.mtime_ns) {
+        return Some(Problem::Changed);
+    }
+    match (alike.contains(&true), first_differs) {
+        (true, _) => None,
+        (false, block) => Some(Problem::Differs {
+            block: block.unwrap_or(0),
+        }),
+    }
 }
 
 /// Whether the open file still has the size and mtime the scan found.
@@ -166,7 +221,6 @@ fn still_as_found(file: &File, size: u64, mtime: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Found;
     use crate::state::model::FileEntry;
 
     fn entry(path: &str, size: u64, mtime_ns: i64, new: bool) -> FileEntry {
@@ -231,10 +285,30 @@ mod tests {
             [Copied {
                 slot: 1,
                 found: 0,
-                from_slot: 0,
-                from: 0
+                from: vec![(0, 0)]
             }]
         );
+    }
+
+    #[test]
+    fn of_several_possible_originals_those_gone_from_their_disk_come_first() {
+        let x = || disk(vec![entry("x", 10, 5, false)]);
+        let disks = [x(), x(), x(), disk(Vec::new())];
+        let gone = DiskChanges {
+            removed: vec![0],
+            ..DiskChanges::default()
+        };
+        let (scan3, ch3) = added(vec![found("x", 10, 5)]);
+        let scans = [
+            DiskScan::default(),
+            DiskScan::default(),
+            DiskScan::default(),
+            scan3,
+        ];
+        let changes = [DiskChanges::default(), gone, DiskChanges::default(), ch3];
+        let copies = find(&disks, &scans, &changes);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].from, [(1, 0), (0, 0), (2, 0)]);
     }
 
     #[test]
@@ -261,8 +335,7 @@ mod tests {
             [Copied {
                 slot: 2,
                 found: 1,
-                from_slot: 1,
-                from: 1
+                from: vec![(1, 1)]
             }]
         );
     }

@@ -347,10 +347,19 @@ pub fn fix(
     let mut sources = pipeline::data_sources(&state.disks, &config.data, Some(&skip));
     // A file changed since the sync still serves the others: its blocks are used
     // only as far as they match their hashes (a rebuild that fails its check has the
-    // survivors checked), so one whose mtime alone changed costs nothing.
+    // survivors checked), so one whose mtime alone changed costs nothing. So does a
+    // file moved to another disk since the sync, read there (a pool's balance moves
+    // files between disks; the parity still has them in their old places).
+    let dirs: Vec<&Path> = config.data.iter().map(|d| d.dir.as_path()).collect();
     for source in &mut sources {
-        if let Source::Data { read_changed, .. } = source {
+        if let Source::Data {
+            read_changed,
+            elsewhere,
+            ..
+        } = source
+        {
             *read_changed = true;
+            *elsewhere = &dirs;
         }
     }
     // Rebuilding n disks needs n parity levels: the others are read only where a

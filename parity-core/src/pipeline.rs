@@ -89,6 +89,7 @@ pub fn data_sources<'a>(
             files: &d.files,
             skip: skip.and_then(|s| s.get(slot)).map(Vec::as_slice),
             read_changed: false,
+            elsewhere: &[],
         })
         .collect()
 }
@@ -107,6 +108,10 @@ pub enum Source<'a> {
         /// uses against the hashes: `fix`, where a file whose mtime alone changed
         /// still serves to rebuild the others. Otherwise its blocks are `Skipped`.
         read_changed: bool,
+        /// With `read_changed`: other data disks' roots, where a file missing here is
+        /// looked for at its path with its size and mtime (moved to another disk
+        /// since the sync), and read from there as a changed file.
+        elsewhere: &'a [&'a Path],
     },
     /// A parity file: its block at each position (`None`: the file is missing, every
     /// block is absent).
@@ -906,6 +911,7 @@ impl Reader<'_, '_> {
             dir,
             files,
             read_changed,
+            elsewhere,
             ..
         } = self.source
         else {
@@ -968,7 +974,17 @@ impl Reader<'_, '_> {
                     out.unopened.push(file);
                 }
                 out.changed.push(file);
-                Current::closed(file)
+                let moved = (*read_changed && e.kind() == std::io::ErrorKind::NotFound)
+                    .then(|| moved_copy(elsewhere, dir, entry))
+                    .flatten();
+                match moved {
+                    Some(h) => Current {
+                        file,
+                        handle: Some(Arc::new(h)),
+                        maps: Maps::default(),
+                    },
+                    None => Current::closed(file),
+                }
             }
         }
     }
@@ -992,6 +1008,20 @@ impl Reader<'_, '_> {
             }
         }
     }
+}
+
+/// The file `entry` of the disk at `dir`, missing there, found at its path on one of
+/// the disks in `elsewhere` with its size and mtime: moved there since the sync.
+fn moved_copy(elsewhere: &[&Path], dir: &Path, entry: &FileEntry) -> Option<File> {
+    let rel = crate::name::to_os(&entry.path);
+    elsewhere
+        .iter()
+        .filter(|other| **other != dir)
+        .filter_map(|other| Root::open(other).ok()?.open_file(Path::new(&*rel)).ok())
+        .find(|h| {
+            h.metadata()
+                .is_ok_and(|m| m.is_file() && same_stamp(&m, entry))
+        })
 }
 
 /// Raises the process's soft limit of open files to its hard limit. A pass keeps
@@ -1331,6 +1361,7 @@ mod reads {
                 files,
                 skip: None,
                 read_changed: false,
+                elsewhere: &[],
             },
             Source::Parity {
                 path: &parity_path,
@@ -1466,6 +1497,7 @@ mod reads {
             files: &files,
             skip: None,
             read_changed: false,
+            elsewhere: &[],
         }];
         // The first position the stage sees cuts file a to one block: its later
         // blocks are still mapped, and reading them faults.
@@ -1595,6 +1627,7 @@ mod reads {
             files: &files,
             skip: None,
             read_changed: false,
+            elsewhere: &[],
         };
         let batch_with = |window: &Arc<Window>| {
             let mut batch = Batch::new(BS);

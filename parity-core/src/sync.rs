@@ -100,6 +100,8 @@ pub struct SyncReport {
     /// Files copied or moved from another disk whose bytes were found to be the
     /// originals' before the sync (see [`crate::copied`]).
     pub copies_verified: usize,
+    /// The same per disk slot (the disk the copies are on).
+    pub copied: Vec<usize>,
 }
 
 /// Progress callbacks for the command line.
@@ -380,6 +382,7 @@ pub fn sync(
     } = load_state(config)?;
     let mut report = SyncReport {
         notes,
+        copied: vec![0; config.data.len()],
         ..SyncReport::default()
     };
     let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
@@ -435,7 +438,7 @@ pub fn sync(
     if !options.force_nocopy {
         let copies = copied::find(&state.disks, &scans, &changes);
         if !copies.is_empty() {
-            let differs = copied::verify(config, &state, &scans, &copies, progress);
+            let unverified = copied::verify(config, &state, &scans, &copies, progress);
             // Stopped before every copy was read: nothing is recorded, since the
             // state saved would no longer list the originals.
             if let Some(signal) = crate::interrupt::requested() {
@@ -448,12 +451,19 @@ pub fn sync(
                     .count();
                 return Ok(report);
             }
-            if !differs.is_empty() {
-                return Err(SyncError::Refused(copies_differ(
-                    config, &state, &scans, &differs,
+            if !unverified.is_empty() {
+                return Err(SyncError::Refused(copies_unverified(
+                    config,
+                    &state,
+                    &scans,
+                    &copies,
+                    &unverified,
                 )));
             }
             report.copies_verified = copies.len();
+            for c in &copies {
+                report.copied[c.slot] += 1;
+            }
         }
     }
     let mut touched = false;
@@ -699,45 +709,66 @@ pub fn sync(
     Ok(report)
 }
 
-/// The refusal of a sync that found copies differing from their originals, naming
-/// the first few, and the ways out.
-fn copies_differ(
+/// The refusal of a sync that found copies it could not take for their originals'
+/// bytes, naming the first few, and the ways out.
+fn copies_unverified(
     config: &Config,
     state: &State,
     scans: &[DiskScan],
-    differs: &[copied::Differs],
+    copies: &[copied::Copied],
+    unverified: &[copied::Unverified],
 ) -> String {
+    use copied::Problem;
     const SHOWN: usize = 10;
     let block_size = u64::from(state.block_size);
     let mut message = format!(
-        "{} file(s) copied or moved from another data disk differ from the originals the \
-         last sync protected (same path, size and mtime, other bytes):",
-        differs.len()
+        "{} file(s) copied or moved from another data disk could not be checked against \
+         the originals the last sync protected (same path, size and mtime):",
+        unverified.len()
     );
-    for d in differs.iter().take(SHOWN) {
-        let c = d.copy;
-        let copy = crate::name::join(&config.data[c.slot].dir, &scans[c.slot].files[c.found].path);
-        let original = crate::name::join(
-            &config.data[c.from_slot].dir,
-            &state.disks[c.from_slot].files[c.from].path,
-        );
+    for u in unverified.iter().take(SHOWN) {
+        let c = &copies[u.copy];
+        let found = &scans[c.slot].files[c.found];
+        let copy =
+            crate::name::shown_path(&crate::name::join(&config.data[c.slot].dir, &found.path));
+        let (from_slot, from) = c.from[0];
+        let original = crate::name::shown_path(&crate::name::join(
+            &config.data[from_slot].dir,
+            &state.disks[from_slot].files[from].path,
+        ));
+        let others = match c.from.len() {
+            1 => String::new(),
+            n => format!(" (or {} other file(s) of that name)", n - 1),
+        };
+        let what = match &u.problem {
+            Problem::Differs { block } => format!(
+                "differs from {original}{others} in the block at byte {}",
+                *block as u64 * block_size
+            ),
+            Problem::Unreadable { block, error } => format!(
+                "cannot be read at byte {} ({error}) to compare it with {original}",
+                *block as u64 * block_size
+            ),
+            Problem::Unopened(error) => {
+                format!("cannot be opened ({error}) to compare it with {original}")
+            }
+            Problem::Changed => format!("changed while it was compared with {original}"),
+        };
         message.push_str(&format!(
-            "\n  disk '{}': {} differs from {} (disk '{}') in the block at byte {}",
+            "\n  disk '{}': {copy} {what}; if the original is gone: `lhparity fix -m -f /{}`",
             state.disks[c.slot].name,
-            crate::name::shown_path(&copy),
-            crate::name::shown_path(&original),
-            state.disks[c.from_slot].name,
-            d.block as u64 * block_size
+            crate::name::shown(&found.path)
         ));
     }
-    if differs.len() > SHOWN {
-        message.push_str(&format!("\n  and {} more", differs.len() - SHOWN));
+    if unverified.len() > SHOWN {
+        message.push_str(&format!("\n  and {} more", unverified.len() - SHOWN));
     }
     message.push_str(
         "\nNothing was synced, so the parity still holds the originals. Copy each file \
-         again from its original; an original that is gone comes back with `lhparity fix -m \
-         -f PATH`. Files meant to differ are synced with \
-         `lhparity sync --force-nocopy`.",
+         again from its original (or let a copy still being written finish) and run the \
+         sync again; an original that is gone comes back with the `lhparity fix -m -f` \
+         named with it. Files meant to differ are synced with `lhparity sync \
+         --force-nocopy`.",
     );
     message
 }

@@ -127,13 +127,14 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
     let files: usize = report.disks.iter().map(|d| d.files).sum();
     let mb = report.bytes as f64 / 1e6;
     if !ctx.quiet {
-        for d in &report.disks {
+        for (slot, d) in report.disks.iter().enumerate() {
             let c = &d.changes;
+            let copied = report.copied.get(slot).copied().unwrap_or(0);
             if !c.is_empty() {
                 out!(
-                    "{}: {} added, {} removed, {} updated, {} moved, {} restored",
+                    "{}: {} added, {} removed, {} updated, {} moved, {copied} copied, {} restored",
                     d.name,
-                    c.added.len(),
+                    c.added.len() - copied,
                     c.removed.len(),
                     c.updated.len(),
                     c.moved.len(),
@@ -147,7 +148,9 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                 report.copies_verified
             );
         }
-        if report.positions_synced == 0 && report.positions_left == 0 {
+        if report.interrupted.is_some() {
+            // Said below.
+        } else if report.positions_synced == 0 && report.positions_left == 0 {
             if report.recorded {
                 // Removed files, links, folders, modes or owners: no parity to compute.
                 out!("No parity to compute; the changes are recorded ({files} files).");
@@ -306,19 +309,22 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         let disk = &state.disks[slot].name;
         let here: Vec<&parity_core::copied::Copied> =
             copies.iter().filter(|c| c.slot == slot).collect();
+        let copied_files: std::collections::HashSet<usize> = here.iter().map(|c| c.found).collect();
         let added: Vec<String> = c
             .added
             .iter()
-            .filter(|&&n| !here.iter().any(|c| c.found == n))
+            .filter(|n| !copied_files.contains(n))
             .map(|&n| found(slot, n))
             .collect();
-        // (disk of the original, its path, the copy's path)
+        // (disk of the original, its path, the copy's path); of several possible
+        // originals, the first disk's.
         let copied: Vec<(&str, String, String)> = here
             .iter()
             .map(|c| {
+                let (from_slot, from) = c.from[0];
                 (
-                    state.disks[c.from_slot].name.as_str(),
-                    name_of(c.from_slot, c.from),
+                    state.disks[from_slot].name.as_str(),
+                    name_of(from_slot, from),
                     found(slot, c.found),
                 )
             })
