@@ -97,10 +97,8 @@ pub struct SyncReport {
     pub interrupted: Option<i32>,
     /// Whether the state changed (files, links, folders, modes), parity or not.
     pub recorded: bool,
-    /// Files copied or moved from another disk whose bytes were found to be the
-    /// originals' before the sync (see [`crate::copied`]).
-    pub copies_verified: usize,
-    /// The same per disk slot (the disk the copies are on).
+    /// Per disk slot, the files copied or moved there from another disk whose bytes
+    /// were found to be the originals' before the sync (see [`crate::copied`]).
     pub copied: Vec<usize>,
 }
 
@@ -443,12 +441,7 @@ pub fn sync(
             // state saved would no longer list the originals.
             if let Some(signal) = crate::interrupt::requested() {
                 report.interrupted = Some(signal);
-                report.positions_left = state
-                    .positions
-                    .flags
-                    .iter()
-                    .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
-                    .count();
+                report.positions_left = state.positions_awaiting_sync();
                 return Ok(report);
             }
             if !unverified.is_empty() {
@@ -460,7 +453,6 @@ pub fn sync(
                     &unverified,
                 )));
             }
-            report.copies_verified = copies.len();
             for c in &copies {
                 report.copied[c.slot] += 1;
             }
@@ -677,12 +669,7 @@ pub fn sync(
         report.positions_left = if options.force_full {
             work.len().saturating_sub(report.positions_synced)
         } else {
-            state
-                .positions
-                .flags
-                .iter()
-                .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
-                .count()
+            state.positions_awaiting_sync()
         };
     }
     if failure.is_none() {

@@ -263,6 +263,16 @@ impl State {
         columns(&self.disks)
     }
 
+    /// Positions whose parity a sync has yet to compute (new, changed, or left
+    /// halfway by a stopped sync).
+    pub fn positions_awaiting_sync(&self) -> usize {
+        self.positions
+            .flags
+            .iter()
+            .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+            .count()
+    }
+
     /// Whether some file has a block at each position.
     pub fn used_positions(&self) -> Vec<bool> {
         let mut used = vec![false; self.positions.len()];

@@ -21,7 +21,7 @@ use parity_core::lock::ArrayLock;
 use parity_core::name::shown;
 use parity_core::scan::{DiskChanges, EntryChanges};
 use parity_core::scrub::{self, CheckOptions, Plan, VerifyReport};
-use parity_core::state::model::{DirEntry, FolderEntry, DIRTY, UNSYNCED};
+use parity_core::state::model::{DirEntry, FolderEntry};
 use parity_core::status::{status as array_status, Status};
 use parity_core::sync::{self, SyncOptions};
 use serde_json::json;
@@ -142,11 +142,9 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
                 );
             }
         }
-        if report.copies_verified > 0 {
-            out!(
-                "{} file(s) copied or moved from another disk have their originals' bytes.",
-                report.copies_verified
-            );
+        let copied: usize = report.copied.iter().sum();
+        if copied > 0 {
+            out!("{copied} file(s) copied or moved from another disk have their originals' bytes.");
         }
         if report.interrupted.is_some() {
             // Said below.
@@ -226,12 +224,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     // Files copied or moved from another disk: a sync compares them with the
     // originals' hashes first.
     let copies = parity_core::copied::find(&state.disks, &scans, &changes);
-    let unsynced = state
-        .positions
-        .flags
-        .iter()
-        .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
-        .count();
+    let unsynced = state.positions_awaiting_sync();
     // Symbolic links and empty folders are in the state too: `fix -d` recreates them.
     let others: Vec<[EntryChanges; 3]> = state
         .disks
