@@ -42,6 +42,9 @@ pub struct Copied {
 /// in `disks` whose blocks are all synced. Empty files are left out: they have
 /// nothing to compare, and are new files to the sync.
 pub fn find(disks: &[Disk], scans: &[DiskScan], changes: &[DiskChanges]) -> Vec<Copied> {
+    if changes.iter().all(|c| c.added.is_empty()) {
+        return Vec::new();
+    }
     let mut by_path: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for (slot, disk) in disks.iter().enumerate() {
         for (i, f) in disk.files.iter().enumerate() {
