@@ -1751,6 +1751,7 @@ fn an_emptied_data_disk_leaves_the_array_when_its_line_is_removed() {
     expect_code(&out, 1);
     assert!(
         stderr(&out).contains("disk 'd2' is in the content file but not in")
+            && stderr(&out).contains("the last sync recorded 1 file(s) on it")
             && stderr(&out).contains("run `lhparity sync -E`, then remove the line"),
         "{}",
         stderr(&out)
@@ -1784,6 +1785,19 @@ fn an_emptied_data_disk_leaves_the_array_when_its_line_is_removed() {
     fs::remove_file(array.disks[2].join("c")).expect("rm");
     expect_code(&array.lhparity(&["fix", "-d", "d3"]), 0);
     assert_eq!(fs::read(array.disks[2].join("c")).expect("c"), last);
+    // The disk after the hole may be renamed, and back.
+    for (from, to) in [("d3", "r3"), ("r3", "d3")] {
+        let text = fs::read_to_string(&array.conf).expect("config");
+        let renamed = text.replace(&format!("data {from} "), &format!("data {to} "));
+        fs::write(&array.conf, renamed).expect("config");
+        let out = array.lhparity(&["sync"]);
+        expect_code(&out, 0);
+        assert!(
+            stderr(&out).contains(&format!("disk '{from}' is now named '{to}'")),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     // A new disk put where the old one was takes its free column; the parity of
     // every level covers it.
@@ -1955,4 +1969,34 @@ fn fix_reads_files_moved_to_another_disk_since_the_sync_where_they_are_now() {
     );
     verify_parity(&array);
     expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn a_disk_retired_and_the_next_renamed_in_one_edit_both_take_effect() {
+    let array = Array::new(3, 1, 64, "");
+    array.write(0, "a", 100_000, 1);
+    array.write(1, "b", 100_000, 2);
+    let c = array.write(2, "c", 100_000, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    fs::remove_file(array.disks[1].join("b")).expect("rm");
+    expect_code(&array.lhparity(&["sync", "-E"]), 0);
+    // d2's line goes and d3's is renamed: the renamed line is d3 (it holds files),
+    // not the emptied d2.
+    let text = fs::read_to_string(&array.conf).expect("config");
+    let edited: String = text
+        .lines()
+        .filter(|l| !l.starts_with("data d2 "))
+        .map(|l| format!("{}\n", l.replace("data d3 ", "data media ")))
+        .collect();
+    fs::write(&array.conf, edited).expect("config");
+    let out = array.lhparity(&["sync"]);
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("disk 'd3' is now named 'media'"), "{err}");
+    assert!(err.contains("disk 'd2' is no longer in"), "{err}");
+    let out = array.lhparity(&["diff"]);
+    expect_code(&out, 0);
+    fs::remove_file(array.disks[2].join("c")).expect("rm");
+    expect_code(&array.lhparity(&["fix", "-d", "media"]), 0);
+    assert_eq!(fs::read(array.disks[2].join("c")).expect("c"), c);
 }

@@ -199,16 +199,31 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     // in column order, and a column whose disk left is a hole of zeros.
     let mut disks: Vec<Disk> = Vec::with_capacity(config.data.len());
     let mut renamed = false;
-    for data in &config.data {
-        // The column right after the previous line's disk.
+    for (k, data) in config.data.iter().enumerate() {
+        // The column right after the previous line's disk, and that of the next line
+        // whose disk the state knows by name.
         let next = disks.last().map_or(0, |d| d.index as usize + 1);
-        // A name the state does not know, on the line of a disk whose name the config
-        // no longer has: that disk, renamed (SnapRAID allows renaming in the config).
-        let old_name =
-            |d: &Disk| d.index as usize == next && !config.data.iter().any(|c| c.name == d.name);
+        let before = config.data[k + 1..]
+            .iter()
+            .find_map(|c| state.disks.iter().find(|d| d.name == c.name))
+            .map_or(usize::MAX, |d| d.index as usize);
+        // A name the state does not know, where the state has a disk (between the
+        // columns of the lines around it) whose name the config no longer has: that
+        // disk, renamed (SnapRAID allows renaming in the config). Of several (a disk
+        // retired in the same edit), the one that holds something.
+        let old_name = state
+            .disks
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                (next..before).contains(&(d.index as usize))
+                    && !config.data.iter().any(|c| c.name == d.name)
+            })
+            .min_by_key(|(_, d)| (holds_nothing(d), d.index))
+            .map(|(i, _)| i);
         let disk = match state.disks.iter().position(|d| d.name == data.name) {
             Some(i) => state.disks.swap_remove(i),
-            None => match state.disks.iter().position(old_name) {
+            None => match old_name {
                 Some(i) => {
                     let mut disk = state.disks.swap_remove(i);
                     notes.push(format!(
@@ -252,20 +267,15 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
     // (emptied and synced with -E, as SnapRAID asks) leaves the array: its parity
     // column holds only zeros, and no other disk's column moves. Anything else is
     // refused.
-    let (leaving, kept): (Vec<Disk>, Vec<Disk>) = state.disks.drain(..).partition(|d| {
-        d.files.is_empty()
-            && d.deleted.is_empty()
-            && d.links.is_empty()
-            && d.hardlinks.is_empty()
-            && d.dirs.is_empty()
-    });
+    let (leaving, kept): (Vec<Disk>, Vec<Disk>) = state.disks.drain(..).partition(holds_nothing);
     if let Some(gone) = kept.first() {
         return Err(SyncError::Refused(format!(
-            "disk '{}' is in the content file but not in {}; put its `data` line back \
-             (to retire a disk, point its `data` line at an empty folder, run `lhparity \
-             sync -E`, then remove the line)",
+            "disk '{}' is in the content file but not in {}, and the last sync recorded {} \
+             on it; put its `data` line back (to retire a disk, point its `data` line at \
+             an empty folder, run `lhparity sync -E`, then remove the line)",
             gone.name,
-            config.source.display()
+            config.source.display(),
+            what_it_holds(gone)
         )));
     }
     for gone in &leaving {
@@ -284,6 +294,37 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
         notes,
         is_new,
     })
+}
+
+/// Whether a disk holds nothing the parity or the state protects: no files, no
+/// blocks of deleted files still in the parity, no links, no empty folders. Such a
+/// disk's parity column is all zeros, so it may leave the array.
+fn holds_nothing(d: &Disk) -> bool {
+    d.files.is_empty()
+        && d.deleted.is_empty()
+        && d.links.is_empty()
+        && d.hardlinks.is_empty()
+        && d.dirs.is_empty()
+}
+
+/// What a disk that does not [`holds_nothing`] holds, for a message: "3 file(s) and
+/// 1 empty folder(s)".
+fn what_it_holds(d: &Disk) -> String {
+    let parts: Vec<String> = [
+        (d.files.len(), "file(s)"),
+        (
+            d.deleted.len(),
+            "block(s) of deleted files that a sync has yet to take out of the parity",
+        ),
+        (d.links.len(), "symbolic link(s)"),
+        (d.hardlinks.len(), "hard link(s)"),
+        (d.dirs.len(), "empty folder(s)"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    parts.join(" and ")
 }
 
 /// For the commands that verify or repair an array: with no content file at all, an
