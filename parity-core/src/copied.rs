@@ -175,7 +175,9 @@ fn compare(
     let mut alike = vec![true; hashes.len()];
     let mut first_differs = None;
     let block_size = buf.len() as u64;
-    for b in 0..hashes[0].len() {
+    // Originals of one size have as many blocks.
+    let blocks = hashes.first().map_or(0, |h| h.len());
+    for b in 0..blocks {
         if crate::interrupt::requested().is_some() {
             return None;
         }
