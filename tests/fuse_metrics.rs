@@ -483,6 +483,8 @@ fn fuse_metrics_show_which_closes_flush() {
     let read_close = || assert_eq!(fs::read(pool.path("f")).unwrap(), b"after!"[..].to_vec());
     let write_close = || fs::write(pool.path("f"), b"after!").unwrap();
     // Each close of a copy of a descriptor is a flush: no child may inherit one.
+    // Declared after the pools: it is dropped before them, whose unmount starts a
+    // child (taking the lock again would deadlock).
     let _no_forks = no_forks();
 
     // opened-for-write (the default), on a local filesystem (ext4 or tmpfs here),
@@ -526,6 +528,8 @@ fn fuse_closes_of_files_written_on_a_network_or_fuse_branch_flush() {
     let address = listen_address(&pool);
     let flushes = || must(&scrape(&address), "lhfs_operations_total{op=\"flush\"}");
     // Each close of a copy of a descriptor is a flush: no child may inherit one.
+    // Declared after the pools: it is dropped before them, whose unmount starts a
+    // child (taking the lock again would deadlock).
     let _no_forks = no_forks();
     let start = flushes();
     fs::write(pool.path("f"), b"after!").unwrap();

@@ -170,10 +170,7 @@ fn compare(
         .iter()
         .map(|&(s, i)| state.disks[s].files[i].hashes.as_slice())
         .collect();
-    // Per original, whether every block so far matched it; the first that does not
-    // match the first original is the one named.
-    let mut alike = vec![true; hashes.len()];
-    let mut first_differs = None;
+    let mut matching = Matching::new(hashes.len());
     let block_size = buf.len() as u64;
     // Originals of one size have as many blocks.
     let blocks = hashes.first().map_or(0, |h| h.len());
@@ -194,25 +191,48 @@ fn compare(
                 Problem::Changed
             });
         }
-        let hash = block_hash(&state.hash_key, data);
-        for (alike, hashes) in alike.iter_mut().zip(&hashes) {
-            *alike &= hashes.get(b) == Some(&hash);
-        }
-        if !alike[0] && first_differs.is_none() {
-            first_differs = Some(b);
-        }
-        if !alike.contains(&true) {
+        if !matching.block(b, &block_hash(&state.hash_key, data), &hashes) {
             break;
         }
     }
     if !still_as_found(&file, new.size, new.mtime_ns) {
         return Some(Problem::Changed);
     }
-    match (alike.contains(&true), first_differs) {
-        (true, _) => None,
-        (false, block) => Some(Problem::Differs {
-            block: block.unwrap_or(0),
-        }),
+    matching.outcome()
+}
+
+/// A copy's blocks, one by one, against the block hashes of its possible originals.
+struct Matching {
+    /// Per original, whether every block so far had its hash.
+    alike: Vec<bool>,
+    /// The first block that did not have the first original's hash.
+    first_differs: Option<usize>,
+}
+
+impl Matching {
+    fn new(originals: usize) -> Matching {
+        Matching {
+            alike: vec![true; originals],
+            first_differs: None,
+        }
+    }
+
+    /// Takes the hash of the copy's block `b`; `false` once no original is left.
+    fn block(&mut self, b: usize, hash: &Hash, originals: &[&[Hash]]) -> bool {
+        for (alike, hashes) in self.alike.iter_mut().zip(originals) {
+            *alike &= hashes.get(b) == Some(hash);
+        }
+        if self.alike.first() == Some(&false) && self.first_differs.is_none() {
+            self.first_differs = Some(b);
+        }
+        self.alike.contains(&true)
+    }
+
+    /// `None` when the copy had every block of some original.
+    fn outcome(&self) -> Option<Problem> {
+        (!self.alike.contains(&true)).then(|| Problem::Differs {
+            block: self.first_differs.unwrap_or(0),
+        })
     }
 }
 
@@ -293,6 +313,36 @@ mod tests {
                 from: vec![(0, 0)]
             }]
         );
+    }
+
+    #[test]
+    fn a_copy_matches_when_it_has_every_block_of_one_of_its_originals() {
+        let first: &[Hash] = &[[1; 16], [2; 16], [3; 16]];
+        let second: &[Hash] = &[[1; 16], [9; 16], [3; 16]];
+        let run = |blocks: &[Hash]| {
+            let mut m = Matching::new(2);
+            for (b, h) in blocks.iter().enumerate() {
+                if !m.block(b, h, &[first, second]) {
+                    break;
+                }
+            }
+            m.outcome()
+        };
+        assert_eq!(run(first), None);
+        assert_eq!(run(second), None);
+        // Neither: named at the first block that left the first original.
+        assert_eq!(
+            run(&[[1; 16], [9; 16], [4; 16]]),
+            Some(Problem::Differs { block: 1 })
+        );
+        assert_eq!(
+            run(&[[5; 16], [2; 16], [3; 16]]),
+            Some(Problem::Differs { block: 0 })
+        );
+        // No original at all is no match.
+        let mut none = Matching::new(0);
+        assert!(!none.block(0, &[1; 16], &[]));
+        assert_eq!(none.outcome(), Some(Problem::Differs { block: 0 }));
     }
 
     #[test]

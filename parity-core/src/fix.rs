@@ -124,9 +124,8 @@ pub fn fix(
     // blocks against their hashes and, for the whole array (no -d or -f), the parity
     // of every position against its data. With -d, the files of those disks that are
     // still there are checked the same way, so only what is damaged or missing is
-    // rebuilt (a lost file costs one failed open here).
-    // A file of a disk given with -d that is lost comes back in full, so nothing of
-    // it is read first (a disk wiped whole costs one failed open per file).
+    // rebuilt; a file of theirs that is lost comes back in full, so nothing of it is
+    // read first (a disk wiped whole costs one failed open per file).
     let lost = lost_files(config, &state, &options.disks, filter.as_ref());
     let (damage, checked_files) = if !options.bad_only {
         let mut selected = select_files(&state, &options.disks, filter.as_ref());

@@ -75,6 +75,9 @@ pub struct DiskSummary {
     pub name: String,
     pub changes: DiskChanges,
     pub files: usize,
+    /// Of `changes.added`, the files copied or moved from another disk whose bytes
+    /// were found to be the originals' before the sync (see [`crate::copied`]).
+    pub copied: usize,
 }
 
 /// What a sync did.
@@ -97,9 +100,6 @@ pub struct SyncReport {
     pub interrupted: Option<i32>,
     /// Whether the state changed (files, links, folders, modes), parity or not.
     pub recorded: bool,
-    /// Per disk slot, the files copied or moved there from another disk whose bytes
-    /// were found to be the originals' before the sync (see [`crate::copied`]).
-    pub copied: Vec<usize>,
 }
 
 /// Progress callbacks for the command line.
@@ -254,8 +254,9 @@ pub fn load_state(config: &Config) -> Result<Loaded, SyncError> {
             // swapped, or a new disk put before others.
             return Err(SyncError::Refused(format!(
                 "{}:{}: disk '{}' is out of order: the `data` lines must stay in the order \
-                 the array was synced with; new disks go at the end, and a disk may be \
-                 renamed on its own line, but not to the name another line had",
+                 the array was synced with; new disks go at the end or on the line of a \
+                 retired disk, and a disk may be renamed on its own line, but not to the \
+                 name another line had",
                 config.source.display(),
                 data.line,
                 data.name
@@ -421,7 +422,6 @@ pub fn sync(
     } = load_state(config)?;
     let mut report = SyncReport {
         notes,
-        copied: vec![0; config.data.len()],
         ..SyncReport::default()
     };
     let content: Vec<PathBuf> = config.content.iter().map(|c| c.path.clone()).collect();
@@ -474,6 +474,7 @@ pub fn sync(
     // Files copied or moved here from another disk are compared with the originals'
     // hashes before anything changes: one that differs stops the sync while the
     // parity still holds the original.
+    let mut copied = vec![0; scans.len()];
     if !options.force_nocopy {
         let copies = copied::find(&state.disks, &scans, &changes);
         if !copies.is_empty() {
@@ -495,7 +496,7 @@ pub fn sync(
                 )));
             }
             for c in &copies {
-                report.copied[c.slot] += 1;
+                copied[c.slot] += 1;
             }
         }
     }
@@ -508,6 +509,7 @@ pub fn sync(
             name: disk.name.clone(),
             changes: change.clone(),
             files: scan.files.len(),
+            copied: copied[slot],
         });
         // As SnapRAID does, sockets, fifos and device nodes are passed over with a
         // warning that does not fail the sync: they hold no data to protect.
@@ -750,8 +752,9 @@ fn copies_unverified(
     const SHOWN: usize = 10;
     let block_size = u64::from(state.block_size);
     let mut message = format!(
-        "{} file(s) copied or moved from another data disk could not be checked against \
-         the originals the last sync protected (same path, size and mtime):",
+        "{} file(s) copied or moved from another data disk do not match, or could not be \
+         checked against, the originals the last sync protected (same path, size and \
+         mtime):",
         unverified.len()
     );
     for u in unverified.iter().take(SHOWN) {

@@ -127,22 +127,22 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
     let files: usize = report.disks.iter().map(|d| d.files).sum();
     let mb = report.bytes as f64 / 1e6;
     if !ctx.quiet {
-        for (slot, d) in report.disks.iter().enumerate() {
+        for d in &report.disks {
             let c = &d.changes;
-            let copied = report.copied.get(slot).copied().unwrap_or(0);
             if !c.is_empty() {
                 out!(
-                    "{}: {} added, {} removed, {} updated, {} moved, {copied} copied, {} restored",
+                    "{}: {} added, {} removed, {} updated, {} moved, {} copied, {} restored",
                     d.name,
-                    c.added.len() - copied,
+                    c.added.len().saturating_sub(d.copied),
                     c.removed.len(),
                     c.updated.len(),
                     c.moved.len(),
+                    d.copied,
                     c.restored.len()
                 );
             }
         }
-        let copied: usize = report.copied.iter().sum();
+        let copied: usize = report.disks.iter().map(|d| d.copied).sum();
         if copied > 0 {
             out!("{copied} file(s) copied or moved from another disk have their originals' bytes.");
         }
@@ -178,13 +178,22 @@ pub fn sync(ctx: &Context, args: &SyncArgs) -> Result<Outcome> {
         } else {
             "sync"
         };
-        eprintln!(
-            "lhparity: stopped by {}: {} positions synced and saved, {} left; run `lhparity \
-             {again}` again to finish",
-            parity_core::interrupt::name(signal),
-            report.positions_synced,
-            report.positions_left
-        );
+        if report.disks.is_empty() {
+            // Stopped while copied files were compared with their originals.
+            eprintln!(
+                "lhparity: stopped by {} while comparing files copied between disks with \
+                 their originals: nothing was recorded; run `lhparity {again}` again",
+                parity_core::interrupt::name(signal)
+            );
+        } else {
+            eprintln!(
+                "lhparity: stopped by {}: {} positions synced and saved, {} left; run \
+                 `lhparity {again}` again to finish",
+                parity_core::interrupt::name(signal),
+                report.positions_synced,
+                report.positions_left
+            );
+        }
         return Ok(Outcome::of(report.bytes, report.warnings.len() + 1));
     }
     Ok(Outcome::of(report.bytes, report.warnings.len()))
@@ -310,7 +319,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             .map(|&n| found(slot, n))
             .collect();
         // (disk of the original, its path, the copy's path); of several possible
-        // originals, the first disk's.
+        // originals, the first of `from`: one moved away if any, else the first disk's.
         let copied: Vec<(&str, String, String)> = here
             .iter()
             .map(|c| {
@@ -331,7 +340,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             .collect();
         let restored: Vec<String> = c.restored.iter().map(|&(_, n)| found(slot, n)).collect();
         count(&mut totals, c);
-        totals[1] -= copied.len();
+        totals[1] = totals[1].saturating_sub(copied.len());
         totals[6] += copied.len();
         let [links, hardlinks, dirs] = &others[slot];
         if args.json {
