@@ -30,9 +30,12 @@ pub struct Root {
     fd: OwnedFd,
 }
 
-/// Opens a recorded file `rel` of the disk at `dir` for reading: from its root
-/// through folders only, or by path when the root itself could not be opened.
-pub fn open_recorded(root: Option<&Root>, dir: &Path, rel: &Path) -> io::Result<File> {
+/// Opens the file the state records at `path` (relative, as the state writes it)
+/// on the disk at `dir` for reading: from its root through folders only, or by path
+/// when the root itself could not be opened.
+pub fn open_recorded(root: Option<&Root>, dir: &Path, path: &str) -> io::Result<File> {
+    let rel = crate::name::to_os(path);
+    let rel = Path::new(&*rel);
     match root {
         Some(root) => root.open_file(rel),
         None => File::open(dir.join(rel)),

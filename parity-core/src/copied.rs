@@ -161,8 +161,7 @@ fn compare(
     state: &State,
     buf: &mut [u8],
 ) -> Option<Problem> {
-    let rel = crate::name::to_os(&new.path);
-    let file = match beneath::open_recorded(root, dir, Path::new(&*rel)) {
+    let file = match beneath::open_recorded(root, dir, &new.path) {
         Ok(file) => file,
         Err(e) => return Some(Problem::Unopened(e.to_string())),
     };

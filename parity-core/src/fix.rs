@@ -720,9 +720,8 @@ fn lost_files(
             disk.files
                 .iter()
                 .map(|f| {
-                    let rel = crate::name::to_os(&f.path);
                     chosen.file(&f.path)
-                        && beneath::open_recorded(root.as_ref(), &data.dir, Path::new(&*rel))
+                        && beneath::open_recorded(root.as_ref(), &data.dir, &f.path)
                             .is_err_and(gone)
                 })
                 .collect()
@@ -770,9 +769,7 @@ fn find_targets(
         let dir = &config.data[slot].dir;
         // Recorded files are opened from the disk's root through folders only.
         let root = Root::open(dir).ok();
-        let open = |f: &FileEntry| {
-            beneath::open_recorded(root.as_ref(), dir, Path::new(&*crate::name::to_os(&f.path)))
-        };
+        let open = |f: &FileEntry| beneath::open_recorded(root.as_ref(), dir, &f.path);
         for (i, f) in disk.files.iter().enumerate() {
             if !wanted(&f.path) {
                 continue;

@@ -922,7 +922,7 @@ impl Reader<'_, '_> {
         let opened = beneath::open_recorded(
             self.root.get_or_init(|| Root::open(dir).ok()).as_ref(),
             dir,
-            Path::new(&*crate::name::to_os(&entry.path)),
+            &entry.path,
         );
         match opened {
             Ok(h) if unchanged(&h, entry) => Current {

@@ -18,7 +18,7 @@ use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
 use crate::runs;
-use crate::state::model::{BadBlock, State, DIRTY, SCRUB_NEW, UNSYNCED};
+use crate::state::model::{awaits_sync, BadBlock, State, SCRUB_NEW};
 use crate::state::store;
 use crate::sync::{check_disk_names, load_state, now, parity_paths, Progress, SyncError};
 
@@ -372,7 +372,7 @@ pub(crate) fn find_damage(
             .positions
             .flags
             .get(pos as usize)
-            .is_some_and(|f| f & (UNSYNCED | DIRTY) == 0);
+            .is_some_and(|&f| !awaits_sync(f));
         let data_failed = !found.bad_data.is_empty() || !found.unreadable.is_empty();
         if synced && !found.bad_parity.is_empty() {
             damage.parity.push((pos, found.bad_parity.clone()));
@@ -589,7 +589,7 @@ fn set_aside_unopened_parity(
 /// Chooses the positions a scrub verifies.
 pub fn select(state: &State, plan: Plan, older_than_days: u32, now: u64) -> Vec<u32> {
     let used = state.used_positions();
-    let synced = |p: usize| used[p] && state.positions.flags[p] & (UNSYNCED | DIRTY) == 0;
+    let synced = |p: usize| used[p] && !awaits_sync(state.positions.flags[p]);
     let mut chosen: Vec<u32> = match plan {
         Plan::Full => (0..used.len())
             .filter(|&p| synced(p))
@@ -739,7 +739,7 @@ pub fn check(
     progress.finish();
     for (j, f) in run.results.iter_mut().enumerate() {
         // The parity of a position that is not fully synced cannot be compared.
-        if state.positions.flags[positions[j] as usize] & (UNSYNCED | DIRTY) != 0 {
+        if awaits_sync(state.positions.flags[positions[j] as usize]) {
             f.bad_parity.clear();
         }
         if options.hashes_only {

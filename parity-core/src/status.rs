@@ -1,7 +1,7 @@
 //! `lhparity status` and `lhparity list`: what the state says about the array, without
 //! touching the disks.
 
-use crate::state::model::{State, DIRTY, UNSYNCED};
+use crate::state::model::{awaits_sync, State};
 
 /// Files and bytes of one disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub fn status(state: &State, now: u64) -> Status {
     let mut never = 0usize;
     let mut awaiting = 0usize;
     for (p, &flags) in state.positions.flags.iter().enumerate() {
-        if flags & (UNSYNCED | DIRTY) != 0 {
+        if awaits_sync(flags) {
             awaiting += 1;
         }
         if !used[p] {
@@ -162,7 +162,7 @@ pub struct ParityProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::model::{BadBlock, Disk, Extent, FileEntry};
+    use crate::state::model::{BadBlock, Disk, Extent, FileEntry, UNSYNCED};
 
     #[test]
     fn status_counts_files_ages_and_bad_blocks() {

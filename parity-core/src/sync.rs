@@ -24,7 +24,9 @@ use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, ParityOutput, PipelineError, Reads, Status};
 use crate::raid::{self, Kernel};
 use crate::scan::{self, DiskChanges, DiskScan};
-use crate::state::model::{Disk, FileEntry, FolderEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED};
+use crate::state::model::{
+    awaits_sync, Disk, FileEntry, FolderEntry, Hash, State, DIRTY, SCRUB_NEW, UNSYNCED,
+};
 use crate::state::store;
 
 /// Overrides of the safety checks, each named after its flag.
@@ -546,9 +548,7 @@ pub fn sync(
     // there). Its positions are marked a segment at a time, as in any sync: one
     // that is stopped leaves the parity it did not reach as it was, for `fix`.
     let work: Vec<u32> = (0..state.positions.len() as u32)
-        .filter(|&p| {
-            options.force_full || state.positions.flags[p as usize] & (UNSYNCED | DIRTY) != 0
-        })
+        .filter(|&p| options.force_full || awaits_sync(state.positions.flags[p as usize]))
         .collect();
     report.recorded = touched;
     if work.is_empty() {
@@ -1276,7 +1276,7 @@ fn check_parity_files(
         .positions
         .flags
         .iter()
-        .rposition(|f| f & (UNSYNCED | DIRTY) == 0)
+        .rposition(|&f| !awaits_sync(f))
         .map_or(0, |p| (p as u64 + 1) * u64::from(state.block_size));
     for path in paths.iter().take(state.parity.len()) {
         let problem = match std::fs::metadata(path).map(|m| m.len()) {

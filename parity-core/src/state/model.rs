@@ -24,6 +24,12 @@ pub const DIRTY: u8 = 2;
 /// Position flag: synced but not scrubbed since (what `scrub -p new` verifies).
 pub const SCRUB_NEW: u8 = 4;
 
+/// Whether a position with these flags awaits a sync (new, changed, or left halfway
+/// by a stopped sync): its parity is not known to match its data.
+pub fn awaits_sync(flags: u8) -> bool {
+    flags & (UNSYNCED | DIRTY) != 0
+}
+
 /// The whole state of one array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
@@ -269,7 +275,7 @@ impl State {
         self.positions
             .flags
             .iter()
-            .filter(|&&f| f & (UNSYNCED | DIRTY) != 0)
+            .filter(|&&f| awaits_sync(f))
             .count()
     }
 
