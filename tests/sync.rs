@@ -1342,6 +1342,20 @@ fn a_content_copy_of_another_array_is_refused_and_nothing_is_overwritten() {
     );
 }
 
+/// Gives the command SIGINT's default action, as a command started at a terminal
+/// has: these tests may run as a background job of a script, whose commands start
+/// with SIGINT ignored (and lhparity keeps a signal it was started ignoring ignored).
+fn interactive(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only signal(2), async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
 #[test]
 fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     const MIB: usize = 1 << 20;
@@ -1352,13 +1366,13 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     let conf = array.conf.to_string_lossy().into_owned();
     // Runs a command and sends SIGINT once `busy` says it is in the middle of its work.
     let interrupted = |args: &[&str], busy: &dyn Fn(u32) -> Option<bool>| {
-        let child = Command::new(bin("lhparity"))
-            .args(["-c", conf.as_str(), "--force-device"])
+        let mut cmd = Command::new(bin("lhparity"));
+        cmd.args(["-c", conf.as_str(), "--force-device"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lhparity");
+            .stderr(Stdio::piped());
+        interactive(&mut cmd);
+        let child = cmd.spawn().expect("start lhparity");
         let started = std::time::Instant::now();
         while busy(child.id()) == Some(false) && started.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_micros(200));
@@ -1431,6 +1445,7 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
         cmd.args(["-c", conf.as_str(), "--force-device", "sync"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        interactive(&mut cmd);
         if ignore_hup {
             use std::os::unix::process::CommandExt;
             // SAFETY: only signal(2), async-signal-safe, runs in the child.
