@@ -280,6 +280,7 @@ pub fn run<R: Send + Default + Clone>(
                     reads,
                     live: Arc::new(AtomicUsize::new(0)),
                     root: std::cell::OnceCell::new(),
+                    elsewhere_roots: std::cell::OnceCell::new(),
                     links: std::cell::RefCell::new(Vec::new()),
                 };
                 reader.run(positions, batches, tx, pool_rx)
@@ -571,6 +572,8 @@ struct Reader<'a, 'r> {
     /// A data disk's root, from which its files are opened (`None`: it could not
     /// be opened; files are then opened by their paths, which fail as it did).
     root: std::cell::OnceCell<Option<Root>>,
+    /// The roots of the disks of `elsewhere` (see [`Source::Data`]), opened once.
+    elsewhere_roots: std::cell::OnceCell<Vec<Option<Root>>>,
     /// Symbolic links found in the way of files, each reported once.
     links: std::cell::RefCell<Vec<PathBuf>>,
 }
@@ -975,7 +978,12 @@ impl Reader<'_, '_> {
                 }
                 out.changed.push(file);
                 let moved = (*read_changed && e.kind() == std::io::ErrorKind::NotFound)
-                    .then(|| moved_copy(elsewhere, dir, entry))
+                    .then(|| {
+                        let roots = self
+                            .elsewhere_roots
+                            .get_or_init(|| elsewhere.iter().map(|d| Root::open(d).ok()).collect());
+                        moved_copy(elsewhere, roots, dir, entry)
+                    })
                     .flatten();
                 match moved {
                     Some(h) => Current {
@@ -1011,13 +1019,19 @@ impl Reader<'_, '_> {
 }
 
 /// The file `entry` of the disk at `dir`, missing there, found at its path on one of
-/// the disks in `elsewhere` with its size and mtime: moved there since the sync.
-fn moved_copy(elsewhere: &[&Path], dir: &Path, entry: &FileEntry) -> Option<File> {
-    let rel = crate::name::to_os(&entry.path);
+/// the disks in `elsewhere` (whose `roots` are those opened) with its size and mtime:
+/// moved there since the sync.
+fn moved_copy(
+    elsewhere: &[&Path],
+    roots: &[Option<Root>],
+    dir: &Path,
+    entry: &FileEntry,
+) -> Option<File> {
     elsewhere
         .iter()
-        .filter(|other| **other != dir)
-        .filter_map(|other| Root::open(other).ok()?.open_file(Path::new(&*rel)).ok())
+        .zip(roots)
+        .filter(|(other, _)| **other != dir)
+        .filter_map(|(other, root)| beneath::open_recorded(root.as_ref(), other, &entry.path).ok())
         .find(|h| {
             h.metadata()
                 .is_ok_and(|m| m.is_file() && same_stamp(&m, entry))
