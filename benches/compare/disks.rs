@@ -86,6 +86,18 @@ impl Disks {
             if let Some(d) = disks.disks.last_mut() {
                 d.mounted = true;
             }
+            // The loop device reads and writes its image with O_DIRECT, as a disk
+            // moves data by DMA: with buffered I/O every page would be cached twice
+            // (the file system's and the image's), and the write-back of the file
+            // system would cost a second copy on the CPU.
+            let device = output(
+                Command::new("findmnt")
+                    .args(["-n", "-o", "SOURCE", "--mountpoint"])
+                    .arg(&mount),
+            )?;
+            run(Command::new("losetup")
+                .arg("--direct-io=on")
+                .arg(device.trim()))?;
         }
         Ok(disks)
     }
