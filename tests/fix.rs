@@ -2807,3 +2807,170 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Writes `bytes` to `to` with the mtime of `like`, as a backup made with `cp -a`.
+fn copy_stamped(like: &std::path::Path, to: &std::path::Path, bytes: &[u8]) {
+    let mtime = fs::metadata(like).expect("meta").modified().expect("mtime");
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(to, bytes).expect("write");
+    let f = fs::File::options().write(true).open(to).expect("open");
+    f.set_modified(mtime).expect("set mtime");
+}
+
+#[test]
+fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their_names() {
+    let (array, original) = synced_array(3, 1);
+    let state = layout(&array).state;
+    let (d1, d2) = (array.disks[0].clone(), array.disks[1].clone());
+    let bytes = |p: &std::path::Path| original[p].0.clone();
+    // Copies of d1's files under other names: the big file intact, mode600.bin with
+    // its second block damaged, and in place of small.txt a file of its size and
+    // mtime with other bytes.
+    let backup = array.root.path().join("backup");
+    let big = d1.join("dir0/big.bin");
+    copy_stamped(&big, &backup.join("deep/er/renamed.bin"), &bytes(&big));
+    let m600 = d1.join("mode600.bin");
+    let mut damaged = bytes(&m600);
+    damaged[65536 + 10] ^= 1;
+    copy_stamped(&m600, &backup.join("m600"), &damaged);
+    let small = d1.join("small.txt");
+    let decoy = pseudo_random(bytes(&small).len(), 4242);
+    copy_stamped(&small, &backup.join("decoy"), &decoy);
+    // Two disks lost, one parity level: without the import nothing of theirs
+    // comes back (see one_disk_more_than_parity_is_reported_unrecoverable).
+    wipe(&array, 0);
+    wipe(&array, 1);
+
+    // Which positions lose how many blocks, and so which files come back: d1's
+    // blocks come from the import where it has them, d2's only from the parity.
+    let provided = |path: &str, b: usize| match path {
+        "dir0/big.bin" => true,
+        "mode600.bin" => b == 0,
+        _ => false,
+    };
+    let mut lost_at: BTreeMap<u32, usize> = BTreeMap::new();
+    for (slot, disk) in state.disks.iter().enumerate().take(2) {
+        for f in &disk.files {
+            for (b, pos) in f.positions().enumerate() {
+                if slot == 1 || !provided(&f.path, b) {
+                    *lost_at.entry(pos).or_default() += 1;
+                }
+            }
+        }
+    }
+    let comes_back = |slot: usize, f: &parity_core::state::model::FileEntry| {
+        f.positions()
+            .enumerate()
+            .all(|(b, pos)| (slot == 0 && provided(&f.path, b)) || lost_at[&pos] <= 1)
+    };
+    let out = array.lhparity(&[
+        "fix",
+        "-d",
+        "d1",
+        "-d",
+        "d2",
+        "-i",
+        &backup.to_string_lossy(),
+    ]);
+    expect_code(&out, 1);
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "fixed {} (from {})",
+            big.display(),
+            backup.join("deep/er/renamed.bin").display()
+        )),
+        "{said}"
+    );
+    let (mut back, mut not_back) = (0, 0);
+    for (slot, dir) in [(0, &d1), (1, &d2)] {
+        for f in &state.disks[slot].files {
+            let path = dir.join(&f.path);
+            if comes_back(slot, f) {
+                let now = fs::metadata(&path).expect("restored");
+                assert_eq!(
+                    fs::read(&path).expect("read"),
+                    original[&path].0,
+                    "{}",
+                    path.display()
+                );
+                assert_eq!(now.mode(), original[&path].1, "{}", path.display());
+                back += 1;
+            } else {
+                assert!(!exists(&path), "{} should not be back", path.display());
+                let kept = PathBuf::from(format!("{}.unrecoverable", path.display()));
+                assert!(exists(&kept), "{} missing", kept.display());
+                assert!(
+                    stderr(&out).contains(&path.display().to_string()),
+                    "{}",
+                    stderr(&out)
+                );
+                not_back += 1;
+            }
+        }
+    }
+    // The model above has both outcomes, and the import changed the answer: d2's
+    // big file is back only because d1's came from the import.
+    assert!(back >= 2 && not_back >= 2, "{back} back, {not_back} not");
+    assert!(comes_back(
+        1,
+        state.disks[1]
+            .files
+            .iter()
+            .find(|f| f.path == "dir1/big.bin")
+            .expect("big")
+    ));
+    // Nothing of the import folder was changed.
+    assert_eq!(fs::read(backup.join("decoy")).expect("decoy"), decoy);
+    assert_eq!(fs::read(backup.join("m600")).expect("m600"), damaged);
+
+    // With good copies of the rest, a second run brings back everything.
+    copy_stamped(
+        &backup.join("decoy"),
+        &backup.join("more/small"),
+        &bytes(&small),
+    );
+    copy_stamped(
+        &backup.join("m600"),
+        &backup.join("more/m600"),
+        &bytes(&m600),
+    );
+    let out = array.lhparity(&[
+        "fix",
+        "-d",
+        "d1",
+        "-d",
+        "d2",
+        "-i",
+        &backup.to_string_lossy(),
+    ]);
+    expect_code(&out, 0);
+    for (path, (content, mode, mtime)) in &original {
+        if path.starts_with(&d1) || path.starts_with(&d2) {
+            let m = fs::metadata(path).expect("restored");
+            assert_eq!(
+                &fs::read(path).expect("read"),
+                content,
+                "{}",
+                path.display()
+            );
+            assert_eq!(
+                (m.mode(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                (*mode, *mtime)
+            );
+        }
+    }
+    expect_code(&array.lhparity(&["check"]), 0);
+
+    // An import folder that is not there is an error naming it; nothing is touched.
+    let nowhere = array.root.path().join("nowhere");
+    let out = array.lhparity(&["fix", "-m", "-i", &nowhere.to_string_lossy()]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!("import folder {}", nowhere.display())),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -37,6 +37,7 @@ use crossbeam::channel::{Receiver, Sender};
 use crate::beneath::{self, Folder, Root};
 use crate::config::Config;
 use crate::hash::block_hash;
+use crate::import::{self, Imports};
 use crate::parity_order::{self, Before};
 use crate::pipeline::{self, Block, PipelineError, Reads, Source, Status};
 use crate::raid::{self, Kernel};
@@ -64,6 +65,8 @@ pub struct FixOptions {
     /// `--force-device`: restore into a disk's folder even when it looks like an
     /// empty mount point whose disk is not mounted (see [`refuse_unmounted`]).
     pub force_device: bool,
+    /// `-i DIR`: folders searched for copies of lost files (see [`crate::import`]).
+    pub import: Vec<PathBuf>,
 }
 
 /// What a fix did.
@@ -71,6 +74,9 @@ pub struct FixOptions {
 pub struct FixReport {
     /// Files rewritten bit-exact.
     pub fixed: Vec<String>,
+    /// Of `fixed`, the files that came back with blocks of a file found by `-i`:
+    /// the restored file, and the file its blocks came from.
+    pub imported: Vec<(String, String)>,
     /// Files written as `NAME.unrecoverable`, with the reason.
     pub unrecoverable: Vec<String>,
     /// Positions whose parity was rewritten.
@@ -91,11 +97,22 @@ struct Target {
     file: usize,
     /// Failed blocks of the file (block indexes), sorted.
     failed: Vec<usize>,
-    /// The original file is usable for the blocks that did not fail.
-    has_original: bool,
+    /// Where the blocks that did not fail come from.
+    original: Original,
     /// Blocks the file needs that no parity holds (never synced): without the
     /// original, the file cannot come back whole.
     unsynced: usize,
+}
+
+/// Where a target's good blocks are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Original {
+    /// Nowhere: every block the file has comes from the parity.
+    None,
+    /// In the file at its recorded path.
+    InPlace,
+    /// In a file of an import folder (`-i`) with the lost file's size and mtime.
+    Imported(PathBuf),
 }
 
 /// Runs a fix.
@@ -114,6 +131,7 @@ pub fn fix(
     let order_warnings =
         parity_order::check(config, &state, &parity_paths(config)?, Before::Reading)?;
     let filter = file_filter(&options.files)?;
+    import::check_folders(&options.import).map_err(SyncError::Refused)?;
     let mut report = FixReport {
         warnings: loaded.notes.into_iter().chain(order_warnings).collect(),
         ..FixReport::default()
@@ -161,7 +179,7 @@ pub fn fix(
     } else {
         (None, Vec::new())
     };
-    let (targets, adopted) = find_targets(
+    let (mut targets, adopted) = find_targets(
         config,
         &state,
         options,
@@ -170,6 +188,7 @@ pub fn fix(
         &lost,
         &mut report,
     )?;
+    use_imports(&state, &options.import, &mut targets, &mut report.warnings)?;
     for &(slot, file, inode) in &adopted {
         state.disks[slot].files[file].inode = inode;
         must_save = true;
@@ -337,7 +356,10 @@ pub fn fix(
             // the rebuild of others at their positions, and its failed blocks are
             // taken as lost (see `position_with`).
             let mut s = vec![false; d.files.len()];
-            for t in targets.iter().filter(|t| t.slot == slot && !t.has_original) {
+            for t in targets
+                .iter()
+                .filter(|t| t.slot == slot && t.original == Original::None)
+            {
                 s[t.file] = true;
             }
             s
@@ -349,16 +371,25 @@ pub fn fix(
     // survivors checked), so one whose mtime alone changed costs nothing. So does a
     // file moved to another disk since the sync, read there (a pool's balance moves
     // files between disks; the parity still has them in their old places).
+    // A lost file for which `-i` found a copy is read there, as such a moved file.
     let dirs: Vec<&Path> = config.data.iter().map(|d| d.dir.as_path()).collect();
-    for source in &mut sources {
+    let mut imported: Vec<HashMap<usize, PathBuf>> = vec![HashMap::new(); state.disks.len()];
+    for t in &targets {
+        if let Original::Imported(from) = &t.original {
+            imported[t.slot].insert(t.file, from.clone());
+        }
+    }
+    for (source, imported) in sources.iter_mut().zip(&imported) {
         if let Source::Data {
             read_changed,
             elsewhere,
+            imported: from,
             ..
         } = source
         {
             *read_changed = true;
             *elsewhere = &dirs;
+            *from = (!imported.is_empty()).then_some(imported);
         }
     }
     // Rebuilding n disks needs n parity levels: the others are read only where a
@@ -493,13 +524,12 @@ pub fn fix(
         }
         let entry = &state.disks[target.slot].files[target.file];
         let mut lost = recovered[t].iter().filter(|&&r| !r).count();
-        if !target.has_original {
+        if target.original != Original::InPlace {
             lost += target.unsynced;
         }
         // The inode the repair replaces (the original it read), whose other names
         // follow the repaired file.
-        let replaced = target
-            .has_original
+        let replaced = (target.original == Original::InPlace)
             .then(|| fs::symlink_metadata(&path).ok().map(|m| m.ino()))
             .flatten();
         let finished = temp.open().and_then(|file| {
@@ -554,6 +584,12 @@ pub fn fix(
                             crate::name::shown_path(&path)
                         ));
                     }
+                }
+                if let Original::Imported(from) = &target.original {
+                    report.imported.push((
+                        crate::name::shown_path(&path),
+                        crate::name::shown_path(from),
+                    ));
                 }
                 report.fixed.push(crate::name::shown_path(&path));
             }
@@ -908,7 +944,11 @@ fn find_targets(
                 slot,
                 file: i,
                 failed,
-                has_original: !lost && there(),
+                original: if !lost && there() {
+                    Original::InPlace
+                } else {
+                    Original::None
+                },
                 unsynced: (0..blocks).filter(|b| !synced(b)).count(),
             });
         }
@@ -923,6 +963,65 @@ fn find_targets(
         ));
     }
     Ok((targets, adopted))
+}
+
+/// With `-i`: a target with no original takes a file of the import folders with its
+/// size and mtime as one, the file whose blocks match the most of its hashes (when
+/// any do). Its blocks that match are copied; only the others are rebuilt from the
+/// parity, and the copied ones serve the rebuild of other files at their positions,
+/// so files come back where more disks were lost than there are parity levels.
+fn use_imports(
+    state: &State,
+    dirs: &[PathBuf],
+    targets: &mut [Target],
+    warnings: &mut Vec<String>,
+) -> Result<(), SyncError> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let entry = |t: &Target| &state.disks[t.slot].files[t.file];
+    let wanted: HashSet<import::Stamp> = targets
+        .iter()
+        .filter(|t| t.original == Original::None && !t.failed.is_empty())
+        .map(|t| (entry(t).size, entry(t).mtime_ns))
+        .collect();
+    let imports = Imports::find(dirs, &wanted, warnings).map_err(SyncError::Refused)?;
+    let block_size = state.block_size as usize;
+    for target in targets.iter_mut() {
+        if target.original != Original::None || target.failed.is_empty() {
+            continue;
+        }
+        let f = &state.disks[target.slot].files[target.file];
+        let candidates = imports.candidates((f.size, f.mtime_ns));
+        // Per candidate, the blocks it lacks of those the target needs.
+        let lacking: Vec<Vec<usize>> = candidates
+            .iter()
+            .map(|path| {
+                let damaged = File::open(path)
+                    .ok()
+                    .filter(|h| {
+                        h.metadata()
+                            .is_ok_and(|m| m.is_file() && pipeline::same_stamp(&m, f))
+                    })
+                    .map(|h| damaged_blocks(&h, f, &state.hash_key, block_size));
+                match damaged {
+                    Some(damaged) => target
+                        .failed
+                        .iter()
+                        .copied()
+                        .filter(|b| damaged.binary_search(b).is_ok())
+                        .collect(),
+                    None => target.failed.clone(),
+                }
+            })
+            .collect();
+        let counts: Vec<usize> = lacking.iter().map(Vec::len).collect();
+        if let Some(i) = import::best(&counts, target.failed.len()) {
+            target.failed = lacking[i].clone();
+            target.original = Original::Imported(candidates[i].clone());
+        }
+    }
+    Ok(())
 }
 
 /// Reads a file and returns the blocks whose bytes do not match their hashes
@@ -1034,7 +1133,9 @@ fn outside(root: &Path, path: &Path) -> std::io::Error {
 fn refuse_unmounted(config: &Config, state: &State, targets: &[Target]) -> Result<(), SyncError> {
     let mounted: Vec<Option<bool>> = config.data.iter().map(|d| is_mount_point(&d.dir)).collect();
     for (slot, data) in config.data.iter().enumerate() {
-        let receives = targets.iter().any(|t| t.slot == slot && !t.has_original);
+        let receives = targets
+            .iter()
+            .any(|t| t.slot == slot && t.original != Original::InPlace);
         let others_mounted = mounted
             .iter()
             .enumerate()
@@ -2052,13 +2153,16 @@ fn copy_good_blocks(
     (block_size, key): (usize, &[u8; 32]),
     complete: bool,
 ) -> std::io::Result<()> {
-    if target.has_original {
+    if target.original != Original::None {
         // The good blocks come from the original: without it the file is not
         // complete, whatever was rebuilt. Each is checked again as copied, so that
         // a file changed since it was checked is never mixed with the rebuilt
         // blocks and passed off as repaired.
-        let original =
-            Root::open(&temp_file.root)?.open_file(Path::new(&*crate::name::to_os(&entry.path)))?;
+        let original = match &target.original {
+            Original::Imported(from) => File::open(from)?,
+            _ => Root::open(&temp_file.root)?
+                .open_file(Path::new(&*crate::name::to_os(&entry.path)))?,
+        };
         let mut buf = vec![0u8; block_size];
         for b in 0..entry.hashes.len() {
             if target.failed.binary_search(&b).is_ok() {
@@ -2068,9 +2172,15 @@ fn copy_good_blocks(
             let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
             original.read_exact_at(&mut buf[..len], offset)?;
             if complete && block_hash(key, &buf[..len]) != entry.hashes[b] {
-                return Err(std::io::Error::other(format!(
-                    "it changed while it was being repaired (block {b} no longer matches its hash), so it was left as it is; run `lhparity fix` again, or `lhparity sync` to keep the change"
-                )));
+                return Err(std::io::Error::other(match &target.original {
+                    Original::Imported(from) => format!(
+                        "the imported {} changed while it was being copied (block {b} no longer matches its hash), so the file was not restored; run `lhparity fix` again",
+                        crate::name::shown_path(from)
+                    ),
+                    _ => format!(
+                        "it changed while it was being repaired (block {b} no longer matches its hash), so it was left as it is; run `lhparity fix` again, or `lhparity sync` to keep the change"
+                    ),
+                }));
             }
             if !all_zero(&buf[..len]) {
                 temp.write_all_at(&buf[..len], offset)?;

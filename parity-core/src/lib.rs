@@ -23,6 +23,7 @@ pub mod copied;
 pub mod dup;
 pub mod fix;
 pub mod hash;
+mod import;
 pub mod interrupt;
 pub mod lock;
 mod mapped;

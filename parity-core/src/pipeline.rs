@@ -17,6 +17,7 @@
 //! `mapped`); a file read that way is checked for changes after the stage has
 //! seen its last block, since the stage reads its bytes in place.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -90,6 +91,7 @@ pub fn data_sources<'a>(
             skip: skip.and_then(|s| s.get(slot)).map(Vec::as_slice),
             read_changed: false,
             elsewhere: &[],
+            imported: None,
         })
         .collect()
 }
@@ -112,6 +114,9 @@ pub enum Source<'a> {
         /// looked for at its path with its size and mtime (moved to another disk
         /// since the sync), and read from there as a changed file.
         elsewhere: &'a [&'a Path],
+        /// With `read_changed`: files (by index in `files`) that, missing here, are
+        /// read as changed files from another place first (`fix -i`).
+        imported: Option<&'a HashMap<usize, PathBuf>>,
     },
     /// A parity file: its block at each position (`None`: the file is missing, every
     /// block is absent).
@@ -915,6 +920,7 @@ impl Reader<'_, '_> {
             files,
             read_changed,
             elsewhere,
+            imported,
             ..
         } = self.source
         else {
@@ -979,10 +985,19 @@ impl Reader<'_, '_> {
                 out.changed.push(file);
                 let moved = (*read_changed && e.kind() == std::io::ErrorKind::NotFound)
                     .then(|| {
-                        let roots = self
-                            .elsewhere_roots
-                            .get_or_init(|| elsewhere.iter().map(|d| Root::open(d).ok()).collect());
-                        moved_copy(elsewhere, roots, dir, entry)
+                        imported
+                            .and_then(|i| i.get(&file))
+                            .and_then(|path| File::open(path).ok())
+                            .filter(|h| {
+                                h.metadata()
+                                    .is_ok_and(|m| m.is_file() && same_stamp(&m, entry))
+                            })
+                            .or_else(|| {
+                                let roots = self.elsewhere_roots.get_or_init(|| {
+                                    elsewhere.iter().map(|d| Root::open(d).ok()).collect()
+                                });
+                                moved_copy(elsewhere, roots, dir, entry)
+                            })
                     })
                     .flatten();
                 match moved {
@@ -1376,6 +1391,7 @@ mod reads {
                 skip: None,
                 read_changed: false,
                 elsewhere: &[],
+                imported: None,
             },
             Source::Parity {
                 path: &parity_path,
@@ -1512,6 +1528,7 @@ mod reads {
             skip: None,
             read_changed: false,
             elsewhere: &[],
+            imported: None,
         }];
         // The first position the stage sees cuts file a to one block: its later
         // blocks are still mapped, and reading them faults.
@@ -1642,6 +1659,7 @@ mod reads {
             skip: None,
             read_changed: false,
             elsewhere: &[],
+            imported: None,
         };
         let batch_with = |window: &Arc<Window>| {
             let mut batch = Batch::new(BS);

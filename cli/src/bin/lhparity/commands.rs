@@ -567,6 +567,10 @@ pub struct FixArgs {
     /// Only the blocks marked bad by scrub or sync.
     #[arg(short = 'e', long = "filter-error")]
     bad_only: bool,
+    /// Also take lost files' blocks from files in this folder with their size and
+    /// mtime, whatever their names (repeatable), e.g. a backup.
+    #[arg(short = 'i', long = "import", value_name = "DIR")]
+    import: Vec<PathBuf>,
 }
 
 pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
@@ -578,6 +582,7 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
         missing: args.missing,
         bad_only: args.bad_only,
         force_device: ctx.force_device,
+        import: args.import.clone(),
     };
     let report = fix::fix(&config, &options, &display)?;
     for w in &report.warnings {
@@ -590,8 +595,16 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
         eprintln!("lhparity: unrecoverable: {u}");
     }
     if !ctx.quiet {
+        let imported: std::collections::HashMap<&str, &str> = report
+            .imported
+            .iter()
+            .map(|(to, from)| (to.as_str(), from.as_str()))
+            .collect();
         for f in &report.fixed {
-            out!("fixed {f}");
+            match imported.get(f.as_str()) {
+                Some(from) => out!("fixed {f} (from {from})"),
+                None => out!("fixed {f}"),
+            }
         }
         let mb = report.bytes as f64 / 1e6;
         out!(
