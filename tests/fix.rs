@@ -2973,4 +2973,12 @@ fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their
         "{}",
         stderr(&out)
     );
+    // -e repairs bad blocks of files that are there: no copy is looked for.
+    let out = array.lhparity(&["fix", "-e", "-i", &backup.to_string_lossy()]);
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
 }

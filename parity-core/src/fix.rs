@@ -987,38 +987,35 @@ fn use_imports(
         .collect();
     let imports = Imports::find(dirs, &wanted, warnings).map_err(SyncError::Refused)?;
     let block_size = state.block_size as usize;
+    // Each candidate is read once, however many lost files share its stamp (files
+    // unpacked from an archive share one mtime).
+    let mut hashed: HashMap<&Path, Option<Vec<Option<Hash>>>> = HashMap::new();
     for target in targets.iter_mut() {
         if target.original != Original::None || target.failed.is_empty() {
             continue;
         }
         let f = &state.disks[target.slot].files[target.file];
-        let candidates = imports.candidates((f.size, f.mtime_ns));
-        // Per candidate, the blocks it lacks of those the target needs.
-        let lacking: Vec<Vec<usize>> = candidates
-            .iter()
-            .map(|path| {
-                let damaged = File::open(path)
-                    .ok()
-                    .filter(|h| {
-                        h.metadata()
-                            .is_ok_and(|m| m.is_file() && pipeline::same_stamp(&m, f))
-                    })
-                    .map(|h| damaged_blocks(&h, f, &state.hash_key, block_size));
-                match damaged {
-                    Some(damaged) => target
-                        .failed
-                        .iter()
-                        .copied()
-                        .filter(|b| damaged.binary_search(b).is_ok())
-                        .collect(),
-                    None => target.failed.clone(),
-                }
-            })
-            .collect();
+        let stamp = (f.size, f.mtime_ns);
+        // Per candidate, the blocks it lacks of those the target needs, up to the
+        // first that lacks none.
+        let mut lacking: Vec<Vec<usize>> = Vec::new();
+        for path in imports.candidates(stamp) {
+            let hashes = hashed
+                .entry(path.as_path())
+                .or_insert_with(|| import::block_hashes(path, stamp, &state.hash_key, block_size));
+            lacking.push(import::lacking(
+                hashes.as_deref(),
+                &f.hashes,
+                &target.failed,
+            ));
+            if lacking.last().is_some_and(Vec::is_empty) {
+                break;
+            }
+        }
         let counts: Vec<usize> = lacking.iter().map(Vec::len).collect();
         if let Some(i) = import::best(&counts, target.failed.len()) {
-            target.failed = lacking[i].clone();
-            target.original = Original::Imported(candidates[i].clone());
+            target.failed = std::mem::take(&mut lacking[i]);
+            target.original = Original::Imported(imports.candidates(stamp)[i].clone());
         }
     }
     Ok(())
@@ -2158,8 +2155,21 @@ fn copy_good_blocks(
         // complete, whatever was rebuilt. Each is checked again as copied, so that
         // a file changed since it was checked is never mixed with the rebuilt
         // blocks and passed off as repaired.
+        // An imported copy that went away or shrank since it was checked is named.
+        let named = |e: std::io::Error| {
+            match &target.original {
+            Original::Imported(from) => std::io::Error::new(
+                e.kind(),
+                format!(
+                    "reading the imported {}: {e}; it changed or went away since it was checked: run `lhparity fix` again",
+                    crate::name::shown_path(from)
+                ),
+            ),
+            _ => e,
+        }
+        };
         let original = match &target.original {
-            Original::Imported(from) => File::open(from)?,
+            Original::Imported(from) => File::open(from).map_err(named)?,
             _ => Root::open(&temp_file.root)?
                 .open_file(Path::new(&*crate::name::to_os(&entry.path)))?,
         };
@@ -2170,7 +2180,9 @@ fn copy_good_blocks(
             }
             let offset = b as u64 * block_size as u64;
             let len = entry.size.saturating_sub(offset).min(block_size as u64) as usize;
-            original.read_exact_at(&mut buf[..len], offset)?;
+            original
+                .read_exact_at(&mut buf[..len], offset)
+                .map_err(named)?;
             if complete && block_hash(key, &buf[..len]) != entry.hashes[b] {
                 return Err(std::io::Error::other(match &target.original {
                     Original::Imported(from) => format!(

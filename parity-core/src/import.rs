@@ -6,11 +6,12 @@
 //! that match, so a wrong or damaged candidate costs time, never bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::state::model::mtime_ns;
+use crate::hash::block_hash;
+use crate::state::model::{mtime_ns, Hash};
 
 /// A file's identity for import: its size and mtime in nanoseconds.
 pub(crate) type Stamp = (u64, i64);
@@ -33,10 +34,13 @@ impl Imports {
         warnings: &mut Vec<String>,
     ) -> Result<Imports, String> {
         let mut imports = Imports::default();
+        // A folder given twice (or as `dir` and `./dir/`) is walked once.
+        let mut walked: HashSet<PathBuf> = HashSet::new();
         for dir in dirs {
             let top = open_folder(dir)?;
-            if !wanted.is_empty() {
-                imports.walk(top, dir, wanted, warnings);
+            let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            if !wanted.is_empty() && walked.insert(dir.clone()) {
+                imports.walk(top, &dir, wanted, warnings);
             }
         }
         for paths in imports.by_stamp.values_mut() {
@@ -80,7 +84,7 @@ impl Imports {
             match fs::read_dir(&sub) {
                 Ok(entries) => self.walk(entries, &sub, wanted, warnings),
                 Err(e) => warnings.push(format!(
-                    "import folder {}: {e}; nothing below it was used",
+                    "import folder {}: {e}; nothing below it was used: make it readable and run the fix again if copies are there",
                     crate::name::shown_path(&sub)
                 )),
             }
@@ -91,6 +95,50 @@ impl Imports {
     pub(crate) fn candidates(&self, stamp: Stamp) -> &[PathBuf] {
         self.by_stamp.get(&stamp).map_or(&[], Vec::as_slice)
     }
+}
+
+/// The hash of each block of the file at `path` (`block_size` bytes each), `None`
+/// for a block that cannot be read; `None` for the whole file when it cannot be
+/// opened or is no longer a regular file of that stamp.
+pub(crate) fn block_hashes(
+    path: &Path,
+    stamp: Stamp,
+    key: &[u8; 32],
+    block_size: usize,
+) -> Option<Vec<Option<Hash>>> {
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || (meta.len(), mtime_ns(meta.mtime(), meta.mtime_nsec())) != stamp {
+        return None;
+    }
+    let size = stamp.0;
+    let mut buf = vec![0u8; block_size];
+    let blocks = size.div_ceil(block_size as u64);
+    Some(
+        (0..blocks)
+            .map(|b| {
+                let offset = b * block_size as u64;
+                let len = (size - offset).min(block_size as u64) as usize;
+                file.read_exact_at(&mut buf[..len], offset)
+                    .ok()
+                    .map(|()| block_hash(key, &buf[..len]))
+            })
+            .collect(),
+    )
+}
+
+/// The blocks of `wanted` that a candidate with these block hashes lacks: those
+/// whose hash is not `expected`'s (or that it could not read).
+pub(crate) fn lacking(
+    have: Option<&[Option<Hash>]>,
+    expected: &[Hash],
+    wanted: &[usize],
+) -> Vec<usize> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|&b| have.and_then(|h| h.get(b)).copied().flatten() != expected.get(b).copied())
+        .collect()
 }
 
 /// Fails, naming the folder, unless every folder of `dirs` can be listed: checked
@@ -127,6 +175,62 @@ mod tests {
     fn stamp_of(path: &Path) -> Stamp {
         let m = fs::metadata(path).unwrap();
         (m.len(), mtime_ns(m.mtime(), m.mtime_nsec()))
+    }
+
+    #[test]
+    fn a_candidate_lacks_the_blocks_whose_hash_differs_or_that_it_could_not_read() {
+        let (a, b, c) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        let expected = [a, b, c];
+        let all = [0, 1, 2];
+        assert_eq!(
+            lacking(Some(&[Some(a), Some(b), Some(c)]), &expected, &all),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            lacking(Some(&[Some(a), None, Some(b)]), &expected, &all),
+            vec![1, 2]
+        );
+        assert_eq!(
+            lacking(Some(&[Some(a), None, Some(b)]), &expected, &[0, 2]),
+            vec![2]
+        );
+        // Shorter than expected, or not readable at all.
+        assert_eq!(lacking(Some(&[Some(a)]), &expected, &all), vec![1, 2]);
+        assert_eq!(lacking(None, &expected, &all), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn block_hashes_are_read_per_block_and_only_of_a_file_with_the_stamp() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("f");
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let key = [9u8; 32];
+        let stamp = stamp_of(&path);
+        let hashes = block_hashes(&path, stamp, &key, 128).unwrap();
+        let want: Vec<Option<Hash>> = bytes
+            .chunks(128)
+            .map(|c| Some(block_hash(&key, c)))
+            .collect();
+        assert_eq!(hashes, want);
+        assert_eq!(block_hashes(&path, (stamp.0, stamp.1 + 1), &key, 128), None);
+        assert_eq!(
+            block_hashes(&root.path().join("gone"), stamp, &key, 128),
+            None
+        );
+    }
+
+    #[test]
+    fn a_folder_given_twice_is_walked_once() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        fs::create_dir(&a).unwrap();
+        fs::write(a.join("one"), b"1").unwrap();
+        let one = stamp_of(&a.join("one"));
+        let mut warnings = Vec::new();
+        let twice = [a.clone(), root.path().join("./a/")];
+        let found = Imports::find(&twice, &[one].into(), &mut warnings).unwrap();
+        assert_eq!(found.candidates(one).len(), 1);
     }
 
     #[test]

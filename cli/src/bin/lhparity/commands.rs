@@ -569,7 +569,12 @@ pub struct FixArgs {
     bad_only: bool,
     /// Also take lost files' blocks from files in this folder with their size and
     /// mtime, whatever their names (repeatable), e.g. a backup.
-    #[arg(short = 'i', long = "import", value_name = "DIR")]
+    #[arg(
+        short = 'i',
+        long = "import",
+        value_name = "DIR",
+        conflicts_with = "bad_only"
+    )]
     import: Vec<PathBuf>,
 }
 
