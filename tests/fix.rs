@@ -2982,3 +2982,57 @@ fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their
         stderr(&out)
     );
 }
+
+#[test]
+fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
+    const MIB: usize = 1 << 20;
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "big.bin", 96 * MIB, 1);
+    array.write(1, "big.bin", 96 * MIB, 2);
+    // Sorted after big.bin, so its positions come after big.bin's 1536.
+    array.write(0, "late.bin", MIB, 3);
+    // A sync stopped 16 MiB into its reading: big.bin is partly in the parity,
+    // late.bin not at all, and the state records both.
+    let conf = array.conf.to_string_lossy().into_owned();
+    let mut cmd = Command::new(bin("lhparity"));
+    cmd.args(["-c", conf.as_str(), "--force-device", "sync"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    interactive(&mut cmd);
+    let child = cmd.spawn().expect("start lhparity");
+    let started = std::time::Instant::now();
+    while has_read(child.id(), 16 << 20) == Some(false)
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: a plain kill(2) of our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait for lhparity");
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("stopped by SIGINT: "),
+        "{}",
+        stderr(&out)
+    );
+
+    let late = array.disks[0].join("late.bin");
+    fs::remove_file(&late).expect("rm");
+    let out = array.lhparity(&["fix", "-m"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "unrecoverable: {}: none of its 16 blocks is in the parity yet",
+            late.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("0 files fixed, 1 unrecoverable"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!exists(&late));
+    assert!(!exists(&array.disks[0].join("late.bin.unrecoverable")));
+}

@@ -1342,20 +1342,6 @@ fn a_content_copy_of_another_array_is_refused_and_nothing_is_overwritten() {
     );
 }
 
-/// Gives the command SIGINT's default action, as a command started at a terminal
-/// has: these tests may run as a background job of a script, whose commands start
-/// with SIGINT ignored (and lhparity keeps a signal it was started ignoring ignored).
-fn interactive(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only signal(2), async-signal-safe, runs in the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-}
-
 #[test]
 fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
     const MIB: usize = 1 << 20;
@@ -1381,19 +1367,9 @@ fn a_sync_or_scrub_stopped_by_a_signal_saves_what_it_did() {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
         child.wait_with_output().expect("wait for lhparity")
     };
-    // Sync copies what it reads: 24 MiB read (`rchar`) is into the first pass, with
-    // most of the 288 MiB still ahead (a busy machine may take a while to send the
-    // signal).
-    let read_24_mib = |pid: u32| {
-        let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-        let n: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("rchar: "))?
-            .trim()
-            .parse()
-            .ok()?;
-        Some(n >= 24 << 20)
-    };
+    // Sync copies what it reads: 24 MiB read is into the first pass, with most of
+    // the 288 MiB still ahead (a busy machine may take a while to send the signal).
+    let read_24_mib = |pid: u32| has_read(pid, 24 << 20);
     // Scrub maps what is cached, so it shows in CPU time instead: 40 ms.
     let busy_40_ms = |pid: u32| {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

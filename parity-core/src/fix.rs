@@ -927,7 +927,17 @@ fn find_targets(
             };
             // An empty file has no block to rebuild, but a lost one still comes back.
             let there = || exists_beneath(dir, &path);
-            let empty_lost = blocks == 0 && (lost || (options.missing && !there()));
+            let gone = lost || (options.missing && !there());
+            let empty_lost = blocks == 0 && gone;
+            // A lost file none of whose blocks is in the parity yet cannot come back
+            // at all: said, rather than left out without a word.
+            if failed.is_empty() && blocks > 0 && gone && !(0..blocks).any(|b| synced(&b)) {
+                report.unrecoverable.push(format!(
+                    "{}: none of its {blocks} blocks is in the parity yet (it was added or changed after the last complete sync), so nothing of it can be rebuilt; restore it from a copy, or run `lhparity sync` to drop it from the state",
+                    crate::name::shown_path(&path)
+                ));
+                continue;
+            }
             if failed.is_empty() && !empty_lost {
                 continue;
             }

@@ -380,3 +380,30 @@ pub fn lhfs_contract_table() -> BTreeMap<String, (String, Vec<String>)> {
     assert_eq!(table.len(), 10, "the contract lists ten lhfs metrics");
     table
 }
+
+/// Gives the command SIGINT's default action, as a command started at a terminal
+/// has: these tests may run as a background job of a script, whose commands start
+/// with SIGINT ignored (and lhparity keeps a signal it was started ignoring ignored).
+pub fn interactive(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only signal(2), async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
+/// Whether process `pid` has read at least `bytes` (`rchar` of `/proc/PID/io`);
+/// `None` once it is gone.
+pub fn has_read(pid: u32, bytes: u64) -> Option<bool> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let n: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(n >= bytes)
+}
