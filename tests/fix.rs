@@ -62,11 +62,24 @@ fn synced_array(disks: usize, levels: usize) -> (Array, Snapshot) {
 
 /// Flips one bit at `offset` of a file and puts its mtime back, like silent corruption.
 fn flip(path: &std::path::Path, offset: usize) {
-    let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
     let mut bytes = fs::read(path).expect("read");
     bytes[offset] ^= 0x10;
-    fs::write(path, &bytes).expect("write");
-    let f = fs::File::options().write(true).open(path).expect("open");
+    put_back(path, &bytes);
+}
+
+/// Puts `bytes` back into `path` in place (same inode) with the mtime it had.
+fn put_back(path: &std::path::Path, bytes: &[u8]) {
+    copy_stamped(path, path, bytes);
+}
+
+/// Writes `bytes` to `to` with the mtime of `like`, as a backup made with `cp -a`.
+fn copy_stamped(like: &std::path::Path, to: &std::path::Path, bytes: &[u8]) {
+    let mtime = fs::metadata(like).expect("meta").modified().expect("mtime");
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(to, bytes).expect("write");
+    let f = fs::File::options().write(true).open(to).expect("open");
     f.set_modified(mtime).expect("set mtime");
 }
 
@@ -562,14 +575,6 @@ fn an_unrecoverable_result_never_replaces_a_file_of_that_name() {
         assert!(exists(&kept), "{} missing", kept.display());
         assert_eq!(fs::read(&taken).expect("read"), b"the user's own file");
     }
-}
-
-/// Puts `bytes` back into `path` in place (same inode) with the mtime it had.
-fn put_back(path: &std::path::Path, bytes: &[u8]) {
-    let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
-    fs::write(path, bytes).expect("write");
-    let f = fs::File::options().write(true).open(path).expect("open");
-    f.set_modified(mtime).expect("set mtime");
 }
 
 #[test]
@@ -2808,17 +2813,6 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
-/// Writes `bytes` to `to` with the mtime of `like`, as a backup made with `cp -a`.
-fn copy_stamped(like: &std::path::Path, to: &std::path::Path, bytes: &[u8]) {
-    let mtime = fs::metadata(like).expect("meta").modified().expect("mtime");
-    if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent).expect("mkdir");
-    }
-    fs::write(to, bytes).expect("write");
-    let f = fs::File::options().write(true).open(to).expect("open");
-    f.set_modified(mtime).expect("set mtime");
-}
-
 #[test]
 fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their_names() {
     let (array, original) = synced_array(3, 1);
@@ -2865,15 +2859,9 @@ fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their
             .enumerate()
             .all(|(b, pos)| (slot == 0 && provided(&f.path, b)) || lost_at[&pos] <= 1)
     };
-    let out = array.lhparity(&[
-        "fix",
-        "-d",
-        "d1",
-        "-d",
-        "d2",
-        "-i",
-        &backup.to_string_lossy(),
-    ]);
+    let backup_arg = backup.to_string_lossy().into_owned();
+    let fix_both = ["fix", "-d", "d1", "-d", "d2", "-i", backup_arg.as_str()];
+    let out = array.lhparity(&fix_both);
     expect_code(&out, 1);
     let said = stdout(&out);
     assert!(
@@ -2937,15 +2925,7 @@ fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their
         &backup.join("more/m600"),
         &bytes(&m600),
     );
-    let out = array.lhparity(&[
-        "fix",
-        "-d",
-        "d1",
-        "-d",
-        "d2",
-        "-i",
-        &backup.to_string_lossy(),
-    ]);
+    let out = array.lhparity(&fix_both);
     expect_code(&out, 0);
     for (path, (content, mode, mtime)) in &original {
         if path.starts_with(&d1) || path.starts_with(&d2) {
