@@ -2179,7 +2179,7 @@ fn copy_good_blocks(
         }
         };
         let original = match &target.original {
-            Original::Imported(from) => File::open(from).map_err(named)?,
+            Original::Imported(from) => import::open(from).map_err(named)?,
             _ => Root::open(&temp_file.root)?
                 .open_file(Path::new(&*crate::name::to_os(&entry.path)))?,
         };

@@ -97,6 +97,17 @@ impl Imports {
     }
 }
 
+/// Opens a candidate to read it: a symbolic link put in its place since the walk is
+/// not followed, and a FIFO does not block (the callers then find it no regular
+/// file).
+pub(crate) fn open(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// The hash of each block of the file at `path` (`block_size` bytes each), `None`
 /// for a block that cannot be read; `None` for the whole file when it cannot be
 /// opened or is no longer a regular file of that stamp.
@@ -106,7 +117,7 @@ pub(crate) fn block_hashes(
     key: &[u8; 32],
     block_size: usize,
 ) -> Option<Vec<Option<Hash>>> {
-    let file = File::open(path).ok()?;
+    let file = open(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || (meta.len(), mtime_ns(meta.mtime(), meta.mtime_nsec())) != stamp {
         return None;

@@ -987,7 +987,7 @@ impl Reader<'_, '_> {
                     .then(|| {
                         imported
                             .and_then(|i| i.get(&file))
-                            .and_then(|path| File::open(path).ok())
+                            .and_then(|path| crate::import::open(path).ok())
                             .filter(|h| {
                                 h.metadata()
                                     .is_ok_and(|m| m.is_file() && same_stamp(&m, entry))
