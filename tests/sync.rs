@@ -1619,10 +1619,41 @@ fn a_data_disk_renamed_in_the_config_keeps_its_files_and_parity() {
     );
 }
 
-/// tmpfs file systems mounted on folders, unmounted when dropped.
+/// tmpfs and ext4 file systems mounted on folders, unmounted when dropped.
 struct Mounts(Vec<std::path::PathBuf>);
 
 impl Mounts {
+    /// A small ext4 image (`image`, made here) mounted on `dir` through a loop device.
+    fn ext4(&mut self, image: &std::path::Path, dir: &std::path::Path) {
+        fs::File::create(image)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("image");
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image)
+            .output()
+            .expect("run mkfs.ext4 (e2fsprogs)");
+        assert!(out.status.success(), "mkfs.ext4: {}", stderr(&out));
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount ext4: {}", stderr(&out));
+        self.0.push(dir.to_path_buf());
+    }
+
+    /// Unmounts `dir` now, as a disk that is not mounted.
+    fn unmount(&mut self, dir: &std::path::Path) {
+        let out = Command::new("umount")
+            .arg(dir)
+            .output()
+            .expect("run umount");
+        assert!(out.status.success(), "umount: {}", stderr(&out));
+        self.0.retain(|d| d != dir);
+    }
+
     fn tmpfs(&mut self, dir: &std::path::Path) {
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
@@ -1708,6 +1739,75 @@ fn fix_restores_nothing_into_an_empty_folder_where_a_disk_is_not_mounted() {
     fs::remove_file(d3.join("sub/g")).expect("rm");
     expect_code(&run("lhparity", &["-c", &conf, "fix", "-m"], &[]), 0);
     assert_eq!(fs::read(d3.join("sub/g")).expect("restored"), bytes);
+}
+
+#[test]
+fn fix_restores_nothing_onto_the_root_file_system_where_a_disk_of_its_own_is_not_mounted() {
+    use std::os::unix::fs::MetadataExt;
+    // A folder below /var/tmp: on the root file system, which the test needs.
+    let top = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let root_dev = fs::metadata("/").expect("/").dev();
+    if fs::metadata(top.path()).expect("top").dev() != root_dev {
+        eprintln!("SKIPPED fix_restores_nothing_onto_the_root_file_system_where_a_disk_of_its_own_is_not_mounted: /var/tmp is not on the root file system here");
+        return;
+    }
+    let dir = |name: &str| {
+        let d = top.path().join(name);
+        fs::create_dir(&d).expect("mkdir");
+        d
+    };
+    let (d1, store) = (dir("d1"), dir("store"));
+    let mut mounts = Mounts(Vec::new());
+    mounts.ext4(&top.path().join("d1.img"), &d1);
+    // Parity and content in a folder of a tmpfs, not its mount point. With one
+    // data disk, the check that every other disk is a mount point does not apply.
+    mounts.tmpfs(&store);
+    let p = store.join("p");
+    fs::create_dir(&p).expect("mkdir");
+    let conf = top.path().join("array.conf");
+    fs::write(
+        &conf,
+        format!(
+            "parity {p}/parity\ncontent {p}/content\ncontent {d1}/content\n\
+             data d1 {d1}\nblocksize 64\n",
+            p = p.display(),
+            d1 = d1.display()
+        ),
+    )
+    .expect("config");
+    let bytes = pseudo_random(300_000, 5);
+    fs::write(d1.join("f"), &bytes).expect("write");
+    let conf = conf.to_string_lossy().into_owned();
+    let lhparity = |args: &[&str]| {
+        run(
+            "lhparity",
+            &[&["-c", conf.as_str()][..], args].concat(),
+            &[],
+        )
+    };
+    expect_code(&lhparity(&["sync"]), 0);
+    mounts.unmount(&d1);
+    let out = lhparity(&["fix", "-d", "d1"]);
+    expect_code(&out, 1);
+    let said = format!(
+        "disk 'd1': {} is an empty folder of the root file system, but the last sync found this disk on a file system of its own (UUID ",
+        d1.display()
+    );
+    assert!(stderr(&out).contains(&said), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("most likely not mounted, and its 1 files"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_dir(&d1).expect("list").count(), 0, "fix wrote");
+    // A new disk mounted there (a file system of another UUID) is restored into.
+    mounts.ext4(&top.path().join("new.img"), &d1);
+    expect_code(&lhparity(&["fix", "-d", "d1"]), 0);
+    assert_eq!(fs::read(d1.join("f")).expect("restored"), bytes);
+    // And --force-device restores into the bare folder when that is meant.
+    mounts.unmount(&d1);
+    expect_code(&lhparity(&["--force-device", "fix", "-d", "d1"]), 0);
+    assert_eq!(fs::read(d1.join("f")).expect("restored"), bytes);
 }
 
 #[test]

@@ -1134,9 +1134,10 @@ fn outside(root: &Path, path: &Path) -> std::io::Error {
 }
 
 /// Refuses to restore files into a data disk whose folder is empty and not a mount
-/// point while every other data disk is a mount point: its new disk is most likely
-/// not mounted there, and the whole disk would be restored into the file system the
-/// folder sits on (often the system's).
+/// point while every other data disk is a mount point, or while the folder is on the
+/// root file system and the last sync found the disk on another one (its recorded
+/// UUID): its new disk is most likely not mounted there, and the whole disk would be
+/// restored into the file system the folder sits on (often the system's).
 fn refuse_unmounted(config: &Config, state: &State, targets: &[Target]) -> Result<(), SyncError> {
     let mounted: Vec<Option<bool>> = config.data.iter().map(|d| is_mount_point(&d.dir)).collect();
     for (slot, data) in config.data.iter().enumerate() {
@@ -1158,6 +1159,23 @@ fn refuse_unmounted(config: &Config, state: &State, targets: &[Target]) -> Resul
                 state.disks[slot].name,
                 data.dir.display(),
                 state.disks[slot].files.len()
+            )));
+        }
+        let disk = &state.disks[slot];
+        let device = |p: &Path| fs::metadata(p).ok().map(|m| m.dev());
+        if receives
+            && mounted[slot] == Some(false)
+            && !disk.uuid.is_empty()
+            && device(&data.dir) == device(Path::new("/"))
+            && is_empty(&data.dir)
+            && disk.uuid != crate::sync::fs_uuid(Path::new("/"))
+        {
+            return Err(SyncError::Refused(format!(
+                "disk '{}': {} is an empty folder of the root file system, but the last sync found this disk on a file system of its own (UUID {}): its disk is most likely not mounted, and its {} files would be restored onto the root file system; mount it (or its replacement) and run the fix again (pass --force-device if the folder is meant)",
+                disk.name,
+                data.dir.display(),
+                disk.uuid,
+                disk.files.len()
             )));
         }
     }
