@@ -2997,6 +2997,11 @@ fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
     );
 
     let late = array.disks[0].join("late.bin");
+    let big = array.disks[0].join("big.bin");
+    let imp = array.root.path().join("imp");
+    for (from, to) in [(&late, "late.copy"), (&big, "big.copy")] {
+        copy_stamped(from, &imp.join(to), &fs::read(from).expect("read"));
+    }
     fs::remove_file(&late).expect("rm");
     let out = array.lhparity(&["fix", "-m"]);
     expect_code(&out, 1);
@@ -3015,4 +3020,31 @@ fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
     );
     assert!(!exists(&late));
     assert!(!exists(&array.disks[0].join("late.bin.unrecoverable")));
+
+    // With copies in an import folder: late.bin's look-alike is named but not used,
+    // since no hash can check it; big.bin's copy serves for its synced blocks, and
+    // the message says which of its blocks were copied unchecked.
+    fs::remove_file(&big).expect("rm");
+    let imp_arg = imp.to_string_lossy().into_owned();
+    let out = array.lhparity(&["fix", "-m", "-i", &imp_arg]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}: none of its 16 blocks is in the parity yet (it was added or changed after the last complete sync), so nothing of it can be rebuilt or checked; {} has its size and mtime, but with no hash to check it against it was not used",
+            late.display(),
+            imp.join("late.copy").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: ", big.display()))
+            && err.contains(&format!(
+                "of them are not in the parity yet and were copied unchecked from {}",
+                imp.join("big.copy").display()
+            )),
+        "{err}"
+    );
+    assert!(exists(&array.disks[0].join("big.bin.unrecoverable")));
+    assert!(!exists(&late) && !exists(&big));
 }

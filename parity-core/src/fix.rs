@@ -179,7 +179,11 @@ pub fn fix(
     } else {
         (None, Vec::new())
     };
-    let (mut targets, adopted) = find_targets(
+    let Found {
+        mut targets,
+        adopted,
+        never_synced,
+    } = find_targets(
         config,
         &state,
         options,
@@ -188,7 +192,14 @@ pub fn fix(
         &lost,
         &mut report,
     )?;
-    use_imports(&state, &options.import, &mut targets, &mut report.warnings)?;
+    use_imports(
+        config,
+        &state,
+        &options.import,
+        &mut targets,
+        &never_synced,
+        &mut report,
+    )?;
     for &(slot, file, inode) in &adopted {
         state.disks[slot].files[file].inode = inode;
         must_save = true;
@@ -593,12 +604,24 @@ pub fn fix(
                 }
                 report.fixed.push(crate::name::shown_path(&path));
             }
-            (Ok(kept), n) => report.unrecoverable.push(format!(
-                "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}",
-                crate::name::shown_path(&path),
-                FileEntry::block_count(entry.size, state.block_size),
-                crate::name::shown_path(&kept)
-            )),
+            (Ok(kept), n) => report.unrecoverable.push(match &target.original {
+                // Blocks not in the parity have no hash: a copy's are taken as
+                // they are, and said to be unchecked.
+                Original::Imported(from) if target.unsynced > 0 => format!(
+                    "{}: {n} of {} blocks could not be rebuilt or checked: {} of them are not in the parity yet and were copied unchecked from {} (make sure that file is the one before using the result); what could be is in {}",
+                    crate::name::shown_path(&path),
+                    FileEntry::block_count(entry.size, state.block_size),
+                    target.unsynced,
+                    crate::name::shown_path(from),
+                    crate::name::shown_path(&kept)
+                ),
+                _ => format!(
+                    "{}: {n} of {} blocks could not be rebuilt or written; what could be is in {}",
+                    crate::name::shown_path(&path),
+                    FileEntry::block_count(entry.size, state.block_size),
+                    crate::name::shown_path(&kept)
+                ),
+            }),
             (Err(e), _) => report
                 .errors
                 .push(format!("writing {}: {e}", crate::name::shown_path(&path))),
@@ -769,6 +792,17 @@ fn lost_files(
 /// one: disk slot, file, inode.
 type Adopted = (usize, usize, u64);
 
+/// A recorded file: disk slot, file.
+type FileAt = (usize, usize);
+
+/// What [`find_targets`] found.
+struct Found {
+    targets: Vec<Target>,
+    adopted: Vec<Adopted>,
+    /// Lost files none of whose blocks is in the parity.
+    never_synced: Vec<FileAt>,
+}
+
 /// Finds the files to repair and their failed blocks, and the files to adopt.
 fn find_targets(
     config: &Config,
@@ -778,9 +812,11 @@ fn find_targets(
     damage: Option<&Damage>,
     lost: &[Vec<bool>],
     report: &mut FixReport,
-) -> Result<(Vec<Target>, Vec<Adopted>), SyncError> {
+) -> Result<Found, SyncError> {
     let mut targets = Vec::new();
     let mut adopted = Vec::new();
+    // Lost files none of whose blocks is in the parity (see `use_imports`).
+    let mut never_synced = Vec::new();
     // Files deleted since the sync and left alone (no `-m`): named in a warning.
     let mut left_deleted: Vec<PathBuf> = Vec::new();
     // Links found where folders were, each reported once.
@@ -932,10 +968,7 @@ fn find_targets(
             // A lost file none of whose blocks is in the parity yet cannot come back
             // at all: said, rather than left out without a word.
             if failed.is_empty() && blocks > 0 && gone && !(0..blocks).any(|b| synced(&b)) {
-                report.unrecoverable.push(format!(
-                    "{}: none of its {blocks} blocks is in the parity yet (it was added or changed after the last complete sync), so nothing of it can be rebuilt; restore it from a copy, or run `lhparity sync` to drop it from the state",
-                    crate::name::shown_path(&path)
-                ));
+                never_synced.push((slot, i));
                 continue;
             }
             if failed.is_empty() && !empty_lost {
@@ -972,7 +1005,11 @@ fn find_targets(
             crate::name::shown_path(first)
         ));
     }
-    Ok((targets, adopted))
+    Ok(Found {
+        targets,
+        adopted,
+        never_synced,
+    })
 }
 
 /// With `-i`: a target with no original takes a file of the import folders with its
@@ -980,22 +1017,49 @@ fn find_targets(
 /// any do). Its blocks that match are copied; only the others are rebuilt from the
 /// parity, and the copied ones serve the rebuild of other files at their positions,
 /// so files come back where more disks were lost than there are parity levels.
+///
+/// The lost files of `never_synced` (none of whose blocks is in the parity, so no
+/// hash says what they held) are listed as unrecoverable, with the file of the
+/// import folders that looks like one, which nothing can check.
 fn use_imports(
+    config: &Config,
     state: &State,
     dirs: &[PathBuf],
     targets: &mut [Target],
-    warnings: &mut Vec<String>,
+    never_synced: &[FileAt],
+    report: &mut FixReport,
 ) -> Result<(), SyncError> {
-    if dirs.is_empty() {
-        return Ok(());
-    }
     let entry = |t: &Target| &state.disks[t.slot].files[t.file];
+    let file = |&(slot, i): &FileAt| &state.disks[slot].files[i];
     let wanted: HashSet<import::Stamp> = targets
         .iter()
         .filter(|t| t.original == Original::None && !t.failed.is_empty())
         .map(|t| (entry(t).size, entry(t).mtime_ns))
+        .chain(
+            never_synced
+                .iter()
+                .map(|n| (file(n).size, file(n).mtime_ns)),
+        )
         .collect();
-    let imports = Imports::find(dirs, &wanted, warnings).map_err(SyncError::Refused)?;
+    let imports = if dirs.is_empty() {
+        Imports::default()
+    } else {
+        Imports::find(dirs, &wanted, &mut report.warnings).map_err(SyncError::Refused)?
+    };
+    for n in never_synced {
+        let f = file(n);
+        let path = crate::name::shown_path(&file_path(config, state, n.0, n.1));
+        let blocks = f.hashes.len();
+        report.unrecoverable.push(match imports.candidates((f.size, f.mtime_ns)).first() {
+            Some(like) => format!(
+                "{path}: none of its {blocks} blocks is in the parity yet (it was added or changed after the last complete sync), so nothing of it can be rebuilt or checked; {} has its size and mtime, but with no hash to check it against it was not used: copy it back yourself if it is the file",
+                crate::name::shown_path(like)
+            ),
+            None => format!(
+                "{path}: none of its {blocks} blocks is in the parity yet (it was added or changed after the last complete sync), so nothing of it can be rebuilt; restore it from a copy, or run `lhparity sync` to drop it from the state"
+            ),
+        });
+    }
     let block_size = state.block_size as usize;
     // Each candidate is read once, however many lost files share its stamp (files
     // unpacked from an archive share one mtime).
