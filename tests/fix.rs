@@ -3048,3 +3048,27 @@ fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
     assert!(exists(&array.disks[0].join("big.bin.unrecoverable")));
     assert!(!exists(&late) && !exists(&big));
 }
+
+#[test]
+fn a_hard_link_to_a_file_that_could_not_be_restored_is_named_with_the_reason() {
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "a.bin", 200_000, 1);
+    fs::hard_link(array.disks[0].join("a.bin"), array.disks[0].join("a.link")).expect("link");
+    array.write(1, "b.bin", 200_000, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    // Both disks lost, one parity level: a.bin cannot come back, nor its other name.
+    wipe(&array, 0);
+    wipe(&array, 1);
+    let out = array.lhparity(&["fix", "-d", "d1", "-d", "d2"]);
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "creating hard link {} to a.bin: the file it names is not there (it could not be restored, see above)",
+            array.disks[0].join("a.link").display()
+        )),
+        "{err}"
+    );
+    assert!(!exists(&array.disks[0].join("a.link")));
+    assert!(exists(&array.disks[0].join("a.bin.unrecoverable")));
+}

@@ -2720,12 +2720,14 @@ fn restore_dirs_and_links(
             }
         } else {
             let target = crate::name::join(root, &l.target);
-            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
-                hard_link_beneath(root, &target, &path)
-            } else {
-                Err(std::io::Error::other(
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_file() => hard_link_beneath(root, &target, &path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(std::io::Error::other(
+                    "the file it names is not there (it could not be restored, see above), so neither is this name; the fix that brings the file back makes it too",
+                )),
+                _ => Err(std::io::Error::other(
                     "the file it names is not a regular file now",
-                ))
+                )),
             }
         };
         if let Err(e) = made {
