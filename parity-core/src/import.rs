@@ -16,6 +16,11 @@ use crate::state::model::{mtime_ns, Hash};
 /// A file's identity for import: its size and mtime in nanoseconds.
 pub(crate) type Stamp = (u64, i64);
 
+/// The stamp of a file with this metadata.
+fn stamp(meta: &fs::Metadata) -> Stamp {
+    (meta.len(), mtime_ns(meta.mtime(), meta.mtime_nsec()))
+}
+
 /// The files found in the import folders, by stamp, each list in path order.
 #[derive(Debug, Default)]
 pub(crate) struct Imports {
@@ -73,11 +78,11 @@ impl Imports {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 below.push(entry.path());
-            } else if meta.is_file() {
-                let stamp = (meta.len(), mtime_ns(meta.mtime(), meta.mtime_nsec()));
-                if wanted.contains(&stamp) {
-                    self.by_stamp.entry(stamp).or_default().push(entry.path());
-                }
+            } else if meta.is_file() && wanted.contains(&stamp(&meta)) {
+                self.by_stamp
+                    .entry(stamp(&meta))
+                    .or_default()
+                    .push(entry.path());
             }
         }
         for sub in below {
@@ -119,7 +124,7 @@ pub(crate) fn block_hashes(
 ) -> Option<Vec<Option<Hash>>> {
     let file = open(path).ok()?;
     let meta = file.metadata().ok()?;
-    if !meta.is_file() || (meta.len(), mtime_ns(meta.mtime(), meta.mtime_nsec())) != stamp {
+    if !meta.is_file() || self::stamp(&meta) != stamp {
         return None;
     }
     let size = stamp.0;
@@ -184,8 +189,7 @@ mod tests {
     use super::*;
 
     fn stamp_of(path: &Path) -> Stamp {
-        let m = fs::metadata(path).unwrap();
-        (m.len(), mtime_ns(m.mtime(), m.mtime_nsec()))
+        stamp(&fs::metadata(path).unwrap())
     }
 
     #[test]
