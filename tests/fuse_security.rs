@@ -50,6 +50,7 @@ fn setup(root: &Path) {
         ("trunc-suid", 0o4777),
         ("trunc-sgid", 0o2777),
         ("resize-suid", 0o4777),
+        ("chown-suid", 0o4777),
     ] {
         fs::write(root.join("shared").join(name), b"s").unwrap();
         fs::set_permissions(
@@ -76,7 +77,12 @@ echo x >> shared/suid; echo x >> shared/sgid; echo x >> shared/sgid-noexec
 stat -c '%a' shared/suid shared/sgid shared/sgid-noexec
 : > shared/trunc-suid; : > shared/trunc-sgid
 stat -c '%a %s' shared/trunc-suid shared/trunc-sgid
-truncate -s 1 shared/resize-suid && stat -c '%a %s' shared/resize-suid";
+truncate -s 1 shared/resize-suid && stat -c '%a %s' shared/resize-suid
+chown_none() { python3 -c 'import os, sys
+try: os.chown(sys.argv[1], -1, -1)
+except OSError as e: print(e.strerror)' \"$1\"; }
+touch shared/own && chmod 6755 shared/own && chown_none shared/own && stat -c '%a' shared/own
+chown_none shared/chown-suid; stat -c '%a' shared/chown-suid";
 
 #[test]
 fn fuse_security_non_root_caller() {
@@ -91,6 +97,17 @@ fn fuse_security_non_root_caller_through_the_page_cache() {
     non_root_caller(
         "fuse_security_non_root_caller_through_the_page_cache",
         "minfreespace=0,cache.files=partial",
+        None,
+    );
+}
+
+/// The same with FUSE passthrough: the kernel writes the branch file itself and
+/// asks lhfs to clear the set-ID bits (a setattr that sets nothing).
+#[test]
+fn fuse_security_non_root_caller_with_passthrough() {
+    non_root_caller(
+        "fuse_security_non_root_caller_with_passthrough",
+        "minfreespace=0,passthrough.io=rw",
         None,
     );
 }
@@ -131,6 +148,8 @@ fn non_root_caller(test: &str, options: &str, known: Option<(&str, &str)>) {
         "777\n777\n",
         "777 0\n777 0",
         "777 1",
+        // chown to -1:-1: the owner's clears both bits, another's is refused.
+        "\n755\nOperation not permitted\n4777",
         "Permission denied",
         "Operation not permitted",
     ] {

@@ -381,6 +381,11 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
         // mergerfs; without it the kernel sends a truncate first, which the action
         // policy (epall) applies to every copy of the file on every branch.
         InitFlags::FUSE_ATOMIC_O_TRUNC,
+        // lhfs clears set-ID bits itself on write, truncate and chown (see
+        // `setattr`), so the kernel may remember that a file has no
+        // `security.capability`: without this it asks for it (one request) before
+        // every write it does itself, which is every passthrough write.
+        InitFlags::FUSE_HANDLE_KILLPRIV_V2,
     ];
     for (on, flag) in [
         (options.async_read, InitFlags::FUSE_ASYNC_READ),
@@ -985,6 +990,12 @@ impl UnionFs {
         if lock(&self.nodes).path(node.0).is_some() {
             return None;
         }
+        self.any_open_file_of(node)
+    }
+
+    /// One of the live opens of `node`: all of them hold the same copy (see
+    /// [`NodeIo`]).
+    fn any_open_file_of(&self, node: INodeNo) -> Option<Arc<OpenFile>> {
         lock(&self.files)
             .values()
             .find(|f| f.node == node.0)
@@ -1203,6 +1214,29 @@ impl UnionFs {
             }
         }
         Ok(())
+    }
+
+    /// The set-ID bits of `node` cleared for `req`'s caller who may write it but
+    /// does not own it, with the daemon's ids, on the copy its opens write to: what
+    /// the kernel asks with a setattr that sets nothing after a write it did itself
+    /// (passthrough; a caller's chown to -1:-1 of another's set-ID file fails).
+    /// `None` when the caller may not write it or it is not open.
+    fn kill_for_writer(
+        &self,
+        req: &Request,
+        node: INodeNo,
+        fh: Option<FileHandle>,
+    ) -> Option<Result<(), fuser::Errno>> {
+        let may_write = caller(req).serve(|| Ok::<_, io::Error>(self.caller_may_write(node, fh)));
+        if !may_write.unwrap_or(false) {
+            return None;
+        }
+        let file = self
+            .open_file_of(node, fh)
+            .or_else(|| self.any_open_file_of(node))?;
+        let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+        let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+        Some(creds::as_daemon_for(|| kill_suid_sgid(&state.1, in_group)).map(|_| ()))
     }
 
     /// Whether the caller the thread acts as may write `node`: through the open
@@ -1435,7 +1469,7 @@ impl Filesystem for UnionFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -1446,6 +1480,19 @@ impl Filesystem for UnionFs {
         self.begin(Op::Setattr);
         let times =
             (atime.is_some() || mtime.is_some()).then(|| [timespec(atime), timespec(mtime)]);
+        // A setattr that sets nothing is chown(2) to -1:-1, which Linux answers by
+        // clearing set-user-ID (and set-group-ID where the group may execute or the
+        // caller is not in it) on anything but a folder, for its owner. With
+        // FUSE_HANDLE_KILLPRIV_V2 it is also how the kernel asks for those bits to
+        // go after a write it did itself (passthrough) by a caller without
+        // CAP_FSETID, owner or not (see `kill_for_writer`). So it is passed on as
+        // that chown, made as the caller, and each branch's kernel applies the rule.
+        let kill_set_id = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && times.is_none()
+            && ctime.is_none();
         let result = caller(req).serve(|| {
             // A mode change by someone other than the owner that only drops
             // set-user-ID/set-group-ID, from a caller who may write the file, is the
@@ -1474,7 +1521,7 @@ impl Filesystem for UnionFs {
                             fchmod()?;
                         }
                     }
-                    if uid.is_some() || gid.is_some() {
+                    if uid.is_some() || gid.is_some() || kill_set_id {
                         let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
                         check(unsafe { libc::fchown(fd, u, g) })?;
                     }
@@ -1495,8 +1542,19 @@ impl Filesystem for UnionFs {
                         None => Ok(()),
                     }
                     .map_err(fuse_errno)?;
-                    if uid.is_some() || gid.is_some() {
+                    if uid.is_some() || gid.is_some() || kill_set_id {
                         union.chown(&path, uid, gid).map_err(fuse_errno)?;
+                    }
+                    // The copy the node's opens write to, which the action policy
+                    // need not have picked.
+                    if kill_set_id {
+                        if let Some(file) = self.any_open_file_of(ino) {
+                            let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
+                            // SAFETY: plain syscall on our open fd.
+                            check(unsafe {
+                                libc::fchown(state.1.as_raw_fd(), u32::MAX, u32::MAX)
+                            })?;
+                        }
                     }
                     if let Some(size) = size {
                         union.truncate(&path, size).map_err(fuse_errno)?;
@@ -1508,6 +1566,12 @@ impl Filesystem for UnionFs {
                 })(),
             }
         });
+        let result = match result {
+            Err(e) if kill_set_id && e == fuser::Errno::EPERM => {
+                self.kill_for_writer(req, ino, fh).unwrap_or(Err(e))
+            }
+            result => result,
+        };
         match result.and_then(|()| self.attr_of(ino, fh)) {
             Ok(attr) => reply.attr(&self.attr_ttl(), &file_attr(&attr.stat)),
             // A removed folder keeps its changes in its record, as a local file
