@@ -1021,3 +1021,122 @@ print(made)
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Set-ID bits and file capabilities where a write or a chown to -1:-1 meets users
+/// of several kinds, in a plain folder and in the pool (passthrough on and off, and
+/// through the page cache): root's write keeps a file's set-ID bits while it loses
+/// its capability; another user's chown to -1:-1 of a set-ID file is refused and
+/// changes nothing, whoever holds the file open; a writer whose file became set-ID
+/// after it was opened still writes, and the bits go.
+const EDGES: &str = r#"
+import os, struct, subprocess, sys
+d = sys.argv[1]
+os.chdir(d)
+CAP = struct.pack('<IIIII', 0x02000000, 1 << 13, 0, 0, 0)
+# The users' interpreter: one root's home may hide is no use to them.
+PY = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
+
+def make(name, mode, owner=0, cap=False):
+    with open(name, 'wb') as f:
+        f.write(b'abc')
+    os.chown(name, owner, owner)
+    os.chmod(name, mode)
+    if cap:
+        os.setxattr(name, 'security.capability', CAP)
+
+def show(name):
+    st = os.stat(name)
+    try:
+        os.getxattr(name, 'security.capability')
+        cap = 'cap'
+    except OSError:
+        cap = 'nocap'
+    return '%o %s' % (st.st_mode & 0o7777, cap)
+
+def as_user(uid, code):
+    out = subprocess.run([PY, '-c', code], user=uid, group=uid,
+                         extra_groups=[], capture_output=True, text=True, cwd=d)
+    return (out.stdout + out.stderr).strip()
+
+CHOWN = '''
+import os, sys
+try:
+    os.chown(sys.argv[1] if len(sys.argv) > 1 else NAME, -1, -1); print('ok')
+except OSError as e:
+    print(e.strerror)
+'''
+
+make('r1', 0o4755, cap=True)
+with open('r1', 'ab') as f:
+    f.write(b'x')
+print('root write, set-ID and cap:', show('r1'))
+
+make('r2', 0o4755, owner=1001, cap=True)
+print('other chown, set-ID and cap:', as_user(1002, CHOWN.replace('NAME', "'r2'")), show('r2'))
+
+make('r3', 0o4777, owner=1001)
+held = open('r3', 'rb')
+print('other chown, open elsewhere:', as_user(1002, CHOWN.replace('NAME', "'r3'")), show('r3'))
+held.close()
+
+make('r4', 0o6755, owner=1001)
+print('owner chown:', as_user(1001, CHOWN.replace('NAME', "'r4'")), show('r4'))
+
+make('r5', 0o666, owner=1001)
+writer = subprocess.Popen([PY, '-c', '''
+import os, sys
+fd = os.open('r5', os.O_WRONLY)
+print('open', flush=True)
+sys.stdin.readline()
+try:
+    os.write(fd, b'w'); print('wrote')
+except OSError as e:
+    print(e.strerror)
+'''], user=1002, group=1002, extra_groups=[], cwd=d, text=True,
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+assert writer.stdout.readline().strip() == 'open'
+as_user(1001, "import os; os.chmod('r5', 0o4755)")
+out, _ = writer.communicate('go\n')
+print('write after the file became set-ID:', out.strip(), show('r5'))
+"#;
+
+#[test]
+fn fuse_security_set_id_edges_match_a_plain_folder() {
+    let test = "fuse_security_set_id_edges_match_a_plain_folder";
+    let run = |dir: &Path| {
+        let script = dir.join(".edges.py");
+        fs::write(&script, EDGES).unwrap();
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(dir)
+            .output()
+            .expect("python3");
+        fs::remove_file(&script).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let plain = tempfile::tempdir().unwrap();
+    fs::set_permissions(plain.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let expected = run(plain.path());
+    for line in [
+        "root write, set-ID and cap: 4755 nocap",
+        "other chown, set-ID and cap: Operation not permitted 4755 cap",
+        "other chown, open elsewhere: Operation not permitted 4777 nocap",
+        "owner chown: ok 755 nocap",
+        "write after the file became set-ID: wrote 755 nocap",
+    ] {
+        assert!(expected.contains(line), "plain folder: {line}\n{expected}");
+    }
+    for options in [
+        "passthrough.io=rw",
+        "passthrough.io=off",
+        "passthrough.io=off,cache.files=partial",
+    ] {
+        let (_tmp, b1, b2, mnt) = open_branches();
+        let branches = format!("{}:{}", b1.display(), b2.display());
+        let Some(pool) = Pool::mount(test, &branches, &mnt, &format!("minfreespace=0,{options}"))
+        else {
+            return;
+        };
+        assert_eq!(run(&pool.mnt), expected, "{options}");
+    }
+}

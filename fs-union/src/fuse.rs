@@ -72,6 +72,8 @@ struct OpenFile {
     node: u64,
     /// The open(2) flags it was opened with.
     flags: i32,
+    /// The user who opened it.
+    opener: u32,
     /// The pool as it was at the open: `state`'s branch index refers to its list,
     /// which a runtime branch edit must not shift under the file.
     union: Arc<Union>,
@@ -1216,27 +1218,45 @@ impl UnionFs {
         Ok(())
     }
 
-    /// The set-ID bits of `node` cleared for `req`'s caller who may write it but
-    /// does not own it, with the daemon's ids, on the copy its opens write to: what
-    /// the kernel asks with a setattr that sets nothing after a write it did itself
-    /// (passthrough; a caller's chown to -1:-1 of another's set-ID file fails).
-    /// `None` when the caller may not write it or it is not open.
-    fn kill_for_writer(
-        &self,
-        req: &Request,
-        node: INodeNo,
-        fh: Option<FileHandle>,
-    ) -> Option<Result<(), fuser::Errno>> {
-        let may_write = caller(req).serve(|| Ok::<_, io::Error>(self.caller_may_write(node, fh)));
-        if !may_write.unwrap_or(false) {
-            return None;
-        }
-        let file = self
-            .open_file_of(node, fh)
-            .or_else(|| self.any_open_file_of(node))?;
+    /// An open of `node` for writing by `req`'s caller.
+    fn open_for_writing_by(&self, req: &Request, node: INodeNo) -> Option<Arc<OpenFile>> {
+        lock(&self.files)
+            .values()
+            .find(|f| {
+                f.node == node.0
+                    && f.opener == req.uid()
+                    && f.flags & libc::O_ACCMODE != libc::O_RDONLY
+            })
+            .cloned()
+    }
+
+    /// The set-ID bits of `node` cleared, with the daemon's ids, for `req`'s caller
+    /// who does not own it but has it open for writing: what the kernel asks with a
+    /// setattr that sets nothing after a write it did itself (passthrough), where
+    /// that caller's chown to -1:-1 fails. `None` when the caller has no such open
+    /// (a chown to -1:-1 of another's set-ID file, refused as Linux does).
+    fn kill_for_writer(&self, req: &Request, node: INodeNo) -> Option<Result<(), fuser::Errno>> {
+        let file = self.open_for_writing_by(req, node)?;
         let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
         let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
         Some(creds::as_daemon_for(|| kill_suid_sgid(&state.1, in_group)).map(|_| ()))
+    }
+
+    /// Whether `req`'s caller may have the kernel remove `node`'s file capability:
+    /// root, the owner, or a caller who may write it. A user's own removal of
+    /// `security.capability` never gets here (the kernel wants CAP_SETFCAP); the
+    /// kernel makes one itself, without its permission checks, when a write or a
+    /// chown clears privileges, and a chown to -1:-1 by another user must not strip
+    /// the capability of a file that user cannot write.
+    fn may_drop_capability(&self, req: &Request, node: INodeNo) -> bool {
+        req.uid() == 0
+            || self.open_for_writing_by(req, node).is_some()
+            || caller(req)
+                .serve(|| {
+                    let owner = self.attr_of(node, None)?.stat.st_uid == req.uid();
+                    Ok::<_, fuser::Errno>(owner || self.caller_may_write(node, None))
+                })
+                .unwrap_or(false)
     }
 
     /// Whether the caller the thread acts as may write `node`: through the open
@@ -1487,7 +1507,10 @@ impl Filesystem for UnionFs {
         // go after a write it did itself (passthrough) by a caller without
         // CAP_FSETID, owner or not (see `kill_for_writer`). So it is passed on as
         // that chown, made as the caller, and each branch's kernel applies the rule.
-        let kill_set_id = mode.is_none()
+        // Not for root: the kernel sends the same request after it removed a file
+        // capability for root's write, which keeps the set-ID bits.
+        let kill_set_id = req.uid() != 0
+            && mode.is_none()
             && uid.is_none()
             && gid.is_none()
             && size.is_none()
@@ -1568,7 +1591,7 @@ impl Filesystem for UnionFs {
         });
         let result = match result {
             Err(e) if kill_set_id && e == fuser::Errno::EPERM => {
-                self.kill_for_writer(req, ino, fh).unwrap_or(Err(e))
+                self.kill_for_writer(req, ino).unwrap_or(Err(e))
             }
             result => result,
         };
@@ -1825,6 +1848,7 @@ impl Filesystem for UnionFs {
         let file = OpenFile {
             node: ino.0,
             flags: flags.0,
+            opener: req.uid(),
             union,
             state: RwLock::new((branch, fd)),
             backing: backing.clone(),
@@ -2261,6 +2285,9 @@ impl Filesystem for UnionFs {
             if is_control_file(&path) || control::is_file_key(name) {
                 return Err(fuser::Errno::ENOTSUP);
             }
+            if name == "security.capability" && !self.may_drop_capability(req, ino) {
+                return Err(fuser::Errno::EPERM);
+            }
             as_caller(req, || {
                 self.union().removexattr(&path, name).map_err(fuse_errno)
             })
@@ -2328,6 +2355,7 @@ impl Filesystem for UnionFs {
         let file = OpenFile {
             node,
             flags,
+            opener: req.uid(),
             union,
             state: RwLock::new((created.attr.branch, created.file)),
             backing: backing.clone(),
