@@ -2963,16 +2963,8 @@ fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their
     );
 }
 
-#[test]
-fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
-    const MIB: usize = 1 << 20;
-    let array = Array::new(2, 1, 64, "");
-    array.write(0, "big.bin", 96 * MIB, 1);
-    array.write(1, "big.bin", 96 * MIB, 2);
-    // Sorted after big.bin, so its positions come after big.bin's 1536.
-    array.write(0, "late.bin", MIB, 3);
-    // A sync stopped 16 MiB into its reading: big.bin is partly in the parity,
-    // late.bin not at all, and the state records both.
+/// Starts a sync of `array` and stops it with SIGINT once it has read `bytes`.
+fn stop_sync_after(array: &Array, bytes: u64) {
     let conf = array.conf.to_string_lossy().into_owned();
     let mut cmd = Command::new(bin("lhparity"));
     cmd.args(["-c", conf.as_str(), "--force-device", "sync"])
@@ -2981,8 +2973,7 @@ fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
     interactive(&mut cmd);
     let child = cmd.spawn().expect("start lhparity");
     let started = std::time::Instant::now();
-    while has_read(child.id(), 16 << 20) == Some(false)
-        && started.elapsed() < Duration::from_secs(60)
+    while has_read(child.id(), bytes) == Some(false) && started.elapsed() < Duration::from_secs(60)
     {
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -2995,6 +2986,83 @@ fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A sync stopped while adding files leaves positions past the end of the parity
+/// files that hold nothing yet: `status` and `fix` see no parity missing there, and
+/// `fix` writes none of it (the next sync does).
+#[test]
+fn positions_a_stopped_sync_appended_are_not_missing_parity() {
+    const MIB: usize = 1 << 20;
+    let array = Array::new(2, 2, 64, "");
+    array.write(0, "old.bin", 2 * MIB, 1);
+    array.write(1, "old.bin", 2 * MIB, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    array.write(0, "new.bin", 96 * MIB, 3);
+    array.write(1, "new.bin", 64 * MIB, 4);
+    stop_sync_after(&array, 16 << 20);
+    let lens = || -> Vec<u64> {
+        array
+            .parity
+            .iter()
+            .map(|p| fs::metadata(p).expect("parity").len())
+            .collect()
+    };
+    let before = lens();
+    assert!(
+        before.iter().all(|&l| l < (2 + 96) * MIB as u64),
+        "the stop left positions past the parity's end: {before:?}"
+    );
+    let out = array.lhparity(&["check"]);
+    expect_code(&out, 0);
+    let out = array.lhparity(&["status"]);
+    assert!(!stderr(&out).contains("parity file"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("awaiting sync"), "{}", stdout(&out));
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("0 files fixed, 0 unrecoverable, parity rewritten at 0 positions"),
+        "no parity rewritten: {}",
+        stdout(&out)
+    );
+    assert_eq!(lens(), before, "fix wrote no parity");
+    expect_code(&array.lhparity(&["sync"]), 0);
+    expect_code(&array.lhparity(&["check"]), 0);
+
+    // Parity really cut short is still found and rebuilt.
+    let cut = before[1] / 2;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&array.parity[1])
+        .and_then(|f| f.set_len(cut))
+        .expect("cut");
+    let out = array.lhparity(&["status"]);
+    assert!(
+        stderr(&out).contains("holds") && stderr(&out).contains("`lhparity fix` rebuilds it"),
+        "{}",
+        stderr(&out)
+    );
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("parity rewritten at"),
+        "{}",
+        stdout(&out)
+    );
+    expect_code(&array.lhparity(&["check"]), 0);
+}
+
+#[test]
+fn fix_m_names_a_lost_file_none_of_whose_blocks_reached_the_parity() {
+    const MIB: usize = 1 << 20;
+    let array = Array::new(2, 1, 64, "");
+    array.write(0, "big.bin", 96 * MIB, 1);
+    array.write(1, "big.bin", 96 * MIB, 2);
+    // Sorted after big.bin, so its positions come after big.bin's 1536.
+    array.write(0, "late.bin", MIB, 3);
+    // A sync stopped 16 MiB into its reading: big.bin is partly in the parity,
+    // late.bin not at all, and the state records both.
+    stop_sync_after(&array, 16 << 20);
 
     let late = array.disks[0].join("late.bin");
     let big = array.disks[0].join("big.bin");

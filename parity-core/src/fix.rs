@@ -248,10 +248,16 @@ pub fn fix(
         .collect();
     let mut parity_failed: HashMap<u32, Vec<usize>> = HashMap::new();
     if !options.bad_only {
+        // Past a parity file's end only positions whose parity holds a block are
+        // lost: the others (appended by a sync that stopped, or holes) are the
+        // parity of nothing, which the next sync writes.
+        let held = state.parity_held();
         for (level, &len) in parity_len.iter().enumerate() {
             let have = len / block_size as u64;
             for p in have.min(positions_len)..positions_len {
-                parity_failed.entry(p as u32).or_default().push(level);
+                if held[p as usize] {
+                    parity_failed.entry(p as u32).or_default().push(level);
+                }
             }
         }
     }

@@ -115,7 +115,7 @@ pub fn parity_problems(config: &crate::config::Config, state: &State) -> Vec<Par
     let Ok(paths) = crate::sync::parity_paths(config) else {
         return Vec::new();
     };
-    let needed = state.positions.len() as u64 * u64::from(state.block_size);
+    let needed = state.parity_bytes_needed();
     let mut problems = Vec::new();
     for (level, path) in paths.iter().enumerate() {
         let shown = crate::name::shown_path(path);

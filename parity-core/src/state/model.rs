@@ -295,6 +295,39 @@ impl State {
         used
     }
 
+    /// Per position, whether the parity there holds a block: a file block that is
+    /// not new, or a deleted block not yet synced out. Elsewhere the parity is that
+    /// of nothing (zeros), which a parity file that ends before the position stands
+    /// for: positions a stopped sync appended, and holes.
+    pub fn parity_held(&self) -> Vec<bool> {
+        let mut held = vec![false; self.positions.len()];
+        let mut mark = |pos: u32| {
+            if let Some(h) = held.get_mut(pos as usize) {
+                *h = true;
+            }
+        };
+        for disk in &self.disks {
+            for file in &disk.files {
+                for (b, pos) in file.positions().enumerate() {
+                    if !file.is_new(b) {
+                        mark(pos);
+                    }
+                }
+            }
+            for deleted in &disk.deleted {
+                mark(deleted.pos);
+            }
+        }
+        held
+    }
+
+    /// The bytes a parity file must hold: up to the last position whose parity
+    /// holds a block (see [`State::parity_held`]).
+    pub fn parity_bytes_needed(&self) -> u64 {
+        let held = self.parity_held();
+        held.iter().rposition(|&h| h).map_or(0, |p| p as u64 + 1) * u64::from(self.block_size)
+    }
+
     /// Total blocks held by files (the measure of the state's size).
     pub fn block_count(&self) -> usize {
         self.disks
@@ -348,5 +381,41 @@ mod tests {
         assert_eq!(f.positions().collect::<Vec<_>>(), vec![10, 11, 3]);
         assert_eq!(FileEntry::block_count(0, 1024), 0);
         assert_eq!(FileEntry::block_count(1025, 1024), 2);
+    }
+
+    #[test]
+    fn parity_is_held_where_synced_or_deleted_blocks_are() {
+        let mut state = State::new(1024, [0; 32], 1);
+        state.positions.grow(8);
+        // Positions 0-2 synced, 3 new (a stopped sync recorded it), 5 a deleted
+        // block, 6 and 7 appended by the stopped sync.
+        let mut synced = FileEntry {
+            extents: vec![Extent { pos: 0, len: 4 }],
+            ..FileEntry::default()
+        };
+        synced.set_new(3, true);
+        let mut appended = FileEntry {
+            extents: vec![Extent { pos: 6, len: 2 }],
+            ..FileEntry::default()
+        };
+        appended.set_new(0, true);
+        appended.set_new(1, true);
+        state.disks.push(Disk {
+            files: vec![synced, appended],
+            deleted: vec![DeletedBlock {
+                pos: 5,
+                hash: [0; 16],
+            }],
+            ..Disk::default()
+        });
+        assert_eq!(
+            state.parity_held(),
+            [true, true, true, false, false, true, false, false]
+        );
+        assert_eq!(state.parity_bytes_needed(), 6 * 1024);
+        state.disks[0].deleted.clear();
+        assert_eq!(state.parity_bytes_needed(), 3 * 1024);
+        state.disks.clear();
+        assert_eq!(state.parity_bytes_needed(), 0);
     }
 }
