@@ -2813,6 +2813,61 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// SnapRAID's `-i` case: a file deleted since the last sync still has its blocks in
+/// the parity, and a disk lost with one parity level needs them. A copy of the
+/// deleted file in an import folder stands in for it (and a decoy of its size and
+/// mtime does not); the deleted file stays deleted.
+#[test]
+fn fix_i_reads_a_deleted_file_from_its_copy_to_rebuild_a_lost_disk() {
+    const MIB: usize = 1 << 20;
+    let array = Array::new(2, 1, 64, "");
+    let gone = array.write(0, "gone.bin", 3 * MIB, 1);
+    let lost = array.write(1, "lost.bin", 3 * MIB, 2);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let (gone_path, lost_path) = (
+        array.disks[0].join("gone.bin"),
+        array.disks[1].join("lost.bin"),
+    );
+    let imp = array.root.path().join("imp");
+    copy_stamped(&gone_path, &imp.join("saved/copy.bin"), &gone);
+    copy_stamped(
+        &gone_path,
+        &imp.join("decoy.bin"),
+        &pseudo_random(3 * MIB, 99),
+    );
+    fs::remove_file(&gone_path).expect("rm");
+    wipe(&array, 1);
+
+    // Without the copy, the lost disk's blocks at the deleted file's positions
+    // cannot come back.
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 1);
+    assert!(stderr(&out).contains("unrecoverable"), "{}", stderr(&out));
+    assert!(!exists(&lost_path));
+    fs::remove_file(array.disks[1].join("lost.bin.unrecoverable")).expect("rm");
+
+    let imp_arg = imp.to_string_lossy().into_owned();
+    let out = array.lhparity(&["fix", "-d", "d2", "-i", imp_arg.as_str()]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!(
+            "read {} (deleted since the last sync) from {}",
+            gone_path.display(),
+            imp.join("saved/copy.bin").display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 files fixed, 0 unrecoverable"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fs::read(&lost_path).expect("restored"), lost);
+    assert!(!exists(&gone_path), "the deleted file stays deleted");
+    expect_code(&array.lhparity(&["check", "-d", "d2"]), 0);
+}
+
 #[test]
 fn fix_i_takes_lost_files_from_an_import_folder_by_size_and_mtime_whatever_their_names() {
     let (array, original) = synced_array(3, 1);

@@ -77,6 +77,10 @@ pub struct FixReport {
     /// Of `fixed`, the files that came back with blocks of a file found by `-i`:
     /// the restored file, and the file its blocks came from.
     pub imported: Vec<(String, String)>,
+    /// Files deleted since the last sync, whose blocks the parity still holds, read
+    /// from a copy found by `-i` to rebuild other files at their positions: the
+    /// deleted file, and the copy.
+    pub stand_ins: Vec<(String, String)>,
     /// Files written as `NAME.unrecoverable`, with the reason.
     pub unrecoverable: Vec<String>,
     /// Positions whose parity was rewritten.
@@ -192,12 +196,17 @@ pub fn fix(
         &lost,
         &mut report,
     )?;
-    use_imports(
+    let deleted = if options.import.is_empty() {
+        Vec::new()
+    } else {
+        deleted_in_the_way(config, &state, &targets, &lost)
+    };
+    let stand_ins = use_imports(
         config,
         &state,
         &options.import,
         &mut targets,
-        &never_synced,
+        (&never_synced, &deleted),
         &mut report,
     )?;
     for &(slot, file, inode) in &adopted {
@@ -395,6 +404,9 @@ pub fn fix(
         if let Original::Imported(from) = &t.original {
             imported[t.slot].insert(t.file, from.clone());
         }
+    }
+    for ((slot, file), copy) in stand_ins {
+        imported[slot].insert(file, copy);
     }
     for (source, imported) in sources.iter_mut().zip(&imported) {
         if let Source::Data {
@@ -1032,9 +1044,9 @@ fn use_imports(
     state: &State,
     dirs: &[PathBuf],
     targets: &mut [Target],
-    never_synced: &[FileAt],
+    (never_synced, deleted): (&[FileAt], &[FileAt]),
     report: &mut FixReport,
-) -> Result<(), SyncError> {
+) -> Result<Vec<(FileAt, PathBuf)>, SyncError> {
     let entry = |t: &Target| &state.disks[t.slot].files[t.file];
     let file = |&(slot, i): &FileAt| &state.disks[slot].files[i];
     let wanted: HashSet<import::Stamp> = targets
@@ -1044,6 +1056,7 @@ fn use_imports(
         .chain(
             never_synced
                 .iter()
+                .chain(deleted)
                 .map(|n| (file(n).size, file(n).mtime_ns)),
         )
         .collect();
@@ -1098,7 +1111,68 @@ fn use_imports(
             target.original = Original::Imported(imports.candidates(stamp)[i].clone());
         }
     }
-    Ok(())
+    // A deleted file's copy serves as far as its blocks match; the pipeline checks
+    // each block it takes.
+    let mut stand_ins = Vec::new();
+    for &at in deleted {
+        let f = file(&at);
+        let stamp = (f.size, f.mtime_ns);
+        let synced: Vec<usize> = (0..f.hashes.len()).filter(|&b| !f.is_new(b)).collect();
+        let counts: Vec<usize> = imports
+            .candidates(stamp)
+            .iter()
+            .map(|path| {
+                let hashes = hashed.entry(path.as_path()).or_insert_with(|| {
+                    import::block_hashes(path, stamp, &state.hash_key, block_size)
+                });
+                import::lacking(hashes.as_deref(), &f.hashes, &synced).len()
+            })
+            .collect();
+        if let Some(i) = import::best(&counts, synced.len()) {
+            let copy = imports.candidates(stamp)[i].clone();
+            report.stand_ins.push((
+                crate::name::shown_path(&file_path(config, state, at.0, at.1)),
+                crate::name::shown_path(&copy),
+            ));
+            stand_ins.push((at, copy));
+        }
+    }
+    Ok(stand_ins)
+}
+
+/// The files deleted since the last sync (gone from their disk, and no target of
+/// this fix) that hold blocks the parity needs to rebuild a target's failed blocks:
+/// SnapRAID's `-i` case, where a copy of such a file stands in for it.
+fn deleted_in_the_way(
+    config: &Config,
+    state: &State,
+    targets: &[Target],
+    lost: &[Vec<bool>],
+) -> Vec<FileAt> {
+    let mut needed: HashSet<u32> = HashSet::new();
+    let mut rebuilt: HashSet<FileAt> = HashSet::new();
+    for t in targets {
+        let positions: Vec<u32> = state.disks[t.slot].files[t.file].positions().collect();
+        needed.extend(t.failed.iter().filter_map(|&b| positions.get(b)));
+        rebuilt.insert((t.slot, t.file));
+    }
+    let mut deleted = Vec::new();
+    for (slot, disk) in state.disks.iter().enumerate() {
+        for (i, f) in disk.files.iter().enumerate() {
+            let in_the_way = f
+                .positions()
+                .enumerate()
+                .any(|(b, pos)| !f.is_new(b) && needed.contains(&pos));
+            if in_the_way
+                && !rebuilt.contains(&(slot, i))
+                && !lost[slot][i]
+                && !exists_beneath(&config.data[slot].dir, &file_path(config, state, slot, i))
+            {
+                deleted.push((slot, i));
+            }
+        }
+    }
+    deleted
 }
 
 /// Reads a file and returns the blocks whose bytes do not match their hashes

@@ -567,8 +567,9 @@ pub struct FixArgs {
     /// Only the blocks marked bad by scrub or sync.
     #[arg(short = 'e', long = "filter-error")]
     bad_only: bool,
-    /// Also take lost files' blocks from files in this folder with their size and
-    /// mtime, whatever their names (repeatable), e.g. a backup.
+    /// Also take the blocks of lost files, and of files deleted since the last sync
+    /// that the rebuild needs, from files in this folder with their size and mtime,
+    /// whatever their names (repeatable), e.g. a backup.
     #[arg(
         short = 'i',
         long = "import",
@@ -605,6 +606,9 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
             .iter()
             .map(|(to, from)| (to.as_str(), from.as_str()))
             .collect();
+        for (deleted, copy) in &report.stand_ins {
+            out!("read {deleted} (deleted since the last sync) from {copy}");
+        }
         for f in &report.fixed {
             match imported.get(f.as_str()) {
                 Some(from) => out!("fixed {f} (from {from})"),
