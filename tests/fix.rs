@@ -2839,10 +2839,18 @@ fn fix_i_reads_a_deleted_file_from_its_copy_to_rebuild_a_lost_disk() {
     wipe(&array, 1);
 
     // Without the copy, the lost disk's blocks at the deleted file's positions
-    // cannot come back.
+    // cannot come back, and the message names the deleted file and `-i`.
     let out = array.lhparity(&["fix", "-d", "d2"]);
     expect_code(&out, 1);
     assert!(stderr(&out).contains("unrecoverable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "1 file(s) gone from their disks since the last sync hold blocks the parity needs to rebuild what could not be, the first {}: if you have them (a backup, a copy), give the folder holding them with `-i DIR`",
+            gone_path.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert!(!exists(&lost_path));
     fs::remove_file(array.disks[1].join("lost.bin.unrecoverable")).expect("rm");
 

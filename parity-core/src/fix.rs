@@ -405,6 +405,7 @@ pub fn fix(
             imported[t.slot].insert(t.file, from.clone());
         }
     }
+    let stand_in_files: Vec<FileAt> = stand_ins.iter().map(|&(at, _)| at).collect();
     for ((slot, file), copy) in stand_ins {
         imported[slot].insert(file, copy);
     }
@@ -648,6 +649,38 @@ pub fn fix(
     for (slot, file, inode) in new_inodes {
         state.disks[slot].files[file].inode = inode;
         must_save = true;
+    }
+    // Blocks that did not come back because a file deleted since the sync held
+    // blocks at their positions: the user may have that file somewhere.
+    let unrecovered: HashSet<u32> = targets
+        .iter()
+        .zip(&recovered)
+        .flat_map(|(target, recovered)| {
+            let positions: Vec<u32> = state.disks[target.slot].files[target.file]
+                .positions()
+                .collect();
+            target
+                .failed
+                .iter()
+                .zip(recovered)
+                .filter(|(_, &r)| !r)
+                .filter_map(move |(&b, _)| positions.get(b).copied())
+        })
+        .collect();
+    if !unrecovered.is_empty() {
+        let skip: HashSet<FileAt> = targets
+            .iter()
+            .map(|t| (t.slot, t.file))
+            .chain(stand_in_files.iter().copied())
+            .collect();
+        let gone = gone_at(config, &state, &unrecovered, &skip, &lost);
+        if let Some(&(slot, file)) = gone.first() {
+            report.warnings.push(format!(
+                "{} file(s) gone from their disks since the last sync hold blocks the parity needs to rebuild what could not be, the first {}: if you have them (a backup, a copy), give the folder holding them with `-i DIR`, or put them back, and run `lhparity fix` again",
+                gone.len(),
+                crate::name::shown_path(&file_path(config, &state, slot, file))
+            ));
+        }
     }
     // A file recorded early that did not come back in full keeps its old inode.
     for (t, inode) in early {
@@ -1150,29 +1183,40 @@ fn deleted_in_the_way(
     lost: &[Vec<bool>],
 ) -> Vec<FileAt> {
     let mut needed: HashSet<u32> = HashSet::new();
-    let mut rebuilt: HashSet<FileAt> = HashSet::new();
     for t in targets {
         let positions: Vec<u32> = state.disks[t.slot].files[t.file].positions().collect();
         needed.extend(t.failed.iter().filter_map(|&b| positions.get(b)));
-        rebuilt.insert((t.slot, t.file));
     }
-    let mut deleted = Vec::new();
+    let rebuilt: HashSet<FileAt> = targets.iter().map(|t| (t.slot, t.file)).collect();
+    gone_at(config, state, &needed, &rebuilt, lost)
+}
+
+/// The recorded files with a synced block at one of `positions` that are gone from
+/// their disks, other than those of `skip` and the lost ones.
+fn gone_at(
+    config: &Config,
+    state: &State,
+    positions: &HashSet<u32>,
+    skip: &HashSet<FileAt>,
+    lost: &[Vec<bool>],
+) -> Vec<FileAt> {
+    let mut gone = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
         for (i, f) in disk.files.iter().enumerate() {
             let in_the_way = f
                 .positions()
                 .enumerate()
-                .any(|(b, pos)| !f.is_new(b) && needed.contains(&pos));
+                .any(|(b, pos)| !f.is_new(b) && positions.contains(&pos));
             if in_the_way
-                && !rebuilt.contains(&(slot, i))
+                && !skip.contains(&(slot, i))
                 && !lost[slot][i]
                 && !exists_beneath(&config.data[slot].dir, &file_path(config, state, slot, i))
             {
-                deleted.push((slot, i));
+                gone.push((slot, i));
             }
         }
     }
-    deleted
+    gone
 }
 
 /// Reads a file and returns the blocks whose bytes do not match their hashes
