@@ -652,21 +652,7 @@ pub fn fix(
     }
     // Blocks that did not come back because a file deleted since the sync held
     // blocks at their positions: the user may have that file somewhere.
-    let unrecovered: HashSet<u32> = targets
-        .iter()
-        .zip(&recovered)
-        .flat_map(|(target, recovered)| {
-            let positions: Vec<u32> = state.disks[target.slot].files[target.file]
-                .positions()
-                .collect();
-            target
-                .failed
-                .iter()
-                .zip(recovered)
-                .filter(|(_, &r)| !r)
-                .filter_map(move |(&b, _)| positions.get(b).copied())
-        })
-        .collect();
+    let unrecovered = failed_positions(&state, &targets, |t, k| !recovered[t][k]);
     if !unrecovered.is_empty() {
         let skip: HashSet<FileAt> = targets
             .iter()
@@ -1182,13 +1168,30 @@ fn deleted_in_the_way(
     targets: &[Target],
     lost: &[Vec<bool>],
 ) -> Vec<FileAt> {
-    let mut needed: HashSet<u32> = HashSet::new();
-    for t in targets {
-        let positions: Vec<u32> = state.disks[t.slot].files[t.file].positions().collect();
-        needed.extend(t.failed.iter().filter_map(|&b| positions.get(b)));
-    }
+    let needed = failed_positions(state, targets, |_, _| true);
     let rebuilt: HashSet<FileAt> = targets.iter().map(|t| (t.slot, t.file)).collect();
     gone_at(config, state, &needed, &rebuilt, lost)
+}
+
+/// The positions of the failed blocks of `targets` that `pick` (target, index in
+/// its `failed`) keeps.
+fn failed_positions(
+    state: &State,
+    targets: &[Target],
+    pick: impl Fn(usize, usize) -> bool,
+) -> HashSet<u32> {
+    let mut found = HashSet::new();
+    for (t, target) in targets.iter().enumerate() {
+        let positions: Vec<u32> = state.disks[target.slot].files[target.file]
+            .positions()
+            .collect();
+        for (k, &b) in target.failed.iter().enumerate() {
+            if let Some(&pos) = positions.get(b).filter(|_| pick(t, k)) {
+                found.insert(pos);
+            }
+        }
+    }
+    found
 }
 
 /// The recorded files with a synced block at one of `positions` that are gone from
