@@ -2859,7 +2859,7 @@ fn fix_i_reads_a_deleted_file_from_its_copy_to_rebuild_a_lost_disk() {
     expect_code(&out, 0);
     assert!(
         stdout(&out).contains(&format!(
-            "read {} (deleted since the last sync) from {}",
+            "read {} (gone from its disk since the last sync) from {}",
             gone_path.display(),
             imp.join("saved/copy.bin").display()
         )),
@@ -2874,6 +2874,40 @@ fn fix_i_reads_a_deleted_file_from_its_copy_to_rebuild_a_lost_disk() {
     assert_eq!(fs::read(&lost_path).expect("restored"), lost);
     assert!(!exists(&gone_path), "the deleted file stays deleted");
     expect_code(&array.lhparity(&["check", "-d", "d2"]), 0);
+}
+
+/// A file moved to another data disk since the sync is read there and is not
+/// named among the files gone from their disks when a block cannot come back for
+/// another reason (here a damaged block of a third disk at the same position).
+#[test]
+fn a_file_moved_to_another_disk_is_not_named_as_gone() {
+    const KIB: usize = 1 << 10;
+    let array = Array::new(3, 1, 64, "");
+    array.write(0, "a.bin", 300 * KIB, 1);
+    array.write(1, "b.bin", 300 * KIB, 2);
+    array.write(2, "c.bin", 300 * KIB, 3);
+    expect_code(&array.lhparity(&["sync"]), 0);
+    let moved = array.disks[2].join("a.bin");
+    fs::rename(array.disks[0].join("a.bin"), &moved).expect("mv");
+    flip(&array.disks[2].join("c.bin"), 70 * KIB);
+    wipe(&array, 1);
+    let out = array.lhparity(&["fix", "-d", "d2"]);
+    expect_code(&out, 1);
+    // Only the block at the damaged one's position is lost: a.bin was read where
+    // it went.
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}: 1 of 5 blocks could not be rebuilt",
+            array.disks[1].join("b.bin").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("gone from their disks"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1195,7 +1195,9 @@ fn failed_positions(
 }
 
 /// The recorded files with a synced block at one of `positions` that are gone from
-/// their disks, other than those of `skip` and the lost ones.
+/// their disks, other than those of `skip` and the lost ones. A file moved to
+/// another data disk since the sync (at its path there, with its size and mtime)
+/// is not gone: the rebuild reads it there.
 fn gone_at(
     config: &Config,
     state: &State,
@@ -1203,6 +1205,13 @@ fn gone_at(
     skip: &HashSet<FileAt>,
     lost: &[Vec<bool>],
 ) -> Vec<FileAt> {
+    let dirs: Vec<&Path> = config.data.iter().map(|d| d.dir.as_path()).collect();
+    let roots = std::cell::OnceCell::new();
+    let moved = |slot: usize, f: &FileEntry| {
+        let roots =
+            roots.get_or_init(|| dirs.iter().map(|d| Root::open(d).ok()).collect::<Vec<_>>());
+        pipeline::moved_copy(&dirs, roots, dirs[slot], f).is_some()
+    };
     let mut gone = Vec::new();
     for (slot, disk) in state.disks.iter().enumerate() {
         for (i, f) in disk.files.iter().enumerate() {
@@ -1213,7 +1222,8 @@ fn gone_at(
             if in_the_way
                 && !skip.contains(&(slot, i))
                 && !lost[slot][i]
-                && !exists_beneath(&config.data[slot].dir, &file_path(config, state, slot, i))
+                && !exists_beneath(dirs[slot], &file_path(config, state, slot, i))
+                && !moved(slot, f)
             {
                 gone.push((slot, i));
             }

@@ -1036,7 +1036,7 @@ impl Reader<'_, '_> {
 /// The file `entry` of the disk at `dir`, missing there, found at its path on one of
 /// the disks in `elsewhere` (whose `roots` are those opened) with its size and mtime:
 /// moved there since the sync.
-fn moved_copy(
+pub(crate) fn moved_copy(
     elsewhere: &[&Path],
     roots: &[Option<Root>],
     dir: &Path,

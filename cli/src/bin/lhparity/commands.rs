@@ -607,7 +607,7 @@ pub fn fix(ctx: &Context, args: &FixArgs) -> Result<Outcome> {
             .map(|(to, from)| (to.as_str(), from.as_str()))
             .collect();
         for (deleted, copy) in &report.stand_ins {
-            out!("read {deleted} (deleted since the last sync) from {copy}");
+            out!("read {deleted} (gone from its disk since the last sync) from {copy}");
         }
         for f in &report.fixed {
             match imported.get(f.as_str()) {
