@@ -2624,9 +2624,10 @@ mod tests {
         assert!(defaults.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(defaults.contains(&InitFlags::FUSE_DO_READDIRPLUS));
         assert!(defaults.contains(&InitFlags::FUSE_ATOMIC_O_TRUNC));
-        // Passthrough writes never reach the daemon, which then could not clear
-        // set-ID bits for them: the kernel's own mode change is taken instead.
-        assert!(!defaults.contains(&InitFlags::FUSE_HANDLE_KILLPRIV_V2));
+        // The kernel asks lhfs to clear set-ID bits after a passthrough write (a
+        // setattr that sets nothing) instead of asking for security.capability
+        // before every write.
+        assert!(defaults.contains(&InitFlags::FUSE_HANDLE_KILLPRIV_V2));
         assert!(!defaults.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
         let o = Options::parse("async-read=false,direct-io-allow-mmap=false,cache.symlinks=true")
             .unwrap();
