@@ -2854,6 +2854,37 @@ fn fix_i_reads_a_deleted_file_from_its_copy_to_rebuild_a_lost_disk() {
     assert!(!exists(&lost_path));
     fs::remove_file(array.disks[1].join("lost.bin.unrecoverable")).expect("rm");
 
+    // A copy with one block damaged stands in for the others, and is named.
+    let damaged = array.root.path().join("damaged");
+    let mut bytes = gone.clone();
+    bytes[65536 + 7] ^= 1;
+    copy_stamped(
+        &imp.join("saved/copy.bin"),
+        &damaged.join("copy.bin"),
+        &bytes,
+    );
+    let damaged_arg = damaged.to_string_lossy().into_owned();
+    let out = array.lhparity(&["fix", "-d", "d2", "-i", damaged_arg.as_str()]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} differs from {} (gone from its disk since the last sync) in 1 of its 48 synced blocks",
+            damaged.join("copy.bin").display(),
+            gone_path.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}: 1 of 48 blocks could not be rebuilt",
+            lost_path.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(array.disks[1].join("lost.bin.unrecoverable")).expect("rm");
+
     let imp_arg = imp.to_string_lossy().into_owned();
     let out = array.lhparity(&["fix", "-d", "d2", "-i", imp_arg.as_str()]);
     expect_code(&out, 0);

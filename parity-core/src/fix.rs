@@ -1149,10 +1149,19 @@ fn use_imports(
             .collect();
         if let Some(i) = import::best(&counts, synced.len()) {
             let copy = imports.candidates(stamp)[i].clone();
-            report.stand_ins.push((
-                crate::name::shown_path(&file_path(config, state, at.0, at.1)),
-                crate::name::shown_path(&copy),
-            ));
+            let gone = crate::name::shown_path(&file_path(config, state, at.0, at.1));
+            // Its other blocks are still missing where the parity needs them.
+            if counts[i] > 0 {
+                report.warnings.push(format!(
+                    "{} differs from {gone} (gone from its disk since the last sync) in {} of its {} synced blocks: it stands in for the others only, and what needs those blocks may not be rebuilt",
+                    crate::name::shown_path(&copy),
+                    counts[i],
+                    synced.len()
+                ));
+            }
+            report
+                .stand_ins
+                .push((gone, crate::name::shown_path(&copy)));
             stand_ins.push((at, copy));
         }
     }
