@@ -316,6 +316,11 @@ fn caller(req: &Request) -> Caller {
     Caller::from_process(req.uid(), req.gid(), req.pid())
 }
 
+/// Whether `req`'s caller is in a group: its own, or one of its process's.
+fn in_groups_of(req: &Request) -> impl Fn(libc::gid_t) -> bool + '_ {
+    move |gid| gid == req.gid() || caller(req).groups.contains(&gid)
+}
+
 /// Runs `op` with the caller's filesystem ids and groups (root's requests as they
 /// are), so that each branch checks the caller's permissions on every copy an
 /// operation touches, as mergerfs does. The kernel's `default_permissions` checked
@@ -998,9 +1003,18 @@ impl UnionFs {
     /// One of the live opens of `node`: all of them hold the same copy (see
     /// [`NodeIo`]).
     fn any_open_file_of(&self, node: INodeNo) -> Option<Arc<OpenFile>> {
+        self.open_file_where(node, |_| true)
+    }
+
+    /// A live open of `node` that `keep` accepts.
+    fn open_file_where(
+        &self,
+        node: INodeNo,
+        keep: impl Fn(&OpenFile) -> bool,
+    ) -> Option<Arc<OpenFile>> {
         lock(&self.files)
             .values()
-            .find(|f| f.node == node.0)
+            .find(|f| f.node == node.0 && keep(f))
             .cloned()
     }
 
@@ -1209,7 +1223,7 @@ impl UnionFs {
     /// caller is not root, as Linux does on any filesystem: the set-ID bits go (see
     /// [`kill_suid_sgid`]); the kernel then forgets the mode it had.
     fn written_by(&self, req: &Request, node: INodeNo, fd: &OwnedFd) -> Result<(), fuser::Errno> {
-        let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+        let in_group = in_groups_of(req);
         if kill_suid_sgid(fd, in_group)? {
             if let Some(notifier) = self.notifier.get() {
                 let _ = notifier.inval_inode(node, -1, 0);
@@ -1220,14 +1234,9 @@ impl UnionFs {
 
     /// An open of `node` for writing by `req`'s caller.
     fn open_for_writing_by(&self, req: &Request, node: INodeNo) -> Option<Arc<OpenFile>> {
-        lock(&self.files)
-            .values()
-            .find(|f| {
-                f.node == node.0
-                    && f.opener == req.uid()
-                    && f.flags & libc::O_ACCMODE != libc::O_RDONLY
-            })
-            .cloned()
+        self.open_file_where(node, |f| {
+            f.opener == req.uid() && f.flags & libc::O_ACCMODE != libc::O_RDONLY
+        })
     }
 
     /// The set-ID bits of `node` cleared, with the daemon's ids, for `req`'s caller
@@ -1238,7 +1247,7 @@ impl UnionFs {
     fn kill_for_writer(&self, req: &Request, node: INodeNo) -> Option<Result<(), fuser::Errno>> {
         let file = self.open_for_writing_by(req, node)?;
         let state = file.state.read().unwrap_or_else(PoisonError::into_inner);
-        let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+        let in_group = in_groups_of(req);
         Some(creds::as_daemon_for(|| kill_suid_sgid(&state.1, in_group)).map(|_| ()))
     }
 
@@ -1818,7 +1827,7 @@ impl Filesystem for UnionFs {
             // kernel's view of the attributes when a bit went.
             if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
                 creds::as_daemon();
-                let in_group = |gid| gid == req.gid() || caller(req).groups.contains(&gid);
+                let in_group = in_groups_of(req);
                 match kill_suid_sgid(&fd, in_group) {
                     Ok(true) => {
                         if let Some(notifier) = self.notifier.get() {

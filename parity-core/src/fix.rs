@@ -1102,32 +1102,36 @@ fn use_imports(
     // Each candidate is read once, however many lost files share its stamp (files
     // unpacked from an archive share one mtime).
     let mut hashed: HashMap<&Path, Option<Vec<Option<Hash>>>> = HashMap::new();
-    for target in targets.iter_mut() {
-        if target.original != Original::None || target.failed.is_empty() {
-            continue;
-        }
-        let f = &state.disks[target.slot].files[target.file];
+    // The candidate for `f` that has the most of its blocks `wanted`, and the
+    // blocks of `wanted` it lacks; none when no candidate has any.
+    let mut best_copy = |f: &FileEntry, wanted: &[usize]| -> Option<(PathBuf, Vec<usize>)> {
         let stamp = (f.size, f.mtime_ns);
-        // Per candidate, the blocks it lacks of those the target needs, up to the
-        // first that lacks none.
+        // Per candidate, the blocks it lacks, up to the first that lacks none.
         let mut lacking: Vec<Vec<usize>> = Vec::new();
         for path in imports.candidates(stamp) {
             let hashes = hashed
                 .entry(path.as_path())
                 .or_insert_with(|| import::block_hashes(path, stamp, &state.hash_key, block_size));
-            lacking.push(import::lacking(
-                hashes.as_deref(),
-                &f.hashes,
-                &target.failed,
-            ));
+            lacking.push(import::lacking(hashes.as_deref(), &f.hashes, wanted));
             if lacking.last().is_some_and(Vec::is_empty) {
                 break;
             }
         }
         let counts: Vec<usize> = lacking.iter().map(Vec::len).collect();
-        if let Some(i) = import::best(&counts, target.failed.len()) {
-            target.failed = std::mem::take(&mut lacking[i]);
-            target.original = Original::Imported(imports.candidates(stamp)[i].clone());
+        let i = import::best(&counts, wanted.len())?;
+        Some((
+            imports.candidates(stamp)[i].clone(),
+            std::mem::take(&mut lacking[i]),
+        ))
+    };
+    for target in targets.iter_mut() {
+        if target.original != Original::None || target.failed.is_empty() {
+            continue;
+        }
+        let f = &state.disks[target.slot].files[target.file];
+        if let Some((copy, lacking)) = best_copy(f, &target.failed) {
+            target.failed = lacking;
+            target.original = Original::Imported(copy);
         }
     }
     // A deleted file's copy serves as far as its blocks match; the pipeline checks
@@ -1135,27 +1139,15 @@ fn use_imports(
     let mut stand_ins = Vec::new();
     for &at in deleted {
         let f = file(&at);
-        let stamp = (f.size, f.mtime_ns);
         let synced: Vec<usize> = (0..f.hashes.len()).filter(|&b| !f.is_new(b)).collect();
-        let counts: Vec<usize> = imports
-            .candidates(stamp)
-            .iter()
-            .map(|path| {
-                let hashes = hashed.entry(path.as_path()).or_insert_with(|| {
-                    import::block_hashes(path, stamp, &state.hash_key, block_size)
-                });
-                import::lacking(hashes.as_deref(), &f.hashes, &synced).len()
-            })
-            .collect();
-        if let Some(i) = import::best(&counts, synced.len()) {
-            let copy = imports.candidates(stamp)[i].clone();
+        if let Some((copy, lacking)) = best_copy(f, &synced) {
             let gone = crate::name::shown_path(&file_path(config, state, at.0, at.1));
             // Its other blocks are still missing where the parity needs them.
-            if counts[i] > 0 {
+            if !lacking.is_empty() {
                 report.warnings.push(format!(
                     "{} differs from {gone} (gone from its disk since the last sync) in {} of its {} synced blocks: it stands in for the others only, and what needs those blocks may not be rebuilt",
                     crate::name::shown_path(&copy),
-                    counts[i],
+                    lacking.len(),
                     synced.len()
                 ));
             }
