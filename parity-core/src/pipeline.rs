@@ -58,6 +58,11 @@ const READ_AHEAD: usize = 4;
 /// interrupts every core the process runs on, is rare; small enough that a cold
 /// stretch of a file is found before much of it was asked for.
 const WINDOW_BYTES: usize = 16 << 20;
+/// How far past the end of a range read with `pread` the kernel's read-ahead may
+/// have filled the cache: at most about twice the device's read-ahead window
+/// (`read_ahead_kb`, 128 KiB by default, a few MiB on some arrays); this covers
+/// windows up to 32 MiB. Past it, what a pass finds cached was cached before.
+const READ_AHEAD_REACH: u64 = 64 << 20;
 /// Windows one reader keeps alive at most (in its batches in flight); past that it
 /// copies. Bounds the mappings and open files of many disks of small files.
 const MAX_LIVE_WINDOWS: usize = 32;
@@ -601,14 +606,19 @@ impl Current {
     }
 }
 
-/// A reader's mapping of the file it reads: the window of its last block, and the
-/// range found not all cached (read with `pread`). Once a range of the file was
-/// found not cached, what the pass reads of it later counts as brought in by the
-/// pass (read-ahead fills the cache ahead of a `pread`), and is let go after use.
+/// A reader's mapping of the file it reads: the window of its last block, the
+/// range found not all cached (read with `pread`), and how far the file was read
+/// with `pread`. Read-ahead fills the cache ahead of a `pread`, so what the pass
+/// reads up to `READ_AHEAD_REACH` past that point counts as brought in by the pass
+/// and is let go after use; what lies further was cached before the pass came, and
+/// stays (windows over such bytes start no read-ahead, so they do not push it
+/// further).
 #[derive(Default)]
 struct Maps {
     window: Option<Arc<Window>>,
     cold: std::ops::Range<u64>,
+    /// The end of the furthest range of the file found not cached (`None`: none yet).
+    read_to: Option<u64>,
     used: bool,
 }
 
@@ -659,12 +669,9 @@ impl Maps {
         }
         match usize::try_from(len)
             .ok()
-            .and_then(|l| Window::map_cached(file, offset, l, live))
+            .and_then(|l| Window::map_cached(file, offset, l, live, self.brought_in(offset)))
         {
-            Some(mut w) => {
-                if self.cold_seen() {
-                    w.let_go_after_use();
-                }
+            Some(w) => {
                 let w = Arc::new(w);
                 self.window = Some(Arc::clone(&w));
                 self.used = true;
@@ -672,14 +679,17 @@ impl Maps {
             }
             None => {
                 self.cold = offset..offset + len;
+                self.read_to = Some(self.read_to.unwrap_or(0).max(self.cold.end));
                 None
             }
         }
     }
 
-    /// Whether some range of the file was found not cached in this pass.
-    fn cold_seen(&self) -> bool {
-        !self.cold.is_empty()
+    /// Whether the bytes at `offset` may have been brought into the cache by this
+    /// pass's own reads: read-ahead of a range found not cached reaches that far.
+    fn brought_in(&self, offset: u64) -> bool {
+        self.read_to
+            .is_some_and(|end| offset < end.saturating_add(READ_AHEAD_REACH))
     }
 }
 
@@ -870,11 +880,11 @@ impl Reader<'_, '_> {
         // The last, partial block of a file that was cached when the pass came
         // stays cached, as the rest of the file read in place does. Whole blocks
         // read here are not cached (or past the windows a reader may keep), and
-        // after a range of the file was found not cached, read-ahead makes what
-        // follows look cached: all of that is let go.
+        // read-ahead of a range found not cached makes what follows look cached:
+        // all of that is let go.
         let keep = self.reads == Reads::Map
             && len < bs
-            && !maps.cold_seen()
+            && !maps.brought_in(offset)
             && crate::mapped::known_cached(handle, offset, len);
         let buf = slot(&mut out.data, &mut out.written, j, bs, len);
         match handle.read_exact_at(&mut buf[..len], offset) {
@@ -1332,7 +1342,7 @@ mod reads {
     fn cached(path: &Path, offset: u64, len: usize) -> bool {
         let f = Arc::new(File::open(path).expect("open"));
         let live = Arc::new(AtomicUsize::new(0));
-        crate::mapped::Window::map_cached(&f, offset, len, &live).is_some()
+        crate::mapped::Window::map_cached(&f, offset, len, &live, false).is_some()
     }
 
     /// How many pages of a file are in the page cache (`mincore` over a mapping,
@@ -1509,6 +1519,76 @@ mod reads {
         }
     }
 
+    /// How many pages of `len` bytes of a file from `offset` are in the page cache.
+    fn cached_pages_in(path: &Path, offset: usize, len: usize) -> usize {
+        let f = File::open(path).expect("open");
+        let page = 4096;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: as in `cached_pages`, over the range asked.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                offset as libc::off_t,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+        }
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn what_was_cached_past_the_read_ahead_of_a_cold_range_stays_cached() {
+        // A file whose first 8 MiB are not cached and whose rest is: a partly
+        // watched film, or pages the kernel reclaimed from a cached file.
+        let dir = crate::mapped::tests::scratch_dir();
+        let mib = 1 << 20;
+        let size = 96 * mib;
+        let path = dir.path().join("big");
+        let files = vec![entry(dir.path(), "big", &bytes(size, 3), 0)];
+        std::fs::write(dir.path().join("parity"), bytes(BS, 11)).expect("parity");
+        let parity = File::open(dir.path().join("parity")).expect("open parity");
+        let positions: Vec<u32> = (0..(size / BS) as u32).collect();
+        evict(&path);
+        let f = File::open(&path).expect("open");
+        let mut rest = vec![0u8; size - 8 * mib];
+        f.read_exact_at(&mut rest, 8 * mib as u64).expect("read");
+        assert_eq!(cached_pages_in(&path, 0, 8 * mib), 0);
+        assert!(cached(&path, 8 * mib as u64, size - 8 * mib));
+
+        let run = two_threads(|| seen(dir.path(), &files, &parity, &positions, Reads::Map));
+        assert!(run.changed.is_empty() && run.errors.is_empty());
+        assert_eq!(run.bytes, size as u64);
+        // The first window (16 MiB) was read with `pread`; what read-ahead may have
+        // brought in after it (up to READ_AHEAD_REACH) is let go, and the rest,
+        // cached before the pass, stays.
+        let kept = 16 * mib + READ_AHEAD_REACH as usize;
+        assert!(
+            cached(&path, kept as u64, size - kept),
+            "{} of {} pages past {} MiB still cached",
+            cached_pages_in(&path, kept, size - kept),
+            (size - kept) / 4096,
+            kept / mib
+        );
+        assert_eq!(
+            cached_pages_in(&path, 0, 16 * mib),
+            0,
+            "what the pass read stays"
+        );
+
+        // Not cached at all: read-ahead never runs far enough ahead of the pass
+        // for a window to look cached before it, and nothing stays.
+        evict(&path);
+        let run = two_threads(|| seen(dir.path(), &files, &parity, &positions, Reads::Map));
+        assert!(run.changed.is_empty() && run.errors.is_empty());
+        assert_eq!(run.bytes, size as u64);
+        assert_eq!(cached_pages(&path), 0, "the pass left what it read cached");
+    }
+
     #[test]
     fn a_file_cut_short_while_read_in_place_is_reported_changed() {
         let dir = crate::mapped::tests::scratch_dir();
@@ -1628,7 +1708,7 @@ mod reads {
         warm(&a);
         let handle = Arc::new(File::open(&a).expect("open"));
         let live = Arc::new(AtomicUsize::new(0));
-        let window = Window::map_cached(&handle, 0, 4 * BS, &live).expect("cached");
+        let window = Window::map_cached(&handle, 0, 4 * BS, &live, false).expect("cached");
         let window = Arc::new(window);
         // Cut and put back with its mtime: the mapped pages are gone, and the
         // file looks as the state says. Reading there faults.
