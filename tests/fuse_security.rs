@@ -1140,3 +1140,101 @@ fn fuse_security_set_id_edges_match_a_plain_folder() {
         assert_eq!(run(&pool.mnt), expected, "{options}");
     }
 }
+
+/// POSIX ACLs (`setfacl`, `getfacl`): access granted and refused by them, chmod's
+/// effect on the mask, default ACLs inherited by files, folders and fifos in place
+/// of the umask, the umask where no default ACL is, set-group-ID cleared by a
+/// `setfacl` of an owner outside the group, and `setfacl -b`. Run as root in the
+/// folder given; users 1001 and 1002 try what they are granted.
+const ACLS: &str = r#"
+# POSIX ACLs, run as root in the folder given.
+cd "$1" || exit 9
+U1="setpriv --reuid=1001 --regid=1001 --clear-groups"
+U2="setpriv --reuid=1002 --regid=1002 --clear-groups"
+umask 022
+mkdir acl; chmod 700 acl; setfacl -m u:1001:rx acl
+echo secret > acl/f; chmod 600 acl/f; setfacl -m u:1001:rw acl/f
+echo "read granted: $($U1 cat acl/f 2>&1 | sed 's/.*: //')"
+echo "write granted: $($U1 sh -c 'echo more >> acl/f && echo ok' 2>&1 | sed 's/.*: //')"
+echo "read not granted: $($U2 cat acl/f 2>&1 | sed 's/.*: //')"
+echo "listing granted: $($U1 ls acl 2>&1 | sed 's/.*: //')"
+chmod 640 acl/f
+echo "after chmod 640: $(getfacl -cn acl/f 2>/dev/null | tr '\n' ' ')"
+echo "setfacl by another user: $($U1 setfacl -m u:1002:r acl/f 2>&1 | sed 's/.*: //')"
+mkdir inh; chmod 777 inh; setfacl -d -m u:1001:rwx inh; setfacl -d -m g::rwx inh; setfacl -d -m o::rx inh
+$U1 sh -c 'umask 022; echo x > inh/new; mkdir inh/sub; mkfifo inh/fifo'
+echo "inherited file: $(stat -c %a inh/new) $(getfacl -cn inh/new 2>/dev/null | tr '\n' ' ')"
+echo "inherited folder: $(stat -c %a inh/sub) $(getfacl -cn inh/sub 2>/dev/null | tr '\n' ' ')"
+echo "inherited fifo: $(stat -c %a inh/fifo)"
+mkdir plain; chmod 777 plain
+$U1 sh -c 'umask 027; echo x > plain/new; mkdir plain/sub'
+echo "umask without a default ACL: $(stat -c %a plain/new plain/sub | tr '\n' ' ')"
+echo y > sg; chown 1001:0 sg; chmod 2770 sg
+$U1 setfacl -m u:1002:r sg
+echo "setfacl by the owner outside the group: $(stat -c %a sg)"
+setfacl -b acl/f
+echo "after setfacl -b: $(stat -c %a acl/f) $(getfacl -cn acl/f 2>/dev/null | tr '\n' ' ')"
+"#;
+
+#[test]
+fn fuse_security_posix_acls_match_a_plain_folder() {
+    let test = "fuse_security_posix_acls_match_a_plain_folder";
+    if Command::new("setfacl").arg("--version").output().is_err() {
+        common::fuse::skip::<()>(test, "setfacl is missing (apt-get install acl)");
+        return;
+    }
+    let run = |dir: &Path| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(ACLS)
+            .arg("acls")
+            .arg(dir)
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let plain = tempfile::tempdir().unwrap();
+    fs::set_permissions(plain.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let expected = run(plain.path());
+    for line in [
+        "read granted: secret",
+        "write granted: ok",
+        "read not granted: Permission denied",
+        "setfacl by another user: Operation not permitted",
+        "inherited file: 664 ",
+        "inherited folder: 775 ",
+        "inherited fifo: 664",
+        "umask without a default ACL: 640 750",
+        "setfacl by the owner outside the group: 770",
+    ] {
+        assert!(
+            expected.lines().any(|l| l.starts_with(line)),
+            "plain folder: {line}\n{expected}"
+        );
+    }
+    for options in [
+        "posix-acl=true",
+        "posix-acl=true,passthrough.io=off,cache.files=partial",
+        "posix-acl=false",
+    ] {
+        let (_tmp, b1, b2, mnt) = open_branches();
+        let branches = format!("{}:{}", b1.display(), b2.display());
+        let Some(pool) = Pool::mount(test, &branches, &mnt, &format!("minfreespace=0,{options}"))
+        else {
+            return;
+        };
+        let got = run(&pool.mnt);
+        if options.starts_with("posix-acl=true") {
+            assert_eq!(got, expected, "{options}");
+        } else {
+            // As in mergerfs by default: the kernel checks the mode bits alone, and
+            // applies the umask before a default ACL can replace it.
+            for line in ["read granted: Permission denied", "inherited file: 644 "] {
+                assert!(
+                    got.lines().any(|l| l.starts_with(line)),
+                    "{options}: {line}\n{got}"
+                );
+            }
+        }
+    }
+}

@@ -51,7 +51,7 @@ use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
 use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
 use crate::pin::Pinner;
-use crate::union::{Attr, DirEntry, Errno, Renamed, Union};
+use crate::union::{Attr, DirEntry, Errno, Mode, Renamed, Union};
 
 /// The largest write the kernel may send; it caps FUSE messages at 1 MiB anyway.
 const MAX_WRITE: u32 = 1 << 20;
@@ -402,12 +402,27 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ),
         (options.cache_symlinks, InitFlags::FUSE_CACHE_SYMLINKS),
+        // The kernel checks ACLs; the umask is lhfs's to apply (see `Union::create`),
+        // as a folder's default ACL replaces it.
+        (options.posix_acl, InitFlags::FUSE_POSIX_ACL),
+        (options.posix_acl, InitFlags::FUSE_DONT_MASK),
     ] {
         if on {
             flags.push(flag);
         }
     }
     flags
+}
+
+/// The mode of an entry to make, from the mode and umask of the request. With
+/// `posix-acl` the kernel leaves the umask to lhfs (a folder's default ACL replaces
+/// it); otherwise it has applied it already.
+fn new_mode(union: &Union, mode: u32, umask: u32) -> Mode {
+    if union.options().posix_acl {
+        Mode::new(mode, umask)
+    } else {
+        Mode::new(mode & !(umask & 0o7777), 0)
+    }
 }
 
 /// The flags of an open with direct I/O (`cache.files=off`).
@@ -1641,9 +1656,8 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.begin(Op::Mknod);
-        let mode = mode & !(umask & 0o7777);
         self.new_name(req, parent, name, reply, |union, caller, path| {
-            union.mknod(caller, path, mode, u64::from(rdev))
+            union.mknod(caller, path, new_mode(union, mode, umask), u64::from(rdev))
         });
     }
 
@@ -1657,9 +1671,8 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         self.begin(Op::Mkdir);
-        let mode = mode & 0o7777 & !umask;
         self.new_name(req, parent, name, reply, |union, caller, path| {
-            union.mkdir(caller, path, mode)
+            union.mkdir(caller, path, new_mode(union, mode & 0o7777, umask))
         });
     }
 
@@ -2337,7 +2350,7 @@ impl Filesystem for UnionFs {
         self.begin(Op::Create);
         let union = self.union();
         let created = self.child(parent, name).and_then(|path| {
-            let mode = mode & 0o7777 & !umask;
+            let mode = new_mode(&union, mode & 0o7777, umask);
             let caller = caller(req);
             let created = caller
                 .serve(|| union.create(&caller, &path, flags, mode))
@@ -2644,6 +2657,12 @@ mod tests {
         assert!(!flags.contains(&InitFlags::FUSE_ASYNC_READ));
         assert!(!flags.contains(&InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP));
         assert!(flags.contains(&InitFlags::FUSE_CACHE_SYMLINKS));
+        // POSIX ACLs: the kernel checks them and leaves the umask to lhfs.
+        assert!(!defaults.contains(&InitFlags::FUSE_POSIX_ACL));
+        assert!(!defaults.contains(&InitFlags::FUSE_DONT_MASK));
+        let flags = init_flags(&Options::parse("posix_acl=true").unwrap());
+        assert!(flags.contains(&InitFlags::FUSE_POSIX_ACL));
+        assert!(flags.contains(&InitFlags::FUSE_DONT_MASK));
     }
 
     #[test]

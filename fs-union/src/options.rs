@@ -372,7 +372,6 @@ const ACCEPTED: &[Accepted] = &[
         "off",
     ),
     accepted("nullrw", Kind::Bool, false, "false"),
-    accepted("posix-acl", Kind::Bool, false, "false"),
     accepted("process-thread-count", Kind::Int, false, "-1"),
     accepted("process-thread-queue-depth", Kind::Int, false, "2"),
     accepted("proxy-ioprio", Kind::Bool, true, "false"),
@@ -408,6 +407,7 @@ const KEYS: &[(&str, bool)] = &[
     ("parallel-direct-writes", true),
     ("passthrough.io", true),
     ("pin-threads", false),
+    ("posix-acl", false),
     ("read-thread-count", false),
     ("readahead", false),
     ("rename-exdev", true),
@@ -526,6 +526,10 @@ pub struct Options {
     pub cache_symlinks: bool,
     /// `async-read`: the kernel may send several reads of one file at once.
     pub async_read: bool,
+    /// `posix-acl`: the kernel checks access against POSIX ACLs (asked from the
+    /// branches as `system.posix_acl_*`) and leaves the umask to lhfs, which
+    /// applies it unless the new entry's folder has a default ACL.
+    pub posix_acl: bool,
     /// `direct-io-allow-mmap`: shared mmap of files opened with direct I/O.
     pub direct_io_allow_mmap: bool,
     /// `parallel-direct-writes`: direct-I/O writes to one file that neither append
@@ -600,6 +604,7 @@ impl Default for Options {
             cache_statfs: 0,
             cache_symlinks: false,
             async_read: true,
+            posix_acl: false,
             direct_io_allow_mmap: true,
             parallel_direct_writes: true,
             readahead: 0,
@@ -911,6 +916,7 @@ impl Options {
             "cache.statfs" => self.cache_statfs = seconds(value)?,
             "cache.symlinks" => self.cache_symlinks = boolean(value)?,
             "async-read" => self.async_read = boolean(value)?,
+            "posix-acl" => self.posix_acl = boolean(value)?,
             "direct-io-allow-mmap" => self.direct_io_allow_mmap = boolean(value)?,
             "parallel-direct-writes" => self.parallel_direct_writes = boolean(value)?,
             "readahead" => self.readahead = number(value, "a size in KiB")?,
@@ -1044,6 +1050,7 @@ impl Options {
             "cache.statfs" => self.cache_statfs.to_string(),
             "cache.symlinks" => flag(self.cache_symlinks),
             "async-read" => flag(self.async_read),
+            "posix-acl" => flag(self.posix_acl),
             "direct-io-allow-mmap" => flag(self.direct_io_allow_mmap),
             "parallel-direct-writes" => flag(self.parallel_direct_writes),
             "readahead" => self.readahead.to_string(),

@@ -98,6 +98,34 @@ impl fmt::Debug for Attr {
     }
 }
 
+/// The mode asked for a new entry and the umask that applies to it: not where the
+/// folder it is made in has a default ACL, whose inheritance then sets the
+/// permissions (as on a local file system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    mode: u32,
+    umask: u32,
+}
+
+impl Mode {
+    /// `mode` (with the file type bits for mknod) and the caller's `umask`.
+    pub fn new(mode: u32, umask: u32) -> Mode {
+        Mode {
+            mode,
+            umask: umask & 0o7777,
+        }
+    }
+
+    /// The mode to make the entry with in the folder `dir` (on its branch).
+    fn in_folder(self, dir: &OwnedFd) -> u32 {
+        if self.umask == 0 || sys::has_default_acl(dir) {
+            self.mode
+        } else {
+            self.mode & !self.umask
+        }
+    }
+}
+
 /// A file created and opened on a branch.
 #[derive(Debug)]
 pub struct Created {
@@ -1039,36 +1067,41 @@ impl Union {
         made.ok_or_else(|| first_error(&results, Errno(libc::ENOENT)))
     }
 
-    /// Creates and opens the regular file `path` with open(2) `flags` and `mode` (the
-    /// caller's umask already applied) on the one branch the create policy picks.
+    /// Creates and opens the regular file `path` with open(2) `flags` and `mode` on
+    /// the one branch the create policy picks.
     pub fn create(
         &self,
         caller: &Caller,
         path: &Path,
         flags: i32,
-        mode: u32,
+        mode: Mode,
     ) -> Result<Created, Errno> {
         let flags = branch_flags(flags) | libc::O_CREAT | libc::O_NOFOLLOW;
         let (branch, file) = self.create_with(Function::Create, caller, path, false, |at| {
-            sys::openat(&at.dir, &at.name, flags, mode)
+            sys::openat(&at.dir, &at.name, flags, mode.in_folder(&at.dir))
         })?;
         let attr = self.attr(branch, path, sys::fstat(&file)?);
         Ok(Created { file, attr })
     }
 
-    /// Makes the directory `path` (mode with umask applied) on every branch the mkdir
-    /// policy picks.
-    pub fn mkdir(&self, caller: &Caller, path: &Path, mode: u32) -> Result<Attr, Errno> {
+    /// Makes the directory `path` on every branch the mkdir policy picks.
+    pub fn mkdir(&self, caller: &Caller, path: &Path, mode: Mode) -> Result<Attr, Errno> {
         self.create_with(Function::Mkdir, caller, path, true, |at| {
-            sys::mkdirat(at, mode)
+            sys::mkdirat(at, mode.in_folder(&at.dir))
         })?;
         self.getattr(path)
     }
 
     /// Makes the special file `path` on every branch the mknod policy picks.
-    pub fn mknod(&self, caller: &Caller, path: &Path, mode: u32, rdev: u64) -> Result<Attr, Errno> {
+    pub fn mknod(
+        &self,
+        caller: &Caller,
+        path: &Path,
+        mode: Mode,
+        rdev: u64,
+    ) -> Result<Attr, Errno> {
         self.create_with(Function::Mknod, caller, path, true, |at| {
-            sys::mknodat(at, mode, rdev)
+            sys::mknodat(at, mode.in_folder(&at.dir), rdev)
         })?;
         self.getattr(path)
     }

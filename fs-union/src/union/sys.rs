@@ -433,6 +433,26 @@ fn read_sized(
     }
 }
 
+/// Whether the folder open at `dir` has a default ACL (`system.posix_acl_default`),
+/// which then sets the permissions of what is made in it instead of the umask.
+pub(super) fn has_default_acl(dir: &OwnedFd) -> bool {
+    // The folder itself, through the daemon's fd entry (`O_PATH` fds have no
+    // `fgetxattr`): `.` below it, so that the entry's link is followed.
+    let Ok(path) = CString::new(format!("/proc/self/fd/{}/.", dir.as_raw_fd())) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated strings; a null buffer of length 0 asks for the size.
+    let size = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    size > 0
+}
+
 pub(super) fn getxattr(at: &At, name: &CStr) -> Result<Vec<u8>, Errno> {
     let path = at.proc_path();
     // SAFETY: the strings are NUL-terminated; the buffer and its length come as a pair.

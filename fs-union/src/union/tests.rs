@@ -200,11 +200,16 @@ fn a_branch_folder_deleted_behind_the_pool_is_passed_over_by_create() {
     // removed under a running pool.
     let u = pool.union("category.create=ff,minfreespace=0");
     std::fs::remove_dir(&pool.branches[0]).unwrap();
-    let made = u.create(&ROOT, p("/f"), libc::O_RDWR, 0o644).unwrap();
+    let made = u
+        .create(&ROOT, p("/f"), libc::O_RDWR, Mode::new(0o644, 0))
+        .unwrap();
     assert_eq!(made.attr.branch, 1);
     assert!(pool.path(1, "f").exists());
     let u = pool.union("category.create=mfs,minfreespace=0");
-    assert_eq!(u.mkdir(&ROOT, p("/d"), 0o755).unwrap().branch, 1);
+    assert_eq!(
+        u.mkdir(&ROOT, p("/d"), Mode::new(0o755, 0)).unwrap().branch,
+        1
+    );
 }
 
 #[test]
@@ -274,7 +279,7 @@ fn create_clones_the_parent_onto_the_chosen_branch() {
     u.utimens(p("/d"), times).unwrap();
 
     let created = u
-        .create(&ROOT, p("/d/e/new"), libc::O_WRONLY, 0o640)
+        .create(&ROOT, p("/d/e/new"), libc::O_WRONLY, Mode::new(0o640, 0))
         .unwrap();
     assert_eq!(created.attr.branch, 0);
     assert!(pool.path(0, "d/e/new").is_file());
@@ -296,11 +301,16 @@ fn create_clones_the_parent_onto_the_chosen_branch() {
 
     // A parent missing everywhere is ENOENT; an existing name is EEXIST (O_EXCL).
     let err = u
-        .create(&ROOT, p("/none/f"), libc::O_WRONLY, 0o644)
+        .create(&ROOT, p("/none/f"), libc::O_WRONLY, Mode::new(0o644, 0))
         .unwrap_err();
     assert_eq!(err, Errno(libc::ENOENT));
     let err = u
-        .create(&ROOT, p("/d/e/new"), libc::O_WRONLY | libc::O_EXCL, 0o644)
+        .create(
+            &ROOT,
+            p("/d/e/new"),
+            libc::O_WRONLY | libc::O_EXCL,
+            Mode::new(0o644, 0),
+        )
         .unwrap_err();
     assert_eq!(err, Errno(libc::EEXIST));
 }
@@ -321,7 +331,7 @@ fn create_policies_pick_branches_and_report_policy_errors() {
     // epff: only where the parent exists.
     let u = pool.union("category.create=epff");
     assert_eq!(
-        u.create(&ROOT, p("/d/f"), libc::O_RDWR, 0o644)
+        u.create(&ROOT, p("/d/f"), libc::O_RDWR, Mode::new(0o644, 0))
             .unwrap()
             .attr
             .branch,
@@ -331,7 +341,7 @@ fn create_policies_pick_branches_and_report_policy_errors() {
     // RO/NC branches are never created on; all of them barred is EROFS.
     let u = pool.union_with(&[BranchMode::NC, BranchMode::RO], "category.create=ff");
     assert_eq!(
-        u.mkdir(&ROOT, p("/x"), 0o755).unwrap_err(),
+        u.mkdir(&ROOT, p("/x"), Mode::new(0o755, 0)).unwrap_err(),
         Errno(libc::EROFS)
     );
     // minfreespace beyond any disk: ENOSPC.
@@ -339,25 +349,26 @@ fn create_policies_pick_branches_and_report_policy_errors() {
     opts.minfreespace = u64::MAX;
     let u = pool.union("").with_options(Arc::new(opts));
     assert_eq!(
-        u.mkdir(&ROOT, p("/x"), 0o755).unwrap_err(),
+        u.mkdir(&ROOT, p("/x"), Mode::new(0o755, 0)).unwrap_err(),
         Errno(libc::ENOSPC)
     );
     // A parent folder missing everywhere is ENOENT, before the policy's own error
     // (as mergerfs, which looks for the parent first) and when the policy found a
     // branch.
     assert_eq!(
-        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, 0o644)
+        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, Mode::new(0o644, 0))
             .unwrap_err(),
         Errno(libc::ENOENT)
     );
     let u = pool.union_with(&[BranchMode::NC, BranchMode::RO], "category.create=ff");
     assert_eq!(
-        u.mkdir(&ROOT, p("/nowhere/x"), 0o755).unwrap_err(),
+        u.mkdir(&ROOT, p("/nowhere/x"), Mode::new(0o755, 0))
+            .unwrap_err(),
         Errno(libc::ENOENT)
     );
     let u = pool.union("category.create=ff");
     assert_eq!(
-        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, 0o644)
+        u.create(&ROOT, p("/nowhere/f"), libc::O_RDWR, Mode::new(0o644, 0))
             .unwrap_err(),
         Errno(libc::ENOENT)
     );
@@ -382,7 +393,7 @@ fn a_parent_is_cloned_from_where_the_search_found_it_before_anything_was_made() 
         .set_modified(ago(1000))
         .unwrap();
     let u = pool.union("category.create=all,category.search=newest");
-    u.mkdir(&ROOT, p("/p/x"), 0o755).unwrap();
+    u.mkdir(&ROOT, p("/p/x"), Mode::new(0o755, 0)).unwrap();
     for b in 0..3 {
         assert!(pool.path(b, "p/x").is_dir(), "b{b}");
     }
@@ -394,10 +405,10 @@ fn mkdir_mknod_symlink_run_on_every_chosen_branch() {
     let pool = Pool::new(3);
     pool.dir(0, "d").dir(2, "d");
     let u = pool.union("category.create=epall");
-    u.mkdir(&ROOT, p("/d/sub"), 0o755).unwrap();
+    u.mkdir(&ROOT, p("/d/sub"), Mode::new(0o755, 0)).unwrap();
     assert!(pool.path(0, "d/sub").is_dir() && pool.path(2, "d/sub").is_dir());
     assert!(!pool.path(1, "d").exists());
-    u.mknod(&ROOT, p("/d/fifo"), libc::S_IFIFO | 0o644, 0)
+    u.mknod(&ROOT, p("/d/fifo"), Mode::new(libc::S_IFIFO | 0o644, 0), 0)
         .unwrap();
     assert!(fs::symlink_metadata(pool.path(2, "d/fifo"))
         .unwrap()
@@ -413,11 +424,12 @@ fn mkdir_mknod_symlink_run_on_every_chosen_branch() {
         p("../target")
     );
     assert_eq!(
-        u.mkdir(&ROOT, p("/d/sub"), 0o755).unwrap_err(),
+        u.mkdir(&ROOT, p("/d/sub"), Mode::new(0o755, 0))
+            .unwrap_err(),
         Errno(libc::EEXIST)
     );
     assert_eq!(
-        u.mkdir(&ROOT, p("/"), 0o755).unwrap_err(),
+        u.mkdir(&ROOT, p("/"), Mode::new(0o755, 0)).unwrap_err(),
         Errno(libc::EEXIST)
     );
 }
@@ -440,15 +452,17 @@ fn entries_created_for_a_caller_belong_to_the_caller() {
     let u = pool.union("category.create=ff");
     // The parent is cloned as root onto branch 0, then the file made as the caller.
     let f = u
-        .create(&user, p("/shared/f"), libc::O_WRONLY, 0o644)
+        .create(&user, p("/shared/f"), libc::O_WRONLY, Mode::new(0o644, 0))
         .unwrap();
     assert_eq!((f.attr.stat.st_uid, f.attr.stat.st_gid), (12345, 23456));
     let meta = fs::metadata(pool.path(0, "shared/f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (12345, 23456));
-    let d = u.mkdir(&user, p("/shared/d"), 0o755).unwrap();
+    let d = u.mkdir(&user, p("/shared/d"), Mode::new(0o755, 0)).unwrap();
     assert_eq!(d.stat.st_uid, 12345);
     // The caller may not write where it has no permission, even though root could.
-    let err = u.mkdir(&user, p("/private"), 0o755).unwrap_err();
+    let err = u
+        .mkdir(&user, p("/private"), Mode::new(0o755, 0))
+        .unwrap_err();
     assert_eq!(err, Errno(libc::EACCES));
     assert!(!pool.path(0, "private").exists());
 }
@@ -947,9 +961,13 @@ fn nothing_outside_changes_through_the_pool() {
         for dir in ["/abs", "/rel", "/sub/up"] {
             let new = format!("{dir}/new");
             let secret = format!("{dir}/secret");
-            assert!(u.create(&ROOT, p(&new), libc::O_WRONLY, 0o644).is_err());
-            assert!(u.mkdir(&ROOT, p(&new), 0o755).is_err());
-            assert!(u.mknod(&ROOT, p(&new), libc::S_IFIFO | 0o644, 0).is_err());
+            assert!(u
+                .create(&ROOT, p(&new), libc::O_WRONLY, Mode::new(0o644, 0))
+                .is_err());
+            assert!(u.mkdir(&ROOT, p(&new), Mode::new(0o755, 0)).is_err());
+            assert!(u
+                .mknod(&ROOT, p(&new), Mode::new(libc::S_IFIFO | 0o644, 0), 0)
+                .is_err());
             assert!(u.symlink(&ROOT, OsStr::new("x"), p(&new)).is_err());
             assert!(u.unlink(p(&secret)).is_err());
             assert!(u.chmod(p(&secret), 0o777).is_err());
@@ -978,7 +996,12 @@ fn nothing_outside_changes_through_the_pool() {
         // The symlink to a file: acted on as the link or refused, never the target.
         assert!(u.truncate(p("/file"), 0).is_err());
         // Where the policy picks branch 0, which holds the link, creation is refused.
-        let created = u.create(&ROOT, p("/file"), libc::O_WRONLY | libc::O_TRUNC, 0o644);
+        let created = u.create(
+            &ROOT,
+            p("/file"),
+            libc::O_WRONLY | libc::O_TRUNC,
+            Mode::new(0o644, 0),
+        );
         if options == "category.create=ff" {
             assert_eq!(created.unwrap_err(), Errno(libc::ELOOP));
         }
@@ -988,8 +1011,8 @@ fn nothing_outside_changes_through_the_pool() {
         );
         assert!(u.chmod(p("/abs"), 0o777).is_err());
         // `/d` is a symlink on branch 0: cloning the parent there must not go through it.
-        let _ = u.create(&ROOT, p("/d/new"), libc::O_WRONLY, 0o644);
-        let _ = u.mkdir(&ROOT, p("/d/newdir"), 0o755);
+        let _ = u.create(&ROOT, p("/d/new"), libc::O_WRONLY, Mode::new(0o644, 0));
+        let _ = u.mkdir(&ROOT, p("/d/newdir"), Mode::new(0o755, 0));
         assert_eq!(pool.outside_state(), before, "{options}");
     }
     // Symlinks themselves can be renamed, timestamped and removed inside the pool.
@@ -1054,4 +1077,43 @@ fn a_branch_folder_replaced_behind_the_pool_is_noticed() {
     let branches: Vec<Branch> = u.branches().cloned().collect();
     let again = u.with_branches(&branches);
     assert!(again.moved_roots().is_empty());
+}
+
+#[test]
+fn the_umask_applies_unless_the_folder_has_a_default_acl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fs::File::open(tmp.path()).unwrap();
+    let dir = OwnedFd::from(dir);
+    let mode = Mode::new(0o666, 0o022);
+    assert_eq!(mode.in_folder(&dir), 0o644);
+    assert_eq!(Mode::new(0o777, 0).in_folder(&dir), 0o777);
+    // A default ACL (user::rwx, group::r-x, other::r-x), in the kernel's xattr form:
+    // the version, then (tag, permissions, id) per entry.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 5)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(tmp.path().as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer with its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        eprintln!(
+            "no default ACL on {}: {e}; left untested",
+            tmp.path().display()
+        );
+        return;
+    }
+    // The folder's default ACL sets the permissions: the mode goes as asked.
+    assert_eq!(mode.in_folder(&dir), 0o666);
 }
