@@ -1107,3 +1107,133 @@ fn fuse_posix_a_removed_folder_answers_as_on_a_plain_directory_and_parallel_rm_f
     }
     assert_eq!(failed, 0, "fstat of a folder being removed failed");
 }
+
+/// Appends `text` to `path` as the user `uid` (group the same), through `sh`.
+fn append_as(uid: u32, path: &Path, text: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            &format!("printf '{text}' >> '{}'", path.display()),
+        ])
+        .output()
+        .expect("setpriv")
+}
+
+#[test]
+fn fuse_posix_link_cow_gives_a_written_hard_link_its_own_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "fuse_posix_link_cow_gives_a_written_hard_link_its_own_file";
+    for options in [
+        "link-cow=true",
+        "link-cow=true,passthrough.io=off",
+        "link-cow=false",
+    ] {
+        let cow = options.starts_with("link-cow=true");
+        let (tmp, a, b, mnt) = two_branches();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o777)).unwrap();
+        fs::write(a.join("f"), b"original\n").unwrap();
+        fs::hard_link(a.join("f"), a.join("g")).unwrap();
+        fs::set_permissions(a.join("f"), fs::Permissions::from_mode(0o640)).unwrap();
+        common::fuse::setx(&a.join("f"), "user.x", "1").unwrap();
+        fs::write(a.join("h"), b"old bytes\n").unwrap();
+        fs::hard_link(a.join("h"), a.join("i")).unwrap();
+        for name in ["o", "p"] {
+            fs::write(a.join(name), b"users'\n").unwrap();
+            fs::set_permissions(a.join(name), fs::Permissions::from_mode(0o666)).unwrap();
+            std::os::unix::fs::chown(a.join(name), Some(1001), Some(1001)).unwrap();
+            fs::hard_link(a.join(name), a.join(format!("{name}2"))).unwrap();
+        }
+        let branches = format!("{}:{}", a.display(), b.display());
+        let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+            return;
+        };
+        let links = |name: &str| fs::metadata(a.join(name)).unwrap().nlink();
+
+        // Reading leaves the names one file.
+        assert_eq!(fs::read(pool.path("f")).unwrap(), b"original\n");
+        assert_eq!(links("f"), 2, "{options}");
+        // Writing through one name: with link-cow the other keeps its bytes.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(pool.path("f"))
+            .unwrap();
+        f.write_all(b"appended\n").unwrap();
+        drop(f);
+        assert_eq!(fs::read(a.join("f")).unwrap(), b"original\nappended\n");
+        let g = fs::read(a.join("g")).unwrap();
+        if cow {
+            assert_eq!(g, b"original\n", "{options}");
+            assert_eq!((links("f"), links("g")), (1, 1), "{options}");
+            // The copy is the file it was: mode and extended attributes.
+            let meta = fs::metadata(a.join("f")).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o640, "{options}");
+            assert_eq!(
+                common::fuse::getx(&a.join("f"), "user.x"),
+                Ok(b"1".to_vec())
+            );
+            // The pool shows two files now.
+            let (pf, pg) = (
+                fs::metadata(pool.path("f")).unwrap(),
+                fs::metadata(pool.path("g")).unwrap(),
+            );
+            assert_eq!(pf.nlink(), 1, "{options}");
+            assert_ne!(pf.ino(), pg.ino(), "{options}");
+        } else {
+            assert_eq!(g, b"original\nappended\n", "{options}");
+            assert_eq!(links("f"), 2, "{options}");
+        }
+        // A truncating open: the other name keeps its bytes too.
+        fs::write(pool.path("h"), b"new\n").unwrap();
+        let i = fs::read(a.join("i")).unwrap();
+        assert_eq!(
+            i,
+            if cow {
+                &b"old bytes\n"[..]
+            } else {
+                &b"new\n"[..]
+            },
+            "{options}"
+        );
+        assert_eq!(fs::read(a.join("h")).unwrap(), b"new\n");
+
+        // Another user's file: only root could give the copy its owner, so the
+        // write reaches both names, as without the option.
+        let out = append_as(1002, &pool.path("o"), "by 1002\\n");
+        assert!(out.status.success(), "{options}: {out:?}");
+        assert_eq!(
+            fs::read(a.join("o2")).unwrap(),
+            b"users'\nby 1002\n",
+            "{options}"
+        );
+        assert_eq!(links("o"), 2, "{options}");
+        // The owner's write makes the copy, owned as before.
+        let out = append_as(1001, &pool.path("p"), "by 1001\\n");
+        assert!(out.status.success(), "{options}: {out:?}");
+        assert_eq!(fs::read(a.join("p")).unwrap(), b"users'\nby 1001\n");
+        let p2 = fs::read(a.join("p2")).unwrap();
+        assert_eq!(
+            p2,
+            if cow {
+                &b"users'\n"[..]
+            } else {
+                &b"users'\nby 1001\n"[..]
+            }
+        );
+        let meta = fs::metadata(a.join("p")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1001, 1001), "{options}");
+
+        // No copy is left behind.
+        let names: Vec<String> = fs::read_dir(&a)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".lhfs"))
+            .collect();
+        assert!(names.is_empty(), "{options}: {names:?}");
+        drop(pool);
+    }
+}

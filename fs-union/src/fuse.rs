@@ -1819,7 +1819,24 @@ impl Filesystem for UnionFs {
                 Ok(path) if is_control_file(&path) => {
                     return reply.error(self.failed(fuser::Errno::ENOENT));
                 }
-                Ok(path) => caller(req).serve(|| union.open(&path, flags.0).map_err(fuse_errno)),
+                Ok(path) => caller(req).serve(|| {
+                    if union.options().link_cow
+                        && flags.0 & libc::O_ACCMODE != libc::O_RDONLY
+                        && self.held_copy(ino.0).is_none()
+                        // A copy that could not be made (no room, a folder the
+                        // caller may not write): the open goes on, as mergerfs's.
+                        && union
+                            .break_hard_link(&path, flags.0 & libc::O_TRUNC != 0)
+                            .unwrap_or(false)
+                    {
+                        // Another inode now, with one link: what the kernel knows
+                        // of the node's attributes is out of date.
+                        if let Some(notifier) = self.notifier.get() {
+                            let _ = notifier.inval_inode(ino, -1, 0);
+                        }
+                    }
+                    union.open(&path, flags.0).map_err(fuse_errno)
+                }),
                 // The name was replaced or removed since the kernel found the node:
                 // the file a live open of the node holds, or ESTALE (the kernel looks
                 // the name up again and retries).

@@ -363,7 +363,6 @@ const ACCEPTED: &[Accepted] = &[
         "1M",
     ),
     accepted("kernel-permissions-check", Kind::Bool, false, "true"),
-    accepted("link-cow", Kind::Bool, true, "false"),
     accepted("never-forget-nodes", Kind::Bool, false, "false"),
     accepted(
         "nfsopenhack",
@@ -399,6 +398,7 @@ const KEYS: &[(&str, bool)] = &[
     ("ignorepponrename", true),
     ("inodecalc", true),
     ("lazy-umount-mountpoint", true),
+    ("link-cow", true),
     ("link-exdev", true),
     ("metrics-listen", false),
     ("minfreespace", true),
@@ -544,6 +544,10 @@ pub struct Options {
     pub statfs: StatfsMode,
     /// `statfs-ignore`.
     pub statfs_ignore: StatfsIgnore,
+    /// `link-cow`: an open for writing of a file with other names (hard links)
+    /// first makes it a file of its own (a copy renamed over the name), so the
+    /// write does not reach the other names.
+    pub link_cow: bool,
     /// `link-exdev`.
     pub link_exdev: LinkExdev,
     /// `rename-exdev`.
@@ -611,6 +615,7 @@ impl Default for Options {
             inodecalc: InodeCalc::default(),
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
+            link_cow: false,
             link_exdev: LinkExdev::default(),
             rename_exdev: RenameExdev::default(),
             ignorepponrename: false,
@@ -927,6 +932,7 @@ impl Options {
             }
             "statfs" => self.statfs = parse_choice!(StatfsMode, value)?,
             "statfs-ignore" => self.statfs_ignore = parse_choice!(StatfsIgnore, value)?,
+            "link-cow" => self.link_cow = boolean(value)?,
             "link-exdev" => self.link_exdev = parse_choice!(LinkExdev, value)?,
             "rename-exdev" => self.rename_exdev = parse_choice!(RenameExdev, value)?,
             "ignorepponrename" => self.ignorepponrename = boolean(value)?,
@@ -1057,6 +1063,7 @@ impl Options {
             "inodecalc" => self.inodecalc.to_string(),
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),
+            "link-cow" => flag(self.link_cow),
             "link-exdev" => self.link_exdev.to_string(),
             "rename-exdev" => self.rename_exdev.to_string(),
             "ignorepponrename" => flag(self.ignorepponrename),
@@ -1439,13 +1446,34 @@ mod tests {
     }
 
     #[test]
+    fn link_cow_and_posix_acl_are_options_of_their_own() {
+        let mut o = Options::parse("link_cow=1,posix_acl=true").unwrap();
+        assert!(o.link_cow && o.posix_acl);
+        assert_eq!(o.get("link-cow").unwrap(), "true");
+        assert_eq!(o.get("posix-acl").unwrap(), "true");
+        // link-cow changes at runtime; posix-acl is negotiated at mount.
+        o.set("link-cow", "false").unwrap();
+        assert!(!o.link_cow);
+        assert_eq!(
+            o.set("posix-acl", "false").unwrap_err().errno(),
+            libc::EROFS
+        );
+        assert_eq!(
+            o.set("link-cow", "bogus").unwrap_err().errno(),
+            libc::EINVAL
+        );
+        let d = Options::default();
+        assert!(!d.link_cow && !d.posix_acl);
+    }
+
+    #[test]
     fn options_without_effect_keep_their_default_while_mounted() {
         let mut o = Options::default();
         for (key, value, default) in [
             ("follow-symlinks", "directory", "never"),
             ("symlinkify", "true", "false"),
             ("func.readdir", "cor:4", "seq"),
-            ("link_cow", "1", "false"),
+            ("nfsopenhack", "git", "off"),
         ] {
             let e = o.set(key, value).unwrap_err();
             assert_eq!(e.errno(), libc::ENOTSUP, "{key}: {e}");

@@ -738,6 +738,61 @@ impl Union {
         Ok((branch, sys::openat(&at.dir, &at.name, flags, 0)?))
     }
 
+    /// `link-cow`: makes the file `path` (on the branch the open policy picks) a file
+    /// of its own when it has other names (hard links): a copy of it, with its
+    /// bytes, extended attributes, owner, group, mode and times, renamed over the
+    /// name, so that a write through it leaves the other names as they were (for an
+    /// open that truncates, `truncating`, the bytes are not copied). Whether it did.
+    /// Run as the caller, who must be able to make a file in the folder; where the
+    /// copy cannot be made exactly so (another user's file, whose owner only root
+    /// may give; an attribute the caller may not set), nothing changes and the
+    /// write reaches every name, as without the option.
+    pub fn break_hard_link(&self, path: &Path, truncating: bool) -> Result<bool, Errno> {
+        static COPIES: AtomicU64 = AtomicU64::new(0);
+        let branch = self.select_one(Function::Open, path)?;
+        let at = self.at(branch, path)?;
+        let src = sys::openat(&at.dir, &at.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+        let st = sys::fstat(&src)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink <= 1 {
+            return Ok(false);
+        }
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        let temp = At {
+            dir: at.dir.try_clone().map_err(Errno::from)?,
+            name: sys::cstring(OsStr::new(&format!(".lhfs-cow.{}.{n}", std::process::id())))?,
+        };
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let dst = sys::openat(&temp.dir, &temp.name, flags, 0o600)?;
+        let data = if truncating {
+            Ok(())
+        } else {
+            sys::copy_data(&src, &dst)
+        };
+        let copied = data.and_then(|()| {
+            copy_metadata(&src, &dst, &st);
+            let made = sys::fstat(&dst)?;
+            let same = made.st_uid == st.st_uid
+                && made.st_gid == st.st_gid
+                && made.st_mode == st.st_mode
+                && sys::flistxattr(&dst).ok() == sys::flistxattr(&src).ok();
+            if !same {
+                return Err(Errno(libc::EPERM));
+            }
+            sys::rename(&temp, &at, 0)
+        });
+        match copied {
+            Ok(()) => Ok(true),
+            Err(Errno(libc::EPERM)) => {
+                let _ = sys::unlinkat(&temp, 0);
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = sys::unlinkat(&temp, 0);
+                Err(e)
+            }
+        }
+    }
+
     /// The file `held` (a descriptor of an open that is still live) opened again with
     /// `flags`, for an open of a name that was replaced or removed since the kernel
     /// found it: a local file system opens the old file then, even unlinked. Opened
