@@ -1237,4 +1237,30 @@ fn fuse_security_posix_acls_match_a_plain_folder() {
             }
         }
     }
+    // Where the pool shows no extended attributes, it shows no default ACL either:
+    // the umask applies, whatever a branch's folder holds.
+    let (_tmp, b1, b2, mnt) = open_branches();
+    fs::create_dir(b1.join("inh")).unwrap();
+    let acl = Command::new("setfacl")
+        .args(["-d", "-m", "u:1001:rwx,g::rwx,o::rwx"])
+        .arg(b1.join("inh"))
+        .status()
+        .unwrap();
+    assert!(acl.success());
+    let branches = format!("{}:{}", b1.display(), b2.display());
+    let options = "minfreespace=0,posix-acl=true,xattr=noattr";
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
+        return;
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 077; echo x > inh/f; mkdir inh/d; stat -c %a inh/f inh/d")
+        .current_dir(&pool.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "600\n700\n",
+        "{out:?}"
+    );
 }

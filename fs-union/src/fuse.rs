@@ -49,7 +49,7 @@ use crate::creds::{self, Caller};
 use crate::daemon;
 use crate::metrics::{Metrics, Op};
 use crate::node::NodeTable;
-use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo};
+use crate::options::{CacheFiles, FlushOnClose, Options, PassthroughIo, XattrMode};
 use crate::pin::Pinner;
 use crate::union::{Attr, DirEntry, Errno, Mode, Renamed, Union};
 
@@ -416,9 +416,12 @@ fn init_flags(options: &Options) -> Vec<InitFlags> {
 
 /// The mode of an entry to make, from the mode and umask of the request. With
 /// `posix-acl` the kernel leaves the umask to lhfs (a folder's default ACL replaces
-/// it); otherwise it has applied it already.
+/// it); otherwise it has applied it already. Where the pool shows no extended
+/// attributes (`xattr=noattr` or `nosys`), it shows no default ACL either, and the
+/// umask always applies.
 fn new_mode(union: &Union, mode: u32, umask: u32) -> Mode {
-    if union.options().posix_acl {
+    let options = union.options();
+    if options.posix_acl && options.xattr == XattrMode::Passthrough {
         Mode::new(mode, umask)
     } else {
         Mode::new(mode & !(umask & 0o7777), 0)

@@ -1703,16 +1703,24 @@ fn make_private_copy(at: &At, src: &OwnedFd, st: &libc::stat) -> Result<(), Errn
 }
 
 /// Gives `dst` the extended attributes, owner, group, mode and times of `src`
-/// (described by `st`), both open descriptors, so nothing is done by name.
+/// (described by `st`), both open descriptors, so nothing is done by name. POSIX
+/// ACLs that `dst` inherited from a default ACL of its folder (a folder that got one
+/// after `src` was made, or a branch root with one) go unless `src` has them too:
+/// the copy's access must be the original's.
 fn copy_metadata(src: &OwnedFd, dst: &OwnedFd, st: &libc::stat) {
-    if let Ok(names) = sys::flistxattr(src) {
-        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let Ok(name) = std::ffi::CString::new(name) else {
-                continue;
-            };
-            if let Ok(value) = sys::fgetxattr(src, &name) {
-                let _ = sys::fsetxattr(dst, &name, &value, 0);
-            }
+    let names = sys::flistxattr(src).unwrap_or_default();
+    let has = |name: &[u8]| names.split(|&b| b == 0).any(|n| n == name);
+    for acl in [c"system.posix_acl_access", c"system.posix_acl_default"] {
+        if !has(acl.to_bytes()) {
+            let _ = sys::fremovexattr(dst, acl);
+        }
+    }
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        if let Ok(value) = sys::fgetxattr(src, &name) {
+            let _ = sys::fsetxattr(dst, &name, &value, 0);
         }
     }
     let _ = sys::fchown(dst, st.st_uid, st.st_gid);

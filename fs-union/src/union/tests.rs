@@ -1117,3 +1117,43 @@ fn the_umask_applies_unless_the_folder_has_a_default_acl() {
     // The folder's default ACL sets the permissions: the mode goes as asked.
     assert_eq!(mode.in_folder(&dir), 0o666);
 }
+
+#[test]
+fn a_cloned_folder_keeps_no_acl_its_original_lacks() {
+    let pool = Pool::new(2);
+    pool.dir(1, "a");
+    // The branch the folder is cloned onto has a default ACL at its root (given
+    // after `a` was made on the other branch): a folder made there inherits it.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 7), (0x20, 7)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let root = std::ffi::CString::new(pool.branches[0].as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a value with its length.
+    let rc = unsafe {
+        libc::setxattr(
+            root.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "no default ACL on {}; left untested",
+            pool.branches[0].display()
+        );
+        return;
+    }
+    let u = pool.union("category.create=ff");
+    u.create(&ROOT, p("/a/x"), libc::O_WRONLY, Mode::new(0o600, 0o077))
+        .unwrap();
+    for name in ["system.posix_acl_default", "system.posix_acl_access"] {
+        assert_eq!(xattr_get(&pool.path(0, "a"), name), None, "{name}");
+    }
+    // So the umask applied to the file made in it, as in the original folder.
+    assert_eq!(mode(&pool.path(0, "a/x")) & 0o777, 0o600);
+}
