@@ -380,6 +380,18 @@ fn fuse_security_an_open_policy_other_than_getattrs_opens_as_the_caller() {
 
 #[test]
 fn fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden() {
+    // Listed one branch after the other, or at once (`func.readdir`): the threads
+    // that list the copies at once act as the caller too.
+    for options in [
+        "minfreespace=0",
+        "minfreespace=0,func.readdir=cor",
+        "minfreespace=0,func.readdir=cosr:2",
+    ] {
+        copies_the_user_cannot_read_stay_hidden(options);
+    }
+}
+
+fn copies_the_user_cannot_read_stay_hidden(options: &str) {
     let test = "fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden";
     let (_tmp, b1, b2, mnt) = open_branches();
     // The folder the pool shows is open to all (b1); its copy on b2 is root's own,
@@ -393,7 +405,7 @@ fn fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden() {
     fs::set_permissions(b2.join("shared/secret"), fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink("secret", b2.join("shared/link")).unwrap();
     let branches = format!("{}:{}", b1.display(), b2.display());
-    let Some(pool) = Pool::mount(test, &branches, &mnt, "minfreespace=0") else {
+    let Some(pool) = Pool::mount(test, &branches, &mnt, options) else {
         return;
     };
     // As a plain folder would: the user lists and finds only what b1 holds.
@@ -404,7 +416,7 @@ fn fuse_security_copies_in_folders_the_user_cannot_read_stay_hidden() {
          getfattr -n user.x shared/secret",
     );
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], ". .. a ", "{out}");
+    assert_eq!(lines[0], ". .. a ", "{options}: {out}");
     assert_eq!(lines[1], "0", "{out}");
     assert_eq!(
         lines[2..],

@@ -300,15 +300,73 @@ fn is_msg_size(v: &str) -> bool {
     v.parse::<u64>().is_ok_and(|n| n > 0) || parse_size(v).is_ok_and(|n| n > 0)
 }
 
-/// `func.readdir`: `seq`, `cosr` or `cor`, the last two with `:THREADS[:QUEUE]`.
-fn is_readdir_policy(v: &str) -> bool {
-    let mut parts = v.split(':');
-    let head = parts.next().unwrap_or_default();
-    let numbers: Vec<&str> = parts.collect();
-    match head {
-        "seq" => numbers.is_empty(),
-        "cosr" | "cor" => numbers.len() <= 2 && numbers.iter().all(|n| n.parse::<i64>().is_ok()),
-        _ => false,
+/// `func.readdir`: how a folder's copies on the branches are listed. The merged
+/// listing is the same whichever: branch order decides which copy of a name shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReaddirPolicy {
+    /// One branch after the other.
+    #[default]
+    Seq,
+    /// The copies opened at once (`cosr`), then read one after the other.
+    Cosr(ReaddirThreads),
+    /// The copies opened and read at once (`cor`).
+    Cor(ReaddirThreads),
+}
+
+/// The `:THREADS[:QUEUE]` of `cosr` and `cor`, as given (`QUEUE` has no use here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReaddirThreads {
+    pub threads: Option<i64>,
+    pub queue: Option<i64>,
+}
+
+impl ReaddirThreads {
+    /// How many copies are listed at once: `THREADS` when positive, the cores
+    /// divided by its size when negative (at least one), every copy when 0 or not
+    /// given.
+    pub fn at_once(self, copies: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self.threads {
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) if n < 0 => (cores / usize::try_from(n.unsigned_abs()).unwrap_or(1)).max(1),
+            _ => copies,
+        }
+    }
+}
+
+impl ReaddirPolicy {
+    fn parse(v: &str) -> Option<ReaddirPolicy> {
+        let mut parts = v.split(':');
+        let head = parts.next().unwrap_or_default();
+        let numbers: Vec<i64> = parts.map(|n| n.parse().ok()).collect::<Option<_>>()?;
+        let threads = ReaddirThreads {
+            threads: numbers.first().copied(),
+            queue: numbers.get(1).copied(),
+        };
+        match head {
+            "seq" if numbers.is_empty() => Some(ReaddirPolicy::Seq),
+            "cosr" if numbers.len() <= 2 => Some(ReaddirPolicy::Cosr(threads)),
+            "cor" if numbers.len() <= 2 => Some(ReaddirPolicy::Cor(threads)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReaddirPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, threads) = match self {
+            ReaddirPolicy::Seq => return f.write_str("seq"),
+            ReaddirPolicy::Cosr(t) => ("cosr", t),
+            ReaddirPolicy::Cor(t) => ("cor", t),
+        };
+        f.write_str(name)?;
+        for n in [threads.threads, threads.queue]
+            .into_iter()
+            .map_while(|n| n)
+        {
+            write!(f, ":{n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -343,15 +401,6 @@ const ACCEPTED: &[Accepted] = &[
         Kind::OneOf(&["never", "directory", "regular", "all"]),
         true,
         "never",
-    ),
-    accepted(
-        "func.readdir",
-        Kind::Checked {
-            check: is_readdir_policy,
-            expected: "seq, cosr or cor (the last two with :THREADS[:QUEUE])",
-        },
-        true,
-        "seq",
     ),
     accepted(
         "fuse-msg-size",
@@ -395,6 +444,7 @@ const KEYS: &[(&str, bool)] = &[
     ("dropcacheonclose", true),
     ("flush-on-close", true),
     ("fsname", false),
+    ("func.readdir", true),
     ("ignorepponrename", true),
     ("inodecalc", true),
     ("lazy-umount-mountpoint", true),
@@ -548,6 +598,8 @@ pub struct Options {
     /// first makes it a file of its own (a copy renamed over the name), so the
     /// write does not reach the other names.
     pub link_cow: bool,
+    /// `func.readdir`.
+    pub func_readdir: ReaddirPolicy,
     /// `link-exdev`.
     pub link_exdev: LinkExdev,
     /// `rename-exdev`.
@@ -616,6 +668,7 @@ impl Default for Options {
             statfs: StatfsMode::default(),
             statfs_ignore: StatfsIgnore::default(),
             link_cow: false,
+            func_readdir: ReaddirPolicy::Seq,
             link_exdev: LinkExdev::default(),
             rename_exdev: RenameExdev::default(),
             ignorepponrename: false,
@@ -933,6 +986,11 @@ impl Options {
             "statfs" => self.statfs = parse_choice!(StatfsMode, value)?,
             "statfs-ignore" => self.statfs_ignore = parse_choice!(StatfsIgnore, value)?,
             "link-cow" => self.link_cow = boolean(value)?,
+            "func.readdir" => {
+                self.func_readdir = value
+                    .and_then(ReaddirPolicy::parse)
+                    .ok_or_else(|| bad("seq, cosr or cor (the last two with :THREADS[:QUEUE])"))?
+            }
             "link-exdev" => self.link_exdev = parse_choice!(LinkExdev, value)?,
             "rename-exdev" => self.rename_exdev = parse_choice!(RenameExdev, value)?,
             "ignorepponrename" => self.ignorepponrename = boolean(value)?,
@@ -1064,6 +1122,7 @@ impl Options {
             "statfs" => self.statfs.to_string(),
             "statfs-ignore" => self.statfs_ignore.to_string(),
             "link-cow" => flag(self.link_cow),
+            "func.readdir" => self.func_readdir.to_string(),
             "link-exdev" => self.link_exdev.to_string(),
             "rename-exdev" => self.rename_exdev.to_string(),
             "ignorepponrename" => flag(self.ignorepponrename),
@@ -1446,6 +1505,52 @@ mod tests {
     }
 
     #[test]
+    fn func_readdir_takes_mergerfs_forms_and_reads_back_as_given() {
+        for (text, policy) in [
+            ("seq", ReaddirPolicy::Seq),
+            ("cor", ReaddirPolicy::Cor(ReaddirThreads::default())),
+            (
+                "cosr:4:2",
+                ReaddirPolicy::Cosr(ReaddirThreads {
+                    threads: Some(4),
+                    queue: Some(2),
+                }),
+            ),
+            (
+                "cor:-2",
+                ReaddirPolicy::Cor(ReaddirThreads {
+                    threads: Some(-2),
+                    queue: None,
+                }),
+            ),
+        ] {
+            let o = Options::parse(&format!("func.readdir={text}")).unwrap();
+            assert_eq!(o.func_readdir, policy, "{text}");
+            assert_eq!(o.get("func.readdir").unwrap(), text);
+        }
+        for bad in ["seq:1", "cor:x", "cor:1:2:3", "par", ""] {
+            assert!(ReaddirPolicy::parse(bad).is_none(), "{bad}");
+        }
+        let mut o = Options::default();
+        assert_eq!(o.func_readdir, ReaddirPolicy::Seq);
+        o.set("func.readdir", "cor:3").unwrap();
+        assert_eq!(o.get("func.readdir").unwrap(), "cor:3");
+        assert_eq!(
+            o.set("func.readdir", "bogus").unwrap_err().errno(),
+            libc::EINVAL
+        );
+        // How many copies are listed at once.
+        let t = |threads| ReaddirThreads {
+            threads,
+            queue: None,
+        };
+        assert_eq!(t(None).at_once(5), 5);
+        assert_eq!(t(Some(0)).at_once(5), 5);
+        assert_eq!(t(Some(2)).at_once(5), 2);
+        assert!(t(Some(-1000)).at_once(5) >= 1);
+    }
+
+    #[test]
     fn link_cow_and_posix_acl_are_options_of_their_own() {
         let mut o = Options::parse("link_cow=1,posix_acl=true").unwrap();
         assert!(o.link_cow && o.posix_acl);
@@ -1472,7 +1577,6 @@ mod tests {
         for (key, value, default) in [
             ("follow-symlinks", "directory", "never"),
             ("symlinkify", "true", "false"),
-            ("func.readdir", "cor:4", "seq"),
             ("nfsopenhack", "git", "off"),
         ] {
             let e = o.set(key, value).unwrap_err();

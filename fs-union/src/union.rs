@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -37,7 +38,9 @@ use std::time::{Duration, Instant};
 
 use crate::branch::{Branch, BranchMode};
 use crate::creds::{self, Caller};
-use crate::options::{LinkExdev, Options, RenameExdev, StatfsIgnore, StatfsMode, XattrMode};
+use crate::options::{
+    LinkExdev, Options, ReaddirPolicy, RenameExdev, StatfsIgnore, StatfsMode, XattrMode,
+};
 use crate::policy::{
     BranchInfo, Category, Entry, FsStat, Function, PathProbe, Policy, PolicyError, Snapshot,
 };
@@ -810,18 +813,29 @@ impl Union {
     /// `.` and `..` are left to the caller. Fails only if no branch could list it.
     pub fn readdir(&self, path: &Path) -> Result<Vec<DirEntry>, Errno> {
         let rel = relative(path)?;
+        let copies = self.roots.len();
+        let open = |branch: usize| {
+            self.root(branch)
+                .and_then(|root| sys::open_beneath(root, &rel, libc::O_RDONLY | libc::O_DIRECTORY))
+        };
+        // `func.readdir`: the copies on other disks opened (and read) at once, which
+        // a listing of cold folders on several disks waits for once instead of once
+        // per disk. The listing is merged in branch order all the same.
+        let listings: Vec<Result<Vec<fs::DirEntry>, Errno>> = match self.options.func_readdir {
+            ReaddirPolicy::Seq => (0..copies).map(|b| open(b).and_then(read_folder)).collect(),
+            ReaddirPolicy::Cosr(threads) => at_once(copies, threads.at_once(copies), open)
+                .into_iter()
+                .map(|dir| dir.and_then(read_folder))
+                .collect(),
+            ReaddirPolicy::Cor(threads) => at_once(copies, threads.at_once(copies), |b| {
+                open(b).and_then(read_folder)
+            }),
+        };
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         let mut listed = false;
         let mut error = Errno(libc::ENOENT);
-        for branch in 0..self.roots.len() {
-            let listing = self.root(branch).and_then(|root| {
-                let dir = sys::open_beneath(root, &rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
-                // Read through our own fd: the directory was resolved inside the branch.
-                let fd = dir.as_raw_fd();
-                let iter = std::fs::read_dir(format!("/proc/self/fd/{fd}"))?;
-                Ok(iter.collect::<Result<Vec<_>, _>>()?)
-            });
+        for (branch, listing) in listings.into_iter().enumerate() {
             let listing = match listing {
                 Ok(listing) => listing,
                 Err(e) => {
@@ -1748,6 +1762,52 @@ fn refused(results: &[(usize, Result<(), Errno>)]) -> Option<Errno> {
         Err(e @ Errno(libc::EACCES | libc::EPERM | libc::EISDIR | libc::ENOTDIR)) => Some(*e),
         _ => None,
     })
+}
+
+/// The entries of the folder open at `dir` (resolved inside its branch), read through
+/// the daemon's own fd.
+fn read_folder(dir: OwnedFd) -> Result<Vec<fs::DirEntry>, Errno> {
+    let iter = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+    Ok(iter.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `work(i)` for every `i` below `count`, at most `limit` at a time (the calling
+/// thread is one of them), results in order. The threads started for it act as the
+/// calling thread does: a thread starts with the file system ids and groups of the
+/// thread that makes it, so a listing made for a caller stays the caller's.
+fn at_once<T: Send>(count: usize, limit: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let helpers = limit.min(count).saturating_sub(1);
+    if helpers == 0 {
+        return (0..count).map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return done;
+            }
+            done.push((i, work(i)));
+        }
+    };
+    let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let started: Vec<_> = (0..helpers)
+            .map(|_| std::thread::Builder::new().spawn_scoped(scope, run))
+            .collect();
+        let mut all = run();
+        // A thread that could not be started took no work; one that panicked is a
+        // panic here too.
+        for thread in started.into_iter().flatten() {
+            match thread.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    results.sort_by_key(|&(i, _)| i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The open(2) flags lhfs opens a branch file with, for a caller's `flags`. Without

@@ -1157,3 +1157,36 @@ fn a_cloned_folder_keeps_no_acl_its_original_lacks() {
     // So the umask applied to the file made in it, as in the original folder.
     assert_eq!(mode(&pool.path(0, "a/x")) & 0o777, 0o600);
 }
+
+#[test]
+fn work_done_at_once_acts_as_the_caller() {
+    if !is_root() {
+        eprintln!("not root: the ids of helper threads are left untested");
+        return;
+    }
+    let user = Caller {
+        uid: 12345,
+        gid: 12346,
+        groups: vec![12347],
+    };
+    // Each piece waits for the others, so every thread takes one.
+    let all = std::sync::Barrier::new(3);
+    let ids = user
+        .run(|| -> Result<_, std::io::Error> {
+            Ok(at_once(3, 3, |_| {
+                all.wait();
+                // SAFETY: -1 is no id: the calls change nothing and return the
+                // thread's file system ids.
+                let ids = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
+                // SAFETY: a buffer of 8 groups with its length.
+                let mut groups = [0 as libc::gid_t; 8];
+                let n = unsafe { libc::getgroups(8, groups.as_mut_ptr()) };
+                (ids, groups[..usize::try_from(n).unwrap()].to_vec())
+            }))
+        })
+        .unwrap();
+    assert_eq!(ids, vec![((12345, 12346), vec![12347]); 3]);
+    // In order, whatever the order they were done in.
+    assert_eq!(at_once(5, 2, |i| i * 10), [0, 10, 20, 30, 40]);
+    assert_eq!(at_once(3, 1, |i| i), [0, 1, 2]);
+}
