@@ -1128,7 +1128,7 @@ fn fuse_posix_link_cow_gives_a_written_hard_link_its_own_file() {
     use std::os::unix::fs::PermissionsExt;
     let test = "fuse_posix_link_cow_gives_a_written_hard_link_its_own_file";
     for options in [
-        "link-cow=true",
+        "link-cow=true,passthrough.io=rw",
         "link-cow=true,passthrough.io=off",
         "link-cow=false",
     ] {
@@ -1226,6 +1226,118 @@ fn fuse_posix_link_cow_gives_a_written_hard_link_its_own_file() {
         );
         let meta = fs::metadata(a.join("p")).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (1001, 1001), "{options}");
+
+        // A sparse file is copied as the little it holds, at once.
+        let sparse = File::create(a.join("sparse")).unwrap();
+        sparse.set_len(8 << 30).unwrap();
+        sparse.write_all_at(b"data", 4 << 30).unwrap();
+        drop(sparse);
+        fs::hard_link(a.join("sparse"), a.join("sparse2")).unwrap();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(pool.path("sparse"))
+            .unwrap();
+        f.write_all(b"head").unwrap();
+        drop(f);
+        let meta = fs::metadata(a.join("sparse")).unwrap();
+        assert_eq!(meta.len(), 8 << 30);
+        assert!(meta.blocks() < 1024, "{options}: {} blocks", meta.blocks());
+        let mut tail = [0u8; 4];
+        File::open(a.join("sparse"))
+            .unwrap()
+            .read_exact_at(&mut tail, 4 << 30)
+            .unwrap();
+        assert_eq!(&tail, b"data");
+        // A file capability stays on the other name (a write takes it off the
+        // file written, as on any file system).
+        const CAP: [u8; 20] = [0, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        fs::write(a.join("cap"), b"c").unwrap();
+        let cap = cpath(&a.join("cap"));
+        // SAFETY: NUL-terminated strings and a value with its length.
+        let set = unsafe {
+            libc::setxattr(
+                cap.as_ptr(),
+                c"security.capability".as_ptr(),
+                CAP.as_ptr().cast(),
+                CAP.len(),
+                0,
+            )
+        };
+        assert_eq!(set, 0, "setting a capability");
+        fs::hard_link(a.join("cap"), a.join("cap2")).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(pool.path("cap"))
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+        assert_eq!(
+            getx(&a.join("cap2"), "security.capability").is_ok(),
+            cow,
+            "{options}"
+        );
+        assert_eq!(
+            fs::read(a.join("cap2")).unwrap(),
+            if cow { &b"c"[..] } else { &b"cmore"[..] }
+        );
+
+        // Writers opening one linked file at once all write to the one file the
+        // name then holds.
+        let big = vec![7u8; 96 << 20];
+        fs::write(a.join("big"), &big).unwrap();
+        fs::hard_link(a.join("big"), a.join("big2")).unwrap();
+        std::thread::scope(|scope| {
+            for w in 0..4u64 {
+                let path = pool.path("big");
+                scope.spawn(move || {
+                    let f = OpenOptions::new().write(true).open(path).unwrap();
+                    f.write_all_at(&[w as u8 + 1; 8], w * 4096).unwrap();
+                });
+            }
+        });
+        let mut got = [0u8; 8];
+        let f = File::open(a.join("big")).unwrap();
+        for w in 0..4u64 {
+            f.read_exact_at(&mut got, w * 4096).unwrap();
+            assert_eq!(got, [w as u8 + 1; 8], "{options}: writer {w}");
+        }
+        assert_eq!(links("big"), if cow { 1 } else { 2 }, "{options}");
+        let first = fs::read(a.join("big2")).unwrap()[0];
+        assert_eq!(first, if cow { 7 } else { 1 }, "{options}");
+
+        // An open of the name while a writer's copy is being made waits for it, and
+        // then opens the file the writer writes, rather than failing either.
+        fs::write(a.join("cold"), vec![3u8; 256 << 20]).unwrap();
+        fs::hard_link(a.join("cold"), a.join("cold2")).unwrap();
+        let cold = File::open(a.join("cold")).unwrap();
+        cold.sync_all().unwrap();
+        // SAFETY: advice on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&cold),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        drop(cold);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let f = OpenOptions::new().write(true).open(pool.path("cold"))?;
+                f.write_all_at(b"w", 0)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Held open until the writer is done.
+            let reader = File::open(pool.path("cold"));
+            let first = reader.as_ref().ok().and_then(|f| {
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, 1).ok().map(|()| b[0])
+            });
+            assert_eq!(first, Some(3), "{options}: {reader:?}");
+            writer.join().unwrap().unwrap();
+            drop(reader);
+        });
+        assert_eq!(fs::read(a.join("cold")).unwrap()[0], b'w');
 
         // No copy is left behind.
         let names: Vec<String> = fs::read_dir(&a)

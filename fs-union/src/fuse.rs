@@ -27,13 +27,13 @@
 //! `read`/`write`, open and release is counted in [`Metrics`] (see
 //! [`crate::metrics`]); without it the adapter holds none and counts nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -241,8 +241,26 @@ pub struct UnionFs {
     /// Once the rename is done, the name has one. On a local file system the
     /// replacement is atomic.
     renaming: RwLock<()>,
+    /// `link-cow`: the nodes a write open is opening (its link possibly being
+    /// broken, a copy made), until its open is registered; other opens of those
+    /// nodes wait, so that every open of a node holds one file.
+    cow_opening: (Mutex<HashSet<u64>>, Condvar),
     /// Tells the kernel about changes it cannot see; set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
+}
+
+/// A write open's turn at a node under `link-cow` (see `UnionFs::cow_opening`),
+/// given back when dropped.
+struct CowTurn<'a> {
+    gate: &'a (Mutex<HashSet<u64>>, Condvar),
+    node: u64,
+}
+
+impl Drop for CowTurn<'_> {
+    fn drop(&mut self) {
+        lock(&self.gate.0).remove(&self.node);
+        self.gate.1.notify_all();
+    }
 }
 
 /// Locks a mutex; a panic in another request must not take the whole pool down.
@@ -665,8 +683,27 @@ impl UnionFs {
             node_io: Arc::new(Mutex::new(HashMap::new())),
             stamps: Mutex::new(HashMap::new()),
             renaming: RwLock::new(()),
+            cow_opening: (Mutex::new(HashSet::new()), Condvar::new()),
             notifier: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// With `link-cow`, waits while a write open of `node` is under way; a write
+    /// open (`writing`) then takes its turn, which it holds until its open is
+    /// registered (dropping the turn).
+    fn cow_turn(&self, union: &Union, node: u64, writing: bool) -> Option<CowTurn<'_>> {
+        if !union.options().link_cow {
+            return None;
+        }
+        let gate = &self.cow_opening;
+        let mut opening = lock(&gate.0);
+        while opening.contains(&node) {
+            opening = gate.1.wait(opening).unwrap_or_else(PoisonError::into_inner);
+        }
+        writing.then(|| {
+            opening.insert(node);
+            CowTurn { gate, node }
+        })
     }
 
     /// This filesystem counting into `metrics`.
@@ -1805,6 +1842,9 @@ impl Filesystem for UnionFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Open);
         let union = self.union();
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        // Held until the open is registered, at the end.
+        let _turn = self.cow_turn(&union, ino.0, writing);
         // Held (see `renaming`) only to try again after an open met another copy of
         // the name than its live opens hold: a rename in progress may have made it,
         // and once it is done the name has one copy. A normal open never waits, so a
@@ -1823,8 +1863,7 @@ impl Filesystem for UnionFs {
                     return reply.error(self.failed(fuser::Errno::ENOENT));
                 }
                 Ok(path) => caller(req).serve(|| {
-                    if union.options().link_cow
-                        && flags.0 & libc::O_ACCMODE != libc::O_RDONLY
+                    if _turn.is_some()
                         && self.held_copy(ino.0).is_none()
                         // A copy that could not be made (no room, a folder the
                         // caller may not write): the open goes on, as mergerfs's.

@@ -753,6 +753,10 @@ impl Union {
     pub fn break_hard_link(&self, path: &Path, truncating: bool) -> Result<bool, Errno> {
         static COPIES: AtomicU64 = AtomicU64::new(0);
         let branch = self.select_one(Function::Open, path)?;
+        // Nothing new is made on a read-only branch.
+        if self.roots[branch].branch.mode == BranchMode::RO {
+            return Ok(false);
+        }
         let at = self.at(branch, path)?;
         let src = sys::openat(&at.dir, &at.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
         let st = sys::fstat(&src)?;
@@ -766,34 +770,68 @@ impl Union {
         };
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let dst = sys::openat(&temp.dir, &temp.name, flags, 0o600)?;
-        let data = if truncating {
-            Ok(())
-        } else {
-            sys::copy_data(&src, &dst)
+        let same_ids = |made: &libc::stat| {
+            made.st_uid == st.st_uid && made.st_gid == st.st_gid && made.st_mode == st.st_mode
         };
-        let copied = data.and_then(|()| {
-            copy_metadata(&src, &dst, &st);
-            let made = sys::fstat(&dst)?;
-            let same = made.st_uid == st.st_uid
-                && made.st_gid == st.st_gid
-                && made.st_mode == st.st_mode
-                && sys::flistxattr(&dst).ok() == sys::flistxattr(&src).ok();
-            if !same {
+        let made = (|| {
+            // Owner, group and mode first, on the empty copy: one that cannot have
+            // them is given up before a byte is copied.
+            let _ = sys::fchown(&dst, st.st_uid, st.st_gid);
+            let _ = sys::fchmod(&dst, st.st_mode & 0o7777);
+            if !same_ids(&sys::fstat(&dst)?) {
                 return Err(Errno(libc::EPERM));
             }
-            sys::rename(&temp, &at, 0)
-        });
-        match copied {
-            Ok(()) => Ok(true),
-            Err(Errno(libc::EPERM)) => {
-                let _ = sys::unlinkat(&temp, 0);
+            if !truncating {
+                sys::copy_sparse(&src, &dst)?;
+            }
+            // Writing cleared the set-ID bits (for a caller other than root); the
+            // extended attributes go last, as a chown or a write would take a
+            // file capability away.
+            sys::fchmod(&dst, st.st_mode & 0o7777)?;
+            copy_xattrs(&src, &dst);
+            let names = |fd: &OwnedFd| {
+                let list = sys::flistxattr(fd).unwrap_or_default();
+                let mut names: Vec<Vec<u8>> = list
+                    .split(|&b| b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                names.sort();
+                names
+            };
+            if !same_ids(&sys::fstat(&dst)?) || names(&dst) != names(&src) {
+                return Err(Errno(libc::EPERM));
+            }
+            sys::futimens(&dst, &times_of(&st))
+        })();
+        if let Err(e) = made {
+            let _ = sys::unlinkat(&temp, 0);
+            return if e == Errno(libc::EPERM) {
                 Ok(false)
-            }
-            Err(e) => {
-                let _ = sys::unlinkat(&temp, 0);
+            } else {
                 Err(e)
-            }
+            };
         }
+        // Swapped with the name, which must still be the file copied: a file saved
+        // over the name, or the name removed or renamed, meanwhile stays as it is.
+        let is_source = |at: &At| {
+            sys::lstat(at).is_ok_and(|now| now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+        };
+        let swapped = match sys::rename(&temp, &at, libc::RENAME_EXCHANGE) {
+            Ok(()) if is_source(&temp) => true,
+            Ok(()) => {
+                let _ = sys::rename(&temp, &at, libc::RENAME_EXCHANGE);
+                false
+            }
+            // A file system without the exchange: replaced only if still the file.
+            Err(Errno(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) if is_source(&at) => {
+                sys::rename(&temp, &at, 0).is_ok()
+            }
+            Err(_) => false,
+        };
+        // After the exchange, `temp` names the original, whose other names keep it.
+        let _ = sys::unlinkat(&temp, 0);
+        Ok(swapped)
     }
 
     /// The file `held` (a descriptor of an open that is still live) opened again with
@@ -1717,11 +1755,34 @@ fn make_private_copy(at: &At, src: &OwnedFd, st: &libc::stat) -> Result<(), Errn
 }
 
 /// Gives `dst` the extended attributes, owner, group, mode and times of `src`
-/// (described by `st`), both open descriptors, so nothing is done by name. POSIX
-/// ACLs that `dst` inherited from a default ACL of its folder (a folder that got one
-/// after `src` was made, or a branch root with one) go unless `src` has them too:
-/// the copy's access must be the original's.
+/// (described by `st`), both open descriptors, so nothing is done by name.
 fn copy_metadata(src: &OwnedFd, dst: &OwnedFd, st: &libc::stat) {
+    copy_xattrs(src, dst);
+    let _ = sys::fchown(dst, st.st_uid, st.st_gid);
+    // After chown, which clears set-id bits, and to undo the umask.
+    let _ = sys::fchmod(dst, st.st_mode & 0o7777);
+    let _ = sys::futimens(dst, &times_of(st));
+}
+
+/// The access and modification times of `st`, as `futimens` takes them.
+fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// Gives `dst` the extended attributes of `src`. POSIX ACLs that `dst` inherited
+/// from a default ACL of its folder (a folder that got one after `src` was made, or
+/// a branch root with one) go unless `src` has them too: the copy's access must be
+/// the original's.
+fn copy_xattrs(src: &OwnedFd, dst: &OwnedFd) {
     let names = sys::flistxattr(src).unwrap_or_default();
     let has = |name: &[u8]| names.split(|&b| b == 0).any(|n| n == name);
     for acl in [c"system.posix_acl_access", c"system.posix_acl_default"] {
@@ -1737,20 +1798,6 @@ fn copy_metadata(src: &OwnedFd, dst: &OwnedFd, st: &libc::stat) {
             let _ = sys::fsetxattr(dst, &name, &value, 0);
         }
     }
-    let _ = sys::fchown(dst, st.st_uid, st.st_gid);
-    // After chown, which clears set-id bits, and to undo the umask.
-    let _ = sys::fchmod(dst, st.st_mode & 0o7777);
-    let times = [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ];
-    let _ = sys::futimens(dst, &times);
 }
 
 /// The first error among per-branch results that leaves a copy of the name in
