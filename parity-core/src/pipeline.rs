@@ -679,10 +679,27 @@ impl Maps {
             }
             None => {
                 self.cold = offset..offset + len;
-                self.read_to = Some(self.read_to.unwrap_or(0).max(self.cold.end));
+                self.read_from_disk(self.cold.end);
                 None
             }
         }
+    }
+
+    /// Notes that the pass read the file up to `end` with `pread`, from the disk:
+    /// read-ahead may fill the cache past it.
+    fn read_from_disk(&mut self, end: u64) {
+        self.read_to = Some(self.read_to.unwrap_or(0).max(end));
+    }
+
+    /// Whether the `len` bytes at `offset` of `file`, about to be read with
+    /// `pread`, stay cached after: only if they were cached before the pass (and
+    /// not by its own read-ahead). Otherwise the read counts as one from the disk.
+    fn keeps_cached(&mut self, file: &File, offset: u64, len: usize) -> bool {
+        let keep = !self.brought_in(offset) && crate::mapped::known_cached(file, offset, len);
+        if !keep {
+            self.read_from_disk(offset + len as u64);
+        }
+        keep
     }
 
     /// Whether the bytes at `offset` may have been brought into the cache by this
@@ -702,6 +719,8 @@ impl Reader<'_, '_> {
         let mut next = 0usize;
         let mut current: Option<Current> = None;
         let mut parity = self.parity_reading();
+        // What a parity file read with `pread` only (`Reads::Copy`) read from the disk.
+        let mut parity_copied = Maps::default();
         for (b, batch) in batches.iter().enumerate() {
             if self.stop.load(Ordering::Relaxed) {
                 return;
@@ -712,7 +731,15 @@ impl Reader<'_, '_> {
             match self.source {
                 Source::Parity { path, file } => {
                     let ahead = &positions[base..];
-                    self.read_parity(path, *file, &mut parity, ahead, batch.len(), &mut out)
+                    let copied = &mut parity_copied;
+                    self.read_parity(
+                        path,
+                        *file,
+                        (&mut parity, copied),
+                        ahead,
+                        batch.len(),
+                        &mut out,
+                    )
                 }
                 Source::Data { .. } => {
                     while let Some(r) = refs.get(next).filter(|r| r.slot < base + batch.len()) {
@@ -756,7 +783,7 @@ impl Reader<'_, '_> {
         &self,
         path: &Path,
         file: Option<&File>,
-        mapping: &mut Option<ParityMaps>,
+        (mapping, copied): (&mut Option<ParityMaps>, &mut Maps),
         ahead: &[u32],
         len: usize,
         out: &mut Batch,
@@ -786,10 +813,14 @@ impl Reader<'_, '_> {
                     continue;
                 }
             }
+            let frontier = mapping.as_mut().map_or(&mut *copied, |m| &mut m.maps);
+            let keep = frontier.keeps_cached(file, offset, bs);
             let buf = slot(&mut out.data, &mut out.written, j, bs, bs);
             match file.read_exact_at(buf, offset) {
                 Ok(()) => {
-                    drop_cached(file, offset, bs);
+                    if !keep {
+                        drop_cached(file, offset, bs);
+                    }
                     out.status[j] = Status::Present {
                         file: 0,
                         block: 0,
@@ -877,15 +908,11 @@ impl Reader<'_, '_> {
                 return;
             }
         }
-        // The last, partial block of a file that was cached when the pass came
-        // stays cached, as the rest of the file read in place does. Whole blocks
-        // read here are not cached (or past the windows a reader may keep), and
-        // read-ahead of a range found not cached makes what follows look cached:
-        // all of that is let go.
-        let keep = self.reads == Reads::Map
-            && len < bs
-            && !maps.brought_in(offset)
-            && crate::mapped::known_cached(handle, offset, len);
+        // What was cached when the pass came stays cached (a block read here after
+        // no window could be mapped for it, or by a pass that copies); what the
+        // pass read from the disk, and what its read-ahead may have brought in
+        // after it, is let go.
+        let keep = maps.keeps_cached(handle, offset, len);
         let buf = slot(&mut out.data, &mut out.written, j, bs, len);
         match handle.read_exact_at(&mut buf[..len], offset) {
             Ok(()) => {
@@ -1587,6 +1614,22 @@ mod reads {
         assert!(run.changed.is_empty() && run.errors.is_empty());
         assert_eq!(run.bytes, size as u64);
         assert_eq!(cached_pages(&path), 0, "the pass left what it read cached");
+
+        // A pass that copies (sync's, and the parity order probe before every
+        // pass) leaves what was cached cached too, data and parity.
+        let parity_path = dir.path().join("parity");
+        for (reads, name) in [(Reads::Copy, "copied"), (Reads::Map, "mapped")] {
+            warm(&path);
+            warm(&parity_path);
+            let run = two_threads(|| seen(dir.path(), &files, &parity, &positions, reads));
+            assert!(run.changed.is_empty() && run.errors.is_empty());
+            assert!(cached(&path, 0, size), "{name}: the data file");
+            assert!(cached(&parity_path, 0, BS), "{name}: the parity file");
+        }
+        // One block read alone, as the probe reads it, keeps its pages.
+        warm(&path);
+        seen(dir.path(), &files, &parity, &[0], Reads::Copy);
+        assert!(cached(&path, 0, size));
     }
 
     #[test]
