@@ -1375,29 +1375,11 @@ mod reads {
     /// How many pages of a file are in the page cache (`mincore` over a mapping,
     /// which faults nothing in).
     fn cached_pages(path: &Path) -> usize {
-        let f = File::open(path).expect("open");
-        let len = f.metadata().expect("stat").len() as usize;
+        let len = std::fs::metadata(path).expect("stat").len() as usize;
         if len == 0 {
             return 0;
         }
-        let page = 4096;
-        let mut vec = vec![0u8; len.div_ceil(page)];
-        // SAFETY: a read-only shared mapping of the whole file, unmapped below;
-        // mincore writes one byte per page into `vec`, which has room for them.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
-            libc::munmap(p, len);
-        }
-        vec.iter().filter(|&&b| b & 1 != 0).count()
+        cached_pages_in(path, 0, len)
     }
 
     /// Runs `f` in a pool of two threads, so that mapped batches hold 64 positions
@@ -1551,7 +1533,8 @@ mod reads {
         let f = File::open(path).expect("open");
         let page = 4096;
         let mut vec = vec![0u8; len.div_ceil(page)];
-        // SAFETY: as in `cached_pages`, over the range asked.
+        // SAFETY: a read-only shared mapping of the range, unmapped below; mincore
+        // writes one byte per page into `vec`, which has room for them.
         unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),

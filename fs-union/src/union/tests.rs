@@ -1079,24 +1079,18 @@ fn a_branch_folder_replaced_behind_the_pool_is_noticed() {
     assert!(again.moved_roots().is_empty());
 }
 
-#[test]
-fn the_umask_applies_unless_the_folder_has_a_default_acl() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = fs::File::open(tmp.path()).unwrap();
-    let dir = OwnedFd::from(dir);
-    let mode = Mode::new(0o666, 0o022);
-    assert_eq!(mode.in_folder(&dir), 0o644);
-    assert_eq!(Mode::new(0o777, 0).in_folder(&dir), 0o777);
-    // A default ACL (user::rwx, group::r-x, other::r-x), in the kernel's xattr form:
-    // the version, then (tag, permissions, id) per entry.
+/// Gives the folder `dir` a default ACL (user::, group:: and other:: with `perms`),
+/// in the kernel's xattr form: the version, then (tag, permissions, id) per entry.
+/// False (and says so) where the file system takes no ACLs.
+fn set_default_acl(dir: &Path, perms: [u16; 3]) -> bool {
     let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 5)] {
+    for (tag, perm) in [0x01u16, 0x04, 0x20].into_iter().zip(perms) {
         acl.extend_from_slice(&tag.to_le_bytes());
         acl.extend_from_slice(&perm.to_le_bytes());
         acl.extend_from_slice(&u32::MAX.to_le_bytes());
     }
-    let path = std::ffi::CString::new(tmp.path().as_os_str().as_bytes()).unwrap();
-    // SAFETY: NUL-terminated strings and a buffer with its length.
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a value with its length.
     let rc = unsafe {
         libc::setxattr(
             path.as_ptr(),
@@ -1107,11 +1101,20 @@ fn the_umask_applies_unless_the_folder_has_a_default_acl() {
         )
     };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        eprintln!(
-            "no default ACL on {}: {e}; left untested",
-            tmp.path().display()
-        );
+        let e = io::Error::last_os_error();
+        eprintln!("no default ACL on {}: {e}; left untested", dir.display());
+    }
+    rc == 0
+}
+
+#[test]
+fn the_umask_applies_unless_the_folder_has_a_default_acl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = OwnedFd::from(fs::File::open(tmp.path()).unwrap());
+    let mode = Mode::new(0o666, 0o022);
+    assert_eq!(mode.in_folder(&dir), 0o644);
+    assert_eq!(Mode::new(0o777, 0).in_folder(&dir), 0o777);
+    if !set_default_acl(tmp.path(), [7, 5, 5]) {
         return;
     }
     // The folder's default ACL sets the permissions: the mode goes as asked.
@@ -1124,28 +1127,7 @@ fn a_cloned_folder_keeps_no_acl_its_original_lacks() {
     pool.dir(1, "a");
     // The branch the folder is cloned onto has a default ACL at its root (given
     // after `a` was made on the other branch): a folder made there inherits it.
-    let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm) in [(0x01u16, 7u16), (0x04, 7), (0x20, 7)] {
-        acl.extend_from_slice(&tag.to_le_bytes());
-        acl.extend_from_slice(&perm.to_le_bytes());
-        acl.extend_from_slice(&u32::MAX.to_le_bytes());
-    }
-    let root = std::ffi::CString::new(pool.branches[0].as_os_str().as_bytes()).unwrap();
-    // SAFETY: NUL-terminated strings and a value with its length.
-    let rc = unsafe {
-        libc::setxattr(
-            root.as_ptr(),
-            c"system.posix_acl_default".as_ptr(),
-            acl.as_ptr().cast(),
-            acl.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        eprintln!(
-            "no default ACL on {}; left untested",
-            pool.branches[0].display()
-        );
+    if !set_default_acl(&pool.branches[0], [7, 7, 7]) {
         return;
     }
     let u = pool.union("category.create=ff");
