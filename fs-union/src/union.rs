@@ -820,7 +820,9 @@ impl Union {
         let swapped = match sys::rename(&temp, &at, libc::RENAME_EXCHANGE) {
             Ok(()) if is_source(&temp) => true,
             Ok(()) => {
-                let _ = sys::rename(&temp, &at, libc::RENAME_EXCHANGE);
+                // Put back what the name held; should that fail, `temp` holds it
+                // and must not be removed.
+                sys::rename(&temp, &at, libc::RENAME_EXCHANGE)?;
                 false
             }
             // A file system without the exchange: replaced only if still the file.
@@ -829,7 +831,8 @@ impl Union {
             }
             Err(_) => false,
         };
-        // After the exchange, `temp` names the original, whose other names keep it.
+        // `temp` names the original now (whose other names keep it), or the copy
+        // that was not used, or nothing.
         let _ = sys::unlinkat(&temp, 0);
         Ok(swapped)
     }
