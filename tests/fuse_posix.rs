@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use common::fuse::{cpath, errno, getx, outcome, Pool};
+use common::fuse::{cpath, errno, getx, outcome, setx, Pool};
 
 /// Runs the scenario below `root` and records every outcome.
 fn scenario(root: &Path) -> Vec<String> {
@@ -1139,7 +1139,7 @@ fn fuse_posix_link_cow_gives_a_written_hard_link_its_own_file() {
         fs::write(a.join("f"), b"original\n").unwrap();
         fs::hard_link(a.join("f"), a.join("g")).unwrap();
         fs::set_permissions(a.join("f"), fs::Permissions::from_mode(0o640)).unwrap();
-        common::fuse::setx(&a.join("f"), "user.x", "1").unwrap();
+        setx(&a.join("f"), "user.x", "1").unwrap();
         fs::write(a.join("h"), b"old bytes\n").unwrap();
         fs::hard_link(a.join("h"), a.join("i")).unwrap();
         for name in ["o", "p"] {
@@ -1252,18 +1252,7 @@ fn fuse_posix_link_cow_gives_a_written_hard_link_its_own_file() {
         // file written, as on any file system).
         const CAP: [u8; 20] = [0, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         fs::write(a.join("cap"), b"c").unwrap();
-        let cap = cpath(&a.join("cap"));
-        // SAFETY: NUL-terminated strings and a value with its length.
-        let set = unsafe {
-            libc::setxattr(
-                cap.as_ptr(),
-                c"security.capability".as_ptr(),
-                CAP.as_ptr().cast(),
-                CAP.len(),
-                0,
-            )
-        };
-        assert_eq!(set, 0, "setting a capability");
+        assert_eq!(setx(&a.join("cap"), "security.capability", &CAP), Ok(()));
         fs::hard_link(a.join("cap"), a.join("cap2")).unwrap();
         OpenOptions::new()
             .append(true)

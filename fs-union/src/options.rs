@@ -321,15 +321,13 @@ pub struct ReaddirThreads {
 }
 
 impl ReaddirThreads {
-    /// How many copies are listed at once: `THREADS` when positive, the cores
-    /// divided by its size when negative (at least one), every copy when 0 or not
-    /// given.
+    /// How many copies are listed at once: every copy when `THREADS` is 0 or not
+    /// given, else as `read-thread-count` counts threads (itself when positive, the
+    /// cores divided by its size when negative).
     pub fn at_once(self, copies: usize) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self.threads {
-            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-            Some(n) if n < 0 => (cores / usize::try_from(n.unsigned_abs()).unwrap_or(1)).max(1),
-            _ => copies,
+            None | Some(0) => copies,
+            Some(n) => crate::mount::thread_count(n),
         }
     }
 }

@@ -176,8 +176,8 @@ pub fn getx(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
 }
 
 /// setxattr(2): `Ok` or the errno.
-pub fn setx(path: &Path, name: &str, value: &str) -> Result<(), i32> {
-    let (p, n) = (cpath(path), CString::new(name).unwrap());
+pub fn setx(path: &Path, name: &str, value: &(impl AsRef<[u8]> + ?Sized)) -> Result<(), i32> {
+    let (p, n, value) = (cpath(path), CString::new(name).unwrap(), value.as_ref());
     let rc = unsafe {
         libc::setxattr(
             p.as_ptr(),
