@@ -893,6 +893,54 @@ fn fix_repairs_data_and_a_wrong_parity_level_at_the_same_position() {
     expect_code(&array.lhparity(&["check"]), 0);
 }
 
+/// A scrub judges the parity of a position only when its data is right, so a damaged
+/// block and a wrong parity level at one position show as the data alone. A fix that
+/// does not check the whole array (`-e`, `-f`, `-d`) still puts both right: it
+/// rebuilds the block with the level whose result matches the hash and recomputes
+/// every other level there from the verified stripe.
+#[test]
+fn data_and_parity_damaged_at_one_position_are_both_repaired_by_any_fix() {
+    for (how, level) in [("-e", 0), ("-e", 1), ("-f", 0), ("-d", 1)] {
+        let (array, original) = synced_array(3, 2);
+        let good = parity_bytes(&array);
+        let victim = array.disks[1].join("dir1/big.bin");
+        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 2);
+        flip(&victim, 2 * 65536 + 5);
+        flip(&array.parity[level], pos * 65536 + 11);
+        let args: &[&str] = match how {
+            "-e" => {
+                let out = array.lhparity(&["scrub", "-p", "full"]);
+                expect_code(&out, 1);
+                assert!(
+                    stderr(&out).contains("dir1/big.bin block 2"),
+                    "{}",
+                    stderr(&out)
+                );
+                &["fix", "-e"]
+            }
+            "-f" => &["fix", "-f", "dir1/big.bin"],
+            _ => &["fix", "-d", "d2"],
+        };
+        let out = array.lhparity(args);
+        expect_code(&out, 0);
+        let said = stdout(&out);
+        assert!(
+            said.contains("1 files fixed, 0 unrecoverable, parity rewritten at 1 positions"),
+            "fix {how} with level {} wrong: {said}",
+            level + 1
+        );
+        assert!(
+            parity_bytes(&array) == good,
+            "fix {how} left parity level {} wrong",
+            level + 1
+        );
+        assert!(snapshot(&array) == original, "fix {how}: data differs");
+        let out = array.lhparity(&["scrub", "-p", "full"]);
+        expect_code(&out, 0);
+        assert_eq!(status(&array)["bad_blocks"], serde_json::json!([]));
+    }
+}
+
 #[test]
 fn deleted_file_comes_back_with_fix_m() {
     let (array, original) = synced_array(2, 1);

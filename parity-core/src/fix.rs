@@ -271,10 +271,12 @@ pub fn fix(
         }
     }
     // Parity a scrub found wrong: it does not record which level, so every level
-    // there is suspected. The check above tells which levels (see `Damage`).
-    // Suspected levels still serve the rebuild, whose hash check picks a good one,
-    // and are then recomputed from the verified stripe.
-    for b in state.bad.iter().filter(|b| b.disk == u32::MAX) {
+    // there is suspected. The same goes for a position a scrub marked for its data:
+    // wrong data hides whether the parity there is right, so the scrub did not
+    // judge it. The check above tells which levels (see `Damage`). Suspected levels
+    // still serve the rebuild, whose hash check picks a good one, and are then
+    // recomputed from the verified stripe.
+    for b in &state.bad {
         parity_failed.insert(b.pos, (0..paths.len()).collect());
     }
     for (pos, levels) in damage.iter().flat_map(|d| &d.parity) {

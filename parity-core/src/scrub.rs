@@ -339,11 +339,7 @@ pub(crate) fn find_damage(
     let positions = positions_of(state, selected);
     let skip = unselected(selected);
     let everything = selected.iter().flatten().all(|&x| x);
-    let levels = if parity {
-        parity_paths(config)?.len()
-    } else {
-        0
-    };
+    let levels = parity_paths(config)?.len();
     // As `check -a`: with files skipped, how much will be read is not known.
     let total = if everything {
         positions.len() as u64 * u64::from(state.block_size) * state.disks.len() as u64
@@ -373,10 +369,13 @@ pub(crate) fn find_damage(
             .flags
             .get(pos as usize)
             .is_some_and(|&f| !awaits_sync(f));
+        // Wrong data hides whether the parity there is right: every level is
+        // suspected, and judged once the data is rebuilt (also when only some files
+        // were read, and the parity was not).
         let data_failed = !found.bad_data.is_empty() || !found.unreadable.is_empty();
         if synced && !found.bad_parity.is_empty() {
             damage.parity.push((pos, found.bad_parity.clone()));
-        } else if parity && synced && data_failed && !found.changed {
+        } else if synced && data_failed && !found.changed {
             damage.parity.push((pos, (0..levels).collect()));
         }
     }
