@@ -563,10 +563,12 @@ fn an_unrecoverable_result_never_replaces_a_file_of_that_name() {
     fs::create_dir_all(&dir).expect("mkdir");
     let taken = dir.join("big.bin.unrecoverable");
     fs::write(&taken, b"the user's own file").expect("write");
-    for n in [2, 3] {
+    // Run again, the fix finds its own result from before under the second name.
+    for _ in 0..2 {
         let out = array.lhparity(&["fix", "-d", "d1", "-d", "d2"]);
         expect_code(&out, 1);
-        let kept = dir.join(format!("big.bin.{n}.unrecoverable"));
+        assert!(!exists(&dir.join("big.bin.3.unrecoverable")));
+        let kept = dir.join("big.bin.2.unrecoverable");
         assert!(
             stderr(&out).contains(&format!("what could be is in {}", kept.display())),
             "{}",
@@ -575,6 +577,66 @@ fn an_unrecoverable_result_never_replaces_a_file_of_that_name() {
         assert!(exists(&kept), "{} missing", kept.display());
         assert_eq!(fs::read(&taken).expect("read"), b"the user's own file");
     }
+}
+
+/// A fix run again over the same loss names the partial result the first run left
+/// instead of adding `NAME.2.unrecoverable`, `NAME.3.unrecoverable`, ... with the
+/// same bytes; a different one (edited, or from other damage) is still never
+/// replaced.
+#[test]
+fn fixes_run_again_keep_one_copy_of_the_same_unrecoverable_result() {
+    let (array, _) = synced_array(3, 1);
+    let (a, b) = (
+        array.disks[0].join("dir0/big.bin"),
+        array.disks[1].join("dir1/big.bin"),
+    );
+    flip(&a, 10);
+    flip(&b, 10);
+    let partial = |path: &std::path::Path, n: &str| {
+        PathBuf::from(format!("{}{n}.unrecoverable", path.display()))
+    };
+    for run in 0..3 {
+        let out = array.lhparity(&["fix"]);
+        expect_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("is in {}", partial(&a, "").display())),
+            "run {run}: {err}"
+        );
+        assert!(!exists(&partial(&a, ".2")), "run {run} made a second copy");
+    }
+    let first = fs::read(partial(&a, "")).expect("partial result");
+    // Edited by hand: no longer the same result, so it is kept and the new one goes
+    // beside it.
+    let mut edited = first.clone();
+    edited[0] ^= 1;
+    fs::write(partial(&a, ""), &edited).expect("edit");
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!("is in {}", partial(&a, ".2").display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(partial(&a, "")).expect("kept"), edited);
+    assert!(fs::read(partial(&a, ".2")).expect("new") == first);
+    // A link in the way is never read or followed.
+    fs::remove_file(partial(&b, "")).expect("rm");
+    std::os::unix::fs::symlink(partial(&a, ".2"), partial(&b, "")).expect("symlink");
+    let out = array.lhparity(&["fix"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!("is in {}", partial(&b, ".2").display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::symlink_metadata(partial(&b, ""))
+        .expect("link")
+        .is_symlink());
+    assert!(
+        !exists(&partial(&a, ".3")),
+        "a copy beside the link's target"
+    );
 }
 
 #[test]

@@ -221,6 +221,13 @@ impl Folder {
             .map(File::from)
     }
 
+    /// Opens the file `name` to read, never through a link (`ELOOP` if it is one)
+    /// and without blocking on a fifo.
+    pub fn open_to_read(&self, name: &OsStr) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        open_at(self.fd.as_raw_fd(), name.as_bytes(), flags).map(File::from)
+    }
+
     /// Removes the name `name` (not a folder).
     pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
         let c = c_string(name.as_bytes())?;

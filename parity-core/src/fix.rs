@@ -2441,8 +2441,10 @@ fn copy_good_blocks(
 
 /// Renames a partial result to `NAME.unrecoverable`, or to `NAME.2.unrecoverable`,
 /// `NAME.3.unrecoverable`, ... when that name is taken: a file already there (an
-/// earlier fix's partial result, or anything else) is never replaced. Every name
-/// keeps the suffix that the default `exclude *.unrecoverable` leaves out of syncs.
+/// earlier fix's partial result, or anything else) is never replaced. One of them
+/// holding these very bytes (the same fix run again) is kept and named instead, so
+/// fixes run again and again leave one copy. Every name keeps the suffix that the
+/// default `exclude *.unrecoverable` leaves out of syncs.
 fn keep_unrecoverable(folder: &Folder, temp: &OsStr, path: &Path) -> std::io::Result<PathBuf> {
     for n in 1..=1000u32 {
         let suffix = match n {
@@ -2453,7 +2455,12 @@ fn keep_unrecoverable(folder: &Folder, temp: &OsStr, path: &Path) -> std::io::Re
         let Some(name) = to.file_name() else { break };
         match rename_noreplace(folder, temp, name) {
             Ok(()) => return Ok(to),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if same_bytes(folder, temp, name) {
+                    folder.remove_file(temp)?;
+                    return Ok(to);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -2464,6 +2471,35 @@ fn keep_unrecoverable(folder: &Folder, temp: &OsStr, path: &Path) -> std::io::Re
             crate::name::shown_path(&path)
         ),
     ))
+}
+
+/// Whether the regular files `a` and `b` of `folder` hold the same bytes (anything
+/// that cannot be read, or is not a regular file, is not the same).
+fn same_bytes(folder: &Folder, a: &OsStr, b: &OsStr) -> bool {
+    let open = |name| {
+        let file = folder.open_to_read(name).ok()?;
+        let meta = file.metadata().ok()?;
+        meta.is_file().then_some((file, meta.len()))
+    };
+    let (Some((a, len)), Some((b, other))) = (open(a), open(b)) else {
+        return false;
+    };
+    if len != other {
+        return false;
+    }
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(x.len() as u64) as usize;
+        if a.read_exact_at(&mut x[..n], at).is_err()
+            || b.read_exact_at(&mut y[..n], at).is_err()
+            || x[..n] != y[..n]
+        {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
 }
 
 /// `fix -m`: deleted names of hard-linked files come back as links to their file, on
