@@ -2004,7 +2004,35 @@ impl FixStage<'_> {
         if guessing {
             suspected.clear();
         }
-        let Rebuilt { data, mut parity } = rebuilt;
+        let Rebuilt {
+            mut data,
+            mut parity,
+        } = rebuilt;
+        // A file's last block is padded with zeros in the parity. A level wrong only
+        // there still gives back the block's hash: the bytes are right, the padding
+        // rebuilt with them is not. It is put right, and where parity is written
+        // (from checked copies), the parity lost here is computed again from it and
+        // every level there is judged against it.
+        let mut padding_wrong = false;
+        for (l, bytes) in lost.iter().zip(data.iter_mut()) {
+            if let Some((_, len)) = l.check {
+                if !all_zero(&bytes[len..]) {
+                    bytes[len..].fill(0);
+                    padding_wrong = true;
+                }
+            }
+        }
+        if padding_wrong && parity_wanted && !guessing {
+            if !lost_parity.is_empty() {
+                let out = self.parity_of(&stripe, columns, &lost, &data, &[], &lost_parity)?;
+                self.buffers.give_all(std::mem::replace(&mut parity, out));
+            }
+            suspected.extend(
+                (0..levels).filter(|&l| stripe[columns + l].is_some() && !lost_parity.contains(&l)),
+            );
+            suspected.sort_unstable();
+            suspected.dedup();
+        }
         // The suspected levels, from the complete, verified stripe.
         if !suspected.is_empty() {
             let known: Vec<(usize, &[u8])> = lost_parity

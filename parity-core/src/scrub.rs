@@ -151,6 +151,8 @@ fn verify(
      -> Result<Found, PipelineError> {
         let mut found = Found::default();
         let mut data: Vec<&[u8]> = vec![&zero; columns];
+        // The damaged blocks: (column, stored hash, length).
+        let mut damaged: Vec<(usize, crate::state::model::Hash, usize)> = Vec::new();
         for (slot, block) in blocks[..disks].iter().enumerate() {
             match block.status {
                 Status::Absent => {}
@@ -162,18 +164,25 @@ fn verify(
                     len,
                 } => {
                     let entry = &state.disks[slot].files[file];
-                    data[state.disks[slot].index as usize] = block.bytes;
+                    let column = state.disks[slot].index as usize;
+                    data[column] = block.bytes;
                     if !entry.is_new(i)
                         && entry.hashes[i] != block_hash(&state.hash_key, &block.bytes[..len])
                     {
                         found.bad_data.push((slot, file, i));
+                        damaged.push((column, entry.hashes[i], len));
                     }
                 }
             }
         }
-        // Wrong data makes the parity look wrong too: the parity is only judged when
-        // every data block is right.
-        if levels > 0
+        // Wrong data makes the parity look wrong too: with a damaged block, the
+        // parity is judged only once the block is rebuilt (`judge_around`).
+        if levels > 0 && !found.incomplete && found.unreadable.is_empty() && !damaged.is_empty() {
+            let stored = blocks.get(disks..).unwrap_or_default();
+            if let Some(wrong) = judge_around(kernel, &state.hash_key, &data, stored, &damaged)? {
+                found.bad_parity = wrong;
+            }
+        } else if levels > 0
             && !found.incomplete
             && found.unreadable.is_empty()
             && found.bad_data.is_empty()
@@ -222,6 +231,77 @@ fn verify(
             .retain(|&(slot, file, _)| !changed.contains(&(slot, file)));
     }
     Ok((run, unopened))
+}
+
+/// The parity levels that are wrong at a position whose `damaged` data blocks
+/// (column, stored hash, length) failed their hashes, judged as `fix` would: the
+/// damaged blocks are rebuilt in memory with each choice of as many levels as there
+/// are damaged blocks, and the first rebuild that gives back every stored hash
+/// makes the stripe whole again, against which every level is compared. `None` when
+/// no choice does (too few levels, or too much damage): the parity there cannot be
+/// judged. `stored` holds the parity levels as read; one not read is wrong.
+fn judge_around(
+    kernel: Kernel,
+    key: &[u8; 32],
+    data: &[&[u8]],
+    stored: &[Block],
+    damaged: &[(usize, crate::state::model::Hash, usize)],
+) -> Result<Option<Vec<usize>>, PipelineError> {
+    let present: Vec<usize> = (0..stored.len())
+        .filter(|&l| matches!(stored[l].status, Status::Present { .. }))
+        .collect();
+    if damaged.len() > present.len() {
+        return Ok(None);
+    }
+    // Outputs come in index order: the damaged columns first, by column.
+    let mut damaged = damaged.to_vec();
+    damaged.sort_unstable_by_key(|&(column, _, _)| column);
+    let block_size = data.first().map_or(0, |b| b.len());
+    let columns = data.len();
+    let mut stripe: Vec<Option<&[u8]>> = data.iter().map(|&b| Some(b)).collect();
+    stripe.extend(stored.iter().map(|b| match b.status {
+        Status::Present { .. } => Some(b.bytes),
+        _ => None,
+    }));
+    for &(column, _, _) in &damaged {
+        stripe[column] = None;
+    }
+    let lost = stripe.iter().filter(|b| b.is_none()).count();
+    let mut out: Vec<Vec<u8>> = (0..lost).map(|_| vec![0u8; block_size]).collect();
+    for choice in crate::fix::combinations(&present, damaged.len()) {
+        let mut refs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        raid::rebuild_with(kernel, columns, &stripe, Some(&choice), &mut refs)?;
+        let rebuilt = damaged
+            .iter()
+            .zip(&out)
+            .all(|(&(_, hash, len), bytes)| block_hash(key, &bytes[..len]) == hash);
+        if !rebuilt {
+            continue;
+        }
+        // A file's last block is padded with zeros in the parity; a level wrong only
+        // there still gives back the hash. With the padding put right, such a level
+        // shows as wrong below.
+        for (&(_, _, len), bytes) in damaged.iter().zip(out.iter_mut()) {
+            bytes[len..].fill(0);
+        }
+        let mut whole: Vec<&[u8]> = data.to_vec();
+        for (&(column, _, _), bytes) in damaged.iter().zip(&out) {
+            whole[column] = bytes;
+        }
+        let bytes: Vec<&[u8]> = present.iter().map(|&l| stored[l].bytes).collect();
+        let verdicts = raid::verify_with(kernel, &whole, &present, &bytes)?;
+        let mut wrong: Vec<usize> = (0..stored.len()).filter(|l| !present.contains(l)).collect();
+        wrong.extend(
+            present
+                .iter()
+                .zip(verdicts)
+                .filter(|(_, w)| *w)
+                .map(|(&l, _)| l),
+        );
+        wrong.sort_unstable();
+        return Ok(Some(wrong));
+    }
+    Ok(None)
 }
 
 /// The files a check or fix covers, per disk slot and file: on one of `disks`
