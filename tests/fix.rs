@@ -1049,6 +1049,37 @@ fn data_and_parity_damaged_at_one_position_are_both_repaired_by_any_fix() {
     expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
 }
 
+/// A lost file (deleted, or on a wiped disk) is rebuilt with a good level when the
+/// first one tried proves wrong at one of its positions; the wrong level is then
+/// rewritten from the verified stripe, so the next scrub passes.
+#[test]
+fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
+    for how in ["-m", "-d"] {
+        let (array, original) = synced_array(3, 2);
+        let good = parity_bytes(&array);
+        let victim = array.disks[1].join("dir1/big.bin");
+        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 3);
+        flip(&array.parity[0], pos * 65536 + 11);
+        let args: &[&str] = if how == "-m" {
+            fs::remove_file(&victim).expect("rm");
+            &["fix", "-m"]
+        } else {
+            wipe(&array, 1);
+            &["fix", "-d", "d2"]
+        };
+        let out = array.lhparity(args);
+        expect_code(&out, 0);
+        assert!(
+            stdout(&out).contains("parity rewritten at 1 positions"),
+            "fix {how}: {}",
+            stdout(&out)
+        );
+        assert!(snapshot(&array) == original, "fix {how}: data differs");
+        assert!(parity_bytes(&array) == good, "fix {how} left level 1 wrong");
+        expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
+    }
+}
+
 #[test]
 fn deleted_file_comes_back_with_fix_m() {
     let (array, original) = synced_array(2, 1);

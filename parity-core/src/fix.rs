@@ -1434,6 +1434,9 @@ struct PositionFix {
     parity_rewritten: bool,
     /// Everything lost at this position came back.
     complete: bool,
+    /// A level proved wrong while none was to be written: nothing was done, and
+    /// the position is to be done again with every level suspected.
+    judge_again: bool,
     bytes: u64,
 }
 
@@ -1728,6 +1731,9 @@ fn range_op(file: &File, offset: u64, len: u64, flags: libc::c_uint, drop: bool)
 struct Rebuilt {
     data: Vec<Vec<u8>>,
     parity: Vec<Vec<u8>>,
+    /// The first rebuild failed its hash check and another choice of levels (or
+    /// of surviving blocks) gave it back: some level or block there is wrong.
+    fell_back: bool,
 }
 
 /// A lost block of the stripe and how to tell it came back right.
@@ -1749,7 +1755,7 @@ impl FixStage<'_> {
             .is_some_and(|l| l.iter().any(|&l| l >= self.eager));
         if !lazy_needed {
             let last = self.eager == levels;
-            let fix = self.position_with(pos, blocks, &[], last)?;
+            let fix = self.judged(pos, blocks, &[], last)?;
             if fix.complete || last {
                 return Ok(fix);
             }
@@ -1765,18 +1771,39 @@ impl FixStage<'_> {
                 Some(buf)
             })
             .collect();
-        self.position_with(pos, blocks, &lazy, true)
+        self.judged(pos, blocks, &lazy, true)
+    }
+
+    /// [`position_with`](Self::position_with), done again with every level there
+    /// suspected when a level proved wrong on the way (the first rebuild failed its
+    /// hash check) while none was to be written: the surviving blocks are then
+    /// copied and checked, and each level is recomputed from the verified stripe
+    /// and rewritten if it differs, as where a scrub marked the position.
+    fn judged(
+        &self,
+        pos: u32,
+        blocks: &[Block],
+        lazy: &[Option<Vec<u8>>],
+        last: bool,
+    ) -> Result<PositionFix, PipelineError> {
+        let fix = self.position_with(pos, blocks, lazy, last, false)?;
+        if fix.judge_again {
+            return self.position_with(pos, blocks, lazy, last, true);
+        }
+        Ok(fix)
     }
 
     /// One position with the pipeline's parity levels plus `lazy` ones read here
     /// (`None`: missing or unreadable). `last`: no other attempt follows, so a
-    /// failure to rebuild parity is reported.
+    /// failure to rebuild parity is reported. `suspect_all`: every level there is
+    /// suspected.
     fn position_with(
         &self,
         pos: u32,
         blocks: &[Block],
         lazy: &[Option<Vec<u8>>],
         last: bool,
+        suspect_all: bool,
     ) -> Result<PositionFix, PipelineError> {
         let state = self.state;
         let bs = self.block_size;
@@ -1818,12 +1845,10 @@ impl FixStage<'_> {
         }
         lost_parity.sort_unstable();
         lost_parity.dedup();
-        let mut suspected: Vec<usize> = self
-            .parity_failed
-            .get(&pos)
-            .into_iter()
-            .flatten()
-            .copied()
+        let marked = self.parity_failed.get(&pos).into_iter().flatten().copied();
+        let all = (0..levels).filter(|_| suspect_all);
+        let mut suspected: Vec<usize> = marked
+            .chain(all)
             .filter(|&l| l < levels && lost_parity.binary_search(&l).is_err())
             .collect();
         suspected.sort_unstable();
@@ -2007,7 +2032,14 @@ impl FixStage<'_> {
         let Rebuilt {
             mut data,
             mut parity,
+            fell_back,
         } = rebuilt;
+        if fell_back && !parity_wanted && !guessing && !suspect_all {
+            // Nothing sent or written yet: done again by `judged`.
+            self.buffers.give_all(data.into_iter().chain(parity));
+            fix.judge_again = true;
+            return Ok(fix);
+        }
         // A file's last block is padded with zeros in the parity. A level wrong only
         // there still gives back the block's hash: the bytes are right, the padding
         // rebuilt with them is not. It is put right, and where parity is written
@@ -2136,7 +2168,11 @@ impl FixStage<'_> {
                 self.buffers.give_all(out.into_iter().chain(parity));
                 return Ok::<_, PipelineError>(None);
             }
-            Ok(Some(Rebuilt { data: out, parity }))
+            Ok(Some(Rebuilt {
+                data: out,
+                parity,
+                fell_back: false,
+            }))
         };
         let mark = |stripe: &mut [Option<&'s [u8]>], lost: &[Lost]| {
             for l in lost {
@@ -2169,6 +2205,7 @@ impl FixStage<'_> {
         let available: Vec<usize> = (0..levels).filter(|l| !lost_parity.contains(l)).collect();
         for combo in combinations(&available, lost.len()) {
             if let Some(mut r) = attempt(stripe, lost, Some(&combo))? {
+                r.fell_back = true;
                 if !lost_parity.is_empty() {
                     // Lost parity is recomputed from the now verified data.
                     let out = self.parity_of(stripe, columns, lost, &r.data, &[], lost_parity)?;
