@@ -924,11 +924,23 @@ fn find_targets(
                 // there is nothing to copy good blocks from, so all come back.
                 match open(f) {
                     Ok(handle) if !pipeline::unchanged(&handle, f) => {
-                        report.warnings.push(format!(
+                        // Every byte as synced under another inode, as a fix stopped
+                        // after renaming its repair into place leaves it: the state
+                        // takes the inode (as a plain fix does), and the marked
+                        // blocks are rebuilt all the same, so the parity there is
+                        // judged too.
+                        if let Some(ino) =
+                            moved_intact(&handle, f, &state.hash_key, state.block_size)
+                        {
+                            adopted.push((slot, i, ino));
+                            bad
+                        } else {
+                            report.warnings.push(format!(
                             "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
                             crate::name::shown_path(&path)
                         ));
-                        continue;
+                            continue;
+                        }
                     }
                     Ok(_) => bad,
                     Err(_) => every_synced(),
@@ -1237,6 +1249,16 @@ fn gone_at(
 
 /// Reads a file and returns the blocks whose bytes do not match their hashes
 /// (including blocks cut off by truncation).
+/// The inode of `handle` when it is the file `f` records in every byte, mtime and
+/// size, every block synced, under another inode.
+fn moved_intact(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: u32) -> Option<u64> {
+    let m = handle.metadata().ok()?;
+    let moved = m.is_file() && m.ino() != f.inode && pipeline::same_stamp(&m, f);
+    let synced = (0..f.hashes.len()).all(|b| !f.is_new(b));
+    (moved && synced && damaged_blocks(handle, f, key, block_size as usize).is_empty())
+        .then_some(m.ino())
+}
+
 fn damaged_blocks(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: usize) -> Vec<usize> {
     let mut buf = vec![0u8; block_size];
     let mut damaged = Vec::new();
