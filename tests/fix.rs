@@ -894,6 +894,19 @@ fn fix_checks_all_parity_as_snapraid_does_without_a_scrub_first() {
         .modified()
         .expect("mtime");
     std::thread::sleep(Duration::from_millis(20));
+    // `fix -e` repairs marked blocks only: it names the file and what rebuilds it,
+    // and makes no empty parity file in its place.
+    let out = array.lhparity(&["fix", "-e"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "parity file {} is missing; `fix -e` repairs only the blocks a scrub marked: run `lhparity fix` to rebuild it",
+            array.parity[0].display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!exists(&array.parity[0]));
     expect_code(&array.lhparity(&["fix"]), 0);
     assert!(fs::read(&array.parity[0]).expect("parity 1") == good[0]);
     assert_eq!(

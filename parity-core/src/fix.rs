@@ -285,11 +285,19 @@ pub fn fix(
         failed.sort_unstable();
         failed.dedup();
     }
-    // Parity files that are missing are created to be rebuilt.
+    // Parity files that are missing are created to be rebuilt; `fix -e` only
+    // repairs marked blocks, so it leaves them missing and says what rebuilds them.
     let parity_files: Vec<Option<File>> = parity_files
         .into_iter()
         .zip(&paths)
         .map(|(f, p)| {
+            if f.is_none() && options.bad_only {
+                report.errors.push(format!(
+                    "parity file {} is missing; `fix -e` repairs only the blocks a scrub marked: run `lhparity fix` to rebuild it",
+                    crate::name::shown_path(p)
+                ));
+                return None;
+            }
             f.or_else(|| {
                 OpenOptions::new()
                     .read(true)
