@@ -944,9 +944,9 @@ fn find_targets(
                             bad
                         } else {
                             report.warnings.push(format!(
-                            "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
-                            crate::name::shown_path(&path)
-                        ));
+                                "{} changed since the last sync: its bad blocks were not rebuilt; run `lhparity sync` to keep the change, or `lhparity fix -f` on it to restore the synced file",
+                                crate::name::shown_path(&path)
+                            ));
                             continue;
                         }
                     }
@@ -1255,8 +1255,6 @@ fn gone_at(
     gone
 }
 
-/// Reads a file and returns the blocks whose bytes do not match their hashes
-/// (including blocks cut off by truncation).
 /// The inode of `handle` when it is the file `f` records in every byte, mtime and
 /// size, every block synced, under another inode.
 fn moved_intact(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: u32) -> Option<u64> {
@@ -1267,6 +1265,8 @@ fn moved_intact(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: u32) -
         .then_some(m.ino())
 }
 
+/// Reads a file and returns the blocks whose bytes do not match their hashes
+/// (including blocks cut off by truncation).
 fn damaged_blocks(handle: &File, f: &FileEntry, key: &[u8; 32], block_size: usize) -> Vec<usize> {
     let mut buf = vec![0u8; block_size];
     let mut damaged = Vec::new();
