@@ -1063,16 +1063,33 @@ fn data_and_parity_damaged_at_one_position_are_both_repaired_by_any_fix() {
 }
 
 /// A lost file (deleted, or on a wiped disk) is rebuilt with a good level when the
-/// first one tried proves wrong at one of its positions; the wrong level is then
-/// rewritten from the verified stripe, so the next scrub passes.
+/// first one tried proves wrong at one of its positions, and a level the rebuild
+/// did not use is compared with the stripe made whole: a wrong level is rewritten
+/// from the verified stripe either way, so the next scrub passes.
 #[test]
 fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
-    for how in ["-m", "-d"] {
+    // (fix option, wrong level, wrong only in the padding of the last block): level
+    // 1 is the one a rebuild tries first, level 2 the one it leaves aside.
+    // (`fix -d` reads only as many levels as it needs: one it leaves unread is not
+    // judged, and the next scrub finds it.)
+    let cases = [
+        ("-m", 0, false),
+        ("-d", 0, false),
+        ("-m", 1, false),
+        ("-m", 1, true),
+        ("-d", 0, true),
+        ("-m", 0, true),
+    ];
+    for (how, level, padding) in cases {
         let (array, original) = synced_array(3, 2);
         let good = parity_bytes(&array);
         let victim = array.disks[1].join("dir1/big.bin");
-        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 3);
-        flip(&array.parity[0], pos * 65536 + 11);
+        let block = if padding { 10 } else { 3 };
+        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", block);
+        flip(
+            &array.parity[level],
+            pos * 65536 + if padding { 60_000 } else { 11 },
+        );
         let args: &[&str] = if how == "-m" {
             fs::remove_file(&victim).expect("rm");
             &["fix", "-m"]
@@ -1084,11 +1101,16 @@ fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
         expect_code(&out, 0);
         assert!(
             stdout(&out).contains("parity rewritten at 1 positions"),
-            "fix {how}: {}",
+            "fix {how}, level {} wrong (padding: {padding}): {}",
+            level + 1,
             stdout(&out)
         );
         assert!(snapshot(&array) == original, "fix {how}: data differs");
-        assert!(parity_bytes(&array) == good, "fix {how} left level 1 wrong");
+        assert!(
+            parity_bytes(&array) == good,
+            "fix {how} left level {} wrong",
+            level + 1
+        );
         expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
     }
 }

@@ -2064,12 +2064,6 @@ impl FixStage<'_> {
             mut parity,
             fell_back,
         } = rebuilt;
-        if fell_back && !parity_wanted && !guessing && !suspect_all {
-            // Nothing sent or written yet: done again by `judged`.
-            self.buffers.give_all(data.into_iter().chain(parity));
-            fix.judge_again = true;
-            return Ok(fix);
-        }
         // A file's last block is padded with zeros in the parity. A level wrong only
         // there still gives back the block's hash: the bytes are right, the padding
         // rebuilt with them is not. It is put right, and where parity is written
@@ -2082,6 +2076,19 @@ impl FixStage<'_> {
                     bytes[len..].fill(0);
                     padding_wrong = true;
                 }
+            }
+        }
+        // Where no parity was to be written, a level shown wrong (the first rebuild
+        // failed its hash check, the padding came back wrong, or a level the rebuild
+        // did not use differs from the stripe made whole) sends the position round
+        // again with every level suspected. Nothing is sent or written yet.
+        if !parity_wanted && !guessing && !suspect_all {
+            let again =
+                fell_back || padding_wrong || self.spare_differs(&stripe, columns, &lost, &data)?;
+            if again {
+                self.buffers.give_all(data.into_iter().chain(parity));
+                fix.judge_again = true;
+                return Ok(fix);
             }
         }
         if padding_wrong && parity_wanted && !guessing {
@@ -2245,6 +2252,34 @@ impl FixStage<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether a parity level present in `stripe` that the rebuild of `lost` did
+    /// not use (it uses the lowest ones) differs from the stripe made whole with
+    /// the rebuilt `data`. Only compared: nothing is computed into memory.
+    fn spare_differs(
+        &self,
+        stripe: &[Option<&[u8]>],
+        columns: usize,
+        lost: &[Lost],
+        data: &[Vec<u8>],
+    ) -> Result<bool, PipelineError> {
+        let present: Vec<usize> = (0..stripe.len() - columns)
+            .filter(|&l| stripe[columns + l].is_some())
+            .collect();
+        let Some(spare) = present.get(lost.len()..).filter(|s| !s.is_empty()) else {
+            return Ok(false);
+        };
+        let mut whole: Vec<&[u8]> = stripe[..columns]
+            .iter()
+            .map(|b| b.unwrap_or(self.zero.as_slice()))
+            .collect();
+        for (l, bytes) in lost.iter().zip(data) {
+            whole[l.column] = bytes;
+        }
+        let bytes: Vec<&[u8]> = spare.iter().filter_map(|&l| stripe[columns + l]).collect();
+        let verdicts = raid::verify_with(self.kernel, &whole, spare, &bytes)?;
+        Ok(verdicts.into_iter().any(|wrong| wrong))
     }
 
     /// Parity `levels` (sorted) of a stripe made whole: `stripe` with the rebuilt
