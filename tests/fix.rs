@@ -1113,6 +1113,21 @@ fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
         );
         expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
     }
+
+    // A level found wrong puts the others in doubt: `fix -d` then reads and judges
+    // the levels it would have left unread, here level 3 beside a wrong level 1.
+    let (array, original) = synced_array(3, 3);
+    let good = parity_bytes(&array);
+    let victim = array.disks[1].join("dir1/big.bin");
+    let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 10);
+    for level in [0, 2] {
+        flip(&array.parity[level], pos * 65536 + 60_000);
+    }
+    wipe(&array, 1);
+    expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
+    assert!(snapshot(&array) == original, "fix -d: data differs");
+    assert!(parity_bytes(&array) == good, "fix -d left a level wrong");
+    expect_code(&array.lhparity(&["scrub", "-p", "full"]), 0);
 }
 
 #[test]

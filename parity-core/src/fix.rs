@@ -1785,8 +1785,13 @@ impl FixStage<'_> {
             .is_some_and(|l| l.iter().any(|&l| l >= self.eager));
         if !lazy_needed {
             let last = self.eager == levels;
-            let fix = self.judged(pos, blocks, &[], last)?;
-            if fix.complete || last {
+            let fix = self.position_with(pos, blocks, &[], last, false)?;
+            if fix.judge_again && last {
+                return self.position_with(pos, blocks, &[], last, true);
+            }
+            // A level that proved wrong here puts the others in doubt too: they are
+            // read below, and all judged.
+            if (fix.complete && !fix.judge_again) || last {
                 return Ok(fix);
             }
         }
@@ -1806,9 +1811,10 @@ impl FixStage<'_> {
 
     /// [`position_with`](Self::position_with), done again with every level there
     /// suspected when a level proved wrong on the way (the first rebuild failed its
-    /// hash check) while none was to be written: the surviving blocks are then
-    /// copied and checked, and each level is recomputed from the verified stripe
-    /// and rewritten if it differs, as where a scrub marked the position.
+    /// hash check, its padding came back wrong, or a level it did not use differs)
+    /// while none was to be written: the surviving blocks are then copied and
+    /// checked, and each level is recomputed from the verified stripe and
+    /// rewritten if it differs, as where a scrub marked the position.
     fn judged(
         &self,
         pos: u32,
