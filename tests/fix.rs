@@ -968,6 +968,16 @@ fn fix_repairs_data_and_a_wrong_parity_level_at_the_same_position() {
     expect_code(&array.lhparity(&["check"]), 0);
 }
 
+/// Disk d2's `dir1/big.bin` of a `synced_array` (701,111 bytes: block 10 holds
+/// 45,751 of them, then zeros), the position of its block `block`, and the byte of
+/// a parity file there: in that zero padding with `padding`, else inside the data.
+fn position_of_big_bin(array: &Array, block: usize, padding: bool) -> (PathBuf, usize, usize) {
+    let victim = array.disks[1].join("dir1/big.bin");
+    let pos = first_position_of_block(array, &victim, "dir1/big.bin", block);
+    let at = pos * 65536 + if padding { 60_000 } else { 11 };
+    (victim, pos, at)
+}
+
 /// A scrub judges the parity of a position only when its data is right, so a damaged
 /// block and a wrong parity level at one position show as the data alone. A fix that
 /// does not check the whole array (`-e`, `-f`, `-d`) still puts both right: it
@@ -992,15 +1002,10 @@ fn data_and_parity_damaged_at_one_position_are_both_repaired_by_any_fix() {
     for (how, level, padding) in cases {
         let (array, original) = synced_array(3, 2);
         let good = parity_bytes(&array);
-        let victim = array.disks[1].join("dir1/big.bin");
-        // 701,111 bytes: block 10 holds 45,751 of them, then zeros.
         let block = if padding { 10 } else { 2 };
-        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", block);
+        let (victim, pos, at) = position_of_big_bin(&array, block, padding);
         flip(&victim, block * 65536 + 5);
-        flip(
-            &array.parity[level],
-            pos * 65536 + if padding { 60_000 } else { 11 },
-        );
+        flip(&array.parity[level], at);
         let args: &[&str] = match how {
             "-e" => {
                 let out = array.lhparity(&["scrub", "-p", "full"]);
@@ -1044,10 +1049,9 @@ fn data_and_parity_damaged_at_one_position_are_both_repaired_by_any_fix() {
     // rebuilt block with its padding put right, not as the wrong level left it.
     let (array, original) = synced_array(3, 2);
     let good = parity_bytes(&array);
-    let victim = array.disks[1].join("dir1/big.bin");
-    let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 10);
+    let (victim, pos, at) = position_of_big_bin(&array, 10, true);
     flip(&victim, 10 * 65536 + 5);
-    flip(&array.parity[0], pos * 65536 + 60_000);
+    flip(&array.parity[0], at);
     fs::File::options()
         .write(true)
         .open(&array.parity[1])
@@ -1083,13 +1087,9 @@ fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
     for (how, level, padding) in cases {
         let (array, original) = synced_array(3, 2);
         let good = parity_bytes(&array);
-        let victim = array.disks[1].join("dir1/big.bin");
         let block = if padding { 10 } else { 3 };
-        let pos = first_position_of_block(&array, &victim, "dir1/big.bin", block);
-        flip(
-            &array.parity[level],
-            pos * 65536 + if padding { 60_000 } else { 11 },
-        );
+        let (victim, _, at) = position_of_big_bin(&array, block, padding);
+        flip(&array.parity[level], at);
         let args: &[&str] = if how == "-m" {
             fs::remove_file(&victim).expect("rm");
             &["fix", "-m"]
@@ -1118,10 +1118,9 @@ fn a_level_found_wrong_while_a_lost_file_is_rebuilt_is_rewritten() {
     // the levels it would have left unread, here level 3 beside a wrong level 1.
     let (array, original) = synced_array(3, 3);
     let good = parity_bytes(&array);
-    let victim = array.disks[1].join("dir1/big.bin");
-    let pos = first_position_of_block(&array, &victim, "dir1/big.bin", 10);
+    let (_, _, at) = position_of_big_bin(&array, 10, true);
     for level in [0, 2] {
-        flip(&array.parity[level], pos * 65536 + 60_000);
+        flip(&array.parity[level], at);
     }
     wipe(&array, 1);
     expect_code(&array.lhparity(&["fix", "-d", "d2"]), 0);
